@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Start or stop a local moto DynamoDB server on a free loopback port.
+#
+#   eval "$(scripts/moto.sh start)"   # prints export lines for the endpoint
+#   scripts/moto.sh stop
+#
+# The pid is kept in $MOTO_PIDFILE (default ./.moto.pid), the server log in
+# $MOTO_LOG (default ./.moto.log). Run scripts/setup.sh first.
+set -euo pipefail
+
+TOOLS="${AWSFLOCK_TOOLS:-$HOME/.cache/awsflock}"
+PIDFILE="${MOTO_PIDFILE:-./.moto.pid}"
+LOGFILE="${MOTO_LOG:-./.moto.log}"
+PY="$TOOLS/moto/bin/python"
+SERVER="$TOOLS/moto/bin/moto_server"
+
+die() { echo "moto.sh: $*" >&2; exit 1; }
+
+running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+start() {
+    [ -x "$SERVER" ] || die "$SERVER not found; run scripts/setup.sh"
+    if running; then
+        die "already running with pid $(cat "$PIDFILE") (see $PIDFILE)"
+    fi
+    local port pid i
+    port="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    nohup "$SERVER" -H 127.0.0.1 -p "$port" </dev/null >"$LOGFILE" 2>&1 &
+    pid=$!
+    echo "$pid" >"$PIDFILE"
+    for i in $(seq 1 300); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rm -f "$PIDFILE"
+            tail -n 20 "$LOGFILE" >&2 || true
+            die "moto_server exited during start-up"
+        fi
+        if "$PY" - "$port" <<'PYEOF' 2>/dev/null; then
+import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=1)
+except urllib.error.HTTPError:
+    pass
+PYEOF
+            echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$port"
+            echo "export DYNAMO_ENDPOINT_URL=http://127.0.0.1:$port"
+            echo "export AWS_ACCESS_KEY_ID=test"
+            echo "export AWS_SECRET_ACCESS_KEY=test"
+            echo "export AWS_REGION=us-east-1"
+            echo "export AWS_DEFAULT_REGION=us-east-1"
+            echo "moto.sh: moto_server pid $pid on 127.0.0.1:$port" >&2
+            return 0
+        fi
+        sleep 0.1
+    done
+    kill "$pid" 2>/dev/null || true
+    rm -f "$PIDFILE"
+    die "moto_server did not answer within 30 s"
+}
+
+stop() {
+    [ -f "$PIDFILE" ] || die "no pid file $PIDFILE"
+    local pid i
+    pid="$(cat "$PIDFILE")"
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        kill -CONT "$pid" 2>/dev/null || true
+        for i in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$PIDFILE"
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Prepare a machine for the test suite: the moto DynamoDB server, the
+# awsflock 0.2.0 Python client used by the interop tests, faketime, and a
+# build of the crate. Safe to run again: finished steps are skipped.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+TOOLS="${AWSFLOCK_TOOLS:-$HOME/.cache/awsflock}"
+PYTHON="${PYTHON:-python3}"
+mkdir -p "$TOOLS"
+
+log() { echo "setup: $*" >&2; }
+
+# make_venv NAME CHECK_PYTHON_CODE PIP_ARGS...
+# (Re)creates $TOOLS/NAME unless its python already passes CHECK.
+make_venv() {
+    local name="$1" check="$2"
+    shift 2
+    local dir="$TOOLS/$name"
+    if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "$check" >/dev/null 2>&1; then
+        return 0
+    fi
+    log "creating $dir ($*)"
+    rm -rf "$dir"
+    "$PYTHON" -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+    if ! "$dir/bin/python" -c "$check"; then
+        log "$dir does not work after install"
+        exit 1
+    fi
+}
+
+make_venv moto \
+    "import os, sys, boto3, moto.server; sys.exit(0 if os.access(os.path.join(sys.prefix, 'bin', 'moto_server'), os.X_OK) else 1)" \
+    'moto[server]'
+
+make_venv peer \
+    "import os, sys, importlib.metadata as m, awsflock.main; sys.exit(0 if m.version('awsflock') == '0.2.0' and os.access(os.path.join(sys.prefix, 'bin', 'awsflock'), os.X_OK) else 1)" \
+    'awsflock==0.2.0'
+
+if ! command -v faketime >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing faketime"
+        export DEBIAN_FRONTEND=noninteractive
+        if ! apt-get install -y -qq faketime >/dev/null 2>&1; then
+            apt-get update -qq >/dev/null
+            apt-get install -y -qq faketime >/dev/null
+        fi
+    else
+        log "faketime is not installed (not root): the clock-skew tests will be skipped"
+    fi
+fi
+
+cargo build --quiet

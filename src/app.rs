@@ -1,0 +1,333 @@
+//! Carries out each command: turns parsed options into library calls, and
+//! results into output and an exit code.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::backend::{self, AcquireRequest, Backend, Lease, LockInfo, StoreOptions};
+use crate::cli::{Cli, Command, Global, LockArgs};
+use crate::error::{Error, Result};
+use crate::exit;
+
+/// Default lease for `acquire` and `renew`, as in awsflock 0.2.0.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(2 * 3600);
+/// Default wait for a held lock, as in awsflock 0.2.0.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs the parsed command line and returns the exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    let g = &cli.global;
+    match cli.command {
+        Command::TableCreate => {
+            let store = open(g).await?;
+            store.create().await?;
+            eprintln!("awsflock: {} is ready", store.describe());
+            Ok(exit::OK)
+        }
+        Command::Acquire(a) => {
+            let store = open(g).await?;
+            let req = request(&a.name, &a.lock, DEFAULT_LEASE, g)?;
+            let lease = store
+                .acquire(&req, Box::pin(std::future::pending()))
+                .await?;
+            print_lease(&lease, a.json, &req.owner, req.reason.as_deref())?;
+            Ok(exit::OK)
+        }
+        Command::Renew(r) => {
+            backend::validate_name(&r.name)?;
+            let store = open(g).await?;
+            let lease = store.lease_from_id(&r.name, &r.lease_id);
+            let next = uuid::Uuid::new_v4().to_string();
+            let renewed = store
+                .renew(&lease, r.lease_duration.unwrap_or(DEFAULT_LEASE), &next)
+                .await?;
+            print_lease(&renewed, r.json, "", None)?;
+            Ok(exit::OK)
+        }
+        Command::Release(r) => {
+            backend::validate_name(&r.name)?;
+            let store = open(g).await?;
+            store.release(&r.name, &r.lease_id).await?;
+            Ok(exit::OK)
+        }
+        Command::Status(s) => {
+            backend::validate_name(&s.name)?;
+            let store = open(g).await?;
+            let info = store.inspect(&s.name).await?;
+            if s.json {
+                out(&serde_json::to_string(&info_json(&info)).unwrap_or_default())?;
+            } else {
+                out(&describe_info(&info))?;
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// The store options from the global flags and the environment, including
+/// awsflock 0.2.0's `DYNAMO_ENDPOINT_URL`.
+pub fn store_options(g: &Global) -> StoreOptions {
+    StoreOptions {
+        backend: g.backend.clone(),
+        table: g.table.clone(),
+        endpoint_url: g.endpoint_url.clone().or_else(|| {
+            std::env::var("DYNAMO_ENDPOINT_URL")
+                .ok()
+                .filter(|s| !s.is_empty())
+        }),
+    }
+}
+
+async fn open(g: &Global) -> Result<Arc<dyn Backend>> {
+    backend::open(&store_options(g)).await
+}
+
+/// Builds an acquire request from `acquire`/`run` options.
+pub fn request(
+    name: &str,
+    a: &LockArgs,
+    default_lease: Duration,
+    g: &Global,
+) -> Result<AcquireRequest> {
+    backend::validate_name(name)?;
+    let wait = if a.no_wait {
+        Some(Duration::ZERO)
+    } else {
+        a.wait_time.map(|w| w.0).unwrap_or(Some(DEFAULT_WAIT))
+    };
+    let on_wait: Option<Arc<dyn Fn(&LockInfo) + Send + Sync>> = if g.quiet {
+        None
+    } else {
+        let name = name.to_string();
+        Some(Arc::new(move |info: &LockInfo| {
+            eprintln!("awsflock: {}", waiting_line(&name, info));
+        }))
+    };
+    Ok(AcquireRequest {
+        name: name.to_string(),
+        lease: a.lease_duration.unwrap_or(default_lease),
+        wait,
+        owner: a
+            .owner
+            .clone()
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(default_owner),
+        reason: a.reason.clone().filter(|r| !r.is_empty()),
+        on_wait,
+    })
+}
+
+/// The host name, as awsflock 0.2.0 defaults `--owner`.
+pub fn default_owner() -> String {
+    let h = gethostname::gethostname().to_string_lossy().into_owned();
+    if h.is_empty() { "NULL".to_string() } else { h }
+}
+
+/// `waiting for Deploy: held by alice@ci-7 since 10:02:07Z (terraform apply), expires in 1h58m`
+pub fn waiting_line(name: &str, info: &LockInfo) -> String {
+    let mut s = format!(
+        "waiting for {name}: held by {}",
+        info.owner.as_deref().unwrap_or("unknown")
+    );
+    if let Some(t) = info.acquired_at_ms {
+        s.push_str(&format!(" since {}", clock_time(t)));
+    }
+    if let Some(r) = &info.reason {
+        s.push_str(&format!(" ({r})"));
+    }
+    if let Some(e) = info.expires_at_ms {
+        let left = e - crate::clock::local_wall_ms();
+        if left > 0 {
+            s.push_str(&format!(
+                ", expires in {}",
+                crate::duration::short(Duration::from_millis(left as u64))
+            ));
+        } else {
+            s.push_str(", lease expired");
+        }
+    }
+    s
+}
+
+fn clock_time(ms: i64) -> String {
+    let t = rfc3339(ms);
+    // 2026-11-22T10:02:07.123Z -> 10:02:07Z
+    t.get(11..19).map(|hms| format!("{hms}Z")).unwrap_or(t)
+}
+
+/// RFC 3339 (UTC, milliseconds) for a time in ms since the epoch.
+pub fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The JSON shape shared by `status`, `list` and waiters.
+pub fn info_json(info: &LockInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": info.name,
+        "held": info.held,
+        "owner": info.owner,
+        "reason": info.reason,
+        "fence": info.fence,
+        "lease_id": info.lease_id,
+        "acquired_at": info.acquired_at_ms.map(rfc3339),
+        "expires_at": info.expires_at_ms.map(rfc3339),
+        "lease_duration": info.lease_duration_s,
+        "pid": info.pid,
+        "host": info.host,
+        "client": info.client,
+    })
+}
+
+fn describe_info(info: &LockInfo) -> String {
+    if !info.held {
+        return format!("{}: free", info.name);
+    }
+    let mut s = format!(
+        "{}: held by {}",
+        info.name,
+        info.owner.as_deref().unwrap_or("unknown")
+    );
+    if let Some(h) = &info.host {
+        s.push_str(&format!(" on {h}"));
+    }
+    if let Some(p) = info.pid {
+        s.push_str(&format!(" (pid {p})"));
+    }
+    if let Some(r) = &info.reason {
+        s.push_str(&format!("\n  reason:   {r}"));
+    }
+    if let Some(f) = info.fence {
+        s.push_str(&format!("\n  fence:    {f}"));
+    }
+    if let Some(a) = info.acquired_at_ms {
+        s.push_str(&format!("\n  acquired: {}", rfc3339(a)));
+    }
+    if let Some(e) = info.expires_at_ms {
+        s.push_str(&format!("\n  expires:  {}", rfc3339(e)));
+    }
+    if let Some(d) = info.lease_duration_s {
+        s.push_str(&format!(
+            "\n  lease:    {}",
+            crate::duration::short(Duration::from_secs(d))
+        ));
+    }
+    s
+}
+
+fn print_lease(lease: &Lease, json: bool, owner: &str, reason: Option<&str>) -> Result<()> {
+    if json {
+        let v = serde_json::json!({
+            "name": lease.name,
+            "lease_id": lease.lease_id,
+            "fence": lease.fence,
+            "owner": if owner.is_empty() { None } else { Some(owner) },
+            "reason": reason,
+            "acquired_at": lease.acquired_at_ms.map(rfc3339),
+            "expires_at": rfc3339(lease.expires_at_ms),
+            "lease_duration": lease.duration.as_secs(),
+        });
+        out(&v.to_string())
+    } else {
+        out(&lease.lease_id)
+    }
+}
+
+/// Writes a line to stdout; a closed pipe (`| head`) is not an error worth a panic.
+pub fn out(line: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    match writeln!(o, "{line}").and_then(|_| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::store(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// Whether stderr is a terminal (live progress) or a log (one line per change).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// Milliseconds since the epoch by the local clock (for display only).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The whole program after argument parsing: sets up logging and the async
+/// runtime, runs the command, prints any error as one line, and returns the
+/// exit code. Kept here so `main.rs` stays a single call.
+pub fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(e),
+    };
+    init_logging(cli.global.verbose);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("awsflock: error: cannot start: {e}");
+            return exit::ERROR;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("awsflock: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Prints a clap error as one line (help and version as clap formats them).
+fn clap_exit(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                exit::USAGE
+            } else {
+                exit::OK
+            }
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad usage");
+            let first = first.trim_start_matches("error: ");
+            eprintln!("awsflock: error: {first} (see 'awsflock --help')");
+            exit::USAGE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "awsflock=warn",
+        1 => "awsflock=debug",
+        _ => "debug",
+    };
+    let filter = if verbose == 0 {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    } else {
+        EnvFilter::new(default)
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(stderr_is_terminal())
+        .try_init();
+}

@@ -1,0 +1,262 @@
+//! What the AWS-based stores share: configuration from the standard AWS chain,
+//! the request interceptor that samples the store's clock and logs every
+//! attempt, and the mapping of SDK errors to ours.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::ProvideCredentials;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use aws_smithy_types::date_time::{DateTime, Format};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+
+use crate::clock::ServerClock;
+use crate::error::{Error, Result};
+
+/// Per-attempt and per-call time limits. An unreachable endpoint fails a call
+/// within about 10 s; a frozen store fails one attempt within 3 s, so a
+/// renewing holder gets several tries within even a short lease.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(3))
+        .operation_timeout(Duration::from_secs(9))
+        .build()
+}
+
+/// Loads region, credentials and endpoint from the standard AWS chain, with
+/// `endpoint` (from `--endpoint-url` or `DYNAMO_ENDPOINT_URL`) taking
+/// precedence over `AWS_ENDPOINT_URL`. Fails early, with a message, when
+/// there is no region or no credentials.
+pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts())
+        .retry_config(RetryConfig::standard().with_max_attempts(3));
+    if let Some(ep) = &endpoint {
+        loader = loader.endpoint_url(ep.clone());
+    }
+    let mut config = loader.load().await;
+    if config.region().is_none() {
+        // A local endpoint needs no real region; pick the usual one.
+        let has_endpoint = endpoint.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+        if !has_endpoint {
+            return Err(Error::store(
+                "no AWS region is configured; set AWS_REGION (or a region in your AWS profile)",
+            ));
+        }
+        config = config
+            .into_builder()
+            .region(Region::new("us-east-1"))
+            .build();
+    }
+    let Some(provider) = config.credentials_provider() else {
+        return Err(Error::store(
+            "no AWS credentials provider; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+        ));
+    };
+    if let Err(e) = provider.provide_credentials().await {
+        tracing::debug!(error = %DisplayErrorContext(&e), "credential chain failed");
+        return Err(Error::store(
+            "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             configure AWS_PROFILE or SSO, or run with an instance role",
+        ));
+    }
+    Ok(config)
+}
+
+/// Counts and times every HTTP attempt, and feeds each response's `Date`
+/// header to the shared [`ServerClock`].
+#[derive(Debug, Clone)]
+pub struct StoreInterceptor {
+    clock: Arc<ServerClock>,
+    requests: Arc<AtomicU64>,
+}
+
+impl StoreInterceptor {
+    /// An interceptor feeding `clock`.
+    pub fn new(clock: Arc<ServerClock>) -> Self {
+        Self {
+            clock,
+            requests: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// How many HTTP attempts have been sent so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SentAt(Instant);
+
+impl Storable for SentAt {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Intercept for StoreInterceptor {
+    fn name(&self) -> &'static str {
+        "awsflock::StoreInterceptor"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        cfg.interceptor_state().store_put(SentAt(Instant::now()));
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        let received = Instant::now();
+        let Some(SentAt(sent)) = cfg.load::<SentAt>().copied() else {
+            return Ok(()); // failed before transmission: nothing was sent
+        };
+        let op = cfg
+            .load::<Metadata>()
+            .map(|m| m.name().to_string())
+            .unwrap_or_default();
+        let ms = received.duration_since(sent).as_millis() as u64;
+        match context.response() {
+            Some(resp) => {
+                let status = resp.status().as_u16();
+                let code = resp.headers().get("x-amzn-errortype").unwrap_or("");
+                let code = code.split(':').next().unwrap_or("");
+                if let Some(date) = resp.headers().get("date") {
+                    match DateTime::from_str(date, Format::HttpDate) {
+                        Ok(d) => self.clock.observe(sent, received, d.secs()),
+                        Err(_) => tracing::debug!(date, "unreadable Date header"),
+                    }
+                }
+                tracing::debug!(target: "awsflock::store", %op, status, %code, ms, "store_request");
+            }
+            None => {
+                let err = context
+                    .output_or_error()
+                    .and_then(|r| r.err())
+                    .map(|e| format!("{}", DisplayErrorContext(e)))
+                    .unwrap_or_default();
+                tracing::debug!(target: "awsflock::store", %op, ms, %err, "store_request failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True for the error codes that mean "overloaded, try later".
+pub fn is_throttling_or_server(code: Option<&str>, status: Option<u16>) -> bool {
+    matches!(
+        code,
+        Some(
+            "ThrottlingException"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+                | "TransactionInProgressException"
+                | "SlowDown"
+                | "RequestTimeout"
+        )
+    ) || status.is_some_and(|s| s >= 500)
+}
+
+/// Maps an SDK error that the caller did not handle itself to ours, with a
+/// message that says what to do. `store` names the store for the message.
+pub fn sdk_error<E, R>(err: SdkError<E, R>, store: &str) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + HttpStatus,
+{
+    let detail = DisplayErrorContext(&err).to_string();
+    tracing::debug!(error = %detail, "store error");
+    match &err {
+        SdkError::TimeoutError(_) => Error::Unavailable(format!(
+            "{store} did not answer in time; check the endpoint and network, then try again"
+        )),
+        SdkError::DispatchFailure(_) => Error::Unavailable(format!(
+            "cannot reach {store} ({}); check --endpoint-url / AWS_ENDPOINT_URL and the network",
+            short_cause(&detail)
+        )),
+        SdkError::ResponseError(_) => {
+            Error::Unavailable(format!("{store} sent an unreadable response; try again"))
+        }
+        SdkError::ServiceError(se) => {
+            let code = se.err().code();
+            let status = se.raw().status();
+            if is_throttling_or_server(code, Some(status)) {
+                Error::Unavailable(format!(
+                    "{store} is overloaded or failing ({}); try again later",
+                    code.unwrap_or("HTTP error")
+                ))
+            } else if matches!(
+                code,
+                Some(
+                    "UnrecognizedClientException"
+                        | "InvalidSignatureException"
+                        | "AccessDeniedException"
+                        | "AccessDenied"
+                        | "ExpiredTokenException"
+                        | "MissingAuthenticationToken"
+                )
+            ) {
+                Error::store(format!(
+                    "{store} refused the credentials ({}: {}); check AWS credentials and IAM permissions",
+                    code.unwrap_or("?"),
+                    se.err().message().unwrap_or("")
+                ))
+            } else {
+                Error::store(format!(
+                    "{store}: {}: {}",
+                    code.unwrap_or("error"),
+                    se.err().message().unwrap_or("request failed")
+                ))
+            }
+        }
+        _ => Error::store(format!("{store}: {}", short_cause(&detail))),
+    }
+}
+
+/// Gives the HTTP status of a raw response, for error classification.
+pub trait HttpStatus {
+    /// The status code.
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// The innermost cause of an error chain, which is the one people recognise
+/// ("Connection refused").
+fn short_cause(detail: &str) -> String {
+    detail
+        .rsplit(": ")
+        .next()
+        .unwrap_or(detail)
+        .trim()
+        .trim_end_matches(')')
+        .to_string()
+}

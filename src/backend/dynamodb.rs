@@ -1,0 +1,1084 @@
+//! The DynamoDB store: awsflock 0.2.0's table format, plus fencing, shared-clock
+//! expiry and one-request operations. DESIGN.md gives the protocol and the
+//! reasoning; this file follows it step by step.
+//!
+//! One item per lock, keyed by `lock_id`, carrying 0.2.0's attributes
+//! (`lease_id`, `lease_duration`, `owner`, `expiration_time` in whole seconds)
+//! so that 0.2.0 clients on the same table keep working, and ours (`fence`,
+//! `fence_limit`, `expires_ms`, `acquired_ms`, `reason`, `pid`, `host`,
+//! `client`, `released_lease`, `released_ms`). A second item per lock, keyed
+//! `__awsflock__/fence/NAME`, holds the fencing high-water mark `fence_hw`,
+//! which 0.2.0 clients never touch and TTL never deletes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::error::{
+    ConditionalCheckFailedException, TransactionCanceledException,
+};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    TimeToLiveStatus, TransactWriteItem,
+};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use futures_util::FutureExt;
+
+use super::aws::{self, StoreInterceptor};
+use super::{AcquireRequest, Backend, BoxFuture, Lease, LockInfo, RESERVED_PREFIX, poll_pause};
+use crate::clock::{ServerClock, local_wall_ms};
+use crate::error::{Error, Result};
+
+/// Attribute names. The first five are awsflock 0.2.0's.
+mod attr {
+    pub const LOCK_ID: &str = "lock_id";
+    pub const LEASE_ID: &str = "lease_id";
+    pub const LEASE_DURATION: &str = "lease_duration";
+    pub const OWNER: &str = "owner";
+    pub const EXPIRATION_TIME: &str = "expiration_time";
+    pub const FENCE: &str = "fence";
+    pub const FENCE_LIMIT: &str = "fence_limit";
+    pub const EXPIRES_MS: &str = "expires_ms";
+    pub const ACQUIRED_MS: &str = "acquired_ms";
+    pub const REASON: &str = "reason";
+    pub const PID: &str = "pid";
+    pub const HOST: &str = "host";
+    pub const CLIENT: &str = "client";
+    pub const RELEASED_LEASE: &str = "released_lease";
+    pub const RELEASED_MS: &str = "released_ms";
+    pub const FENCE_HW: &str = "fence_hw";
+}
+
+/// How many fencing tokens one reservation from the high-water mark covers.
+/// Tokens after a wipe of the lock item jump by up to this much.
+pub const FENCE_BLOCK: u64 = 1_000_000;
+
+/// A waiter takes over an expired lease only after seeing that same lease for
+/// this long: it bounds the harm of a holder whose clock was badly off for the
+/// one round trip before it learnt the store's time (see DESIGN.md).
+pub const FIRST_SIGHT_GRACE: Duration = Duration::from_secs(5);
+
+/// Extra time past a lease's expiry before a waiter may take it over.
+pub const EXPIRY_MARGIN_MS: i64 = 1000;
+
+/// A first write made on the local clock is rewritten when the local clock
+/// turns out to be further than this from the store's.
+pub const SKEW_TOLERANCE_MS: i64 = 1000;
+
+/// Written into `client` so `status` can tell who wrote a lease.
+pub const CLIENT_TAG: &str = concat!("awsflock-rs ", env!("CARGO_PKG_VERSION"));
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl std::fmt::Display) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn get_i64(item: &Item, k: &str) -> Option<i64> {
+    let text = item.get(k)?.as_n().ok()?;
+    text.parse::<i64>()
+        .ok()
+        .or_else(|| text.parse::<f64>().ok().map(|f| f as i64))
+}
+
+fn get_u64(item: &Item, k: &str) -> Option<u64> {
+    get_i64(item, k).and_then(|v| u64::try_from(v).ok())
+}
+
+fn hw_key(name: &str) -> String {
+    format!("{RESERVED_PREFIX}fence/{name}")
+}
+
+/// Builds update and condition expressions with every attribute behind a
+/// `#name` placeholder (several of ours are DynamoDB reserved words).
+#[derive(Default)]
+struct Expr {
+    sets: Vec<String>,
+    removes: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Expr {
+    fn name(&mut self, attr: &str) -> String {
+        let key = format!("#{attr}");
+        self.names.insert(key.clone(), attr.to_string());
+        key
+    }
+
+    fn value(&mut self, key: &str, v: AttributeValue) -> String {
+        let key = format!(":{key}");
+        self.values.insert(key.clone(), v);
+        key
+    }
+
+    fn set(&mut self, attr: &str, v: AttributeValue) {
+        let (name, value) = (self.name(attr), self.value(attr, v));
+        self.sets.push(format!("{name} = {value}"));
+    }
+
+    fn remove(&mut self, attr: &str) {
+        let name = self.name(attr);
+        self.removes.push(name);
+    }
+
+    fn update_expression(&self) -> String {
+        let mut out = format!("SET {}", self.sets.join(", "));
+        if !self.removes.is_empty() {
+            out.push_str(&format!(" REMOVE {}", self.removes.join(", ")));
+        }
+        out
+    }
+}
+
+/// The times written with a grant or renewal, and what is needed afterwards
+/// to compute the holder's deadline.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    /// The store's time when sending, at the latest (the base of the expiry).
+    now_ms: i64,
+    /// The store's time when sending, at the earliest (shown as "acquired at").
+    shown_ms: i64,
+    expires_ms: i64,
+    sent: Instant,
+    sent_wall_ms: i64,
+    calibrated: bool,
+}
+
+/// The result of one write that tried to take the lock.
+enum Outcome {
+    /// We hold it: the fence we got.
+    Granted(Option<u64>),
+    /// Someone else got there first; this is what the item looks like now.
+    Lost(Option<Item>),
+    /// Our guess of the fencing high-water mark was wrong and is now
+    /// corrected: try the same write again.
+    Retry,
+}
+
+/// How we last saw the item, and how we judge it.
+#[derive(Debug, PartialEq)]
+enum State {
+    Absent,
+    Free {
+        lease_id: Option<String>,
+        counter_ok: bool,
+    },
+    Held,
+}
+
+/// The DynamoDB store.
+pub struct DynamoDb {
+    client: Client,
+    table: String,
+    clock: Arc<ServerClock>,
+    interceptor: StoreInterceptor,
+    host: String,
+}
+
+impl DynamoDb {
+    /// Connects (lazily: no request is sent) to `table`, with the standard AWS
+    /// configuration and an optional endpoint override.
+    pub async fn connect(table: String, endpoint: Option<String>) -> Result<Self> {
+        let config = aws::load(endpoint).await?;
+        let clock = Arc::new(ServerClock::new());
+        let interceptor = StoreInterceptor::new(clock.clone());
+        let conf = aws_sdk_dynamodb::config::Builder::from(&config)
+            .interceptor(interceptor.clone())
+            .build();
+        Ok(Self {
+            client: Client::from_conf(conf),
+            table,
+            clock,
+            interceptor,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+        })
+    }
+
+    /// The store's clock as this client knows it.
+    pub fn clock(&self) -> &ServerClock {
+        &self.clock
+    }
+
+    /// HTTP attempts sent so far (for benchmarks and tests).
+    pub fn requests(&self) -> u64 {
+        self.interceptor.requests()
+    }
+
+    fn name(&self) -> String {
+        format!("DynamoDB table '{}'", self.table)
+    }
+
+    /// Maps an SDK error, turning a missing table into advice.
+    fn error<E>(&self, err: SdkError<E, aws_smithy_runtime_api::http::Response>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if err.code() == Some("ResourceNotFoundException") {
+            return Error::store(format!(
+                "DynamoDB table '{}' does not exist; create it with `awsflock table-create --table {}`",
+                self.table, self.table
+            ));
+        }
+        aws::sdk_error(err, &self.name())
+    }
+
+    fn stamp(&self, lease: Duration) -> Stamp {
+        let calibrated = self.clock.is_calibrated();
+        let now_ms = self.clock.upper_ms();
+        Stamp {
+            now_ms,
+            shown_ms: self.clock.lower_ms(),
+            expires_ms: now_ms + lease.as_millis() as i64,
+            sent: Instant::now(),
+            sent_wall_ms: local_wall_ms(),
+            calibrated,
+        }
+    }
+
+    /// The attributes every grant writes (all of 0.2.0's, and ours but the fence).
+    fn grant_attrs(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        st: &Stamp,
+    ) -> Vec<(&'static str, AttributeValue)> {
+        let mut v = vec![
+            (attr::LEASE_ID, s(lease_id)),
+            (attr::LEASE_DURATION, n(req.lease.as_secs())),
+            (attr::OWNER, s(req.owner.clone())),
+            (attr::EXPIRATION_TIME, n(ceil_secs(st.expires_ms))),
+            (attr::EXPIRES_MS, n(st.expires_ms)),
+            (attr::ACQUIRED_MS, n(st.shown_ms)),
+            (attr::PID, n(std::process::id())),
+            (attr::HOST, s(self.host.clone())),
+            (attr::CLIENT, s(CLIENT_TAG)),
+        ];
+        if let Some(r) = &req.reason {
+            v.push((attr::REASON, s(r.clone())));
+        }
+        v
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(out.item)
+    }
+
+    /// A grant from the lock item's own fence counter, in one UpdateItem:
+    /// blind (`seen = None`: the item must be released), or taking over the
+    /// exact lease `seen` that we judged free.
+    async fn grant_counter(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        seen: Option<&str>,
+        st: &Stamp,
+    ) -> Result<Outcome> {
+        let mut e = Expr::default();
+        for (k, v) in self.grant_attrs(req, lease_id, st) {
+            e.set(k, v);
+        }
+        if req.reason.is_none() {
+            e.remove(attr::REASON);
+        }
+        e.remove(attr::RELEASED_LEASE);
+        e.remove(attr::RELEASED_MS);
+        let (fence, limit) = (e.name(attr::FENCE), e.name(attr::FENCE_LIMIT));
+        let one = e.value("one", n(1));
+        e.sets.push(format!("{fence} = {fence} + {one}"));
+        let first = match seen {
+            None => {
+                let exp = e.name(attr::EXPIRATION_TIME);
+                let zero = e.value("zero", n(0));
+                format!("{exp} = {zero}")
+            }
+            Some(id) => {
+                let lid = e.name(attr::LEASE_ID);
+                let seen = e.value("seen", s(id));
+                format!("{lid} = {seen}")
+            }
+        };
+        let condition = format!("{first} AND {fence} < {limit}");
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(&req.name))
+            .update_expression(e.update_expression())
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .return_values(ReturnValue::UpdatedNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok(Outcome::Granted(
+                out.attributes
+                    .as_ref()
+                    .and_then(|a| get_u64(a, attr::FENCE)),
+            )),
+            Err(err) => {
+                if let Some(ccf) = ccf_of(&err) {
+                    let item = ccf.item().cloned();
+                    return Ok(won_anyway(item, lease_id));
+                }
+                Err(self.error(err))
+            }
+        }
+    }
+
+    /// A grant with a fresh block of fencing tokens reserved from the
+    /// high-water mark, in one transaction, for a lock item that is absent
+    /// (`seen = None`) or whose counter was lost (wiped by an old client,
+    /// deleted by TTL, or exhausted). `hw` is our best knowledge of the
+    /// high-water mark (`None`: assume it does not exist yet); it is updated
+    /// when the transaction is cancelled because the guess was wrong.
+    async fn grant_fresh(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        seen: Option<&str>,
+        hw: &mut Option<u64>,
+        st: &Stamp,
+    ) -> Result<Outcome> {
+        let old_hw = hw.unwrap_or(0);
+        let new_hw = old_hw + FENCE_BLOCK;
+        let fence = old_hw + 1;
+
+        let mut hw_names = HashMap::from([("#hw".to_string(), attr::FENCE_HW.to_string())]);
+        let mut hw_values = HashMap::new();
+        let hw_cond = match hw {
+            None => "attribute_not_exists(#hw)".to_string(),
+            Some(h) => {
+                hw_values.insert(":old".to_string(), n(*h));
+                "#hw = :old".to_string()
+            }
+        };
+        let hw_put = Put::builder()
+            .table_name(&self.table)
+            .item(attr::LOCK_ID, s(hw_key(&req.name)))
+            .item(attr::FENCE_HW, n(new_hw))
+            .condition_expression(hw_cond)
+            .set_expression_attribute_names(Some(std::mem::take(&mut hw_names)))
+            .set_expression_attribute_values(if hw_values.is_empty() {
+                None
+            } else {
+                Some(hw_values)
+            })
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| Error::store(e.to_string()))?;
+
+        let mut lock = Put::builder()
+            .table_name(&self.table)
+            .item(attr::LOCK_ID, s(&req.name))
+            .item(attr::FENCE, n(fence))
+            .item(attr::FENCE_LIMIT, n(new_hw));
+        for (k, v) in self.grant_attrs(req, lease_id, st) {
+            lock = lock.item(k, v);
+        }
+        lock = match seen {
+            None => lock
+                .condition_expression("attribute_not_exists(#k)")
+                .expression_attribute_names("#k", attr::LOCK_ID),
+            Some(id) => lock
+                .condition_expression("#l = :seen")
+                .expression_attribute_names("#l", attr::LEASE_ID)
+                .expression_attribute_values(":seen", s(id)),
+        };
+        let lock = lock
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| Error::store(e.to_string()))?;
+
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(hw_put).build())
+            .transact_items(TransactWriteItem::builder().put(lock).build())
+            .client_request_token(lease_id)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Outcome::Granted(Some(fence))),
+            Err(err) => {
+                let Some(tce) = tce_of(&err) else {
+                    return Err(self.error(err));
+                };
+                let reasons = tce.cancellation_reasons();
+                let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+                let item = |i: usize| reasons.get(i).and_then(|r| r.item()).cloned();
+                if code(1) == "ConditionalCheckFailed" {
+                    // The lock item changed (or is ours already: a retry of a
+                    // transaction that landed).
+                    return Ok(won_anyway(item(1), lease_id));
+                }
+                if code(0) == "ConditionalCheckFailed" {
+                    // Our guess of the high-water mark was wrong: learn it, and
+                    // let the caller try again at once.
+                    *hw = item(0)
+                        .as_ref()
+                        .and_then(|i| get_u64(i, attr::FENCE_HW))
+                        .or(Some(0));
+                    return Ok(Outcome::Retry);
+                }
+                Err(Error::Unavailable(format!(
+                    "{} cancelled the transaction ({}, {}); try again",
+                    self.name(),
+                    code(0),
+                    code(1)
+                )))
+            }
+        }
+    }
+
+    /// Judges an item: absent, free (released or expired), or held.
+    /// `first_sight` is when we first saw this item's current lease.
+    fn judge(&self, item: Option<&Item>, first_sight: Instant) -> State {
+        let Some(item) = item else {
+            return State::Absent;
+        };
+        let lease_id = get_s(item, attr::LEASE_ID).map(String::from);
+        let counter_ok = matches!(
+            (get_u64(item, attr::FENCE), get_u64(item, attr::FENCE_LIMIT)),
+            (Some(f), Some(l)) if f < l
+        );
+        let released = get_i64(item, attr::EXPIRATION_TIME) == Some(0);
+        let expired =
+            !released && self.is_expired(item) && first_sight.elapsed() >= FIRST_SIGHT_GRACE;
+        if released || expired {
+            State::Free {
+                lease_id,
+                counter_ok,
+            }
+        } else {
+            State::Held
+        }
+    }
+
+    /// The lease's expiry on the store's clock, in ms. 0.2.0 writes whole
+    /// seconds truncated from its local clock, so its leases get a second more.
+    fn expiry_ms(item: &Item) -> Option<i64> {
+        get_i64(item, attr::EXPIRES_MS)
+            .filter(|ms| *ms > 0)
+            .or_else(|| get_i64(item, attr::EXPIRATION_TIME).map(|s| s * 1000 + 1000))
+    }
+
+    /// Past its expiry by the earliest the store's clock can read now.
+    fn is_expired(&self, item: &Item) -> bool {
+        match Self::expiry_ms(item) {
+            Some(exp) => self.clock.lower_ms() > exp + EXPIRY_MARGIN_MS,
+            None => false, // no expiry at all: never expires (0.2.0 would crash on it)
+        }
+    }
+
+    fn info(&self, name: &str, item: Option<&Item>) -> LockInfo {
+        let Some(item) = item else {
+            return LockInfo {
+                name: name.to_string(),
+                held: false,
+                owner: None,
+                reason: None,
+                fence: None,
+                lease_id: None,
+                acquired_at_ms: None,
+                expires_at_ms: None,
+                lease_duration_s: None,
+                pid: None,
+                host: None,
+                client: None,
+            };
+        };
+        let released = get_i64(item, attr::EXPIRATION_TIME) == Some(0);
+        let ours = get_s(item, attr::CLIENT).is_some();
+        LockInfo {
+            name: name.to_string(),
+            held: !released && !self.is_expired(item),
+            owner: get_s(item, attr::OWNER).map(String::from),
+            reason: get_s(item, attr::REASON).map(String::from),
+            fence: if ours {
+                get_u64(item, attr::FENCE)
+            } else {
+                None
+            },
+            lease_id: if released {
+                None
+            } else {
+                get_s(item, attr::LEASE_ID).map(String::from)
+            },
+            acquired_at_ms: get_i64(item, attr::ACQUIRED_MS),
+            expires_at_ms: if released {
+                None
+            } else {
+                Self::expiry_ms(item)
+            },
+            lease_duration_s: get_u64(item, attr::LEASE_DURATION),
+            pid: get_u64(item, attr::PID).and_then(|p| u32::try_from(p).ok()),
+            host: get_s(item, attr::HOST).map(String::from),
+            client: Some(
+                get_s(item, attr::CLIENT)
+                    .map(String::from)
+                    .unwrap_or_else(|| "awsflock 0.2.0".into()),
+            ),
+        }
+    }
+
+    /// Turns a successful write into a lease. When the write was stamped with
+    /// the local clock (first request of the process) and the response showed
+    /// that clock to be off, rewrites the lease on the store's clock at once,
+    /// before anyone is told the lock is held.
+    async fn finish(
+        &self,
+        name: &str,
+        lease_id: String,
+        fence: Option<u64>,
+        lease: Duration,
+        st: Stamp,
+    ) -> Result<Lease> {
+        if !st.calibrated {
+            if let Some(skew) = self.clock.local_skew_ms(st.sent, st.sent_wall_ms) {
+                if skew.abs() > SKEW_TOLERANCE_MS {
+                    tracing::warn!(
+                        skew_ms = skew,
+                        "this machine's clock is {}s off the store's; the lease was rewritten on the store's clock",
+                        skew / 1000
+                    );
+                    let held = Lease {
+                        name: name.to_string(),
+                        lease_id,
+                        fence,
+                        duration: lease,
+                        acquired_at_ms: Some(st.shown_ms),
+                        expires_at_ms: st.expires_ms,
+                        deadline: st.sent,
+                    };
+                    let next = uuid::Uuid::new_v4().to_string();
+                    let mut renewed = self.renew_to(&held, lease, &next).await?;
+                    renewed.acquired_at_ms = Some(self.clock.lower_ms());
+                    return Ok(renewed);
+                }
+            }
+        }
+        let deadline = self
+            .clock
+            .deadline_for(st.expires_ms)
+            .unwrap_or(st.sent + lease)
+            .min(st.sent + lease + Duration::from_millis(SKEW_TOLERANCE_MS as u64));
+        Ok(Lease {
+            name: name.to_string(),
+            lease_id,
+            fence,
+            duration: lease,
+            acquired_at_ms: Some(st.shown_ms),
+            expires_at_ms: st.expires_ms,
+            deadline,
+        })
+    }
+
+    /// Renews to a caller-chosen next lease id (see [`Backend::renew`]).
+    async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        let st = self.stamp(duration);
+        let mut e = Expr::default();
+        e.set(attr::LEASE_ID, s(next_id));
+        e.set(attr::LEASE_DURATION, n(duration.as_secs()));
+        e.set(attr::EXPIRATION_TIME, n(ceil_secs(st.expires_ms)));
+        e.set(attr::EXPIRES_MS, n(st.expires_ms));
+        let (lid, exp) = (e.name(attr::LEASE_ID), e.name(attr::EXPIRATION_TIME));
+        let cur = e.value("cur", s(&lease.lease_id));
+        let zero = e.value("zero", n(0));
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(&lease.name))
+            .update_expression(e.update_expression())
+            .condition_expression(format!("{lid} = {cur} AND {exp} <> {zero}"))
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let item = match res {
+            Ok(out) => out.attributes,
+            Err(err) => {
+                let Some(ccf) = ccf_of(&err) else {
+                    return Err(self.error(err));
+                };
+                match ccf.item() {
+                    // Our earlier attempt landed but its answer was lost.
+                    Some(i) if get_s(i, attr::LEASE_ID) == Some(next_id) => Some(i.clone()),
+                    _ => {
+                        return Err(Error::NotHeld {
+                            name: lease.name.clone(),
+                            lease_id: lease.lease_id.clone(),
+                            detail: String::new(),
+                        });
+                    }
+                }
+            }
+        };
+        let fence = item
+            .as_ref()
+            .filter(|i| get_s(i, attr::CLIENT).is_some())
+            .and_then(|i| get_u64(i, attr::FENCE));
+        let mut renewed =
+            Box::pin(self.finish(&lease.name, next_id.to_string(), fence, duration, st)).await?;
+        renewed.acquired_at_ms = item
+            .as_ref()
+            .and_then(|i| get_i64(i, attr::ACQUIRED_MS))
+            .or(lease.acquired_at_ms);
+        Ok(renewed)
+    }
+}
+
+/// A failed condition whose current item carries our own lease id means an
+/// earlier attempt of this very write landed (its answer was lost, and the SDK
+/// retried): we hold the lock.
+fn won_anyway(item: Option<Item>, lease_id: &str) -> Outcome {
+    match item {
+        Some(i) if get_s(&i, attr::LEASE_ID) == Some(lease_id) => {
+            Outcome::Granted(get_u64(&i, attr::FENCE))
+        }
+        other => Outcome::Lost(other),
+    }
+}
+
+type UpdateErr = SdkError<UpdateItemError, aws_smithy_runtime_api::http::Response>;
+type TransactErr = SdkError<TransactWriteItemsError, aws_smithy_runtime_api::http::Response>;
+
+fn ccf_of(err: &UpdateErr) -> Option<&ConditionalCheckFailedException> {
+    match err.as_service_error()? {
+        UpdateItemError::ConditionalCheckFailedException(e) => Some(e),
+        _ => None,
+    }
+}
+
+fn tce_of(err: &TransactErr) -> Option<&TransactionCanceledException> {
+    match err.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(e) => Some(e),
+        _ => None,
+    }
+}
+
+fn ceil_secs(ms: i64) -> i64 {
+    (ms + 999).div_euclid(1000)
+}
+
+#[async_trait::async_trait]
+impl Backend for DynamoDb {
+    fn describe(&self) -> String {
+        self.name()
+    }
+
+    async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
+        super::validate_name(&req.name)?;
+        let started = Instant::now();
+        let give_up = req.wait.map(|w| started + w);
+        let mut cancel = cancel.fuse();
+        let mut cancelled: Option<i32> = None;
+        let mut hw: Option<u64> = None;
+        let mut sight: Option<(Option<String>, Instant)> = None;
+        let mut last_holder: Option<LockInfo> = None;
+        let mut contacted = false;
+        let mut quick_retries = 0u32;
+
+        // The item as last seen: `None` before anything is known, which makes
+        // the first attempt the blind one-request grant of a released lock.
+        let mut seen: Option<Option<Item>> = None;
+        loop {
+            let lease_id = uuid::Uuid::new_v4().to_string();
+            let st = self.stamp(req.lease);
+            let attempt = match &seen {
+                None => self
+                    .grant_counter(req, &lease_id, None, &st)
+                    .await
+                    .map(Some),
+                Some(item) => {
+                    let key = item
+                        .as_ref()
+                        .map(|i| get_s(i, attr::LEASE_ID).map(String::from));
+                    let key = key.flatten();
+                    if sight.as_ref().map(|(k, _)| k) != Some(&key) {
+                        sight = Some((key, Instant::now()));
+                    }
+                    let first = sight.as_ref().map(|(_, t)| *t).unwrap_or_else(Instant::now);
+                    match self.judge(item.as_ref(), first) {
+                        State::Absent => self
+                            .grant_fresh(req, &lease_id, None, &mut hw, &st)
+                            .await
+                            .map(Some),
+                        State::Free {
+                            lease_id: seen_id,
+                            counter_ok: true,
+                        } => {
+                            let id = seen_id.unwrap_or_default();
+                            self.grant_counter(req, &lease_id, Some(&id), &st)
+                                .await
+                                .map(Some)
+                        }
+                        State::Free {
+                            lease_id: seen_id,
+                            counter_ok: false,
+                        } => {
+                            let id = seen_id.unwrap_or_default();
+                            self.grant_fresh(req, &lease_id, Some(&id), &mut hw, &st)
+                                .await
+                                .map(Some)
+                        }
+                        State::Held => {
+                            let info = self.info(&req.name, item.as_ref());
+                            let out_of_time = give_up.is_some_and(|g| Instant::now() >= g);
+                            if !out_of_time
+                                && last_holder
+                                    .as_ref()
+                                    .map(|h| (&h.owner, &h.acquired_at_ms, &h.reason))
+                                    != Some((&info.owner, &info.acquired_at_ms, &info.reason))
+                            {
+                                if let Some(cb) = &req.on_wait {
+                                    cb(&info);
+                                }
+                                last_holder = Some(info.clone());
+                            }
+                            if out_of_time {
+                                return Err(Error::NotAcquired {
+                                    name: req.name.clone(),
+                                    detail: holder_detail(&info),
+                                });
+                            }
+                            let pause = match give_up {
+                                Some(g) => {
+                                    poll_pause().min(g.saturating_duration_since(Instant::now()))
+                                }
+                                None => poll_pause(),
+                            };
+                            tokio::select! {
+                                sig = &mut cancel => return Err(Error::Interrupted(sig)),
+                                _ = tokio::time::sleep(pause) => {}
+                            }
+                            Ok(None)
+                        }
+                    }
+                }
+            };
+            match attempt {
+                Ok(Some(Outcome::Granted(fence))) => {
+                    if let Poll::Ready(sig) = futures_util::poll!(&mut cancel) {
+                        cancelled = Some(sig);
+                    }
+                    if let Some(sig) = cancelled {
+                        // A grant raced with the signal: give it back.
+                        let _ = self.release(&req.name, &lease_id).await;
+                        return Err(Error::Interrupted(sig));
+                    }
+                    return self.finish(&req.name, lease_id, fence, req.lease, st).await;
+                }
+                Ok(Some(Outcome::Retry)) => {}
+                Ok(Some(Outcome::Lost(item))) => {
+                    contacted = true;
+                    quick_retries += 1;
+                    if quick_retries > 4 {
+                        // Several immediate retries lost races: let the winner settle.
+                        quick_retries = 0;
+                        tokio::select! {
+                            sig = &mut cancel => return Err(Error::Interrupted(sig)),
+                            _ = tokio::time::sleep(poll_pause()) => {}
+                        }
+                    }
+                    seen = Some(item);
+                }
+                Ok(None) => {
+                    // Waited: read the item again.
+                    quick_retries = 0;
+                    match self.get(&req.name).await {
+                        Ok(item) => {
+                            contacted = true;
+                            seen = Some(item);
+                        }
+                        Err(Error::Unavailable(msg)) if contacted => {
+                            tracing::warn!("{msg}; still waiting");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(Error::Unavailable(msg))
+                    if contacted && !give_up.is_some_and(|g| Instant::now() >= g) =>
+                {
+                    tracing::warn!("{msg}; retrying");
+                    tokio::select! {
+                        sig = &mut cancel => return Err(Error::Interrupted(sig)),
+                        _ = tokio::time::sleep(poll_pause()) => {}
+                    }
+                    // Re-read before writing again: the state may have moved.
+                    seen = Some(match self.get(&req.name).await {
+                        Ok(item) => item,
+                        Err(_) => continue,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        super::validate_name(&lease.name)?;
+        self.renew_to(lease, duration, next_id).await
+    }
+
+    async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
+        super::validate_name(name)?;
+        let mut e = Expr::default();
+        e.set(attr::LEASE_ID, s(uuid::Uuid::new_v4().to_string()));
+        e.set(attr::EXPIRES_MS, n(0));
+        e.set(attr::RELEASED_LEASE, s(lease_id));
+        e.set(attr::RELEASED_MS, n(self.clock.lower_ms()));
+        let (lid, exp) = (e.name(attr::LEASE_ID), e.name(attr::EXPIRATION_TIME));
+        let cur = e.value("cur", s(lease_id));
+        let zero = e.value("zero", n(0));
+        e.sets.push(format!("{exp} = {zero}"));
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(name))
+            .update_expression(e.update_expression())
+            .condition_expression(format!("{lid} = {cur} AND {exp} <> {zero}"))
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let Some(ccf) = ccf_of(&err) else {
+                    return Err(self.error(err));
+                };
+                match ccf.item() {
+                    // Released by an earlier attempt whose answer was lost.
+                    Some(i) if get_s(i, attr::RELEASED_LEASE) == Some(lease_id) => Ok(()),
+                    other => Err(Error::NotHeld {
+                        name: name.to_string(),
+                        lease_id: lease_id.to_string(),
+                        detail: match other.map(|i| self.info(name, Some(i))) {
+                            Some(info) if info.held => holder_detail(&info),
+                            _ => " (it is not held by anyone)".to_string(),
+                        },
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn inspect(&self, name: &str) -> Result<LockInfo> {
+        super::validate_name(name)?;
+        let item = self.get(name).await?;
+        Ok(self.info(name, item.as_ref()))
+    }
+
+    async fn list(&self) -> Result<Vec<LockInfo>> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(e))?;
+            for item in page.items() {
+                let Some(name) = get_s(item, attr::LOCK_ID) else {
+                    continue;
+                };
+                if name.starts_with(RESERVED_PREFIX) {
+                    continue;
+                }
+                let info = self.info(name, Some(item));
+                if info.held {
+                    out.push(info);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn create(&self) -> Result<()> {
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(attr::LOCK_ID)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(|e| Error::store(e.to_string()))?,
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attr::LOCK_ID)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(|e| Error::store(e.to_string()))?,
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await;
+        match created {
+            Ok(_) => tracing::info!("created table '{}'", self.table),
+            Err(err) if err.code() == Some("ResourceInUseException") => {}
+            Err(err) => return Err(self.error(err)),
+        }
+        // Wait until ACTIVE, and check the key schema of a table that existed.
+        let wait_until = Instant::now() + Duration::from_secs(300);
+        loop {
+            let d = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| self.error(e))?;
+            let table = d
+                .table
+                .ok_or_else(|| Error::store("DescribeTable returned no table"))?;
+            let keys: Vec<(String, String, String)> = table
+                .key_schema()
+                .iter()
+                .map(|k| {
+                    let ty = table
+                        .attribute_definitions()
+                        .iter()
+                        .find(|a| a.attribute_name() == k.attribute_name())
+                        .map(|a| a.attribute_type().as_str().to_string())
+                        .unwrap_or_default();
+                    (
+                        k.attribute_name().to_string(),
+                        k.key_type().as_str().to_string(),
+                        ty,
+                    )
+                })
+                .collect();
+            if keys
+                != [(
+                    attr::LOCK_ID.to_string(),
+                    "HASH".to_string(),
+                    "S".to_string(),
+                )]
+            {
+                let shown: Vec<String> = keys
+                    .iter()
+                    .map(|(n, k, t)| format!("{n} ({k}, {t})"))
+                    .collect();
+                return Err(Error::store(format!(
+                    "table '{}' exists with key schema [{}], not a single hash key lock_id (S); \
+                     choose another name with --table",
+                    self.table,
+                    shown.join(", ")
+                )));
+            }
+            if table.table_status() == Some(&TableStatus::Active) {
+                break;
+            }
+            if Instant::now() > wait_until {
+                return Err(Error::Unavailable(format!(
+                    "table '{}' did not become ACTIVE in 5 minutes",
+                    self.table
+                )));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let ttl = self
+            .client
+            .describe_time_to_live()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        let status = ttl
+            .time_to_live_description()
+            .and_then(|t| t.time_to_live_status());
+        if !matches!(
+            status,
+            Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+        ) {
+            self.client
+                .update_time_to_live()
+                .table_name(&self.table)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .enabled(true)
+                        .attribute_name(attr::EXPIRATION_TIME)
+                        .build()
+                        .map_err(|e| Error::store(e.to_string()))?,
+                )
+                .send()
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        Ok(())
+    }
+}
+
+/// " (held by alice since ..., expires in ...)" for messages.
+pub fn holder_detail(info: &LockInfo) -> String {
+    let owner = info.owner.as_deref().unwrap_or("unknown");
+    let mut s = format!(" (held by {owner}");
+    if let Some(r) = &info.reason {
+        s.push_str(&format!(", reason: {r}"));
+    }
+    if let Some(f) = info.fence {
+        s.push_str(&format!(", fence {f}"));
+    }
+    s.push(')');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceil_secs_rounds_up() {
+        assert_eq!(ceil_secs(1000), 1);
+        assert_eq!(ceil_secs(1001), 2);
+        assert_eq!(ceil_secs(1999), 2);
+    }
+
+    #[test]
+    fn old_client_expiry_gets_a_second_more() {
+        let item = HashMap::from([(attr::EXPIRATION_TIME.to_string(), n(100))]);
+        assert_eq!(DynamoDb::expiry_ms(&item), Some(101_000));
+        let item = HashMap::from([
+            (attr::EXPIRATION_TIME.to_string(), n(100)),
+            (attr::EXPIRES_MS.to_string(), n(99_500)),
+        ]);
+        assert_eq!(DynamoDb::expiry_ms(&item), Some(99_500));
+    }
+}

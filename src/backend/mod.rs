@@ -1,0 +1,310 @@
+//! The stores a lock can live in, behind one trait.
+//!
+//! Every store offers the same five operations ([`Backend`]); the CLI, the
+//! auto-renewing [`crate::lease::LockGuard`] and the `run` supervisor are
+//! written against the trait only. One file per store:
+//!
+//! - [`dynamodb`]: the default, and the table format of awsflock 0.2.0.
+//!
+//! [`open`] turns a `--backend` URL into a store.
+
+pub mod aws;
+pub mod dynamodb;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Lock names longer than this (in bytes) are refused.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// Keys starting with this are the store's own bookkeeping (fencing high-water
+/// marks); no lock may be named so.
+pub const RESERVED_PREFIX: &str = "__awsflock__/";
+
+/// Checks a lock name: not empty, at most 1024 bytes, not reserved.
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::usage(
+            "the lock name is empty; give a name such as 'deploy-prod'",
+        ));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(Error::usage(format!(
+            "the lock name is {} bytes long; the limit is {MAX_NAME_BYTES} bytes",
+            name.len()
+        )));
+    }
+    if name.starts_with(RESERVED_PREFIX) {
+        return Err(Error::usage(format!(
+            "lock names starting with {RESERVED_PREFIX:?} are reserved; choose another name"
+        )));
+    }
+    Ok(())
+}
+
+/// What the caller wants when acquiring.
+#[derive(Clone)]
+pub struct AcquireRequest {
+    /// The lock's name.
+    pub name: String,
+    /// How long the lease lasts unless renewed, counted from the grant.
+    pub lease: Duration,
+    /// How long to wait for a held lock: `Some(ZERO)` tries once, `None` waits forever.
+    pub wait: Option<Duration>,
+    /// Who holds it (informational): defaults to the host name.
+    pub owner: String,
+    /// Why (informational), shown to waiters and by `status`.
+    pub reason: Option<String>,
+    /// Called each time a waiter sees a different holder.
+    pub on_wait: Option<Arc<dyn Fn(&LockInfo) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for AcquireRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcquireRequest")
+            .field("name", &self.name)
+            .field("lease", &self.lease)
+            .field("wait", &self.wait)
+            .field("owner", &self.owner)
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+/// A granted lease: the proof of holding a lock until `deadline`.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// The lock's name.
+    pub name: String,
+    /// The secret that renews or releases this lease; changes at each renewal.
+    pub lease_id: String,
+    /// The fencing token of this grant: strictly greater than every token
+    /// issued before for this name. `None` only for a lease granted by a
+    /// client that issues no tokens (awsflock 0.2.0) and renewed by us.
+    pub fence: Option<u64>,
+    /// The lease duration in force.
+    pub duration: Duration,
+    /// When the lease was granted, on the store's clock (ms since the epoch).
+    pub acquired_at_ms: Option<i64>,
+    /// When the lease expires for everyone else, on the store's clock.
+    pub expires_at_ms: i64,
+    /// The local instant by which the lease must be renewed or everything done
+    /// under it stopped: computed conservatively from the store's clock.
+    pub deadline: Instant,
+}
+
+/// What a store says about one lock (for `status`, `list` and waiters).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LockInfo {
+    /// The lock's name.
+    pub name: String,
+    /// Held right now (granted, not released, not expired).
+    pub held: bool,
+    /// The holder (or last holder) as it named itself.
+    pub owner: Option<String>,
+    /// The holder's reason.
+    pub reason: Option<String>,
+    /// The current (or last) fencing token.
+    pub fence: Option<u64>,
+    /// The current lease id (only useful to whoever holds it; shown for break-glass).
+    pub lease_id: Option<String>,
+    /// When the current holder acquired it (ms since the epoch, store's clock).
+    pub acquired_at_ms: Option<i64>,
+    /// When the lease expires (ms since the epoch, store's clock).
+    pub expires_at_ms: Option<i64>,
+    /// The lease duration, in seconds.
+    pub lease_duration_s: Option<u64>,
+    /// The holder's process id.
+    pub pid: Option<u32>,
+    /// The holder's host.
+    pub host: Option<String>,
+    /// Which client wrote the lease (`awsflock-rs x.y.z`, or `awsflock 0.2.0`).
+    pub client: Option<String>,
+}
+
+/// A boxed future, for the cancellation signal passed to [`Backend::acquire`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One store of locks. All methods are safe to call concurrently.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// A short name for messages: `dynamodb table 'awsflock'`.
+    fn describe(&self) -> String;
+
+    /// Takes the lock, waiting as the request says. Returns
+    /// [`Error::NotAcquired`] when the wait runs out.
+    ///
+    /// `cancel` ends a wait early: the method then returns
+    /// [`Error::Interrupted`] holding nothing (a grant that raced with the
+    /// cancellation is released first).
+    async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease>;
+
+    /// Extends a lease by `duration` from now, moving it to the lease id
+    /// `next_id` that the caller chose. Returns the renewed lease, or
+    /// [`Error::NotHeld`] when it is no longer held.
+    ///
+    /// After an error, retry with the *same* `next_id`: a renewal that landed
+    /// but whose answer was lost is then recognised as success instead of
+    /// looking like a lost lock.
+    async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease>;
+
+    /// Releases a lease so others can take the lock at once. Returns
+    /// [`Error::NotHeld`] when that lease is not held. Safe to retry.
+    async fn release(&self, name: &str, lease_id: &str) -> Result<()>;
+
+    /// Reads the state of one lock.
+    async fn inspect(&self, name: &str) -> Result<LockInfo>;
+
+    /// Every held lock in the store.
+    async fn list(&self) -> Result<Vec<LockInfo>>;
+
+    /// Creates what the store needs (a table); a no-op where nothing is needed.
+    async fn create(&self) -> Result<()>;
+
+    /// A lease for a lock and lease id known only by name (the CLI's `renew`
+    /// and `release`), to pass to [`Backend::renew`].
+    fn lease_from_id(&self, name: &str, lease_id: &str) -> Lease {
+        Lease {
+            name: name.to_string(),
+            lease_id: lease_id.to_string(),
+            fence: None,
+            duration: Duration::ZERO,
+            acquired_at_ms: None,
+            expires_at_ms: 0,
+            deadline: Instant::now(),
+        }
+    }
+}
+
+/// Where the store is and how to reach it, from the command line and environment.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// `--backend URL`.
+    pub backend: Option<String>,
+    /// `--table` (DynamoDB).
+    pub table: Option<String>,
+    /// `--endpoint-url` (or `DYNAMO_ENDPOINT_URL`).
+    pub endpoint_url: Option<String>,
+}
+
+/// The default table name, as in awsflock 0.2.0.
+pub const DEFAULT_TABLE: &str = "awsflock";
+
+/// A parsed `--backend` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `dynamodb://TABLE`
+    DynamoDb { table: String },
+}
+
+impl StoreOptions {
+    /// Reads `--backend` (default `dynamodb://`) and `--table` into a target.
+    pub fn target(&self) -> Result<Target> {
+        let url = self.backend.as_deref().unwrap_or("dynamodb://");
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            Error::usage(format!(
+                "cannot read backend {url:?}; use a URL such as dynamodb://TABLE"
+            ))
+        })?;
+        match scheme {
+            "dynamodb" => {
+                let from_url = rest.trim_end_matches('/');
+                let table = if !from_url.is_empty() {
+                    if let Some(t) = &self.table {
+                        if t != from_url {
+                            return Err(Error::usage(format!(
+                                "--table {t:?} disagrees with --backend {url:?}; give one of them"
+                            )));
+                        }
+                    }
+                    from_url.to_string()
+                } else {
+                    self.table
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_TABLE.to_string())
+                };
+                if table.is_empty() || table.contains('/') {
+                    return Err(Error::usage(format!(
+                        "bad table name {table:?} in backend {url:?}"
+                    )));
+                }
+                Ok(Target::DynamoDb { table })
+            }
+            other => Err(Error::usage(format!(
+                "unknown backend scheme {other:?} in {url:?}; supported: dynamodb://TABLE"
+            ))),
+        }
+    }
+}
+
+/// Opens the store named by the options.
+pub async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
+    match opts.target()? {
+        Target::DynamoDb { table } => Ok(Arc::new(
+            dynamodb::DynamoDb::connect(table, opts.endpoint_url.clone()).await?,
+        )),
+    }
+}
+
+/// A jittered pause between polls: 100 to 300 ms, so that a waiter notices a
+/// release in about 200 ms + one round trip, and waiters don't poll in step.
+pub fn poll_pause() -> Duration {
+    Duration::from_millis(100 + fastrand::u64(0..200))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_urls() {
+        let o = |b: Option<&str>, t: Option<&str>| StoreOptions {
+            backend: b.map(String::from),
+            table: t.map(String::from),
+            endpoint_url: None,
+        };
+        assert_eq!(
+            o(None, None).target().unwrap(),
+            Target::DynamoDb {
+                table: "awsflock".into()
+            }
+        );
+        assert_eq!(
+            o(None, Some("x")).target().unwrap(),
+            Target::DynamoDb { table: "x".into() }
+        );
+        assert_eq!(
+            o(Some("dynamodb://locks"), None).target().unwrap(),
+            Target::DynamoDb {
+                table: "locks".into()
+            }
+        );
+        assert!(matches!(
+            o(Some("ftp://x"), None).target(),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            o(Some("nonsense"), None).target(),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            o(Some("dynamodb://a"), Some("b")).target(),
+            Err(Error::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("deploy").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name(&"x".repeat(1025)).is_err());
+        assert!(validate_name(&"x".repeat(1024)).is_ok());
+        assert!(validate_name("__awsflock__/fence/x").is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! The command line: clap types, help text and examples. No behaviour lives
+//! here; [`crate::app`] carries the commands out.
+
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::duration;
+
+const ABOUT: &str = "A distributed flock(1): lease-based locks in DynamoDB, shared by a fleet";
+
+const LONG_ABOUT: &str = "\
+A distributed flock(1): lease-based locks in DynamoDB, shared by every machine
+that can reach the table.
+
+`awsflock run NAME -- CMD` takes the lock, runs CMD, renews the lease while CMD
+runs, stops CMD before the lease could expire if renewal fails, and releases the
+lock when CMD ends. acquire, renew and release work as in awsflock 0.2.0, on the
+same table, so a fleet can move over one machine at a time.
+
+Exit codes: 0 ok; 1 error (store unreachable, no table, no credentials); 2 bad
+usage; 3 lock not acquired or lease not held; 4 (run) lease lost.";
+
+const EXAMPLES: &str = "\
+Examples:
+  awsflock table-create                          # once per table
+  awsflock run deploy-prod -- terraform apply    # the usual way
+  LEASE_ID=$(awsflock acquire LockFoo --lease-duration 15m)
+  LEASE_ID=$(awsflock renew LockFoo \"$LEASE_ID\" --lease-duration 300s)
+  awsflock release LockFoo \"$LEASE_ID\"";
+
+/// The `awsflock` command line.
+#[derive(Debug, Parser)]
+#[command(name = "awsflock", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Options that apply to every command.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted before or after any subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Where the locks live: dynamodb://TABLE (default dynamodb://awsflock)
+    #[arg(long, global = true, env = "AWSFLOCK_BACKEND", value_name = "URL")]
+    pub backend: Option<String>,
+
+    /// DynamoDB table name (default: awsflock)
+    #[arg(
+        long,
+        visible_alias = "tablename",
+        global = true,
+        env = "AWSFLOCK_TABLE",
+        value_name = "NAME"
+    )]
+    pub table: Option<String>,
+
+    /// Store endpoint, e.g. http://127.0.0.1:8000 (also DYNAMO_ENDPOINT_URL, AWS_ENDPOINT_URL)
+    #[arg(long, global = true, env = "AWSFLOCK_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Log every store request (repeat for more; RUST_LOG also works)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Say nothing on stderr while waiting
+    #[arg(short, long, global = true, env = "AWSFLOCK_QUIET")]
+    pub quiet: bool,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the lock table (hash key lock_id, on-demand, TTL on expiration_time)
+    #[command(
+        visible_alias = "create-table",
+        after_help = "Example:\n  awsflock table-create --table awsflock"
+    )]
+    TableCreate,
+
+    /// Acquire a lock and print its LEASE_ID
+    #[command(after_help = ACQUIRE_EXAMPLES)]
+    Acquire(AcquireArgs),
+
+    /// Renew a lease; prints the LEASE_ID to use from now on
+    #[command(
+        after_help = "Example:\n  LEASE_ID=$(awsflock renew LockFoo \"$LEASE_ID\" --lease-duration 15m)"
+    )]
+    Renew(RenewArgs),
+
+    /// Release a lease so others can take the lock at once
+    #[command(after_help = "Example:\n  awsflock release LockFoo \"$LEASE_ID\"")]
+    Release(ReleaseArgs),
+
+    /// Show whether a lock is held, by whom and why
+    #[command(after_help = "Example:\n  awsflock status deploy-prod --json")]
+    Status(StatusArgs),
+}
+
+const ACQUIRE_EXAMPLES: &str = "\
+Examples:
+  LEASE_ID=$(awsflock acquire LockFoo --lease-duration 15m --reason 'nightly backup')
+  awsflock acquire LockBar --no-wait || echo 'busy'
+  awsflock acquire LockBaz --wait-time 0 --json    # wait forever; print lease_id and fence";
+
+/// A lease duration of at least one whole second.
+fn lease_duration(s: &str) -> Result<Duration, String> {
+    duration::parse_seconds(s)
+}
+
+/// A wait time; 0 means forever.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait(pub Option<Duration>);
+
+fn wait_time(s: &str) -> Result<Wait, String> {
+    duration::parse_wait(s).map(Wait)
+}
+
+/// Options shared by `acquire` and `run`: how long, how patiently, and who.
+#[derive(Debug, Args, Clone)]
+pub struct LockArgs {
+    /// Lease duration: 900, 300s, 15m, '3 minutes', '1h 30m' (acquire: 2 hours; run: 60s)
+    #[arg(long, visible_alias = "expiration", value_parser = lease_duration, env = "AWSFLOCK_LEASE_DURATION", value_name = "D")]
+    pub lease_duration: Option<Duration>,
+
+    /// How long to wait for a held lock; 0 waits forever [default: 60s]
+    #[arg(long, value_parser = wait_time, env = "AWSFLOCK_WAIT_TIME", value_name = "D")]
+    pub wait_time: Option<Wait>,
+
+    /// Give up at once if the lock is held (exit 3)
+    #[arg(long, env = "AWSFLOCK_NO_WAIT")]
+    pub no_wait: bool,
+
+    /// Who holds the lock, shown to others [default: host name]
+    #[arg(long, env = "AWSFLOCK_OWNER", value_name = "S")]
+    pub owner: Option<String>,
+
+    /// Why the lock is held, shown to others
+    #[arg(long, env = "AWSFLOCK_REASON", value_name = "S")]
+    pub reason: Option<String>,
+}
+
+/// `awsflock acquire`.
+#[derive(Debug, Args)]
+pub struct AcquireArgs {
+    /// The lock's name
+    pub name: String,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+
+    /// Print a JSON object (lease_id, fence, expires_at, ...) instead of the LEASE_ID
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `awsflock renew`.
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// The lock's name
+    pub name: String,
+    /// The LEASE_ID from acquire or the last renew
+    pub lease_id: String,
+    /// New lease duration, from now [default: 2 hours]
+    #[arg(long, visible_alias = "expiration", value_parser = lease_duration, env = "AWSFLOCK_LEASE_DURATION", value_name = "D")]
+    pub lease_duration: Option<Duration>,
+    /// Print a JSON object instead of the LEASE_ID
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `awsflock release`.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The lock's name
+    pub name: String,
+    /// The LEASE_ID from acquire or the last renew
+    pub lease_id: String,
+}
+
+/// `awsflock status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The lock's name
+    pub name: String,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+}

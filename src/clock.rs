@@ -1,0 +1,207 @@
+//! The store's clock, as seen from here: the clock every worker shares.
+//!
+//! Each response from the store carries an HTTP `Date` header (whole seconds).
+//! If a request left at local monotonic time `t0`, its response arrived at `t1`
+//! and said `Date: D`, the server's clock read somewhere in `[D, D+1s)` at some
+//! instant in `[t0, t1]`. So, for every local monotonic instant `t`,
+//!
+//! ```text
+//!     server(t) - t  ∈  [D - t1, D + 1s - t0]
+//! ```
+//!
+//! Intersecting these intervals over every response gives a bound on the offset
+//! between our monotonic clock and the server's wall clock that only gets
+//! tighter, and that the local wall clock plays no part in. Old bounds are
+//! widened by [`DRIFT_PER_SEC_MS`] per second of age, so the assumption is only
+//! that the two clocks *run* at rates within 0.1% of each other, not that they
+//! agree on the time.
+//!
+//! Everything that decides expiry uses the conservative end: a holder assumes
+//! the latest the server could be ([`ServerClock::upper_ms`]), a waiter the
+//! earliest ([`ServerClock::lower_ms`]).
+
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How much an old bound is widened per second of its age, in ms (0.1%).
+pub const DRIFT_PER_SEC_MS: f64 = 1.0;
+
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// Milliseconds on the local monotonic clock, from an arbitrary base.
+pub fn mono_ms(t: Instant) -> i64 {
+    t.saturating_duration_since(base()).as_millis() as i64
+        - base().saturating_duration_since(t).as_millis() as i64
+}
+
+/// The local monotonic instant for a value of [`mono_ms`].
+pub fn instant_at(ms: i64) -> Instant {
+    if ms >= 0 {
+        base() + Duration::from_millis(ms as u64)
+    } else {
+        base()
+            .checked_sub(Duration::from_millis(ms.unsigned_abs()))
+            .unwrap_or_else(base)
+    }
+}
+
+/// Milliseconds since the epoch on this machine's wall clock (may be wrong).
+pub fn local_wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    /// server_ms - mono_ms is at least this...
+    lo: i64,
+    /// ...and at most this.
+    hi: i64,
+    /// mono_ms when the bounds were last narrowed.
+    at: i64,
+}
+
+/// The offset between the local monotonic clock and the store's clock.
+#[derive(Debug, Default)]
+pub struct ServerClock {
+    bounds: Mutex<Option<Bounds>>,
+}
+
+impl ServerClock {
+    /// A clock that has seen no response yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one response: sent at `sent`, received at `received`, with the
+    /// server's `Date` header as whole seconds since the epoch.
+    pub fn observe(&self, sent: Instant, received: Instant, date_secs: i64) {
+        let (t0, t1) = (mono_ms(sent), mono_ms(received));
+        let sample = Bounds {
+            lo: date_secs * 1000 - t1,
+            hi: date_secs * 1000 + 1000 - t0,
+            at: t1,
+        };
+        let mut b = self.bounds.lock().unwrap_or_else(|e| e.into_inner());
+        *b = Some(match *b {
+            None => sample,
+            Some(old) => {
+                let age_s = (t1 - old.at).max(0) as f64 / 1000.0;
+                let widen = (age_s * DRIFT_PER_SEC_MS).ceil() as i64;
+                let (lo, hi) = (
+                    (old.lo - widen).max(sample.lo),
+                    (old.hi + widen).min(sample.hi),
+                );
+                if lo <= hi {
+                    Bounds { lo, hi, at: t1 }
+                } else {
+                    // The server's clock stepped (or a proxy rewrote Date): trust
+                    // only what it says now.
+                    tracing::warn!(lo, hi, "store clock jumped; recalibrating");
+                    sample
+                }
+            }
+        });
+    }
+
+    fn bounds_now(&self) -> Option<(i64, i64)> {
+        let b = (*self.bounds.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let now = mono_ms(Instant::now());
+        let widen = (((now - b.at).max(0) as f64 / 1000.0) * DRIFT_PER_SEC_MS).ceil() as i64;
+        Some((now + b.lo - widen, now + b.hi + widen))
+    }
+
+    /// True once a response with a `Date` header has been seen.
+    pub fn is_calibrated(&self) -> bool {
+        self.bounds.lock().map(|b| b.is_some()).unwrap_or(false)
+    }
+
+    /// The earliest the server's clock can read now (ms since the epoch).
+    /// Falls back to the local wall clock before the first response.
+    pub fn lower_ms(&self) -> i64 {
+        self.bounds_now().map(|b| b.0).unwrap_or_else(local_wall_ms)
+    }
+
+    /// The latest the server's clock can read now (ms since the epoch).
+    /// Falls back to the local wall clock before the first response.
+    pub fn upper_ms(&self) -> i64 {
+        self.bounds_now().map(|b| b.1).unwrap_or_else(local_wall_ms)
+    }
+
+    /// The local instant by which the server's clock will surely have reached
+    /// `server_ms` *at the earliest*: the conservative deadline for a holder
+    /// whose lease expires at `server_ms`. `None` before calibration.
+    pub fn deadline_for(&self, server_ms: i64) -> Option<Instant> {
+        let b = (*self.bounds.lock().unwrap_or_else(|e| e.into_inner()))?;
+        // server(t) <= t + hi + widen(t); solve t + hi + (t - at)*drift = server_ms.
+        let drift = DRIFT_PER_SEC_MS / 1000.0;
+        let t = (server_ms as f64 - b.hi as f64 + b.at as f64 * drift) / (1.0 + drift);
+        Some(instant_at(t.floor() as i64))
+    }
+
+    /// How far this machine's wall clock was from the server's at `sent`,
+    /// when `wall_ms` was read there: 0 when inside the known bounds, negative
+    /// when behind, positive when ahead. `None` before calibration.
+    pub fn local_skew_ms(&self, sent: Instant, wall_ms: i64) -> Option<i64> {
+        let b = (*self.bounds.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let t = mono_ms(sent);
+        let (lo, hi) = (t + b.lo, t + b.hi);
+        Some(if wall_ms < lo {
+            wall_ms - lo
+        } else if wall_ms > hi {
+            wall_ms - hi
+        } else {
+            0
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_bracket_the_server_time_and_narrow() {
+        let c = ServerClock::new();
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(20);
+        c.observe(t0, t1, 1_000_000);
+        let (lo, hi) = c.bounds_now().unwrap();
+        assert!(hi - lo <= 1000 + 20 + 2 + mono_ms(Instant::now()) - mono_ms(t1));
+        // A second sample half a second later narrows the interval.
+        let t2 = t0 + Duration::from_millis(600);
+        c.observe(t2, t2 + Duration::from_millis(10), 1_000_001);
+        let b = c.bounds.lock().unwrap().unwrap();
+        assert!(b.hi - b.lo < 1000, "{b:?}");
+    }
+
+    #[test]
+    fn skew_is_measured_against_the_server() {
+        let c = ServerClock::new();
+        let t0 = Instant::now();
+        c.observe(t0, t0 + Duration::from_millis(5), 2_000_000);
+        let an_hour = 3_600_000;
+        assert!(c.local_skew_ms(t0, 2_000_000_000 - an_hour).unwrap() < -3_500_000);
+        assert!(c.local_skew_ms(t0, 2_000_000_000 + an_hour).unwrap() > 3_500_000);
+        assert_eq!(c.local_skew_ms(t0, 2_000_000_500).unwrap(), 0);
+    }
+
+    #[test]
+    fn deadline_is_no_later_than_the_upper_bound_allows() {
+        let c = ServerClock::new();
+        let t0 = Instant::now();
+        c.observe(t0, t0 + Duration::from_millis(5), 3_000_000);
+        let expires = c.upper_ms() + 10_000;
+        let d = c.deadline_for(expires).unwrap();
+        let left = d.saturating_duration_since(Instant::now());
+        assert!(
+            left <= Duration::from_secs(10) && left > Duration::from_secs(9),
+            "{left:?}"
+        );
+    }
+}

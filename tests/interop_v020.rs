@@ -1,0 +1,239 @@
+//! Interoperability with the awsflock 0.2.0 Python client sharing the same
+//! table: each side must respect, renew and release the other's leases.
+
+mod common;
+
+use common::*;
+use std::thread;
+use std::time::Duration;
+
+fn lock() -> String {
+    unique_name("lock")
+}
+
+fn old_acquire(moto: &Moto, t: &str, name: &str, extra: &[&str]) -> Out {
+    run(peer(moto)
+        .args(["acquire", name, "--tablename", t])
+        .args(extra))
+}
+
+fn assert_no_traceback(out: &Out) {
+    assert!(
+        !out.stderr.contains("Traceback"),
+        "the old client crashed:\n{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn old_client_holding_blocks_our_no_wait_acquire() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
+    assert_eq!(out.code, 0, "old acquire:\n{}", out.describe());
+    let old_lease = out.line().to_string();
+
+    let ours = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
+    assert_eq!(ours.code, 3, "{}", ours.describe());
+
+    let status = run(awsflock(&moto).args(["status", &name, "--table", &t, "--json"]));
+    assert_eq!(status.code, 0, "{}", status.describe());
+    let v = status.json();
+    assert_eq!(v["held"], true, "{v}");
+    assert_eq!(v["lease_id"], old_lease.as_str(), "{v}");
+}
+
+#[test]
+fn our_lock_blocks_old_client_no_wait_acquire_without_traceback() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let lease = acquire(&moto, &t, &name, &[]);
+    let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
+    assert_no_traceback(&out);
+    assert_eq!(out.code, 3, "{}", out.describe());
+    release(&moto, &t, &name, &lease);
+}
+
+#[test]
+fn old_lease_renewed_by_us_is_released_by_old_client_with_the_new_id() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
+    assert_eq!(out.code, 0, "old acquire:\n{}", out.describe());
+    let old_lease = out.line().to_string();
+
+    let out = run(awsflock(&moto).args(["renew", &name, &old_lease, "--table", &t]));
+    assert_eq!(
+        out.code,
+        0,
+        "our renew of an old lease:\n{}",
+        out.describe()
+    );
+    let new_lease = out.line().to_string();
+    assert_uuid(&new_lease);
+    assert_ne!(new_lease, old_lease);
+
+    let out = run(peer(&moto).args(["release", &name, &old_lease, "--tablename", &t]));
+    assert_no_traceback(&out);
+    assert_eq!(
+        out.code,
+        3,
+        "the replaced id still released:\n{}",
+        out.describe()
+    );
+
+    let out = run(peer(&moto).args(["release", &name, &new_lease, "--tablename", &t]));
+    assert_no_traceback(&out);
+    assert_eq!(
+        out.code,
+        0,
+        "old release with our new id:\n{}",
+        out.describe()
+    );
+
+    let (lease, _) = acquire_json(&moto, &t, &name, &["--no-wait"]);
+    release(&moto, &t, &name, &lease);
+}
+
+#[test]
+fn our_lease_renewed_by_old_client_is_released_by_us_with_its_id() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let lease = acquire(&moto, &t, &name, &[]);
+
+    let out = run(peer(&moto).args(["renew", &name, &lease, "--tablename", &t]));
+    assert_no_traceback(&out);
+    assert_eq!(out.code, 0, "old renew of our lease:\n{}", out.describe());
+    let renewed = out.line().to_string();
+    assert_uuid(&renewed);
+
+    let stale = run(awsflock(&moto).args(["release", &name, &lease, "--table", &t]));
+    assert_eq!(stale.code, 3, "{}", stale.describe());
+
+    let blocked = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
+    assert_eq!(
+        blocked.code,
+        3,
+        "a lease renewed by the old client looked free:\n{}",
+        blocked.describe()
+    );
+
+    release(&moto, &t, &name, &renewed);
+    let again = acquire(&moto, &t, &name, &["--no-wait"]);
+    release(&moto, &t, &name, &again);
+}
+
+#[test]
+fn lock_released_by_us_is_taken_by_old_client_at_once() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let lease = acquire(&moto, &t, &name, &[]);
+    release(&moto, &t, &name, &lease);
+
+    let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
+    assert_no_traceback(&out);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let old_lease = out.line().to_string();
+
+    let ours = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
+    assert_eq!(ours.code, 3, "{}", ours.describe());
+
+    let out = run(peer(&moto).args(["release", &name, &old_lease, "--tablename", &t]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let lease = acquire(&moto, &t, &name, &["--no-wait"]);
+    release(&moto, &t, &name, &lease);
+}
+
+#[test]
+fn our_item_carries_lease_id_and_integer_expiration_time() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let before = now_epoch();
+    let lease = acquire(&moto, &t, &name, &["--lease-duration", "10m"]);
+    let item = raw_item(&moto, &t, &name);
+    assert_eq!(item["lock_id"]["S"], name.as_str(), "{item}");
+    assert_eq!(item["lease_id"]["S"], lease.as_str(), "{item}");
+    let exp = item["expiration_time"]["N"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expiration_time is not N: {item}"));
+    assert!(
+        exp.chars().all(|c| c.is_ascii_digit()),
+        "expiration_time is not an integer string: {item}"
+    );
+    let exp: i64 = exp.parse().unwrap();
+    assert!(
+        (exp - (before + 600)).abs() <= 60,
+        "expiration_time {exp} is not within a minute of now + 10m ({})",
+        before + 600
+    );
+
+    // The same after a renew.
+    let out = run(awsflock(&moto).args([
+        "renew",
+        &name,
+        &lease,
+        "--table",
+        &t,
+        "--lease-duration",
+        "20m",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let renewed = out.line().to_string();
+    let item = raw_item(&moto, &t, &name);
+    assert_eq!(item["lease_id"]["S"], renewed.as_str(), "{item}");
+    let exp: i64 = item["expiration_time"]["N"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expiration_time is not N: {item}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("expiration_time not an integer ({e}): {item}"));
+    assert!(
+        (exp - (now_epoch() + 1200)).abs() <= 60,
+        "after renew: expiration_time {exp} is not within a minute of now + 20m"
+    );
+}
+
+#[test]
+fn old_client_waiting_gets_the_lock_after_we_release() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let lease = acquire(&moto, &t, &name, &[]);
+    let mut waiter =
+        spawn(peer(&moto).args(["acquire", &name, "--tablename", &t, "--wait-time", "30"]));
+    // The old client polls at 0, 1, 3, 7 and 15 s after start; release
+    // between its first polls.
+    thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !waiter.finished(),
+        "old client finished while we held the lock"
+    );
+    release(&moto, &t, &name, &lease);
+    let out = waiter.wait(Duration::from_secs(60));
+    assert_no_traceback(&out);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_uuid(out.line());
+}
+
+#[test]
+fn table_created_by_old_client_is_usable_by_us() {
+    let moto = Moto::start();
+    let t = unique_name("oldtbl");
+    let out = run(peer(&moto).args(["create-table", "--tablename", &t]));
+    assert_no_traceback(&out);
+    assert_eq!(out.code, 0, "old create-table:\n{}", out.describe());
+
+    let again = run(awsflock(&moto).args(["table-create", "--table", &t]));
+    assert_eq!(again.code, 0, "{}", again.describe());
+
+    let name = lock();
+    let lease = acquire(&moto, &t, &name, &[]);
+    let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
+    assert_eq!(out.code, 3, "{}", out.describe());
+    release(&moto, &t, &name, &lease);
+}
