@@ -9,9 +9,13 @@ use crate::backend::{self, AcquireRequest, Backend, Lease, LockInfo, StoreOption
 use crate::cli::{Cli, Command, Global, LockArgs};
 use crate::error::{Error, Result};
 use crate::exit;
+use crate::lease::LockGuard;
+use crate::supervise;
 
 /// Default lease for `acquire` and `renew`, as in awsflock 0.2.0.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(2 * 3600);
+/// Default lease for `run`: short, because it is renewed while the command runs.
+pub const DEFAULT_RUN_LEASE: Duration = Duration::from_secs(60);
 /// Default wait for a held lock, as in awsflock 0.2.0.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
@@ -51,6 +55,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             store.release(&r.name, &r.lease_id).await?;
             Ok(exit::OK)
         }
+        Command::Run(r) => run_command(g, r).await,
+        Command::Watchdog { pgid } => Ok(supervise::unix::watchdog_main(pgid)),
         Command::Status(s) => {
             backend::validate_name(&s.name)?;
             let store = open(g).await?;
@@ -63,6 +69,46 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
+    let (program, args) = match (&r.shell, r.cmd.split_first()) {
+        (Some(script), _) => ("sh".into(), vec!["-c".into(), script.into()]),
+        (None, Some((p, rest))) => (p.clone(), rest.to_vec()),
+        (None, None) => {
+            return Err(Error::usage(
+                "no command given; use `awsflock run NAME -- CMD ARGS...` or -c 'shell command'",
+            ));
+        }
+    };
+    let req = request(&r.name, &r.lock, DEFAULT_RUN_LEASE, g)?;
+    let renew_every = r.renew_every.unwrap_or(req.lease / 3);
+    // Signals are caught from here on: one arriving while we wait ends the
+    // wait, holding nothing; one arriving later goes to the command.
+    let mut signals = supervise::unix::signals()
+        .map_err(|e| Error::store(format!("cannot handle signals: {e}")))?;
+    let store = open(g).await?;
+    let cancel = {
+        use futures_util::StreamExt;
+        let signals = &mut signals;
+        Box::pin(async move { signals.next().await.unwrap_or(libc::SIGTERM) })
+    };
+    let guard = match LockGuard::acquire(store, &req, renew_every, cancel).await {
+        Ok(guard) => guard,
+        Err(e @ Error::NotAcquired { .. }) => {
+            eprintln!("awsflock: {e}; the command was not started");
+            return Ok(r.conflict_exit_code);
+        }
+        Err(e) => return Err(e),
+    };
+    let opts = supervise::RunOptions {
+        program,
+        args,
+        kill_after: r.kill_after,
+        renew_every,
+        lost_exit_code: r.lost_exit_code,
+    };
+    Ok(supervise::run(guard, opts, &mut signals).await)
 }
 
 /// The store options from the global flags and the environment, including

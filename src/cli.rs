@@ -98,6 +98,73 @@ pub enum Command {
     /// Show whether a lock is held, by whom and why
     #[command(after_help = "Example:\n  awsflock status deploy-prod --json")]
     Status(StatusArgs),
+
+    /// Run a command while holding the lock; release it when the command ends
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+
+    /// (internal) kill a process group if awsflock dies
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog {
+        /// The process group to kill.
+        pgid: i32,
+    },
+}
+
+const RUN_EXAMPLES: &str = "\
+The command runs with AWSFLOCK_LOCK and AWSFLOCK_FENCE in its environment, and
+awsflock exits with its exit code (128+N if killed by signal N).
+
+Examples:
+  # CI step: one deploy at a time, waiting up to 30 minutes for the lock
+  awsflock run deploy-prod --wait-time 30m --reason \"$CI_JOB_URL\" -- terraform apply
+  # cron: skip this run if the previous one is still going
+  */5 * * * * awsflock run report --no-wait --conflict-exit-code 0 -- /usr/local/bin/report
+  # a shell pipeline
+  awsflock run backup -c 'pg_dump db | gzip > /backup/db.gz'";
+
+/// A positive duration, possibly under a second.
+fn positive(s: &str) -> Result<Duration, String> {
+    duration::parse_positive(s)
+}
+
+/// `awsflock run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The lock's name
+    pub name: String,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+
+    /// How often to renew the lease [default: a third of the lease]
+    #[arg(long, value_parser = positive, env = "AWSFLOCK_RENEW_EVERY", value_name = "D")]
+    pub renew_every: Option<Duration>,
+
+    /// Grace between SIGTERM and SIGKILL when the lease is being lost (shortened to fit the lease)
+    #[arg(long, value_parser = positive, default_value = "10s", env = "AWSFLOCK_KILL_AFTER", value_name = "D")]
+    pub kill_after: Duration,
+
+    /// Exit code when the lock is not acquired (the command is not started)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_CONFLICT_EXIT_CODE", value_name = "N")]
+    pub conflict_exit_code: i32,
+
+    /// Exit code when the lease is lost while the command runs
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_LOST_EXIT_CODE", value_name = "N")]
+    pub lost_exit_code: i32,
+
+    /// Run this through `sh -c` instead of CMD
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "SHELL_COMMAND",
+        conflicts_with = "cmd"
+    )]
+    pub shell: Option<String>,
+
+    /// The command and its arguments, after `--`, run as given (no shell)
+    #[arg(last = true, value_name = "CMD", required_unless_present = "shell")]
+    pub cmd: Vec<std::ffi::OsString>,
 }
 
 const ACQUIRE_EXAMPLES: &str = "\

@@ -11,6 +11,11 @@
 //!   store ([`backend::dynamodb`]; [`backend::aws`] holds what AWS stores share).
 //! - [`clock`]: the store's clock as seen from here, from HTTP `Date` headers;
 //!   all expiry is judged on it, never on the local wall clock.
+//! - [`lease`]: [`LockGuard`], a lease that renews itself and says when it
+//!   is lost.
+//! - [`supervise`]: the `run` supervisor: spawn, forward signals, stop the
+//!   command before the lease can expire, exit as the command did
+//!   ([`supervise::unix`] holds the process-group and terminal details).
 //! - [`duration`]: `900`, `15m`, `1h 30m` and friends.
 //! - [`error`]: the one error type; [`exit`]: the documented exit codes.
 //! - [`cli`]: the clap definition of the command line; [`app`]: carries each
@@ -45,6 +50,9 @@ pub mod clock;
 pub mod duration;
 pub mod error;
 pub mod exit;
+pub mod lease;
+pub mod supervise;
 
 pub use backend::{AcquireRequest, Backend, Lease, LockInfo, StoreOptions};
 pub use error::{Error, Result};
+pub use lease::LockGuard;

@@ -149,8 +149,6 @@ impl Expr {
 /// to compute the holder's deadline.
 #[derive(Debug, Clone, Copy)]
 struct Stamp {
-    /// The store's time when sending, at the latest (the base of the expiry).
-    now_ms: i64,
     /// The store's time when sending, at the earliest (shown as "acquired at").
     shown_ms: i64,
     expires_ms: i64,
@@ -239,9 +237,10 @@ impl DynamoDb {
 
     fn stamp(&self, lease: Duration) -> Stamp {
         let calibrated = self.clock.is_calibrated();
+        // The expiry counts from the latest the store's clock could read now,
+        // so the lease is never shorter than asked for.
         let now_ms = self.clock.upper_ms();
         Stamp {
-            now_ms,
             shown_ms: self.clock.lower_ms(),
             expires_ms: now_ms + lease.as_millis() as i64,
             sent: Instant::now(),

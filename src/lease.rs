@@ -1,0 +1,260 @@
+//! A lease that renews itself: [`LockGuard`].
+//!
+//! ```text
+//!   acquire ──► renew every `renew_every` ──► … ──► release()
+//!                  │ renewal fails: retry (same next lease id) until the deadline
+//!                  │ store says "not held": lost at once
+//!                  └► deadline passes without a renewal: lost
+//! ```
+//!
+//! The guard publishes its state on a watch channel: the current local
+//! deadline (the instant by which everything done under the lease must have
+//! stopped) and, once it happens, why the lease was lost. The `run`
+//! supervisor schedules its SIGTERM/SIGKILL from that deadline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backend::{AcquireRequest, Backend, BoxFuture, Lease};
+use crate::error::{Error, Result};
+
+/// Why a lease was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lost {
+    /// The store says the lease is not held any more: it was taken over, or
+    /// released by force.
+    Taken(String),
+    /// No renewal succeeded before the deadline (store unreachable or frozen).
+    Expired(String),
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::Taken(m) => write!(f, "the lease is no longer held ({m})"),
+            Lost::Expired(m) => write!(f, "the lease could not be renewed before it expired ({m})"),
+        }
+    }
+}
+
+/// What a guard publishes to whoever watches it.
+#[derive(Debug, Clone)]
+pub struct GuardState {
+    /// The lease as last granted or renewed.
+    pub lease: Lease,
+    /// Set once the lease is lost; the guard stops renewing then.
+    pub lost: Option<Lost>,
+}
+
+/// A held lock that renews itself in the background until released or lost.
+///
+/// Dropping the guard stops renewing (the lease then expires on its own);
+/// call [`LockGuard::release`] to free the lock at once.
+pub struct LockGuard {
+    store: Arc<dyn Backend>,
+    state: watch::Receiver<GuardState>,
+    pending: Arc<std::sync::Mutex<Option<String>>>,
+    task: JoinHandle<()>,
+}
+
+/// The safety margin kept between the local deadline and the moment every
+/// process under the lease must be dead: covers clock-rate drift (1%) and the
+/// time a SIGKILL takes to land, and is never more than a quarter of the lease.
+pub fn safety_margin(lease: Duration) -> Duration {
+    (Duration::from_millis(500) + lease / 100).min(lease / 4)
+}
+
+impl LockGuard {
+    /// Acquires the lock as `req` says and starts renewing it every
+    /// `renew_every`. `cancel` ends a wait early (see [`Backend::acquire`]).
+    pub async fn acquire(
+        store: Arc<dyn Backend>,
+        req: &AcquireRequest,
+        renew_every: Duration,
+        cancel: BoxFuture<'_, i32>,
+    ) -> Result<LockGuard> {
+        if renew_every >= req.lease {
+            return Err(Error::usage(format!(
+                "--renew-every ({}s) must be shorter than the lease ({}s)",
+                renew_every.as_secs_f64(),
+                req.lease.as_secs()
+            )));
+        }
+        let lease = store.acquire(req, cancel).await?;
+        let (tx, rx) = watch::channel(GuardState { lease, lost: None });
+        let pending = Arc::new(std::sync::Mutex::new(None));
+        let task = tokio::spawn(renew_loop(
+            store.clone(),
+            tx,
+            req.lease,
+            renew_every,
+            pending.clone(),
+        ));
+        Ok(LockGuard {
+            store,
+            state: rx,
+            pending,
+            task,
+        })
+    }
+
+    /// The lease as last renewed.
+    pub fn lease(&self) -> Lease {
+        self.state.borrow().lease.clone()
+    }
+
+    /// The fencing token of this grant.
+    pub fn fence(&self) -> Option<u64> {
+        self.state.borrow().lease.fence
+    }
+
+    /// A receiver of the guard's state, for watching deadline and loss.
+    pub fn watch(&self) -> watch::Receiver<GuardState> {
+        self.state.clone()
+    }
+
+    /// Resolves when the lease is lost (never, while renewals succeed).
+    pub async fn lost(&self) -> Lost {
+        let mut rx = self.state.clone();
+        loop {
+            if let Some(l) = rx.borrow_and_update().lost.clone() {
+                return l;
+            }
+            if rx.changed().await.is_err() {
+                // The renewal task ended without saying why: treat as lost.
+                return Lost::Expired("renewal stopped".into());
+            }
+        }
+    }
+
+    /// Stops renewing and releases the lock. Returns [`Error::NotHeld`] if
+    /// the lease had already been lost.
+    pub async fn release(mut self) -> Result<()> {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        let (name, id, lost) = {
+            let st = self.state.borrow();
+            (
+                st.lease.name.clone(),
+                st.lease.lease_id.clone(),
+                st.lost.clone(),
+            )
+        };
+        let pending = self.pending.lock().map(|p| p.clone()).unwrap_or(None);
+        let mut result = release_with_retry(self.store.as_ref(), &name, &id).await;
+        // A renewal may have landed whose answer never came: that lease is ours too.
+        if let (Err(Error::NotHeld { .. }), Some(next)) = (&result, pending) {
+            result = release_with_retry(self.store.as_ref(), &name, &next).await;
+        }
+        match (result, lost) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), Some(_)) => Err(e),
+            (Err(e), None) => Err(e),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Releases, retrying transient errors a few times: a lock left held until
+/// its lease expires is safe but blocks the fleet for a lease.
+async fn release_with_retry(store: &dyn Backend, name: &str, id: &str) -> Result<()> {
+    let mut last = None;
+    for attempt in 0..4u32 {
+        match store.release(name, id).await {
+            Err(Error::Unavailable(m)) => {
+                tracing::warn!("release failed ({m}); retrying");
+                last = Some(Error::Unavailable(m));
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::store("release failed")))
+}
+
+async fn renew_loop(
+    store: Arc<dyn Backend>,
+    tx: watch::Sender<GuardState>,
+    duration: Duration,
+    every: Duration,
+    pending: Arc<std::sync::Mutex<Option<String>>>,
+) {
+    let mut next_renewal = Instant::now() + every;
+    loop {
+        tokio::time::sleep_until(next_renewal.into()).await;
+        let current = tx.borrow().lease.clone();
+        // One next lease id per renewal, reused on every retry, so that a
+        // renewal that landed but whose answer was lost is recognised.
+        let next_id = uuid::Uuid::new_v4().to_string();
+        if let Ok(mut p) = pending.lock() {
+            *p = Some(next_id.clone());
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let left = current.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tx.send_modify(|s| {
+                    s.lost = Some(Lost::Expired("no renewal succeeded in time".into()))
+                });
+                return;
+            }
+            let attempt =
+                tokio::time::timeout(left, store.renew(&current, duration, &next_id)).await;
+            match attempt {
+                Ok(Ok(lease)) => {
+                    tracing::debug!(lease_id = %lease.lease_id, "renewed");
+                    if let Ok(mut p) = pending.lock() {
+                        *p = None;
+                    }
+                    tx.send_modify(|s| s.lease = lease);
+                    break;
+                }
+                Ok(Err(Error::NotHeld { .. })) => {
+                    tx.send_modify(|s| {
+                        s.lost = Some(Lost::Taken("taken over or released by force".into()))
+                    });
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("renewal failed: {e}; retrying");
+                }
+                Err(_) => {
+                    tx.send_modify(|s| {
+                        s.lost = Some(Lost::Expired("the store did not answer".into()))
+                    });
+                    return;
+                }
+            }
+            let pause = backoff.min(current.deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        next_renewal = Instant::now() + every;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margin_is_bounded_by_a_quarter_of_the_lease() {
+        assert_eq!(
+            safety_margin(Duration::from_secs(1)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            safety_margin(Duration::from_secs(60)),
+            Duration::from_millis(1100)
+        );
+        assert!(safety_margin(Duration::from_secs(7200)) < Duration::from_secs(73));
+    }
+}
