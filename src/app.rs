@@ -3,9 +3,9 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use crate::backend::{self, AcquireRequest, Backend, Lease, LockInfo, StoreOptions};
+use crate::backend::{self, AcquireRequest, Backend, Lease, LockInfo, OnWait, StoreOptions};
 use crate::cli::{Cli, Command, Global, LockArgs};
 use crate::error::{Error, Result};
 use crate::exit;
@@ -142,7 +142,7 @@ pub fn request(
     } else {
         a.wait_time.map(|w| w.0).unwrap_or(Some(DEFAULT_WAIT))
     };
-    let on_wait: Option<Arc<dyn Fn(&LockInfo) + Send + Sync>> = if g.quiet {
+    let on_wait: Option<OnWait> = if g.quiet {
         None
     } else {
         let name = name.to_string();
@@ -182,8 +182,7 @@ pub fn waiting_line(name: &str, info: &LockInfo) -> String {
     if let Some(r) = &info.reason {
         s.push_str(&format!(" ({r})"));
     }
-    if let Some(e) = info.expires_at_ms {
-        let left = e - crate::clock::local_wall_ms();
+    if let Some(left) = info.expires_in_ms {
         if left > 0 {
             s.push_str(&format!(
                 ", expires in {}",
@@ -293,14 +292,6 @@ pub fn out(line: &str) -> Result<()> {
 /// Whether stderr is a terminal (live progress) or a log (one line per change).
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
-}
-
-/// Milliseconds since the epoch by the local clock (for display only).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The whole program after argument parsing: sets up logging and the async

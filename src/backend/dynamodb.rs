@@ -506,6 +506,7 @@ impl DynamoDb {
                 lease_id: None,
                 acquired_at_ms: None,
                 expires_at_ms: None,
+                expires_in_ms: None,
                 lease_duration_s: None,
                 pid: None,
                 host: None,
@@ -534,6 +535,11 @@ impl DynamoDb {
                 None
             } else {
                 Self::expiry_ms(item)
+            },
+            expires_in_ms: if released {
+                None
+            } else {
+                Self::expiry_ms(item).map(|e| e - self.clock.lower_ms())
             },
             lease_duration_s: get_u64(item, attr::LEASE_DURATION),
             pid: get_u64(item, attr::PID).and_then(|p| u32::try_from(p).ok()),
@@ -825,7 +831,7 @@ impl Backend for DynamoDb {
                     }
                 }
                 Err(Error::Unavailable(msg))
-                    if contacted && !give_up.is_some_and(|g| Instant::now() >= g) =>
+                    if contacted && give_up.is_none_or(|g| Instant::now() < g) =>
                 {
                     tracing::warn!("{msg}; retrying");
                     tokio::select! {

@@ -48,6 +48,9 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Called by a waiter each time it sees a different holder.
+pub type OnWait = Arc<dyn Fn(&LockInfo) + Send + Sync>;
+
 /// What the caller wants when acquiring.
 #[derive(Clone)]
 pub struct AcquireRequest {
@@ -62,7 +65,7 @@ pub struct AcquireRequest {
     /// Why (informational), shown to waiters and by `status`.
     pub reason: Option<String>,
     /// Called each time a waiter sees a different holder.
-    pub on_wait: Option<Arc<dyn Fn(&LockInfo) + Send + Sync>>,
+    pub on_wait: Option<OnWait>,
 }
 
 impl std::fmt::Debug for AcquireRequest {
@@ -120,6 +123,9 @@ pub struct LockInfo {
     pub expires_at_ms: Option<i64>,
     /// The lease duration, in seconds.
     pub lease_duration_s: Option<u64>,
+    /// Time left on the lease by the store's clock (ms), when known.
+    #[serde(skip)]
+    pub expires_in_ms: Option<i64>,
     /// The holder's process id.
     pub pid: Option<u32>,
     /// The holder's host.
