@@ -168,16 +168,18 @@ mod tests {
     #[test]
     fn bounds_bracket_the_server_time_and_narrow() {
         let c = ServerClock::new();
-        let t0 = Instant::now();
-        let t1 = t0 + Duration::from_millis(20);
-        c.observe(t0, t1, 1_000_000);
-        let (lo, hi) = c.bounds_now().unwrap();
-        assert!(hi - lo <= 1000 + 20 + 2 + mono_ms(Instant::now()) - mono_ms(t1));
-        // A second sample half a second later narrows the interval.
+        let t0 = Instant::now() - Duration::from_secs(2);
+        c.observe(t0, t0 + Duration::from_millis(20), 1_000_000);
+        let b = c.bounds.lock().unwrap().unwrap();
+        assert_eq!(b.hi - b.lo, 1020, "{b:?}");
+        // A second sample 600 ms later, one Date second later, narrows it.
         let t2 = t0 + Duration::from_millis(600);
         c.observe(t2, t2 + Duration::from_millis(10), 1_000_001);
         let b = c.bounds.lock().unwrap().unwrap();
-        assert!(b.hi - b.lo < 1000, "{b:?}");
+        assert!(b.hi - b.lo <= 1000 - 380, "{b:?}");
+        // Now-bounds contain the true offset and widen only by the drift allowance.
+        let (lo, hi) = c.bounds_now().unwrap();
+        assert!(hi - lo <= b.hi - b.lo + 2 * 3, "{lo} {hi} {b:?}");
     }
 
     #[test]
