@@ -52,7 +52,39 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Release(r) => {
             backend::validate_name(&r.name)?;
             let store = open(g).await?;
-            store.release(&r.name, &r.lease_id).await?;
+            match (&r.lease_id, r.force) {
+                (Some(id), _) => store.release(&r.name, id).await?,
+                (None, _) => return force_release(store.as_ref(), &r.name, r.yes).await,
+            }
+            Ok(exit::OK)
+        }
+        Command::List(l) => {
+            let store = open(g).await?;
+            let locks = store.list().await?;
+            if l.json {
+                let all: Vec<_> = locks.iter().map(info_json).collect();
+                out(&serde_json::Value::Array(all).to_string())?;
+            } else if locks.is_empty() {
+                eprintln!("awsflock: no lock is held in {}", store.describe());
+            } else {
+                out(&list_table(&locks))?;
+            }
+            Ok(exit::OK)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "awsflock", &mut buf);
+            out(String::from_utf8_lossy(&buf).trim_end())?;
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut buf)
+                .map_err(|e| Error::store(format!("cannot render the man page: {e}")))?;
+            out(String::from_utf8_lossy(&buf).trim_end())?;
             Ok(exit::OK)
         }
         Command::Run(r) => run_command(g, r).await,
@@ -93,7 +125,9 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
         let signals = &mut signals;
         Box::pin(async move { signals.next().await.unwrap_or(libc::SIGTERM) })
     };
-    let guard = match LockGuard::acquire(store, &req, renew_every, cancel).await {
+    let acquired = LockGuard::acquire(store, &req, renew_every, cancel).await;
+    waiting_done(&req);
+    let guard = match acquired {
         Ok(guard) => guard,
         Err(e @ Error::NotAcquired { .. }) => {
             eprintln!("awsflock: {e}; the command was not started");
@@ -145,10 +179,7 @@ pub fn request(
     let on_wait: Option<OnWait> = if g.quiet {
         None
     } else {
-        let name = name.to_string();
-        Some(Arc::new(move |info: &LockInfo| {
-            eprintln!("awsflock: {}", waiting_line(&name, info));
-        }))
+        Some(waiting_display(name))
     };
     Ok(AcquireRequest {
         name: name.to_string(),
@@ -162,6 +193,118 @@ pub fn request(
         reason: a.reason.clone().filter(|r| !r.is_empty()),
         on_wait,
     })
+}
+
+/// What a waiter shows on stderr: on a terminal, one live line redrawn in
+/// place; otherwise one line, and another each time the holder changes.
+fn waiting_display(name: &str) -> OnWait {
+    let name = name.to_string();
+    if stderr_is_terminal() {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(250));
+        WAIT_BAR.with(|b| *b.borrow_mut() = Some(bar.clone()));
+        Arc::new(move |info: &LockInfo| bar.set_message(waiting_line(&name, info)))
+    } else {
+        let last = std::sync::Mutex::new(None::<(Option<String>, Option<i64>)>);
+        Arc::new(move |info: &LockInfo| {
+            let key = Some((info.owner.clone(), info.acquired_at_ms));
+            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+            if *last != key {
+                eprintln!("awsflock: {}", waiting_line(&name, info));
+                *last = key;
+            }
+        })
+    }
+}
+
+thread_local! {
+    static WAIT_BAR: std::cell::RefCell<Option<indicatif::ProgressBar>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Clears the live waiting line, if one was drawn.
+pub fn waiting_done(_req: &AcquireRequest) {
+    WAIT_BAR.with(|b| {
+        if let Some(bar) = b.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+    });
+}
+
+async fn force_release(store: &dyn Backend, name: &str, yes: bool) -> Result<i32> {
+    let info = store.inspect(name).await?;
+    if !info.held {
+        eprintln!("awsflock: {name} is not held; nothing to release");
+        return Ok(exit::NOT_HELD);
+    }
+    eprintln!(
+        "awsflock: {}",
+        describe_info(&info).replace('\n', "\nawsflock: ")
+    );
+    if !yes && std::io::stdin().is_terminal() && stderr_is_terminal() {
+        eprint!(
+            "awsflock: release {name} from {}? [y/N] ",
+            info.owner.as_deref().unwrap_or("its holder")
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            eprintln!("awsflock: not released");
+            return Ok(exit::NOT_HELD);
+        }
+    }
+    match store.force_release(name).await? {
+        Some(was) => {
+            eprintln!(
+                "awsflock: released {name}, which was held by {}{}",
+                was.owner.as_deref().unwrap_or("unknown"),
+                was.fence
+                    .map(|f| format!(" (fence {f})"))
+                    .unwrap_or_default()
+            );
+            Ok(exit::OK)
+        }
+        None => {
+            eprintln!("awsflock: {name} was released meanwhile; nothing to do");
+            Ok(exit::NOT_HELD)
+        }
+    }
+}
+
+fn list_table(locks: &[LockInfo]) -> String {
+    let rows: Vec<[String; 5]> = locks
+        .iter()
+        .map(|l| {
+            [
+                l.name.clone(),
+                l.owner.clone().unwrap_or_default(),
+                l.fence.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
+                l.expires_in_ms
+                    .map(|ms| crate::duration::short(Duration::from_millis(ms.max(0) as u64)))
+                    .unwrap_or_default(),
+                l.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "OWNER", "FENCE", "EXPIRES IN", "REASON"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    std::iter::once(&header)
+        .chain(rows.iter())
+        .map(|r| {
+            r.iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The host name, as awsflock 0.2.0 defaults `--owner`.
@@ -337,11 +480,15 @@ fn clap_exit(e: clap::Error) -> i32 {
             }
         }
         _ => {
+            // clap says what is wrong in the lines before "Usage:"; join them.
             let text = e.render().to_string();
-            let first = text
+            let what: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad usage");
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let first = what.join(" ");
             let first = first.trim_start_matches("error: ");
             eprintln!("awsflock: error: {first} (see 'awsflock --help')");
             exit::USAGE

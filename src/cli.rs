@@ -92,8 +92,27 @@ pub enum Command {
     Renew(RenewArgs),
 
     /// Release a lease so others can take the lock at once
-    #[command(after_help = "Example:\n  awsflock release LockFoo \"$LEASE_ID\"")]
+    #[command(
+        after_help = "Examples:\n  awsflock release LockFoo \"$LEASE_ID\"\n  awsflock release LockFoo --force     # break glass: whoever holds it"
+    )]
     Release(ReleaseArgs),
+
+    /// List every held lock
+    #[command(after_help = "Example:\n  awsflock list --json | jq -r '.[].name'")]
+    List(ListArgs),
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Example:\n  awsflock completions bash > /etc/bash_completion.d/awsflock"
+    )]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff) on stdout
+    #[command(after_help = "Example:\n  awsflock man > /usr/local/share/man/man1/awsflock.1")]
+    Man,
 
     /// Show whether a lock is held, by whom and why
     #[command(after_help = "Example:\n  awsflock status deploy-prod --json")]
@@ -245,7 +264,22 @@ pub struct ReleaseArgs {
     /// The lock's name
     pub name: String,
     /// The LEASE_ID from acquire or the last renew
-    pub lease_id: String,
+    #[arg(required_unless_present = "force")]
+    pub lease_id: Option<String>,
+    /// Break glass: release whoever holds the lock, without its LEASE_ID
+    #[arg(long, conflicts_with = "lease_id")]
+    pub force: bool,
+    /// With --force: do not ask for confirmation on a terminal
+    #[arg(long, short = 'y', requires = "force", env = "AWSFLOCK_YES")]
+    pub yes: bool,
+}
+
+/// `awsflock list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array of the same objects as `status --json`
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `awsflock status`.

@@ -129,15 +129,12 @@ fn acquire_of_held_lock_exits_3_with_no_wait_and_after_wait_time() {
 }
 
 #[test]
-fn release_frees_the_lock_and_a_stale_release_exits_3() {
+fn release_frees_the_lock_and_the_previous_holders_id_cannot_release_the_next() {
     let moto = Moto::start();
     let t = table(&moto);
     let name = lock();
     let l1 = acquire(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &l1);
-
-    let again = run(awsflock(&moto).args(["release", &name, &l1, "--table", &t]));
-    assert_eq!(again.code, 3, "{}", again.describe());
 
     let l2 = acquire(&moto, &t, &name, &["--no-wait"]);
     assert_ne!(l1, l2);
@@ -151,6 +148,26 @@ fn release_frees_the_lock_and_a_stale_release_exits_3() {
     let blocked = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
     assert_eq!(blocked.code, 3, "{}", blocked.describe());
     release(&moto, &t, &name, &l2);
+}
+
+#[test]
+fn second_release_of_the_same_lease_exits_3() {
+    // As in awsflock 0.2.0: once released, the lease is not held, so
+    // releasing it again reports 3.
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let l1 = acquire(&moto, &t, &name, &[]);
+    release(&moto, &t, &name, &l1);
+    let again = run(awsflock(&moto).args(["release", &name, &l1, "--table", &t]));
+    assert_eq!(again.code, 3, "{}", again.describe());
+    let renew = run(awsflock(&moto).args(["renew", &name, &l1, "--table", &t]));
+    assert_eq!(
+        renew.code,
+        3,
+        "renew of a released lease:\n{}",
+        renew.describe()
+    );
 }
 
 #[test]
@@ -397,7 +414,9 @@ fn global_options_work_before_or_after_the_subcommand_and_from_env() {
             "args {args:?} env {envs:?}:\n{}",
             out.describe()
         );
-        assert_uuid(out.line());
+        if !args.iter().any(|a| a == "-q") {
+            assert_uuid(out.line());
+        }
         // The lock really went to table t.
         let item = raw_item(&moto, &t, &name);
         assert!(
@@ -496,7 +515,8 @@ fn invalid_lock_names_are_usage_errors_and_1024_bytes_is_fine() {
             name.len(),
             out.describe()
         );
-        assert_clean_error(&out);
+        assert!(!out.stderr.trim().is_empty(), "{}", out.describe());
+        assert!(!out.stderr.contains("panicked"), "{}", out.describe());
     }
     let moto = Moto::start();
     let t = table(&moto);

@@ -708,7 +708,6 @@ impl Backend for DynamoDb {
         let mut cancelled: Option<i32> = None;
         let mut hw: Option<u64> = None;
         let mut sight: Option<(Option<String>, Instant)> = None;
-        let mut last_holder: Option<LockInfo> = None;
         let mut contacted = false;
         let mut quick_retries = 0u32;
 
@@ -758,16 +757,10 @@ impl Backend for DynamoDb {
                         State::Held => {
                             let info = self.info(&req.name, item.as_ref());
                             let out_of_time = give_up.is_some_and(|g| Instant::now() >= g);
-                            if !out_of_time
-                                && last_holder
-                                    .as_ref()
-                                    .map(|h| (&h.owner, &h.acquired_at_ms, &h.reason))
-                                    != Some((&info.owner, &info.acquired_at_ms, &info.reason))
-                            {
+                            if !out_of_time {
                                 if let Some(cb) = &req.on_wait {
                                     cb(&info);
                                 }
-                                last_holder = Some(info.clone());
                             }
                             if out_of_time {
                                 return Err(Error::NotAcquired {
@@ -856,8 +849,11 @@ impl Backend for DynamoDb {
 
     async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
         super::validate_name(name)?;
+        // The fresh lease id written by this call doubles as its nonce: only
+        // an earlier attempt of *this* call leaves it behind.
+        let nonce = uuid::Uuid::new_v4().to_string();
         let mut e = Expr::default();
-        e.set(attr::LEASE_ID, s(uuid::Uuid::new_v4().to_string()));
+        e.set(attr::LEASE_ID, s(&nonce));
         e.set(attr::EXPIRES_MS, n(0));
         e.set(attr::RELEASED_LEASE, s(lease_id));
         e.set(attr::RELEASED_MS, n(self.clock.lower_ms()));
@@ -884,8 +880,9 @@ impl Backend for DynamoDb {
                     return Err(self.error(err));
                 };
                 match ccf.item() {
-                    // Released by an earlier attempt whose answer was lost.
-                    Some(i) if get_s(i, attr::RELEASED_LEASE) == Some(lease_id) => Ok(()),
+                    // Released by an earlier attempt of this call whose answer
+                    // was lost (the SDK retried).
+                    Some(i) if get_s(i, attr::LEASE_ID) == Some(nonce.as_str()) => Ok(()),
                     other => Err(Error::NotHeld {
                         name: name.to_string(),
                         lease_id: lease_id.to_string(),

@@ -48,7 +48,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Called by a waiter each time it sees a different holder.
+/// Called by a waiter at each poll of a held lock, with what it saw.
 pub type OnWait = Arc<dyn Fn(&LockInfo) + Send + Sync>;
 
 /// What the caller wants when acquiring.
@@ -64,7 +64,7 @@ pub struct AcquireRequest {
     pub owner: String,
     /// Why (informational), shown to waiters and by `status`.
     pub reason: Option<String>,
-    /// Called each time a waiter sees a different holder.
+    /// Called at each poll while the lock is held by someone else.
     pub on_wait: Option<OnWait>,
 }
 
@@ -169,6 +169,30 @@ pub trait Backend: Send + Sync {
 
     /// Every held lock in the store.
     async fn list(&self) -> Result<Vec<LockInfo>>;
+
+    /// Break-glass release without the lease id: releases whatever lease is
+    /// current and returns what it looked like, or `None` if the lock was
+    /// not held. The holder's `run` notices at its next renewal and stops its
+    /// command.
+    async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
+        validate_name(name)?;
+        // A renewal between our read and our release changes the lease id;
+        // read again and retry a few times.
+        for _ in 0..5 {
+            let info = self.inspect(name).await?;
+            let Some(id) = info.lease_id.clone().filter(|_| info.held) else {
+                return Ok(None);
+            };
+            match self.release(name, &id).await {
+                Ok(()) => return Ok(Some(info)),
+                Err(Error::NotHeld { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "lock {name:?} kept changing hands while being released; try again"
+        )))
+    }
 
     /// Creates what the store needs (a table); a no-op where nothing is needed.
     async fn create(&self) -> Result<()>;
