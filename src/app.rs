@@ -113,7 +113,8 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
             ));
         }
     };
-    let req = request(&r.name, &r.lock, DEFAULT_RUN_LEASE, g)?;
+    let mut req = request(&r.name, &r.lock, DEFAULT_RUN_LEASE, g)?;
+    req.supervised = true;
     let renew_every = r.renew_every.unwrap_or(req.lease / 3);
     // Signals are caught from here on: one arriving while we wait ends the
     // wait, holding nothing; one arriving later goes to the command.
@@ -192,6 +193,7 @@ pub fn request(
             .unwrap_or_else(default_owner),
         reason: a.reason.clone().filter(|r| !r.is_empty()),
         on_wait,
+        supervised: false,
     })
 }
 

@@ -36,6 +36,7 @@
 //!     owner: "backup@host-1".into(),
 //!     reason: Some("nightly backup".into()),
 //!     on_wait: None,
+//!     supervised: false,
 //! };
 //! let lease = store.acquire(&req, Box::pin(std::future::pending())).await?;
 //! println!("fence {:?}", lease.fence);

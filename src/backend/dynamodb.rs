@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
@@ -28,11 +27,11 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveStatus, TransactWriteItem,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use futures_util::FutureExt;
 
 use super::aws::{self, StoreInterceptor};
-use super::{AcquireRequest, Backend, BoxFuture, Lease, LockInfo, RESERVED_PREFIX, poll_pause};
-use crate::clock::{ServerClock, local_wall_ms};
+use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
+use super::{AcquireRequest, Backend, BoxFuture, Lease, LockInfo, RESERVED_PREFIX};
+use crate::clock::ServerClock;
 use crate::error::{Error, Result};
 
 /// Attribute names. The first five are awsflock 0.2.0's.
@@ -58,18 +57,6 @@ mod attr {
 /// How many fencing tokens one reservation from the high-water mark covers.
 /// Tokens after a wipe of the lock item jump by up to this much.
 pub const FENCE_BLOCK: u64 = 1_000_000;
-
-/// A waiter takes over an expired lease only after seeing that same lease for
-/// this long: it bounds the harm of a holder whose clock was badly off for the
-/// one round trip before it learnt the store's time (see DESIGN.md).
-pub const FIRST_SIGHT_GRACE: Duration = Duration::from_secs(5);
-
-/// Extra time past a lease's expiry before a waiter may take it over.
-pub const EXPIRY_MARGIN_MS: i64 = 1000;
-
-/// A first write made on the local clock is rewritten when the local clock
-/// turns out to be further than this from the store's.
-pub const SKEW_TOLERANCE_MS: i64 = 1000;
 
 /// Written into `client` so `status` can tell who wrote a lease.
 pub const CLIENT_TAG: &str = concat!("awsflock-rs ", env!("CARGO_PKG_VERSION"));
@@ -145,40 +132,6 @@ impl Expr {
     }
 }
 
-/// The times written with a grant or renewal, and what is needed afterwards
-/// to compute the holder's deadline.
-#[derive(Debug, Clone, Copy)]
-struct Stamp {
-    /// The store's time when sending, at the earliest (shown as "acquired at").
-    shown_ms: i64,
-    expires_ms: i64,
-    sent: Instant,
-    sent_wall_ms: i64,
-    calibrated: bool,
-}
-
-/// The result of one write that tried to take the lock.
-enum Outcome {
-    /// We hold it: the fence we got.
-    Granted(Option<u64>),
-    /// Someone else got there first; this is what the item looks like now.
-    Lost(Option<Item>),
-    /// Our guess of the fencing high-water mark was wrong and is now
-    /// corrected: try the same write again.
-    Retry,
-}
-
-/// How we last saw the item, and how we judge it.
-#[derive(Debug, PartialEq)]
-enum State {
-    Absent,
-    Free {
-        lease_id: Option<String>,
-        counter_ok: bool,
-    },
-    Held,
-}
-
 /// The DynamoDB store.
 pub struct DynamoDb {
     client: Client,
@@ -186,6 +139,8 @@ pub struct DynamoDb {
     clock: Arc<ServerClock>,
     interceptor: StoreInterceptor,
     host: String,
+    /// The fencing high-water mark, once learnt (`None`: assume absent).
+    hw_hint: std::sync::Mutex<Option<u64>>,
 }
 
 impl DynamoDb {
@@ -204,6 +159,7 @@ impl DynamoDb {
             clock,
             interceptor,
             host: gethostname::gethostname().to_string_lossy().into_owned(),
+            hw_hint: std::sync::Mutex::new(None),
         })
     }
 
@@ -233,20 +189,6 @@ impl DynamoDb {
             ));
         }
         aws::sdk_error(err, &self.name())
-    }
-
-    fn stamp(&self, lease: Duration) -> Stamp {
-        let calibrated = self.clock.is_calibrated();
-        // The expiry counts from the latest the store's clock could read now,
-        // so the lease is never shorter than asked for.
-        let now_ms = self.clock.upper_ms();
-        Stamp {
-            shown_ms: self.clock.lower_ms(),
-            expires_ms: now_ms + lease.as_millis() as i64,
-            sent: Instant::now(),
-            sent_wall_ms: local_wall_ms(),
-            calibrated,
-        }
     }
 
     /// The attributes every grant writes (all of 0.2.0's, and ours but the fence).
@@ -295,7 +237,7 @@ impl DynamoDb {
         lease_id: &str,
         seen: Option<&str>,
         st: &Stamp,
-    ) -> Result<Outcome> {
+    ) -> Result<Outcome<Item>> {
         let mut e = Expr::default();
         for (k, v) in self.grant_attrs(req, lease_id, st) {
             e.set(k, v);
@@ -363,7 +305,7 @@ impl DynamoDb {
         seen: Option<&str>,
         hw: &mut Option<u64>,
         st: &Stamp,
-    ) -> Result<Outcome> {
+    ) -> Result<Outcome<Item>> {
         let old_hw = hw.unwrap_or(0);
         let new_hw = old_hw + FENCE_BLOCK;
         let fence = old_hw + 1;
@@ -455,30 +397,6 @@ impl DynamoDb {
         }
     }
 
-    /// Judges an item: absent, free (released or expired), or held.
-    /// `first_sight` is when we first saw this item's current lease.
-    fn judge(&self, item: Option<&Item>, first_sight: Instant) -> State {
-        let Some(item) = item else {
-            return State::Absent;
-        };
-        let lease_id = get_s(item, attr::LEASE_ID).map(String::from);
-        let counter_ok = matches!(
-            (get_u64(item, attr::FENCE), get_u64(item, attr::FENCE_LIMIT)),
-            (Some(f), Some(l)) if f < l
-        );
-        let released = get_i64(item, attr::EXPIRATION_TIME) == Some(0);
-        let expired =
-            !released && self.is_expired(item) && first_sight.elapsed() >= FIRST_SIGHT_GRACE;
-        if released || expired {
-            State::Free {
-                lease_id,
-                counter_ok,
-            }
-        } else {
-            State::Held
-        }
-    }
-
     /// The lease's expiry on the store's clock, in ms. 0.2.0 writes whole
     /// seconds truncated from its local clock, so its leases get a second more.
     fn expiry_ms(item: &Item) -> Option<i64> {
@@ -487,37 +405,15 @@ impl DynamoDb {
             .or_else(|| get_i64(item, attr::EXPIRATION_TIME).map(|s| s * 1000 + 1000))
     }
 
-    /// Past its expiry by the earliest the store's clock can read now.
-    fn is_expired(&self, item: &Item) -> bool {
-        match Self::expiry_ms(item) {
-            Some(exp) => self.clock.lower_ms() > exp + EXPIRY_MARGIN_MS,
-            None => false, // no expiry at all: never expires (0.2.0 would crash on it)
-        }
-    }
-
-    fn info(&self, name: &str, item: Option<&Item>) -> LockInfo {
+    fn info_of(&self, name: &str, item: Option<&Item>) -> LockInfo {
         let Some(item) = item else {
-            return LockInfo {
-                name: name.to_string(),
-                held: false,
-                owner: None,
-                reason: None,
-                fence: None,
-                lease_id: None,
-                acquired_at_ms: None,
-                expires_at_ms: None,
-                expires_in_ms: None,
-                lease_duration_s: None,
-                pid: None,
-                host: None,
-                client: None,
-            };
+            return cas::absent_info(name);
         };
         let released = get_i64(item, attr::EXPIRATION_TIME) == Some(0);
         let ours = get_s(item, attr::CLIENT).is_some();
         LockInfo {
             name: name.to_string(),
-            held: !released && !self.is_expired(item),
+            held: cas::is_held(self, item),
             owner: get_s(item, attr::OWNER).map(String::from),
             reason: get_s(item, attr::REASON).map(String::from),
             fence: if ours {
@@ -552,61 +448,9 @@ impl DynamoDb {
         }
     }
 
-    /// Turns a successful write into a lease. When the write was stamped with
-    /// the local clock (first request of the process) and the response showed
-    /// that clock to be off, rewrites the lease on the store's clock at once,
-    /// before anyone is told the lock is held.
-    async fn finish(
-        &self,
-        name: &str,
-        lease_id: String,
-        fence: Option<u64>,
-        lease: Duration,
-        st: Stamp,
-    ) -> Result<Lease> {
-        if !st.calibrated {
-            if let Some(skew) = self.clock.local_skew_ms(st.sent, st.sent_wall_ms) {
-                if skew.abs() > SKEW_TOLERANCE_MS {
-                    tracing::warn!(
-                        skew_ms = skew,
-                        "this machine's clock is {}s off the store's; the lease was rewritten on the store's clock",
-                        skew / 1000
-                    );
-                    let held = Lease {
-                        name: name.to_string(),
-                        lease_id,
-                        fence,
-                        duration: lease,
-                        acquired_at_ms: Some(st.shown_ms),
-                        expires_at_ms: st.expires_ms,
-                        deadline: st.sent,
-                    };
-                    let next = uuid::Uuid::new_v4().to_string();
-                    let mut renewed = self.renew_to(&held, lease, &next).await?;
-                    renewed.acquired_at_ms = Some(self.clock.lower_ms());
-                    return Ok(renewed);
-                }
-            }
-        }
-        let deadline = self
-            .clock
-            .deadline_for(st.expires_ms)
-            .unwrap_or(st.sent + lease)
-            .min(st.sent + lease + Duration::from_millis(SKEW_TOLERANCE_MS as u64));
-        Ok(Lease {
-            name: name.to_string(),
-            lease_id,
-            fence,
-            duration: lease,
-            acquired_at_ms: Some(st.shown_ms),
-            expires_at_ms: st.expires_ms,
-            deadline,
-        })
-    }
-
     /// Renews to a caller-chosen next lease id (see [`Backend::renew`]).
     async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
-        let st = self.stamp(duration);
+        let st = Stamp::now(&self.clock, duration);
         let mut e = Expr::default();
         e.set(attr::LEASE_ID, s(next_id));
         e.set(attr::LEASE_DURATION, n(duration.as_secs()));
@@ -651,8 +495,15 @@ impl DynamoDb {
             .as_ref()
             .filter(|i| get_s(i, attr::CLIENT).is_some())
             .and_then(|i| get_u64(i, attr::FENCE));
-        let mut renewed =
-            Box::pin(self.finish(&lease.name, next_id.to_string(), fence, duration, st)).await?;
+        let mut renewed = Box::pin(cas::finish(
+            self,
+            &lease.name,
+            next_id.to_string(),
+            fence,
+            duration,
+            st,
+        ))
+        .await?;
         renewed.acquired_at_ms = item
             .as_ref()
             .and_then(|i| get_i64(i, attr::ACQUIRED_MS))
@@ -661,10 +512,89 @@ impl DynamoDb {
     }
 }
 
+#[async_trait::async_trait]
+impl CasStore for DynamoDb {
+    type Record = Item;
+
+    fn clock(&self) -> &ServerClock {
+        &self.clock
+    }
+
+    /// The blind grant is the counter grant on a released item; a free item
+    /// with tokens left gets a counter grant on its lease id, and an absent
+    /// or counter-less item a fresh grant (DESIGN.md, acquire steps 1-4).
+    async fn grant(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        seen: Option<&Option<Item>>,
+        st: &Stamp,
+    ) -> Result<Outcome<Item>> {
+        match seen {
+            None => self.grant_counter(req, lease_id, None, st).await,
+            Some(None) => {
+                let mut hw = self.hw_hint.lock().map(|h| *h).unwrap_or(None);
+                let out = self.grant_fresh(req, lease_id, None, &mut hw, st).await;
+                if let Ok(mut h) = self.hw_hint.lock() {
+                    *h = hw;
+                }
+                out
+            }
+            Some(Some(item)) => {
+                let id = get_s(item, attr::LEASE_ID).unwrap_or_default().to_string();
+                let counter_ok = matches!(
+                    (get_u64(item, attr::FENCE), get_u64(item, attr::FENCE_LIMIT)),
+                    (Some(f), Some(l)) if f < l
+                );
+                if counter_ok {
+                    self.grant_counter(req, lease_id, Some(&id), st).await
+                } else {
+                    let mut hw = self.hw_hint.lock().map(|h| *h).unwrap_or(None);
+                    let out = self
+                        .grant_fresh(req, lease_id, Some(&id), &mut hw, st)
+                        .await;
+                    if let Ok(mut h) = self.hw_hint.lock() {
+                        *h = hw;
+                    }
+                    out
+                }
+            }
+        }
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Item>> {
+        self.get(name).await
+    }
+
+    fn lease_id_of(rec: &Item) -> Option<String> {
+        get_s(rec, attr::LEASE_ID).map(String::from)
+    }
+
+    fn is_released(rec: &Item) -> bool {
+        get_i64(rec, attr::EXPIRATION_TIME) == Some(0)
+    }
+
+    fn expiry_ms(rec: &Item) -> Option<i64> {
+        DynamoDb::expiry_ms(rec)
+    }
+
+    fn info(&self, name: &str, rec: Option<&Item>) -> LockInfo {
+        self.info_of(name, rec)
+    }
+
+    async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        DynamoDb::renew_to(self, lease, duration, next_id).await
+    }
+
+    async fn release_id(&self, name: &str, lease_id: &str) -> Result<()> {
+        Backend::release(self, name, lease_id).await
+    }
+}
+
 /// A failed condition whose current item carries our own lease id means an
 /// earlier attempt of this very write landed (its answer was lost, and the SDK
 /// retried): we hold the lock.
-fn won_anyway(item: Option<Item>, lease_id: &str) -> Outcome {
+fn won_anyway(item: Option<Item>, lease_id: &str) -> Outcome<Item> {
     match item {
         Some(i) if get_s(&i, attr::LEASE_ID) == Some(lease_id) => {
             Outcome::Granted(get_u64(&i, attr::FENCE))
@@ -701,145 +631,7 @@ impl Backend for DynamoDb {
     }
 
     async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
-        super::validate_name(&req.name)?;
-        let started = Instant::now();
-        let give_up = req.wait.map(|w| started + w);
-        let mut cancel = cancel.fuse();
-        let mut cancelled: Option<i32> = None;
-        let mut hw: Option<u64> = None;
-        let mut sight: Option<(Option<String>, Instant)> = None;
-        let mut contacted = false;
-        let mut quick_retries = 0u32;
-
-        // The item as last seen: `None` before anything is known, which makes
-        // the first attempt the blind one-request grant of a released lock.
-        let mut seen: Option<Option<Item>> = None;
-        loop {
-            let lease_id = uuid::Uuid::new_v4().to_string();
-            let st = self.stamp(req.lease);
-            let attempt = match &seen {
-                None => self
-                    .grant_counter(req, &lease_id, None, &st)
-                    .await
-                    .map(Some),
-                Some(item) => {
-                    let key = item
-                        .as_ref()
-                        .map(|i| get_s(i, attr::LEASE_ID).map(String::from));
-                    let key = key.flatten();
-                    if sight.as_ref().map(|(k, _)| k) != Some(&key) {
-                        sight = Some((key, Instant::now()));
-                    }
-                    let first = sight.as_ref().map(|(_, t)| *t).unwrap_or_else(Instant::now);
-                    match self.judge(item.as_ref(), first) {
-                        State::Absent => self
-                            .grant_fresh(req, &lease_id, None, &mut hw, &st)
-                            .await
-                            .map(Some),
-                        State::Free {
-                            lease_id: seen_id,
-                            counter_ok: true,
-                        } => {
-                            let id = seen_id.unwrap_or_default();
-                            self.grant_counter(req, &lease_id, Some(&id), &st)
-                                .await
-                                .map(Some)
-                        }
-                        State::Free {
-                            lease_id: seen_id,
-                            counter_ok: false,
-                        } => {
-                            let id = seen_id.unwrap_or_default();
-                            self.grant_fresh(req, &lease_id, Some(&id), &mut hw, &st)
-                                .await
-                                .map(Some)
-                        }
-                        State::Held => {
-                            let info = self.info(&req.name, item.as_ref());
-                            let out_of_time = give_up.is_some_and(|g| Instant::now() >= g);
-                            if !out_of_time {
-                                if let Some(cb) = &req.on_wait {
-                                    cb(&info);
-                                }
-                            }
-                            if out_of_time {
-                                return Err(Error::NotAcquired {
-                                    name: req.name.clone(),
-                                    detail: holder_detail(&info),
-                                });
-                            }
-                            let pause = match give_up {
-                                Some(g) => {
-                                    poll_pause().min(g.saturating_duration_since(Instant::now()))
-                                }
-                                None => poll_pause(),
-                            };
-                            tokio::select! {
-                                sig = &mut cancel => return Err(Error::Interrupted(sig)),
-                                _ = tokio::time::sleep(pause) => {}
-                            }
-                            Ok(None)
-                        }
-                    }
-                }
-            };
-            match attempt {
-                Ok(Some(Outcome::Granted(fence))) => {
-                    if let Poll::Ready(sig) = futures_util::poll!(&mut cancel) {
-                        cancelled = Some(sig);
-                    }
-                    if let Some(sig) = cancelled {
-                        // A grant raced with the signal: give it back.
-                        let _ = self.release(&req.name, &lease_id).await;
-                        return Err(Error::Interrupted(sig));
-                    }
-                    return self.finish(&req.name, lease_id, fence, req.lease, st).await;
-                }
-                Ok(Some(Outcome::Retry)) => {}
-                Ok(Some(Outcome::Lost(item))) => {
-                    contacted = true;
-                    quick_retries += 1;
-                    if quick_retries > 4 {
-                        // Several immediate retries lost races: let the winner settle.
-                        quick_retries = 0;
-                        tokio::select! {
-                            sig = &mut cancel => return Err(Error::Interrupted(sig)),
-                            _ = tokio::time::sleep(poll_pause()) => {}
-                        }
-                    }
-                    seen = Some(item);
-                }
-                Ok(None) => {
-                    // Waited: read the item again.
-                    quick_retries = 0;
-                    match self.get(&req.name).await {
-                        Ok(item) => {
-                            contacted = true;
-                            seen = Some(item);
-                        }
-                        Err(Error::Unavailable(msg)) if contacted => {
-                            tracing::warn!("{msg}; still waiting");
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(Error::Unavailable(msg))
-                    if contacted && give_up.is_none_or(|g| Instant::now() < g) =>
-                {
-                    tracing::warn!("{msg}; retrying");
-                    tokio::select! {
-                        sig = &mut cancel => return Err(Error::Interrupted(sig)),
-                        _ = tokio::time::sleep(poll_pause()) => {}
-                    }
-                    // Re-read before writing again: the state may have moved.
-                    seen = Some(match self.get(&req.name).await {
-                        Ok(item) => item,
-                        Err(_) => continue,
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        cas::acquire(self, req, cancel).await
     }
 
     async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
@@ -886,7 +678,7 @@ impl Backend for DynamoDb {
                     other => Err(Error::NotHeld {
                         name: name.to_string(),
                         lease_id: lease_id.to_string(),
-                        detail: match other.map(|i| self.info(name, Some(i))) {
+                        detail: match other.map(|i| self.info_of(name, Some(i))) {
                             Some(info) if info.held => holder_detail(&info),
                             _ => " (it is not held by anyone)".to_string(),
                         },
@@ -899,7 +691,7 @@ impl Backend for DynamoDb {
     async fn inspect(&self, name: &str) -> Result<LockInfo> {
         super::validate_name(name)?;
         let item = self.get(name).await?;
-        Ok(self.info(name, item.as_ref()))
+        Ok(self.info_of(name, item.as_ref()))
     }
 
     async fn list(&self) -> Result<Vec<LockInfo>> {
@@ -920,7 +712,7 @@ impl Backend for DynamoDb {
                 if name.starts_with(RESERVED_PREFIX) {
                     continue;
                 }
-                let info = self.info(name, Some(item));
+                let info = self.info_of(name, Some(item));
                 if info.held {
                     out.push(info);
                 }
@@ -1046,20 +838,6 @@ impl Backend for DynamoDb {
         }
         Ok(())
     }
-}
-
-/// " (held by alice since ..., expires in ...)" for messages.
-pub fn holder_detail(info: &LockInfo) -> String {
-    let owner = info.owner.as_deref().unwrap_or("unknown");
-    let mut s = format!(" (held by {owner}");
-    if let Some(r) = &info.reason {
-        s.push_str(&format!(", reason: {r}"));
-    }
-    if let Some(f) = info.fence {
-        s.push_str(&format!(", fence {f}"));
-    }
-    s.push(')');
-    s
 }
 
 #[cfg(test)]

@@ -5,11 +5,19 @@
 //! written against the trait only. One file per store:
 //!
 //! - [`dynamodb`]: the default, and the table format of awsflock 0.2.0.
+//! - [`s3`]: one object per lock, changed with S3 conditional writes.
+//! - [`file`]: one file per lock in a local directory, for a single host.
+//!
+//! DynamoDB, S3 and the file store share their acquire loop ([`cas`]).
 //!
 //! [`open`] turns a `--backend` URL into a store.
 
 pub mod aws;
+pub mod cas;
 pub mod dynamodb;
+pub mod file;
+pub mod record;
+pub mod s3;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,6 +74,10 @@ pub struct AcquireRequest {
     pub reason: Option<String>,
     /// Called at each poll while the lock is held by someone else.
     pub on_wait: Option<OnWait>,
+    /// True when the requesting process holds the lease for as long as it
+    /// lives (`run`): a single-host store may then free the lock as soon as
+    /// that process is gone. False for `acquire`, whose process exits at once.
+    pub supervised: bool,
 }
 
 impl std::fmt::Debug for AcquireRequest {
@@ -76,6 +88,7 @@ impl std::fmt::Debug for AcquireRequest {
             .field("wait", &self.wait)
             .field("owner", &self.owner)
             .field("reason", &self.reason)
+            .field("supervised", &self.supervised)
             .finish()
     }
 }
@@ -230,7 +243,22 @@ pub const DEFAULT_TABLE: &str = "awsflock";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// `dynamodb://TABLE`
-    DynamoDb { table: String },
+    DynamoDb {
+        /// The table.
+        table: String,
+    },
+    /// `s3://BUCKET/PREFIX`
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix (may be empty; ends with `/` when not).
+        prefix: String,
+    },
+    /// `file:///DIR`
+    File {
+        /// The directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 impl StoreOptions {
@@ -266,8 +294,36 @@ impl StoreOptions {
                 }
                 Ok(Target::DynamoDb { table })
             }
+            "s3" => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(Error::usage(format!(
+                        "no bucket in backend {url:?}; use s3://BUCKET/PREFIX"
+                    )));
+                }
+                let prefix = prefix.trim_matches('/');
+                let prefix = if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                };
+                Ok(Target::S3 {
+                    bucket: bucket.to_string(),
+                    prefix,
+                })
+            }
+            "file" => {
+                if !rest.starts_with('/') {
+                    return Err(Error::usage(format!(
+                        "backend {url:?} needs an absolute directory: file:///path/to/dir"
+                    )));
+                }
+                Ok(Target::File {
+                    dir: std::path::PathBuf::from(rest),
+                })
+            }
             other => Err(Error::usage(format!(
-                "unknown backend scheme {other:?} in {url:?}; supported: dynamodb://TABLE"
+                "unknown backend scheme {other:?} in {url:?}; supported: dynamodb://TABLE, s3://BUCKET/PREFIX, file:///DIR"
             ))),
         }
     }
@@ -279,6 +335,10 @@ pub async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
         Target::DynamoDb { table } => Ok(Arc::new(
             dynamodb::DynamoDb::connect(table, opts.endpoint_url.clone()).await?,
         )),
+        Target::S3 { bucket, prefix } => Ok(Arc::new(
+            s3::S3Store::connect(bucket, prefix, opts.endpoint_url.clone()).await?,
+        )),
+        Target::File { dir } => Ok(Arc::new(file::FileStore::open(dir)?)),
     }
 }
 

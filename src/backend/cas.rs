@@ -1,0 +1,361 @@
+//! The acquire loop shared by every store that keeps one record per lock and
+//! changes it only by compare-and-swap (DynamoDB conditional writes, S3
+//! `If-Match`, a file under an OS lock).
+//!
+//! ```text
+//!   blind grant ──ok──► granted
+//!       │ lost: here is the record
+//!       ▼
+//!   judge ── free (absent, released, expired) ──► grant on that exact record ──► …
+//!       └─── held ──► sleep 100–300 ms ──► read ──► judge …
+//! ```
+//!
+//! A store supplies the writes ([`CasStore::grant`]), the read, and what its
+//! records say; this module decides. DESIGN.md explains each rule.
+
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+
+use super::{AcquireRequest, BoxFuture, Lease, LockInfo, poll_pause};
+use crate::clock::{ServerClock, local_wall_ms};
+use crate::error::{Error, Result};
+
+/// By default a waiter takes over an expired lease only after seeing that
+/// same lease for this long: it bounds the harm of a holder whose clock was
+/// badly off for the one round trip before it learnt the store's time.
+pub const FIRST_SIGHT_GRACE: Duration = Duration::from_secs(5);
+
+/// Extra time past a lease's expiry before a waiter may take it over.
+pub const EXPIRY_MARGIN_MS: i64 = 1000;
+
+/// A first write made on the local clock is rewritten when the local clock
+/// turns out to be further than this from the store's.
+pub const SKEW_TOLERANCE_MS: i64 = 1000;
+
+/// The times written with a grant or renewal, and what is needed afterwards
+/// to compute the holder's deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    /// The store's time when sending, at the earliest (shown as "acquired at").
+    pub shown_ms: i64,
+    /// The lease's expiry: the latest the store's clock could read when
+    /// sending, plus the lease, so the lease is never shorter than asked.
+    pub expires_ms: i64,
+    /// When the write was sent (local monotonic clock).
+    pub sent: Instant,
+    /// The local wall clock when sending (to measure its skew afterwards).
+    pub sent_wall_ms: i64,
+    /// Whether the store's clock was known when sending.
+    pub calibrated: bool,
+}
+
+impl Stamp {
+    /// Stamps a write of a lease of `lease` now.
+    pub fn now(clock: &ServerClock, lease: Duration) -> Stamp {
+        let calibrated = clock.is_calibrated();
+        Stamp {
+            shown_ms: clock.lower_ms(),
+            expires_ms: clock.upper_ms() + lease.as_millis() as i64,
+            sent: Instant::now(),
+            sent_wall_ms: local_wall_ms(),
+            calibrated,
+        }
+    }
+}
+
+/// The result of one write that tried to take the lock.
+pub enum Outcome<R> {
+    /// We hold it, with this fencing token.
+    Granted(Option<u64>),
+    /// Someone else got there first; this is the record now (`None`: absent).
+    Lost(Option<R>),
+    /// Something the store needed was learnt (e.g. a fencing high-water
+    /// mark); send the same kind of write again at once.
+    Retry,
+}
+
+/// How a record is judged by a waiter.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Judged {
+    /// Nobody holds it: absent, released, or expired.
+    Free,
+    /// Somebody holds it.
+    Held,
+}
+
+/// A store with one record per lock, changed only by compare-and-swap.
+#[async_trait::async_trait]
+pub trait CasStore: Send + Sync {
+    /// What the store keeps per lock.
+    type Record: Clone + Send + Sync;
+
+    /// How long a waiter must see the same expired lease before taking it.
+    const FIRST_SIGHT_GRACE: Duration = FIRST_SIGHT_GRACE;
+
+    /// The store's clock as this client knows it.
+    fn clock(&self) -> &ServerClock;
+
+    /// One write that tries to grant the lock to `lease_id`. `seen` is
+    /// `None` for the first, blind attempt (the store's cheapest grant of a
+    /// released lock), or the record as last seen and judged free (`Some(None)`:
+    /// absent); the write must be conditioned on that exact record.
+    ///
+    /// A failed condition whose current record carries `lease_id` is a grant
+    /// (an earlier attempt of this write landed, its answer was lost).
+    async fn grant(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        seen: Option<&Option<Self::Record>>,
+        st: &Stamp,
+    ) -> Result<Outcome<Self::Record>>;
+
+    /// Reads the record, strongly consistent.
+    async fn read(&self, name: &str) -> Result<Option<Self::Record>>;
+
+    /// The record's current lease id (changes at every write).
+    fn lease_id_of(rec: &Self::Record) -> Option<String>;
+
+    /// Whether the record says "released".
+    fn is_released(rec: &Self::Record) -> bool;
+
+    /// When the record's lease expires on the store's clock (ms).
+    fn expiry_ms(rec: &Self::Record) -> Option<i64>;
+
+    /// Whether the holder is known to be gone (e.g. a dead pid on this
+    /// host): free at once, without waiting for the lease to expire.
+    fn holder_gone(&self, _rec: &Self::Record) -> bool {
+        false
+    }
+
+    /// What the record says, for people.
+    fn info(&self, name: &str, rec: Option<&Self::Record>) -> LockInfo;
+
+    /// Renews `lease` to `next_id` (see [`super::Backend::renew`]).
+    async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease>;
+
+    /// Releases `lease_id` (see [`super::Backend::release`]).
+    async fn release_id(&self, name: &str, lease_id: &str) -> Result<()>;
+}
+
+/// Past its expiry by the earliest the store's clock can read now.
+pub fn is_expired<S: CasStore + ?Sized>(s: &S, rec: &S::Record) -> bool {
+    match S::expiry_ms(rec) {
+        Some(exp) => s.clock().lower_ms() > exp + EXPIRY_MARGIN_MS,
+        None => false,
+    }
+}
+
+/// Whether `rec` is held right now, for `status` and `list` (no grace).
+pub fn is_held<S: CasStore + ?Sized>(s: &S, rec: &S::Record) -> bool {
+    !S::is_released(rec) && !is_expired(s, rec) && !s.holder_gone(rec)
+}
+
+/// Judges a record for a waiter that first saw its current lease at `first_sight`.
+pub fn judge<S: CasStore + ?Sized>(s: &S, rec: Option<&S::Record>, first_sight: Instant) -> Judged {
+    let Some(rec) = rec else { return Judged::Free };
+    if S::is_released(rec) || s.holder_gone(rec) {
+        return Judged::Free;
+    }
+    if is_expired(s, rec) && first_sight.elapsed() >= S::FIRST_SIGHT_GRACE {
+        return Judged::Free;
+    }
+    Judged::Held
+}
+
+/// Takes the lock as `req` says: the whole acquire of a compare-and-swap store.
+pub async fn acquire<S: CasStore + ?Sized>(
+    s: &S,
+    req: &AcquireRequest,
+    cancel: BoxFuture<'_, i32>,
+) -> Result<Lease> {
+    super::validate_name(&req.name)?;
+    let give_up = req.wait.map(|w| Instant::now() + w);
+    let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
+    let mut cancel = cancel.fuse();
+    let mut sight: Option<(Option<String>, Instant)> = None;
+    let mut contacted = false;
+    let mut quick_retries = 0u32;
+
+    // The record as last seen: `None` before anything is known, which makes
+    // the first attempt the blind grant.
+    let mut seen: Option<Option<S::Record>> = None;
+    loop {
+        let lease_id = uuid::Uuid::new_v4().to_string();
+        let st = Stamp::now(s.clock(), req.lease);
+        let attempt = match &seen {
+            None => s.grant(req, &lease_id, None, &st).await.map(Some),
+            Some(rec) => {
+                let key = rec.as_ref().and_then(S::lease_id_of);
+                if sight.as_ref().map(|(k, _)| k) != Some(&key) {
+                    sight = Some((key, Instant::now()));
+                }
+                let first = sight.as_ref().map(|(_, t)| *t).unwrap_or_else(Instant::now);
+                match judge(s, rec.as_ref(), first) {
+                    Judged::Free => s.grant(req, &lease_id, Some(rec), &st).await.map(Some),
+                    Judged::Held => {
+                        let info = s.info(&req.name, rec.as_ref());
+                        if out_of_time() {
+                            return Err(Error::NotAcquired {
+                                name: req.name.clone(),
+                                detail: holder_detail(&info),
+                            });
+                        }
+                        if let Some(cb) = &req.on_wait {
+                            cb(&info);
+                        }
+                        let pause = match give_up {
+                            Some(g) => {
+                                poll_pause().min(g.saturating_duration_since(Instant::now()))
+                            }
+                            None => poll_pause(),
+                        };
+                        tokio::select! {
+                            sig = &mut cancel => return Err(Error::Interrupted(sig)),
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        Ok(None)
+                    }
+                }
+            }
+        };
+        match attempt {
+            Ok(Some(Outcome::Granted(fence))) => {
+                if let Poll::Ready(sig) = futures_util::poll!(&mut cancel) {
+                    // A grant raced with the signal: give it back.
+                    let _ = s.release_id(&req.name, &lease_id).await;
+                    return Err(Error::Interrupted(sig));
+                }
+                return finish(s, &req.name, lease_id, fence, req.lease, st).await;
+            }
+            Ok(Some(Outcome::Retry)) => {}
+            Ok(Some(Outcome::Lost(rec))) => {
+                contacted = true;
+                quick_retries += 1;
+                if quick_retries > 4 {
+                    // Several immediate retries lost races: let the winner settle.
+                    quick_retries = 0;
+                    tokio::select! {
+                        sig = &mut cancel => return Err(Error::Interrupted(sig)),
+                        _ = tokio::time::sleep(poll_pause()) => {}
+                    }
+                }
+                seen = Some(rec);
+            }
+            Ok(None) => {
+                // Waited: read the record again.
+                quick_retries = 0;
+                match s.read(&req.name).await {
+                    Ok(rec) => {
+                        contacted = true;
+                        seen = Some(rec);
+                    }
+                    Err(Error::Unavailable(msg)) if contacted => {
+                        tracing::warn!("{msg}; still waiting")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(Error::Unavailable(msg)) if contacted && !out_of_time() => {
+                tracing::warn!("{msg}; retrying");
+                tokio::select! {
+                    sig = &mut cancel => return Err(Error::Interrupted(sig)),
+                    _ = tokio::time::sleep(poll_pause()) => {}
+                }
+                // Re-read before writing again: the state may have moved.
+                if let Ok(rec) = s.read(&req.name).await {
+                    seen = Some(rec);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Turns a successful write into a lease. When the write was stamped with
+/// the local clock (first request of the process) and the response showed
+/// that clock to be off, rewrites the lease on the store's clock at once,
+/// before anyone is told the lock is held.
+pub async fn finish<S: CasStore + ?Sized>(
+    s: &S,
+    name: &str,
+    lease_id: String,
+    fence: Option<u64>,
+    lease: Duration,
+    st: Stamp,
+) -> Result<Lease> {
+    let clock = s.clock();
+    if !st.calibrated {
+        if let Some(skew) = clock.local_skew_ms(st.sent, st.sent_wall_ms) {
+            if skew.abs() > SKEW_TOLERANCE_MS {
+                tracing::warn!(
+                    skew_ms = skew,
+                    "this machine's clock is {}s off the store's; the lease was rewritten on the store's clock",
+                    skew / 1000
+                );
+                let held = Lease {
+                    name: name.to_string(),
+                    lease_id,
+                    fence,
+                    duration: lease,
+                    acquired_at_ms: Some(st.shown_ms),
+                    expires_at_ms: st.expires_ms,
+                    deadline: st.sent,
+                };
+                let next = uuid::Uuid::new_v4().to_string();
+                let mut renewed = s.renew_to(&held, lease, &next).await?;
+                renewed.acquired_at_ms = Some(clock.lower_ms());
+                return Ok(renewed);
+            }
+        }
+    }
+    let deadline = clock
+        .deadline_for(st.expires_ms)
+        .unwrap_or(st.sent + lease)
+        .min(st.sent + lease + Duration::from_millis(SKEW_TOLERANCE_MS as u64));
+    Ok(Lease {
+        name: name.to_string(),
+        lease_id,
+        fence,
+        duration: lease,
+        acquired_at_ms: Some(st.shown_ms),
+        expires_at_ms: st.expires_ms,
+        deadline,
+    })
+}
+
+/// " (held by alice, reason: ..., fence 7)" for messages.
+pub fn holder_detail(info: &LockInfo) -> String {
+    let owner = info.owner.as_deref().unwrap_or("unknown");
+    let mut s = format!(" (held by {owner}");
+    if let Some(r) = &info.reason {
+        s.push_str(&format!(", reason: {r}"));
+    }
+    if let Some(f) = info.fence {
+        s.push_str(&format!(", fence {f}"));
+    }
+    s.push(')');
+    s
+}
+
+/// "absent" for people: a [`LockInfo`] of a lock nobody ever held or that was
+/// deleted.
+pub fn absent_info(name: &str) -> LockInfo {
+    LockInfo {
+        name: name.to_string(),
+        held: false,
+        owner: None,
+        reason: None,
+        fence: None,
+        lease_id: None,
+        acquired_at_ms: None,
+        expires_at_ms: None,
+        expires_in_ms: None,
+        lease_duration_s: None,
+        pid: None,
+        host: None,
+        client: None,
+    }
+}

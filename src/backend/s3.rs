@@ -1,0 +1,736 @@
+//! The S3 store: one JSON object per lock, changed only with S3 conditional
+//! writes (`If-None-Match: *` to create, `If-Match: ETAG` to replace), driven
+//! by the same acquire loop as DynamoDB ([`cas::acquire`]).
+//!
+//! `--backend s3://BUCKET/PREFIX` keeps, for a lock `NAME`:
+//!
+//! - `PREFIX` + `NAME`: the lock record, a [`LeaseRecord`] (pretty JSON,
+//!   `application/json`), readable with `aws s3 cp s3://BUCKET/PREFIXNAME -`.
+//!   Its ETag versions it: every write is conditioned on the ETag last read
+//!   (or on the object being absent), and every write changes the lease id,
+//!   so two versions never share a body or an ETag.
+//! - `PREFIX` + `__awsflock__/fence/` + `NAME`: the fencing high-water mark,
+//!   a [`FenceMark`]. awsflock never deletes it; `list` skips it.
+//!
+//! A failed S3 condition (HTTP 412, or 409 for a conflicting concurrent
+//! write) carries no body, so every lost race is followed by one GET that
+//! shows the record as it is now. A record that carries our own new lease id
+//! means an earlier attempt of the same write landed and its answer was lost
+//! (the SDK retried): that is success, not a loss.
+//!
+//! Requests per operation:
+//!
+//! | operation | requests |
+//! |---|---|
+//! | acquire, lock last released by awsflock (steady state) | 2: GET, PUT |
+//! | acquire of a never-used (or deleted) name | 5: GET, PUT, GET and PUT of the mark, PUT |
+//! | renew, release within one process (`run`, or a library user) | 1: PUT |
+//! | `awsflock renew` / `awsflock release` (a new process) | 2: GET, PUT |
+//! | status | 1: GET |
+//! | list | 1 LIST per 1000 keys, then 1 GET per lock |
+//!
+//! Within one process the store remembers the ETag of each of its own writes
+//! by lease id, which is what makes renew and release one request; another
+//! process reads the record first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use futures_util::StreamExt;
+
+use super::aws::{self, StoreInterceptor};
+use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
+use super::record::{FENCE_BLOCK, FenceMark, LeaseRecord, RecordState};
+use super::{AcquireRequest, Backend, BoxFuture, Lease, LockInfo, RESERVED_PREFIX};
+use crate::clock::ServerClock;
+use crate::error::{Error, Result};
+
+/// S3's limit on the length of a key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// How often a reservation from the high-water mark is retried when other
+/// writers keep moving the mark.
+const RESERVE_ATTEMPTS: u32 = 10;
+
+/// How many lock records `list` reads at once.
+const LIST_CONCURRENCY: usize = 8;
+
+/// A lock record and the ETag of the object it was read from (or written as).
+pub type Record = (LeaseRecord, String);
+
+/// What a conditional PUT requires of the object it replaces.
+#[derive(Debug, Clone, Copy)]
+enum Cond<'a> {
+    /// The object must not exist (`If-None-Match: *`).
+    Absent,
+    /// The object must be exactly this version (`If-Match: ETAG`).
+    Is(&'a str),
+}
+
+/// The S3 store.
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    clock: Arc<ServerClock>,
+    interceptor: StoreInterceptor,
+    /// This process's own writes: lease id → the record written and its ETag.
+    own: Mutex<HashMap<String, Record>>,
+}
+
+impl S3Store {
+    /// Connects (lazily: no request is sent) to `bucket`, keeping locks under
+    /// `prefix` (empty, or ending with `/`), with the standard AWS
+    /// configuration and an optional endpoint override.
+    pub async fn connect(bucket: String, prefix: String, endpoint: Option<String>) -> Result<Self> {
+        let config = aws::load(endpoint.clone()).await?;
+        let clock = Arc::new(ServerClock::new());
+        let interceptor = StoreInterceptor::new(clock.clone());
+        // Local S3 look-alikes (moto, MinIO) serve buckets by path, not by
+        // host name.
+        let custom_endpoint = endpoint.is_some()
+            || config.endpoint_url().is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL").is_some_and(|v| !v.is_empty())
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some_and(|v| !v.is_empty());
+        let conf = aws_sdk_s3::config::Builder::from(&config)
+            .interceptor(interceptor.clone())
+            .force_path_style(custom_endpoint)
+            .build();
+        Ok(Self {
+            client: Client::from_conf(conf),
+            bucket,
+            prefix,
+            clock,
+            interceptor,
+            own: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The store's clock as this client knows it.
+    pub fn clock(&self) -> &ServerClock {
+        &self.clock
+    }
+
+    /// HTTP attempts sent so far (for benchmarks and tests).
+    pub fn requests(&self) -> u64 {
+        self.interceptor.requests()
+    }
+
+    fn name(&self) -> String {
+        format!("S3 bucket '{}' prefix '{}'", self.bucket, self.prefix)
+    }
+
+    fn lock_key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn fence_key(&self, name: &str) -> String {
+        format!("{}{RESERVED_PREFIX}fence/{name}", self.prefix)
+    }
+
+    /// Checks a lock name, and that both of its keys fit in S3's key limit.
+    fn check_name(&self, name: &str) -> Result<()> {
+        super::validate_name(name)?;
+        let longest = self.fence_key(name).len();
+        if longest > MAX_KEY_BYTES {
+            return Err(Error::usage(format!(
+                "the lock name is {} bytes long; under prefix '{}' its S3 keys would reach {longest} bytes, \
+                 over S3's limit of {MAX_KEY_BYTES}; use a name of at most {} bytes",
+                name.len(),
+                self.prefix,
+                MAX_KEY_BYTES - (longest - name.len())
+            )));
+        }
+        Ok(())
+    }
+
+    /// Maps an SDK error, turning a missing bucket into advice.
+    fn error<E>(&self, err: SdkError<E, HttpResponse>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if err.code() == Some("NoSuchBucket") {
+            return Error::store(format!(
+                "bucket {} does not exist; create it with `awsflock table-create --backend s3://{}/{}`",
+                self.bucket, self.bucket, self.prefix
+            ));
+        }
+        aws::sdk_error(err, &self.name())
+    }
+
+    /// GETs an object: its body and ETag, or `None` when it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        let out = match res {
+            Ok(out) => out,
+            Err(err) if err.code() == Some("NoSuchKey") || status_of(&err) == Some(404) => {
+                if err.code() == Some("NoSuchBucket") {
+                    return Err(self.error(err));
+                }
+                return Ok(None);
+            }
+            Err(err) => return Err(self.error(err)),
+        };
+        let etag = out
+            .e_tag()
+            .ok_or_else(|| {
+                Error::store(format!(
+                    "{} returned s3://{}/{key} without an ETag; conditional writes need one",
+                    self.name(),
+                    self.bucket
+                ))
+            })?
+            .to_string();
+        let body = out.body.collect().await.map_err(|e| {
+            Error::Unavailable(format!(
+                "reading s3://{}/{key} from {} failed ({e}); try again",
+                self.bucket,
+                self.name()
+            ))
+        })?;
+        Ok(Some((body.into_bytes().to_vec(), etag)))
+    }
+
+    /// A conditional PUT: the new ETag, or `None` when the condition failed.
+    async fn put(&self, key: &str, body: Vec<u8>, cond: Cond<'_>) -> Result<Option<String>> {
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        let req = match cond {
+            Cond::Absent => req.if_none_match("*"),
+            Cond::Is(etag) => req.if_match(etag),
+        };
+        match req.send().await {
+            Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_string())),
+            Err(err) if condition_failed(&err) => Ok(None),
+            Err(err) => Err(self.error(err)),
+        }
+    }
+
+    /// Reads and parses the lock record of `name`.
+    async fn get_record(&self, name: &str) -> Result<Option<Record>> {
+        let key = self.lock_key(name);
+        let Some((body, etag)) = self.get(&key).await? else {
+            return Ok(None);
+        };
+        let rec = LeaseRecord::from_json(&body).map_err(|e| {
+            Error::store(format!(
+                "s3://{}/{key} is {e}; move that object away or use another lock name or prefix",
+                self.bucket
+            ))
+        })?;
+        Ok(Some((rec, etag)))
+    }
+
+    /// PUTs a lock record on condition `cond`; remembers it as our own when
+    /// it landed.
+    async fn put_record(&self, rec: &LeaseRecord, cond: Cond<'_>) -> Result<Option<String>> {
+        let etag = self.put(&self.lock_key(&rec.name), rec.to_json(), cond).await?;
+        if let Some(e) = &etag {
+            self.remember(rec.clone(), e.clone());
+        }
+        Ok(etag)
+    }
+
+    fn remember(&self, rec: LeaseRecord, etag: String) {
+        if let Ok(mut own) = self.own.lock() {
+            own.insert(rec.lease_id.clone(), (rec, etag));
+        }
+    }
+
+    fn forget(&self, lease_id: &str) {
+        if let Ok(mut own) = self.own.lock() {
+            own.remove(lease_id);
+        }
+    }
+
+    /// The record of our own lease `lease_id` on `name`, as we last wrote it,
+    /// or as read now (another process's `renew`/`release`). `NotHeld` when
+    /// that lease is not the current one.
+    async fn current(&self, name: &str, lease_id: &str) -> Result<Record> {
+        let mine = self
+            .own
+            .lock()
+            .ok()
+            .and_then(|own| own.get(lease_id).cloned())
+            .filter(|(r, _)| r.name == name);
+        if let Some(r) = mine {
+            return Ok(r);
+        }
+        let cur = self.get_record(name).await?;
+        match cur {
+            Some((r, etag)) if r.lease_id == lease_id && r.state == RecordState::Held => {
+                Ok((r, etag))
+            }
+            other => Err(self.not_held(name, lease_id, other.as_ref())),
+        }
+    }
+
+    fn not_held(&self, name: &str, lease_id: &str, cur: Option<&Record>) -> Error {
+        let info = self.info_of(name, cur);
+        Error::NotHeld {
+            name: name.to_string(),
+            lease_id: lease_id.to_string(),
+            detail: if info.held {
+                holder_detail(&info)
+            } else {
+                " (it is not held by anyone)".to_string()
+            },
+        }
+    }
+
+    fn info_of(&self, name: &str, rec: Option<&Record>) -> LockInfo {
+        match rec {
+            None => cas::absent_info(name),
+            Some((r, _)) => {
+                let held = cas::is_held(self, rec.unwrap());
+                let mut info = r.info(held, Some(r.expires_ms - self.clock.lower_ms()));
+                info.name = name.to_string();
+                info
+            }
+        }
+    }
+
+    /// After a failed grant condition: the record now, which is a grant if it
+    /// carries our lease id (an earlier attempt landed, its answer was lost).
+    async fn after_lost_grant(&self, name: &str, lease_id: &str) -> Result<Outcome<Record>> {
+        match self.get_record(name).await? {
+            Some((r, etag)) if r.lease_id == lease_id => {
+                let fence = r.fence;
+                self.remember(r, etag);
+                Ok(Outcome::Granted(fence))
+            }
+            other => Ok(Outcome::Lost(other)),
+        }
+    }
+
+    /// A grant from the record's own block of tokens: one PUT on the exact
+    /// version that was judged free.
+    async fn grant_counter(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        seen: &Record,
+        fence: u64,
+        st: &Stamp,
+    ) -> Result<Outcome<Record>> {
+        let (rec, etag) = seen;
+        let new = LeaseRecord::grant(req, lease_id, st, Some(fence), rec.fence_limit);
+        match self.put_record(&new, Cond::Is(etag)).await? {
+            Some(_) => Ok(Outcome::Granted(Some(fence))),
+            None => self.after_lost_grant(&req.name, lease_id).await,
+        }
+    }
+
+    /// A grant with a fresh block of tokens from the high-water mark, for a
+    /// record that is absent (`seen = None`) or has no tokens left (deleted,
+    /// never finished, or its block used up).
+    ///
+    /// S3 has no transaction over two objects, so this is done in three
+    /// steps, all while holding the lock:
+    ///
+    /// 1. a provisional grant: the lock record without a fence, on condition
+    ///    "absent" or the exact version judged free;
+    /// 2. a reservation: the mark moves from `h` to `h + FENCE_BLOCK` by
+    ///    compare-and-swap (retried while other writers move it);
+    /// 3. the finish: the record gets `fence = h + 1` and
+    ///    `fence_limit = h + FENCE_BLOCK`, on condition that it is still the
+    ///    provisional version of step 1.
+    ///
+    /// Why the token is greater than every earlier one: every token ever
+    /// issued is at most the mark (a fresh grant issues `h + 1` after moving
+    /// the mark past it; a counter grant stays within a block that was the
+    /// mark when reserved), and the mark only grows. The reservation in
+    /// step 2 moved the mark from exactly `h`, so every token issued before
+    /// it is at most `h`. No token is issued between step 2 and step 3:
+    /// while the provisional record holds the lock no other grant can
+    /// happen (every grant replaces the lock record on its exact version,
+    /// and the provisional record has no counter to grant from), so any
+    /// other reservation made meanwhile belongs to a grant that can no longer
+    /// finish. If the provisional lease is taken over anyway (it expired),
+    /// step 3's condition fails and nothing is issued.
+    async fn grant_fresh(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        seen_etag: Option<&str>,
+        st: &Stamp,
+    ) -> Result<Outcome<Record>> {
+        let provisional = LeaseRecord::grant(req, lease_id, st, None, None);
+        let cond = match seen_etag {
+            None => Cond::Absent,
+            Some(e) => Cond::Is(e),
+        };
+        let etag = match self.put_record(&provisional, cond).await? {
+            Some(e) => e,
+            None => match self.get_record(&req.name).await? {
+                // An earlier attempt of this write landed; its answer was lost.
+                Some((r, e)) if r.lease_id == lease_id => match r.fence {
+                    Some(f) => {
+                        self.remember(r, e);
+                        return Ok(Outcome::Granted(Some(f)));
+                    }
+                    None => e,
+                },
+                other => return Ok(Outcome::Lost(other)),
+            },
+        };
+        match self.reserve_and_finish(req, lease_id, &etag, st).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                // Give the provisional lease back rather than leave a lock
+                // that looks held until it expires.
+                if let Err(e2) = self.release_id(&req.name, lease_id).await {
+                    tracing::debug!(error = %e2, "could not give back a provisional grant");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Steps 2 and 3 of [`Self::grant_fresh`].
+    async fn reserve_and_finish(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        provisional_etag: &str,
+        st: &Stamp,
+    ) -> Result<Outcome<Record>> {
+        let h = self.reserve(&req.name).await?;
+        let fence = h + 1;
+        let fin = LeaseRecord::grant(req, lease_id, st, Some(fence), Some(h + FENCE_BLOCK));
+        self.forget(lease_id);
+        match self.put_record(&fin, Cond::Is(provisional_etag)).await? {
+            Some(_) => Ok(Outcome::Granted(Some(fence))),
+            None => match self.get_record(&req.name).await? {
+                Some((r, e)) if r.lease_id == lease_id && r.fence == Some(fence) => {
+                    self.remember(r, e);
+                    Ok(Outcome::Granted(Some(fence)))
+                }
+                // The provisional lease was taken over meanwhile.
+                other => Ok(Outcome::Lost(other)),
+            },
+        }
+    }
+
+    /// Moves the fencing high-water mark of `name` up by one block and
+    /// returns its old value `h`: the tokens `h + 1 ..= h + FENCE_BLOCK` are
+    /// now ours to issue.
+    async fn reserve(&self, name: &str) -> Result<u64> {
+        let key = self.fence_key(name);
+        for _ in 0..RESERVE_ATTEMPTS {
+            let (h, etag) = match self.get(&key).await? {
+                None => (0, None),
+                Some((body, etag)) => {
+                    let mark: FenceMark = serde_json::from_slice(&body).map_err(|e| {
+                        Error::store(format!(
+                            "s3://{}/{key} is not an awsflock fencing mark ({e}); \
+                             it must hold {{\"fence_hw\": N}} with the highest token issued",
+                            self.bucket
+                        ))
+                    })?;
+                    (mark.fence_hw, Some(etag))
+                }
+            };
+            let next = FenceMark {
+                fence_hw: h + FENCE_BLOCK,
+            };
+            let body = serde_json::to_vec(&next).unwrap_or_default();
+            let cond = match &etag {
+                None => Cond::Absent,
+                Some(e) => Cond::Is(e),
+            };
+            if self.put(&key, body, cond).await?.is_some() {
+                return Ok(h);
+            }
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
+        }
+        Err(Error::Unavailable(format!(
+            "the fencing mark of lock {name:?} kept changing under {RESERVE_ATTEMPTS} attempts; try again"
+        )))
+    }
+
+    /// Renews to a caller-chosen next lease id (see [`Backend::renew`]).
+    async fn renew_lease(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        let name = &lease.name;
+        let (rec, etag) = match self.current(name, &lease.lease_id).await {
+            Ok(r) => r,
+            Err(Error::NotHeld { .. }) => {
+                // A retry of a renewal that landed: the record carries `next_id`.
+                match self.get_record(name).await? {
+                    Some((r, e)) if r.lease_id == next_id && r.state == RecordState::Held => {
+                        (r, e)
+                    }
+                    other => return Err(self.not_held(name, &lease.lease_id, other.as_ref())),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let st = Stamp::now(&self.clock, duration);
+        let written = if rec.lease_id == next_id {
+            rec
+        } else {
+            let new = rec.renewed(next_id, &st, duration.as_secs());
+            match self.put_record(&new, Cond::Is(&etag)).await? {
+                Some(_) => {
+                    self.forget(&lease.lease_id);
+                    new
+                }
+                None => {
+                    self.forget(&lease.lease_id);
+                    match self.get_record(name).await? {
+                        // An earlier attempt of this renewal landed.
+                        Some((r, e)) if r.lease_id == next_id => {
+                            self.remember(r.clone(), e);
+                            r
+                        }
+                        other => {
+                            return Err(self.not_held(name, &lease.lease_id, other.as_ref()));
+                        }
+                    }
+                }
+            }
+        };
+        let mut renewed = Box::pin(cas::finish(
+            self,
+            name,
+            next_id.to_string(),
+            written.fence,
+            duration,
+            st,
+        ))
+        .await?;
+        renewed.acquired_at_ms = Some(written.acquired_ms);
+        Ok(renewed)
+    }
+
+    /// Releases `lease_id` (see [`Backend::release`]).
+    async fn release_lease(&self, name: &str, lease_id: &str) -> Result<()> {
+        let (rec, etag) = self.current(name, lease_id).await?;
+        // The fresh lease id written by this call doubles as its nonce: only
+        // an earlier attempt of *this* call leaves it behind.
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let new = rec.released(&nonce, self.clock.lower_ms());
+        let landed = self
+            .put(&self.lock_key(name), new.to_json(), Cond::Is(&etag))
+            .await?;
+        self.forget(lease_id);
+        if landed.is_some() {
+            return Ok(());
+        }
+        match self.get_record(name).await? {
+            Some((r, _)) if r.lease_id == nonce => Ok(()),
+            other => Err(self.not_held(name, lease_id, other.as_ref())),
+        }
+    }
+
+    /// Reads one listed lock; a key that vanished or does not hold a lock
+    /// record is skipped.
+    async fn list_one(&self, name: String) -> Result<Option<LockInfo>> {
+        match self.get_record(&name).await {
+            Ok(rec) => Ok(rec
+                .as_ref()
+                .map(|r| self.info_of(&name, Some(r)))
+                .filter(|i| i.held)),
+            Err(Error::Store(msg)) if msg.contains("not an awsflock lease record") => {
+                tracing::warn!("{msg}; skipped");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The HTTP status of a service error.
+fn status_of<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    match err {
+        SdkError::ServiceError(se) => Some(se.raw().status().as_u16()),
+        _ => None,
+    }
+}
+
+/// True when a conditional write was refused because the object is not the
+/// version named (412), or another conditional write on it was in progress
+/// (409): either way, the object must be read again.
+fn condition_failed<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    matches!(
+        err.code(),
+        Some("PreconditionFailed" | "ConditionalRequestConflict")
+    ) || status_of(err) == Some(412)
+}
+
+#[async_trait::async_trait]
+impl CasStore for S3Store {
+    type Record = Record;
+
+    fn clock(&self) -> &ServerClock {
+        &self.clock
+    }
+
+    /// S3 answers a failed condition without the object, so the blind step
+    /// is a GET; a free record with tokens left gets a counter grant on its
+    /// ETag, and an absent or counter-less one a fresh grant.
+    async fn grant(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        seen: Option<&Option<Record>>,
+        st: &Stamp,
+    ) -> Result<Outcome<Record>> {
+        match seen {
+            None => Ok(Outcome::Lost(self.get_record(&req.name).await?)),
+            Some(None) => self.grant_fresh(req, lease_id, None, st).await,
+            Some(Some(seen)) => match seen.0.next_counter_fence() {
+                Some(f) => self.grant_counter(req, lease_id, seen, f, st).await,
+                None => self.grant_fresh(req, lease_id, Some(&seen.1), st).await,
+            },
+        }
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Record>> {
+        self.get_record(name).await
+    }
+
+    fn lease_id_of(rec: &Record) -> Option<String> {
+        Some(rec.0.lease_id.clone())
+    }
+
+    fn is_released(rec: &Record) -> bool {
+        rec.0.state == RecordState::Released
+    }
+
+    fn expiry_ms(rec: &Record) -> Option<i64> {
+        Some(rec.0.expires_ms)
+    }
+
+    fn info(&self, name: &str, rec: Option<&Record>) -> LockInfo {
+        self.info_of(name, rec)
+    }
+
+    async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        self.renew_lease(lease, duration, next_id).await
+    }
+
+    async fn release_id(&self, name: &str, lease_id: &str) -> Result<()> {
+        self.release_lease(name, lease_id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for S3Store {
+    fn describe(&self) -> String {
+        self.name()
+    }
+
+    async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
+        self.check_name(&req.name)?;
+        cas::acquire(self, req, cancel).await
+    }
+
+    async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        self.check_name(&lease.name)?;
+        self.renew_lease(lease, duration, next_id).await
+    }
+
+    async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
+        self.check_name(name)?;
+        self.release_lease(name, lease_id).await
+    }
+
+    async fn inspect(&self, name: &str) -> Result<LockInfo> {
+        self.check_name(name)?;
+        let rec = self.get_record(name).await?;
+        Ok(self.info_of(name, rec.as_ref()))
+    }
+
+    async fn list(&self) -> Result<Vec<LockInfo>> {
+        let reserved = format!("{}{RESERVED_PREFIX}", self.prefix);
+        let mut names = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                if key.starts_with(&reserved) {
+                    continue;
+                }
+                if let Some(name) = key.strip_prefix(&self.prefix).filter(|n| !n.is_empty()) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        let found: Vec<Result<Option<LockInfo>>> = futures_util::stream::iter(names)
+            .map(|name| self.list_one(name))
+            .buffer_unordered(LIST_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = Vec::new();
+        for f in found {
+            if let Some(info) = f? {
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn create(&self) -> Result<()> {
+        let head = self.client.head_bucket().bucket(&self.bucket).send().await;
+        match head {
+            Ok(_) => return Ok(()),
+            Err(err) if status_of(&err) == Some(404) || err.code() == Some("NotFound") => {}
+            Err(err) if status_of(&err) == Some(403) => {
+                return Err(Error::store(format!(
+                    "bucket {} exists but these credentials may not use it (403 Forbidden); \
+                     choose another bucket or check IAM permissions",
+                    self.bucket
+                )));
+            }
+            Err(err) => return Err(self.error(err)),
+        }
+        let mut create = self.client.create_bucket().bucket(&self.bucket);
+        let region = self.client.config().region().map(|r| r.to_string());
+        if let Some(r) = region.filter(|r| r != "us-east-1") {
+            create = create.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(r.as_str()))
+                    .build(),
+            );
+        }
+        match create.send().await {
+            Ok(_) => {
+                tracing::info!("created bucket '{}'", self.bucket);
+                Ok(())
+            }
+            Err(err) if err.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(err) if err.code() == Some("BucketAlreadyExists") => Err(Error::store(format!(
+                "bucket {} already exists and belongs to another account; bucket names are global, choose another",
+                self.bucket
+            ))),
+            Err(err) => Err(self.error(err)),
+        }
+    }
+}
