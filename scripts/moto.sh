@@ -13,6 +13,8 @@ PIDFILE="${MOTO_PIDFILE:-./.moto.pid}"
 LOGFILE="${MOTO_LOG:-./.moto.log}"
 PY="$TOOLS/moto/bin/python"
 SERVER="$TOOLS/moto/bin/moto_server"
+# Serialised requests: see scripts/moto-server.py.
+LAUNCHER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/moto-server.py"
 
 die() { echo "moto.sh: $*" >&2; exit 1; }
 
@@ -25,7 +27,7 @@ start() {
     fi
     local port pid i
     port="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-    nohup "$SERVER" -H 127.0.0.1 -p "$port" </dev/null >"$LOGFILE" 2>&1 &
+    nohup "$PY" "$LAUNCHER" -H 127.0.0.1 -p "$port" </dev/null >"$LOGFILE" 2>&1 &
     pid=$!
     echo "$pid" >"$PIDFILE"
     for i in $(seq 1 300); do

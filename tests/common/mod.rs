@@ -109,13 +109,17 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
-        let server = tool("moto/bin/moto_server");
+        // moto behind scripts/moto-server.py, which makes its conditional
+        // writes atomic as the real services' are.
+        let server = tool("moto/bin/python");
+        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-server.py");
         let mut last_log = String::new();
         for attempt in 0..3 {
             let port = free_port();
             let log = scratch_dir().join(format!("moto-{}.log", unique_name("m")));
             let log_file = std::fs::File::create(&log).expect("create moto log");
             let mut child = Command::new(&server)
+                .arg(&launcher)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone().unwrap())

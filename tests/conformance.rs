@@ -1,0 +1,418 @@
+//! The behaviour every store must have, written once and run against each.
+//!
+//! A store joins by implementing [`Fixture`] (start what it needs, give a
+//! command aimed at it) and adding one `conformance!` line at the bottom.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A running store and how to aim the binary at it.
+trait Fixture {
+    /// Starts the store (server, bucket, table, directory) from nothing.
+    fn start() -> Self;
+    /// The binary with a clean environment and `AWSFLOCK_BACKEND` set.
+    fn cmd(&self) -> Command;
+}
+
+struct DynamoDb {
+    moto: Moto,
+    table: String,
+}
+
+impl Fixture for DynamoDb {
+    fn start() -> Self {
+        let moto = Moto::start();
+        let table = table(&moto);
+        DynamoDb { moto, table }
+    }
+    fn cmd(&self) -> Command {
+        let mut c = awsflock(&self.moto);
+        c.env("AWSFLOCK_BACKEND", format!("dynamodb://{}", self.table));
+        c
+    }
+}
+
+struct S3 {
+    moto: Moto,
+    url: String,
+}
+
+impl Fixture for S3 {
+    fn start() -> Self {
+        let moto = Moto::start();
+        let url = format!(
+            "s3://{}/locks/",
+            unique_name("bkt").to_lowercase().replace('_', "-")
+        );
+        let out = run(awsflock(&moto).args(["table-create", "--backend", &url]));
+        assert_eq!(
+            out.code,
+            0,
+            "creating the bucket failed:\n{}",
+            out.describe()
+        );
+        S3 { moto, url }
+    }
+    fn cmd(&self) -> Command {
+        let mut c = awsflock(&self.moto);
+        c.env("AWSFLOCK_BACKEND", &self.url);
+        c
+    }
+}
+
+struct File {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Fixture for File {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("locks");
+        let f = File { _dir: dir, path };
+        let out = run(f.cmd().arg("table-create"));
+        assert_eq!(
+            out.code,
+            0,
+            "creating the directory failed:\n{}",
+            out.describe()
+        );
+        f
+    }
+    fn cmd(&self) -> Command {
+        // No server: the endpoint points nowhere, to prove it is not used.
+        let mut c = awsflock_at(&dead_endpoint());
+        c.env(
+            "AWSFLOCK_BACKEND",
+            format!("file://{}", self.path.display()),
+        );
+        c
+    }
+}
+
+/// The tests, generic over the store.
+mod cases {
+    use super::*;
+
+    fn acquire_json(f: &impl Fixture, name: &str, extra: &[&str]) -> (String, i64) {
+        let out = run(f.cmd().args(["acquire", name, "--json"]).args(extra));
+        assert_eq!(out.code, 0, "acquire failed:\n{}", out.describe());
+        let v = out.json();
+        (
+            v["lease_id"].as_str().expect("lease_id").to_string(),
+            v["fence"].as_i64().expect("fence"),
+        )
+    }
+
+    fn fence_of_run(f: &impl Fixture, name: &str) -> i64 {
+        let out = run(f
+            .cmd()
+            .args(["run", name, "--", "sh", "-c", "echo $AWSFLOCK_FENCE"]));
+        assert_eq!(out.code, 0, "run failed:\n{}", out.describe());
+        out.line()
+            .parse()
+            .unwrap_or_else(|_| panic!("AWSFLOCK_FENCE not an integer:\n{}", out.describe()))
+    }
+
+    fn held(f: &impl Fixture, name: &str) -> bool {
+        let out = run(f.cmd().args(["status", name, "--json"]));
+        assert_eq!(out.code, 0, "status failed:\n{}", out.describe());
+        out.json()["held"].as_bool().expect("held is a bool")
+    }
+
+    pub fn lease_cycle_and_exit_codes(f: &impl Fixture) {
+        let name = unique_name("cycle");
+        let out = run(f.cmd().args(["acquire", &name]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        let first = out.line().to_string();
+        assert_uuid(&first);
+        assert_eq!(run(f.cmd().args(["acquire", &name, "--no-wait"])).code, 3);
+        let out = run(f
+            .cmd()
+            .args(["renew", &name, &first, "--lease-duration", "90"]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        let second = out.line().to_string();
+        assert_uuid(&second);
+        assert_ne!(first, second, "renew must hand out a new lease id");
+        assert_eq!(
+            run(f.cmd().args(["renew", &name, &first])).code,
+            3,
+            "the old id is not held"
+        );
+        assert_eq!(
+            run(f.cmd().args(["release", &name, &first])).code,
+            3,
+            "the old id is not held"
+        );
+        assert!(held(f, &name));
+        assert_eq!(run(f.cmd().args(["release", &name, &second])).code, 0);
+        assert!(!held(f, &name));
+        assert_eq!(
+            run(f.cmd().args(["release", &name, &second])).code,
+            3,
+            "released twice"
+        );
+        let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
+        assert_eq!(out.code, 0, "free again after release:\n{}", out.describe());
+    }
+
+    pub fn run_passes_exit_codes_through_and_releases(f: &impl Fixture) {
+        let name = unique_name("codes");
+        for (args, want) in [
+            (vec!["sh", "-c", "exit 0"], 0),
+            (vec!["sh", "-c", "exit 7"], 7),
+            (vec!["sh", "-c", "kill -TERM $$"], 143),
+            (vec!["/nonexistent/awsflock-test-cmd"], 127),
+        ] {
+            let out = run(f.cmd().args(["run", &name, "--"]).args(&args));
+            assert_eq!(out.code, want, "{args:?}:\n{}", out.describe());
+            assert!(!held(f, &name), "{args:?} left the lock held");
+        }
+    }
+
+    pub fn fencing_tokens_strictly_increase(f: &impl Fixture) {
+        let name = unique_name("fence");
+        let mut last = 0;
+        for _ in 0..3 {
+            let fence = fence_of_run(f, &name);
+            assert!(fence > last, "fence {fence} after {last}");
+            last = fence;
+        }
+        let (id, fence) = acquire_json(f, &name, &[]);
+        assert!(fence > last, "acquire fence {fence} after {last}");
+        let out = run(f.cmd().args(["status", &name, "--json"]));
+        assert_eq!(
+            out.json()["fence"].as_i64(),
+            Some(fence),
+            "status shows the holder's fence"
+        );
+        assert_eq!(run(f.cmd().args(["release", &name, &id])).code, 0);
+        // A lease left to expire is taken over with a higher token.
+        let (_, expiring) = acquire_json(f, &name, &["--lease-duration", "1"]);
+        let (_, taken) = acquire_json(f, &name, &["--wait-time", "30"]);
+        assert!(taken > expiring, "takeover fence {taken} after {expiring}");
+    }
+
+    pub fn contention_never_overlaps(f: &impl Fixture) {
+        let name = unique_name("contend");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let script = format!(
+            "echo \"begin $(date +%s%N)\" >> {log}; sleep 0.05; echo \"end $(date +%s%N)\" >> {log}",
+            log = log.display()
+        );
+        // Twelve runs start at once and queue for the lock.
+        let workers: Vec<_> = (0..12)
+            .map(|_| {
+                spawn(f.cmd().args([
+                    "-q",
+                    "run",
+                    &name,
+                    "--wait-time",
+                    "60",
+                    "--",
+                    "sh",
+                    "-c",
+                    &script,
+                ]))
+            })
+            .collect();
+        for w in workers {
+            let out = w.wait(Duration::from_secs(90));
+            assert_eq!(out.code, 0, "{}", out.describe());
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        let events: Vec<(&str, u128)> = text
+            .lines()
+            .map(|l| {
+                let (k, t) = l.split_once(' ').expect("log line");
+                (k, t.parse().expect("timestamp"))
+            })
+            .collect();
+        assert_eq!(events.len(), 24, "12 sections, begin and end each:\n{text}");
+        let mut open = false;
+        let mut last = 0;
+        for (k, t) in events {
+            assert!(t >= last, "log out of order:\n{text}");
+            last = t;
+            match k {
+                "begin" => {
+                    assert!(!open, "two sections overlapped:\n{text}");
+                    open = true;
+                }
+                _ => {
+                    assert!(open, "end without begin:\n{text}");
+                    open = false;
+                }
+            }
+        }
+    }
+
+    pub fn renewal_keeps_a_long_run_exclusive(f: &impl Fixture) {
+        let name = unique_name("renew");
+        let long = spawn(
+            f.cmd()
+                .args(["run", &name, "--lease-duration", "2", "--", "sleep", "4"]),
+        );
+        let started = Instant::now();
+        while !held(f, &name) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the long run never took the lock"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        while started.elapsed() < Duration::from_millis(3500) {
+            let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
+            assert_eq!(out.code, 3, "taken while renewed:\n{}", out.describe());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let out = long.wait(Duration::from_secs(20));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        assert!(!held(f, &name));
+    }
+
+    pub fn losing_the_lease_stops_the_command(f: &impl Fixture) {
+        let name = unique_name("lost");
+        let holder = spawn(f.cmd().args([
+            "run",
+            &name,
+            "--lease-duration",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 9' TERM; while :; do sleep 0.1; done",
+        ]));
+        let started = Instant::now();
+        while !held(f, &name) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never took the lock"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = run(f.cmd().args(["release", &name, "--force", "--yes"]));
+        assert_eq!(out.code, 0, "force release:\n{}", out.describe());
+        let out = holder.wait(Duration::from_secs(10));
+        assert_eq!(
+            out.code,
+            4,
+            "the holder must report the lost lease:\n{}",
+            out.describe()
+        );
+        assert!(out.stderr.contains("lost"), "{}", out.describe());
+    }
+
+    pub fn bad_input_is_a_usage_error(f: &impl Fixture) {
+        for args in [
+            vec!["acquire".to_string(), String::new()],
+            vec!["acquire".to_string(), "x".repeat(1025)],
+            vec![
+                "acquire".to_string(),
+                "ok".to_string(),
+                "--lease-duration".to_string(),
+                "0".to_string(),
+            ],
+            vec![
+                "acquire".to_string(),
+                "ok".to_string(),
+                "--lease-duration".to_string(),
+                "soon".to_string(),
+            ],
+            vec!["run".to_string(), "ok".to_string()],
+        ] {
+            let out = run(f.cmd().args(&args));
+            assert_eq!(out.code, 2, "{args:?}:\n{}", out.describe());
+            assert_clean_error(&out);
+        }
+    }
+
+    pub fn status_and_list_show_who_and_why(f: &impl Fixture) {
+        let name = unique_name("who");
+        let out = run(f.cmd().args([
+            "acquire",
+            &name,
+            "--owner",
+            "alice@ci-7",
+            "--reason",
+            "terraform apply prod",
+        ]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        let v = run(f.cmd().args(["status", &name, "--json"])).json();
+        assert_eq!(v["name"], name.as_str());
+        assert_eq!(v["held"], true);
+        assert_eq!(v["owner"], "alice@ci-7");
+        assert_eq!(v["reason"], "terraform apply prod");
+        assert!(v["fence"].as_i64().is_some());
+        for k in ["acquired_at", "expires_at"] {
+            let t = v[k].as_str().unwrap_or_else(|| panic!("{k} missing: {v}"));
+            assert!(
+                t.ends_with('Z') && t.contains('T'),
+                "{k} is not RFC 3339: {t}"
+            );
+        }
+        let list = run(f.cmd().args(["list", "--json"])).json();
+        let found: Vec<_> = list
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|l| l["name"] == name.as_str())
+            .collect();
+        assert_eq!(found.len(), 1, "{list}");
+        assert_eq!(found[0]["reason"], "terraform apply prod");
+        let free = unique_name("free");
+        let v = run(f.cmd().args(["status", &free, "--json"])).json();
+        assert_eq!(v["held"], false);
+    }
+}
+
+macro_rules! conformance {
+    ($store:ident, $fixture:ty) => {
+        mod $store {
+            use super::*;
+
+            #[test]
+            fn lease_cycle_and_exit_codes() {
+                cases::lease_cycle_and_exit_codes(&<$fixture>::start());
+            }
+            #[test]
+            fn run_passes_exit_codes_through_and_releases() {
+                cases::run_passes_exit_codes_through_and_releases(&<$fixture>::start());
+            }
+            #[test]
+            fn fencing_tokens_strictly_increase() {
+                cases::fencing_tokens_strictly_increase(&<$fixture>::start());
+            }
+            #[test]
+            fn contention_never_overlaps() {
+                cases::contention_never_overlaps(&<$fixture>::start());
+            }
+            #[test]
+            fn renewal_keeps_a_long_run_exclusive() {
+                cases::renewal_keeps_a_long_run_exclusive(&<$fixture>::start());
+            }
+            #[test]
+            fn losing_the_lease_stops_the_command() {
+                cases::losing_the_lease_stops_the_command(&<$fixture>::start());
+            }
+            #[test]
+            fn bad_input_is_a_usage_error() {
+                cases::bad_input_is_a_usage_error(&<$fixture>::start());
+            }
+            #[test]
+            fn status_and_list_show_who_and_why() {
+                cases::status_and_list_show_who_and_why(&<$fixture>::start());
+            }
+        }
+    };
+}
+
+conformance!(dynamodb, DynamoDb);
+// conformance!(s3, S3);
+conformance!(file, File);
