@@ -44,7 +44,7 @@ pub struct Cli {
 /// Options accepted before or after any subcommand.
 #[derive(Debug, Args, Clone)]
 pub struct Global {
-    /// Where the locks live: dynamodb://TABLE (default dynamodb://awsflock)
+    /// Where the locks live: dynamodb://TABLE, s3://BUCKET/PREFIX or file:///DIR (default dynamodb://awsflock)
     #[arg(long, global = true, env = "AWSFLOCK_BACKEND", value_name = "URL")]
     pub backend: Option<String>,
 
@@ -74,7 +74,7 @@ pub struct Global {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the lock table (hash key lock_id, on-demand, TTL on expiration_time)
+    /// Create the lock table (hash key lock_id, on-demand, TTL on expiration_time); for s3:// the bucket, for file:// the directory
     #[command(
         visible_alias = "create-table",
         after_help = "Example:\n  awsflock table-create --table awsflock"

@@ -414,5 +414,5 @@ macro_rules! conformance {
 }
 
 conformance!(dynamodb, DynamoDb);
-// conformance!(s3, S3);
+conformance!(s3, S3);
 conformance!(file, File);

@@ -176,10 +176,8 @@ impl S3Store {
             .await;
         let out = match res {
             Ok(out) => out,
+            Err(err) if err.code() == Some("NoSuchBucket") => return Err(self.error(err)),
             Err(err) if err.code() == Some("NoSuchKey") || status_of(&err) == Some(404) => {
-                if err.code() == Some("NoSuchBucket") {
-                    return Err(self.error(err));
-                }
                 return Ok(None);
             }
             Err(err) => return Err(self.error(err)),
@@ -242,7 +240,9 @@ impl S3Store {
     /// PUTs a lock record on condition `cond`; remembers it as our own when
     /// it landed.
     async fn put_record(&self, rec: &LeaseRecord, cond: Cond<'_>) -> Result<Option<String>> {
-        let etag = self.put(&self.lock_key(&rec.name), rec.to_json(), cond).await?;
+        let etag = self
+            .put(&self.lock_key(&rec.name), rec.to_json(), cond)
+            .await?;
         if let Some(e) = &etag {
             self.remember(rec.clone(), e.clone());
         }
@@ -263,8 +263,9 @@ impl S3Store {
 
     /// The record of our own lease `lease_id` on `name`, as we last wrote it,
     /// or as read now (another process's `renew`/`release`). `NotHeld` when
-    /// that lease is not the current one.
-    async fn current(&self, name: &str, lease_id: &str) -> Result<Record> {
+    /// neither that lease nor `or_id` (the lease id a retried renewal may have
+    /// written already) is the current one.
+    async fn current(&self, name: &str, lease_id: &str, or_id: Option<&str>) -> Result<Record> {
         let mine = self
             .own
             .lock()
@@ -276,7 +277,10 @@ impl S3Store {
         }
         let cur = self.get_record(name).await?;
         match cur {
-            Some((r, etag)) if r.lease_id == lease_id && r.state == RecordState::Held => {
+            Some((r, etag))
+                if (r.lease_id == lease_id || Some(r.lease_id.as_str()) == or_id)
+                    && r.state == RecordState::Held =>
+            {
                 Ok((r, etag))
             }
             other => Err(self.not_held(name, lease_id, other.as_ref())),
@@ -299,8 +303,8 @@ impl S3Store {
     fn info_of(&self, name: &str, rec: Option<&Record>) -> LockInfo {
         match rec {
             None => cas::absent_info(name),
-            Some((r, _)) => {
-                let held = cas::is_held(self, rec.unwrap());
+            Some(rec @ (r, _)) => {
+                let held = cas::is_held(self, rec);
                 let mut info = r.info(held, Some(r.expires_ms - self.clock.lower_ms()));
                 info.name = name.to_string();
                 info
@@ -396,7 +400,9 @@ impl S3Store {
             Ok(out) => Ok(out),
             Err(e) => {
                 // Give the provisional lease back rather than leave a lock
-                // that looks held until it expires.
+                // that looks held until it expires. Read it first: the last
+                // write may have landed with its answer lost.
+                self.forget(lease_id);
                 if let Err(e2) = self.release_id(&req.name, lease_id).await {
                     tracing::debug!(error = %e2, "could not give back a provisional grant");
                 }
@@ -416,7 +422,6 @@ impl S3Store {
         let h = self.reserve(&req.name).await?;
         let fence = h + 1;
         let fin = LeaseRecord::grant(req, lease_id, st, Some(fence), Some(h + FENCE_BLOCK));
-        self.forget(lease_id);
         match self.put_record(&fin, Cond::Is(provisional_etag)).await? {
             Some(_) => Ok(Outcome::Granted(Some(fence))),
             None => match self.get_record(&req.name).await? {
@@ -470,19 +475,9 @@ impl S3Store {
     /// Renews to a caller-chosen next lease id (see [`Backend::renew`]).
     async fn renew_lease(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
         let name = &lease.name;
-        let (rec, etag) = match self.current(name, &lease.lease_id).await {
-            Ok(r) => r,
-            Err(Error::NotHeld { .. }) => {
-                // A retry of a renewal that landed: the record carries `next_id`.
-                match self.get_record(name).await? {
-                    Some((r, e)) if r.lease_id == next_id && r.state == RecordState::Held => {
-                        (r, e)
-                    }
-                    other => return Err(self.not_held(name, &lease.lease_id, other.as_ref())),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        // A record that already carries `next_id` is a retry of a renewal
+        // that landed.
+        let (rec, etag) = self.current(name, &lease.lease_id, Some(next_id)).await?;
         let st = Stamp::now(&self.clock, duration);
         let written = if rec.lease_id == next_id {
             rec
@@ -523,7 +518,7 @@ impl S3Store {
 
     /// Releases `lease_id` (see [`Backend::release`]).
     async fn release_lease(&self, name: &str, lease_id: &str) -> Result<()> {
-        let (rec, etag) = self.current(name, lease_id).await?;
+        let (rec, etag) = self.current(name, lease_id, None).await?;
         // The fresh lease id written by this call doubles as its nonce: only
         // an earlier attempt of *this* call leaves it behind.
         let nonce = uuid::Uuid::new_v4().to_string();
