@@ -157,6 +157,13 @@ pub fn store_options(g: &Global) -> StoreOptions {
                 .ok()
                 .filter(|s| !s.is_empty())
         }),
+        etcd: backend::EtcdOptions {
+            user: g.etcd_user.clone(),
+            password: g.etcd_password.clone(),
+            cacert: g.etcd_cacert.clone(),
+            cert: g.etcd_cert.clone(),
+            key: g.etcd_key.clone(),
+        },
     }
 }
 

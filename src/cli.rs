@@ -44,7 +44,7 @@ pub struct Cli {
 /// Options accepted before or after any subcommand.
 #[derive(Debug, Args, Clone)]
 pub struct Global {
-    /// Where the locks live: dynamodb://TABLE, s3://BUCKET/PREFIX or file:///DIR (default dynamodb://awsflock)
+    /// Where the locks live: dynamodb://TABLE, s3://BUCKET/PREFIX, etcd://HOST:PORT[,...]/PREFIX or file:///DIR (default dynamodb://awsflock)
     #[arg(long, global = true, env = "AWSFLOCK_BACKEND", value_name = "URL")]
     pub backend: Option<String>,
 
@@ -61,6 +61,38 @@ pub struct Global {
     /// Store endpoint, e.g. http://127.0.0.1:8000 (also DYNAMO_ENDPOINT_URL, AWS_ENDPOINT_URL)
     #[arg(long, global = true, env = "AWSFLOCK_ENDPOINT_URL", value_name = "URL")]
     pub endpoint_url: Option<String>,
+
+    /// etcd: user name, or USER:PASSWORD
+    #[arg(
+        long,
+        global = true,
+        env = "AWSFLOCK_ETCD_USER",
+        value_name = "USER[:PASSWORD]",
+        hide_env_values = true
+    )]
+    pub etcd_user: Option<String>,
+
+    /// etcd: password (when not in --etcd-user)
+    #[arg(
+        long,
+        global = true,
+        env = "AWSFLOCK_ETCD_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub etcd_password: Option<String>,
+
+    /// etcd: CA bundle to verify the servers (enables TLS)
+    #[arg(long, global = true, env = "AWSFLOCK_ETCD_CACERT", value_name = "FILE")]
+    pub etcd_cacert: Option<std::path::PathBuf>,
+
+    /// etcd: client certificate for TLS
+    #[arg(long, global = true, env = "AWSFLOCK_ETCD_CERT", value_name = "FILE")]
+    pub etcd_cert: Option<std::path::PathBuf>,
+
+    /// etcd: client key for TLS
+    #[arg(long, global = true, env = "AWSFLOCK_ETCD_KEY", value_name = "FILE")]
+    pub etcd_key: Option<std::path::PathBuf>,
 
     /// Log every store request (repeat for more; RUST_LOG also works)
     #[arg(short, long, global = true, action = ArgAction::Count)]

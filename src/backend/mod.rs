@@ -6,6 +6,8 @@
 //!
 //! - [`dynamodb`]: the default, and the table format of awsflock 0.2.0.
 //! - [`s3`]: one object per lock, changed with S3 conditional writes.
+//! - `etcd`: etcd's own lock recipe (one key per contender, lowest create
+//!   revision holds), with watches instead of polls (cargo feature `etcd`).
 //! - [`file`]: one file per lock in a local directory, for a single host.
 //!
 //! DynamoDB, S3 and the file store share their acquire loop ([`cas`]).
@@ -15,6 +17,8 @@
 pub mod aws;
 pub mod cas;
 pub mod dynamodb;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod file;
 pub mod record;
 pub mod s3;
@@ -234,6 +238,24 @@ pub struct StoreOptions {
     pub table: Option<String>,
     /// `--endpoint-url` (or `DYNAMO_ENDPOINT_URL`).
     pub endpoint_url: Option<String>,
+    /// Authentication and TLS for etcd.
+    pub etcd: EtcdOptions,
+}
+
+/// How to authenticate to etcd, as etcdctl's `--user`, `--password`,
+/// `--cacert`, `--cert` and `--key`.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdOptions {
+    /// `USER` or `USER:PASSWORD`.
+    pub user: Option<String>,
+    /// The password, when not given in `user`.
+    pub password: Option<String>,
+    /// CA bundle to verify the server (turns TLS on).
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate (with `key`).
+    pub cert: Option<std::path::PathBuf>,
+    /// Client key (with `cert`).
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// The default table name, as in awsflock 0.2.0.
@@ -252,6 +274,13 @@ pub enum Target {
         /// The bucket.
         bucket: String,
         /// The key prefix (may be empty; ends with `/` when not).
+        prefix: String,
+    },
+    /// `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`
+    Etcd {
+        /// The cluster's client endpoints (`host:port`).
+        endpoints: Vec<String>,
+        /// The key prefix, the realm of lock names (may be empty).
         prefix: String,
     },
     /// `file:///DIR`
@@ -312,6 +341,24 @@ impl StoreOptions {
                     prefix,
                 })
             }
+            "etcd" => {
+                let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let endpoints: Vec<String> = hosts
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(String::from)
+                    .collect();
+                if endpoints.is_empty() || endpoints.iter().any(|h| !h.contains(':')) {
+                    return Err(Error::usage(format!(
+                        "backend {url:?} needs HOST:PORT endpoints: etcd://HOST:PORT[,HOST:PORT...]/PREFIX"
+                    )));
+                }
+                Ok(Target::Etcd {
+                    endpoints,
+                    prefix: prefix.to_string(),
+                })
+            }
             "file" => {
                 if !rest.starts_with('/') {
                     return Err(Error::usage(format!(
@@ -323,7 +370,7 @@ impl StoreOptions {
                 })
             }
             other => Err(Error::usage(format!(
-                "unknown backend scheme {other:?} in {url:?}; supported: dynamodb://TABLE, s3://BUCKET/PREFIX, file:///DIR"
+                "unknown backend scheme {other:?} in {url:?}; supported: dynamodb://TABLE, s3://BUCKET/PREFIX, etcd://HOST:PORT/PREFIX, file:///DIR"
             ))),
         }
     }
@@ -339,6 +386,14 @@ pub async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
             s3::S3Store::connect(bucket, prefix, opts.endpoint_url.clone()).await?,
         )),
         Target::File { dir } => Ok(Arc::new(file::FileStore::open(dir)?)),
+        #[cfg(feature = "etcd")]
+        Target::Etcd { endpoints, prefix } => Ok(Arc::new(
+            etcd::EtcdStore::connect(endpoints, prefix, &opts.etcd).await?,
+        )),
+        #[cfg(not(feature = "etcd"))]
+        Target::Etcd { .. } => Err(Error::usage(
+            "this awsflock was built without the etcd store; rebuild with `--features etcd` (needs protoc)",
+        )),
     }
 }
 
@@ -358,6 +413,7 @@ mod tests {
             backend: b.map(String::from),
             table: t.map(String::from),
             endpoint_url: None,
+            etcd: EtcdOptions::default(),
         };
         assert_eq!(
             o(None, None).target().unwrap(),
