@@ -347,10 +347,17 @@ pub fn waiting_line(name: &str, info: &LockInfo) -> String {
     s
 }
 
+/// "10:02" in the local time zone (what people read on a terminal), from ms
+/// since the epoch; falls back to UTC with a "Z" when the zone is unknown.
 fn clock_time(ms: i64) -> String {
-    let t = rfc3339(ms);
-    // 2026-11-22T10:02:07.123Z -> 10:02:07Z
-    t.get(11..19).map(|hms| format!("{hms}Z")).unwrap_or(t)
+    let secs = (ms / 1000) as libc::time_t;
+    // SAFETY: localtime_r writes only into `tm`, which we own.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
+        let t = rfc3339(ms);
+        return t.get(11..16).map(|hm| format!("{hm}Z")).unwrap_or(t);
+    }
+    format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
 }
 
 /// RFC 3339 (UTC, milliseconds) for a time in ms since the epoch.

@@ -271,7 +271,7 @@ pub struct AcquireArgs {
     pub lock: LockArgs,
 
     /// Print a JSON object (lease_id, fence, expires_at, ...) instead of the LEASE_ID
-    #[arg(long)]
+    #[arg(long, env = "AWSFLOCK_JSON")]
     pub json: bool,
 }
 
@@ -286,7 +286,7 @@ pub struct RenewArgs {
     #[arg(long, visible_alias = "expiration", value_parser = lease_duration, env = "AWSFLOCK_LEASE_DURATION", value_name = "D")]
     pub lease_duration: Option<Duration>,
     /// Print a JSON object instead of the LEASE_ID
-    #[arg(long)]
+    #[arg(long, env = "AWSFLOCK_JSON")]
     pub json: bool,
 }
 
@@ -310,7 +310,7 @@ pub struct ReleaseArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Print a JSON array of the same objects as `status --json`
-    #[arg(long)]
+    #[arg(long, env = "AWSFLOCK_JSON")]
     pub json: bool,
 }
 
@@ -320,6 +320,6 @@ pub struct StatusArgs {
     /// The lock's name
     pub name: String,
     /// Print one JSON object
-    #[arg(long)]
+    #[arg(long, env = "AWSFLOCK_JSON")]
     pub json: bool,
 }
