@@ -133,6 +133,11 @@ impl Intercept for StoreInterceptor {
         let Some(SentAt(sent)) = cfg.load::<SentAt>().copied() else {
             return Ok(()); // failed before transmission: nothing was sent
         };
+        // 1 for the first try, 2+ for the SDK's retries.
+        let attempt = cfg
+            .load::<aws_smithy_runtime_api::client::retries::RequestAttempts>()
+            .map(|a| a.attempts())
+            .unwrap_or(1);
         let op = cfg
             .load::<Metadata>()
             .map(|m| m.name().to_string())
@@ -149,7 +154,21 @@ impl Intercept for StoreInterceptor {
                         Err(_) => tracing::debug!(date, "unreadable Date header"),
                     }
                 }
-                tracing::debug!(target: "awsflock::store", %op, status, %code, ms, "store_request");
+                let outcome = match (status, code) {
+                    (200..=299, _) => "ok",
+                    (412, _)
+                    | (_, "ConditionalCheckFailedException" | "TransactionCanceledException") => {
+                        "condition_failed"
+                    }
+                    (404, _) => "not_found",
+                    _ if is_throttling_or_server(Some(code), None) => "throttled",
+                    (500..=599, _) => "server_error",
+                    _ => "error",
+                };
+                tracing::debug!(
+                    target: "awsflock::store",
+                    %op, status, %outcome, %code, ms, attempt, "store_request"
+                );
             }
             None => {
                 let err = context
@@ -157,7 +176,7 @@ impl Intercept for StoreInterceptor {
                     .and_then(|r| r.err())
                     .map(|e| format!("{}", DisplayErrorContext(e)))
                     .unwrap_or_default();
-                tracing::debug!(target: "awsflock::store", %op, ms, %err, "store_request failed");
+                tracing::debug!(target: "awsflock::store", %op, ms, attempt, %err, "store_request failed");
             }
         }
         Ok(())

@@ -160,6 +160,12 @@ impl FileStore {
     }
 }
 
+/// One `-v` line per change, in the same shape as the network stores'.
+fn log_op(op: &str, outcome: &str, started: std::time::Instant) {
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::debug!(target: "awsflock::store", %op, %outcome, ms, "store_request");
+}
+
 /// Whether process `pid` exists on this host.
 fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
@@ -192,10 +198,12 @@ impl CasStore for FileStore {
         _seen: Option<&Option<LeaseRecord>>,
         st: &Stamp,
     ) -> Result<Outcome<LeaseRecord>> {
+        let started = std::time::Instant::now();
         let _guard = self.lock_dir()?;
         let cur = self.read_record(&req.name)?;
         if let Some(rec) = &cur {
             if cas::judge(self, Some(rec), std::time::Instant::now()) == cas::Judged::Held {
+                log_op("grant", "condition_failed", started);
                 return Ok(Outcome::Lost(cur));
             }
         }
@@ -212,6 +220,7 @@ impl CasStore for FileStore {
         self.write_atomic(&mark, &bytes)?;
         let rec = LeaseRecord::grant(req, lease_id, st, Some(fence), None);
         self.write_atomic(&self.record_path(&req.name), &rec.to_json())?;
+        log_op("grant", "ok", started);
         Ok(Outcome::Granted(Some(fence)))
     }
 
@@ -251,6 +260,7 @@ impl CasStore for FileStore {
     async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
         super::validate_name(&lease.name)?;
         let st = Stamp::now(&self.clock, duration);
+        let started = std::time::Instant::now();
         let fence = {
             let _guard = self.lock_dir()?;
             let Some(cur) = self.read_record(&lease.name)? else {
@@ -266,19 +276,26 @@ impl CasStore for FileStore {
                 renewed.fence
             }
         };
+        log_op("renew", "ok", started);
         cas::finish(self, &lease.name, next_id.to_string(), fence, duration, st).await
     }
 
     async fn release_id(&self, name: &str, lease_id: &str) -> Result<()> {
         super::validate_name(name)?;
+        let started = std::time::Instant::now();
         let _guard = self.lock_dir()?;
         match self.read_record(name)? {
             Some(cur) if cur.lease_id == lease_id && cur.state == RecordState::Held => {
                 let nonce = uuid::Uuid::new_v4().to_string();
                 let released = cur.released(&nonce, self.clock.lower_ms());
-                self.write_atomic(&self.record_path(name), &released.to_json())
+                self.write_atomic(&self.record_path(name), &released.to_json())?;
+                log_op("release", "ok", started);
+                Ok(())
             }
-            _ => Err(Self::not_held(name, lease_id)),
+            _ => {
+                log_op("release", "condition_failed", started);
+                Err(Self::not_held(name, lease_id))
+            }
         }
     }
 }
