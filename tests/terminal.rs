@@ -1,0 +1,135 @@
+//! `run` at an interactive terminal: the command gets the terminal (prompts
+//! work, like `terraform apply` asking "yes"), and Ctrl-C typed there reaches
+//! it exactly once. A real pseudo-terminal is made with Python's `pty`
+//! module; the lock lives in a local directory.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Runs `awsflock ARGS` on a fresh pseudo-terminal, typing `keys` (a Python
+/// bytes literal body, e.g. `yes\n`) once the output contains `after`.
+/// Returns (exit code of awsflock, everything the terminal showed).
+fn on_terminal(args: &[&str], after: &str, keys: &str) -> (i32, String) {
+    let script = r#"
+import os, pty, sys, time, json
+args = json.loads(sys.argv[1]); after = sys.argv[2].encode(); keys = sys.argv[3].encode().decode("unicode_escape").encode()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(args[0], args)
+seen = b""; sent = False; deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+    if not sent and after in seen:
+        time.sleep(0.3)
+        os.write(fd, keys); sent = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(json.dumps({"code": os.waitstatus_to_exitcode(status), "seen": seen.decode("utf-8", "replace")}))
+"#;
+    let mut full = vec![bin_path().to_string()];
+    full.extend(args.iter().map(|s| s.to_string()));
+    let mut c = Command::new("python3");
+    scrub_env(&mut c);
+    c.args([
+        "-c",
+        script,
+        &serde_json::to_string(&full).unwrap(),
+        after,
+        keys,
+    ]);
+    let out = run(&mut c);
+    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("driver JSON");
+    (
+        v["code"].as_i64().unwrap() as i32,
+        v["seen"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn ctrl_c_at_a_terminal_reaches_the_command_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = format!("file://{}", tmp.path().join("locks").display());
+    let log = tmp.path().join("ints");
+    assert_eq!(
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
+        0
+    );
+    let child = format!(
+        "trap 'echo INT >> {log}' INT; echo ready; sleep 5 & wait; sleep 0.5; echo finished",
+        log = log.display()
+    );
+    let (code, seen) = on_terminal(
+        &[
+            "--backend",
+            &backend,
+            "run",
+            "tty-lock",
+            "--",
+            "sh",
+            "-c",
+            &child,
+        ],
+        "ready",
+        "\\x03",
+    );
+    let ints = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        ints.lines().count(),
+        1,
+        "SIGINT reached the command {} times; terminal:\n{seen}",
+        ints.lines().count()
+    );
+    assert!(
+        seen.contains("finished"),
+        "the command went on after its trap:\n{seen}"
+    );
+    assert_eq!(code, 0, "awsflock exits as the command did:\n{seen}");
+    let v = run(awsflock_at(&dead_endpoint()).args([
+        "--backend",
+        &backend,
+        "status",
+        "tty-lock",
+        "--json",
+    ]))
+    .json();
+    assert_eq!(v["held"], false, "released after the command ended");
+}
+
+#[test]
+fn an_interactive_prompt_reads_from_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = format!("file://{}", tmp.path().join("locks").display());
+    assert_eq!(
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
+        0
+    );
+    let child = "printf 'Do you want to perform these actions? '; read answer; echo \"answer=$answer\"; [ \"$answer\" = yes ]";
+    let (code, seen) = on_terminal(
+        &[
+            "--backend",
+            &backend,
+            "run",
+            "prompt",
+            "--",
+            "sh",
+            "-c",
+            child,
+        ],
+        "actions?",
+        "yes\\n",
+    );
+    assert!(
+        seen.contains("answer=yes"),
+        "the prompt did not get the typed answer:\n{seen}"
+    );
+    assert_eq!(code, 0, "{seen}");
+}
