@@ -135,13 +135,9 @@ impl LockGuard {
     pub async fn release(mut self) -> Result<()> {
         self.task.abort();
         let _ = (&mut self.task).await;
-        let (name, id, lost) = {
+        let (name, id) = {
             let st = self.state.borrow();
-            (
-                st.lease.name.clone(),
-                st.lease.lease_id.clone(),
-                st.lost.clone(),
-            )
+            (st.lease.name.clone(), st.lease.lease_id.clone())
         };
         let pending = self.pending.lock().map(|p| p.clone()).unwrap_or(None);
         let mut result = release_with_retry(self.store.as_ref(), &name, &id).await;
@@ -149,11 +145,7 @@ impl LockGuard {
         if let (Err(Error::NotHeld { .. }), Some(next)) = (&result, pending) {
             result = release_with_retry(self.store.as_ref(), &name, &next).await;
         }
-        match (result, lost) {
-            (Ok(()), _) => Ok(()),
-            (Err(e), Some(_)) => Err(e),
-            (Err(e), None) => Err(e),
-        }
+        result
     }
 }
 

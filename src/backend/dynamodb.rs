@@ -448,6 +448,23 @@ impl DynamoDb {
         }
     }
 
+    /// [`DynamoDb::grant_fresh`] with the high-water mark this client last
+    /// learnt, remembering what it learns for the next fresh grant.
+    async fn grant_fresh_hinted(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        seen: Option<&str>,
+        st: &Stamp,
+    ) -> Result<Outcome<Item>> {
+        let mut hw = self.hw_hint.lock().map(|h| *h).unwrap_or(None);
+        let out = self.grant_fresh(req, lease_id, seen, &mut hw, st).await;
+        if let Ok(mut h) = self.hw_hint.lock() {
+            *h = hw;
+        }
+        out
+    }
+
     /// Renews to a caller-chosen next lease id (see [`Backend::renew`]).
     async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
         let st = Stamp::now(&self.clock, duration);
@@ -532,14 +549,7 @@ impl CasStore for DynamoDb {
     ) -> Result<Outcome<Item>> {
         match seen {
             None => self.grant_counter(req, lease_id, None, st).await,
-            Some(None) => {
-                let mut hw = self.hw_hint.lock().map(|h| *h).unwrap_or(None);
-                let out = self.grant_fresh(req, lease_id, None, &mut hw, st).await;
-                if let Ok(mut h) = self.hw_hint.lock() {
-                    *h = hw;
-                }
-                out
-            }
+            Some(None) => self.grant_fresh_hinted(req, lease_id, None, st).await,
             Some(Some(item)) => {
                 let id = get_s(item, attr::LEASE_ID).unwrap_or_default().to_string();
                 let counter_ok = matches!(
@@ -549,14 +559,7 @@ impl CasStore for DynamoDb {
                 if counter_ok {
                     self.grant_counter(req, lease_id, Some(&id), st).await
                 } else {
-                    let mut hw = self.hw_hint.lock().map(|h| *h).unwrap_or(None);
-                    let out = self
-                        .grant_fresh(req, lease_id, Some(&id), &mut hw, st)
-                        .await;
-                    if let Ok(mut h) = self.hw_hint.lock() {
-                        *h = hw;
-                    }
-                    out
+                    self.grant_fresh_hinted(req, lease_id, Some(&id), st).await
                 }
             }
         }
