@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a machine for the test suite: the moto DynamoDB server, the
-# awsflock 0.2.0 Python client used by the interop tests, faketime, and a
-# build of the crate. Safe to run again: finished steps are skipped.
+# awsflock 0.2.0 Python client used by the interop tests, faketime, etcd
+# and protoc, and a build of the crate. Safe to run again: finished steps
+# are skipped.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,6 +50,25 @@ if ! command -v faketime >/dev/null 2>&1; then
         fi
     else
         log "faketime is not installed (not root): the clock-skew tests will be skipped"
+    fi
+fi
+
+# etcd (server and etcdctl) for the etcd store's tests, and protoc, which the
+# etcd client needs to build its gRPC code.
+etcd_pkgs=()
+[ -x /usr/bin/etcd ] || etcd_pkgs+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || etcd_pkgs+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || etcd_pkgs+=(protobuf-compiler)
+if [ "${#etcd_pkgs[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing ${etcd_pkgs[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        if ! apt-get install -y -qq "${etcd_pkgs[@]}" >/dev/null 2>&1; then
+            apt-get update -qq >/dev/null
+            apt-get install -y -qq "${etcd_pkgs[@]}" >/dev/null
+        fi
+    else
+        log "${etcd_pkgs[*]} not installed (not root): the etcd tests will be skipped or fail to build"
     fi
 fi
 

@@ -95,6 +95,26 @@ impl Fixture for File {
     }
 }
 
+struct Etcd {
+    _etcd: common::etcd::Etcd,
+    url: String,
+}
+
+impl Fixture for Etcd {
+    fn start() -> Self {
+        let etcd = common::etcd::Etcd::start()
+            .expect("the etcd conformance tests need /usr/bin/etcd: run scripts/setup.sh");
+        let url = format!("etcd://{}/{}/", etcd.endpoint(), unique_name("locks"));
+        Etcd { _etcd: etcd, url }
+    }
+    fn cmd(&self) -> Command {
+        // The AWS endpoint points nowhere, to prove it is not used.
+        let mut c = awsflock_at(&dead_endpoint());
+        c.env("AWSFLOCK_BACKEND", &self.url);
+        c
+    }
+}
+
 /// The tests, generic over the store.
 mod cases {
     use super::*;
@@ -416,3 +436,4 @@ macro_rules! conformance {
 conformance!(dynamodb, DynamoDb);
 conformance!(s3, S3);
 conformance!(file, File);
+conformance!(etcd, Etcd);

@@ -9,33 +9,40 @@
 //!                                                 attached to its lease
 //! ```
 //!
-//! - **acquire**: grant an etcd lease (TTL = the lease duration), create our
-//!   key with it if absent. The key with the lowest create revision under
-//!   `PREFIX NAME /` holds the lock; every other contender watches the key
-//!   just before its own (greatest create revision below ours) until it is
-//!   deleted, then looks again. Waiters are served in the order they queued,
-//!   a release wakes exactly one of them, and nobody polls. Our lease is kept
-//!   alive while we wait; giving up revokes it, which removes our key.
+//! - **acquire**: grant an etcd lease (TTL = the lease duration); if nobody
+//!   is queued, create our key with it: held (one transaction). Otherwise
+//!   queue: create our key, which is held once it has the lowest create
+//!   revision under `PREFIX NAME /`. A waiter watches the key just before
+//!   its own (greatest create revision below ours) until it is deleted, then
+//!   looks again. Waiters are served in the order they queued, a release
+//!   wakes exactly one of them, and nobody polls. Giving up revokes our
+//!   lease, which removes our key.
+//! - **queue lease**: while waiting, our key lives on a second, short lease
+//!   ([`QUEUE_TTL_S`]) when the lease asked for is longer, and moves to the
+//!   real lease when it heads the queue (a put keeps the create revision, so
+//!   the key keeps its place). A waiter killed before it could revoke
+//!   (SIGKILL) therefore blocks the queue for seconds, not for its lease.
+//!   Both leases are kept alive while waiting.
 //! - **fencing token**: our key's create revision (what `etcdctl lock`
 //!   exports as `ETCD_LOCK_REV`): the lock's next holder queued later, so its
 //!   revision is higher.
 //! - **lease id**: the etcd lease id in hex. It does not change at renewal.
 //! - **renew**: one keep-alive of the etcd lease; **release**: revoke it.
-//! - **expiry**: etcd's own lease TTL, judged by the cluster's leader: there
-//!   is no wall clock involved anywhere. The local deadline is the instant
-//!   the grant or keep-alive was sent plus the TTL the cluster reported.
+//! - **expiry**: etcd's own lease TTL, judged by the cluster's leader: no
+//!   wall clock decides anything (times shown by `status` are the holder's
+//!   own). The local deadline is the instant the grant or keep-alive was
+//!   sent plus the TTL the cluster reported.
 //!
 //! Our key's value is a small JSON document (owner, reason, pid, host,
 //! client, acquired time) for `status`; keys written by `etcdctl lock` are
 //! empty and shown as held by `etcdctl`.
 //!
-//! Limits of the recipe, shared with `etcdctl lock`: a lock named `a` also
-//! queues behind holders of `a/b` (its keys lie under `PREFIX a/`); and a
-//! waiter killed with SIGKILL leaves its key queued until its etcd lease
-//! expires (a lease duration), after which the queue moves on.
+//! A limit of the recipe, shared with `etcdctl lock`: a lock named `a` also
+//! queues behind contenders for `a/b` (their keys lie under `PREFIX a/`).
+//! `list` reads every key under PREFIX (the whole keyspace when PREFIX is
+//! empty) and shows those that look like contenders' keys.
 
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -57,6 +64,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long one request may take before it counts as unanswered.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The TTL (seconds) of the lease a waiter's key lives on while it waits,
+/// when the requested lease is longer: a waiter that dies without revoking
+/// (SIGKILL) blocks the queue for at most this long.
+pub const QUEUE_TTL_S: i64 = 10;
 
 /// The owner shown for a key written by `etcdctl lock` (its value is empty).
 pub const ETCDCTL_OWNER: &str = "etcdctl";
@@ -168,6 +180,15 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The etcd lease an acquire granted.
+struct Granted {
+    id: i64,
+    /// The TTL the cluster granted, in seconds.
+    ttl: i64,
+    /// When the last grant or keep-alive that succeeded was sent.
+    refreshed: Arc<Mutex<Instant>>,
 }
 
 /// How one pass of [`EtcdStore::acquire_once`] ended.
@@ -438,16 +459,31 @@ impl EtcdStore {
             Ok(g) => g,
             Err(e) => return Pass::Done(Err(e)),
         };
-        let id = grant.id();
-        let granted = grant.ttl();
-        let refreshed = Arc::new(Mutex::new(sent));
+        let lease = Granted {
+            id: grant.id(),
+            ttl: grant.ttl(),
+            refreshed: Arc::new(Mutex::new(sent)),
+        };
+        let mut queue_lease = None;
         let pass = self
-            .queue_and_wait(req, cancel, give_up, id, granted, refreshed)
+            .queue_and_wait(req, cancel, give_up, &lease, &mut queue_lease)
             .await;
+        if let Some(q) = queue_lease {
+            if matches!(pass, Pass::Done(Ok(_))) {
+                // Our key is on the lease itself now; the queue lease holds
+                // nothing and may as well expire if this does not land.
+                let mut lc = self.client.lease_client();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, lc.revoke(q)).await;
+                });
+            } else {
+                self.revoke_quietly(q).await;
+            }
+        }
         if !matches!(pass, Pass::Done(Ok(_))) {
-            // Giving up, interrupted, failed or requeued: our key must not
-            // stay in the queue.
-            self.revoke_quietly(id).await;
+            // Giving up, interrupted, failed or queueing again: no key of
+            // ours may stay in the queue.
+            self.revoke_quietly(lease.id).await;
         }
         pass
     }
@@ -457,14 +493,13 @@ impl EtcdStore {
         req: &AcquireRequest,
         cancel: &mut futures_util::future::Fuse<BoxFuture<'_, i32>>,
         give_up: Option<Instant>,
-        id: i64,
-        granted: i64,
-        refreshed: Arc<Mutex<Instant>>,
+        lease: &Granted,
+        queue_lease: &mut Option<i64>,
     ) -> Pass {
         let name = &req.name;
         let mp = self.mutex_prefix(name);
-        let hex = lease_hex(id);
-        let my_key = self.key(name, &hex);
+        let id = lease.id;
+        let my_key = self.key(name, &lease_hex(id));
         let holder = Holder::of_request(req);
         let owner_opts = || {
             GetOptions::new()
@@ -472,35 +507,79 @@ impl EtcdStore {
                 .with_sort(SortTarget::Create, SortOrder::Ascend)
                 .with_limit(1)
         };
-        // Queue: create our key unless it exists (as etcd's Mutex does).
+        let interrupted = |sig| Pass::Done(Err(Error::Interrupted(sig)));
+        let not_acquired = |info: &Option<LockInfo>| {
+            Pass::Done(Err(Error::NotAcquired {
+                name: name.clone(),
+                detail: info.as_ref().map(holder_detail).unwrap_or_default(),
+            }))
+        };
+        let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
+        let mut kvc = self.client.kv_client();
+
+        // Free (nobody queued): take it. Otherwise say who holds it.
+        let txn = Txn::new()
+            .when([Compare::create_revision(mp.clone(), CompareOp::Equal, 0).with_prefix()])
+            .and_then([TxnOp::put(
+                my_key.clone(),
+                holder.to_json(),
+                Some(PutOptions::new().with_lease(id)),
+            )])
+            .or_else([TxnOp::get(mp.clone(), Some(owner_opts()))]);
+        let resp = match self.call("take the lock", kvc.txn(txn)).await {
+            Ok(r) => r,
+            Err(e) => return Pass::Done(Err(e)),
+        };
+        if resp.succeeded() {
+            let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            return self.granted(req, cancel, lease, rev, &holder);
+        }
+        let mut last_info =
+            first_kv(resp.op_responses().first()).map(|kv| self.info_of(name, kv, None));
+        if out_of_time() {
+            return not_acquired(&last_info);
+        }
+
+        // Queue. A long lease would keep a waiter's key queued that long if
+        // the waiter died without revoking it (SIGKILL), blocking everyone
+        // behind it: while waiting, the key lives on a short queue lease and
+        // moves to the real one when it heads the queue (a put keeps its
+        // create revision, hence its place).
+        let q = if lease.ttl > QUEUE_TTL_S {
+            let mut lc = self.client.lease_client();
+            match self
+                .call("grant a lease", lc.grant(QUEUE_TTL_S, None))
+                .await
+            {
+                Ok(g) => {
+                    *queue_lease = Some(g.id());
+                    (g.id(), g.ttl())
+                }
+                Err(e) => return Pass::Done(Err(e)),
+            }
+        } else {
+            (id, lease.ttl)
+        };
         let txn = Txn::new()
             .when([Compare::create_revision(
                 my_key.clone(),
                 CompareOp::Equal,
                 0,
             )])
-            .and_then([
-                TxnOp::put(
-                    my_key.clone(),
-                    holder.to_json(),
-                    Some(PutOptions::new().with_lease(id)),
-                ),
-                TxnOp::get(mp.clone(), Some(owner_opts())),
-            ])
-            .or_else([
-                TxnOp::get(my_key.clone(), None),
-                TxnOp::get(mp.clone(), Some(owner_opts())),
-            ]);
-        let mut kvc = self.client.kv_client();
+            .and_then([TxnOp::put(
+                my_key.clone(),
+                holder.to_json(),
+                Some(PutOptions::new().with_lease(q.0)),
+            )])
+            .or_else([TxnOp::get(my_key.clone(), None)]);
         let resp = match self.call("queue for the lock", kvc.txn(txn)).await {
             Ok(r) => r,
             Err(e) => return Pass::Done(Err(e)),
         };
-        let ops = resp.op_responses();
         let my_rev = if resp.succeeded() {
             resp.header().map(|h| h.revision()).unwrap_or(0)
         } else {
-            first_kv(ops.first())
+            first_kv(resp.op_responses().first())
                 .map(|kv| kv.create_revision())
                 .unwrap_or(0)
         };
@@ -509,51 +588,19 @@ impl EtcdStore {
                 "etcd did not report the revision of our lock key",
             )));
         }
-        let owner = first_kv(ops.get(1));
-        if owner.map(|kv| kv.create_revision()) == Some(my_rev) {
-            return self
-                .granted(req, cancel, id, my_rev, &holder, granted, &refreshed)
-                .await;
-        }
-        if give_up.is_some_and(|g| Instant::now() >= g) {
-            // --no-wait: the answer already says who holds it.
-            let info = owner.map(|kv| self.info_of(name, kv, None));
-            return Pass::Done(Err(Error::NotAcquired {
-                name: name.clone(),
-                detail: info.as_ref().map(holder_detail).unwrap_or_default(),
-            }));
-        }
 
-        // Contended: keep our lease alive while we wait.
-        let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel::<()>();
-        let keeper = {
-            let client = self.client.clone();
-            let refreshed = refreshed.clone();
-            let every = Duration::from_millis((granted.max(1) as u64 * 1000) / 3);
-            AbortOnDrop(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let sent = Instant::now();
-                    let mut lc = client.lease_client();
-                    match tokio::time::timeout(REQUEST_TIMEOUT, lc.keep_alive(id)).await {
-                        Ok(Ok(_)) => {
-                            if let Ok(mut r) = refreshed.lock() {
-                                *r = sent;
-                            }
-                        }
-                        Ok(Err(e)) if is_lease_gone(&e) => {
-                            let _ = lost_tx.send(());
-                            return;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!("keeping our place in the queue: {e}; retrying")
-                        }
-                        Err(_) => tracing::warn!("keeping our place in the queue: no answer"),
-                    }
-                }
-            }))
-        };
-        let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
+        // Keep both leases alive while we wait; either one gone means our
+        // place in the queue is gone.
+        let (lost_tx, mut lost_rx) = tokio::sync::mpsc::channel::<()>(2);
+        let mut keepers = vec![self.keeper(
+            id,
+            lease.ttl,
+            Some(lease.refreshed.clone()),
+            lost_tx.clone(),
+        )];
+        if q.0 != id {
+            keepers.push(self.keeper(q.0, q.1, None, lost_tx));
+        }
         let give_up_at = async {
             match give_up {
                 Some(g) => tokio::time::sleep_until(g.into()).await,
@@ -561,17 +608,11 @@ impl EtcdStore {
             }
         };
         tokio::pin!(give_up_at);
-        let mut last_info: Option<LockInfo> = None;
-        let not_acquired = |info: &Option<LockInfo>| {
-            Pass::Done(Err(Error::NotAcquired {
-                name: name.clone(),
-                detail: info.as_ref().map(holder_detail).unwrap_or_default(),
-            }))
-        };
         loop {
-            // Head of the queue (every contender's create revision is ours or
-            // later) and still queued: we hold it; stamp the time. Otherwise
-            // read who is just before us, and who holds it.
+            // At the head (every contender's create revision is ours or
+            // later) and still queued: we hold it; move the key to our lease
+            // and stamp the time. Otherwise read who is just before us, and
+            // who holds it.
             let before = GetOptions::new()
                 .with_prefix()
                 .with_max_create_revision(my_rev - 1)
@@ -598,18 +639,22 @@ impl EtcdStore {
                     TxnOp::get(mp.clone(), Some(owner_opts())),
                 ]);
             let attempt = tokio::select! {
-                sig = &mut *cancel => return Pass::Done(Err(Error::Interrupted(sig))),
+                sig = &mut *cancel => return interrupted(sig),
                 r = self.call("read the lock", kvc.txn(txn)) => r,
             };
             let resp = match attempt {
                 Ok(r) => r,
+                Err(Error::Store(m)) if m.contains("lease not found") => {
+                    tracing::warn!("our lease on {name} expired while waiting; queueing again");
+                    return Pass::Requeue;
+                }
                 Err(e @ Error::Unavailable(_)) => {
                     tracing::warn!("{e}; still waiting");
                     if out_of_time() {
                         return not_acquired(&last_info);
                     }
                     tokio::select! {
-                        sig = &mut *cancel => return Pass::Done(Err(Error::Interrupted(sig))),
+                        sig = &mut *cancel => return interrupted(sig),
                         _ = &mut give_up_at => return not_acquired(&last_info),
                         _ = tokio::time::sleep(poll_pause()) => continue,
                     }
@@ -617,10 +662,8 @@ impl EtcdStore {
                 Err(e) => return Pass::Done(Err(e)),
             };
             if resp.succeeded() {
-                drop(keeper);
-                return self
-                    .granted(req, cancel, id, my_rev, &stamped, granted, &refreshed)
-                    .await;
+                drop(keepers);
+                return self.granted(req, cancel, lease, my_rev, &stamped);
             }
             let ops = resp.op_responses();
             if first_kv(ops.first()).is_none() {
@@ -628,12 +671,6 @@ impl EtcdStore {
                 return Pass::Requeue;
             }
             let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-            let Some(pred) = first_kv(ops.get(1)).cloned() else {
-                // Nobody before us, yet we are not at the head: cannot
-                // happen in one transaction; look again shortly.
-                tokio::time::sleep(poll_pause()).await;
-                continue;
-            };
             if let Some(owner) = first_kv(ops.get(2)) {
                 let info = self.info_of(name, owner, None);
                 if let Some(cb) = &req.on_wait {
@@ -644,6 +681,12 @@ impl EtcdStore {
             if out_of_time() {
                 return not_acquired(&last_info);
             }
+            let Some(pred) = first_kv(ops.get(1)).cloned() else {
+                // Nobody before us, yet not at the head: cannot happen in
+                // one transaction; look again shortly.
+                tokio::time::sleep(poll_pause()).await;
+                continue;
+            };
             // Wait for the key before ours to go.
             let mut wc = self.client.watch_client();
             let opts = WatchOptions::new().with_start_revision(header_rev + 1);
@@ -662,9 +705,9 @@ impl EtcdStore {
                 Ok::<_, etcd_client::Error>(())
             };
             tokio::select! {
-                sig = &mut *cancel => return Pass::Done(Err(Error::Interrupted(sig))),
+                sig = &mut *cancel => return interrupted(sig),
                 _ = &mut give_up_at => return not_acquired(&last_info),
-                _ = &mut lost_rx => {
+                Some(()) = lost_rx.recv() => {
                     tracing::warn!("our place in the queue for {name} expired; queueing again");
                     return Pass::Requeue;
                 }
@@ -672,7 +715,7 @@ impl EtcdStore {
                     if let Err(e) = r {
                         tracing::warn!("watching the lock: {}; looking again", one_line(&e.to_string()));
                         tokio::select! {
-                            sig = &mut *cancel => return Pass::Done(Err(Error::Interrupted(sig))),
+                            sig = &mut *cancel => return interrupted(sig),
                             _ = &mut give_up_at => return not_acquired(&last_info),
                             _ = tokio::time::sleep(poll_pause()) => {}
                         }
@@ -682,30 +725,65 @@ impl EtcdStore {
         }
     }
 
+    /// Keeps lease `id` (granted for `ttl_s`) alive in the background every
+    /// third of its TTL, noting when each successful keep-alive was sent;
+    /// says so on `lost` when the lease is gone. Stops when dropped.
+    fn keeper(
+        &self,
+        id: i64,
+        ttl_s: i64,
+        refreshed: Option<Arc<Mutex<Instant>>>,
+        lost: tokio::sync::mpsc::Sender<()>,
+    ) -> AbortOnDrop {
+        let client = self.client.clone();
+        let every = Duration::from_millis(ttl_s.max(1) as u64 * 1000 / 3);
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let sent = Instant::now();
+                let mut lc = client.lease_client();
+                match tokio::time::timeout(REQUEST_TIMEOUT, lc.keep_alive(id)).await {
+                    Ok(Ok(_)) => {
+                        if let Some(Ok(mut r)) = refreshed.as_ref().map(|r| r.lock()) {
+                            *r = sent;
+                        }
+                    }
+                    Ok(Err(e)) if is_lease_gone(&e) => {
+                        let _ = lost.send(()).await;
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::warn!(
+                        "keeping our place in the queue: {}; retrying",
+                        one_line(&e.to_string())
+                    ),
+                    Err(_) => tracing::warn!("keeping our place in the queue: no answer; retrying"),
+                }
+            }
+        }))
+    }
+
     /// We head the queue: the lease as the caller sees it.
-    #[allow(clippy::too_many_arguments)]
-    async fn granted(
+    fn granted(
         &self,
         req: &AcquireRequest,
         cancel: &mut futures_util::future::Fuse<BoxFuture<'_, i32>>,
-        id: i64,
+        lease: &Granted,
         rev: i64,
         holder: &Holder,
-        granted: i64,
-        refreshed: &Mutex<Instant>,
     ) -> Pass {
-        if let Poll::Ready(sig) = futures_util::poll!(&mut *cancel) {
+        if let Some(sig) = (&mut *cancel).now_or_never() {
             // Granted as the signal came: give it back (the caller revokes).
             return Pass::Done(Err(Error::Interrupted(sig)));
         }
-        let sent = refreshed
+        let sent = lease
+            .refreshed
             .lock()
             .map(|r| *r)
             .unwrap_or_else(|e| *e.into_inner());
-        let (deadline, expires_at_ms, duration) = timing(sent, granted);
+        let (deadline, expires_at_ms, duration) = timing(sent, lease.ttl);
         Pass::Done(Ok(Lease {
             name: req.name.clone(),
-            lease_id: lease_hex(id),
+            lease_id: lease_hex(lease.id),
             fence: u64::try_from(rev).ok(),
             duration,
             acquired_at_ms: holder.acquired_ms,

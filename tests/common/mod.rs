@@ -6,6 +6,9 @@
 //! and are installed by `scripts/setup.sh`.
 #![allow(dead_code)]
 
+pub mod etcd;
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

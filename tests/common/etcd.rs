@@ -1,0 +1,139 @@
+//! A private single-member etcd cluster per test: Debian's `etcd` on free
+//! loopback ports with its own data directory, stopped by pid when dropped.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{free_port, scrub_env, send_signal, terminate};
+
+/// Where Debian installs the server and its client.
+pub const ETCD: &str = "/usr/bin/etcd";
+pub const ETCDCTL: &str = "/usr/bin/etcdctl";
+
+/// A running etcd, killed when dropped.
+pub struct Etcd {
+    port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+/// Whether etcd and etcdctl are installed; prints why a test is skipped when not.
+pub fn available() -> bool {
+    let ok = Path::new(ETCD).exists() && Path::new(ETCDCTL).exists();
+    if !ok {
+        eprintln!("skipped: {ETCD} or {ETCDCTL} is not installed (see scripts/setup.sh)");
+    }
+    ok
+}
+
+impl Etcd {
+    /// Starts etcd, or returns `None` (after saying so) when it is not installed.
+    pub fn start() -> Option<Etcd> {
+        if !available() {
+            return None;
+        }
+        let mut last_log = String::new();
+        for attempt in 0..3 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = free_port();
+            let mut peer = free_port();
+            while peer == port {
+                peer = free_port();
+            }
+            let client_url = format!("http://127.0.0.1:{port}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let log = dir.path().join("etcd.log");
+            let log_file = std::fs::File::create(&log).expect("create etcd log");
+            let child = Command::new(ETCD)
+                .arg("--name")
+                .arg("default")
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("default={peer_url}")])
+                .args(["--initial-cluster-state", "new"])
+                .env_remove("ETCD_UNSUPPORTED_ARCH")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {ETCD}: {e}"));
+            let mut etcd = Etcd { port, child, dir };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut died = false;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = etcd.child.try_wait() {
+                    died = true;
+                    break;
+                }
+                let healthy = etcd
+                    .etcdctl()
+                    .args(["endpoint", "health", "--command-timeout", "2s"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if healthy {
+                    return Some(etcd);
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            last_log = etcd.log();
+            drop(etcd);
+            if !died {
+                panic!("etcd did not become healthy on port {port} within 30 s:\n{last_log}");
+            }
+            // Most likely a port taken between choosing and binding it.
+            eprintln!("etcd exited during start-up (attempt {attempt}), retrying");
+        }
+        panic!("etcd failed to start three times:\n{last_log}");
+    }
+
+    /// `127.0.0.1:PORT`, as etcdctl's --endpoints and our etcd:// URLs take it.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGSTOP the server: connections stay open but nothing is answered.
+    pub fn pause(&self) {
+        send_signal(self.pid(), "STOP");
+    }
+
+    pub fn resume(&self) {
+        send_signal(self.pid(), "CONT");
+    }
+
+    /// etcdctl (API v3) aimed at this server, with a clean environment.
+    pub fn etcdctl(&self) -> Command {
+        let mut cmd = Command::new(ETCDCTL);
+        scrub_env(&mut cmd);
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("ETCDCTL_")) {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint()]);
+        cmd
+    }
+
+    /// The server's output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}

@@ -1,0 +1,561 @@
+//! The etcd store against a private etcd server per test: the lease cycle,
+//! interoperation with `etcdctl lock` both ways, FIFO hand-off, fencing
+//! tokens, hand-off latency, a frozen cluster, and an unreachable one.
+//!
+//! Every test starts its own etcd on free loopback ports and skips (with a
+//! note) when /usr/bin/etcd is not installed.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::etcd::Etcd;
+use common::*;
+
+/// Our binary aimed at `etcd://ENDPOINT/prefix`.
+fn aw(etcd: &Etcd, prefix: &str) -> Command {
+    let mut c = awsflock_at(&dead_endpoint());
+    c.env(
+        "AWSFLOCK_BACKEND",
+        format!("etcd://{}/{prefix}", etcd.endpoint()),
+    );
+    c
+}
+
+fn assert_hex_lease(id: &str) {
+    assert!(
+        !id.is_empty() && id.len() <= 16 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "not an etcd lease id in hex: {id:?}"
+    );
+    assert_eq!(id, id.to_lowercase(), "lease ids are lower-case hex");
+}
+
+fn status(etcd: &Etcd, prefix: &str, name: &str) -> serde_json::Value {
+    let out = run(aw(etcd, prefix).args(["status", name, "--json"]));
+    assert_eq!(out.code, 0, "status failed:\n{}", out.describe());
+    out.json()
+}
+
+/// Waits until `name` is held (by anyone), up to `within`.
+fn wait_held(etcd: &Etcd, prefix: &str, name: &str, within: Duration) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let v = status(etcd, prefix, name);
+        if v["held"] == true {
+            return v;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{name} was not held within {within:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The keys queued under `key_prefix`, with their create revisions, oldest first.
+fn queued(etcd: &Etcd, key_prefix: &str) -> Vec<(String, i64)> {
+    let out = run(etcd
+        .etcdctl()
+        .args(["get", "--prefix", key_prefix, "-w", "fields"]));
+    assert_eq!(out.code, 0, "etcdctl get failed:\n{}", out.describe());
+    let mut keys = Vec::new();
+    let mut key = None;
+    for line in out.stdout.lines() {
+        let Some((field, value)) = line.split_once(" : ") else {
+            continue;
+        };
+        match field.trim().trim_matches('"') {
+            "Key" => key = Some(value.trim().trim_matches('"').to_string()),
+            "CreateRevision" => {
+                if let Some(k) = key.take() {
+                    keys.push((k, value.trim().parse().expect("create revision")));
+                }
+            }
+            _ => {}
+        }
+    }
+    keys.sort_by_key(|(_, rev)| *rev);
+    keys
+}
+
+/// Waits until `n` contenders are queued under `key_prefix`.
+fn wait_queued(etcd: &Etcd, key_prefix: &str, n: usize) {
+    let start = Instant::now();
+    while queued(etcd, key_prefix).len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{n} contenders never queued under {key_prefix}: {:?}",
+            queued(etcd, key_prefix)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn read_ns(path: &Path) -> i128 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .expect("a timestamp in ns")
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i128
+}
+
+#[test]
+fn lease_cycle_and_exit_codes() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "cycle/";
+    let name = unique_name("cycle");
+    let out = run(aw(&etcd, p).args(["acquire", &name, "--lease-duration", "30"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let id = out.line().to_string();
+    assert_hex_lease(&id);
+    // The key is etcd's mutex layout: PREFIX NAME / LEASE_ID.
+    let keys = queued(&etcd, &format!("{p}{name}/"));
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0].0, format!("{p}{name}/{id}"));
+
+    let out = run(aw(&etcd, p).args(["acquire", &name, "--no-wait"]));
+    assert_eq!(out.code, 3, "{}", out.describe());
+    assert_clean_error(&out);
+    assert_eq!(
+        queued(&etcd, &format!("{p}{name}/")).len(),
+        1,
+        "a contender that gave up must leave no key behind"
+    );
+
+    // Renewal keeps the etcd lease and its id.
+    let out = run(aw(&etcd, p).args(["renew", &name, &id, "--json"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let v = out.json();
+    assert_eq!(v["lease_id"], id.as_str());
+    assert_eq!(v["fence"].as_i64(), Some(keys[0].1));
+    assert_eq!(v["lease_duration"], 30, "renew keeps the granted TTL: {v}");
+    let out = run(aw(&etcd, p).args(["renew", &name, &id]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_eq!(out.line(), id);
+
+    // Ids that are not held.
+    for bogus in [
+        "1234abcd",
+        "not-a-lease",
+        "6f9619ff-8b86-d011-b42d-00cf4fc964ff",
+    ] {
+        assert_eq!(run(aw(&etcd, p).args(["renew", &name, bogus])).code, 3);
+        assert_eq!(run(aw(&etcd, p).args(["release", &name, bogus])).code, 3);
+    }
+    // Another lock's lease id does not release this one.
+    let other = unique_name("other");
+    assert_eq!(run(aw(&etcd, p).args(["release", &other, &id])).code, 3);
+
+    assert_eq!(status(&etcd, p, &name)["held"], true);
+    assert_eq!(run(aw(&etcd, p).args(["release", &name, &id])).code, 0);
+    assert_eq!(status(&etcd, p, &name)["held"], false);
+    assert!(queued(&etcd, &format!("{p}{name}/")).is_empty());
+    assert_eq!(
+        run(aw(&etcd, p).args(["release", &name, &id])).code,
+        3,
+        "released twice"
+    );
+    assert_eq!(
+        run(aw(&etcd, p).args(["renew", &name, &id])).code,
+        3,
+        "renewed after release"
+    );
+    let out = run(aw(&etcd, p).args(["acquire", &name, "--no-wait"]));
+    assert_eq!(out.code, 0, "free again after release:\n{}", out.describe());
+    assert_eq!(run(aw(&etcd, p).args(["table-create"])).code, 0);
+}
+
+#[test]
+fn etcdctl_holding_excludes_us_and_hands_over() {
+    let Some(etcd) = Etcd::start() else { return };
+    let name = unique_name("ctl");
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    // No prefix: `etcdctl lock NAME` and ours contend for the same lock.
+    let ctl = spawn(etcd.etcdctl().args([
+        "lock",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        &format!("sleep 3; date +%s%N > {}", done.display()),
+    ]));
+    let v = wait_held(&etcd, "", &name, Duration::from_secs(10));
+    assert_eq!(v["owner"], "etcdctl", "{v}");
+    assert!(v["fence"].as_i64().is_some(), "{v}");
+
+    let out = run(aw(&etcd, "").args(["acquire", &name, "--no-wait"]));
+    assert_eq!(out.code, 3, "{}", out.describe());
+    assert!(out.stderr.contains("etcdctl"), "{}", out.describe());
+
+    let out = run(aw(&etcd, "").args(["acquire", &name, "--wait-time", "30", "--json"]));
+    let got_ns = now_ns();
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let ctl_out = ctl.wait(Duration::from_secs(10));
+    assert_eq!(ctl_out.code, 0, "{}", ctl_out.describe());
+    assert!(
+        read_ns(&done) <= got_ns,
+        "we got the lock before etcdctl's command ended"
+    );
+    let fence = out.json()["fence"].as_i64().expect("fence");
+    assert!(fence > v["fence"].as_i64().unwrap());
+}
+
+#[test]
+fn us_holding_excludes_etcdctl_until_released() {
+    let Some(etcd) = Etcd::start() else { return };
+    // With a prefix, the etcdctl lock name is PREFIX + NAME.
+    let prefix = format!("{}/", unique_name("realm"));
+    let name = unique_name("ours");
+    let out = run(aw(&etcd, &prefix).args(["acquire", &name, "--reason", "interop"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let id = out.line().to_string();
+    let mut ctl = spawn(
+        etcd.etcdctl()
+            .args(["lock", &format!("{prefix}{name}"), "echo", "got"]),
+    );
+    thread::sleep(Duration::from_millis(1500));
+    assert!(!ctl.finished(), "etcdctl took a lock we hold");
+    let released = Instant::now();
+    assert_eq!(
+        run(aw(&etcd, &prefix).args(["release", &name, &id])).code,
+        0
+    );
+    let out = ctl.wait(Duration::from_secs(10));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_eq!(out.line(), "got");
+    eprintln!(
+        "etcdctl got the lock {:?} after our release",
+        released.elapsed()
+    );
+}
+
+#[test]
+fn waiters_are_served_in_arrival_order_with_increasing_fences() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "fifo/";
+    let name = unique_name("fifo");
+    let mp = format!("{p}{name}/");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("order");
+    let out = run(aw(&etcd, p).args(["acquire", &name, "--lease-duration", "60"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let holder = out.line().to_string();
+    let mut waiters = Vec::new();
+    for i in 0..4 {
+        let started = Instant::now();
+        waiters.push(spawn(aw(&etcd, p).args([
+            "-q",
+            "run",
+            &name,
+            "--wait-time",
+            "60",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo \"{i} $AWSFLOCK_FENCE\" >> {}", log.display()),
+        ])));
+        // Each has queued before the next starts (at least 300 ms apart).
+        wait_queued(&etcd, &mp, i + 2);
+        if let Some(rest) = Duration::from_millis(300).checked_sub(started.elapsed()) {
+            thread::sleep(rest);
+        }
+    }
+    let revs: Vec<i64> = queued(&etcd, &mp).iter().map(|(_, r)| *r).collect();
+    assert_eq!(run(aw(&etcd, p).args(["release", &name, &holder])).code, 0);
+    for w in waiters {
+        let out = w.wait(Duration::from_secs(60));
+        assert_eq!(out.code, 0, "{}", out.describe());
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<(usize, i64)> = text
+        .lines()
+        .map(|l| {
+            let (i, f) = l.split_once(' ').expect("index and fence");
+            (i.parse().unwrap(), f.parse().expect("AWSFLOCK_FENCE"))
+        })
+        .collect();
+    let order: Vec<usize> = lines.iter().map(|(i, _)| *i).collect();
+    assert_eq!(order, vec![0, 1, 2, 3], "served out of order:\n{text}");
+    // Each fence is the waiter's create revision: the queue's, in order.
+    let fences: Vec<i64> = lines.iter().map(|(_, f)| *f).collect();
+    assert_eq!(fences, revs[1..].to_vec(), "fences are create revisions");
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+}
+
+#[test]
+fn a_killed_waiter_does_not_block_the_queue_for_its_lease() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "killed/";
+    let name = unique_name("killed");
+    let mp = format!("{p}{name}/");
+    let out = run(aw(&etcd, p).args(["acquire", &name]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let holder = out.line().to_string();
+    // A waiter with the default two-hour lease, killed before it can revoke.
+    let waiter = spawn(aw(&etcd, p).args(["-q", "acquire", &name, "--wait-time", "600"]));
+    wait_queued(&etcd, &mp, 2);
+    let _ = Command::new("kill")
+        .args(["-KILL", &waiter.pid().to_string()])
+        .status();
+    let out = waiter.wait(Duration::from_secs(10));
+    assert_eq!(out.code, 137, "{}", out.describe());
+    assert_eq!(run(aw(&etcd, p).args(["release", &name, &holder])).code, 0);
+    let out = run(aw(&etcd, p).args(["acquire", &name, "--wait-time", "30"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        out.elapsed < Duration::from_secs(15),
+        "the dead waiter blocked the lock for {:?}",
+        out.elapsed
+    );
+    eprintln!("a dead waiter delayed the next holder by {:?}", out.elapsed);
+}
+
+#[test]
+fn fence_is_the_create_revision_etcdctl_sees() {
+    let Some(etcd) = Etcd::start() else { return };
+    let name = unique_name("rev");
+    let out = run(aw(&etcd, "").args(["acquire", &name, "--json"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let v = out.json();
+    let keys = queued(&etcd, &format!("{name}/"));
+    assert_eq!(v["fence"].as_i64(), Some(keys[0].1));
+    let id = v["lease_id"].as_str().unwrap().to_string();
+    assert_eq!(run(aw(&etcd, "").args(["release", &name, &id])).code, 0);
+    // etcdctl's ETCD_LOCK_REV and our AWSFLOCK_FENCE come from one sequence.
+    let out = run(etcd
+        .etcdctl()
+        .args(["lock", &name, "--", "sh", "-c", "echo $ETCD_LOCK_REV"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let ctl_rev: i64 = out.line().parse().expect("ETCD_LOCK_REV");
+    let out = run(aw(&etcd, "").args(["run", &name, "--", "sh", "-c", "echo $AWSFLOCK_FENCE"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let ours: i64 = out.line().parse().expect("AWSFLOCK_FENCE");
+    assert!(
+        v["fence"].as_i64().unwrap() < ctl_rev && ctl_rev < ours,
+        "{v} {ctl_rev} {ours}"
+    );
+}
+
+#[test]
+fn hand_off_latency() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "handoff/";
+    let dir = tempfile::tempdir().unwrap();
+    let mut ms = Vec::new();
+    for trial in 0..9 {
+        let name = unique_name("handoff");
+        let end = dir.path().join(format!("end-{trial}"));
+        let start = dir.path().join(format!("start-{trial}"));
+        let holder = spawn(aw(&etcd, p).args([
+            "-q",
+            "run",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            &format!("sleep 1.5; date +%s%N > {}", end.display()),
+        ]));
+        wait_queued(&etcd, &format!("{p}{name}/"), 1);
+        let waiter = spawn(aw(&etcd, p).args([
+            "-q",
+            "run",
+            &name,
+            "--wait-time",
+            "30",
+            "--",
+            "sh",
+            "-c",
+            &format!("date +%s%N > {}", start.display()),
+        ]));
+        wait_queued(&etcd, &format!("{p}{name}/"), 2);
+        let out = holder.wait(Duration::from_secs(30));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        let out = waiter.wait(Duration::from_secs(30));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        ms.push((read_ns(&start) - read_ns(&end)) as f64 / 1e6);
+    }
+    assert!(
+        ms.iter().all(|&m| m > 0.0),
+        "a waiter ran before the holder's command ended: {ms:?}"
+    );
+    let mut sorted = ms.clone();
+    let med = median(&mut sorted);
+    eprintln!(
+        "hand-off (holder's command ends -> waiter's command starts): median {med:.1} ms, all {ms:.1?}"
+    );
+    assert!(med < 200.0, "median hand-off {med:.1} ms: {ms:.1?}");
+}
+
+#[test]
+fn frozen_cluster_stops_the_command_before_the_lease_ends() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "frozen/";
+    let name = unique_name("frozen");
+    let dir = tempfile::tempdir().unwrap();
+    let beats = dir.path().join("beats");
+    let holder = spawn(aw(&etcd, p).args([
+        "run",
+        &name,
+        "--lease-duration",
+        "6",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "while :; do date +%s%N >> {}; sleep 0.05; done",
+            beats.display()
+        ),
+    ]));
+    wait_held(&etcd, p, &name, Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(2500));
+    let paused_ns = now_ns();
+    etcd.pause();
+    let out = holder.wait(Duration::from_secs(30));
+    etcd.resume();
+    assert_eq!(out.code, 4, "{}", out.describe());
+    let text = std::fs::read_to_string(&beats).unwrap();
+    let last: i128 = text
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .max()
+        .expect("beats");
+    let after = (last - paused_ns) as f64 / 1e9;
+    eprintln!("the command's last beat came {after:.2}s after the cluster froze");
+    assert!(after < 6.0, "the command ran {after:.2}s into the freeze");
+    assert!(out.stderr.contains("lost"), "{}", out.describe());
+}
+
+#[test]
+fn status_and_list_show_who_and_why() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "who/";
+    let name = unique_name("who");
+    let out = run(aw(&etcd, p).args([
+        "acquire",
+        &name,
+        "--owner",
+        "alice@ci-7",
+        "--reason",
+        "terraform apply prod",
+        "--lease-duration",
+        "40",
+        "--json",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let got = out.json();
+    let v = status(&etcd, p, &name);
+    assert_eq!(v["held"], true);
+    assert_eq!(v["owner"], "alice@ci-7");
+    assert_eq!(v["reason"], "terraform apply prod");
+    assert_eq!(v["fence"], got["fence"]);
+    assert_eq!(v["lease_id"], got["lease_id"]);
+    assert_eq!(v["lease_duration"], 40);
+    assert!(v["pid"].as_u64().is_some(), "{v}");
+    assert!(
+        v["client"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("awsflock-rs"),
+        "{v}"
+    );
+    for k in ["acquired_at", "expires_at"] {
+        let t = v[k].as_str().unwrap_or_else(|| panic!("{k} missing: {v}"));
+        assert!(t.ends_with('Z') && t.contains('T'), "{k}: {t}");
+    }
+    // A waiter's key is not the holder.
+    let out = run(aw(&etcd, p).args(["acquire", &name, "--wait-time", "1"]));
+    assert_eq!(out.code, 3, "{}", out.describe());
+    assert!(out.stderr.contains("alice@ci-7"), "{}", out.describe());
+
+    // An etcdctl holder, shown and released by force.
+    let ctl_name = unique_name("ctl");
+    let _ctl = spawn(
+        etcd.etcdctl()
+            .args(["lock", &format!("{p}{ctl_name}"), "sleep", "30"]),
+    );
+    wait_held(&etcd, p, &ctl_name, Duration::from_secs(10));
+    let list = run(aw(&etcd, p).args(["list", "--json"])).json();
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    let mut want = vec![name.as_str(), ctl_name.as_str()];
+    want.sort();
+    assert_eq!(names, want, "{list}");
+    let ctl_info = &list.as_array().unwrap()[names.iter().position(|n| *n == ctl_name).unwrap()];
+    assert_eq!(ctl_info["owner"], "etcdctl", "{list}");
+    let out = run(aw(&etcd, p).args(["release", &ctl_name, "--force", "--yes"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_eq!(status(&etcd, p, &ctl_name)["held"], false);
+    let out = run(aw(&etcd, p).args(["acquire", &ctl_name, "--no-wait"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+}
+
+#[test]
+fn unreachable_cluster_is_an_error_within_seconds() {
+    if !common::etcd::available() {
+        return;
+    }
+    let port = free_port();
+    let mut cmd = awsflock_at(&dead_endpoint());
+    cmd.env("AWSFLOCK_BACKEND", format!("etcd://127.0.0.1:{port}/x/"));
+    let out = run(cmd.args(["acquire", "deploy", "--wait-time", "60"]));
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        out.elapsed
+    );
+    assert_clean_error(&out);
+    assert!(
+        out.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn credentials_are_checked() {
+    let Some(etcd) = Etcd::start() else { return };
+    for args in [
+        vec!["user", "add", "root", "--new-user-password", "s3cret"],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["auth", "enable"],
+    ] {
+        let out = run(etcd.etcdctl().args(&args));
+        assert_eq!(out.code, 0, "etcdctl {args:?}:\n{}", out.describe());
+    }
+    let name = unique_name("auth");
+    let out = run(aw(&etcd, "a/").args(["acquire", &name]));
+    assert_eq!(out.code, 1, "no credentials:\n{}", out.describe());
+    assert_clean_error(&out);
+    let out = run(aw(&etcd, "a/").args(["--etcd-user", "root:wrong", "acquire", &name]));
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert_clean_error(&out);
+    assert!(out.stderr.contains("--etcd-user"), "{}", out.describe());
+    let out = run(aw(&etcd, "a/").args(["--etcd-user", "root:s3cret", "acquire", &name]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let id = out.line().to_string();
+    let out = run(aw(&etcd, "a/")
+        .args(["--etcd-user", "root", "--etcd-password", "s3cret"])
+        .args(["release", &name, &id]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+}
