@@ -32,10 +32,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Acquire(a) => {
             let store = open(g).await?;
             let req = request(&a.name, &a.lock, DEFAULT_LEASE, g)?;
-            let lease = store
-                .acquire(&req, Box::pin(std::future::pending()))
-                .await?;
-            print_lease(&lease, a.json, &req.owner, req.reason.as_deref())?;
+            // A signal ends the wait holding nothing (a queued etcd key is
+            // revoked, a grant that raced with it is released), exit 128+N.
+            let mut signals = supervise::unix::signals()
+                .map_err(|e| Error::store(format!("cannot handle signals: {e}")))?;
+            let lease = store.acquire(&req, next_signal(&mut signals)).await;
+            waiting_done(&req);
+            print_lease(&lease?, a.json, &req.owner, req.reason.as_deref())?;
             Ok(exit::OK)
         }
         Command::Renew(r) => {
@@ -121,12 +124,7 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
     let mut signals = supervise::unix::signals()
         .map_err(|e| Error::store(format!("cannot handle signals: {e}")))?;
     let store = open(g).await?;
-    let cancel = {
-        use futures_util::StreamExt;
-        let signals = &mut signals;
-        Box::pin(async move { signals.next().await.unwrap_or(libc::SIGTERM) })
-    };
-    let acquired = LockGuard::acquire(store, &req, renew_every, cancel).await;
+    let acquired = LockGuard::acquire(store, &req, renew_every, next_signal(&mut signals)).await;
     waiting_done(&req);
     let guard = match acquired {
         Ok(guard) => guard,
@@ -144,6 +142,12 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
         lost_exit_code: r.lost_exit_code,
     };
     Ok(supervise::run(guard, opts, &mut signals).await)
+}
+
+/// The next forwarded signal, as the cancellation of a wait.
+fn next_signal(signals: &mut signal_hook_tokio::Signals) -> backend::BoxFuture<'_, i32> {
+    use futures_util::StreamExt;
+    Box::pin(async move { signals.next().await.unwrap_or(libc::SIGTERM) })
 }
 
 /// The store options from the global flags and the environment, including

@@ -37,6 +37,18 @@ pub fn timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// The SDK's own retries of throttling, 5xx and network errors: 3 attempts
+/// with jittered exponential backoff from 100 ms (the standard mode starts at
+/// up to 1 s, which is longer than the time a short lease leaves a renewal
+/// before the command must be warned). The lease and wait loops retry again
+/// on top of this, with their own backoff, until their deadlines.
+pub fn retries() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(100))
+        .with_max_backoff(Duration::from_secs(1))
+}
+
 /// Loads region, credentials and endpoint from the standard AWS chain, with
 /// `endpoint` (from `--endpoint-url` or `DYNAMO_ENDPOINT_URL`) taking
 /// precedence over `AWS_ENDPOINT_URL`. Fails early, with a message, when
@@ -44,9 +56,15 @@ pub fn timeouts() -> TimeoutConfig {
 pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts())
-        .retry_config(RetryConfig::standard().with_max_attempts(3));
+        .retry_config(retries());
     if let Some(ep) = &endpoint {
         loader = loader.endpoint_url(ep.clone());
+    }
+    if plain_http_endpoint(endpoint.as_deref()) {
+        // A local server over plain HTTP needs no TLS: skip the default
+        // client's loading and parsing of every system root certificate,
+        // which is most of a short command's start-up time.
+        loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
     }
     let mut config = loader.load().await;
     if config.region().is_none() {
@@ -75,6 +93,22 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
         ));
     }
     Ok(config)
+}
+
+/// Whether every request will go to a plain `http://` endpoint: the one
+/// given, or else the SDK's `AWS_ENDPOINT_URL_DYNAMODB`/`_S3` and
+/// `AWS_ENDPOINT_URL`.
+fn plain_http_endpoint(explicit: Option<&str>) -> bool {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(ep) = explicit {
+        return ep.starts_with("http://");
+    }
+    let service: Vec<String> = ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_S3"]
+        .iter()
+        .filter_map(|k| var(k))
+        .collect();
+    let all: Vec<String> = service.into_iter().chain(var("AWS_ENDPOINT_URL")).collect();
+    !all.is_empty() && all.iter().all(|e| e.starts_with("http://"))
 }
 
 /// Counts and times every HTTP attempt, and feeds each response's `Date`
