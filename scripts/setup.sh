@@ -13,6 +13,35 @@ mkdir -p "$TOOLS"
 
 log() { echo "setup: $*" >&2; }
 
+# apt_install WHY PACKAGE...: installs Debian packages when root; refreshes
+# the package lists only if the first attempt fails (a fresh machine has none).
+apt_install() {
+    local why="$1"
+    shift
+    [ "$#" -gt 0 ] || return 0
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        log "$* not installed (not root): $why"
+        return 0
+    fi
+    log "installing $*"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -qq "$@" >/dev/null 2>&1; then
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq "$@" >/dev/null
+    fi
+}
+
+# Debian packages: faketime for the clock-skew tests; etcd (server and
+# etcdctl) for the etcd store's tests and protoc, which the etcd client needs
+# to build its gRPC code; venv support when python3 is Debian's own.
+pkgs=()
+command -v faketime >/dev/null 2>&1 || pkgs+=(faketime)
+[ -x /usr/bin/etcd ] || pkgs+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || pkgs+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || pkgs+=(protobuf-compiler)
+"$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || pkgs+=(python3-venv)
+apt_install "the tests that need them will be skipped or fail" "${pkgs[@]+"${pkgs[@]}"}"
+
 # make_venv NAME CHECK_PYTHON_CODE PIP_ARGS...
 # (Re)creates $TOOLS/NAME unless its python already passes CHECK.
 make_venv() {
@@ -39,37 +68,5 @@ make_venv moto \
 make_venv peer \
     "import os, sys, importlib.metadata as m, awsflock.main; sys.exit(0 if m.version('awsflock') == '0.2.0' and os.access(os.path.join(sys.prefix, 'bin', 'awsflock'), os.X_OK) else 1)" \
     'awsflock==0.2.0'
-
-if ! command -v faketime >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "installing faketime"
-        export DEBIAN_FRONTEND=noninteractive
-        if ! apt-get install -y -qq faketime >/dev/null 2>&1; then
-            apt-get update -qq >/dev/null
-            apt-get install -y -qq faketime >/dev/null
-        fi
-    else
-        log "faketime is not installed (not root): the clock-skew tests will be skipped"
-    fi
-fi
-
-# etcd (server and etcdctl) for the etcd store's tests, and protoc, which the
-# etcd client needs to build its gRPC code.
-etcd_pkgs=()
-[ -x /usr/bin/etcd ] || etcd_pkgs+=(etcd-server)
-[ -x /usr/bin/etcdctl ] || etcd_pkgs+=(etcd-client)
-command -v protoc >/dev/null 2>&1 || etcd_pkgs+=(protobuf-compiler)
-if [ "${#etcd_pkgs[@]}" -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "installing ${etcd_pkgs[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        if ! apt-get install -y -qq "${etcd_pkgs[@]}" >/dev/null 2>&1; then
-            apt-get update -qq >/dev/null
-            apt-get install -y -qq "${etcd_pkgs[@]}" >/dev/null
-        fi
-    else
-        log "${etcd_pkgs[*]} not installed (not root): the etcd tests will be skipped or fail to build"
-    fi
-fi
 
 cargo build --quiet
