@@ -16,24 +16,12 @@ use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // ------------------------------------------------------------------- helpers
-
-fn lock() -> String {
-    unique_name("lock")
-}
-
-fn scratch() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 temp path")
-}
 
 /// Wall-clock nanoseconds since the epoch, as `date +%s%N` prints them.
 fn now_ns() -> i128 {
@@ -45,35 +33,6 @@ fn now_ns() -> i128 {
 
 fn secs(ns: i128) -> f64 {
     ns as f64 / 1e9
-}
-
-fn signal(pid: u32, sig: Signal) {
-    kill(Pid::from_raw(pid as i32), sig).unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
-}
-
-/// True while `pid` exists and is not a zombie.
-fn alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    match stat.rfind(')') {
-        Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
-        None => false,
-    }
-}
-
-/// Waits up to `timeout` for `pid` to be gone; true if it is.
-fn gone_within(pid: i32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if !alive(pid) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Waits up to `timeout` for `path` to hold a complete first line and
@@ -93,14 +52,6 @@ fn first_line(path: &Path, timeout: Duration, running: &mut Running) -> Option<S
     }
 }
 
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 fn append(path: &Path, line: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -109,25 +60,6 @@ fn append(path: &Path, line: &str) {
         .expect("open log");
     f.write_all(format!("{line}\n").as_bytes())
         .expect("append to log");
-}
-
-fn status_json(moto: &Moto, table: &str, name: &str) -> serde_json::Value {
-    let out = run(awsflock(moto).args(["status", name, "--table", table, "--json"]));
-    assert_eq!(out.code, 0, "status {name}:\n{}", out.describe());
-    out.json()
-}
-
-/// Asserts nobody holds `name`: `status` says so and a `--no-wait` acquire
-/// succeeds (and is released again).
-fn assert_free(moto: &Moto, table: &str, name: &str, after: &str) {
-    let st = status_json(moto, table, name);
-    assert_eq!(
-        st["held"],
-        serde_json::Value::Bool(false),
-        "lock still held after {after}: {st}"
-    );
-    let lease = acquire(moto, table, name, &["--no-wait"]);
-    release(moto, table, name, &lease);
 }
 
 /// `awsflock run NAME --table T` followed by `args`, aimed at `endpoint`.
@@ -789,9 +721,12 @@ fn outage_frozen_store_while_waiting_then_the_waiter_gets_the_lock() {
     release(&moto, &t, &name, &lease);
 }
 
-/// The moto server's executable (installed by `scripts/setup.sh`).
-fn moto_server() -> PathBuf {
-    tools_dir().join("moto/bin/moto_server")
+/// moto behind the launcher that serialises its requests, as the harness
+/// starts it (see scripts/moto-server.py).
+fn moto_server() -> Command {
+    let mut c = Command::new(tools_dir().join("moto/bin/python"));
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-server.py"));
+    c
 }
 
 fn answers(port: u16) -> bool {
@@ -817,7 +752,7 @@ impl Restarted {
     fn start(port: u16, log: &Path) -> Option<Restarted> {
         for _ in 0..5 {
             let f = std::fs::File::create(log).ok()?;
-            let mut child = Command::new(moto_server())
+            let mut child = moto_server()
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(f.try_clone().ok()?)

@@ -608,3 +608,76 @@ c.delete_item(TableName={table:?}, Key={{"lock_id": {{"S": {name:?}}}}})
     );
     boto(moto, &script);
 }
+
+// Process and file helpers shared by the supervisor and fault tests.
+
+pub fn lock() -> String {
+    unique_name("lock")
+}
+
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)
+        .unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may
+    // itself contain spaces or parentheses.
+    match stat.rfind(')') {
+        Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
+        None => false,
+    }
+}
+
+/// Waits up to `timeout` for `pid` to be gone; true if it is.
+pub fn gone_within(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !alive(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn status_json(moto: &Moto, table: &str, name: &str) -> serde_json::Value {
+    let out = run(awsflock(moto).args(["status", name, "--table", table, "--json"]));
+    assert_eq!(out.code, 0, "status {name}:\n{}", out.describe());
+    out.json()
+}
+
+/// Asserts nobody holds `name`: `status` says so and a `--no-wait` acquire
+/// succeeds (and is released again).
+pub fn assert_free(moto: &Moto, table: &str, name: &str, after: &str) {
+    let st = status_json(moto, table, name);
+    assert_eq!(
+        st["held"],
+        serde_json::Value::Bool(false),
+        "lock still held after {after}: {st}"
+    );
+    let lease = acquire(moto, table, name, &["--no-wait"]);
+    release(moto, table, name, &lease);
+}
