@@ -559,3 +559,67 @@ fn credentials_are_checked() {
         .args(["release", &name, &id]));
     assert_eq!(out.code, 0, "{}", out.describe());
 }
+
+#[test]
+fn user_and_password_authenticate_as_etcdctl_takes_them() {
+    let Some(etcd) = Etcd::start() else { return };
+    for args in [
+        vec!["user", "add", "root:rootpw"],
+        vec!["role", "add", "root"],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["auth", "enable"],
+    ] {
+        let out = run(etcd.etcdctl().args(&args));
+        assert_eq!(out.code, 0, "etcdctl {args:?}:\n{}", out.describe());
+    }
+    let name = unique_name("auth");
+    // No credentials: refused, one line that says what to give.
+    let out = run(aw(&etcd, "auth/").args(["acquire", &name, "--no-wait"]));
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert_clean_error(&out);
+    // USER:PASSWORD in one option, as etcdctl's --user.
+    let out = run(aw(&etcd, "auth/").args(["--etcd-user", "root:rootpw", "acquire", &name]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let lease = out.line().to_string();
+    // USER and a separate password, from the environment.
+    let out = run(aw(&etcd, "auth/")
+        .env("AWSFLOCK_ETCD_USER", "root")
+        .env("AWSFLOCK_ETCD_PASSWORD", "rootpw")
+        .args(["release", &name, &lease]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    // A wrong password is an error that points at the options.
+    let out = run(aw(&etcd, "auth/").args(["--etcd-user", "root:wrong", "status", &name]));
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert!(out.stderr.contains("--etcd-user"), "{}", out.stderr);
+}
+
+#[test]
+fn tls_with_a_client_certificate_as_etcdctl_takes_it() {
+    let Some((etcd, certs)) = Etcd::start_tls() else {
+        return;
+    };
+    let tls = common::etcd::Tls::make_paths(certs.path());
+    let name = unique_name("tls");
+    let with_tls = |c: &mut Command| {
+        c.arg("--etcd-cacert")
+            .arg(&tls.0)
+            .arg("--etcd-cert")
+            .arg(&tls.1)
+            .arg("--etcd-key")
+            .arg(&tls.2);
+    };
+    let mut c = aw(&etcd, "tls/");
+    with_tls(&mut c);
+    let out = run(c.args(["run", &name, "--", "sh", "-c", "echo fence=$AWSFLOCK_FENCE"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(out.stdout.starts_with("fence="), "{}", out.stdout);
+    // Without the CA the server's certificate cannot be verified.
+    let out = run(aw(&etcd, "tls/").args(["status", &name]));
+    assert_eq!(
+        out.code,
+        1,
+        "plain text against a TLS server must fail:\n{}",
+        out.describe()
+    );
+    assert_clean_error(&out);
+}

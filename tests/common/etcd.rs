@@ -17,6 +17,68 @@ pub struct Etcd {
     port: u16,
     child: Child,
     dir: tempfile::TempDir,
+    tls: Option<Tls>,
+}
+
+/// Certificates for an etcd that speaks TLS and requires client certificates.
+#[derive(Clone)]
+pub struct Tls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+}
+
+impl Tls {
+    /// The (CA, client certificate, client key) paths that [`Tls::make`]
+    /// wrote into `dir`.
+    pub fn make_paths(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+        (
+            dir.join("ca.pem"),
+            dir.join("client.pem"),
+            dir.join("client.key"),
+        )
+    }
+
+    /// A fresh CA, a server certificate for 127.0.0.1 and a client
+    /// certificate, made with openssl in `dir`.
+    pub fn make(dir: &Path) -> Tls {
+        let sh = |script: &str| {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.join("san.cnf"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        sh(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=awsflock-test-ca 2>/dev/null",
+        );
+        for who in ["server", "client"] {
+            sh(&format!(
+                "openssl req -newkey rsa:2048 -nodes -keyout {who}.key -out {who}.csr -subj /CN={who} 2>/dev/null && \
+                 openssl x509 -req -in {who}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {who}.pem -days 2 -extfile san.cnf 2>/dev/null"
+            ));
+        }
+        Tls {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("client.pem"),
+            key: dir.join("client.key"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
 }
 
 /// Whether etcd and etcdctl are installed; prints why a test is skipped when not.
@@ -31,9 +93,26 @@ pub fn available() -> bool {
 impl Etcd {
     /// Starts etcd, or returns `None` (after saying so) when it is not installed.
     pub fn start() -> Option<Etcd> {
+        Self::start_with(None)
+    }
+
+    /// Starts etcd serving clients over TLS with `tls`, requiring client
+    /// certificates, or `None` when etcd or openssl is not installed.
+    pub fn start_tls() -> Option<(Etcd, tempfile::TempDir)> {
+        if super::which("openssl").is_none() {
+            eprintln!("skipped: openssl is not installed");
+            return None;
+        }
+        let certs = tempfile::tempdir().expect("temp dir");
+        let tls = Tls::make(certs.path());
+        Self::start_with(Some(tls)).map(|e| (e, certs))
+    }
+
+    fn start_with(tls: Option<Tls>) -> Option<Etcd> {
         if !available() {
             return None;
         }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut last_log = String::new();
         for attempt in 0..3 {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -42,11 +121,18 @@ impl Etcd {
             while peer == port {
                 peer = free_port();
             }
-            let client_url = format!("http://127.0.0.1:{port}");
+            let client_url = format!("{scheme}://127.0.0.1:{port}");
             let peer_url = format!("http://127.0.0.1:{peer}");
             let log = dir.path().join("etcd.log");
             let log_file = std::fs::File::create(&log).expect("create etcd log");
-            let child = Command::new(ETCD)
+            let mut cmd = Command::new(ETCD);
+            if let Some(t) = &tls {
+                cmd.arg("--cert-file").arg(&t.server_cert);
+                cmd.arg("--key-file").arg(&t.server_key);
+                cmd.arg("--trusted-ca-file").arg(&t.ca);
+                cmd.arg("--client-cert-auth");
+            }
+            let child = cmd
                 .arg("--name")
                 .arg("default")
                 .arg("--data-dir")
@@ -63,7 +149,12 @@ impl Etcd {
                 .stderr(log_file)
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {ETCD}: {e}"));
-            let mut etcd = Etcd { port, child, dir };
+            let mut etcd = Etcd {
+                port,
+                child,
+                dir,
+                tls: tls.clone(),
+            };
             let deadline = Instant::now() + Duration::from_secs(30);
             let mut died = false;
             while Instant::now() < deadline {
@@ -123,6 +214,11 @@ impl Etcd {
         }
         cmd.env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoint()]);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cacert").arg(&t.ca);
+            cmd.arg("--cert").arg(&t.cert);
+            cmd.arg("--key").arg(&t.key);
+        }
         cmd
     }
 
