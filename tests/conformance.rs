@@ -193,6 +193,19 @@ mod cases {
         );
         let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
         assert_eq!(out.code, 0, "free again after release:\n{}", out.describe());
+        // A lock nobody ever took has no lease to renew or release.
+        let never = unique_name("never");
+        let id = "00000000-0000-4000-8000-000000000000";
+        for verb in ["renew", "release"] {
+            let out = run(f.cmd().args([verb, &never, id]));
+            assert_eq!(
+                out.code,
+                3,
+                "{verb} of a never-acquired lock:\n{}",
+                out.describe()
+            );
+            assert_clean_error(&out);
+        }
     }
 
     pub fn run_passes_exit_codes_through_and_releases(f: &impl Fixture) {

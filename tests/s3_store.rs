@@ -1,13 +1,15 @@
-//! End-to-end tests of `--backend s3://BUCKET/PREFIX` against a local moto
-//! S3 server. Every test starts its own server and uses its own bucket and
-//! lock names.
+//! End-to-end tests of what is particular to `--backend s3://BUCKET/PREFIX`
+//! (the bucket, the objects, request counts, fresh grants racing), against a
+//! local moto S3 server; the behaviour every store shares is in
+//! tests/conformance.rs. Every test starts its own server and uses its own
+//! bucket and lock names.
 
 mod common;
 
 use common::*;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The key prefix every test uses, so that keys outside it are also exercised.
 const PREFIX: &str = "locks/";
@@ -150,50 +152,6 @@ fn missing_bucket_exits_1_with_one_line_pointing_to_table_create() {
 }
 
 // ------------------------------------------------------- acquire/renew/release
-
-#[test]
-fn acquire_renew_release_cycle_has_the_dynamodb_exit_codes() {
-    let moto = Moto::start();
-    let (_, url) = store(&moto);
-    let name = lock();
-
-    let held = acquire_s3(&moto, &url, &name, &[]);
-    let out = run(&mut cmd(&moto, &url, &["acquire", &name, "--no-wait"]));
-    assert_eq!(out.code, 3, "second --no-wait acquire:\n{}", out.describe());
-    assert_clean_error(&out);
-
-    let out = run(&mut cmd(&moto, &url, &["renew", &name, &held]));
-    assert_eq!(out.code, 0, "renew:\n{}", out.describe());
-    let renewed = out.line().to_string();
-    assert_uuid(&renewed);
-    assert_ne!(renewed, held, "renew must change the lease id");
-
-    for args in [["renew", &name, &held], ["release", &name, &held]] {
-        let out = run(&mut cmd(&moto, &url, &args));
-        assert_eq!(out.code, 3, "{args:?} with a stale id:\n{}", out.describe());
-        assert_clean_error(&out);
-    }
-
-    release_s3(&moto, &url, &name, &renewed);
-    let out = run(&mut cmd(&moto, &url, &["release", &name, &renewed]));
-    assert_eq!(out.code, 3, "second release:\n{}", out.describe());
-
-    let never = lock();
-    let id = "00000000-0000-4000-8000-000000000000";
-    for args in [["renew", &never, id], ["release", &never, id]] {
-        let out = run(&mut cmd(&moto, &url, &args));
-        assert_eq!(
-            out.code,
-            3,
-            "{args:?} of a never-acquired lock:\n{}",
-            out.describe()
-        );
-    }
-
-    // Free again: the next acquire succeeds at once.
-    let again = acquire_s3(&moto, &url, &name, &["--no-wait"]);
-    release_s3(&moto, &url, &name, &again);
-}
 
 #[test]
 fn warm_acquire_costs_two_requests_and_renew_release_two_from_the_cli() {
@@ -342,39 +300,6 @@ fn lock_names_too_long_for_the_key_limit_are_usage_errors() {
 // ------------------------------------------------------------------ fencing
 
 #[test]
-fn fence_strictly_increases_across_acquire_release_cycles() {
-    let moto = Moto::start();
-    let (_, url) = store(&moto);
-    let name = lock();
-    let mut last = None;
-    for _ in 0..4 {
-        let (lease, fence) = acquire_json_s3(&moto, &url, &name, &[]);
-        if let Some(prev) = last {
-            assert!(fence > prev, "fence went from {prev} to {fence}");
-        }
-        last = Some(fence);
-        release_s3(&moto, &url, &name, &lease);
-    }
-}
-
-#[test]
-fn fence_increases_when_an_expired_lease_is_taken_over() {
-    let moto = Moto::start();
-    let (_, url) = store(&moto);
-    let name = lock();
-    let (_, f1) = acquire_json_s3(&moto, &url, &name, &["--lease-duration", "1"]);
-    let start = Instant::now();
-    let (lease, f2) = acquire_json_s3(&moto, &url, &name, &["--wait-time", "30"]);
-    assert!(f2 > f1, "fence went from {f1} to {f2} across expiry");
-    assert!(
-        start.elapsed() < Duration::from_secs(20),
-        "taking over a 1 s lease took {:?}",
-        start.elapsed()
-    );
-    release_s3(&moto, &url, &name, &lease);
-}
-
-#[test]
 fn fence_increases_after_the_lock_object_is_deleted() {
     let moto = Moto::start();
     let (bucket, url) = store(&moto);
@@ -407,44 +332,6 @@ fn fence_increases_after_the_lock_object_is_deleted() {
 }
 
 // ---------------------------------------------------------------------- run
-
-#[test]
-fn run_exports_an_increasing_awsflock_fence() {
-    let moto = Moto::start();
-    let (_, url) = store(&moto);
-    let name = lock();
-    let mut fences = Vec::new();
-    for _ in 0..3 {
-        let out = run(&mut cmd(
-            &moto,
-            &url,
-            &[
-                "run",
-                &name,
-                "--",
-                "sh",
-                "-c",
-                r#"printf '%s\n%s\n' "$AWSFLOCK_LOCK" "$AWSFLOCK_FENCE""#,
-            ],
-        ));
-        assert_eq!(out.code, 0, "{}", out.describe());
-        let got: Vec<&str> = out.stdout.lines().collect();
-        assert_eq!(got.len(), 2, "{}", out.describe());
-        assert_eq!(got[0], name, "AWSFLOCK_LOCK:\n{}", out.describe());
-        let fence: i64 = got[1].parse().unwrap_or_else(|e| {
-            panic!(
-                "AWSFLOCK_FENCE is not an integer ({e}):\n{}",
-                out.describe()
-            )
-        });
-        fences.push(fence);
-    }
-    assert!(
-        fences.windows(2).all(|w| w[0] < w[1]),
-        "fencing tokens must increase strictly: {fences:?}"
-    );
-    assert_eq!(status_json(&moto, &url, &name)["held"], false);
-}
 
 #[test]
 fn parallel_runs_never_overlap() {
