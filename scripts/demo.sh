@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
-AWSFLOCK="$PWD/target/debug/awsflock"
+AWSFLOCK="${CARGO_TARGET_DIR:-$PWD/target}/debug/awsflock"
 
 work="$(mktemp -d)"
 export MOTO_PIDFILE="$work/moto.pid" MOTO_LOG="$work/moto.log"
