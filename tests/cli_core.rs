@@ -8,17 +8,6 @@ use common::*;
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn lock() -> String {
-    unique_name("lock")
-}
-
-fn store_requests(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|l| l.contains("store_request"))
-        .collect()
-}
-
 // ---------------------------------------------------------------- table-create
 
 #[test]

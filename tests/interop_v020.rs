@@ -7,10 +7,6 @@ use common::*;
 use std::thread;
 use std::time::Duration;
 
-fn lock() -> String {
-    unique_name("lock")
-}
-
 fn old_acquire(moto: &Moto, t: &str, name: &str, extra: &[&str]) -> Out {
     run(peer(moto)
         .args(["acquire", name, "--tablename", t])

@@ -14,17 +14,6 @@ use std::time::Duration;
 /// The key prefix every test uses, so that keys outside it are also exercised.
 const PREFIX: &str = "locks/";
 
-fn lock() -> String {
-    unique_name("lock")
-}
-
-fn store_requests(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|l| l.contains("store_request"))
-        .collect()
-}
-
 /// Runs a Python snippet with `s3` bound to a boto3 S3 client for `moto`.
 fn s3py(moto: &Moto, script: &str) -> String {
     let full = format!(

@@ -681,3 +681,11 @@ pub fn assert_free(moto: &Moto, table: &str, name: &str, after: &str) {
     let lease = acquire(moto, table, name, &["--no-wait"]);
     release(moto, table, name, &lease);
 }
+
+/// The `-v` log lines of a run that each record one request to the store.
+pub fn store_requests(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("store_request"))
+        .collect()
+}
