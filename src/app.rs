@@ -37,7 +37,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let mut signals = supervise::unix::signals()
                 .map_err(|e| Error::store(format!("cannot handle signals: {e}")))?;
             let lease = store.acquire(&req, next_signal(&mut signals)).await;
-            waiting_done(&req);
+            waiting_done();
             print_lease(&lease?, a.json, &req.owner, req.reason.as_deref())?;
             Ok(exit::OK)
         }
@@ -125,7 +125,7 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
         .map_err(|e| Error::store(format!("cannot handle signals: {e}")))?;
     let store = open(g).await?;
     let acquired = LockGuard::acquire(store, &req, renew_every, next_signal(&mut signals)).await;
-    waiting_done(&req);
+    waiting_done();
     let guard = match acquired {
         Ok(guard) => guard,
         Err(e @ Error::NotAcquired { .. }) => {
@@ -235,7 +235,7 @@ thread_local! {
 }
 
 /// Clears the live waiting line, if one was drawn.
-pub fn waiting_done(_req: &AcquireRequest) {
+pub fn waiting_done() {
     WAIT_BAR.with(|b| {
         if let Some(bar) = b.borrow_mut().take() {
             bar.finish_and_clear();

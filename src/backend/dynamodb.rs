@@ -30,7 +30,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::aws::{self, StoreInterceptor};
 use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
-use super::{AcquireRequest, Backend, BoxFuture, Lease, LockInfo, RESERVED_PREFIX};
+use super::{AcquireRequest, Backend, BoxFuture, CLIENT_TAG, Lease, LockInfo, RESERVED_PREFIX};
 use crate::clock::ServerClock;
 use crate::error::{Error, Result};
 
@@ -57,9 +57,6 @@ mod attr {
 /// How many fencing tokens one reservation from the high-water mark covers.
 /// Tokens after a wipe of the lock item jump by up to this much.
 pub const FENCE_BLOCK: u64 = 1_000_000;
-
-/// Written into `client` so `status` can tell who wrote a lease.
-pub const CLIENT_TAG: &str = concat!("awsflock-rs ", env!("CARGO_PKG_VERSION"));
 
 type Item = HashMap<String, AttributeValue>;
 

@@ -104,7 +104,7 @@ impl Holder {
             reason: req.reason.clone(),
             pid: Some(std::process::id()),
             host: Some(gethostname::gethostname().to_string_lossy().into_owned()),
-            client: Some(format!("awsflock-rs {}", env!("CARGO_PKG_VERSION"))),
+            client: Some(super::CLIENT_TAG.to_string()),
             acquired_ms: Some(local_wall_ms()),
         }
     }

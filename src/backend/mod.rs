@@ -32,6 +32,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+/// Written with every lease as its `client`, so `status` can tell who wrote it.
+pub const CLIENT_TAG: &str = concat!("awsflock-rs ", env!("CARGO_PKG_VERSION"));
+
 /// Lock names longer than this (in bytes) are refused.
 pub const MAX_NAME_BYTES: usize = 1024;
 

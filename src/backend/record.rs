@@ -102,7 +102,7 @@ impl LeaseRecord {
             pid: Some(std::process::id()),
             host: Some(gethostname::gethostname().to_string_lossy().into_owned()),
             supervised: req.supervised,
-            client: crate::backend::dynamodb::CLIENT_TAG.to_string(),
+            client: super::CLIENT_TAG.to_string(),
             fence,
             fence_limit,
             acquired_ms: st.shown_ms,
