@@ -236,10 +236,9 @@ pub fn is_throttling_or_server(code: Option<&str>, status: Option<u16>) -> bool 
 
 /// Maps an SDK error that the caller did not handle itself to ours, with a
 /// message that says what to do. `store` names the store for the message.
-pub fn sdk_error<E, R>(err: SdkError<E, R>, store: &str) -> Error
+pub fn sdk_error<E>(err: SdkError<E, aws_smithy_runtime_api::http::Response>, store: &str) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + HttpStatus,
 {
     let detail = DisplayErrorContext(&err).to_string();
     tracing::debug!(error = %detail, "store error");
@@ -256,7 +255,7 @@ where
         }
         SdkError::ServiceError(se) => {
             let code = se.err().code();
-            let status = se.raw().status();
+            let status = se.raw().status().as_u16();
             if is_throttling_or_server(code, Some(status)) {
                 Error::Unavailable(format!(
                     "{store} is overloaded or failing ({}); try again later",
@@ -287,18 +286,6 @@ where
             }
         }
         _ => Error::store(format!("{store}: {}", short_cause(&detail))),
-    }
-}
-
-/// Gives the HTTP status of a raw response, for error classification.
-pub trait HttpStatus {
-    /// The status code.
-    fn status(&self) -> u16;
-}
-
-impl HttpStatus for aws_smithy_runtime_api::http::Response {
-    fn status(&self) -> u16 {
-        self.status().as_u16()
     }
 }
 
