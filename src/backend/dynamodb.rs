@@ -160,11 +160,6 @@ impl DynamoDb {
         })
     }
 
-    /// The store's clock as this client knows it.
-    pub fn clock(&self) -> &ServerClock {
-        &self.clock
-    }
-
     /// HTTP attempts sent so far (for benchmarks and tests).
     pub fn requests(&self) -> u64 {
         self.interceptor.requests()

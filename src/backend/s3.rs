@@ -113,11 +113,6 @@ impl S3Store {
         })
     }
 
-    /// The store's clock as this client knows it.
-    pub fn clock(&self) -> &ServerClock {
-        &self.clock
-    }
-
     /// HTTP attempts sent so far (for benchmarks and tests).
     pub fn requests(&self) -> u64 {
         self.interceptor.requests()
