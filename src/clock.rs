@@ -21,7 +21,9 @@
 //! earliest ([`ServerClock::lower_ms`]).
 
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::boottime::BootInstant as Instant;
 
 /// How much an old bound is widened per second of its age, in ms (0.1%).
 pub const DRIFT_PER_SEC_MS: f64 = 1.0;
@@ -31,7 +33,8 @@ fn base() -> Instant {
     *BASE.get_or_init(Instant::now)
 }
 
-/// Milliseconds on the local monotonic clock, from an arbitrary base.
+/// Milliseconds on the local boot-time clock ([`crate::boottime`]), from an
+/// arbitrary base.
 pub fn mono_ms(t: Instant) -> i64 {
     t.saturating_duration_since(base()).as_millis() as i64
         - base().saturating_duration_since(t).as_millis() as i64

@@ -13,7 +13,9 @@
 //! supervisor schedules its SIGTERM/SIGKILL from that deadline.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::boottime::{self, BootInstant as Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -181,7 +183,7 @@ async fn renew_loop(
 ) {
     let mut next_renewal = Instant::now() + every;
     loop {
-        tokio::time::sleep_until(next_renewal.into()).await;
+        boottime::sleep_until(next_renewal).await;
         let current = tx.borrow().lease.clone();
         // One next lease id per renewal, reused on every retry, so that a
         // renewal that landed but whose answer was lost is recognised.
@@ -199,7 +201,8 @@ async fn renew_loop(
                 return;
             }
             let attempt =
-                tokio::time::timeout(left, store.renew(&current, duration, &next_id)).await;
+                boottime::timeout_at(current.deadline, store.renew(&current, duration, &next_id))
+                    .await;
             match attempt {
                 Ok(Ok(lease)) => {
                     tracing::debug!(lease_id = %lease.lease_id, "renewed");

@@ -46,6 +46,7 @@
 
 pub mod app;
 pub mod backend;
+pub mod boottime;
 pub mod cli;
 pub mod clock;
 pub mod duration;
@@ -53,6 +54,7 @@ pub mod error;
 pub mod exit;
 pub mod lease;
 pub mod supervise;
+pub mod sys;
 
 pub use backend::{AcquireRequest, Backend, Lease, LockInfo, StoreOptions};
 pub use error::{Error, Result};

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::boottime::BootInstant as Instant;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
@@ -176,7 +178,7 @@ impl Intercept for StoreInterceptor {
             .load::<Metadata>()
             .map(|m| m.name().to_string())
             .unwrap_or_default();
-        let ms = received.duration_since(sent).as_millis() as u64;
+        let ms = received.saturating_duration_since(sent).as_millis() as u64;
         match context.response() {
             Some(resp) => {
                 let status = resp.status().as_u16();

@@ -14,7 +14,9 @@
 //! records say; this module decides. DESIGN.md explains each rule.
 
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::boottime::BootInstant as Instant;
 
 use futures_util::FutureExt;
 

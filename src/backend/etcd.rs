@@ -43,7 +43,9 @@
 //! empty) and shows those that look like contenders' keys.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::boottime::{self, BootInstant as Instant};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
@@ -603,7 +605,7 @@ impl EtcdStore {
         }
         let give_up_at = async {
             match give_up {
-                Some(g) => tokio::time::sleep_until(g.into()).await,
+                Some(g) => boottime::sleep_until(g).await,
                 None => std::future::pending().await,
             }
         };

@@ -202,7 +202,8 @@ impl CasStore for FileStore {
         let _guard = self.lock_dir()?;
         let cur = self.read_record(&req.name)?;
         if let Some(rec) = &cur {
-            if cas::judge(self, Some(rec), std::time::Instant::now()) == cas::Judged::Held {
+            if cas::judge(self, Some(rec), crate::boottime::BootInstant::now()) == cas::Judged::Held
+            {
                 log_op("grant", "condition_failed", started);
                 return Ok(Outcome::Lost(cur));
             }

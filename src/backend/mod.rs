@@ -26,7 +26,9 @@ pub mod s3;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::boottime::BootInstant as Instant;
 
 use serde::Serialize;
 

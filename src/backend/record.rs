@@ -188,7 +188,8 @@ impl LeaseRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use crate::boottime::BootInstant as Instant;
+    use std::time::Duration;
 
     fn stamp() -> Stamp {
         Stamp {

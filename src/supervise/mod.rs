@@ -18,7 +18,9 @@
 pub mod unix;
 
 use std::ffi::OsString;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::boottime::{self, BootInstant as Instant};
 
 use futures_util::StreamExt;
 
@@ -100,8 +102,8 @@ pub async fn run(
                 opts.kill_after,
             )
         };
-        let term_sleep = tokio::time::sleep_until(term_at.into());
-        let kill_sleep = tokio::time::sleep_until(kill_at.unwrap_or(deadline_kill).into());
+        let term_sleep = boottime::sleep_until(term_at);
+        let kill_sleep = boottime::sleep_until(kill_at.unwrap_or(deadline_kill));
         tokio::select! {
             status = spawned.child.wait() => break status,
             Some(sig) = signals.next() => {
