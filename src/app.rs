@@ -10,6 +10,7 @@ use crate::cli::{Cli, Command, Global, LockArgs};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::lease::LockGuard;
+use crate::output::{say, say_prompt};
 use crate::supervise;
 
 /// Default lease for `acquire` and `renew`, as in awsflock 0.2.0.
@@ -26,7 +27,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::TableCreate => {
             let store = open(g).await?;
             store.create().await?;
-            eprintln!("awsflock: {} is ready", store.describe());
+            say!("awsflock: {} is ready", store.describe());
             Ok(exit::OK)
         }
         Command::Acquire(a) => {
@@ -68,7 +69,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 let all: Vec<_> = locks.iter().map(info_json).collect();
                 out(&serde_json::Value::Array(all).to_string())?;
             } else if locks.is_empty() {
-                eprintln!("awsflock: no lock is held in {}", store.describe());
+                say!("awsflock: no lock is held in {}", store.describe());
             } else {
                 out(&list_table(&locks))?;
             }
@@ -129,7 +130,7 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
     let guard = match acquired {
         Ok(guard) => guard,
         Err(e @ Error::NotAcquired { .. }) => {
-            eprintln!("awsflock: {e}; the command was not started");
+            say!("awsflock: {e}; the command was not started");
             return Ok(r.conflict_exit_code);
         }
         Err(e) => return Err(e),
@@ -223,7 +224,7 @@ fn waiting_display(name: &str) -> OnWait {
             let key = Some((info.owner.clone(), info.acquired_at_ms));
             let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
             if *last != key {
-                eprintln!("awsflock: {}", waiting_line(&name, info));
+                say!("awsflock: {}", waiting_line(&name, info));
                 *last = key;
             }
         })
@@ -246,28 +247,28 @@ pub fn waiting_done() {
 async fn force_release(store: &dyn Backend, name: &str, yes: bool) -> Result<i32> {
     let info = store.inspect(name).await?;
     if !info.held {
-        eprintln!("awsflock: {name} is not held; nothing to release");
+        say!("awsflock: {name} is not held; nothing to release");
         return Ok(exit::NOT_HELD);
     }
-    eprintln!(
+    say!(
         "awsflock: {}",
         describe_info(&info).replace('\n', "\nawsflock: ")
     );
     if !yes && std::io::stdin().is_terminal() && stderr_is_terminal() {
-        eprint!(
+        say_prompt!(
             "awsflock: release {name} from {}? [y/N] ",
             info.owner.as_deref().unwrap_or("its holder")
         );
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
         if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-            eprintln!("awsflock: not released");
+            say!("awsflock: not released");
             return Ok(exit::NOT_HELD);
         }
     }
     match store.force_release(name).await? {
         Some(was) => {
-            eprintln!(
+            say!(
                 "awsflock: released {name}, which was held by {}{}",
                 was.owner.as_deref().unwrap_or("unknown"),
                 was.fence
@@ -277,7 +278,7 @@ async fn force_release(store: &dyn Backend, name: &str, yes: bool) -> Result<i32
             Ok(exit::OK)
         }
         None => {
-            eprintln!("awsflock: {name} was released meanwhile; nothing to do");
+            say!("awsflock: {name} was released meanwhile; nothing to do");
             Ok(exit::NOT_HELD)
         }
     }
@@ -472,14 +473,14 @@ pub fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("awsflock: error: cannot start: {e}");
+            say!("awsflock: error: cannot start: {e}");
             return exit::ERROR;
         }
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("awsflock: error: {e}");
+            say!("awsflock: error: {e}");
             e.exit_code()
         }
     }
@@ -510,7 +511,7 @@ fn clap_exit(e: clap::Error) -> i32 {
                 .collect();
             let first = what.join(" ");
             let first = first.trim_start_matches("error: ");
-            eprintln!("awsflock: error: {first} (see 'awsflock --help')");
+            say!("awsflock: error: {first} (see 'awsflock --help')");
             exit::USAGE
         }
     }

@@ -49,6 +49,12 @@ pub struct GuardState {
     pub lease: Lease,
     /// Set once the lease is lost; the guard stops renewing then.
     pub lost: Option<Lost>,
+    /// Set while the lease may already be gone although no renewal has
+    /// failed (this machine was suspended, the store's clock was seen to
+    /// jump): whoever acts under the lease must pause at once, until a
+    /// renewal confirms the lease (this is cleared and `lease` updated) or
+    /// `lost` is set. Says why.
+    pub suspect: Option<String>,
 }
 
 /// A held lock that renews itself in the background until released or lost.
@@ -59,6 +65,7 @@ pub struct LockGuard {
     store: Arc<dyn Backend>,
     state: watch::Receiver<GuardState>,
     pending: Arc<std::sync::Mutex<Option<String>>>,
+    renew_now: Arc<tokio::sync::Notify>,
     task: JoinHandle<()>,
 }
 
@@ -86,19 +93,26 @@ impl LockGuard {
             )));
         }
         let lease = store.acquire(req, cancel).await?;
-        let (tx, rx) = watch::channel(GuardState { lease, lost: None });
+        let (tx, rx) = watch::channel(GuardState {
+            lease,
+            lost: None,
+            suspect: None,
+        });
         let pending = Arc::new(std::sync::Mutex::new(None));
+        let renew_now = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn(renew_loop(
             store.clone(),
             tx,
             req.lease,
             renew_every,
             pending.clone(),
+            renew_now.clone(),
         ));
         Ok(LockGuard {
             store,
             state: rx,
             pending,
+            renew_now,
             task,
         })
     }
@@ -111,6 +125,13 @@ impl LockGuard {
     /// The fencing token of this grant.
     pub fn fence(&self) -> Option<u64> {
         self.state.borrow().lease.fence
+    }
+
+    /// Asks for a renewal now instead of at the next period (e.g. to check
+    /// the lease after the holder was stopped). Watch the state for the
+    /// outcome: a new `lease` (renewed) or `lost`.
+    pub fn renew_now(&self) {
+        self.renew_now.notify_one();
     }
 
     /// A receiver of the guard's state, for watching deadline and loss.
@@ -180,10 +201,14 @@ async fn renew_loop(
     duration: Duration,
     every: Duration,
     pending: Arc<std::sync::Mutex<Option<String>>>,
+    renew_now: Arc<tokio::sync::Notify>,
 ) {
     let mut next_renewal = Instant::now() + every;
     loop {
-        boottime::sleep_until(next_renewal).await;
+        tokio::select! {
+            _ = boottime::sleep_until(next_renewal) => {}
+            _ = renew_now.notified() => {}
+        }
         let current = tx.borrow().lease.clone();
         // One next lease id per renewal, reused on every retry, so that a
         // renewal that landed but whose answer was lost is recognised.
@@ -209,7 +234,10 @@ async fn renew_loop(
                     if let Ok(mut p) = pending.lock() {
                         *p = None;
                     }
-                    tx.send_modify(|s| s.lease = lease);
+                    tx.send_modify(|s| {
+                        s.lease = lease;
+                        s.suspect = None;
+                    });
                     break;
                 }
                 Ok(Err(Error::NotHeld { .. })) => {

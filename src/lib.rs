@@ -53,6 +53,7 @@ pub mod duration;
 pub mod error;
 pub mod exit;
 pub mod lease;
+pub(crate) mod output;
 pub mod supervise;
 pub mod sys;
 

@@ -26,6 +26,7 @@ use futures_util::StreamExt;
 
 use crate::error::Error;
 use crate::lease::{LockGuard, Lost, safety_margin};
+use crate::output::say;
 
 #[cfg(unix)]
 use unix as platform;
@@ -80,7 +81,7 @@ pub async fn run(
         Ok(s) => s,
         Err(e) => {
             let (code, msg) = platform::spawn_failure(&opts.program, &e);
-            eprintln!("awsflock: error: {msg}");
+            say!("awsflock: error: {msg}");
             finish_release(guard, None).await;
             return code;
         }
@@ -116,7 +117,7 @@ pub async fn run(
                     Err(_) => Some(Lost::Expired("renewal stopped".into())),
                 };
                 if let Some(l) = now_lost {
-                    eprintln!("awsflock: {}: {l}; stopping the command", lease.name);
+                    say!("awsflock: {}: {l}; stopping the command", lease.name);
                     spawned.signal_group(libc::SIGTERM);
                     let grace = opts.kill_after.min(deadline_kill.saturating_duration_since(Instant::now()));
                     kill_at = Some(Instant::now() + grace);
@@ -124,7 +125,7 @@ pub async fn run(
                 }
             }
             _ = term_sleep, if kill_at.is_none() => {
-                eprintln!(
+                say!(
                     "awsflock: {}: the lease could not be renewed and expires soon; stopping the command",
                     lease.name
                 );
@@ -148,13 +149,13 @@ pub async fn run(
     let code = match status {
         Ok(st) => platform::exit_code(st),
         Err(e) => {
-            eprintln!("awsflock: error: lost track of the command: {e}");
+            say!("awsflock: error: lost track of the command: {e}");
             crate::exit::ERROR
         }
     };
     match lost {
         Some(l) => {
-            eprintln!("awsflock: error: lease on {} lost: {l}", lease.name);
+            say!("awsflock: error: lease on {} lost: {l}", lease.name);
             finish_release(guard, Some(l)).await;
             opts.lost_exit_code
         }
@@ -177,10 +178,10 @@ async fn finish_release(guard: LockGuard, lost: Option<Lost>) {
     match tokio::time::timeout(limit, guard.release()).await {
         Ok(Ok(())) => {}
         Ok(Err(Error::NotHeld { .. })) if lost.is_some() => {}
-        Ok(Err(e)) => eprintln!(
+        Ok(Err(e)) => say!(
             "awsflock: warning: could not release {name}: {e}; it frees itself when the lease expires"
         ),
-        Err(_) => eprintln!(
+        Err(_) => say!(
             "awsflock: warning: could not release {name} in time; it frees itself when the lease expires"
         ),
     }
