@@ -676,6 +676,7 @@ fn tls_with_a_client_certificate_as_etcdctl_takes_it() {
         "the error must say how to speak TLS:\n{}",
         out.describe()
     );
+    eprintln!("without TLS options: {}", out.stderr.trim());
 }
 
 /// Our binary aimed at some members of a cluster, in the order given.
@@ -937,5 +938,77 @@ fn a_waiter_keeps_its_place_when_the_member_holding_its_watch_freezes() {
     assert!(
         hand_off < 3.0,
         "the waiter noticed the release {hand_off:.2}s late"
+    );
+}
+
+#[test]
+fn an_etcdctl_holder_that_loses_its_session_is_overtaken_with_a_higher_token() {
+    let Some(etcd) = Etcd::start() else { return };
+    let name = unique_name("stale");
+    let dir = tempfile::tempdir().unwrap();
+    let (rev, pid) = (dir.path().join("rev"), dir.path().join("pid"));
+    // etcdctl 3.4 never watches its session: frozen, its lease expires and
+    // its command runs on.
+    let ctl = spawn(etcd.etcdctl().args([
+        "lock",
+        "--ttl",
+        "3",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo $$ > {}; echo $ETCD_LOCK_REV > {}; exec sleep 60",
+            pid.display(),
+            rev.display()
+        ),
+    ]));
+    wait_held(&etcd, "", &name, Duration::from_secs(10));
+    let start = Instant::now();
+    while !pid.exists() || std::fs::read_to_string(&pid).unwrap().trim().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no pid");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let cmd_pid: u32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-STOP", &ctl.pid().to_string()])
+        .status();
+    let out = run(aw(&etcd, "").args([
+        "run",
+        &name,
+        "--wait-time",
+        "20",
+        "--",
+        "sh",
+        "-c",
+        "echo $AWSFLOCK_FENCE",
+    ]));
+    let stale_alive = alive(cmd_pid as i32);
+    let _ = Command::new("kill")
+        .args(["-KILL", &cmd_pid.to_string()])
+        .status();
+    drop(ctl);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        stale_alive,
+        "etcdctl's command was expected to outlive its session (etcdctl 3.4)"
+    );
+    let theirs: i64 = std::fs::read_to_string(&rev)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let ours: i64 = out.line().parse().expect("AWSFLOCK_FENCE");
+    eprintln!(
+        "granted {:?} after etcdctl froze, its command still running; tokens {theirs} -> {ours}",
+        out.elapsed
+    );
+    assert!(
+        ours > theirs,
+        "a resource checking tokens must refuse the stale etcdctl holder: {theirs} vs {ours}"
     );
 }

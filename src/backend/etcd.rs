@@ -22,16 +22,36 @@
 //!   real lease when it heads the queue (a put keeps the create revision, so
 //!   the key keeps its place). A waiter killed before it could revoke
 //!   (SIGKILL) therefore blocks the queue for seconds, not for its lease.
-//!   Both leases are kept alive while waiting.
-//! - **fencing token**: our key's create revision (what `etcdctl lock`
-//!   exports as `ETCD_LOCK_REV`): the lock's next holder queued later, so its
-//!   revision is higher.
+//!   Both leases are kept alive while waiting, every third of their TTL,
+//!   each keep-alive retried on other members until the lease would expire.
+//! - **grant after queueing**: one keep-alive of the lease before
+//!   returning, so that the local deadline counts from now and not from a
+//!   keep-alive up to a third of the TTL old (the supervisor would warn the
+//!   command before its first renewal was due).
+//! - **fencing token**: the store revision of the transaction that made us
+//!   the holder (= our key's mod revision). `etcdctl lock` exports as
+//!   `ETCD_LOCK_REV` the revision of the read that found nobody before it;
+//!   both are "the revision at which the grant was confirmed", so tokens
+//!   increase strictly in grant order across awsflock and etcdctl holders.
+//!   (A create revision would not: a waiter queues before it is granted.)
 //! - **lease id**: the etcd lease id in hex. It does not change at renewal.
-//! - **renew**: one keep-alive of the etcd lease; **release**: revoke it.
+//! - **renew**: one keep-alive of the etcd lease and a read of our key;
+//!   **release**: revoke the lease.
 //! - **expiry**: etcd's own lease TTL, judged by the cluster's leader: no
 //!   wall clock decides anything (times shown by `status` are the holder's
-//!   own). The local deadline is the instant the grant or keep-alive was
-//!   sent plus the TTL the cluster reported.
+//!   own). The local deadline is the instant the grant or keep-alive that
+//!   succeeded was sent plus the TTL.
+//! - **members**: one client per listed member. Each request goes to one
+//!   member at a time; an attempt may take a third of the time left
+//!   ([`ATTEMPT_MIN`]..[`ATTEMPT_MAX`]) and one that times out or fails in
+//!   transit moves on to the next member, so a frozen member, or a follower
+//!   forwarding keep-alives to a frozen leader, costs an attempt, not the
+//!   lease. A waiter's watch asks its member for a progress report every
+//!   [`WATCH_CHECK`] and is made again elsewhere when none comes.
+//! - **mixing with `etcdctl lock`**: exclusion holds while each holder's
+//!   lease lives. etcdctl 3.4 does not watch its session: once its lease
+//!   expires its command runs on beside the next holder, whose token is
+//!   higher.
 //!
 //! Our key's value is a small JSON document (owner, reason, pid, host,
 //! client, acquired time) for `status`; keys written by `etcdctl lock` are
@@ -1172,7 +1192,7 @@ fn permission_error(endpoints: &str, user: Option<&str>, prefix: &str, msg: &str
         .map(|u| format!("user {u:?}"))
         .unwrap_or("this client".into());
     Error::store(format!(
-        "etcd at {endpoints} denied {who} access to keys under '{prefix}' ({msg}); grant a role of it readwrite permission there (etcdctl role grant-permission ROLE readwrite --prefix '{prefix}')"
+        "etcd at {endpoints} denied {who} access to keys under '{prefix}' ({msg}); give one of its roles readwrite permission on that prefix (etcdctl role grant-permission ROLE readwrite --prefix '{prefix}')"
     ))
 }
 
