@@ -187,17 +187,23 @@ fn etcdctl_holding_excludes_us_and_hands_over() {
     let dir = tempfile::tempdir().unwrap();
     let done = dir.path().join("done");
     // No prefix: `etcdctl lock NAME` and ours contend for the same lock.
+    let rev = dir.path().join("rev");
     let ctl = spawn(etcd.etcdctl().args([
         "lock",
         &name,
         "--",
         "sh",
         "-c",
-        &format!("sleep 3; date +%s%N > {}", done.display()),
+        &format!(
+            "echo $ETCD_LOCK_REV > {}; sleep 3; date +%s%N > {}",
+            rev.display(),
+            done.display()
+        ),
     ]));
     let v = wait_held(&etcd, "", &name, Duration::from_secs(10));
     assert_eq!(v["owner"], "etcdctl", "{v}");
-    assert!(v["fence"].as_i64().is_some(), "{v}");
+    // etcdctl's token is stored nowhere: status does not make one up.
+    assert!(v["fence"].is_null(), "{v}");
 
     let out = run(aw(&etcd, "").args(["acquire", &name, "--no-wait"]));
     assert_eq!(out.code, 3, "{}", out.describe());
@@ -213,7 +219,12 @@ fn etcdctl_holding_excludes_us_and_hands_over() {
         "we got the lock before etcdctl's command ended"
     );
     let fence = out.json()["fence"].as_i64().expect("fence");
-    assert!(fence > v["fence"].as_i64().unwrap());
+    let ctl_rev: i64 = std::fs::read_to_string(&rev)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("ETCD_LOCK_REV");
+    assert!(fence > ctl_rev, "ours {fence}, etcdctl's {ctl_rev}");
 }
 
 #[test]
@@ -292,9 +303,13 @@ fn waiters_are_served_in_arrival_order_with_increasing_fences() {
         .collect();
     let order: Vec<usize> = lines.iter().map(|(i, _)| *i).collect();
     assert_eq!(order, vec![0, 1, 2, 3], "served out of order:\n{text}");
-    // Each fence is the waiter's create revision: the queue's, in order.
+    // Each fence is the revision at which the waiter was granted: later
+    // than its place in the queue, and increasing in grant order.
     let fences: Vec<i64> = lines.iter().map(|(_, f)| *f).collect();
-    assert_eq!(fences, revs[1..].to_vec(), "fences are create revisions");
+    assert!(
+        fences.iter().zip(&revs[1..]).all(|(f, r)| f > r),
+        "fences {fences:?}, queued at {revs:?}"
+    );
     assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
 }
 
@@ -327,17 +342,20 @@ fn a_killed_waiter_does_not_block_the_queue_for_its_lease() {
 }
 
 #[test]
-fn fence_is_the_create_revision_etcdctl_sees() {
+fn fence_is_the_revision_of_the_grant() {
     let Some(etcd) = Etcd::start() else { return };
     let name = unique_name("rev");
     let out = run(aw(&etcd, "").args(["acquire", &name, "--json"]));
     assert_eq!(out.code, 0, "{}", out.describe());
     let v = out.json();
+    // Taken at once: the write that created our key granted it.
     let keys = queued(&etcd, &format!("{name}/"));
     assert_eq!(v["fence"].as_i64(), Some(keys[0].1));
+    assert_eq!(status(&etcd, "", &name)["fence"], v["fence"]);
     let id = v["lease_id"].as_str().unwrap().to_string();
     assert_eq!(run(aw(&etcd, "").args(["release", &name, &id])).code, 0);
-    // etcdctl's ETCD_LOCK_REV and our AWSFLOCK_FENCE come from one sequence.
+    // etcdctl's ETCD_LOCK_REV and our AWSFLOCK_FENCE come from one sequence:
+    // the store's revision.
     let out = run(etcd
         .etcdctl()
         .args(["lock", &name, "--", "sh", "-c", "echo $ETCD_LOCK_REV"]));
@@ -547,6 +565,11 @@ fn credentials_are_checked() {
     let out = run(aw(&etcd, "a/").args(["acquire", &name]));
     assert_eq!(out.code, 1, "no credentials:\n{}", out.describe());
     assert_clean_error(&out);
+    assert!(
+        out.stderr.contains("--etcd-user"),
+        "no credentials must name the option:\n{}",
+        out.describe()
+    );
     let out = run(aw(&etcd, "a/").args(["--etcd-user", "root:wrong", "acquire", &name]));
     assert_eq!(out.code, 1, "{}", out.describe());
     assert_clean_error(&out);
@@ -558,6 +581,32 @@ fn credentials_are_checked() {
         .args(["--etcd-user", "root", "--etcd-password", "s3cret"])
         .args(["release", &name, &id]));
     assert_eq!(out.code, 0, "{}", out.describe());
+
+    // A user whose credentials are good but who may not read the prefix is
+    // told about permissions, not credentials.
+    for args in [
+        vec!["--user", "root:s3cret", "user", "add", "reader:rpw"],
+        vec!["--user", "root:s3cret", "role", "add", "nothing"],
+        vec![
+            "--user",
+            "root:s3cret",
+            "user",
+            "grant-role",
+            "reader",
+            "nothing",
+        ],
+    ] {
+        let out = run(etcd.etcdctl().args(&args));
+        assert_eq!(out.code, 0, "etcdctl {args:?}:\n{}", out.describe());
+    }
+    let out = run(aw(&etcd, "a/").args(["--etcd-user", "reader:rpw", "status", &name]));
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert_clean_error(&out);
+    assert!(
+        !out.stderr.contains("credentials") && out.stderr.contains("readwrite"),
+        "a permission problem must be named as one:\n{}",
+        out.describe()
+    );
 }
 
 #[test]
@@ -622,4 +671,344 @@ fn tls_with_a_client_certificate_as_etcdctl_takes_it() {
         out.describe()
     );
     assert_clean_error(&out);
+    assert!(
+        out.stderr.contains("--etcd-cacert"),
+        "the error must say how to speak TLS:\n{}",
+        out.describe()
+    );
+    eprintln!("without TLS options: {}", out.stderr.trim());
+}
+
+/// Our binary aimed at some members of a cluster, in the order given.
+fn aw_at(members: &[&Etcd], prefix: &str) -> Command {
+    let eps: Vec<String> = members.iter().map(|m| m.endpoint()).collect();
+    let mut c = awsflock_at(&dead_endpoint());
+    c.env(
+        "AWSFLOCK_BACKEND",
+        format!("etcd://{}/{prefix}", eps.join(",")),
+    );
+    c
+}
+
+#[test]
+fn a_waiter_granted_late_in_its_keep_alive_period_is_not_stopped() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "late/";
+    let name = unique_name("late");
+    let out = run(aw(&etcd, p).args(["acquire", &name, "--lease-duration", "30"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let holder = out.line().to_string();
+    // A 6 s lease keeps its queued key alive every 2 s; the lock comes to it
+    // 1.4 s after it queued, late in that period. It renews every 3.5 s,
+    // and its command runs 5 s, through a renewal.
+    let waiter = spawn(aw(&etcd, p).args([
+        "run",
+        &name,
+        "--lease-duration",
+        "6",
+        "--renew-every",
+        "3500ms",
+        "--wait-time",
+        "30",
+        "--",
+        "sleep",
+        "5",
+    ]));
+    wait_queued(&etcd, &format!("{p}{name}/"), 2);
+    thread::sleep(Duration::from_millis(1400));
+    assert_eq!(run(aw(&etcd, p).args(["release", &name, &holder])).code, 0);
+    let out = waiter.wait(Duration::from_secs(30));
+    assert_eq!(
+        out.code,
+        0,
+        "a healthy waiter's command was stopped:\n{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn fencing_tokens_increase_across_awsflock_and_etcdctl_holders() {
+    let Some(etcd) = Etcd::start() else { return };
+    let name = unique_name("mixed");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("tokens");
+    let ours = |tag: &str| {
+        spawn(aw(&etcd, "").args([
+            "-q",
+            "run",
+            &name,
+            "--wait-time",
+            "60",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "echo \"{tag} $AWSFLOCK_FENCE\" >> {}; sleep 0.3",
+                log.display()
+            ),
+        ]))
+    };
+    let theirs = |tag: &str| {
+        spawn(etcd.etcdctl().args([
+            "lock",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "echo \"{tag} $ETCD_LOCK_REV\" >> {}; sleep 0.3",
+                log.display()
+            ),
+        ]))
+    };
+    // Held while the others queue, in this order, each behind the one
+    // before: two rounds of awsflock, etcdctl, awsflock, etcdctl.
+    let out = run(aw(&etcd, "").args(["acquire", &name, "--json"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let first = out.json();
+    let mut holders = Vec::new();
+    let tags = ["a0", "e1", "a2", "e3", "a4", "e5", "a6", "e7"];
+    for (i, tag) in tags.iter().enumerate() {
+        holders.push(if tag.starts_with('a') {
+            ours(tag)
+        } else {
+            theirs(tag)
+        });
+        wait_queued(&etcd, &format!("{name}/"), i + 2);
+        // Unrelated writes move the store's revision between arrivals.
+        let out = run(etcd.etcdctl().args(["put", &format!("other/{i}"), "x"]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+    }
+    let lease = first["lease_id"].as_str().unwrap();
+    assert_eq!(run(aw(&etcd, "").args(["release", &name, lease])).code, 0);
+    for h in holders {
+        h.wait(Duration::from_secs(60));
+    }
+    let text = format!(
+        "first {}\n{}",
+        first["fence"],
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let got: Vec<(&str, i64)> = text
+        .lines()
+        .map(|l| {
+            let (tag, t) = l.split_once(' ').expect("tag and token");
+            (tag, t.parse().unwrap_or_else(|_| panic!("no token: {l:?}")))
+        })
+        .collect();
+    let order: Vec<&str> = got.iter().skip(1).map(|(t, _)| *t).collect();
+    assert_eq!(order, tags, "served out of order:\n{text}");
+    assert!(
+        got.windows(2).all(|w| w[0].1 < w[1].1),
+        "tokens do not increase in grant order:\n{text}"
+    );
+}
+
+#[test]
+fn a_frozen_leader_does_not_kill_a_short_lease() {
+    let Some(members) = Etcd::cluster(3) else {
+        return;
+    };
+    let l = common::etcd::leader(&members).expect("a leader");
+    let followers: Vec<&Etcd> = (0..3).filter(|&i| i != l).map(|i| &members[i]).collect();
+    let p = "failover/";
+    let name = unique_name("failover");
+    // The holder talks to the followers only; they forward its keep-alives
+    // to the leader.
+    let holder = spawn(aw_at(&followers, p).args([
+        "run",
+        &name,
+        "--lease-duration",
+        "6",
+        "--",
+        "sleep",
+        "10",
+    ]));
+    wait_queued(followers[0], &format!("{p}{name}/"), 1);
+    thread::sleep(Duration::from_millis(1500));
+    let (leader_id, _) = common::etcd::member_and_leader(&members[l]).expect("leader's id");
+    members[l].pause();
+    let frozen = Instant::now();
+    // A new leader is elected among the followers.
+    let mut elected = None;
+    while frozen.elapsed() < Duration::from_secs(6) {
+        if let Some((_, new)) = common::etcd::member_and_leader(followers[0])
+            && new != leader_id
+            && new != 0
+        {
+            elected = Some(frozen.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_secs(6).saturating_sub(frozen.elapsed()));
+    members[l].resume();
+    let out = holder.wait(Duration::from_secs(30));
+    let elected = elected.expect("no new leader within 6 s of freezing the old one");
+    eprintln!("a new leader was elected {elected:?} after the old one froze");
+    assert_eq!(
+        out.code,
+        0,
+        "the command was stopped during a leader failover:\n{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn a_waiter_keeps_its_place_when_the_member_holding_its_watch_freezes() {
+    let Some(members) = Etcd::cluster(3) else {
+        return;
+    };
+    let l = common::etcd::leader(&members).expect("a leader");
+    let f: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    let p = "watchfreeze/";
+    let name = unique_name("watch");
+    let mp = format!("{p}{name}/");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("order");
+    let out = run(aw_at(&[&members[l]], p).args(["acquire", &name, "--lease-duration", "60"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let holder = out.line().to_string();
+    let before: Vec<u64> = members.iter().map(|m| m.watch_streams()).collect();
+    // The waiter talks to the two followers; its queued key lives on the
+    // 10 s queue lease.
+    let w = spawn(aw_at(&[&members[f[0]], &members[f[1]]], p).args([
+        "-q",
+        "run",
+        &name,
+        "--lease-duration",
+        "60",
+        "--wait-time",
+        "60",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "date +%s%N > {}.w; echo w >> {}",
+            log.display(),
+            log.display()
+        ),
+    ]));
+    wait_queued(&members[l], &mp, 2);
+    // Freeze the member that serves the waiter's watch.
+    let start = Instant::now();
+    let x = loop {
+        if let Some(&i) = f.iter().find(|&&i| members[i].watch_streams() > before[i]) {
+            break i;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the waiter never watched"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    members[x].pause();
+    let healthy: Vec<&Etcd> = (0..3).filter(|&i| i != x).map(|i| &members[i]).collect();
+    let w2 = spawn(aw_at(&healthy, p).args([
+        "-q",
+        "run",
+        &name,
+        "--wait-time",
+        "60",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo w2 >> {}", log.display()),
+    ]));
+    wait_queued(&members[l], &mp, 3);
+    // Longer than the queue lease: its keep-alives must reach a healthy
+    // member.
+    thread::sleep(Duration::from_secs(11));
+    let released_ns = now_ns();
+    let out = run(aw_at(&[&members[l]], p).args(["release", &name, &holder]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let out = w.wait(Duration::from_secs(40));
+    let out2 = w2.wait(Duration::from_secs(40));
+    members[x].resume();
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_eq!(out2.code, 0, "{}", out2.describe());
+    let order = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        order.lines().collect::<Vec<_>>(),
+        ["w", "w2"],
+        "the waiter lost its place"
+    );
+    let hand_off = (read_ns(&dir.path().join("order.w")) - released_ns) as f64 / 1e9;
+    eprintln!("hand-off with the watching member frozen: {hand_off:.2}s");
+    assert!(
+        hand_off < 3.0,
+        "the waiter noticed the release {hand_off:.2}s late"
+    );
+}
+
+#[test]
+fn an_etcdctl_holder_that_loses_its_session_is_overtaken_with_a_higher_token() {
+    let Some(etcd) = Etcd::start() else { return };
+    let name = unique_name("stale");
+    let dir = tempfile::tempdir().unwrap();
+    let (rev, pid) = (dir.path().join("rev"), dir.path().join("pid"));
+    // etcdctl 3.4 never watches its session: frozen, its lease expires and
+    // its command runs on.
+    let ctl = spawn(etcd.etcdctl().args([
+        "lock",
+        "--ttl",
+        "3",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo $$ > {}; echo $ETCD_LOCK_REV > {}; exec sleep 60",
+            pid.display(),
+            rev.display()
+        ),
+    ]));
+    wait_held(&etcd, "", &name, Duration::from_secs(10));
+    let start = Instant::now();
+    while !pid.exists() || std::fs::read_to_string(&pid).unwrap().trim().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no pid");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let cmd_pid: u32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-STOP", &ctl.pid().to_string()])
+        .status();
+    let out = run(aw(&etcd, "").args([
+        "run",
+        &name,
+        "--wait-time",
+        "20",
+        "--",
+        "sh",
+        "-c",
+        "echo $AWSFLOCK_FENCE",
+    ]));
+    let stale_alive = alive(cmd_pid as i32);
+    let _ = Command::new("kill")
+        .args(["-KILL", &cmd_pid.to_string()])
+        .status();
+    drop(ctl);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        stale_alive,
+        "etcdctl's command was expected to outlive its session (etcdctl 3.4)"
+    );
+    let theirs: i64 = std::fs::read_to_string(&rev)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let ours: i64 = out.line().parse().expect("AWSFLOCK_FENCE");
+    eprintln!(
+        "granted {:?} after etcdctl froze, its command still running; tokens {theirs} -> {ours}",
+        out.elapsed
+    );
+    assert!(
+        ours > theirs,
+        "a resource checking tokens must refuse the stale etcdctl holder: {theirs} vs {ours}"
+    );
 }

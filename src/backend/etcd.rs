@@ -22,16 +22,36 @@
 //!   real lease when it heads the queue (a put keeps the create revision, so
 //!   the key keeps its place). A waiter killed before it could revoke
 //!   (SIGKILL) therefore blocks the queue for seconds, not for its lease.
-//!   Both leases are kept alive while waiting.
-//! - **fencing token**: our key's create revision (what `etcdctl lock`
-//!   exports as `ETCD_LOCK_REV`): the lock's next holder queued later, so its
-//!   revision is higher.
+//!   Both leases are kept alive while waiting, every third of their TTL,
+//!   each keep-alive retried on other members until the lease would expire.
+//! - **grant after queueing**: one keep-alive of the lease before
+//!   returning, so that the local deadline counts from now and not from a
+//!   keep-alive up to a third of the TTL old (the supervisor would warn the
+//!   command before its first renewal was due).
+//! - **fencing token**: the store revision of the transaction that made us
+//!   the holder (= our key's mod revision). `etcdctl lock` exports as
+//!   `ETCD_LOCK_REV` the revision of the read that found nobody before it;
+//!   both are "the revision at which the grant was confirmed", so tokens
+//!   increase strictly in grant order across awsflock and etcdctl holders.
+//!   (A create revision would not: a waiter queues before it is granted.)
 //! - **lease id**: the etcd lease id in hex. It does not change at renewal.
-//! - **renew**: one keep-alive of the etcd lease; **release**: revoke it.
+//! - **renew**: one keep-alive of the etcd lease and a read of our key;
+//!   **release**: revoke the lease.
 //! - **expiry**: etcd's own lease TTL, judged by the cluster's leader: no
 //!   wall clock decides anything (times shown by `status` are the holder's
-//!   own). The local deadline is the instant the grant or keep-alive was
-//!   sent plus the TTL the cluster reported.
+//!   own). The local deadline is the instant the grant or keep-alive that
+//!   succeeded was sent plus the TTL.
+//! - **members**: one client per listed member. Each request goes to one
+//!   member at a time; an attempt may take a quarter of the time left
+//!   ([`ATTEMPT_MIN`]..[`ATTEMPT_MAX`]) and one that times out or fails in
+//!   transit moves on to the next member, so a frozen member, or a follower
+//!   forwarding keep-alives to a frozen leader, costs an attempt, not the
+//!   lease. A waiter's watch asks its member for a progress report every
+//!   [`WATCH_CHECK`] and is made again elsewhere when none comes.
+//! - **mixing with `etcdctl lock`**: exclusion holds while each holder's
+//!   lease lives. etcdctl 3.4 does not watch its session: once its lease
+//!   expires its command runs on beside the next holder, whose token is
+//!   higher.
 //!
 //! Our key's value is a small JSON document (owner, reason, pid, host,
 //! client, acquired time) for `status`; keys written by `etcdctl lock` are
@@ -42,7 +62,8 @@
 //! `list` reads every key under PREFIX (the whole keyspace when PREFIX is
 //! empty) and shows those that look like contenders' keys.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::boottime::{self, BootInstant as Instant};
@@ -54,6 +75,7 @@ use etcd_client::{
 };
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
+use tonic::Code;
 
 use super::cas::{absent_info, holder_detail};
 use super::{AcquireRequest, Backend, BoxFuture, EtcdOptions, Lease, LockInfo, poll_pause};
@@ -64,8 +86,24 @@ use crate::error::{Error, Result};
 /// is reported unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long one request may take before it counts as unanswered.
+/// How long one request may take, all attempts on all members together,
+/// before it counts as unanswered (renewals have the lease's deadline
+/// instead).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bounds of one attempt of a request on one member: a quarter of the time
+/// left, within these. A healthy member answers in milliseconds; a frozen
+/// one, or a follower forwarding to a frozen leader, never does, and the
+/// next attempt goes to another member. For a 6 s lease renewed every 2 s,
+/// attempts of 1 s and 0.75 s go to two members before the supervisor would
+/// warn the command (1.7 s after the renewal was due).
+pub const ATTEMPT_MIN: Duration = Duration::from_millis(250);
+pub const ATTEMPT_MAX: Duration = Duration::from_secs(2);
+
+/// How often a waiter asks the member serving its watch to prove it is
+/// alive (a progress request); a member that has not answered by the next
+/// check is left for another.
+pub const WATCH_CHECK: Duration = Duration::from_secs(1);
 
 /// The TTL (seconds) of the lease a waiter's key lives on while it waits,
 /// when the requested lease is longer: a waiter that dies without revoking
@@ -77,9 +115,112 @@ pub const ETCDCTL_OWNER: &str = "etcdctl";
 
 /// The etcd store.
 pub struct EtcdStore {
-    client: Client,
+    members: Arc<Members>,
     endpoints: Vec<String>,
     prefix: String,
+    /// The user we authenticate as, if any (for messages).
+    user: Option<String>,
+}
+
+/// One client per member, so that each attempt of a request goes to a
+/// member we chose: after a member fails to answer, the next attempt goes
+/// to the next one.
+struct Members {
+    endpoints: Vec<String>,
+    /// Set once the member's client has connected (and authenticated).
+    clients: Vec<OnceLock<Client>>,
+    /// The member tried first.
+    preferred: AtomicUsize,
+}
+
+/// Why a request failed, before it becomes one of our errors.
+enum Failed {
+    /// The cluster answered no (or the client could not make the request).
+    Answer(etcd_client::Error),
+    /// No member answered in time; the last attempt's error or timeout.
+    Unanswered(String),
+}
+
+impl Members {
+    /// The preferred member that is connected, or the next connected one.
+    fn pick(&self) -> Option<(usize, Client)> {
+        let n = self.clients.len();
+        let p = self.preferred.load(Ordering::Relaxed);
+        (0..n)
+            .map(|k| (p + k) % n)
+            .find_map(|i| self.clients[i].get().map(|c| (i, c.clone())))
+    }
+
+    /// Member `i` did not answer: prefer the next one.
+    fn avoid(&self, i: usize) {
+        let n = self.clients.len();
+        let _ =
+            self.preferred
+                .compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Runs `f` against one member after another until one answers or `end`
+    /// passes. Each attempt may take a quarter of the time left (within
+    /// [`ATTEMPT_MIN`]..[`ATTEMPT_MAX`]); an attempt that times out or fails
+    /// in transit moves on to the next member. Errors the cluster meant
+    /// (permission, lease not found, …) end it at once. The first attempt
+    /// is made even when `end` has passed.
+    async fn call<T, F, Fut>(&self, end: Instant, mut f: F) -> std::result::Result<T, Failed>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let n = self.clients.len();
+        let mut last = String::new();
+        for attempt in 0usize.. {
+            let left = end.saturating_duration_since(Instant::now());
+            if attempt > 0 && left.is_zero() {
+                break;
+            }
+            let Some((i, client)) = self.pick() else {
+                return Err(Failed::Unanswered("no member is connected".into()));
+            };
+            let per = (left / 4).clamp(ATTEMPT_MIN, ATTEMPT_MAX);
+            match tokio::time::timeout(per, f(client)).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if is_transient(&e) => {
+                    last = format!("{}: {}", self.endpoints[i], error_chain(&e));
+                    tracing::debug!("etcd request failed on {last}; trying another member");
+                    self.avoid(i);
+                }
+                Ok(Err(e)) => return Err(Failed::Answer(e)),
+                Err(_) => {
+                    last = format!("{} did not answer within {per:?}", self.endpoints[i]);
+                    tracing::debug!("etcd at {last}; trying another member");
+                    self.avoid(i);
+                }
+            }
+            if (attempt + 1) % n == 0 {
+                // Every member failed once: a short pause before the next round.
+                let pause = Duration::from_millis(100).min(left);
+                tokio::time::sleep(pause).await;
+            }
+        }
+        Err(Failed::Unanswered(last))
+    }
+
+    /// One keep-alive of lease `id`, retried on other members until `end`:
+    /// when the successful attempt was sent, or `None` if the lease is gone.
+    async fn keep_alive(
+        &self,
+        id: i64,
+        end: Instant,
+    ) -> std::result::Result<Option<Instant>, Failed> {
+        self.call(end, |c| async move {
+            let sent = Instant::now();
+            match c.lease_client().keep_alive(id).await {
+                Ok(_) => Ok(Some(sent)),
+                Err(e) if is_lease_gone(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
 }
 
 /// What our key's value says about its holder.
@@ -150,20 +291,80 @@ fn split_key(rest: &str) -> Option<(&str, &str)> {
     (!name.is_empty() && parse_lease_hex(id).is_some()).then_some((name, id))
 }
 
-/// gRPC status codes (as `tonic::Code` numbers) that mean "try again later".
-fn is_transient_code(code: i32) -> bool {
-    // Cancelled, Unknown, DeadlineExceeded, ResourceExhausted, Aborted,
-    // Internal, Unavailable.
-    matches!(code, 1 | 2 | 4 | 8 | 10 | 13 | 14)
-}
-
-/// The keep-alive of a lease that no longer exists.
-fn is_lease_gone(e: &etcd_client::Error) -> bool {
+/// Whether a failed request is worth another attempt on another member:
+/// it failed in transit, or the member could not serve it now (no leader,
+/// leader changed, timed out, overloaded).
+fn is_transient(e: &etcd_client::Error) -> bool {
     match e {
-        etcd_client::Error::LeaseKeepAliveError(m) => m.contains("not found"),
-        etcd_client::Error::GRpcStatus(s) => s.message().contains("lease not found"),
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::Cancelled
+                | Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::Internal
+                | Code::Unavailable
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
     }
+}
+
+/// The answer about a lease that no longer exists: gRPC NotFound, or the
+/// keep-alive that etcd-client turns into an error when the TTL it got back
+/// is 0 (it has no typed variant for that, only this message).
+fn is_lease_gone(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::LeaseKeepAliveError(m) => m == "lease not found",
+        etcd_client::Error::GRpcStatus(s) => s.code() == Code::NotFound,
+        _ => false,
+    }
+}
+
+/// An error with its causes, on one line (a transport error says only
+/// "transport error"; its sources say what happened).
+fn error_chain(e: &etcd_client::Error) -> String {
+    let (mut parts, mut cur): (Vec<String>, Option<&(dyn std::error::Error + 'static)>) = match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            (vec![one_line(s.message())], std::error::Error::source(s))
+        }
+        etcd_client::Error::TransportError(t) => {
+            (vec![one_line(&t.to_string())], std::error::Error::source(t))
+        }
+        etcd_client::Error::IoError(io) => (
+            vec![one_line(&io.to_string())],
+            std::error::Error::source(io),
+        ),
+        other => (vec![one_line(&other.to_string())], None),
+    };
+    while let Some(c) = cur {
+        let m = one_line(&c.to_string());
+        if !parts.iter().any(|p| p.contains(&m)) {
+            parts.push(m);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}
+
+/// Whether the connection was refused (nothing listens there).
+fn is_refused(e: &etcd_client::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(s) => Some(s),
+        etcd_client::Error::TransportError(t) => Some(t),
+        etcd_client::Error::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// Deadline, expiry and duration of a lease whose TTL the cluster reported
@@ -202,19 +403,28 @@ enum Pass {
 }
 
 impl EtcdStore {
-    /// Connects to the cluster and checks that it answers (within
-    /// [`CONNECT_TIMEOUT`]) and accepts the credentials.
+    /// Connects to every member at once and returns as soon as one answers
+    /// (within [`CONNECT_TIMEOUT`]) and accepts the credentials; the others
+    /// join as they connect (a member that cannot be reached is tried again
+    /// in the background every few seconds).
     pub async fn connect(
         endpoints: Vec<String>,
         prefix: String,
         opts: &EtcdOptions,
     ) -> Result<Self> {
         let list = endpoints.join(",");
+        // Require a leader: a member cut off from the others fails requests
+        // at once (Unavailable, then the next member is tried) and ends
+        // watches, instead of serving a watch that will never see the
+        // deletion it waits for.
         let mut copts = ConnectOptions::new()
+            .with_require_leader(true)
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let mut user_name = None;
         match (&opts.user, &opts.password) {
             (Some(user), Some(password)) => {
+                user_name = Some(user.clone());
                 copts = copts
                     .with_user(user.clone(), password.clone())
                     .with_auto_token_refresh(true);
@@ -225,6 +435,7 @@ impl EtcdStore {
                         "no password for etcd user {user:?}; give --etcd-user USER:PASSWORD or --etcd-password"
                     ))
                 })?;
+                user_name = Some(user.to_string());
                 copts = copts
                     .with_user(user, password)
                     .with_auto_token_refresh(true);
@@ -239,48 +450,89 @@ impl EtcdStore {
             copts = copts.with_tls(tls_options(opts)?);
         }
         let scheme = if tls { "https" } else { "http" };
-        let urls: Vec<String> = endpoints
-            .iter()
-            .map(|e| format!("{scheme}://{e}"))
-            .collect();
         let probe_key = if prefix.is_empty() {
             String::from("\0")
         } else {
             prefix.clone()
         };
-        let connecting = async {
-            let client = Client::connect(&urls, Some(copts)).await?;
-            // The client connects lazily: one cheap read proves the cluster
-            // answers and lets us read under the prefix.
-            client
-                .kv_client()
-                .get(
-                    probe_key,
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_keys_only()
-                            .with_limit(1),
-                    ),
-                )
-                .await?;
-            Ok::<_, etcd_client::Error>(client)
-        };
-        let client = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Err(_) => {
-                return Err(Error::Unavailable(format!(
-                    "cannot reach etcd at {list}: no answer within {}s",
-                    CONNECT_TIMEOUT.as_secs()
-                )));
+        let members = Arc::new(Members {
+            endpoints: endpoints.clone(),
+            clients: endpoints.iter().map(|_| OnceLock::new()).collect(),
+            preferred: AtomicUsize::new(0),
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel(endpoints.len().max(1));
+        for (i, e) in endpoints.iter().enumerate() {
+            let url = format!("{scheme}://{e}");
+            let (copts, probe_key, members, tx) = (
+                copts.clone(),
+                probe_key.clone(),
+                members.clone(),
+                tx.clone(),
+            );
+            tokio::spawn(async move {
+                // Only the first outcome is reported; dropping the sender
+                // then lets `connect` see when every member has failed once.
+                let mut tx = Some(tx);
+                loop {
+                    let r = tokio::time::timeout(
+                        CONNECT_TIMEOUT,
+                        connect_member(&url, copts.clone(), probe_key.clone()),
+                    )
+                    .await;
+                    let transient = match &r {
+                        Ok(Ok(_)) => false,
+                        Ok(Err(e)) => is_transient(e),
+                        Err(_) => true,
+                    };
+                    let outcome = match r {
+                        Ok(Ok(c)) => {
+                            let _ = members.clients[i].set(c);
+                            Ok(())
+                        }
+                        Ok(Err(e)) => Err(Some(e)),
+                        Err(_) => Err(None),
+                    };
+                    let connected = outcome.is_ok();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send((i, outcome)).await;
+                    }
+                    if connected || !transient {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+            });
+        }
+        drop(tx);
+        let mut failures = Vec::new();
+        while let Some((i, outcome)) = rx.recv().await {
+            match outcome {
+                Ok(()) => {
+                    members.preferred.store(i, Ordering::Relaxed);
+                    return Ok(EtcdStore {
+                        members,
+                        endpoints,
+                        prefix,
+                        user: user_name,
+                    });
+                }
+                Err(e) => failures.push((i, e)),
             }
-            Ok(Err(e)) => return Err(connect_error(&list, e)),
-            Ok(Ok(c)) => c,
-        };
-        Ok(EtcdStore {
-            client,
-            endpoints,
-            prefix,
+        }
+        // Nobody answered: the most telling failure (an answer beats silence).
+        failures.sort_by_key(|(i, e)| (e.as_ref().is_none_or(is_transient), *i));
+        Err(match failures.into_iter().next() {
+            Some((_, Some(e))) => connect_error(&list, e, user_name.as_deref(), &prefix, tls),
+            _ => Error::Unavailable(format!(
+                "cannot reach etcd at {list}: no answer within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            )),
         })
+    }
+
+    /// When a request started now must have been answered.
+    fn end(&self) -> Instant {
+        Instant::now() + REQUEST_TIMEOUT
     }
 
     /// `PREFIX NAME /`: where the contenders for `name` queue.
@@ -292,59 +544,51 @@ impl EtcdStore {
         format!("{}{lease_hex}", self.mutex_prefix(name))
     }
 
-    /// Turns a client error into ours, saying what we were doing.
-    fn error(&self, what: &str, e: etcd_client::Error) -> Error {
+    /// Turns a failed request into our error, saying what we were doing.
+    fn error(&self, what: &str, f: Failed) -> Error {
         let eps = self.endpoints.join(",");
+        let e = match f {
+            Failed::Unanswered(last) => {
+                return Error::Unavailable(format!("etcd at {eps} did not {what} ({last})"));
+            }
+            Failed::Answer(e) => e,
+        };
         match &e {
             etcd_client::Error::GRpcStatus(s) => {
-                let code = s.code() as i32;
                 let msg = one_line(s.message());
-                if code == 16
-                    || msg.contains("authentication")
-                    || msg.contains("invalid auth token")
-                {
-                    Error::store(format!(
+                match s.code() {
+                    Code::Unauthenticated => Error::store(format!(
                         "etcd at {eps} refused the credentials ({msg}); check --etcd-user/--etcd-password"
-                    ))
-                } else if code == 7 {
-                    Error::store(format!(
-                        "etcd at {eps} refused to {what} ({msg}); the user needs read-write access to keys under '{}'",
-                        self.prefix
-                    ))
-                } else if is_transient_code(code) {
-                    Error::Unavailable(format!("etcd at {eps} did not {what}: {msg}"))
-                } else {
-                    Error::store(format!("etcd at {eps} could not {what}: {msg}"))
+                    )),
+                    Code::PermissionDenied => {
+                        permission_error(&eps, self.user.as_deref(), &self.prefix, &msg)
+                    }
+                    _ if is_transient(&e) => {
+                        Error::Unavailable(format!("etcd at {eps} did not {what}: {msg}"))
+                    }
+                    _ => Error::store(format!("etcd at {eps} could not {what}: {msg}")),
                 }
             }
-            etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
-                Error::Unavailable(format!(
-                    "etcd at {eps} did not {what}: {}",
-                    one_line(&e.to_string())
-                ))
+            _ if is_transient(&e) => {
+                Error::Unavailable(format!("etcd at {eps} did not {what}: {}", error_chain(&e)))
             }
             _ => Error::store(format!(
                 "etcd at {eps} could not {what}: {}",
-                one_line(&e.to_string())
+                error_chain(&e)
             )),
         }
     }
 
-    /// Runs one request, bounded by [`REQUEST_TIMEOUT`].
-    async fn call<T>(
-        &self,
-        what: &str,
-        fut: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.error(what, e)),
-            Err(_) => Err(Error::Unavailable(format!(
-                "etcd at {} did not {what} within {}s",
-                self.endpoints.join(","),
-                REQUEST_TIMEOUT.as_secs()
-            ))),
-        }
+    /// Runs one request (any member, until [`REQUEST_TIMEOUT`]).
+    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.members
+            .call(self.end(), f)
+            .await
+            .map_err(|e| self.error(what, e))
     }
 
     fn not_held(name: &str, lease_id: &str) -> Error {
@@ -355,36 +599,25 @@ impl EtcdStore {
         }
     }
 
-    /// One keep-alive of lease `id`: `Ok(false)` when the lease is gone.
-    async fn keep_alive_once(&self, id: i64) -> Result<bool> {
-        let mut lc = self.client.lease_client();
-        match tokio::time::timeout(REQUEST_TIMEOUT, lc.keep_alive(id)).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) if is_lease_gone(&e) => Ok(false),
-            Ok(Err(e)) => Err(self.error("renew the lease", e)),
-            Err(_) => Err(Error::Unavailable(format!(
-                "etcd at {} did not renew the lease within {}s",
-                self.endpoints.join(","),
-                REQUEST_TIMEOUT.as_secs()
-            ))),
-        }
-    }
-
     /// Revokes lease `id`, best effort (a failure leaves it to expire).
     async fn revoke_quietly(&self, id: i64) {
-        let mut lc = self.client.lease_client();
-        match tokio::time::timeout(Duration::from_secs(2), lc.revoke(id)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if is_lease_gone(&e) => {}
-            Ok(Err(e)) => tracing::warn!(
+        let end = Instant::now() + Duration::from_secs(2);
+        let r = self
+            .members
+            .call(end, |c| async move {
+                match c.lease_client().revoke(id).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_lease_gone(&e) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(
                 "could not revoke etcd lease {}: {}; it expires on its own",
                 lease_hex(id),
-                one_line(&e.to_string())
-            ),
-            Err(_) => tracing::warn!(
-                "could not revoke etcd lease {} in time; it expires on its own",
-                lease_hex(id)
-            ),
+                self.error("revoke it", e)
+            );
         }
     }
 
@@ -406,12 +639,20 @@ impl EtcdStore {
             ),
             None => (None, None, None),
         };
+        // Our holder's token is the revision of the write that confirmed
+        // its grant, which is its key's last modification. etcdctl's token
+        // (the revision it read when it got the lock) is stored nowhere.
+        let fence = if h.client.is_some() {
+            u64::try_from(kv.mod_revision()).ok()
+        } else {
+            None
+        };
         LockInfo {
             name: name.to_string(),
             held: true,
             owner: h.owner,
             reason: h.reason,
-            fence: u64::try_from(kv.create_revision()).ok(),
+            fence,
             lease_id: Some(lease_id),
             acquired_at_ms: h.acquired_ms,
             expires_at_ms,
@@ -425,13 +666,12 @@ impl EtcdStore {
 
     /// (remaining, granted) TTL of lease `id`, `None` if it is gone.
     async fn ttl_of(&self, id: i64) -> Result<Option<(i64, i64)>> {
-        let mut lc = self.client.lease_client();
-        let r = self.call("read a lease", lc.time_to_live(id, None)).await;
-        match r {
-            Ok(r) if r.ttl() > 0 => Ok(Some((r.ttl(), r.granted_ttl()))),
-            Ok(_) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let r = self
+            .call("read a lease", |c| async move {
+                c.lease_client().time_to_live(id, None).await
+            })
+            .await?;
+        Ok((r.ttl() > 0).then(|| (r.ttl(), r.granted_ttl())))
     }
 
     /// The current holder of `name` (lowest create revision among its
@@ -441,11 +681,23 @@ impl EtcdStore {
         let opts = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend);
-        let mut kv = self.client.kv_client();
         let resp = self
-            .call("read the lock", kv.get(mp.clone(), Some(opts)))
+            .call("read the lock", |c| {
+                let (mp, opts) = (mp.clone(), opts.clone());
+                async move { c.kv_client().get(mp, Some(opts)).await }
+            })
             .await?;
         Ok(resp.kvs().iter().find(|kv| is_contender(kv, &mp)).cloned())
+    }
+
+    /// Runs a transaction (any member, until [`REQUEST_TIMEOUT`]).
+    async fn txn(&self, txn: &Txn) -> std::result::Result<etcd_client::TxnResponse, Failed> {
+        self.members
+            .call(self.end(), |c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await
     }
 
     async fn acquire_once(
@@ -455,11 +707,16 @@ impl EtcdStore {
         give_up: Option<Instant>,
     ) -> Pass {
         let ttl = req.lease.as_secs_f64().ceil().max(1.0) as i64;
-        let sent = Instant::now();
-        let mut lc = self.client.lease_client();
-        let grant = match self.call("grant a lease", lc.grant(ttl, None)).await {
+        let granted = self
+            .members
+            .call(self.end(), |c| async move {
+                let sent = Instant::now();
+                c.lease_client().grant(ttl, None).await.map(|g| (sent, g))
+            })
+            .await;
+        let (sent, grant) = match granted {
             Ok(g) => g,
-            Err(e) => return Pass::Done(Err(e)),
+            Err(e) => return Pass::Done(Err(self.error("grant a lease", e))),
         };
         let lease = Granted {
             id: grant.id(),
@@ -474,9 +731,13 @@ impl EtcdStore {
             if matches!(pass, Pass::Done(Ok(_))) {
                 // Our key is on the lease itself now; the queue lease holds
                 // nothing and may as well expire if this does not land.
-                let mut lc = self.client.lease_client();
+                let members = self.members.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, lc.revoke(q)).await;
+                    let _ = members
+                        .call(Instant::now() + REQUEST_TIMEOUT, |c| async move {
+                            c.lease_client().revoke(q).await
+                        })
+                        .await;
                 });
             } else {
                 self.revoke_quietly(q).await;
@@ -517,7 +778,6 @@ impl EtcdStore {
             }))
         };
         let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
-        let mut kvc = self.client.kv_client();
 
         // Free (nobody queued): take it. Otherwise say who holds it.
         let txn = Txn::new()
@@ -528,13 +788,14 @@ impl EtcdStore {
                 Some(PutOptions::new().with_lease(id)),
             )])
             .or_else([TxnOp::get(mp.clone(), Some(owner_opts()))]);
-        let resp = match self.call("take the lock", kvc.txn(txn)).await {
+        let resp = match self.txn(&txn).await {
             Ok(r) => r,
-            Err(e) => return Pass::Done(Err(e)),
+            Err(e) => return Pass::Done(Err(self.error("take the lock", e))),
         };
         if resp.succeeded() {
+            // The token: the revision of the write that made us the holder.
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-            return self.granted(req, cancel, lease, rev, &holder);
+            return self.granted(req, cancel, lease, rev, &holder, false).await;
         }
         let mut last_info =
             first_kv(resp.op_responses().first()).map(|kv| self.info_of(name, kv, None));
@@ -548,19 +809,33 @@ impl EtcdStore {
         // moves to the real one when it heads the queue (a put keeps its
         // create revision, hence its place).
         let q = if lease.ttl > QUEUE_TTL_S {
-            let mut lc = self.client.lease_client();
-            match self
-                .call("grant a lease", lc.grant(QUEUE_TTL_S, None))
-                .await
-            {
-                Ok(g) => {
+            let granted = self
+                .members
+                .call(self.end(), |c| async move {
+                    let sent = Instant::now();
+                    c.lease_client()
+                        .grant(QUEUE_TTL_S, None)
+                        .await
+                        .map(|g| (sent, g))
+                })
+                .await;
+            match granted {
+                Ok((sent, g)) => {
                     *queue_lease = Some(g.id());
-                    (g.id(), g.ttl())
+                    Granted {
+                        id: g.id(),
+                        ttl: g.ttl(),
+                        refreshed: Arc::new(Mutex::new(sent)),
+                    }
                 }
-                Err(e) => return Pass::Done(Err(e)),
+                Err(e) => return Pass::Done(Err(self.error("grant a lease", e))),
             }
         } else {
-            (id, lease.ttl)
+            Granted {
+                id,
+                ttl: lease.ttl,
+                refreshed: lease.refreshed.clone(),
+            }
         };
         let txn = Txn::new()
             .when([Compare::create_revision(
@@ -571,12 +846,12 @@ impl EtcdStore {
             .and_then([TxnOp::put(
                 my_key.clone(),
                 holder.to_json(),
-                Some(PutOptions::new().with_lease(q.0)),
+                Some(PutOptions::new().with_lease(q.id)),
             )])
             .or_else([TxnOp::get(my_key.clone(), None)]);
-        let resp = match self.call("queue for the lock", kvc.txn(txn)).await {
+        let resp = match self.txn(&txn).await {
             Ok(r) => r,
-            Err(e) => return Pass::Done(Err(e)),
+            Err(e) => return Pass::Done(Err(self.error("queue for the lock", e))),
         };
         let my_rev = if resp.succeeded() {
             resp.header().map(|h| h.revision()).unwrap_or(0)
@@ -594,14 +869,9 @@ impl EtcdStore {
         // Keep both leases alive while we wait; either one gone means our
         // place in the queue is gone.
         let (lost_tx, mut lost_rx) = tokio::sync::mpsc::channel::<()>(2);
-        let mut keepers = vec![self.keeper(
-            id,
-            lease.ttl,
-            Some(lease.refreshed.clone()),
-            lost_tx.clone(),
-        )];
-        if q.0 != id {
-            keepers.push(self.keeper(q.0, q.1, None, lost_tx));
+        let mut keepers = vec![self.keeper(lease, lost_tx.clone())];
+        if q.id != id {
+            keepers.push(self.keeper(&q, lost_tx));
         }
         let give_up_at = async {
             match give_up {
@@ -642,30 +912,36 @@ impl EtcdStore {
                 ]);
             let attempt = tokio::select! {
                 sig = &mut *cancel => return interrupted(sig),
-                r = self.call("read the lock", kvc.txn(txn)) => r,
+                r = self.txn(&txn) => r,
             };
             let resp = match attempt {
                 Ok(r) => r,
-                Err(Error::Store(m)) if m.contains("lease not found") => {
+                Err(Failed::Answer(e)) if is_lease_gone(&e) => {
                     tracing::warn!("our lease on {name} expired while waiting; queueing again");
                     return Pass::Requeue;
                 }
-                Err(e @ Error::Unavailable(_)) => {
-                    tracing::warn!("{e}; still waiting");
-                    if out_of_time() {
-                        return not_acquired(&last_info);
+                Err(e) => match self.error("read the lock", e) {
+                    e @ Error::Unavailable(_) => {
+                        tracing::warn!("{e}; still waiting");
+                        if out_of_time() {
+                            return not_acquired(&last_info);
+                        }
+                        tokio::select! {
+                            sig = &mut *cancel => return interrupted(sig),
+                            _ = &mut give_up_at => return not_acquired(&last_info),
+                            _ = tokio::time::sleep(poll_pause()) => continue,
+                        }
                     }
-                    tokio::select! {
-                        sig = &mut *cancel => return interrupted(sig),
-                        _ = &mut give_up_at => return not_acquired(&last_info),
-                        _ = tokio::time::sleep(poll_pause()) => continue,
-                    }
-                }
-                Err(e) => return Pass::Done(Err(e)),
+                    e => return Pass::Done(Err(e)),
+                },
             };
             if resp.succeeded() {
                 drop(keepers);
-                return self.granted(req, cancel, lease, my_rev, &stamped);
+                // The token: the revision of this write, the one that found
+                // nobody before us (as etcdctl's is the revision of the read
+                // that found nobody before it).
+                let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                return self.granted(req, cancel, lease, rev, &stamped, true).await;
             }
             let ops = resp.op_responses();
             if first_kv(ops.first()).is_none() {
@@ -690,22 +966,6 @@ impl EtcdStore {
                 continue;
             };
             // Wait for the key before ours to go.
-            let mut wc = self.client.watch_client();
-            let opts = WatchOptions::new().with_start_revision(header_rev + 1);
-            let watching = async {
-                let mut stream = wc.watch(pred.key().to_vec(), Some(opts)).await?;
-                while let Some(resp) = stream.message().await? {
-                    if resp.canceled()
-                        || resp
-                            .events()
-                            .iter()
-                            .any(|ev| ev.event_type() == EventType::Delete)
-                    {
-                        break;
-                    }
-                }
-                Ok::<_, etcd_client::Error>(())
-            };
             tokio::select! {
                 sig = &mut *cancel => return interrupted(sig),
                 _ = &mut give_up_at => return not_acquired(&last_info),
@@ -713,9 +973,9 @@ impl EtcdStore {
                     tracing::warn!("our place in the queue for {name} expired; queueing again");
                     return Pass::Requeue;
                 }
-                r = watching => {
+                r = self.watch_delete(pred.key(), header_rev + 1) => {
                     if let Err(e) = r {
-                        tracing::warn!("watching the lock: {}; looking again", one_line(&e.to_string()));
+                        tracing::warn!("watching the lock: {e}; looking again");
                         tokio::select! {
                             sig = &mut *cancel => return interrupted(sig),
                             _ = &mut give_up_at => return not_acquired(&last_info),
@@ -727,66 +987,158 @@ impl EtcdStore {
         }
     }
 
-    /// Keeps lease `id` (granted for `ttl_s`) alive in the background every
-    /// third of its TTL, noting when each successful keep-alive was sent;
-    /// says so on `lost` when the lease is gone. Stops when dropped.
-    fn keeper(
-        &self,
-        id: i64,
-        ttl_s: i64,
-        refreshed: Option<Arc<Mutex<Instant>>>,
-        lost: tokio::sync::mpsc::Sender<()>,
-    ) -> AbortOnDrop {
-        let client = self.client.clone();
-        let every = Duration::from_millis(ttl_s.max(1) as u64 * 1000 / 3);
+    /// Returns once `key` is deleted (at or after revision `from`), or an
+    /// error when the watch cannot go on: then the caller looks again, and
+    /// watches again on another member. Every [`WATCH_CHECK`] the member
+    /// is asked for a progress report; one that has not answered by the next
+    /// check is frozen or cut off, and is left.
+    async fn watch_delete(&self, key: &[u8], from: i64) -> std::result::Result<(), String> {
+        let Some((i, client)) = self.members.pick() else {
+            return Err("no member is connected".into());
+        };
+        let ep = &self.members.endpoints[i];
+        let opts = WatchOptions::new().with_start_revision(from);
+        let started = tokio::time::timeout(
+            ATTEMPT_MAX,
+            client.watch_client().watch(key.to_vec(), Some(opts)),
+        )
+        .await;
+        let mut stream = match started {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.members.avoid(i);
+                return Err(format!("{ep}: {}", error_chain(&e)));
+            }
+            Err(_) => {
+                self.members.avoid(i);
+                return Err(format!("{ep} did not start a watch within {ATTEMPT_MAX:?}"));
+            }
+        };
+        let mut check = tokio::time::interval(WATCH_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.tick().await;
+        let mut unanswered = false;
+        loop {
+            tokio::select! {
+                msg = stream.message() => match msg {
+                    Ok(Some(resp)) => {
+                        unanswered = false;
+                        if resp.canceled()
+                            || resp
+                                .events()
+                                .iter()
+                                .any(|ev| ev.event_type() == EventType::Delete)
+                        {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => return Err(format!("{ep} ended the watch")),
+                    Err(e) => {
+                        self.members.avoid(i);
+                        return Err(format!("{ep}: {}", error_chain(&e)));
+                    }
+                },
+                _ = check.tick() => {
+                    if unanswered {
+                        self.members.avoid(i);
+                        return Err(format!(
+                            "{ep} did not answer a progress request within {WATCH_CHECK:?}"
+                        ));
+                    }
+                    if let Err(e) = stream.request_progress().await {
+                        self.members.avoid(i);
+                        return Err(format!("{ep}: {}", error_chain(&e)));
+                    }
+                    unanswered = true;
+                }
+            }
+        }
+    }
+
+    /// Keeps `lease` alive in the background every third of its TTL, noting
+    /// when each successful keep-alive was sent; each keep-alive is retried
+    /// on other members until the lease would expire. Says so on `lost`
+    /// when the lease is gone. Stops when dropped.
+    fn keeper(&self, lease: &Granted, lost: tokio::sync::mpsc::Sender<()>) -> AbortOnDrop {
+        let members = self.members.clone();
+        let (id, refreshed) = (lease.id, lease.refreshed.clone());
+        let ttl = Duration::from_secs(lease.ttl.max(1) as u64);
+        let every = ttl / 3;
         AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let sent = Instant::now();
-                let mut lc = client.lease_client();
-                match tokio::time::timeout(REQUEST_TIMEOUT, lc.keep_alive(id)).await {
-                    Ok(Ok(_)) => {
-                        if let Some(Ok(mut r)) = refreshed.as_ref().map(|r| r.lock()) {
+                let last = refreshed
+                    .lock()
+                    .map(|r| *r)
+                    .unwrap_or_else(|e| *e.into_inner());
+                let end = (last + ttl).max(Instant::now() + every);
+                match members.keep_alive(id, end).await {
+                    Ok(Some(sent)) => {
+                        if let Ok(mut r) = refreshed.lock() {
                             *r = sent;
                         }
                     }
-                    Ok(Err(e)) if is_lease_gone(&e) => {
+                    Ok(None) => {
                         let _ = lost.send(()).await;
                         return;
                     }
-                    Ok(Err(e)) => tracing::warn!(
+                    Err(Failed::Answer(e)) => tracing::warn!(
                         "keeping our place in the queue: {}; retrying",
-                        one_line(&e.to_string())
+                        error_chain(&e)
                     ),
-                    Err(_) => tracing::warn!("keeping our place in the queue: no answer; retrying"),
+                    Err(Failed::Unanswered(m)) => {
+                        tracing::warn!("keeping our place in the queue: {m}; retrying")
+                    }
                 }
             }
         }))
     }
 
-    /// We head the queue: the lease as the caller sees it.
-    fn granted(
+    /// We head the queue: the lease as the caller sees it, with token
+    /// `rev`. When the lease was last refreshed a while ago (`queued`), one
+    /// keep-alive first, so that the deadline starts now rather than at a
+    /// keep-alive up to a third of the TTL old: otherwise the command could
+    /// be warned before its first renewal was even due.
+    async fn granted(
         &self,
         req: &AcquireRequest,
         cancel: &mut futures_util::future::Fuse<BoxFuture<'_, i32>>,
         lease: &Granted,
         rev: i64,
         holder: &Holder,
+        queued: bool,
     ) -> Pass {
         if let Some(sig) = (&mut *cancel).now_or_never() {
             // Granted as the signal came: give it back (the caller revokes).
             return Pass::Done(Err(Error::Interrupted(sig)));
         }
-        let sent = lease
+        let mut sent = lease
             .refreshed
             .lock()
             .map(|r| *r)
             .unwrap_or_else(|e| *e.into_inner());
+        if queued {
+            let ttl = Duration::from_secs(lease.ttl.max(0) as u64);
+            let end = (sent + ttl).min(Instant::now() + REQUEST_TIMEOUT);
+            match self.members.keep_alive(lease.id, end).await {
+                Ok(Some(fresh)) => sent = fresh,
+                Ok(None) => {
+                    tracing::warn!(
+                        "our lease on {} expired as we got the lock; queueing again",
+                        req.name
+                    );
+                    return Pass::Requeue;
+                }
+                // The last refresh still bounds the lease: keep that
+                // deadline; the renewals retry.
+                Err(_) => {}
+            }
+        }
         let (deadline, expires_at_ms, duration) = timing(sent, lease.ttl);
         Pass::Done(Ok(Lease {
             name: req.name.clone(),
             lease_id: lease_hex(lease.id),
-            fence: u64::try_from(rev).ok(),
+            fence: u64::try_from(rev).ok().filter(|&r| r > 0),
             duration,
             acquired_at_ms: holder.acquired_ms,
             expires_at_ms,
@@ -817,24 +1169,87 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn connect_error(endpoints: &str, e: etcd_client::Error) -> Error {
-    let msg = match &e {
-        etcd_client::Error::GRpcStatus(s) => {
-            let code = s.code() as i32;
-            let msg = one_line(s.message());
-            if code == 16 || code == 7 || msg.contains("authentication") {
-                return Error::store(format!(
-                    "etcd at {endpoints} refused the credentials ({msg}); check --etcd-user/--etcd-password"
-                ));
-            }
-            if !is_transient_code(code) {
-                return Error::store(format!("etcd at {endpoints}: {msg}"));
-            }
-            msg
-        }
-        other => one_line(&other.to_string()),
+/// Connects to one member and reads one key under the prefix: the client
+/// connects lazily, so this proves the member answers, accepts the
+/// credentials and lets us read.
+async fn connect_member(
+    url: &str,
+    copts: ConnectOptions,
+    probe_key: String,
+) -> std::result::Result<Client, etcd_client::Error> {
+    let client = Client::connect([url], Some(copts)).await?;
+    client
+        .kv_client()
+        .get(
+            probe_key,
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only()
+                    .with_limit(1),
+            ),
+        )
+        .await?;
+    Ok(client)
+}
+
+/// A user who may not read or write under the prefix.
+fn permission_error(endpoints: &str, user: Option<&str>, prefix: &str, msg: &str) -> Error {
+    let who = user
+        .map(|u| format!("user {u:?}"))
+        .unwrap_or("this client".into());
+    Error::store(format!(
+        "etcd at {endpoints} denied {who} access to keys under '{prefix}' ({msg}); give one of its roles readwrite permission on that prefix (etcdctl role grant-permission ROLE readwrite --prefix '{prefix}')"
+    ))
+}
+
+/// Why connecting failed, and what to do about it.
+fn connect_error(
+    endpoints: &str,
+    e: etcd_client::Error,
+    user: Option<&str>,
+    prefix: &str,
+    tls: bool,
+) -> Error {
+    if let etcd_client::Error::GRpcStatus(s) = &e {
+        let msg = one_line(s.message());
+        return match s.code() {
+            // etcd answers InvalidArgument both for a missing user name and
+            // for a failed authentication.
+            Code::InvalidArgument if user.is_none() => Error::store(format!(
+                "etcd at {endpoints} requires authentication ({msg}); give --etcd-user USER:PASSWORD"
+            )),
+            Code::InvalidArgument | Code::Unauthenticated => Error::store(format!(
+                "etcd at {endpoints} refused the credentials ({msg}); check --etcd-user/--etcd-password"
+            )),
+            Code::FailedPrecondition if user.is_some() => Error::store(format!(
+                "etcd at {endpoints} refused to authenticate ({msg}); leave out --etcd-user if its authentication is not enabled"
+            )),
+            Code::PermissionDenied => permission_error(endpoints, user, prefix, &msg),
+            _ if is_transient(&e) => connect_failure(endpoints, &e, tls),
+            _ => Error::store(format!("etcd at {endpoints}: {msg}")),
+        };
+    }
+    connect_failure(endpoints, &e, tls)
+}
+
+/// Connecting failed in transit: say why, and what to check.
+fn connect_failure(endpoints: &str, e: &etcd_client::Error, tls: bool) -> Error {
+    let detail = error_chain(e);
+    let hint = if is_refused(e) {
+        "; is etcd listening there?"
+    } else if tls {
+        "; check --etcd-cacert, --etcd-cert and --etcd-key"
+    } else {
+        "; if it serves TLS, give --etcd-cacert (and --etcd-cert/--etcd-key when it asks for a client certificate)"
     };
-    Error::Unavailable(format!("cannot reach etcd at {endpoints}: {msg}"))
+    if is_transient(e) {
+        Error::Unavailable(format!("cannot reach etcd at {endpoints}: {detail}{hint}"))
+    } else {
+        Error::store(format!(
+            "cannot connect to etcd at {endpoints}: {detail}{hint}"
+        ))
+    }
 }
 
 fn tls_options(opts: &EtcdOptions) -> Result<TlsOptions> {
@@ -888,13 +1303,17 @@ impl Backend for EtcdStore {
         }
     }
 
-    /// One keep-alive of the etcd lease. The lease id stays the same
-    /// (`next_id` is not used: a keep-alive is idempotent, so a retry after a
-    /// lost answer is harmless).
+    /// One keep-alive of the etcd lease, and a read that our key is still
+    /// there on it. The lease id stays the same (`next_id` is not used: a
+    /// keep-alive is idempotent, so a retry after a lost answer is
+    /// harmless). Both are retried on other members until the lease's
+    /// deadline (a leader failover, a frozen member); the new deadline
+    /// counts from the sending of the keep-alive attempt that succeeded.
     ///
     /// etcd cannot change the TTL of an existing lease, so the lease keeps
     /// the duration it was granted with, whatever `duration` asks; the
-    /// returned lease carries the duration in force.
+    /// returned lease carries the duration in force, and the token of its
+    /// grant.
     async fn renew(&self, lease: &Lease, duration: Duration, _next_id: &str) -> Result<Lease> {
         super::validate_name(&lease.name)?;
         let name = &lease.name;
@@ -902,23 +1321,32 @@ impl Backend for EtcdStore {
             return Err(Self::not_held(name, &lease.lease_id));
         };
         let key = self.key(name, &lease.lease_id);
-        let sent = Instant::now();
-        let mut kv = self.client.kv_client();
-        let (alive, got, ttl) = tokio::join!(
-            self.keep_alive_once(id),
-            self.call("read the lock", kv.get(key, None)),
-            self.ttl_of(id),
-        );
-        if !alive? {
+        // A lease we hold has a deadline to work to; one known only by its
+        // id (the `renew` command) has none.
+        let end = if lease.duration.is_zero() {
+            self.end()
+        } else {
+            lease.deadline
+        };
+        let read = self.members.call(end, |c| {
+            let key = key.clone();
+            async move { c.kv_client().get(key, None).await }
+        });
+        let (alive, got) = tokio::join!(self.members.keep_alive(id, end), read);
+        let Some(sent) = alive.map_err(|e| self.error("renew the lease", e))? else {
             return Err(Self::not_held(name, &lease.lease_id));
-        }
-        let got = got?;
+        };
+        let got = got.map_err(|e| self.error("read the lock", e))?;
         let Some(kv) = got.kvs().first().filter(|kv| kv.lease() == id) else {
             return Err(Self::not_held(name, &lease.lease_id));
         };
-        let granted = match ttl? {
-            Some((_, granted)) => granted,
-            None => return Err(Self::not_held(name, &lease.lease_id)),
+        let granted = if lease.duration.is_zero() {
+            match self.ttl_of(id).await? {
+                Some((_, granted)) => granted,
+                None => return Err(Self::not_held(name, &lease.lease_id)),
+            }
+        } else {
+            lease.duration.as_secs() as i64
         };
         if duration.as_secs() != granted as u64 {
             tracing::debug!(
@@ -930,7 +1358,10 @@ impl Backend for EtcdStore {
         Ok(Lease {
             name: name.clone(),
             lease_id: lease.lease_id.clone(),
-            fence: u64::try_from(kv.create_revision()).ok(),
+            // The token of our grant: the revision that last wrote our key.
+            fence: lease
+                .fence
+                .or_else(|| u64::try_from(kv.mod_revision()).ok()),
             duration,
             acquired_at_ms: Holder::from_value(kv.value()).acquired_ms,
             expires_at_ms,
@@ -945,23 +1376,29 @@ impl Backend for EtcdStore {
         if parse_lease_hex(lease_id).is_none() {
             return Err(Self::not_held(name, lease_id));
         }
-        let mut kv = self.client.kv_client();
+        let key = self.key(name, lease_id);
         let got = self
-            .call("read the lock", kv.get(self.key(name, lease_id), None))
+            .call("read the lock", |c| {
+                let key = key.clone();
+                async move { c.kv_client().get(key, None).await }
+            })
             .await?;
         let Some(lease) = got.kvs().first().map(|kv| kv.lease()).filter(|&l| l != 0) else {
             return Err(Self::not_held(name, lease_id));
         };
-        let mut lc = self.client.lease_client();
-        match tokio::time::timeout(REQUEST_TIMEOUT, lc.revoke(lease)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if is_lease_gone(&e) => Err(Self::not_held(name, lease_id)),
-            Ok(Err(e)) => Err(self.error("release the lease", e)),
-            Err(_) => Err(Error::Unavailable(format!(
-                "etcd at {} did not release the lease within {}s",
-                self.endpoints.join(","),
-                REQUEST_TIMEOUT.as_secs()
-            ))),
+        let revoked = self
+            .call("release the lease", |c| async move {
+                match c.lease_client().revoke(lease).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_lease_gone(&e) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if revoked {
+            Ok(())
+        } else {
+            Err(Self::not_held(name, lease_id))
         }
     }
 
@@ -987,9 +1424,11 @@ impl Backend for EtcdStore {
         } else {
             self.prefix.clone()
         };
-        let mut kvc = self.client.kv_client();
         let resp = self
-            .call("list the locks", kvc.get(key, Some(opts)))
+            .call("list the locks", |c| {
+                let (key, opts) = (key.clone(), opts.clone());
+                async move { c.kv_client().get(key, Some(opts)).await }
+            })
             .await?;
         // In create-revision order, the first contender seen per name holds it.
         let mut holders: Vec<(String, KeyValue)> = Vec::new();

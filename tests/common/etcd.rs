@@ -12,9 +12,11 @@ use super::{free_port, scrub_env, send_signal, terminate};
 pub const ETCD: &str = "/usr/bin/etcd";
 pub const ETCDCTL: &str = "/usr/bin/etcdctl";
 
-/// A running etcd, killed when dropped.
+/// A running etcd (or one member of a cluster), killed when dropped.
 pub struct Etcd {
     port: u16,
+    /// The member's name in its cluster.
+    name: String,
     child: Child,
     dir: tempfile::TempDir,
     tls: Option<Tls>,
@@ -151,6 +153,7 @@ impl Etcd {
                 .unwrap_or_else(|e| panic!("spawn {ETCD}: {e}"));
             let mut etcd = Etcd {
                 port,
+                name: "default".into(),
                 child,
                 dir,
                 tls: tls.clone(),
@@ -183,6 +186,118 @@ impl Etcd {
             eprintln!("etcd exited during start-up (attempt {attempt}), retrying");
         }
         panic!("etcd failed to start three times:\n{last_log}");
+    }
+
+    /// A cluster of `n` members on free loopback ports, with a short
+    /// heartbeat (50 ms) and election timeout (500 ms) so that a frozen
+    /// leader is replaced within about a second. `None` when etcd is not
+    /// installed. Every member is stopped by pid when dropped.
+    pub fn cluster(n: usize) -> Option<Vec<Etcd>> {
+        if !available() {
+            return None;
+        }
+        let mut last_log = String::new();
+        'attempt: for attempt in 0..3 {
+            let mut ports = Vec::new();
+            while ports.len() < 2 * n {
+                let p = free_port();
+                if !ports.contains(&p) {
+                    ports.push(p);
+                }
+            }
+            let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[n + i]);
+            let initial: Vec<String> = (0..n).map(|i| format!("m{i}={}", peer_url(i))).collect();
+            let initial = initial.join(",");
+            let token = format!("awsflock-test-{}-{attempt}", std::process::id());
+            let mut members: Vec<Etcd> = Vec::new();
+            for (i, &port) in ports[..n].iter().enumerate() {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let client_url = format!("http://127.0.0.1:{port}");
+                let log_file =
+                    std::fs::File::create(dir.path().join("etcd.log")).expect("create etcd log");
+                let child = Command::new(ETCD)
+                    .args(["--name", &format!("m{i}")])
+                    .arg("--data-dir")
+                    .arg(dir.path().join("data"))
+                    .args(["--listen-client-urls", &client_url])
+                    .args(["--advertise-client-urls", &client_url])
+                    .args(["--listen-peer-urls", &peer_url(i)])
+                    .args(["--initial-advertise-peer-urls", &peer_url(i)])
+                    .args(["--initial-cluster", &initial])
+                    .args(["--initial-cluster-state", "new"])
+                    .args(["--initial-cluster-token", &token])
+                    .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+                    .env_remove("ETCD_UNSUPPORTED_ARCH")
+                    .stdin(Stdio::null())
+                    .stdout(log_file.try_clone().unwrap())
+                    .stderr(log_file)
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("spawn {ETCD}: {e}"));
+                members.push(Etcd {
+                    port,
+                    name: format!("m{i}"),
+                    child,
+                    dir,
+                    tls: None,
+                });
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                for m in members.iter_mut() {
+                    if let Ok(Some(_)) = m.child.try_wait() {
+                        last_log = m.log();
+                        eprintln!(
+                            "etcd member exited during start-up (attempt {attempt}), retrying"
+                        );
+                        continue 'attempt;
+                    }
+                }
+                if members.iter().all(|m| m.healthy()) && leader(&members).is_some() {
+                    return Some(members);
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            let logs: Vec<String> = members.iter().map(|m| m.log()).collect();
+            panic!(
+                "etcd cluster not healthy within 30 s:\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        panic!("etcd cluster failed to start three times:\n{last_log}");
+    }
+
+    fn healthy(&self) -> bool {
+        self.etcdctl()
+            .args(["endpoint", "health", "--command-timeout", "2s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The member's name in its cluster (`default` for a single member).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The number of watch streams this member serves now, from its
+    /// Prometheus metrics (`etcd_debugging_mvcc_watch_stream_total`).
+    pub fn watch_streams(&self) -> u64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.lines()
+            .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watch_stream_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+            .unwrap_or_else(|| panic!("no watch stream gauge in the metrics of {}", self.name))
     }
 
     /// `127.0.0.1:PORT`, as etcdctl's --endpoints and our etcd:// URLs take it.
@@ -226,6 +341,46 @@ impl Etcd {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
+}
+
+/// The member id of `m` and of the leader it follows, when it answers.
+pub fn member_and_leader(m: &Etcd) -> Option<(u64, u64)> {
+    let out = m
+        .etcdctl()
+        .args([
+            "endpoint",
+            "status",
+            "-w",
+            "json",
+            "--command-timeout",
+            "2s",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let s = &v[0]["Status"];
+    Some((s["header"]["member_id"].as_u64()?, s["leader"].as_u64()?))
+}
+
+/// The index of the member that leads the cluster now, as every member
+/// reports it (`None` while they disagree or one does not answer).
+pub fn leader(members: &[Etcd]) -> Option<usize> {
+    let mut ids = Vec::new();
+    let mut leaders = Vec::new();
+    for m in members {
+        let (id, l) = member_and_leader(m)?;
+        ids.push(id);
+        leaders.push(l);
+    }
+    let first = *leaders.first()?;
+    if leaders.iter().any(|&l| l != first) {
+        return None;
+    }
+    ids.iter().position(|&id| id == first)
 }
 
 impl Drop for Etcd {
