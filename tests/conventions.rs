@@ -722,3 +722,96 @@ fn demo_sends_everything_to_the_local_server_with_fake_credentials() {
         assert!(line.contains("=http://127.0.0.1:5999"), "{line}");
     }
 }
+
+/// Writes an executable shell script.
+fn write_exe(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn setup_without_root_prints_the_apt_get_line_and_builds_without_protoc() {
+    // A machine as a non-root user sees it: no faketime, no protoc, an
+    // apt-get it may not run, and a moto venv of another version.
+    let root = scratch();
+    let r = root.path();
+    let (bin, tools, log) = (r.join("bin"), r.join("tools"), r.join("log"));
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["bash", "env", "mkdir", "dirname", "rm", "cp", "cat"] {
+        let found = which(tool).unwrap_or_else(|| panic!("{tool} not found"));
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    let log_line = |who: &str| format!("#!/bin/sh\necho \"{who} $*\" >> {}\n", log.display());
+    write_exe(&bin.join("id"), "#!/bin/sh\necho 1000\n");
+    write_exe(&bin.join("apt-get"), &(log_line("apt-get") + "exit 100\n"));
+    write_exe(&bin.join("cargo"), &(log_line("cargo") + "exit 0\n"));
+    let good_py = r.join("good-python");
+    write_exe(&good_py, &(log_line("venv-python") + "exit 0\n"));
+    write_exe(
+        &bin.join("python3"),
+        &(log_line("python3")
+            + &format!(
+                "if [ \"$1\" = -m ] && [ \"$2\" = venv ]; then mkdir -p \"$3/bin\"; cp {} \"$3/bin/python\"; fi\nexit 0\n",
+                good_py.display()
+            )),
+    );
+    for venv in ["moto", "peer"] {
+        std::fs::create_dir_all(tools.join(venv).join("bin")).unwrap();
+    }
+    // The moto venv fails its check (another moto version).
+    write_exe(&tools.join("moto/bin/python"), "#!/bin/sh\nexit 1\n");
+    std::fs::copy(&good_py, tools.join("peer/bin/python")).unwrap();
+
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(bin.join("bash"));
+    scrub_env(&mut cmd);
+    cmd.env("PATH", &bin)
+        .env("AWSFLOCK_TOOLS", &tools)
+        .env_remove("PROTOC")
+        .env_remove("PYTHON")
+        .arg(repo.join("scripts/setup.sh"));
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        out.stderr
+            .contains("sudo apt-get update && sudo apt-get install -y faketime protobuf-compiler"),
+        "no apt-get line:\n{}",
+        out.describe()
+    );
+    assert!(
+        !calls.contains("apt-get"),
+        "ran apt-get as non-root:\n{calls}"
+    );
+    assert!(
+        calls.contains("moto[server]==5.2.5"),
+        "moto venv not re-made with the pinned version:\n{calls}"
+    );
+    let cargo: Vec<&str> = calls.lines().filter(|l| l.starts_with("cargo")).collect();
+    assert_eq!(cargo, ["cargo build --quiet"], "{calls}");
+    assert!(
+        out.stderr.contains("protoc not found"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn etcd_urls_in_a_build_without_etcd_say_how_to_get_it() {
+    let out = run(awsflock_at(&dead_endpoint()).args([
+        "status",
+        "x",
+        "--backend",
+        "etcd://127.0.0.1:2379/locks",
+    ]));
+    assert_eq!(out.code, 2, "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("cargo install --path . --features etcd"),
+        "{}",
+        out.describe()
+    );
+    assert_clean_error(&out);
+}
