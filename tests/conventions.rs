@@ -603,7 +603,24 @@ fn no_color_turns_off_colour_in_help_and_logs() {
         "help has no colour without NO_COLOR:\n{seen:?}"
     );
 
+    // A waiter's live line on a terminal (indicatif).
+    let name = lock();
+    let _held = acquire(&moto, &t, &name, &[]);
+    let wait_args = [
+        "acquire",
+        &name,
+        "-w",
+        "2",
+        "--table",
+        &t,
+        "--endpoint-url",
+        ep,
+    ];
+    let (code, seen) = on_pty(&[("NO_COLOR", "1")], &wait_args);
+    assert_eq!(code, 3, "{seen}");
+    assert!(seen.contains("waiting for"), "no waiting line:\n{seen:?}");
     for args in [
+        &wait_args[..],
         &log_args[..],
         &["--help"],
         &["acquire", "--help"],
