@@ -240,6 +240,11 @@ fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() 
     let out = run(cmd.args(["status", "x", "--profile", "nope"]));
     assert_eq!(out.code, 1, "{}", out.describe());
     assert_clean_error(&out);
+    assert!(
+        out.stderr.contains("no AWS profile \"nope\""),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]

@@ -132,6 +132,15 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
         .as_deref()
         .map(|p| format!(" (profile {p:?})"))
         .unwrap_or_default();
+    let fail = |msg: String| async {
+        match missing_profile(settings.profile.as_deref()).await {
+            Some(p) => Err(Error::store(format!(
+                "there is no AWS profile {p:?} in AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE \
+                 (default ~/.aws/config, ~/.aws/credentials); check --profile / AWS_PROFILE"
+            ))),
+            None => Err(Error::store(msg)),
+        }
+    };
     if config.region().is_none() {
         // A local endpoint needs no real region; pick the usual one.
         let has_endpoint = endpoint.is_some()
@@ -139,9 +148,10 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
             || env_nonempty("AWS_ENDPOINT_URL").is_some()
             || config.endpoint_url().is_some();
         if !has_endpoint {
-            return Err(Error::store(format!(
+            return fail(format!(
                 "no AWS region is configured{in_profile}; give --region, set AWS_REGION, or set a region in the AWS profile"
-            )));
+            ))
+            .await;
         }
         config = config
             .into_builder()
@@ -155,13 +165,34 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
     };
     if let Err(e) = provider.provide_credentials().await {
         tracing::debug!(error = %DisplayErrorContext(&e), "credential chain failed");
-        return Err(Error::store(format!(
+        return fail(format!(
             "no AWS credentials found{in_profile}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
              give --profile (a profile in ~/.aws/config or AWS_CONFIG_FILE), configure SSO, \
              or run with an instance role"
-        )));
+        ))
+        .await;
     }
     Ok(config)
+}
+
+/// The profile named by `--profile` (or else `AWS_PROFILE`) when the AWS
+/// config and credentials files do not have it; read only to explain a
+/// failed load.
+async fn missing_profile(option: Option<&str>) -> Option<String> {
+    let name = option
+        .map(String::from)
+        .or_else(|| env_nonempty("AWS_PROFILE"))?;
+    #[allow(deprecated)] // the replacement lives in aws-runtime, not a dependency
+    let files = aws_config::profile::profile_file::ProfileFiles::default();
+    let set = aws_config::profile::load(
+        &aws_types::os_shim_internal::Fs::real(),
+        &aws_types::os_shim_internal::Env::real(),
+        &files,
+        None,
+    )
+    .await
+    .ok()?;
+    set.get_profile(&name).is_none().then_some(name)
 }
 
 /// Whether every request will go to a plain `http://` endpoint: the one
