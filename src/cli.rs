@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::duration;
@@ -129,7 +128,7 @@ pub struct Global {
     pub verbose: u8,
 
     /// Say nothing on stderr while waiting
-    #[arg(short, long, global = true, env = "AWSFLOCK_QUIET", value_parser = BoolishValueParser::new())]
+    #[arg(short, long, global = true, env = "AWSFLOCK_QUIET", value_parser = boolish)]
     pub quiet: bool,
 }
 
@@ -203,6 +202,16 @@ Examples:
 ",
     wait_rules!()
 );
+
+/// A flag's value from its environment variable, as people write them:
+/// 1/0, true/false, yes/no, on/off (any case); empty is false.
+fn boolish(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "y" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "n" | "off" => Ok(false),
+        _ => Err("give 1/0, true/false, yes/no or on/off".to_string()),
+    }
+}
 
 /// A positive duration, possibly under a second.
 fn positive(s: &str) -> Result<Duration, String> {
@@ -303,7 +312,7 @@ pub struct LockArgs {
     pub timeout: Option<Duration>,
 
     /// Give up at once if the lock is held (exit 3)
-    #[arg(short = 'n', long, visible_alias = "nonblock", env = "AWSFLOCK_NO_WAIT", value_parser = BoolishValueParser::new())]
+    #[arg(short = 'n', long, visible_alias = "nonblock", env = "AWSFLOCK_NO_WAIT", value_parser = boolish)]
     pub no_wait: bool,
 
     /// Who holds the lock, shown to others [default: host name]
@@ -325,7 +334,7 @@ pub struct AcquireArgs {
     pub lock: LockArgs,
 
     /// Print a JSON object (lease_id, fence, expires_at, ...) instead of the LEASE_ID
-    #[arg(long, env = "AWSFLOCK_JSON", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "AWSFLOCK_JSON", value_parser = boolish)]
     pub json: bool,
 
     /// Exit code when the lock is not acquired
@@ -347,7 +356,7 @@ pub struct RenewArgs {
     #[arg(long, value_name = "S")]
     pub owner: Option<String>,
     /// Print a JSON object instead of the LEASE_ID
-    #[arg(long, env = "AWSFLOCK_JSON", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "AWSFLOCK_JSON", value_parser = boolish)]
     pub json: bool,
 }
 
@@ -363,7 +372,7 @@ pub struct ReleaseArgs {
     #[arg(long, conflicts_with = "lease_id")]
     pub force: bool,
     /// With --force: do not ask for confirmation on a terminal
-    #[arg(long, short = 'y', requires = "force", env = "AWSFLOCK_YES", value_parser = BoolishValueParser::new())]
+    #[arg(long, short = 'y', requires = "force", env = "AWSFLOCK_YES", value_parser = boolish)]
     pub yes: bool,
 }
 
@@ -371,7 +380,7 @@ pub struct ReleaseArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Print a JSON array of the same objects as `status --json`
-    #[arg(long, env = "AWSFLOCK_JSON", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "AWSFLOCK_JSON", value_parser = boolish)]
     pub json: bool,
 }
 
@@ -381,6 +390,6 @@ pub struct StatusArgs {
     /// The lock's name
     pub name: String,
     /// Print one JSON object
-    #[arg(long, env = "AWSFLOCK_JSON", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "AWSFLOCK_JSON", value_parser = boolish)]
     pub json: bool,
 }

@@ -269,7 +269,7 @@ fn boolean_variables_accept_the_usual_spellings() {
         assert_eq!(out.code, 0, "AWSFLOCK_JSON={yes}:\n{}", out.describe());
         assert_eq!(out.json()["held"], true);
     }
-    for no in ["0", "false", "False", "no", "NO", "off"] {
+    for no in ["0", "false", "False", "no", "NO", "off", ""] {
         let out = run(awsflock(&moto)
             .env("AWSFLOCK_JSON", no)
             .env("AWSFLOCK_NO_WAIT", no)
@@ -302,6 +302,11 @@ fn boolean_variables_accept_the_usual_spellings() {
         .args(["acquire", &name, "--table", &t]));
     assert_eq!(out.code, 2, "{}", out.describe());
     assert_clean_error(&out);
+    assert!(
+        out.stderr.contains("1/0, true/false, yes/no or on/off"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]
