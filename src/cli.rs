@@ -40,7 +40,8 @@ AWS_ENDPOINT_URL_DYNAMODB or AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else
 the profile's endpoint_url, else AWS itself.
 
 Boolean variables (AWSFLOCK_NO_WAIT, AWSFLOCK_QUIET, AWSFLOCK_JSON, AWSFLOCK_YES)
-take 1/0, true/false, yes/no or on/off. NO_COLOR turns colour off.";
+take 1/0, true/false, yes/no or on/off (empty: false). NO_COLOR turns colour
+off.";
 
 const EXAMPLES: &str = "\
 Examples:
