@@ -233,6 +233,28 @@ fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() 
     let out = run(awsflock(&b).args(["status", "x", "--table", &t2, "--region", "eu-central-1"]));
     assert_eq!(out.code, 0, "{}", out.describe());
 
+    // AWS_ENDPOINT_URL beats the profile's endpoint_url, and --region the
+    // profile's region.
+    let t3 = unique_name("tbl");
+    let mut cmd = Command::new(bin_path());
+    scrub_env(&mut cmd);
+    with_files(&mut cmd);
+    cmd.env("AWS_ENDPOINT_URL", &b.endpoint).args([
+        "table-create",
+        "--table",
+        &t3,
+        "--profile",
+        "lab",
+        "--region",
+        "us-west-2",
+    ]);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let out = run(awsflock(&b).args(["status", "x", "--table", &t3, "--region", "us-west-2"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let out = run(awsflock(&a).args(["status", "x", "--table", &t3, "--region", "us-west-2"]));
+    assert_eq!(out.code, 1, "{}", out.describe());
+
     // An unknown profile is one clean line.
     let mut cmd = Command::new(bin_path());
     scrub_env(&mut cmd);
