@@ -28,6 +28,8 @@ ROOT="$PWD"
 
 TOOLS="${AWSFLOCK_TOOLS:-$HOME/.cache/awsflock}"
 PY="$TOOLS/moto/bin/python"
+# No __pycache__ in the repository.
+export PYTHONDONTWRITEBYTECODE=1
 SERVER="$ROOT/scripts/moto-server.py"
 ETCD=/usr/bin/etcd
 ETCDCTL=/usr/bin/etcdctl
@@ -45,7 +47,7 @@ scripts/setup.sh || die "scripts/setup.sh failed"
 "$PY" -c 'import boto3, moto' 2>/dev/null || die "$PY cannot import boto3 and moto (run scripts/setup.sh)"
 
 log "building the release binary"
-cargo build --release --quiet || die "cargo build --release failed"
+cargo build --release --features etcd --quiet || die "cargo build --release --features etcd failed"
 BIN="$ROOT/target/release/awsflock"
 [ -x "$BIN" ] || die "$BIN was not built"
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepare a machine for the test suite: the moto DynamoDB server, the
 # awsflock 0.2.0 Python client used by the interop tests, faketime, etcd
-# and protoc, and a build of the crate. Safe to run again: finished steps
-# are skipped.
+# and protoc, and a build of the crate (with the etcd store when protoc is
+# there). Safe to run again: finished steps are skipped. Without root, it
+# prints the apt-get command that installs what is missing.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,8 +20,13 @@ apt_install() {
     local why="$1"
     shift
     [ "$#" -gt 0 ] || return 0
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        log "$* not installed (not root): $why"
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "missing: $* (Debian package names; $why)"
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        log "missing: $* ($why); install them with:"
+        log "    sudo apt-get update && sudo apt-get install -y $*"
         return 0
     fi
     log "installing $*"
@@ -61,12 +67,22 @@ make_venv() {
     fi
 }
 
+# moto is pinned: scripts/moto-server.py patches one of its private APIs.
+# A venv with another version is made again.
+MOTO_VERSION=5.2.5
 make_venv moto \
-    "import os, sys, boto3, moto.server; sys.exit(0 if os.access(os.path.join(sys.prefix, 'bin', 'moto_server'), os.X_OK) else 1)" \
-    'moto[server]'
+    "import os, sys, boto3, moto.server, importlib.metadata as m; sys.exit(0 if m.version('moto') == '$MOTO_VERSION' and os.access(os.path.join(sys.prefix, 'bin', 'moto_server'), os.X_OK) else 1)" \
+    "moto[server]==$MOTO_VERSION"
 
 make_venv peer \
     "import os, sys, importlib.metadata as m, awsflock.main; sys.exit(0 if m.version('awsflock') == '0.2.0' and os.access(os.path.join(sys.prefix, 'bin', 'awsflock'), os.X_OK) else 1)" \
     'awsflock==0.2.0'
 
-cargo build --quiet
+# The etcd store needs protoc to build; everything else does not.
+if command -v protoc >/dev/null 2>&1 || [ -x "${PROTOC:-}" ]; then
+    cargo build --quiet --features etcd
+else
+    log "protoc not found: building without the etcd store (the etcd tests and"
+    log "scripts/test.sh need it: sudo apt-get install -y protobuf-compiler)"
+    cargo build --quiet
+fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: prepare the machine, then run every test target.
+# The test command: prepare the machine, then run every test target, with
+# the etcd store built in (cargo feature `etcd`, which needs protoc).
 # Every target runs even when an earlier one fails. Extra arguments go to
 # `cargo test`, e.g. `scripts/test.sh --test interop_v020`.
 set -euo pipefail
@@ -7,4 +8,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
-exec cargo test --all-targets --no-fail-fast "$@"
+if ! command -v protoc >/dev/null 2>&1 && [ ! -x "${PROTOC:-}" ]; then
+    echo "test: the etcd store needs protoc to build; install it with:" >&2
+    echo "test:     sudo apt-get update && sudo apt-get install -y protobuf-compiler" >&2
+    exit 1
+fi
+exec cargo test --features etcd --all-targets --no-fail-fast "$@"

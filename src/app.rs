@@ -39,7 +39,15 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 .map_err(|e| Error::store(format!("cannot handle signals: {e}")))?;
             let lease = store.acquire(&req, next_signal(&mut signals)).await;
             waiting_done();
-            print_lease(&lease?, a.json, &req.owner, req.reason.as_deref())?;
+            match lease {
+                Ok(lease) => print_lease(&lease, a.json, &req.owner, req.reason.as_deref())?,
+                // -E/--conflict-exit-code, as flock(1)'s.
+                Err(e @ Error::NotAcquired { .. }) if a.conflict_exit_code != exit::NOT_HELD => {
+                    say!("awsflock: error: {e}");
+                    return Ok(a.conflict_exit_code);
+                }
+                Err(e) => return Err(e),
+            }
             Ok(exit::OK)
         }
         Command::Renew(r) => {
@@ -50,7 +58,31 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let renewed = store
                 .renew(&lease, r.lease_duration.unwrap_or(DEFAULT_LEASE), &next)
                 .await?;
-            print_lease(&renewed, r.json, "", None)?;
+            // The lease keeps its owner and reason; read them back for
+            // --json (as `status` shows them) and to answer 0.2.0's --owner.
+            let (mut owner, mut reason) = (None, None);
+            if r.json || r.owner.is_some() {
+                match store.inspect(&r.name).await {
+                    Ok(info) if info.lease_id.as_deref() == Some(renewed.lease_id.as_str()) => {
+                        (owner, reason) = (info.owner, info.reason);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "cannot read the renewed lease back"),
+                }
+            }
+            if let (Some(asked), Some(kept)) = (r.owner.as_deref(), owner.as_deref()) {
+                if asked != kept && !g.quiet {
+                    say!(
+                        "awsflock: note: the lease keeps its owner {kept:?}; --owner {asked:?} is not applied on renew"
+                    );
+                }
+            }
+            print_lease(
+                &renewed,
+                r.json,
+                owner.as_deref().unwrap_or(""),
+                reason.as_deref(),
+            )?;
             Ok(exit::OK)
         }
         Command::Release(r) => {
@@ -83,16 +115,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut buf)
-                .map_err(|e| Error::store(format!("cannot render the man page: {e}")))?;
-            out(String::from_utf8_lossy(&buf).trim_end())?;
+            let page =
+                man_page().map_err(|e| Error::store(format!("cannot render the man page: {e}")))?;
+            out(page.trim_end())?;
             Ok(exit::OK)
         }
         Command::Run(r) => run_command(g, r).await,
-        Command::Watchdog { pgid } => Ok(supervise::unix::watchdog_main(pgid)),
         Command::Status(s) => {
             backend::validate_name(&s.name)?;
             let store = open(g).await?;
@@ -152,16 +180,18 @@ fn next_signal(signals: &mut signal_hook_tokio::Signals) -> backend::BoxFuture<'
 }
 
 /// The store options from the global flags and the environment, including
-/// awsflock 0.2.0's `DYNAMO_ENDPOINT_URL`.
+/// awsflock 0.2.0's `DYNAMO_ENDPOINT_URL` (for DynamoDB only).
 pub fn store_options(g: &Global) -> StoreOptions {
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     StoreOptions {
         backend: g.backend.clone(),
         table: g.table.clone(),
-        endpoint_url: g.endpoint_url.clone().or_else(|| {
-            std::env::var("DYNAMO_ENDPOINT_URL")
-                .ok()
-                .filter(|s| !s.is_empty())
-        }),
+        endpoint_url: nonempty(&g.endpoint_url),
+        dynamodb_endpoint_url: std::env::var("DYNAMO_ENDPOINT_URL")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        region: nonempty(&g.region),
+        profile: nonempty(&g.profile),
         etcd: backend::EtcdOptions {
             user: g.etcd_user.clone(),
             password: g.etcd_password.clone(),
@@ -186,6 +216,8 @@ pub fn request(
     backend::validate_name(name)?;
     let wait = if a.no_wait {
         Some(Duration::ZERO)
+    } else if let Some(t) = a.timeout {
+        Some(t) // flock(1)'s -w: 0 does not wait
     } else {
         a.wait_time.map(|w| w.0).unwrap_or(Some(DEFAULT_WAIT))
     };
@@ -533,6 +565,89 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(stderr_is_terminal())
+        .with_ansi(colour())
         .try_init();
+}
+
+/// Whether to colour stderr: on a terminal, unless `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+pub fn colour() -> bool {
+    stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The man page: the top level as clap_mangen renders it, then one section
+/// per subcommand (synopsis, description, options, examples), which
+/// clap_mangen leaves to separate pages that `awsflock man` could not print.
+pub fn man_page() -> std::io::Result<String> {
+    let top = <Cli as clap::CommandFactory>::command();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(top.clone()).render(&mut buf)?;
+    let page = String::from_utf8_lossy(&buf).into_owned();
+    let mut subs = String::new();
+    for sub in top.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let full = format!("awsflock {}", sub.get_name());
+        let man = clap_mangen::Man::new(sub.clone().bin_name(&full).display_name(&full));
+        let mut part = Vec::new();
+        man.render_synopsis_section(&mut part)?;
+        man.render_description_section(&mut part)?;
+        man.render_options_section(&mut part)?;
+        if sub.get_after_help().is_some() {
+            man.render_extra_section(&mut part)?;
+        }
+        let part = String::from_utf8_lossy(&part)
+            .replace(".SH SYNOPSIS", &format!(".SH \"{}\"", full.to_uppercase()))
+            .replace(".SH DESCRIPTION\n", ".PP\n")
+            .replace(".SH OPTIONS", ".SS Options");
+        subs.push_str(&verbatim_examples(&part, ".SS Examples"));
+    }
+    // The subcommand list points at pages of their own; they are below.
+    let mut page = verbatim_examples(&page, ".SH EXAMPLES");
+    for sub in top.get_subcommands().map(|s| s.get_name()).chain(["help"]) {
+        let name = sub.replace('-', "\\-");
+        page = page.replace(
+            &format!("awsflock\\-{name}(1)"),
+            &format!("awsflock {name}"),
+        );
+    }
+    Ok(match page.find(".SH VERSION") {
+        Some(at) => format!("{}{subs}{}", &page[..at], &page[at..]),
+        None => page + &subs,
+    })
+}
+
+/// Turns clap_mangen's EXTRA section (our `after_help`) into `heading`,
+/// printed as written (no refilling: it holds command lines).
+fn verbatim_examples(roff: &str, heading: &str) -> String {
+    let Some(at) = roff.find(".SH EXTRA\n") else {
+        return roff.to_string();
+    };
+    let body_start = at + ".SH EXTRA\n".len();
+    let body_end = roff[body_start..]
+        .find("\n.SH ")
+        .map(|i| body_start + i + 1)
+        .unwrap_or(roff.len());
+    let body: Vec<&str> = roff[body_start..body_end]
+        .lines()
+        .filter(|l| !matches!(*l, "Examples:" | "Example:"))
+        .collect();
+    format!(
+        "{}{heading}\n.nf\n{}\n.fi\n{}",
+        &roff[..at],
+        body.join("\n"),
+        &roff[body_end..]
+    )
+}
+
+/// The internal commands that are not part of the command line people use:
+/// `awsflock __watchdog PGID`, which `run` starts to kill its command's
+/// process group if awsflock itself dies. Returns the exit code when `args`
+/// (without the program name) is one of them.
+pub fn internal_command(args: &[std::ffi::OsString]) -> Option<i32> {
+    match args {
+        [cmd, pgid] if cmd == "__watchdog" => {
+            let pgid = pgid.to_str()?.parse::<i32>().ok()?;
+            Some(supervise::unix::watchdog_main(pgid))
+        }
+        _ => None,
+    }
 }

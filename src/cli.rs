@@ -7,11 +7,23 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::duration;
 
-const ABOUT: &str = "A distributed flock(1): lease-based locks in DynamoDB, shared by a fleet";
+/// How the wait options relate; shown under `acquire --help` and `run --help`.
+macro_rules! wait_rules {
+    () => {
+        "\
+Waiting: --wait-time 0 waits forever (awsflock 0.2.0's meaning); -w/--timeout
+is flock(1)'s, where 0 does not wait; -n/--no-wait does not wait. -n beats -w,
+which beats --wait-time and AWSFLOCK_WAIT_TIME. Without any, awsflock waits 60
+seconds."
+    };
+}
+
+const ABOUT: &str = "A distributed flock(1): lease-based locks shared by a fleet, kept in DynamoDB, S3, etcd or a local directory";
 
 const LONG_ABOUT: &str = "\
-A distributed flock(1): lease-based locks in DynamoDB, shared by every machine
-that can reach the table.
+A distributed flock(1): lease-based locks shared by every machine that can reach
+the store. Four stores: DynamoDB (the default, awsflock 0.2.0's table format),
+S3, etcd, or a local directory (one host); see --backend.
 
 `awsflock run NAME -- CMD` takes the lock, runs CMD, renews the lease while CMD
 runs, stops CMD before the lease could expire if renewal fails, and releases the
@@ -19,7 +31,17 @@ lock when CMD ends. acquire, renew and release work as in awsflock 0.2.0, on the
 same table, so a fleet can move over one machine at a time.
 
 Exit codes: 0 ok; 1 error (store unreachable, no table, no credentials); 2 bad
-usage; 3 lock not acquired or lease not held; 4 (run) lease lost.";
+usage; 3 lock not acquired or lease not held; 4 (run) lease lost.
+
+AWS settings come from the usual places, as in the AWS CLI: --region and
+--profile, else AWS_REGION and AWS_PROFILE, else ~/.aws/config. The endpoint is
+--endpoint-url, else (DynamoDB) DYNAMO_ENDPOINT_URL, else
+AWS_ENDPOINT_URL_DYNAMODB or AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else
+the profile's endpoint_url, else AWS itself.
+
+Boolean variables (AWSFLOCK_NO_WAIT, AWSFLOCK_QUIET, AWSFLOCK_JSON, AWSFLOCK_YES)
+take 1/0, true/false, yes/no or on/off (empty: false). NO_COLOR turns colour
+off.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -58,9 +80,17 @@ pub struct Global {
     )]
     pub table: Option<String>,
 
-    /// Store endpoint, e.g. http://127.0.0.1:8000 (also DYNAMO_ENDPOINT_URL, AWS_ENDPOINT_URL)
+    /// Store endpoint, e.g. http://127.0.0.1:8000; beats DYNAMO_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB/_S3 and AWS_ENDPOINT_URL
     #[arg(long, global = true, env = "AWSFLOCK_ENDPOINT_URL", value_name = "URL")]
     pub endpoint_url: Option<String>,
+
+    /// AWS region (beats AWS_REGION and the profile's region)
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// AWS profile from ~/.aws/config and ~/.aws/credentials (beats AWS_PROFILE)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
 
     /// etcd: user name, or USER:PASSWORD
     #[arg(
@@ -99,7 +129,7 @@ pub struct Global {
     pub verbose: u8,
 
     /// Say nothing on stderr while waiting
-    #[arg(short, long, global = true, env = "AWSFLOCK_QUIET")]
+    #[arg(short, long, global = true, env = "AWSFLOCK_QUIET", value_parser = boolish)]
     pub quiet: bool,
 }
 
@@ -153,16 +183,10 @@ pub enum Command {
     /// Run a command while holding the lock; release it when the command ends
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
-
-    /// (internal) kill a process group if awsflock dies
-    #[command(name = "__watchdog", hide = true)]
-    Watchdog {
-        /// The process group to kill.
-        pgid: i32,
-    },
 }
 
-const RUN_EXAMPLES: &str = "\
+const RUN_EXAMPLES: &str = concat!(
+    "\
 The command runs with AWSFLOCK_LOCK and AWSFLOCK_FENCE in its environment, and
 awsflock exits with its exit code (128+N if killed by signal N).
 
@@ -171,8 +195,24 @@ Examples:
   awsflock run deploy-prod --wait-time 30m --reason \"$CI_JOB_URL\" -- terraform apply
   # cron: skip this run if the previous one is still going
   */5 * * * * awsflock run report --no-wait --conflict-exit-code 0 -- /usr/local/bin/report
+  # the same in flock(1)'s words
+  */5 * * * * awsflock run report -n -E 0 -- /usr/local/bin/report
   # a shell pipeline
-  awsflock run backup -c 'pg_dump db | gzip > /backup/db.gz'";
+  awsflock run backup -c 'pg_dump db | gzip > /backup/db.gz'
+
+",
+    wait_rules!()
+);
+
+/// A flag's value from its environment variable, as people write them:
+/// 1/0, true/false, yes/no, on/off (any case); empty is false.
+fn boolish(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "y" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "n" | "off" => Ok(false),
+        _ => Err("give 1/0, true/false, yes/no or on/off".to_string()),
+    }
+}
 
 /// A positive duration, possibly under a second.
 fn positive(s: &str) -> Result<Duration, String> {
@@ -197,7 +237,7 @@ pub struct RunArgs {
     pub kill_after: Duration,
 
     /// Exit code when the lock is not acquired (the command is not started)
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_CONFLICT_EXIT_CODE", value_name = "N")]
+    #[arg(short = 'E', long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_CONFLICT_EXIT_CODE", value_name = "N")]
     pub conflict_exit_code: i32,
 
     /// Exit code when the lease is lost while the command runs
@@ -218,11 +258,17 @@ pub struct RunArgs {
     pub cmd: Vec<std::ffi::OsString>,
 }
 
-const ACQUIRE_EXAMPLES: &str = "\
+const ACQUIRE_EXAMPLES: &str = concat!(
+    "\
 Examples:
   LEASE_ID=$(awsflock acquire LockFoo --lease-duration 15m --reason 'nightly backup')
   awsflock acquire LockBar --no-wait || echo 'busy'
-  awsflock acquire LockBaz --wait-time 0 --json    # wait forever; print lease_id and fence";
+  awsflock acquire LockBaz --wait-time 0 --json    # wait forever; print lease_id and fence
+  awsflock acquire LockQux -w 10                   # flock(1) style: wait up to 10 seconds
+
+",
+    wait_rules!()
+);
 
 /// A lease duration of at least one whole second.
 fn lease_duration(s: &str) -> Result<Duration, String> {
@@ -237,6 +283,20 @@ fn wait_time(s: &str) -> Result<Wait, String> {
     duration::parse_wait(s).map(Wait)
 }
 
+/// flock(1)'s `-w`: seconds, possibly fractional, where 0 means "do not
+/// wait"; or any duration form `--wait-time` takes.
+fn timeout(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+            Duration::try_from_secs_f64(secs).map_err(|_| format!("wait time {s:?} is too large"))
+        }
+        Ok(_) => Err(format!(
+            "wait time {s:?} is negative; give seconds such as 30, or 0 not to wait"
+        )),
+        Err(_) => duration::parse_positive(s),
+    }
+}
+
 /// Options shared by `acquire` and `run`: how long, how patiently, and who.
 #[derive(Debug, Args, Clone)]
 pub struct LockArgs {
@@ -244,12 +304,16 @@ pub struct LockArgs {
     #[arg(long, visible_alias = "expiration", value_parser = lease_duration, env = "AWSFLOCK_LEASE_DURATION", value_name = "D")]
     pub lease_duration: Option<Duration>,
 
-    /// How long to wait for a held lock; 0 waits forever [default: 60s]
+    /// How long to wait for a held lock; 0 waits forever, as in awsflock 0.2.0 [default: 60s]
     #[arg(long, value_parser = wait_time, env = "AWSFLOCK_WAIT_TIME", value_name = "D")]
     pub wait_time: Option<Wait>,
 
+    /// flock(1)'s wait: seconds (2.5) or a duration (15m); 0 does not wait, as in flock(1)
+    #[arg(short = 'w', long, value_parser = timeout, value_name = "D")]
+    pub timeout: Option<Duration>,
+
     /// Give up at once if the lock is held (exit 3)
-    #[arg(long, env = "AWSFLOCK_NO_WAIT")]
+    #[arg(short = 'n', long, visible_alias = "nonblock", env = "AWSFLOCK_NO_WAIT", value_parser = boolish)]
     pub no_wait: bool,
 
     /// Who holds the lock, shown to others [default: host name]
@@ -271,8 +335,12 @@ pub struct AcquireArgs {
     pub lock: LockArgs,
 
     /// Print a JSON object (lease_id, fence, expires_at, ...) instead of the LEASE_ID
-    #[arg(long, env = "AWSFLOCK_JSON")]
+    #[arg(long, env = "AWSFLOCK_JSON", value_parser = boolish)]
     pub json: bool,
+
+    /// Exit code when the lock is not acquired
+    #[arg(short = 'E', long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_CONFLICT_EXIT_CODE", value_name = "N")]
+    pub conflict_exit_code: i32,
 }
 
 /// `awsflock renew`.
@@ -285,8 +353,11 @@ pub struct RenewArgs {
     /// New lease duration, from now [default: 2 hours]
     #[arg(long, visible_alias = "expiration", value_parser = lease_duration, env = "AWSFLOCK_LEASE_DURATION", value_name = "D")]
     pub lease_duration: Option<Duration>,
+    /// Accepted as in awsflock 0.2.0; the lease keeps the owner it was acquired with
+    #[arg(long, value_name = "S")]
+    pub owner: Option<String>,
     /// Print a JSON object instead of the LEASE_ID
-    #[arg(long, env = "AWSFLOCK_JSON")]
+    #[arg(long, env = "AWSFLOCK_JSON", value_parser = boolish)]
     pub json: bool,
 }
 
@@ -302,7 +373,7 @@ pub struct ReleaseArgs {
     #[arg(long, conflicts_with = "lease_id")]
     pub force: bool,
     /// With --force: do not ask for confirmation on a terminal
-    #[arg(long, short = 'y', requires = "force", env = "AWSFLOCK_YES")]
+    #[arg(long, short = 'y', requires = "force", env = "AWSFLOCK_YES", value_parser = boolish)]
     pub yes: bool,
 }
 
@@ -310,7 +381,7 @@ pub struct ReleaseArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Print a JSON array of the same objects as `status --json`
-    #[arg(long, env = "AWSFLOCK_JSON")]
+    #[arg(long, env = "AWSFLOCK_JSON", value_parser = boolish)]
     pub json: bool,
 }
 
@@ -320,6 +391,6 @@ pub struct StatusArgs {
     /// The lock's name
     pub name: String,
     /// Print one JSON object
-    #[arg(long, env = "AWSFLOCK_JSON")]
+    #[arg(long, env = "AWSFLOCK_JSON", value_parser = boolish)]
     pub json: bool,
 }

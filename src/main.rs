@@ -4,5 +4,9 @@
 use clap::Parser;
 
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(code) = awsflock::app::internal_command(&args) {
+        std::process::exit(code);
+    }
     std::process::exit(awsflock::app::main_with(awsflock::cli::Cli::try_parse()));
 }

@@ -100,11 +100,13 @@ impl Fixture for File {
     }
 }
 
+#[cfg(feature = "etcd")]
 struct Etcd {
     _etcd: common::etcd::Etcd,
     url: String,
 }
 
+#[cfg(feature = "etcd")]
 impl Fixture for Etcd {
     fn start() -> Self {
         let etcd = common::etcd::Etcd::start()
@@ -463,4 +465,5 @@ macro_rules! conformance {
 conformance!(dynamodb, DynamoDb);
 conformance!(s3, S3);
 conformance!(file, File);
+#[cfg(feature = "etcd")]
 conformance!(etcd, Etcd);

@@ -5,6 +5,8 @@
 //! Every test starts its own etcd on free loopback ports and skips (with a
 //! note) when /usr/bin/etcd is not installed.
 
+#![cfg(feature = "etcd")]
+
 mod common;
 
 use std::path::Path;

@@ -51,31 +51,107 @@ pub fn retries() -> RetryConfig {
         .with_max_backoff(Duration::from_secs(1))
 }
 
+/// The AWS service a store talks to: picks `AWS_ENDPOINT_URL_<SERVICE>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Service {
+    /// DynamoDB (`AWS_ENDPOINT_URL_DYNAMODB`).
+    #[default]
+    DynamoDb,
+    /// S3 (`AWS_ENDPOINT_URL_S3`).
+    S3,
+}
+
+impl Service {
+    /// The service-specific endpoint variable, as the AWS CLI and SDKs read it.
+    pub fn endpoint_var(self) -> &'static str {
+        match self {
+            Service::DynamoDb => "AWS_ENDPOINT_URL_DYNAMODB",
+            Service::S3 => "AWS_ENDPOINT_URL_S3",
+        }
+    }
+}
+
+/// The command line's AWS settings for the store being opened: `--region`,
+/// `--profile`, and which service it is. [`crate::backend::open`] sets them
+/// around a store's `connect` with [`with_settings`]; [`load`] reads them.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Which service's endpoint variable applies.
+    pub service: Service,
+    /// `--region`: beats `AWS_REGION` and the profile's region.
+    pub region: Option<String>,
+    /// `--profile`: beats `AWS_PROFILE`.
+    pub profile: Option<String>,
+}
+
+tokio::task_local! {
+    static SETTINGS: Settings;
+}
+
+/// Runs `f` (a store's `connect`) with `settings` visible to [`load`].
+pub async fn with_settings<F: std::future::Future>(settings: Settings, f: F) -> F::Output {
+    SETTINGS.scope(settings, f).await
+}
+
+fn env_nonempty(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
 /// Loads region, credentials and endpoint from the standard AWS chain, with
-/// `endpoint` (from `--endpoint-url` or `DYNAMO_ENDPOINT_URL`) taking
-/// precedence over `AWS_ENDPOINT_URL`. Fails early, with a message, when
-/// there is no region or no credentials.
+/// the [`Settings`] of [`with_settings`] (`--region`, `--profile`) on top.
+///
+/// The endpoint, first found wins, as in the AWS CLI: `endpoint` (from
+/// `--endpoint-url`, or `DYNAMO_ENDPOINT_URL` for DynamoDB), then
+/// `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_S3`, then
+/// `AWS_ENDPOINT_URL`, then the profile's `endpoint_url` (the SDK resolves
+/// all but the first). Fails early, with a message, when there is no region
+/// or no credentials.
 pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
+    let settings = SETTINGS.try_with(Settings::clone).unwrap_or_default();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts())
         .retry_config(retries());
+    if let Some(profile) = &settings.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
     if let Some(ep) = &endpoint {
         loader = loader.endpoint_url(ep.clone());
     }
-    if plain_http_endpoint(endpoint.as_deref()) {
+    if plain_http_endpoint(settings.service, endpoint.as_deref()) {
         // A local server over plain HTTP needs no TLS: skip the default
         // client's loading and parsing of every system root certificate,
         // which is most of a short command's start-up time.
         loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
     }
     let mut config = loader.load().await;
+    let in_profile = settings
+        .profile
+        .as_deref()
+        .map(|p| format!(" (profile {p:?})"))
+        .unwrap_or_default();
+    let fail = |msg: String| async {
+        match missing_profile(settings.profile.as_deref()).await {
+            Some(p) => Err(Error::store(format!(
+                "there is no AWS profile {p:?} in AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE \
+                 (default ~/.aws/config, ~/.aws/credentials); check --profile / AWS_PROFILE"
+            ))),
+            None => Err(Error::store(msg)),
+        }
+    };
     if config.region().is_none() {
         // A local endpoint needs no real region; pick the usual one.
-        let has_endpoint = endpoint.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+        let has_endpoint = endpoint.is_some()
+            || env_nonempty(settings.service.endpoint_var()).is_some()
+            || env_nonempty("AWS_ENDPOINT_URL").is_some()
+            || config.endpoint_url().is_some();
         if !has_endpoint {
-            return Err(Error::store(
-                "no AWS region is configured; set AWS_REGION (or a region in your AWS profile)",
-            ));
+            return fail(format!(
+                "no AWS region is configured{in_profile}; give --region, set AWS_REGION, or set a region in the AWS profile"
+            ))
+            .await;
         }
         config = config
             .into_builder()
@@ -89,28 +165,45 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
     };
     if let Err(e) = provider.provide_credentials().await {
         tracing::debug!(error = %DisplayErrorContext(&e), "credential chain failed");
-        return Err(Error::store(
-            "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-             configure AWS_PROFILE or SSO, or run with an instance role",
-        ));
+        return fail(format!(
+            "no AWS credentials found{in_profile}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             give --profile (a profile in ~/.aws/config or AWS_CONFIG_FILE), configure SSO, \
+             or run with an instance role"
+        ))
+        .await;
     }
     Ok(config)
 }
 
+/// The profile named by `--profile` (or else `AWS_PROFILE`) when the AWS
+/// config and credentials files do not have it; read only to explain a
+/// failed load.
+async fn missing_profile(option: Option<&str>) -> Option<String> {
+    let name = option
+        .map(String::from)
+        .or_else(|| env_nonempty("AWS_PROFILE"))?;
+    #[allow(deprecated)] // the replacement lives in aws-runtime, not a dependency
+    let files = aws_config::profile::profile_file::ProfileFiles::default();
+    let set = aws_config::profile::load(
+        &aws_types::os_shim_internal::Fs::real(),
+        &aws_types::os_shim_internal::Env::real(),
+        &files,
+        None,
+    )
+    .await
+    .ok()?;
+    set.get_profile(&name).is_none().then_some(name)
+}
+
 /// Whether every request will go to a plain `http://` endpoint: the one
-/// given, or else the SDK's `AWS_ENDPOINT_URL_DYNAMODB`/`_S3` and
+/// given, or else the service's `AWS_ENDPOINT_URL_<SERVICE>`, or else
 /// `AWS_ENDPOINT_URL`.
-fn plain_http_endpoint(explicit: Option<&str>) -> bool {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    if let Some(ep) = explicit {
-        return ep.starts_with("http://");
-    }
-    let service: Vec<String> = ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_S3"]
-        .iter()
-        .filter_map(|k| var(k))
-        .collect();
-    let all: Vec<String> = service.into_iter().chain(var("AWS_ENDPOINT_URL")).collect();
-    !all.is_empty() && all.iter().all(|e| e.starts_with("http://"))
+fn plain_http_endpoint(service: Service, explicit: Option<&str>) -> bool {
+    explicit
+        .map(String::from)
+        .or_else(|| env_nonempty(service.endpoint_var()))
+        .or_else(|| env_nonempty("AWS_ENDPOINT_URL"))
+        .is_some_and(|e| e.starts_with("http://"))
 }
 
 /// Counts and times every HTTP attempt, and feeds each response's `Date`

@@ -241,8 +241,16 @@ pub struct StoreOptions {
     pub backend: Option<String>,
     /// `--table` (DynamoDB).
     pub table: Option<String>,
-    /// `--endpoint-url` (or `DYNAMO_ENDPOINT_URL`).
+    /// `--endpoint-url`: every store's endpoint, beating every variable.
     pub endpoint_url: Option<String>,
+    /// awsflock 0.2.0's `DYNAMO_ENDPOINT_URL`: DynamoDB's endpoint when
+    /// `endpoint_url` is not given; beats the SDK's variables, as it did in
+    /// 0.2.0. Not used for S3.
+    pub dynamodb_endpoint_url: Option<String>,
+    /// `--region` (AWS stores).
+    pub region: Option<String>,
+    /// `--profile` (AWS stores).
+    pub profile: Option<String>,
     /// Authentication and TLS for etcd.
     pub etcd: EtcdOptions,
 }
@@ -383,13 +391,30 @@ impl StoreOptions {
 
 /// Opens the store named by the options.
 pub async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
+    let aws = |service| aws::Settings {
+        service,
+        region: opts.region.clone(),
+        profile: opts.profile.clone(),
+    };
     match opts.target()? {
-        Target::DynamoDb { table } => Ok(Arc::new(
-            dynamodb::DynamoDb::connect(table, opts.endpoint_url.clone()).await?,
-        )),
-        Target::S3 { bucket, prefix } => Ok(Arc::new(
-            s3::S3Store::connect(bucket, prefix, opts.endpoint_url.clone()).await?,
-        )),
+        Target::DynamoDb { table } => {
+            let endpoint = opts
+                .endpoint_url
+                .clone()
+                .or_else(|| opts.dynamodb_endpoint_url.clone());
+            let store = aws::with_settings(
+                aws(aws::Service::DynamoDb),
+                dynamodb::DynamoDb::connect(table, endpoint),
+            );
+            Ok(Arc::new(store.await?))
+        }
+        Target::S3 { bucket, prefix } => {
+            let store = aws::with_settings(
+                aws(aws::Service::S3),
+                s3::S3Store::connect(bucket, prefix, opts.endpoint_url.clone()),
+            );
+            Ok(Arc::new(store.await?))
+        }
         Target::File { dir } => Ok(Arc::new(file::FileStore::open(dir)?)),
         #[cfg(feature = "etcd")]
         Target::Etcd { endpoints, prefix } => Ok(Arc::new(
@@ -397,7 +422,8 @@ pub async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
         )),
         #[cfg(not(feature = "etcd"))]
         Target::Etcd { .. } => Err(Error::usage(
-            "this awsflock was built without the etcd store; rebuild with `--features etcd` (needs protoc)",
+            "this awsflock was built without etcd support; reinstall with \
+             `cargo install --path . --features etcd` (needs protoc: apt-get install protobuf-compiler)",
         )),
     }
 }
@@ -417,8 +443,8 @@ mod tests {
         let o = |b: Option<&str>, t: Option<&str>| StoreOptions {
             backend: b.map(String::from),
             table: t.map(String::from),
-            endpoint_url: None,
             etcd: EtcdOptions::default(),
+            ..StoreOptions::default()
         };
         assert_eq!(
             o(None, None).target().unwrap(),

@@ -1,0 +1,866 @@
+//! The conventions people bring from other tools: the AWS CLI's `--region`,
+//! `--profile` and endpoint variables, flock(1)'s short options, the usual
+//! spellings of boolean environment variables, every option of awsflock
+//! 0.2.0, `NO_COLOR`; and the repository's demo script, which must never
+//! reach real AWS. Every test runs the real binary against real local
+//! servers (moto on free loopback ports).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// Our binary with a clean environment and fake credentials, but no
+/// endpoint and no region: each test says where requests go.
+fn bare() -> Command {
+    let mut cmd = Command::new(bin_path());
+    scrub_env(&mut cmd);
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test");
+    cmd
+}
+
+/// True when `awsflock status` finds the DynamoDB table `table` at
+/// `endpoint` (region us-east-1), false when the table is missing there.
+fn table_at(endpoint: &str, table: &str) -> bool {
+    let out = run(awsflock_at(endpoint).args(["status", "probe", "--table", table]));
+    match out.code {
+        0 => true,
+        1 => false,
+        _ => panic!("unexpected status outcome:\n{}", out.describe()),
+    }
+}
+
+/// True when the S3 bucket `bucket` exists at `endpoint`.
+fn bucket_at(endpoint: &str, bucket: &str) -> bool {
+    let out = run(awsflock_at(endpoint).args([
+        "status",
+        "probe",
+        "--backend",
+        &format!("s3://{bucket}/locks"),
+    ]));
+    match out.code {
+        0 => true,
+        1 => false,
+        _ => panic!("unexpected status outcome:\n{}", out.describe()),
+    }
+}
+
+#[test]
+fn service_specific_endpoint_beats_aws_endpoint_url() {
+    let (a, b) = (Moto::start(), Moto::start());
+    let t = unique_name("tbl");
+    let out = run(bare()
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &a.endpoint)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
+        .args(["table-create", "--table", &t]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        table_at(&b.endpoint, &t),
+        "table not on the DynamoDB endpoint"
+    );
+    assert!(!table_at(&a.endpoint, &t), "table on the generic endpoint");
+
+    let bucket = unique_name("bkt");
+    let out = run(bare()
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &a.endpoint)
+        .env("AWS_ENDPOINT_URL_S3", &b.endpoint)
+        .args(["table-create", "--backend", &format!("s3://{bucket}/locks")]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        bucket_at(&b.endpoint, &bucket),
+        "bucket not on the S3 endpoint"
+    );
+    assert!(
+        !bucket_at(&a.endpoint, &bucket),
+        "bucket on the generic endpoint"
+    );
+}
+
+#[test]
+fn endpoint_url_option_beats_every_variable() {
+    let (a, b) = (Moto::start(), Moto::start());
+    let t = unique_name("tbl");
+    let out = run(bare()
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &b.endpoint)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
+        .env("DYNAMO_ENDPOINT_URL", &b.endpoint)
+        .args(["table-create", "--table", &t, "--endpoint-url", &a.endpoint]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(table_at(&a.endpoint, &t));
+    assert!(!table_at(&b.endpoint, &t));
+
+    let bucket = unique_name("bkt");
+    let out = run(bare()
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &b.endpoint)
+        .env("AWS_ENDPOINT_URL_S3", &b.endpoint)
+        .args(["--endpoint-url", &a.endpoint, "table-create"])
+        .args(["--backend", &format!("s3://{bucket}")]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(bucket_at(&a.endpoint, &bucket));
+    assert!(!bucket_at(&b.endpoint, &bucket));
+}
+
+#[test]
+fn dynamo_endpoint_url_applies_to_dynamodb_only() {
+    let (a, b) = (Moto::start(), Moto::start());
+    // awsflock 0.2.0's variable names the DynamoDB endpoint, and beats the
+    // SDK's variables as it did there.
+    let t = unique_name("tbl");
+    let out = run(bare()
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
+        .env("DYNAMO_ENDPOINT_URL", &a.endpoint)
+        .args(["table-create", "--table", &t]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(table_at(&a.endpoint, &t));
+    assert!(!table_at(&b.endpoint, &t));
+
+    // ...and does not send S3 requests to the DynamoDB server.
+    let bucket = unique_name("bkt");
+    let out = run(bare()
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &b.endpoint)
+        .env("DYNAMO_ENDPOINT_URL", &a.endpoint)
+        .args(["table-create", "--backend", &format!("s3://{bucket}/x")]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        bucket_at(&b.endpoint, &bucket),
+        "bucket not on AWS_ENDPOINT_URL"
+    );
+    assert!(
+        !bucket_at(&a.endpoint, &bucket),
+        "DYNAMO_ENDPOINT_URL redirected s3://"
+    );
+}
+
+#[test]
+fn a_service_specific_endpoint_alone_needs_no_region() {
+    let moto = Moto::start();
+    let t = unique_name("tbl");
+    let out = run(bare()
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &moto.endpoint)
+        .args(["table-create", "--table", &t]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(table_at(&moto.endpoint, &t));
+}
+
+#[test]
+fn region_option_before_or_after_the_subcommand_picks_the_region() {
+    let moto = Moto::start();
+    let t = unique_name("tbl");
+    // moto keeps one set of tables per region, like AWS.
+    let out = run(awsflock(&moto).args(["--region", "eu-west-1", "table-create", "--table", &t]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let out = run(awsflock(&moto).args(["status", "x", "--table", &t, "--region", "eu-west-1"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    // The environment says us-east-1, where there is no such table.
+    let out = run(awsflock(&moto).args(["status", "x", "--table", &t]));
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert!(out.stderr.contains("table-create"), "{}", out.describe());
+}
+
+/// Writes an AWS config and credentials file with a profile `name` whose
+/// region and endpoint_url point at `endpoint`.
+fn aws_files(dir: &Path, name: &str, region: &str, endpoint: &str) {
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "[default]\nregion = ap-south-1\n\n[profile {name}]\nregion = {region}\nendpoint_url = {endpoint}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("credentials"),
+        format!("[{name}]\naws_access_key_id = testkey\naws_secret_access_key = testsecret\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() {
+    let (a, b) = (Moto::start(), Moto::start());
+    let home = scratch();
+    aws_files(home.path(), "lab", "eu-central-1", &a.endpoint);
+    let with_files = |cmd: &mut Command| {
+        cmd.env("HOME", home.path())
+            .env("AWS_CONFIG_FILE", home.path().join("config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                home.path().join("credentials"),
+            );
+    };
+    let t = unique_name("tbl");
+    let mut cmd = Command::new(bin_path());
+    scrub_env(&mut cmd);
+    with_files(&mut cmd);
+    // --profile beats AWS_PROFILE, as in the AWS CLI.
+    cmd.env("AWS_PROFILE", "no-such-profile").args([
+        "table-create",
+        "--table",
+        &t,
+        "--profile",
+        "lab",
+    ]);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    // On a, in the profile's region.
+    let out = run(awsflock(&a).args(["status", "x", "--table", &t, "--region", "eu-central-1"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(!table_at(&b.endpoint, &t));
+
+    // The profile's endpoint is below --endpoint-url and the variables.
+    let t2 = unique_name("tbl");
+    let mut cmd = Command::new(bin_path());
+    scrub_env(&mut cmd);
+    with_files(&mut cmd);
+    cmd.env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint).args([
+        "--profile",
+        "lab",
+        "table-create",
+        "--table",
+        &t2,
+    ]);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let out = run(awsflock(&b).args(["status", "x", "--table", &t2, "--region", "eu-central-1"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+
+    // AWS_ENDPOINT_URL beats the profile's endpoint_url, and --region the
+    // profile's region.
+    let t3 = unique_name("tbl");
+    let mut cmd = Command::new(bin_path());
+    scrub_env(&mut cmd);
+    with_files(&mut cmd);
+    cmd.env("AWS_ENDPOINT_URL", &b.endpoint).args([
+        "table-create",
+        "--table",
+        &t3,
+        "--profile",
+        "lab",
+        "--region",
+        "us-west-2",
+    ]);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let out = run(awsflock(&b).args(["status", "x", "--table", &t3, "--region", "us-west-2"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let out = run(awsflock(&a).args(["status", "x", "--table", &t3, "--region", "us-west-2"]));
+    assert_eq!(out.code, 1, "{}", out.describe());
+
+    // An unknown profile is one clean line.
+    let mut cmd = Command::new(bin_path());
+    scrub_env(&mut cmd);
+    with_files(&mut cmd);
+    let out = run(cmd.args(["status", "x", "--profile", "nope"]));
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert_clean_error(&out);
+    assert!(
+        out.stderr.contains("no AWS profile \"nope\""),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn boolean_variables_accept_the_usual_spellings() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let _lease = acquire(&moto, &t, &name, &[]);
+    for yes in ["1", "true", "TRUE", "yes", "Yes", "on", "ON"] {
+        let out = run(awsflock(&moto)
+            .env("AWSFLOCK_NO_WAIT", yes)
+            .env("AWSFLOCK_JSON", yes)
+            .args(["acquire", &name, "--table", &t]));
+        assert_eq!(out.code, 3, "AWSFLOCK_NO_WAIT={yes}:\n{}", out.describe());
+        assert!(
+            out.elapsed < Duration::from_secs(20),
+            "waited with AWSFLOCK_NO_WAIT={yes}"
+        );
+        let out = run(awsflock(&moto)
+            .env("AWSFLOCK_JSON", yes)
+            .args(["status", &name, "--table", &t]));
+        assert_eq!(out.code, 0, "AWSFLOCK_JSON={yes}:\n{}", out.describe());
+        assert_eq!(out.json()["held"], true);
+    }
+    for no in ["0", "false", "False", "no", "NO", "off", ""] {
+        let out = run(awsflock(&moto)
+            .env("AWSFLOCK_JSON", no)
+            .env("AWSFLOCK_NO_WAIT", no)
+            .args(["status", &name, "--table", &t]));
+        assert_eq!(out.code, 0, "AWSFLOCK_JSON={no}:\n{}", out.describe());
+        assert!(
+            !out.stdout.trim_start().starts_with('{'),
+            "JSON with {no}:\n{}",
+            out.describe()
+        );
+    }
+    // A cron line: skip the job while the lock is held, run it once free.
+    let marker = scratch();
+    let ran = marker.path().join("ran");
+    let job = format!("touch {}", ran.display());
+    let out = run(awsflock(&moto)
+        .env("AWSFLOCK_NO_WAIT", "1")
+        .env("AWSFLOCK_CONFLICT_EXIT_CODE", "0")
+        .args(["run", &name, "--table", &t, "-c", &job]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(!ran.exists());
+    let out = run(awsflock(&moto)
+        .env("AWSFLOCK_NO_WAIT", "1")
+        .args(["run", "another", "--table", &t, "-c", &job]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(ran.exists());
+    // Nonsense is a usage error naming the variable's accepted values.
+    let out = run(awsflock(&moto)
+        .env("AWSFLOCK_NO_WAIT", "maybe")
+        .args(["acquire", &name, "--table", &t]));
+    assert_eq!(out.code, 2, "{}", out.describe());
+    assert_clean_error(&out);
+    assert!(
+        out.stderr.contains("1/0, true/false, yes/no or on/off"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn flock_short_options_n_w_and_e() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let _lease = acquire(&moto, &t, &name, &[]);
+    let tmp = scratch();
+    let ran = tmp.path().join("ran");
+    let job = format!("touch {}", ran.display());
+
+    // -n -E 0: as `flock -n -E 0`.
+    let out = run(awsflock(&moto).args(["run", "-n", "-E", "0", &name, "--table", &t, "-c", &job]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(!ran.exists());
+    let out = run(awsflock(&moto).args(["acquire", "-n", "-E", "9", &name, "--table", &t]));
+    assert_eq!(out.code, 9, "{}", out.describe());
+    assert!(
+        out.stderr.contains("not acquired") || out.stderr.contains("held"),
+        "{}",
+        out.describe()
+    );
+
+    // -w 0 gives up at once, as in flock(1).
+    let out = run(awsflock(&moto).args(["acquire", "-w", "0", &name, "--table", &t]));
+    assert_eq!(out.code, 3, "{}", out.describe());
+    assert!(out.elapsed < Duration::from_secs(10), "{:?}", out.elapsed);
+    // -w 2 waits about two seconds (fractions allowed, as in flock(1)).
+    let out = run(awsflock(&moto).args(["run", "-w", "2.5", &name, "--table", &t, "-c", &job]));
+    assert_eq!(out.code, 3, "{}", out.describe());
+    assert!(out.elapsed >= Duration::from_secs(2), "{:?}", out.elapsed);
+    assert!(!ran.exists());
+    // --timeout is flock(1)'s long name.
+    let out = run(awsflock(&moto).args(["acquire", "--timeout", "1", &name, "--table", &t]));
+    assert_eq!(out.code, 3, "{}", out.describe());
+    assert!(out.elapsed >= Duration::from_secs(1), "{:?}", out.elapsed);
+    // -w beats --wait-time and AWSFLOCK_WAIT_TIME (here: forever).
+    let out = run(awsflock(&moto).env("AWSFLOCK_WAIT_TIME", "0").args([
+        "acquire",
+        "-w",
+        "1",
+        "--wait-time",
+        "0",
+        &name,
+        "--table",
+        &t,
+    ]));
+    assert_eq!(out.code, 3, "{}", out.describe());
+    // --wait-time 0 still waits forever (awsflock 0.2.0).
+    let mut w =
+        spawn(awsflock(&moto).args(["acquire", "--wait-time", "0", &name, "--table", &t, "-q"]));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!w.finished(), "--wait-time 0 gave up");
+    drop(w);
+    // The help says both rules.
+    let help = run(awsflock(&moto).args(["acquire", "--help"]));
+    assert!(help.stdout.contains("-w, --timeout"), "{}", help.stdout);
+    assert!(help.stdout.contains("0 waits forever"), "{}", help.stdout);
+    assert!(help.stdout.contains("0 does not wait"), "{}", help.stdout);
+}
+
+/// The `--long` options that awsflock 0.2.0 lists in `awsflock CMD --help`.
+fn peer_options(cmd: &str) -> Vec<String> {
+    let mut c = Command::new(tools_dir().join("peer/bin/awsflock"));
+    scrub_env(&mut c);
+    let out = run(c.args([cmd, "--help"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let mut opts: Vec<String> = out
+        .stdout
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .map(|w| w.trim_end_matches(',').to_string())
+        .collect();
+    opts.sort();
+    opts.dedup();
+    opts
+}
+
+#[test]
+fn every_option_of_awsflock_0_2_0_is_accepted() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    // Every option 0.2.0's help lists is known to our parser.
+    for cmd in ["acquire", "renew", "release", "create-table"] {
+        let opts = peer_options(cmd);
+        assert!(opts.contains(&"--tablename".to_string()), "{cmd}: {opts:?}");
+        for opt in opts {
+            // A value after each (a flag takes it as the lock's name).
+            let out = run(awsflock(&moto).args([cmd, &opt, "60", "--help"]));
+            assert_eq!(out.code, 0, "{cmd} {opt}:\n{}", out.describe());
+        }
+    }
+    // And each one works, used as 0.2.0's users write them.
+    let name = lock();
+    let out = run(awsflock(&moto).args(["create-table", "--tablename", &t]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let out = run(awsflock(&moto).args([
+        "acquire",
+        &name,
+        "--tablename",
+        &t,
+        "--verbose",
+        "--wait-time",
+        "5",
+        "--lease-duration",
+        "3 minutes",
+        "--owner",
+        "alice",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let lease = out.line().to_string();
+    let out = run(awsflock(&moto).args(["acquire", &name, "--tablename", &t, "--no-wait"]));
+    assert_eq!(out.code, 3, "{}", out.describe());
+    let out = run(awsflock(&moto).args([
+        "renew",
+        &name,
+        &lease,
+        "--tablename",
+        &t,
+        "--lease-duration",
+        "1 day",
+        "--owner",
+        "alice",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let lease = out.line().to_string();
+    assert_uuid(&lease);
+    let st = status_json(&moto, &t, &name);
+    assert_eq!(st["owner"], "alice");
+    assert_eq!(st["lease_duration"], 86400);
+    let out = run(awsflock(&moto).args(["release", &name, &lease, "--tablename", &t, "-h"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let out = run(awsflock(&moto).args(["release", &name, &lease, "--tablename", &t]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+}
+
+#[test]
+fn renew_json_shows_the_owner_and_reason_that_status_shows() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let lease = acquire(
+        &moto,
+        &t,
+        &name,
+        &["--owner", "alice", "--reason", "nightly backup"],
+    );
+    let out = run(awsflock(&moto).args(["renew", &name, &lease, "--table", &t, "--json"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let v = out.json();
+    let st = status_json(&moto, &t, &name);
+    assert_eq!(v["owner"], "alice", "{v}");
+    assert_eq!(v["reason"], "nightly backup", "{v}");
+    assert_eq!(v["owner"], st["owner"]);
+    assert_eq!(v["reason"], st["reason"]);
+    assert_eq!(v["lease_id"], st["lease_id"]);
+}
+
+#[test]
+fn the_internal_watchdog_is_not_offered_anywhere() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(awsflock_at(&dead_endpoint()).args(["completions", shell]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        assert!(
+            !out.stdout.contains("__watchdog"),
+            "{shell} completion offers __watchdog"
+        );
+        assert!(out.stdout.contains("table-create"), "{shell}");
+    }
+    for typo in ["__watchdo", "watchdog", "__watch"] {
+        let out = run(awsflock_at(&dead_endpoint()).arg(typo));
+        assert_eq!(out.code, 2, "{}", out.describe());
+        assert!(
+            !out.stderr.contains("__watchdog"),
+            "suggests __watchdog:\n{}",
+            out.describe()
+        );
+    }
+    let help = run(awsflock_at(&dead_endpoint()).arg("--help"));
+    assert!(!help.stdout.contains("__watchdog"));
+}
+
+#[test]
+fn man_page_documents_every_subcommand_and_its_options() {
+    let out = run(awsflock_at(&dead_endpoint()).arg("man"));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let man = out.stdout.replace("\\-", "-");
+    for cmd in [
+        "table-create",
+        "acquire",
+        "renew",
+        "release",
+        "list",
+        "status",
+        "run",
+        "completions",
+    ] {
+        assert!(
+            man.contains(&format!("awsflock {cmd}")),
+            "no section for {cmd}"
+        );
+    }
+    for opt in [
+        "--lease-duration",
+        "--wait-time",
+        "--timeout",
+        "--conflict-exit-code",
+        "--lost-exit-code",
+        "--kill-after",
+        "--renew-every",
+        "--force",
+        "--region",
+        "--profile",
+    ] {
+        assert!(man.contains(opt), "man lacks {opt}");
+    }
+    assert!(!man.contains("__watchdog"));
+    assert!(man.contains("etcd") && man.contains("S3") && man.contains("local directory"));
+}
+
+#[test]
+fn help_names_all_four_stores() {
+    let out = run(awsflock_at(&dead_endpoint()).arg("--help"));
+    assert_eq!(out.code, 0);
+    assert!(!out.stdout.contains("locks in DynamoDB"), "{}", out.stdout);
+    for store in ["DynamoDB", "S3", "etcd", "local directory"] {
+        assert!(out.stdout.contains(store), "--help does not name {store}");
+    }
+    let short = run(awsflock_at(&dead_endpoint()).arg("-h"));
+    assert!(short.stdout.contains("etcd"), "{}", short.stdout);
+}
+
+/// Runs awsflock on a pseudo-terminal (stdout and stderr) with extra
+/// environment; returns (exit code, what the terminal showed).
+fn on_pty(cmd_env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
+    let script = r#"
+import os, pty, sys, json
+args = json.loads(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(args[0], args)
+seen = b""
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(json.dumps({"code": os.waitstatus_to_exitcode(status), "seen": seen.decode("utf-8", "replace")}))
+"#;
+    let mut full = vec![bin_path().to_string()];
+    full.extend(args.iter().map(|s| s.to_string()));
+    let mut c = Command::new("python3");
+    scrub_env(&mut c);
+    c.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .env("TERM", "xterm-256color");
+    for (k, v) in cmd_env {
+        c.env(k, v);
+    }
+    c.args(["-c", script, &serde_json::to_string(&full).unwrap()]);
+    let out = run(&mut c);
+    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("driver JSON");
+    (
+        v["code"].as_i64().unwrap() as i32,
+        v["seen"].as_str().unwrap().to_string(),
+    )
+}
+
+/// True when `s` holds an SGR (colour or bold) escape sequence.
+fn has_colour(s: &str) -> bool {
+    s.match_indices("\x1b[").any(|(i, _)| {
+        let rest = &s[i + 2..];
+        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == ';'));
+        end.is_some_and(|e| rest[e..].starts_with('m'))
+    })
+}
+
+#[test]
+fn no_color_turns_off_colour_in_help_and_logs() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let ep = moto.endpoint.as_str();
+    let log_args = ["-v", "status", "x", "--table", &t, "--endpoint-url", ep];
+    // On a terminal, without NO_COLOR, there is colour (so the check below
+    // can fail).
+    let (code, seen) = on_pty(&[], &log_args);
+    assert_eq!(code, 0, "{seen}");
+    assert!(
+        has_colour(&seen),
+        "no colour even without NO_COLOR:\n{seen:?}"
+    );
+    let (_, seen) = on_pty(&[], &["--help"]);
+    assert!(
+        has_colour(&seen),
+        "help has no colour without NO_COLOR:\n{seen:?}"
+    );
+
+    // A waiter's live line on a terminal (indicatif).
+    let name = lock();
+    let _held = acquire(&moto, &t, &name, &[]);
+    let wait_args = [
+        "acquire",
+        &name,
+        "-w",
+        "2",
+        "--table",
+        &t,
+        "--endpoint-url",
+        ep,
+    ];
+    let (code, seen) = on_pty(&[("NO_COLOR", "1")], &wait_args);
+    assert_eq!(code, 3, "{seen}");
+    assert!(seen.contains("waiting for"), "no waiting line:\n{seen:?}");
+    for args in [
+        &wait_args[..],
+        &log_args[..],
+        &["--help"],
+        &["acquire", "--help"],
+        &["bogus"],
+    ] {
+        let (_, seen) = on_pty(&[("NO_COLOR", "1")], args);
+        assert!(
+            !has_colour(&seen),
+            "colour with NO_COLOR for {args:?}:\n{seen:?}"
+        );
+    }
+}
+
+/// A copy of the repository's demo script in a scratch tree whose setup
+/// and moto scripts are replaced by `moto_sh`, and whose awsflock records
+/// every call and its AWS environment in `calls`.
+fn demo_tree(moto_sh: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let root = scratch();
+    let scripts = root.path().join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::create_dir_all(root.path().join("target/debug")).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(repo.join("scripts/demo.sh"), scripts.join("demo.sh")).unwrap();
+    let calls = root.path().join("calls");
+    let write_exe = |path: &Path, body: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, body).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write_exe(&scripts.join("setup.sh"), "#!/bin/sh\nexit 0\n");
+    write_exe(&scripts.join("moto.sh"), moto_sh);
+    write_exe(
+        &root.path().join("target/debug/awsflock"),
+        &format!(
+            "#!/bin/sh\necho \"awsflock $*\" >> {calls}\nenv | grep -E '^(AWS_|AWSFLOCK_|DYNAMO_)' | sort >> {calls}\nexit 0\n",
+            calls = calls.display()
+        ),
+    );
+    (root, calls)
+}
+
+fn run_demo(root: &Path, env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new("bash");
+    scrub_env(&mut cmd);
+    cmd.env_remove("CARGO_TARGET_DIR")
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .arg(root.join("scripts/demo.sh"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_timeout(&mut cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn demo_stops_when_the_local_server_does_not_start() {
+    let (root, calls) =
+        demo_tree("#!/bin/sh\necho 'moto.sh: moto_server exited during start-up' >&2\nexit 1\n");
+    let out = run_demo(root.path(), &[("AWS_PROFILE", "prod")]);
+    assert_ne!(out.code, 0, "{}", out.describe());
+    assert!(
+        !calls.exists(),
+        "awsflock ran although moto did not start:\n{}",
+        std::fs::read_to_string(&calls).unwrap_or_default()
+    );
+}
+
+#[test]
+fn demo_refuses_an_endpoint_that_is_not_loopback() {
+    let (root, calls) = demo_tree(
+        "#!/bin/sh\n[ \"$1\" = stop ] && exit 0\necho 'export AWS_ENDPOINT_URL=https://dynamodb.us-east-1.amazonaws.com'\necho 'export DYNAMO_ENDPOINT_URL=https://dynamodb.us-east-1.amazonaws.com'\n",
+    );
+    let out = run_demo(root.path(), &[]);
+    assert_ne!(out.code, 0, "{}", out.describe());
+    assert!(!calls.exists(), "awsflock ran against a remote endpoint");
+}
+
+#[test]
+fn demo_sends_everything_to_the_local_server_with_fake_credentials() {
+    let (root, calls) = demo_tree(
+        "#!/bin/sh\n[ \"$1\" = stop ] && exit 0\necho 'export AWS_ENDPOINT_URL=http://127.0.0.1:5999'\necho 'export DYNAMO_ENDPOINT_URL=http://127.0.0.1:5999'\necho 'export AWS_ACCESS_KEY_ID=test'\necho 'export AWS_SECRET_ACCESS_KEY=test'\necho 'export AWS_REGION=us-east-1'\n",
+    );
+    // What a developer's shell may carry: all of it must be overridden.
+    let out = run_demo(
+        root.path(),
+        &[
+            ("AWS_PROFILE", "prod"),
+            ("AWS_ACCESS_KEY_ID", "AKIAREALREALREAL"),
+            ("AWS_SECRET_ACCESS_KEY", "real"),
+            ("AWS_SESSION_TOKEN", "real"),
+            (
+                "AWS_ENDPOINT_URL_DYNAMODB",
+                "https://dynamodb.eu-west-1.amazonaws.com",
+            ),
+            ("AWS_ENDPOINT_URL_S3", "https://s3.amazonaws.com"),
+            (
+                "AWSFLOCK_ENDPOINT_URL",
+                "https://dynamodb.eu-west-1.amazonaws.com",
+            ),
+            ("AWSFLOCK_BACKEND", "dynamodb://prod-locks"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let seen = std::fs::read_to_string(&calls).expect("awsflock was run");
+    assert!(seen.contains("awsflock table-create"), "{seen}");
+    for bad in [
+        "AWS_PROFILE",
+        "AKIAREAL",
+        "AWS_SESSION_TOKEN",
+        "amazonaws.com",
+        "prod-locks",
+    ] {
+        assert!(!seen.contains(bad), "{bad} reached awsflock:\n{seen}");
+    }
+    assert!(seen.contains("AWS_EC2_METADATA_DISABLED=true"), "{seen}");
+    for line in seen.lines().filter(|l| l.contains("ENDPOINT_URL")) {
+        assert!(line.contains("=http://127.0.0.1:5999"), "{line}");
+    }
+}
+
+/// Writes an executable shell script.
+fn write_exe(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn setup_without_root_prints_the_apt_get_line_and_builds_without_protoc() {
+    // A machine as a non-root user sees it: no faketime, no protoc, an
+    // apt-get it may not run, and a moto venv of another version.
+    let root = scratch();
+    let r = root.path();
+    let (bin, tools, log) = (r.join("bin"), r.join("tools"), r.join("log"));
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["bash", "env", "mkdir", "dirname", "rm", "cp", "cat"] {
+        let found = which(tool).unwrap_or_else(|| panic!("{tool} not found"));
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    let log_line = |who: &str| format!("#!/bin/sh\necho \"{who} $*\" >> {}\n", log.display());
+    write_exe(&bin.join("id"), "#!/bin/sh\necho 1000\n");
+    write_exe(&bin.join("apt-get"), &(log_line("apt-get") + "exit 100\n"));
+    write_exe(&bin.join("cargo"), &(log_line("cargo") + "exit 0\n"));
+    let good_py = r.join("good-python");
+    write_exe(&good_py, &(log_line("venv-python") + "exit 0\n"));
+    write_exe(
+        &bin.join("python3"),
+        &(log_line("python3")
+            + &format!(
+                "if [ \"$1\" = -m ] && [ \"$2\" = venv ]; then mkdir -p \"$3/bin\"; cp {} \"$3/bin/python\"; fi\nexit 0\n",
+                good_py.display()
+            )),
+    );
+    for venv in ["moto", "peer"] {
+        std::fs::create_dir_all(tools.join(venv).join("bin")).unwrap();
+    }
+    // The moto venv fails its check (another moto version).
+    write_exe(&tools.join("moto/bin/python"), "#!/bin/sh\nexit 1\n");
+    std::fs::copy(&good_py, tools.join("peer/bin/python")).unwrap();
+
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(bin.join("bash"));
+    scrub_env(&mut cmd);
+    cmd.env("PATH", &bin)
+        .env("AWSFLOCK_TOOLS", &tools)
+        .env_remove("PROTOC")
+        .env_remove("PYTHON")
+        .arg(repo.join("scripts/setup.sh"));
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        out.stderr
+            .contains("sudo apt-get update && sudo apt-get install -y faketime protobuf-compiler"),
+        "no apt-get line:\n{}",
+        out.describe()
+    );
+    assert!(
+        !calls.contains("apt-get"),
+        "ran apt-get as non-root:\n{calls}"
+    );
+    assert!(
+        calls.contains("moto[server]==5.2.5"),
+        "moto venv not re-made with the pinned version:\n{calls}"
+    );
+    let cargo: Vec<&str> = calls.lines().filter(|l| l.starts_with("cargo")).collect();
+    assert_eq!(cargo, ["cargo build --quiet"], "{calls}");
+    assert!(
+        out.stderr.contains("protoc not found"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn etcd_urls_in_a_build_without_etcd_say_how_to_get_it() {
+    let out = run(awsflock_at(&dead_endpoint()).args([
+        "status",
+        "x",
+        "--backend",
+        "etcd://127.0.0.1:2379/locks",
+    ]));
+    assert_eq!(out.code, 2, "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("cargo install --path . --features etcd"),
+        "{}",
+        out.describe()
+    );
+    assert_clean_error(&out);
+}
