@@ -141,6 +141,7 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
         kill_after: r.kill_after,
         renew_every,
         lost_exit_code: r.lost_exit_code,
+        leave_leftovers: r.leave_leftovers,
     };
     Ok(supervise::run(guard, opts, &mut signals).await)
 }
@@ -477,12 +478,19 @@ pub fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
             return exit::ERROR;
         }
     };
-    match rt.block_on(run(cli)) {
+    let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             say!("awsflock: error: {e}");
             e.exit_code()
         }
+    };
+    drop(rt);
+    // `run` whose command was killed by a signal ends by the same signal,
+    // now that the lock is released, so that the caller sees it.
+    match supervise::take_exit_signal() {
+        Some(sig) => supervise::unix::die_by_signal(sig),
+        None => code,
     }
 }
 

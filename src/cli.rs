@@ -204,6 +204,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_LOST_EXIT_CODE", value_name = "N")]
     pub lost_exit_code: i32,
 
+    /// Let processes the command left running in its process group go on after it exits, without the lock [default: stop them before releasing]
+    #[arg(long, env = "AWSFLOCK_LEAVE_LEFTOVERS")]
+    pub leave_leftovers: bool,
+
     /// Run this through `sh -c` instead of CMD
     #[arg(
         short = 'c',
