@@ -98,12 +98,10 @@ pub fn is_init() -> bool {
     std::process::id() == 1
 }
 
-/// A spawned command: its process (and group) id, and whether it was given
-/// the terminal.
+/// A spawned command: its process (and group) id.
 pub struct Spawned {
     /// The child's pid, which is also its process group id.
     pub pgid: Pid,
-    terminal: bool,
 }
 
 /// Formats `n` in decimal into `buf` without allocating (for use between
@@ -194,7 +192,7 @@ pub fn spawn(
     // The child is reaped with waitpid (see `reap`); the handle is only
     // needed for its pid, and dropping it neither waits nor kills.
     let pgid = Pid::from_raw(child.id() as i32);
-    Ok(Spawned { pgid, terminal })
+    Ok(Spawned { pgid })
 }
 
 impl Spawned {
@@ -207,7 +205,7 @@ impl Spawned {
 
     /// Whether the command's group has the terminal now.
     fn has_terminal(&self) -> bool {
-        self.terminal && tcgetpgrp(io::stdin()).is_ok_and(|pg| pg == self.pgid)
+        io::stdin().is_terminal() && tcgetpgrp(io::stdin()).is_ok_and(|pg| pg == self.pgid)
     }
 
     /// Takes the terminal back from the command's group, if it has it.
@@ -223,11 +221,11 @@ impl Spawned {
         }
     }
 
-    /// Gives the terminal to the command's group again, but only when it
-    /// was the command's to begin with and awsflock is in the foreground
-    /// now (`fg`, not `bg`).
+    /// Gives the terminal to the command's group when awsflock is in the
+    /// foreground of it now: after `fg` (also of a job started with `&`,
+    /// whose command stopped on reading the terminal), not after `bg`.
     pub fn give_terminal(&self) {
-        if self.terminal && tcgetpgrp(io::stdin()).is_ok_and(|pg| pg == getpgrp()) {
+        if own_terminal() {
             // SAFETY: plain libc calls on our own stdin.
             unsafe {
                 let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
