@@ -117,6 +117,10 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
             ));
         }
     };
+    // From here on awsflock may hold a lock: a write to the terminal from
+    // the background (`stty tostop`: the waiting line, a message) must not
+    // stop it with SIGTTOU. The command gets the caller's disposition back.
+    supervise::unix::ignore_ttou();
     let mut req = request(&r.name, &r.lock, DEFAULT_RUN_LEASE, g)?;
     req.supervised = true;
     let renew_every = r.renew_every.unwrap_or(req.lease / 3);

@@ -260,3 +260,79 @@ fn job_control_ctrl_z_fg_and_ctrl_c_work_as_for_any_command() {
             .json();
     assert_eq!(v["held"], false, "released after the jobs ended");
 }
+
+/// Runs `bash -c SCRIPT` on a fresh pseudo-terminal and returns everything
+/// the terminal showed (up to 60 s).
+fn bash_on_terminal(script: &str) -> String {
+    let driver = r#"
+import os, pty, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("bash", ["bash", "-c", sys.argv[1]])
+seen = b""; deadline = time.time() + 40
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.1)
+    if r:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+else:
+    seen += b"\n(driver: bash still running after 40 s, killed)\n"
+    os.kill(pid, 9)
+os.waitpid(pid, 0)
+sys.stdout.write(seen.decode("utf-8", "replace"))
+"#;
+    let mut c = Command::new("python3");
+    scrub_env(&mut c);
+    c.args(["-c", driver, script]);
+    let out = run(&mut c);
+    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
+    out.stdout
+}
+
+/// With `stty tostop`, a background job that writes to the terminal gets
+/// SIGTTOU, which stops it by default. awsflock's message about stopping the
+/// command must neither stop awsflock nor come before the signal: the
+/// command is stopped, awsflock exits 4.
+#[test]
+fn a_message_written_from_the_background_with_tostop_does_not_stop_the_supervisor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let backend = format!("file://{}", dir.join("locks").display());
+    assert_eq!(
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
+        0
+    );
+    let bin = bin_path();
+    let ready = dir.join("ready");
+    let script = format!(
+        r#"alive() {{ [ -r /proc/$1/status ] && ! grep -q '^State:[[:space:]]*Z' /proc/$1/status; }}
+stty tostop
+set -m
+{bin} --backend {backend} run tostop --lease-duration 3 --kill-after 1 -c 'exec 2>/dev/null; echo $$ > {ready}; while :; do sleep 0.1; done' &
+job=$!
+while [ ! -s {ready} ]; do sleep 0.1; done
+cmd=$(cat {ready})
+{bin} --backend {backend} release tostop --force --yes >/dev/null 2>&1
+i=0; while alive $job && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+grep '^State' /proc/$job/status 2>/dev/null | tr -s '\t ' ' ' | sed 's/^/AWSFLOCK_/'
+if alive $cmd; then echo COMMAND_STILL_RUNS; kill -9 $cmd $job; kill -CONT $job; else echo COMMAND_STOPPED; fi
+if ! alive $job; then wait $job; echo "EXIT=$?"; fi
+"#,
+        ready = ready.display()
+    );
+    let seen = bash_on_terminal(&script);
+    assert!(
+        seen.contains("COMMAND_STOPPED"),
+        "the command was not stopped after the lease was lost:\n{seen}"
+    );
+    assert!(seen.contains("EXIT=4"), "awsflock should exit 4:\n{seen}");
+    assert!(
+        seen.contains("stopping the command"),
+        "the message should still be written:\n{seen}"
+    );
+}

@@ -485,6 +485,161 @@ async fn finish_release(guard: LockGuard, lost: Option<Lost>) {
 mod tests {
     use super::*;
 
+    fn facts(now: Instant) -> Facts {
+        Facts {
+            now,
+            term_at: now + Duration::from_secs(20),
+            kill_at: now + Duration::from_secs(30),
+            lost: false,
+            suspect: false,
+            renewed_since_pause: false,
+        }
+    }
+
+    const GRACE: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_healthy_lease_leaves_the_command_alone() {
+        let now = Instant::now();
+        assert_eq!(next_step(&facts(now), &Phase::default(), GRACE), Step::Wait);
+    }
+
+    #[test]
+    fn a_suspect_lease_pauses_the_command_until_a_renewal_confirms_it() {
+        let now = Instant::now();
+        let f = Facts {
+            suspect: true,
+            ..facts(now)
+        };
+        assert_eq!(next_step(&f, &Phase::default(), GRACE), Step::Pause);
+        let paused = Phase {
+            pause: Some(Pause::Suspect),
+            ..Phase::default()
+        };
+        // Still suspect: stay paused (not paused again).
+        assert_eq!(next_step(&f, &paused, GRACE), Step::Wait);
+        // Renewed, suspicion cleared: continue.
+        let renewed = Facts {
+            suspect: false,
+            renewed_since_pause: true,
+            ..f
+        };
+        assert_eq!(next_step(&renewed, &paused, GRACE), Step::Continue);
+        // Cleared without a renewal seen yet: keep waiting.
+        let cleared = Facts {
+            suspect: false,
+            ..f
+        };
+        assert_eq!(next_step(&cleared, &paused, GRACE), Step::Wait);
+    }
+
+    #[test]
+    fn a_suspect_lease_that_is_lost_stops_the_paused_command_with_its_grace() {
+        let now = Instant::now();
+        let f = Facts {
+            suspect: true,
+            lost: true,
+            ..facts(now)
+        };
+        let paused = Phase {
+            pause: Some(Pause::Suspect),
+            ..Phase::default()
+        };
+        assert_eq!(
+            next_step(&f, &paused, GRACE),
+            Step::Stop {
+                kill_at: now + GRACE
+            }
+        );
+        // The grace never goes past the lease's kill point.
+        let short = Facts {
+            kill_at: now + Duration::from_secs(3),
+            ..f
+        };
+        assert_eq!(
+            next_step(&short, &paused, GRACE),
+            Step::Stop {
+                kill_at: now + Duration::from_secs(3)
+            }
+        );
+    }
+
+    #[test]
+    fn a_suspect_lease_that_is_never_renewed_is_stopped_at_its_term_time() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(21);
+        let f = Facts {
+            suspect: true,
+            ..facts(now)
+        };
+        let f = Facts { now: later, ..f };
+        let paused = Phase {
+            pause: Some(Pause::Suspect),
+            ..Phase::default()
+        };
+        assert_eq!(
+            next_step(&f, &paused, GRACE),
+            Step::Stop { kill_at: f.kill_at }
+        );
+    }
+
+    #[test]
+    fn after_a_job_stop_the_command_continues_only_after_a_renewal() {
+        let now = Instant::now();
+        let resuming = Phase {
+            pause: Some(Pause::Resuming),
+            ..Phase::default()
+        };
+        assert_eq!(next_step(&facts(now), &resuming, GRACE), Step::Wait);
+        let renewed = Facts {
+            renewed_since_pause: true,
+            ..facts(now)
+        };
+        assert_eq!(next_step(&renewed, &resuming, GRACE), Step::Continue);
+        let lost = Facts {
+            lost: true,
+            ..facts(now)
+        };
+        assert!(matches!(
+            next_step(&lost, &resuming, GRACE),
+            Step::Stop { .. }
+        ));
+    }
+
+    #[test]
+    fn once_stopping_only_the_kill_remains() {
+        let now = Instant::now();
+        let stopping = Phase {
+            kill_at: Some(now + Duration::from_secs(2)),
+            ..Phase::default()
+        };
+        let f = Facts {
+            lost: true,
+            suspect: true,
+            ..facts(now)
+        };
+        assert_eq!(next_step(&f, &stopping, GRACE), Step::Wait);
+        let f = Facts {
+            now: now + Duration::from_secs(2),
+            ..f
+        };
+        assert_eq!(next_step(&f, &stopping, GRACE), Step::Kill);
+        let killed = Phase {
+            killed: true,
+            ..stopping
+        };
+        assert_eq!(next_step(&f, &killed, GRACE), Step::Wait);
+    }
+
+    #[test]
+    fn a_grant_past_its_term_time_is_too_late_to_start() {
+        let now = Instant::now();
+        let lease = Duration::from_secs(3);
+        let (term, _) = stop_times(now + lease, lease, lease / 3, GRACE);
+        assert!(!too_late(now, term));
+        assert!(too_late(now + Duration::from_millis(2600), term));
+    }
+
     #[test]
     fn kill_lands_before_the_deadline_and_term_before_kill() {
         let now = Instant::now();
