@@ -90,7 +90,7 @@ while :; do date +%s.%N >> {alive}; sleep 0.1; done"#,
 /// second `run` on the same lock. The first command must be dead by the
 /// lease's expiry, and the second command must start only after the first
 /// one stopped stamping.
-fn holder_stopped_by(stop: Signal) {
+fn holder_stopped_by(stop: Signal, whole_group: bool) {
     let moto = Moto::start();
     let t = table(&moto);
     let name = lock();
@@ -99,7 +99,7 @@ fn holder_stopped_by(stop: Signal) {
     let alive = dir.path().join("alive");
     let second = dir.path().join("second");
 
-    let mut first = spawn(&mut run_cmd(
+    let mut cmd = run_cmd(
         &moto,
         &t,
         &name,
@@ -111,13 +111,22 @@ fn holder_stopped_by(stop: Signal) {
             "-c",
             &stamping_script(&ready, &alive),
         ],
-    ));
+    );
+    if whole_group {
+        // awsflock leads a group of its own, as a shell job does.
+        cmd.process_group(0);
+    }
+    let mut first = spawn(&mut cmd);
     wait_for_line(&ready, Duration::from_secs(20), &mut first);
     let child = read_pid(&ready);
     let _guard = KillOnDrop(vec![child]);
     let awsflock_pid = first.pid();
 
-    signal(awsflock_pid, stop);
+    if whole_group {
+        nix::sys::signal::killpg(Pid::from_raw(awsflock_pid as i32), stop).expect("killpg");
+    } else {
+        signal(awsflock_pid, stop);
+    }
     let stopped_at = epoch_now();
     let stopped = Instant::now();
     let second_run = spawn(&mut run_cmd(
@@ -168,12 +177,75 @@ fn holder_stopped_by(stop: Signal) {
 
 #[test]
 fn sigstop_to_awsflock_kills_the_command_by_the_lease_expiry() {
-    holder_stopped_by(Signal::SIGSTOP);
+    holder_stopped_by(Signal::SIGSTOP, false);
+}
+
+#[test]
+fn sigstop_to_awsflocks_process_group_kills_the_command_by_the_lease_expiry() {
+    holder_stopped_by(Signal::SIGSTOP, true);
 }
 
 #[test]
 fn sigtstp_to_awsflock_without_a_terminal_kills_the_command_by_the_lease_expiry() {
-    holder_stopped_by(Signal::SIGTSTP);
+    holder_stopped_by(Signal::SIGTSTP, false);
+}
+
+/// The pid of `parent`'s child whose command line contains `needle`.
+fn child_with(parent: u32, needle: &str) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some(i) = stat.rfind(')') else { continue };
+        let ppid: u32 = stat[i + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(0);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == parent && String::from_utf8_lossy(&cmdline).contains(needle) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Without its watchdog, nothing would stop the command if awsflock were
+/// stopped: the supervisor notices the watchdog's death and stops the
+/// command (SIGTERM first), exit 4.
+#[test]
+fn a_killed_watchdog_stops_the_command() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let ready = dir.path().join("ready");
+    let term = dir.path().join("term");
+
+    let script = format!(
+        r#"trap 'date +%s.%N >> {term}; exit 3' TERM
+echo $$ > {ready}
+while :; do sleep 0.1; done"#,
+        term = p(&term),
+        ready = p(&ready)
+    );
+    let mut running = spawn(&mut run_cmd(&moto, &t, &name, &["-c", &script]));
+    wait_for_line(&ready, Duration::from_secs(20), &mut running);
+    let child = read_pid(&ready);
+    let _guard = KillOnDrop(vec![child]);
+    let watchdog = child_with(running.pid(), "__watchdog").expect("no watchdog process found");
+    kill(Pid::from_raw(watchdog), Signal::SIGKILL).expect("kill the watchdog");
+    let out = running.wait(Duration::from_secs(20));
+    assert_eq!(out.code, 4, "{}", out.describe());
+    assert!(
+        out.stderr.contains("watchdog"),
+        "stderr should say why:\n{}",
+        out.describe()
+    );
+    assert_eq!(stamps(&term).len(), 1, "the command got SIGTERM once");
+    assert!(!alive(child), "the command still runs");
+    assert_free(&moto, &t, &name, "the run without a watchdog");
 }
 
 // ----------------------------------------------------------- never start late
