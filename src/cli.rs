@@ -164,7 +164,8 @@ pub enum Command {
 
 const RUN_EXAMPLES: &str = "\
 The command runs with AWSFLOCK_LOCK and AWSFLOCK_FENCE in its environment, and
-awsflock exits with its exit code (128+N if killed by signal N).
+awsflock exits with its exit code, or ends by the same signal if a signal
+killed it.
 
 Examples:
   # CI step: one deploy at a time, waiting up to 30 minutes for the lock

@@ -161,6 +161,11 @@ fn holder_stopped_by(stop: Signal, whole_group: bool) {
     );
     assert_eq!(out2.code, 0, "the second run:\n{}", out2.describe());
     let started2 = stamps(&second);
+    println!(
+        "figures: stopped_by={stop} group={whole_group} command_dead_after_s={:.2} second_started_after_s={:.2}",
+        dead_after.as_secs_f64(),
+        started2.first().map_or(-1.0, |s| s - stopped_at)
+    );
     assert_eq!(started2.len(), 1, "{}", out2.describe());
     let last_alive = stamps(&alive).into_iter().fold(0.0, f64::max);
     assert!(
