@@ -335,7 +335,14 @@ pub fn reap(cmd: Pid, watchdog: Option<Pid>) -> Vec<Event> {
     }
     loop {
         match waitpid(cmd, Some(flags)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => break,
+            Err(e) => {
+                // Not our child any more (reaped elsewhere): it has ended,
+                // how is unknown.
+                tracing::warn!("lost track of the command: {e}");
+                events.push(Event::Ended(Ended::Code(exit::ERROR)));
+                break;
+            }
             Ok(ws) => {
                 let ended = matches!(ws, WaitStatus::Exited(..) | WaitStatus::Signaled(..));
                 events.extend(event_of(ws));
@@ -483,12 +490,23 @@ impl Watchdog {
         self.send(&format!("D {}\n", at.since_origin().as_nanos()))
     }
 
-    /// Tells the watchdog to exit without killing anything, and reaps it.
+    /// Tells the watchdog to exit without killing anything, and reaps it
+    /// (killing it if it does not exit within a second: stopped by its pid).
     pub fn disarm(mut self) {
         let _ = self.send("X\n");
         self.pipe = None;
         if let Some(child) = self.child.take() {
-            let _ = waitpid(Pid::from_raw(child.id() as i32), None);
+            let pid = Pid::from_raw(child.id() as i32);
+            for _ in 0..100 {
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10))
+                    }
+                    _ => return,
+                }
+            }
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
         }
     }
 }
