@@ -336,3 +336,57 @@ if ! alive $job; then wait $job; echo "EXIT=$?"; fi
         "the message should still be written:\n{seen}"
     );
 }
+
+/// A job left stopped (Ctrl-Z) past its lease: the watchdog kills the
+/// command at the lease's kill time although awsflock is stopped too, and
+/// `fg` then finds the lease lost (exit 4) instead of continuing it.
+#[test]
+fn a_job_left_stopped_past_its_lease_is_killed_and_fg_reports_the_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = format!("file://{}", tmp.path().join("locks").display());
+    assert_eq!(
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
+        0
+    );
+    let pidfile = tmp.path().join("pid");
+    let bin = bin_path();
+    let cmd = format!(
+        "{bin} --backend {backend} run jobstop --lease-duration 3 -- sh -c 'echo $$ > {pid}; echo R3; sleep 30'\\n",
+        pid = pidfile.display()
+    );
+    let check = format!(
+        "sleep 5; s=$(grep '^State' /proc/$(cat {pid})/status 2>/dev/null | tr -d '[:space:]'); echo \"CMD_${{s:-State:gone}}\"\\n",
+        pid = pidfile.display()
+    );
+    let (ok, seen) = interactive_bash(&[
+        ["expect", "$ "],
+        ["send", &cmd],
+        ["expect", "R3"],
+        ["send", "\\x1a"],
+        ["expect", "Stopped"],
+        ["send", &check],
+        ["expect", "CMD_State:"],
+        ["send", "fg\\n"],
+        ["send", "echo rc=$?\\n"],
+        ["expect", "rc="],
+        ["expect", "$ "],
+    ]);
+    assert!(ok, "the session did not go as expected; screen:\n{seen}");
+    assert!(
+        seen.contains("CMD_State:Z") || seen.contains("CMD_State:gone"),
+        "the stopped job's command was not killed at its lease's deadline:\n{seen}"
+    );
+    assert!(
+        seen.contains("rc=4"),
+        "fg should report the loss (4):\n{seen}"
+    );
+    let v = run(awsflock_at(&dead_endpoint()).args([
+        "--backend",
+        &backend,
+        "status",
+        "jobstop",
+        "--json",
+    ]))
+    .json();
+    assert_eq!(v["held"], false, "free after the lost job");
+}
