@@ -131,23 +131,7 @@ pub async fn run(
     }
     let times =
         |deadline: Instant| stop_times(deadline, lease.duration, opts.renew_every, opts.kill_after);
-    // A grant that took long to arrive may already be due its SIGTERM:
-    // starting the command then would run it past the point where it must
-    // be stopping. Checked right before the spawn.
     let (term_at, first_kill) = times(guard.watch().borrow().lease.deadline);
-    tracing::debug!(
-        deadline_in = ?guard.watch().borrow().lease.deadline.saturating_duration_since(Instant::now()),
-        term_in = ?term_at.saturating_duration_since(Instant::now()),
-        "lease granted"
-    );
-    if too_late(Instant::now(), term_at) {
-        say!(
-            "awsflock: {}: the lease arrived too late to run the command safely (store slow to answer); the command was not started",
-            lease.name
-        );
-        finish_release(guard, None).await;
-        return opts.lost_exit_code;
-    }
     // The dead man's switch is armed before the command can run.
     let mut watchdog = match platform::Watchdog::start(first_kill) {
         Ok(w) => w,
@@ -157,6 +141,23 @@ pub async fn run(
             return crate::exit::ERROR;
         }
     };
+    // A grant that took long to arrive may already be due its SIGTERM:
+    // starting the command then would run it past the point where it must
+    // be stopping. Checked right before the spawn.
+    tracing::debug!(
+        term_in = ?term_at.saturating_duration_since(Instant::now()),
+        kill_in = ?first_kill.saturating_duration_since(Instant::now()),
+        "lease granted"
+    );
+    if too_late(Instant::now(), term_at) {
+        watchdog.disarm();
+        say!(
+            "awsflock: {}: the lease arrived too late to run the command safely (the store was slow to answer); the command was not started",
+            lease.name
+        );
+        finish_release(guard, None).await;
+        return opts.lost_exit_code;
+    }
     let spawned = match platform::spawn(&opts.program, &opts.args, &env, watchdog.announce_fd()) {
         Ok(s) => s,
         Err(e) => {
