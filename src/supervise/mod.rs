@@ -308,7 +308,7 @@ pub async fn run(
     // A command that ended after its kill time (awsflock was stopped, and
     // the watchdog killed it) ran to the end of its lease: that is a loss.
     let (_, deadline_kill) = times(state.borrow().lease.deadline);
-    if why.is_none() && Instant::now() >= deadline_kill {
+    if why.is_none() && ended_past_its_lease(Instant::now(), deadline_kill) {
         why = Some(Why::Lost(Lost::Expired(
             "awsflock could not renew it in time; the command was killed at its deadline".into(),
         )));
@@ -371,6 +371,14 @@ async fn stop_leftovers(
     if spawned.group_alive() {
         spawned.signal_group(libc::SIGKILL);
     }
+}
+
+/// Whether a command that ended at `now` outlived its lease's kill time
+/// `kill_at` (awsflock was stopped and the watchdog killed it, or it ended
+/// by itself while nobody could renew): that run lost its lease, whatever
+/// the command's own status says.
+pub fn ended_past_its_lease(now: Instant, kill_at: Instant) -> bool {
+    now >= kill_at
 }
 
 /// Whether a lease whose SIGTERM time is `term_at` came too late for the
@@ -630,6 +638,15 @@ mod tests {
             ..stopping
         };
         assert_eq!(next_step(&f, &killed, GRACE), Step::Wait);
+    }
+
+    #[test]
+    fn a_command_that_ends_after_its_kill_time_lost_its_lease() {
+        let now = Instant::now();
+        let kill = now + Duration::from_secs(2);
+        assert!(!ended_past_its_lease(now, kill));
+        assert!(ended_past_its_lease(kill, kill));
+        assert!(ended_past_its_lease(kill + Duration::from_secs(5), kill));
     }
 
     #[test]
