@@ -63,13 +63,30 @@ fn stamps(path: &Path) -> Vec<f64> {
         .collect()
 }
 
-/// Kills `pid` on drop, so that a failing assertion leaves nothing running.
-struct KillOnDrop(Vec<i32>);
+/// The start time of `pid` (field 22 of /proc/PID/stat), to tell a process
+/// from a later one that reuses its pid.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let i = stat.rfind(')')?;
+    stat[i + 1..].split_whitespace().nth(19)?.parse().ok()
+}
+
+/// SIGKILLs the given processes on drop (if they still run and are the same
+/// processes), so that a failing assertion leaves nothing running.
+struct KillOnDrop(Vec<(i32, Option<u64>)>);
+
+impl KillOnDrop {
+    fn new(pids: &[i32]) -> KillOnDrop {
+        KillOnDrop(pids.iter().map(|&p| (p, start_time(p))).collect())
+    }
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        for &pid in &self.0 {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        for &(pid, started) in &self.0 {
+            if started.is_some() && start_time(pid) == started {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
         }
     }
 }
@@ -104,6 +121,7 @@ fn holder_stopped_by(stop: Signal, whole_group: bool) {
         &t,
         &name,
         &[
+            "-v",
             "--lease-duration",
             "4",
             "--kill-after",
@@ -119,7 +137,7 @@ fn holder_stopped_by(stop: Signal, whole_group: bool) {
     let mut first = spawn(&mut cmd);
     wait_for_line(&ready, Duration::from_secs(20), &mut first);
     let child = read_pid(&ready);
-    let _guard = KillOnDrop(vec![child]);
+    let _guard = KillOnDrop::new(&[child]);
     let awsflock_pid = first.pid();
 
     if whole_group {
@@ -238,7 +256,7 @@ while :; do sleep 0.1; done"#,
     let mut running = spawn(&mut run_cmd(&moto, &t, &name, &["-c", &script]));
     wait_for_line(&ready, Duration::from_secs(20), &mut running);
     let child = read_pid(&ready);
-    let _guard = KillOnDrop(vec![child]);
+    let _guard = KillOnDrop::new(&[child]);
     let watchdog = child_with(running.pid(), "__watchdog").expect("no watchdog process found");
     kill(Pid::from_raw(watchdog), Signal::SIGKILL).expect("kill the watchdog");
     let out = running.wait(Duration::from_secs(20));
@@ -340,7 +358,7 @@ exit 0"#,
     );
     let out = run(&mut run_cmd(&moto, &t, &name, &["-c", &script]));
     let leftover = read_pid(&left);
-    let _guard = KillOnDrop(vec![leftover]);
+    let _guard = KillOnDrop::new(&[leftover]);
     let was_alive = alive(leftover);
     assert_eq!(out.code, 0, "{}", out.describe());
     assert!(
@@ -359,7 +377,7 @@ exit 0"#,
         &["--leave-leftovers", "-c", &script],
     ));
     let leftover = read_pid(&left);
-    let _guard2 = KillOnDrop(vec![leftover]);
+    let _guard2 = KillOnDrop::new(&[leftover]);
     assert_eq!(out.code, 0, "{}", out.describe());
     assert!(
         alive(leftover),
@@ -498,7 +516,7 @@ while :; do sleep 0.1; done"#,
         thread::sleep(Duration::from_millis(20));
     }
     let cmd_pid = read_pid(&ready);
-    let _guard = KillOnDrop(vec![cmd_pid, child.id() as i32]);
+    let _guard = KillOnDrop::new(&[cmd_pid, child.id() as i32]);
 
     let out = run(awsflock(&moto).args(["release", &name, "--force", "--yes", "--table", &t]));
     assert_eq!(out.code, 0, "force release:\n{}", out.describe());

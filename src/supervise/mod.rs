@@ -261,6 +261,7 @@ pub async fn run(
             Some(sig) = own_signals.next() => {
                 if sig == libc::SIGTSTP {
                     // Stopping the command stops awsflock too, below.
+                    tracing::debug!("forwarding SIGTSTP to the command's group");
                     spawned.signal_group(sig);
                 }
             }
@@ -271,7 +272,11 @@ pub async fn run(
             }
             _ = boottime::sleep_until(wake) => {}
         }
-        for event in platform::reap(spawned.pgid, watchdog.pid()) {
+        let events = platform::reap(spawned.pgid, watchdog.pid());
+        let ends = events
+            .iter()
+            .any(|e| matches!(e, platform::Event::Ended(_)));
+        for event in events {
             match event {
                 platform::Event::Ended(e) => ended = Some(e),
                 platform::Event::WatchdogGone => {
@@ -287,9 +292,12 @@ pub async fn run(
                         phase.pause = None;
                     }
                 }
-                platform::Event::Stopped(_) => {
+                platform::Event::Stopped(sig) => {
+                    tracing::debug!(sig, "the command stopped");
                     let ours = phase.pause == Some(Pause::Suspect) || phase.kill_at.is_some();
-                    if !ours && !platform::is_init() {
+                    // Not if it has ended or been continued meanwhile.
+                    let stopped = !ends && platform::still_stopped(spawned.pgid);
+                    if !ours && stopped && !platform::is_init() {
                         // Job control (Ctrl-Z, SIGTTIN, kill -STOP): stop as a
                         // job ourselves, so that the shell sees it. While we
                         // are stopped the watchdog still fires at the deadline.

@@ -373,6 +373,27 @@ pub fn reap_orphans() {
     }
 }
 
+/// Whether `pid` is stopped right now (and not dead). Checked just before
+/// awsflock stops itself for a stopped command: the command may have been
+/// continued or killed (by the watchdog) since its stop was reported.
+pub fn still_stopped(pid: Pid) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next());
+        matches!(state, Some("T" | "t"))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
 /// Stops awsflock itself with SIGSTOP, so that the shell sees the job
 /// stopped; returns once awsflock is continued (`fg`, `bg`, SIGCONT).
 pub fn stop_self() {
