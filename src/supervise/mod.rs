@@ -1,18 +1,29 @@
 //! The `run` supervisor: runs a command under a held lock.
 //!
 //! ```text
-//!  spawn CMD (own process group) ─┬─ signal to awsflock ──► forward to the group
-//!                                 ├─ lease lost ──────────► SIGTERM, grace, SIGKILL
-//!                                 ├─ deadline - margin - grace reached without a
-//!                                 │  renewal ──────────────► SIGTERM, then SIGKILL at
-//!                                 │                          deadline - margin
-//!                                 └─ CMD exits ───────────► release, exit as CMD did
+//!  grant too late? ──► do not start, release, exit 4
+//!  start the watchdog (armed with the kill time), spawn CMD (own group)
+//!     ├─ every renewal ───────► tell the watchdog the new kill time
+//!     ├─ signal to awsflock ──► forward to the group (SIGTSTP too)
+//!     ├─ lease lost ──────────► SIGTERM+SIGCONT, grace, SIGKILL
+//!     ├─ term time reached without a renewal ──► SIGTERM+SIGCONT, then
+//!     │                                          SIGKILL at the kill time
+//!     ├─ lease suspect ───────► SIGSTOP the group until renewed (SIGCONT) or lost
+//!     ├─ CMD stops (Ctrl-Z) ──► stop awsflock too; when continued: renew,
+//!     │                         hand back the terminal, SIGCONT
+//!     ├─ watchdog died ───────► as lease lost
+//!     └─ CMD exits ───────────► stop its leftovers, release, exit as CMD did
+//!  awsflock stopped, hung or killed ──► the watchdog SIGKILLs the group at
+//!                                       the last kill time it was told
 //! ```
 //!
-//! The SIGKILL is scheduled from the lease's local deadline, which is computed
-//! conservatively from the store's clock, so every process in the group is
-//! dead before the lease can expire for anyone else. DESIGN.md has the
-//! argument and its limits.
+//! The kill time (`deadline − margin`) comes from the lease's local
+//! deadline, which is computed conservatively from the store's clock, so
+//! every process in the group is dead before the lease can expire for
+//! anyone else, whether awsflock is running or not. The decisions are pure
+//! functions ([`stop_times`], [`too_late`], [`next_step`],
+//! [`ended_past_its_lease`]); processes, signals and the terminal are in
+//! [`unix`]. DESIGN.md has the argument and its limits.
 
 #[cfg(unix)]
 pub mod unix;
