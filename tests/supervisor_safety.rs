@@ -213,9 +213,13 @@ fn sigtstp_to_awsflock_without_a_terminal_kills_the_command_by_the_lease_expiry(
     holder_stopped_by(Signal::SIGTSTP, false);
 }
 
-/// The pid of `parent`'s child whose command line contains `needle`.
-fn child_with(parent: u32, needle: &str) -> Option<i32> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+/// The pids of `parent`'s children, with their command lines.
+fn children_of(parent: u32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
@@ -226,12 +230,81 @@ fn child_with(parent: u32, needle: &str) -> Option<i32> {
             .nth(1)
             .and_then(|f| f.parse().ok())
             .unwrap_or(0);
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if ppid == parent && String::from_utf8_lossy(&cmdline).contains(needle) {
-            return Some(pid);
+        if ppid == parent {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            out.push((pid, String::from_utf8_lossy(&cmdline).into_owned()));
         }
     }
-    None
+    out
+}
+
+/// The pid of `parent`'s child whose command line contains `needle`.
+fn child_with(parent: u32, needle: &str) -> Option<i32> {
+    children_of(parent)
+        .into_iter()
+        .find(|(_, cmdline)| cmdline.contains(needle))
+        .map(|(pid, _)| pid)
+}
+
+/// awsflock stopped the moment its command is forked (before the command
+/// has announced its group to the watchdog, or just after): the watchdog
+/// still learns the group, from the command itself, and kills it by the
+/// lease's expiry.
+#[test]
+fn awsflock_stopped_right_after_the_fork_still_has_its_command_killed_in_time() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+
+    let mut running = spawn(&mut run_cmd(
+        &moto,
+        &t,
+        &name,
+        &[
+            "--lease-duration",
+            "4",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; while :; do sleep 0.1; done",
+        ],
+    ));
+    let awsflock_pid = running.pid();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let child = loop {
+        if let Some((c, _)) = children_of(awsflock_pid)
+            .into_iter()
+            .find(|(_, cmdline)| !cmdline.contains("__watchdog"))
+        {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline && !running.finished(),
+            "the command was never forked"
+        );
+        thread::yield_now();
+    };
+    signal(awsflock_pid, Signal::SIGSTOP);
+    let stopped = Instant::now();
+    let _guard = KillOnDrop::new(&[child]);
+    let dead = gone_within(child, Duration::from_secs(10));
+    let dead_after = stopped.elapsed();
+    signal(awsflock_pid, Signal::SIGCONT);
+    let out = running.wait(Duration::from_secs(30));
+    println!(
+        "figures: stopped_right_after_fork command_dead_after_s={:.2}",
+        dead_after.as_secs_f64()
+    );
+    assert!(
+        dead,
+        "the command still ran 10 s after awsflock was stopped"
+    );
+    assert!(
+        dead_after < Duration::from_millis(4000),
+        "the command died {dead_after:?} after awsflock was stopped (lease 4 s)"
+    );
+    assert_eq!(out.code, 4, "{}", out.describe());
+    assert_free(&moto, &t, &name, "the stopped run");
 }
 
 /// Without its watchdog, nothing would stop the command if awsflock were
