@@ -145,6 +145,10 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
             ));
         }
     };
+    // From here on awsflock may hold a lock: a write to the terminal from
+    // the background (`stty tostop`: the waiting line, a message) must not
+    // stop it with SIGTTOU. The command gets the caller's disposition back.
+    supervise::unix::ignore_ttou();
     let mut req = request(&r.name, &r.lock, DEFAULT_RUN_LEASE, g)?;
     req.supervised = true;
     let renew_every = r.renew_every.unwrap_or(req.lease / 3);
@@ -169,6 +173,7 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
         kill_after: r.kill_after,
         renew_every,
         lost_exit_code: r.lost_exit_code,
+        leave_leftovers: r.leave_leftovers,
     };
     Ok(supervise::run(guard, opts, &mut signals).await)
 }
@@ -509,12 +514,19 @@ pub fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
             return exit::ERROR;
         }
     };
-    match rt.block_on(run(cli)) {
+    let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             say!("awsflock: error: {e}");
             e.exit_code()
         }
+    };
+    drop(rt);
+    // `run` whose command was killed by a signal ends by the same signal,
+    // now that the lock is released, so that the caller sees it.
+    match supervise::take_exit_signal() {
+        Some(sig) => supervise::unix::die_by_signal(sig),
+        None => code,
     }
 }
 
@@ -639,8 +651,9 @@ fn verbatim_examples(roff: &str, heading: &str) -> String {
 }
 
 /// The internal commands that are not part of the command line people use:
-/// `awsflock __watchdog PGID`, which `run` starts to kill its command's
-/// process group if awsflock itself dies. Returns the exit code when `args`
+/// `awsflock __watchdog PGID`, the dead man's switch that `run` starts to
+/// kill its command's process group when the latest kill time passes
+/// without a newer one, or awsflock dies (see `supervise::unix`). Returns the exit code when `args`
 /// (without the program name) is one of them.
 pub fn internal_command(args: &[std::ffi::OsString]) -> Option<i32> {
     match args {

@@ -188,7 +188,8 @@ pub enum Command {
 const RUN_EXAMPLES: &str = concat!(
     "\
 The command runs with AWSFLOCK_LOCK and AWSFLOCK_FENCE in its environment, and
-awsflock exits with its exit code (128+N if killed by signal N).
+awsflock exits with its exit code, or ends by the same signal if a signal
+killed it.
 
 Examples:
   # CI step: one deploy at a time, waiting up to 30 minutes for the lock
@@ -243,6 +244,10 @@ pub struct RunArgs {
     /// Exit code when the lease is lost while the command runs
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_LOST_EXIT_CODE", value_name = "N")]
     pub lost_exit_code: i32,
+
+    /// Let processes the command left running in its process group go on after it exits, without the lock [default: stop them before releasing]
+    #[arg(long, env = "AWSFLOCK_LEAVE_LEFTOVERS")]
+    pub leave_leftovers: bool,
 
     /// Run this through `sh -c` instead of CMD
     #[arg(

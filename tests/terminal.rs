@@ -133,3 +133,260 @@ fn an_interactive_prompt_reads_from_the_terminal() {
     );
     assert_eq!(code, 0, "{seen}");
 }
+
+/// Drives an interactive bash on a fresh pseudo-terminal through `steps`:
+/// `["send", TEXT]` types TEXT (Python escapes, e.g. `\x1a` for Ctrl-Z),
+/// `["expect", TEXT]` waits up to 20 s for TEXT to appear on the screen
+/// after everything expected so far. Returns (all steps done, the screen).
+fn interactive_bash(steps: &[[&str; 2]]) -> (bool, String) {
+    let script = r#"
+import os, pty, sys, time, json, signal
+steps = json.loads(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["PS1"] = "$ "
+    os.environ["TERM"] = "dumb"
+    os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+seen = b""; pos = 0; ok = True
+def pump(t):
+    global seen
+    end = time.time() + t
+    while time.time() < end:
+        import select
+        r, _, _ = select.select([fd], [], [], 0.05)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            seen += chunk
+for kind, text in steps:
+    if kind == "send":
+        time.sleep(0.3)
+        os.write(fd, text.encode().decode("unicode_escape").encode())
+    else:
+        want = text.encode(); deadline = time.time() + 20
+        while time.time() < deadline and want not in seen[pos:]:
+            pump(0.1)
+        i = seen.find(want, pos)
+        if i < 0:
+            ok = False
+            break
+        pos = i + len(want)
+pump(0.3)
+os.kill(pid, signal.SIGKILL)
+os.waitpid(pid, 0)
+sys.stdout.write(json.dumps({"ok": ok, "seen": seen.decode("utf-8", "replace")}))
+"#;
+    let mut c = Command::new("python3");
+    scrub_env(&mut c);
+    c.args(["-c", script, &serde_json::to_string(steps).unwrap()]);
+    let out = run(&mut c);
+    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("driver JSON");
+    (
+        v["ok"].as_bool().unwrap(),
+        v["seen"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Ctrl-Z stops the job as the shell knows it (awsflock and the command),
+/// `fg` continues it with the terminal, and Ctrl-C after `fg` reaches the
+/// command; awsflock then ends by SIGINT as its command did.
+#[test]
+fn job_control_ctrl_z_fg_and_ctrl_c_work_as_for_any_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = format!("file://{}", tmp.path().join("locks").display());
+    assert_eq!(
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
+        0
+    );
+    let bin = bin_path();
+    let read_cmd = format!(
+        "{bin} --backend {backend} run jc -- sh -c 'echo STARTED; read x; echo \"GOT=$x\"'\\n"
+    );
+    let sleep_cmd = format!(
+        "{bin} --backend {backend} run jc -- sh -c 'echo READY2; sleep 30; echo TOO\"\"LATE'\\n"
+    );
+    let bg_cmd = format!(
+        "{bin} --backend {backend} run jc -- sh -c 'echo BG; read y; echo \"BGGOT=$y\"' &\\n"
+    );
+    let (ok, seen) = interactive_bash(&[
+        ["expect", "$ "],
+        // Ctrl-Z, then fg: the command gets the terminal back and reads.
+        ["send", &read_cmd],
+        ["expect", "STARTED"],
+        ["send", "\\x1a"],
+        ["expect", "Stopped"],
+        ["expect", "$ "],
+        ["send", "echo SHELL-IS-BACK\\n"],
+        ["expect", "SHELL-IS-BACK"],
+        ["send", "fg\\n"],
+        ["send", "hello\\n"],
+        ["expect", "GOT=hello"],
+        ["send", "echo rc=$?\\n"],
+        ["expect", "rc=0"],
+        // Ctrl-Z, fg, Ctrl-C: the command gets SIGINT, awsflock ends by it.
+        ["send", &sleep_cmd],
+        ["expect", "READY2"],
+        ["send", "\\x1a"],
+        ["expect", "Stopped"],
+        ["send", "fg\\n"],
+        ["send", "\\x03"],
+        ["send", "echo rc=$?\\n"],
+        ["expect", "rc=130"],
+        // Started in the background, the command stops reading the
+        // terminal; fg brings it back with the terminal.
+        ["send", &bg_cmd],
+        ["expect", "BG"],
+        // bash reports a job's stop at its next prompt.
+        ["send", "\\n"],
+        ["expect", "Stopped"],
+        ["send", "fg\\n"],
+        ["send", "there\\n"],
+        ["expect", "BGGOT=there"],
+        ["send", "echo rc=$?\\n"],
+        ["expect", "rc=0"],
+    ]);
+    assert!(ok, "the session did not go as expected; screen:\n{seen}");
+    assert!(
+        !seen.contains("TOOLATE"),
+        "Ctrl-C did not stop the command:\n{seen}"
+    );
+    let v =
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "status", "jc", "--json"]))
+            .json();
+    assert_eq!(v["held"], false, "released after the jobs ended");
+}
+
+/// Runs `bash -c SCRIPT` on a fresh pseudo-terminal and returns everything
+/// the terminal showed (up to 60 s).
+fn bash_on_terminal(script: &str) -> String {
+    let driver = r#"
+import os, pty, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("bash", ["bash", "-c", sys.argv[1]])
+seen = b""; deadline = time.time() + 40
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.1)
+    if r:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+else:
+    seen += b"\n(driver: bash still running after 40 s, killed)\n"
+    os.kill(pid, 9)
+os.waitpid(pid, 0)
+sys.stdout.write(seen.decode("utf-8", "replace"))
+"#;
+    let mut c = Command::new("python3");
+    scrub_env(&mut c);
+    c.args(["-c", driver, script]);
+    let out = run(&mut c);
+    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
+    out.stdout
+}
+
+/// With `stty tostop`, a background job that writes to the terminal gets
+/// SIGTTOU, which stops it by default. awsflock's message about stopping the
+/// command must neither stop awsflock nor come before the signal: the
+/// command is stopped, awsflock exits 4.
+#[test]
+fn a_message_written_from_the_background_with_tostop_does_not_stop_the_supervisor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let backend = format!("file://{}", dir.join("locks").display());
+    assert_eq!(
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
+        0
+    );
+    let bin = bin_path();
+    let ready = dir.join("ready");
+    let script = format!(
+        r#"alive() {{ [ -r /proc/$1/status ] && ! grep -q '^State:[[:space:]]*Z' /proc/$1/status; }}
+stty tostop
+set -m
+{bin} --backend {backend} run tostop --lease-duration 3 --kill-after 1 -c 'exec 2>/dev/null; echo $$ > {ready}; while :; do sleep 0.1; done' &
+job=$!
+while [ ! -s {ready} ]; do sleep 0.1; done
+cmd=$(cat {ready})
+{bin} --backend {backend} release tostop --force --yes >/dev/null 2>&1
+i=0; while alive $job && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+grep '^State' /proc/$job/status 2>/dev/null | tr -s '\t ' ' ' | sed 's/^/AWSFLOCK_/'
+if alive $cmd; then echo COMMAND_STILL_RUNS; kill -9 $cmd $job; kill -CONT $job; else echo COMMAND_STOPPED; fi
+if ! alive $job; then wait $job; echo "EXIT=$?"; fi
+"#,
+        ready = ready.display()
+    );
+    let seen = bash_on_terminal(&script);
+    assert!(
+        seen.contains("COMMAND_STOPPED"),
+        "the command was not stopped after the lease was lost:\n{seen}"
+    );
+    assert!(seen.contains("EXIT=4"), "awsflock should exit 4:\n{seen}");
+    assert!(
+        seen.contains("stopping the command"),
+        "the message should still be written:\n{seen}"
+    );
+}
+
+/// A job left stopped (Ctrl-Z) past its lease: the watchdog kills the
+/// command at the lease's kill time although awsflock is stopped too, and
+/// `fg` then finds the lease lost (exit 4) instead of continuing it.
+#[test]
+fn a_job_left_stopped_past_its_lease_is_killed_and_fg_reports_the_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = format!("file://{}", tmp.path().join("locks").display());
+    assert_eq!(
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
+        0
+    );
+    let pidfile = tmp.path().join("pid");
+    let bin = bin_path();
+    let cmd = format!(
+        "{bin} --backend {backend} run jobstop --lease-duration 3 -- sh -c 'echo $$ > {pid}; echo R3; sleep 30'\\n",
+        pid = pidfile.display()
+    );
+    let check = format!(
+        "sleep 5; s=$(grep '^State' /proc/$(cat {pid})/status 2>/dev/null | tr -d '[:space:]'); echo \"CMD_${{s:-State:gone}}\"\\n",
+        pid = pidfile.display()
+    );
+    let (ok, seen) = interactive_bash(&[
+        ["expect", "$ "],
+        ["send", &cmd],
+        ["expect", "R3"],
+        ["send", "\\x1a"],
+        ["expect", "Stopped"],
+        ["send", &check],
+        ["expect", "CMD_State:"],
+        ["send", "fg\\n"],
+        ["send", "echo rc=$?\\n"],
+        ["expect", "rc="],
+        ["expect", "$ "],
+    ]);
+    assert!(ok, "the session did not go as expected; screen:\n{seen}");
+    assert!(
+        seen.contains("CMD_State:Z") || seen.contains("CMD_State:gone"),
+        "the stopped job's command was not killed at its lease's deadline:\n{seen}"
+    );
+    assert!(
+        seen.contains("rc=4"),
+        "fg should report the loss (4):\n{seen}"
+    );
+    let v = run(awsflock_at(&dead_endpoint()).args([
+        "--backend",
+        &backend,
+        "status",
+        "jobstop",
+        "--json",
+    ]))
+    .json();
+    assert_eq!(v["held"], false, "free after the lost job");
+}

@@ -1,18 +1,29 @@
 //! The `run` supervisor: runs a command under a held lock.
 //!
 //! ```text
-//!  spawn CMD (own process group) ─┬─ signal to awsflock ──► forward to the group
-//!                                 ├─ lease lost ──────────► SIGTERM, grace, SIGKILL
-//!                                 ├─ deadline - margin - grace reached without a
-//!                                 │  renewal ──────────────► SIGTERM, then SIGKILL at
-//!                                 │                          deadline - margin
-//!                                 └─ CMD exits ───────────► release, exit as CMD did
+//!  grant too late? ──► do not start, release, exit 4
+//!  start the watchdog (armed with the kill time), spawn CMD (own group)
+//!     ├─ every renewal ───────► tell the watchdog the new kill time
+//!     ├─ signal to awsflock ──► forward to the group (SIGTSTP too)
+//!     ├─ lease lost ──────────► SIGTERM+SIGCONT, grace, SIGKILL
+//!     ├─ term time reached without a renewal ──► SIGTERM+SIGCONT, then
+//!     │                                          SIGKILL at the kill time
+//!     ├─ lease suspect ───────► SIGSTOP the group until renewed (SIGCONT) or lost
+//!     ├─ CMD stops (Ctrl-Z) ──► stop awsflock too; when continued: renew,
+//!     │                         hand back the terminal, SIGCONT
+//!     ├─ watchdog died ───────► as lease lost
+//!     └─ CMD exits ───────────► stop its leftovers, release, exit as CMD did
+//!  awsflock stopped, hung or killed ──► the watchdog SIGKILLs the group at
+//!                                       the last kill time it was told
 //! ```
 //!
-//! The SIGKILL is scheduled from the lease's local deadline, which is computed
-//! conservatively from the store's clock, so every process in the group is
-//! dead before the lease can expire for anyone else. DESIGN.md has the
-//! argument and its limits.
+//! The kill time (`deadline − margin`) comes from the lease's local
+//! deadline, which is computed conservatively from the store's clock, so
+//! every process in the group is dead before the lease can expire for
+//! anyone else, whether awsflock is running or not. The decisions are pure
+//! functions ([`stop_times`], [`too_late`], [`next_step`],
+//! [`ended_past_its_lease`]); processes, signals and the terminal are in
+//! [`unix`]. DESIGN.md has the argument and its limits.
 
 #[cfg(unix)]
 pub mod unix;
@@ -44,6 +55,9 @@ pub struct RunOptions {
     pub renew_every: Duration,
     /// Exit code when the lease was lost.
     pub lost_exit_code: i32,
+    /// Let processes the command left in its group run on after it exits
+    /// (without the lock) instead of stopping them before the release.
+    pub leave_leftovers: bool,
 }
 
 /// When to send SIGTERM and SIGKILL for a lease whose local deadline is
@@ -64,105 +78,413 @@ pub fn stop_times(
     (term_at, kill_at)
 }
 
+/// Why the supervisor is stopping the command before it ended by itself.
+#[derive(Debug, Clone)]
+enum Why {
+    /// The lease was lost (taken over, released by force, renewals stopped).
+    Lost(Lost),
+    /// No renewal succeeded in time: the lease is about to expire.
+    Expiring,
+    /// The watchdog died: nothing would stop the command if awsflock were
+    /// stopped or killed now.
+    Unprotected,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Lost(l) => write!(f, "{l}"),
+            Why::Expiring => write!(f, "no renewal succeeded in time"),
+            Why::Unprotected => write!(
+                f,
+                "the watchdog that kills the command if awsflock stops has died"
+            ),
+        }
+    }
+}
+
+/// The exit signal to end awsflock with, set by [`run`] when the command
+/// was killed by a signal (see [`take_exit_signal`]).
+static EXIT_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The signal that killed the command of the last [`run`], if any and if
+/// awsflock should end by it too (the lease was not lost). The caller ends
+/// the process with it once everything is released, as timeout(1) does.
+pub fn take_exit_signal() -> Option<i32> {
+    match EXIT_SIGNAL.swap(0, std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
 /// Runs the command under `guard` and returns awsflock's exit code: the
 /// command's, or `lost_exit_code` if the lease was lost. The lock is released
-/// (or, if lost, left to the store) before returning.
+/// (or, if lost, left to the store) before returning. When the command was
+/// killed by signal N, the code is 128+N and [`take_exit_signal`] says N.
 pub async fn run(
     guard: LockGuard,
     opts: RunOptions,
     signals: &mut signal_hook_tokio::Signals,
 ) -> i32 {
     let lease = guard.lease();
+    platform::ignore_ttou();
+    let mut own_signals = match platform::supervisor_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            say!("awsflock: error: cannot handle signals: {e}; the command was not started");
+            finish_release(guard, None).await;
+            return crate::exit::ERROR;
+        }
+    };
     let mut env = vec![("AWSFLOCK_LOCK", lease.name.clone())];
     if let Some(f) = lease.fence {
         env.push(("AWSFLOCK_FENCE", f.to_string()));
     }
-    let mut spawned = match platform::spawn(&opts.program, &opts.args, &env) {
+    let times =
+        |deadline: Instant| stop_times(deadline, lease.duration, opts.renew_every, opts.kill_after);
+    let (term_at, first_kill) = times(guard.watch().borrow().lease.deadline);
+    // The dead man's switch is armed before the command can run.
+    let mut watchdog = match platform::Watchdog::start(first_kill) {
+        Ok(w) => w,
+        Err(e) => {
+            say!("awsflock: error: cannot start the watchdog: {e}; the command was not started");
+            finish_release(guard, None).await;
+            return crate::exit::ERROR;
+        }
+    };
+    // A grant that took long to arrive may already be due its SIGTERM:
+    // starting the command then would run it past the point where it must
+    // be stopping. Checked right before the spawn.
+    tracing::debug!(
+        term_in = ?term_at.saturating_duration_since(Instant::now()),
+        kill_in = ?first_kill.saturating_duration_since(Instant::now()),
+        "lease granted"
+    );
+    if too_late(Instant::now(), term_at) {
+        watchdog.disarm();
+        say!(
+            "awsflock: {}: the lease arrived too late to run the command safely (the store was slow to answer); the command was not started",
+            lease.name
+        );
+        finish_release(guard, None).await;
+        return opts.lost_exit_code;
+    }
+    let spawned = match platform::spawn(&opts.program, &opts.args, &env, watchdog.announce_fd()) {
         Ok(s) => s,
         Err(e) => {
+            watchdog.disarm();
             let (code, msg) = platform::spawn_failure(&opts.program, &e);
             say!("awsflock: error: {msg}");
             finish_release(guard, None).await;
             return code;
         }
     };
-    let watchdog = platform::Watchdog::start(spawned.pgid);
     let mut state = guard.watch();
-    let mut lost: Option<Lost> = None;
-    // Once stopping, the instant at which SIGKILL goes out.
-    let mut kill_at: Option<Instant> = None;
-    let mut killed = false;
+    let mut state_open = true;
+    let mut why: Option<Why> = None;
+    let mut phase = Phase::default();
+    // The lease id when the command was paused: a different one is a renewal.
+    let mut paused_lease = String::new();
+    let mut told = first_kill;
+    let mut ended = None;
 
-    let status = loop {
-        let (term_at, deadline_kill) = {
-            let s = state.borrow();
-            stop_times(
-                s.lease.deadline,
-                lease.duration,
-                opts.renew_every,
-                opts.kill_after,
-            )
+    while ended.is_none() {
+        let st = state.borrow_and_update().clone();
+        if why.is_none() {
+            if let Some(l) = st.lost.clone() {
+                why = Some(Why::Lost(l));
+            } else if !state_open {
+                why = Some(Why::Lost(Lost::Expired("renewal stopped".into())));
+            }
+        }
+        let (term_at, deadline_kill) = times(st.lease.deadline);
+        // The watchdog always knows the latest instant by which the command
+        // must be dead.
+        let kill_by = phase
+            .kill_at
+            .map_or(deadline_kill, |k| k.min(deadline_kill));
+        if kill_by != told {
+            if watchdog.deadline(kill_by).is_err() && why.is_none() {
+                why = Some(Why::Unprotected);
+            }
+            told = kill_by;
+        }
+        let facts = Facts {
+            now: Instant::now(),
+            term_at,
+            kill_at: deadline_kill,
+            lost: why.is_some(),
+            suspect: st.suspect.is_some(),
+            renewed_since_pause: st.lease.lease_id != paused_lease,
         };
-        let term_sleep = boottime::sleep_until(term_at);
-        let kill_sleep = boottime::sleep_until(kill_at.unwrap_or(deadline_kill));
+        match next_step(&facts, &phase, opts.kill_after) {
+            Step::Wait => {}
+            Step::Pause => {
+                spawned.signal_group(libc::SIGSTOP);
+                phase.pause = Some(Pause::Suspect);
+                paused_lease = st.lease.lease_id.clone();
+                say!(
+                    "awsflock: {}: the lease may have expired ({}); command paused until it is renewed",
+                    lease.name,
+                    st.suspect.as_deref().unwrap_or("unknown")
+                );
+                continue;
+            }
+            Step::Continue => {
+                spawned.give_terminal();
+                spawned.signal_group(libc::SIGCONT);
+                phase.pause = None;
+                continue;
+            }
+            Step::Stop { kill_at } => {
+                // Signal first, then say so: a message cannot delay the stop.
+                spawned.signal_group(libc::SIGTERM);
+                spawned.signal_group(libc::SIGCONT);
+                phase.kill_at = Some(kill_at);
+                phase.pause = None;
+                let w = why.get_or_insert(Why::Expiring);
+                match w {
+                    Why::Expiring => say!(
+                        "awsflock: {}: the lease could not be renewed and expires soon; stopping the command",
+                        lease.name
+                    ),
+                    other => say!("awsflock: {}: {other}; stopping the command", lease.name),
+                }
+                continue;
+            }
+            Step::Kill => {
+                spawned.signal_group(libc::SIGKILL);
+                phase.killed = true;
+                continue;
+            }
+        }
+        let wake = match phase.kill_at {
+            Some(k) if !phase.killed => k,
+            Some(_) => Instant::now() + Duration::from_millis(500),
+            None => term_at,
+        }
+        .min(Instant::now() + Duration::from_millis(500));
         tokio::select! {
-            status = spawned.child.wait() => break status,
             Some(sig) = signals.next() => {
                 tracing::debug!(sig, "forwarding signal to the command's group");
                 spawned.signal_group(sig);
             }
-            changed = state.changed(), if lost.is_none() => {
-                let now_lost = match changed {
-                    Ok(()) => state.borrow().lost.clone(),
-                    Err(_) => Some(Lost::Expired("renewal stopped".into())),
-                };
-                if let Some(l) = now_lost {
-                    say!("awsflock: {}: {l}; stopping the command", lease.name);
-                    spawned.signal_group(libc::SIGTERM);
-                    let grace = opts.kill_after.min(deadline_kill.saturating_duration_since(Instant::now()));
-                    kill_at = Some(Instant::now() + grace);
-                    lost = Some(l);
+            Some(sig) = own_signals.next() => {
+                if sig == libc::SIGTSTP {
+                    // Stopping the command stops awsflock too, below.
+                    tracing::debug!("forwarding SIGTSTP to the command's group");
+                    spawned.signal_group(sig);
                 }
             }
-            _ = term_sleep, if kill_at.is_none() => {
-                say!(
-                    "awsflock: {}: the lease could not be renewed and expires soon; stopping the command",
-                    lease.name
-                );
-                spawned.signal_group(libc::SIGTERM);
-                kill_at = Some(deadline_kill);
-                lost = Some(Lost::Expired("no renewal succeeded in time".into()));
+            changed = state.changed(), if state_open => {
+                if changed.is_err() {
+                    state_open = false;
+                }
             }
-            _ = kill_sleep, if kill_at.is_some() && !killed => {
-                spawned.signal_group(libc::SIGKILL);
-                killed = true;
+            _ = boottime::sleep_until(wake) => {}
+        }
+        let events = platform::reap(spawned.pgid, watchdog.pid());
+        let ends = events
+            .iter()
+            .any(|e| matches!(e, platform::Event::Ended(_)));
+        for event in events {
+            match event {
+                platform::Event::Ended(e) => ended = Some(e),
+                platform::Event::WatchdogGone => {
+                    if why.is_none() {
+                        why = Some(Why::Unprotected);
+                    }
+                }
+                platform::Event::Continued => {
+                    if phase.pause == Some(Pause::Suspect) {
+                        // Someone else continued it: the lease is still in doubt.
+                        spawned.signal_group(libc::SIGSTOP);
+                    } else if phase.pause == Some(Pause::Resuming) {
+                        phase.pause = None;
+                    }
+                }
+                platform::Event::Stopped(sig) => {
+                    tracing::debug!(sig, "the command stopped");
+                    let ours = phase.pause == Some(Pause::Suspect) || phase.kill_at.is_some();
+                    // Not if it has ended or been continued meanwhile.
+                    let stopped = !ends && platform::still_stopped(spawned.pgid);
+                    if !ours && stopped && !platform::is_init() {
+                        // Job control (Ctrl-Z, SIGTTIN, kill -STOP): stop as a
+                        // job ourselves, so that the shell sees it. While we
+                        // are stopped the watchdog still fires at the deadline.
+                        spawned.take_terminal();
+                        platform::stop_self();
+                        // Continued (fg, bg): renew before the command goes on.
+                        phase.pause = Some(Pause::Resuming);
+                        paused_lease = state.borrow().lease.lease_id.clone();
+                        guard.renew_now();
+                    }
+                }
             }
         }
-    };
-    if lost.is_some() {
+    }
+    let ended = ended.unwrap_or(platform::Ended::Code(crate::exit::ERROR));
+    // A command that ended after its kill time (awsflock was stopped, and
+    // the watchdog killed it) ran to the end of its lease: that is a loss.
+    let (_, deadline_kill) = times(state.borrow().lease.deadline);
+    if why.is_none() && ended_past_its_lease(Instant::now(), deadline_kill) {
+        why = Some(Why::Lost(Lost::Expired(
+            "awsflock could not renew it in time; the command was killed at its deadline".into(),
+        )));
+    }
+    if why.is_some() {
         // The command is gone; anything it left in its group must not go on
         // running without the lock.
         spawned.signal_group(libc::SIGKILL);
+    } else if !opts.leave_leftovers {
+        let grace = opts
+            .kill_after
+            .min(deadline_kill.saturating_duration_since(Instant::now()));
+        stop_leftovers(&spawned, grace, &mut state).await;
     }
     watchdog.disarm();
-    spawned.restore_terminal();
-    let code = match status {
-        Ok(st) => platform::exit_code(st),
-        Err(e) => {
-            say!("awsflock: error: lost track of the command: {e}");
-            crate::exit::ERROR
-        }
-    };
-    match lost {
-        Some(l) => {
-            say!("awsflock: error: lease on {} lost: {l}", lease.name);
+    spawned.take_terminal();
+    platform::reap_orphans();
+    match why {
+        Some(w) => {
+            say!("awsflock: error: lease on {} lost: {w}", lease.name);
+            let l = match w {
+                Why::Lost(l) => l,
+                other => Lost::Expired(other.to_string()),
+            };
             finish_release(guard, Some(l)).await;
             opts.lost_exit_code
         }
         None => {
             finish_release(guard, None).await;
-            code
+            if let platform::Ended::Signal(sig) = ended {
+                EXIT_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
+            }
+            platform::exit_code(ended)
         }
+    }
+}
+
+/// Stops what the command left running in its group (a `cmd &` in a
+/// script), before the lock is released: SIGTERM (and SIGCONT), `grace`,
+/// SIGKILL. Nothing the command started runs on without the lock.
+async fn stop_leftovers(
+    spawned: &platform::Spawned,
+    grace: Duration,
+    state: &mut tokio::sync::watch::Receiver<crate::lease::GuardState>,
+) {
+    if !spawned.group_alive() {
+        return;
+    }
+    tracing::info!("stopping what the command left running in its process group");
+    spawned.signal_group(libc::SIGTERM);
+    spawned.signal_group(libc::SIGCONT);
+    let until = Instant::now() + grace;
+    while Instant::now() < until && spawned.group_alive() {
+        if state.borrow().lost.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        platform::reap_orphans();
+    }
+    if spawned.group_alive() {
+        spawned.signal_group(libc::SIGKILL);
+    }
+}
+
+/// Whether a command that ended at `now` outlived its lease's kill time
+/// `kill_at` (awsflock was stopped and the watchdog killed it, or it ended
+/// by itself while nobody could renew): that run lost its lease, whatever
+/// the command's own status says.
+pub fn ended_past_its_lease(now: Instant, kill_at: Instant) -> bool {
+    now >= kill_at
+}
+
+/// Whether a lease whose SIGTERM time is `term_at` came too late for the
+/// command to be started at `now`.
+pub fn too_late(now: Instant, term_at: Instant) -> bool {
+    now >= term_at
+}
+
+/// Why the supervisor holds the command stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// The lease is suspect (this machine was suspended, the store's clock
+    /// jumped): SIGSTOPped by us until a renewal confirms the lease.
+    Suspect,
+    /// Stopped by job control (Ctrl-Z) and awsflock has been continued: the
+    /// command goes on once a renewal confirms the lease.
+    Resuming,
+}
+
+/// What the supervisor knows at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts {
+    /// Now.
+    pub now: Instant,
+    /// When SIGTERM is due if no renewal comes (see [`stop_times`]).
+    pub term_at: Instant,
+    /// When SIGKILL is due if no renewal comes.
+    pub kill_at: Instant,
+    /// The lease is lost (or the command cannot be protected any more).
+    pub lost: bool,
+    /// The lease is suspect (`GuardState::suspect`).
+    pub suspect: bool,
+    /// A renewal succeeded since the command was paused.
+    pub renewed_since_pause: bool,
+}
+
+/// What the supervisor has done so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phase {
+    /// Why the command is held stopped, if it is.
+    pub pause: Option<Pause>,
+    /// Once SIGTERM went out: when SIGKILL follows.
+    pub kill_at: Option<Instant>,
+    /// SIGKILL went out.
+    pub killed: bool,
+}
+
+/// The supervisor's next move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do now.
+    Wait,
+    /// SIGSTOP the command's group (the lease is suspect).
+    Pause,
+    /// Give the terminal back if it was the command's, SIGCONT its group.
+    Continue,
+    /// SIGTERM (and SIGCONT) the group now, SIGKILL at `kill_at`.
+    Stop {
+        /// When SIGKILL follows.
+        kill_at: Instant,
+    },
+    /// SIGKILL the group now.
+    Kill,
+}
+
+/// Decides the supervisor's next move; `grace` is `--kill-after`. Pure, so
+/// that every case is unit-tested.
+pub fn next_step(f: &Facts, p: &Phase, grace: Duration) -> Step {
+    if let Some(k) = p.kill_at {
+        return if f.now >= k && !p.killed {
+            Step::Kill
+        } else {
+            Step::Wait
+        };
+    }
+    if f.lost {
+        // The grace never runs past the lease's own kill point.
+        let kill_at = (f.now + grace).min(f.kill_at.max(f.now));
+        return Step::Stop { kill_at };
+    }
+    if f.now >= f.term_at {
+        return Step::Stop { kill_at: f.kill_at };
+    }
+    match p.pause {
+        None if f.suspect => Step::Pause,
+        Some(_) if !f.suspect && f.renewed_since_pause => Step::Continue,
+        _ => Step::Wait,
     }
 }
 
@@ -190,6 +512,170 @@ async fn finish_release(guard: LockGuard, lost: Option<Lost>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn facts(now: Instant) -> Facts {
+        Facts {
+            now,
+            term_at: now + Duration::from_secs(20),
+            kill_at: now + Duration::from_secs(30),
+            lost: false,
+            suspect: false,
+            renewed_since_pause: false,
+        }
+    }
+
+    const GRACE: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_healthy_lease_leaves_the_command_alone() {
+        let now = Instant::now();
+        assert_eq!(next_step(&facts(now), &Phase::default(), GRACE), Step::Wait);
+    }
+
+    #[test]
+    fn a_suspect_lease_pauses_the_command_until_a_renewal_confirms_it() {
+        let now = Instant::now();
+        let f = Facts {
+            suspect: true,
+            ..facts(now)
+        };
+        assert_eq!(next_step(&f, &Phase::default(), GRACE), Step::Pause);
+        let paused = Phase {
+            pause: Some(Pause::Suspect),
+            ..Phase::default()
+        };
+        // Still suspect: stay paused (not paused again).
+        assert_eq!(next_step(&f, &paused, GRACE), Step::Wait);
+        // Renewed, suspicion cleared: continue.
+        let renewed = Facts {
+            suspect: false,
+            renewed_since_pause: true,
+            ..f
+        };
+        assert_eq!(next_step(&renewed, &paused, GRACE), Step::Continue);
+        // Cleared without a renewal seen yet: keep waiting.
+        let cleared = Facts {
+            suspect: false,
+            ..f
+        };
+        assert_eq!(next_step(&cleared, &paused, GRACE), Step::Wait);
+    }
+
+    #[test]
+    fn a_suspect_lease_that_is_lost_stops_the_paused_command_with_its_grace() {
+        let now = Instant::now();
+        let f = Facts {
+            suspect: true,
+            lost: true,
+            ..facts(now)
+        };
+        let paused = Phase {
+            pause: Some(Pause::Suspect),
+            ..Phase::default()
+        };
+        assert_eq!(
+            next_step(&f, &paused, GRACE),
+            Step::Stop {
+                kill_at: now + GRACE
+            }
+        );
+        // The grace never goes past the lease's kill point.
+        let short = Facts {
+            kill_at: now + Duration::from_secs(3),
+            ..f
+        };
+        assert_eq!(
+            next_step(&short, &paused, GRACE),
+            Step::Stop {
+                kill_at: now + Duration::from_secs(3)
+            }
+        );
+    }
+
+    #[test]
+    fn a_suspect_lease_that_is_never_renewed_is_stopped_at_its_term_time() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(21);
+        let f = Facts {
+            suspect: true,
+            ..facts(now)
+        };
+        let f = Facts { now: later, ..f };
+        let paused = Phase {
+            pause: Some(Pause::Suspect),
+            ..Phase::default()
+        };
+        assert_eq!(
+            next_step(&f, &paused, GRACE),
+            Step::Stop { kill_at: f.kill_at }
+        );
+    }
+
+    #[test]
+    fn after_a_job_stop_the_command_continues_only_after_a_renewal() {
+        let now = Instant::now();
+        let resuming = Phase {
+            pause: Some(Pause::Resuming),
+            ..Phase::default()
+        };
+        assert_eq!(next_step(&facts(now), &resuming, GRACE), Step::Wait);
+        let renewed = Facts {
+            renewed_since_pause: true,
+            ..facts(now)
+        };
+        assert_eq!(next_step(&renewed, &resuming, GRACE), Step::Continue);
+        let lost = Facts {
+            lost: true,
+            ..facts(now)
+        };
+        assert!(matches!(
+            next_step(&lost, &resuming, GRACE),
+            Step::Stop { .. }
+        ));
+    }
+
+    #[test]
+    fn once_stopping_only_the_kill_remains() {
+        let now = Instant::now();
+        let stopping = Phase {
+            kill_at: Some(now + Duration::from_secs(2)),
+            ..Phase::default()
+        };
+        let f = Facts {
+            lost: true,
+            suspect: true,
+            ..facts(now)
+        };
+        assert_eq!(next_step(&f, &stopping, GRACE), Step::Wait);
+        let f = Facts {
+            now: now + Duration::from_secs(2),
+            ..f
+        };
+        assert_eq!(next_step(&f, &stopping, GRACE), Step::Kill);
+        let killed = Phase {
+            killed: true,
+            ..stopping
+        };
+        assert_eq!(next_step(&f, &killed, GRACE), Step::Wait);
+    }
+
+    #[test]
+    fn a_command_that_ends_after_its_kill_time_lost_its_lease() {
+        let now = Instant::now();
+        let kill = now + Duration::from_secs(2);
+        assert!(!ended_past_its_lease(now, kill));
+        assert!(ended_past_its_lease(kill, kill));
+        assert!(ended_past_its_lease(kill + Duration::from_secs(5), kill));
+    }
+
+    #[test]
+    fn a_grant_past_its_term_time_is_too_late_to_start() {
+        let now = Instant::now();
+        let lease = Duration::from_secs(3);
+        let (term, _) = stop_times(now + lease, lease, lease / 3, GRACE);
+        assert!(!too_late(now, term));
+        assert!(too_late(now + Duration::from_millis(2600), term));
+    }
 
     #[test]
     fn kill_lands_before_the_deadline_and_term_before_kill() {

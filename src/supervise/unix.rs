@@ -1,5 +1,6 @@
 //! The Unix half of the supervisor: process groups, the terminal, signals,
-//! the parent-death watchdog, and turning a wait status into an exit code.
+//! reaping (with job-control stops), the dead man's switch, and turning a
+//! wait status into an exit code.
 //!
 //! The command runs in a process group of its own, so that one `killpg`
 //! reaches it and everything it started (`sh -c` grandchildren included).
@@ -10,15 +11,20 @@
 
 use std::ffi::OsString;
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{ExitStatus, Stdio};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::signal::{self, Signal, killpg};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgrp, tcgetpgrp};
 
+use crate::boottime::BootInstant;
 use crate::exit;
 
-/// The signals awsflock forwards to the command (and that end a wait).
+/// The signals awsflock forwards to the command (and that end a wait),
+/// unless the caller ignored them (see [`signals`]).
 pub const FORWARDED: [i32; 6] = [
     libc::SIGTERM,
     libc::SIGINT,
@@ -28,10 +34,56 @@ pub const FORWARDED: [i32; 6] = [
     libc::SIGUSR2,
 ];
 
+/// Whether `sig` is ignored (SIG_IGN) right now. Called before awsflock
+/// installs anything for `sig`, it tells what the caller set (`nohup`, a
+/// shell's background job).
+pub fn ignored(sig: i32) -> bool {
+    // SAFETY: a null new action only reads the current disposition.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// The forwarded signals the caller did not ignore. A signal that was
+/// ignored at start gets no handler, so it stays ignored for awsflock and,
+/// through exec, for the command (`nohup awsflock run ...`).
+pub fn forwarded() -> Vec<i32> {
+    FORWARDED.into_iter().filter(|&s| !ignored(s)).collect()
+}
+
 /// A stream of the forwarded signals, installed before the wait begins so
 /// that none is missed (and none kills awsflock while it holds a lock).
 pub fn signals() -> io::Result<signal_hook_tokio::Signals> {
-    signal_hook_tokio::Signals::new(FORWARDED)
+    signal_hook_tokio::Signals::new(forwarded())
+}
+
+/// Signals the supervisor handles itself once the command may run: SIGTSTP
+/// (`kill -TSTP awsflock`) is forwarded to the command's group, whose stop
+/// then stops awsflock as a job; SIGCHLD drives the reaping. SIGTSTP is left
+/// alone when the caller ignored it.
+pub fn supervisor_signals() -> io::Result<signal_hook_tokio::Signals> {
+    let mut sigs = vec![libc::SIGCHLD];
+    if !ignored(libc::SIGTSTP) {
+        sigs.push(libc::SIGTSTP);
+    }
+    signal_hook_tokio::Signals::new(sigs)
+}
+
+static TTOU_WAS_DEFAULT: AtomicBool = AtomicBool::new(false);
+
+/// Makes writes to the terminal unable to stop awsflock: with `stty tostop`
+/// a background process that writes gets SIGTTOU, whose default action
+/// stops it, and a stopped supervisor renews nothing. The caller's
+/// disposition is remembered and restored in the command ([`spawn`]).
+pub fn ignore_ttou() {
+    if !ignored(libc::SIGTTOU) {
+        TTOU_WAS_DEFAULT.store(true, Ordering::SeqCst);
+        // SAFETY: SIG_IGN installs no handler code.
+        unsafe {
+            libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        }
+    }
 }
 
 /// Whether stdin is a terminal whose foreground group is ours: then the
@@ -40,28 +92,56 @@ fn own_terminal() -> bool {
     io::stdin().is_terminal() && tcgetpgrp(io::stdin()).is_ok_and(|pg| pg == getpgrp())
 }
 
-/// A spawned command: its process (and group) id, and whether it has the terminal.
+/// Whether the process runs as PID 1 (a container's init): then it also
+/// reaps orphans, and cannot stop itself.
+pub fn is_init() -> bool {
+    std::process::id() == 1
+}
+
+/// A spawned command: its process (and group) id.
 pub struct Spawned {
-    /// The child, to wait on.
-    pub child: tokio::process::Child,
     /// The child's pid, which is also its process group id.
     pub pgid: Pid,
-    terminal: bool,
+}
+
+/// Formats `n` in decimal into `buf` without allocating (for use between
+/// fork and exec); returns the used tail of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 24]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 /// Starts `program args` in a new process group, with the given extra
 /// environment, stdin/stdout/stderr inherited, and a parent-death signal so
-/// that it does not outlive a killed awsflock.
-pub fn spawn(program: &OsString, args: &[OsString], env: &[(&str, String)]) -> io::Result<Spawned> {
+/// that it does not outlive a killed awsflock. Before exec the child
+/// announces its pid (its group) to the watchdog on `announce` (the
+/// watchdog's pipe, close-on-exec), so that the watchdog knows the group
+/// even if awsflock is stopped right after the fork.
+pub fn spawn(
+    program: &OsString,
+    args: &[OsString],
+    env: &[(&str, String)],
+    announce: Option<i32>,
+) -> io::Result<Spawned> {
     let terminal = own_terminal();
     let parent = std::process::id() as libc::pid_t;
+    let ttou_default = TTOU_WAS_DEFAULT.load(Ordering::SeqCst);
     let mut cmd = std::process::Command::new(program);
     cmd.args(args).process_group(0);
     for (k, v) in env {
         cmd.env(k, v);
     }
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (prctl, getppid, signal, tcsetpgrp, getpid).
+    // async-signal-safe calls (prctl, getppid, signal, write, tcsetpgrp,
+    // getpid) on stack buffers.
     unsafe {
         cmd.pre_exec(move || {
             #[cfg(target_os = "linux")]
@@ -77,23 +157,42 @@ pub fn spawn(program: &OsString, args: &[OsString], env: &[(&str, String)]) -> i
             }
             #[cfg(not(target_os = "linux"))]
             let _ = parent;
+            if let Some(fd) = announce {
+                let mut line = [0u8; 32];
+                line[0] = b'G';
+                line[1] = b' ';
+                let mut num = [0u8; 24];
+                let digits = decimal(libc::getpid() as u64, &mut num);
+                line[2..2 + digits.len()].copy_from_slice(digits);
+                let len = 2 + digits.len() + 1;
+                line[len - 1] = b'\n';
+                // A dead watchdog must fail the spawn, not kill us with SIGPIPE.
+                let old = libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                let n = libc::write(fd, line.as_ptr().cast(), len);
+                libc::signal(libc::SIGPIPE, old);
+                if n != len as isize {
+                    return Err(io::Error::other(
+                        "the watchdog is gone; the command was not started",
+                    ));
+                }
+            }
             if terminal {
                 // We are a background group until this call succeeds, so a
                 // tcsetpgrp would stop us with SIGTTOU: ignore it meanwhile.
                 libc::signal(libc::SIGTTOU, libc::SIG_IGN);
                 libc::tcsetpgrp(0, libc::getpid());
+            }
+            if ttou_default || terminal {
                 libc::signal(libc::SIGTTOU, libc::SIG_DFL);
             }
             Ok(())
         });
     }
-    let child = tokio::process::Command::from(cmd).spawn()?;
-    let pgid = Pid::from_raw(child.id().unwrap_or(0) as i32);
-    Ok(Spawned {
-        child,
-        pgid,
-        terminal,
-    })
+    let child = cmd.spawn()?;
+    // The child is reaped with waitpid (see `reap`); the handle is only
+    // needed for its pid, and dropping it neither waits nor kills.
+    let pgid = Pid::from_raw(child.id() as i32);
+    Ok(Spawned { pgid })
 }
 
 impl Spawned {
@@ -104,11 +203,16 @@ impl Spawned {
         }
     }
 
-    /// Takes the terminal back after the command ended.
-    pub fn restore_terminal(&self) {
-        if self.terminal {
-            // SAFETY: plain libc calls on our own stdin; SIGTTOU is ignored
-            // for the call because we are a background group right now.
+    /// Whether the command's group has the terminal now.
+    fn has_terminal(&self) -> bool {
+        io::stdin().is_terminal() && tcgetpgrp(io::stdin()).is_ok_and(|pg| pg == self.pgid)
+    }
+
+    /// Takes the terminal back from the command's group, if it has it.
+    /// SIGTTOU is ignored by the supervisor, so this cannot stop us.
+    pub fn take_terminal(&self) {
+        if self.has_terminal() {
+            // SAFETY: plain libc calls on our own stdin.
             unsafe {
                 let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
                 libc::tcsetpgrp(0, libc::getpgrp());
@@ -116,16 +220,216 @@ impl Spawned {
             }
         }
     }
+
+    /// Gives the terminal to the command's group when awsflock is in the
+    /// foreground of it now: after `fg` (also of a job started with `&`,
+    /// whose command stopped on reading the terminal), not after `bg`.
+    pub fn give_terminal(&self) {
+        if own_terminal() {
+            // SAFETY: plain libc calls on our own stdin.
+            unsafe {
+                let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                libc::tcsetpgrp(0, self.pgid.as_raw());
+                libc::signal(libc::SIGTTOU, old);
+            }
+        }
+    }
+
+    /// Whether a live (not zombie) process is still in the command's group.
+    pub fn group_alive(&self) -> bool {
+        group_alive(self.pgid)
+    }
+}
+
+/// Whether any live (not zombie) process has process group `pgid`.
+fn group_alive(pgid: Pid) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // Zombies count for kill(2), and a zombie reparented to a slow init
+        // may linger: look at the states.
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return killpg(pgid, None).is_ok();
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+                continue;
+            };
+            let Some(i) = stat.rfind(')') else { continue };
+            let mut fields = stat[i + 1..].split_whitespace();
+            let state = fields.next().unwrap_or("Z");
+            let _ppid = fields.next();
+            let pgrp: i32 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+            if pgrp == pgid.as_raw() && !matches!(state, "Z" | "X") {
+                return true;
+            }
+        }
+        false
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        killpg(pgid, None).is_ok()
+    }
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// What waitpid reported about the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The command ended.
+    Ended(Ended),
+    /// The command was stopped by this signal (Ctrl-Z, SIGTTIN, SIGSTOP).
+    Stopped(i32),
+    /// The command was continued.
+    Continued,
+    /// The watchdog exited.
+    WatchdogGone,
+}
+
+fn event_of(ws: WaitStatus) -> Option<Event> {
+    match ws {
+        WaitStatus::Exited(_, code) => Some(Event::Ended(Ended::Code(code))),
+        WaitStatus::Signaled(_, sig, _) => Some(Event::Ended(Ended::Signal(sig as i32))),
+        WaitStatus::Stopped(_, sig) => Some(Event::Stopped(sig as i32)),
+        WaitStatus::Continued(_) => Some(Event::Continued),
+        _ => None,
+    }
+}
+
+/// Collects whatever the command and the watchdog reported, without
+/// blocking. As PID 1, reaps every other child (orphans reparented to us)
+/// too, so that none stays a zombie.
+pub fn reap(cmd: Pid, watchdog: Option<Pid>) -> Vec<Event> {
+    let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED | WaitPidFlag::WCONTINUED;
+    let mut events = Vec::new();
+    if is_init() {
+        loop {
+            match waitpid(None::<Pid>, Some(flags)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(ws) => {
+                    let pid = ws.pid();
+                    if pid == Some(cmd) {
+                        events.extend(event_of(ws));
+                    } else if pid.is_some()
+                        && pid == watchdog
+                        && matches!(ws, WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+                    {
+                        events.push(Event::WatchdogGone);
+                    }
+                }
+            }
+        }
+        return events;
+    }
+    loop {
+        match waitpid(cmd, Some(flags)) {
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => break,
+            Err(e) => {
+                // Not our child any more (reaped elsewhere): it has ended,
+                // how is unknown.
+                tracing::warn!("lost track of the command: {e}");
+                events.push(Event::Ended(Ended::Code(exit::ERROR)));
+                break;
+            }
+            Ok(ws) => {
+                let ended = matches!(ws, WaitStatus::Exited(..) | WaitStatus::Signaled(..));
+                events.extend(event_of(ws));
+                if ended {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(w) = watchdog {
+        if let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+            waitpid(w, Some(WaitPidFlag::WNOHANG))
+        {
+            events.push(Event::WatchdogGone);
+        }
+    }
+    events
+}
+
+/// Reaps any children left (as PID 1: orphans), without blocking.
+pub fn reap_orphans() {
+    if is_init() {
+        while let Ok(ws) = waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            if ws == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+}
+
+/// Whether `pid` is stopped right now (and not dead). Checked just before
+/// awsflock stops itself for a stopped command: the command may have been
+/// continued or killed (by the watchdog) since its stop was reported.
+pub fn still_stopped(pid: Pid) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next());
+        matches!(state, Some("T" | "t"))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Stops awsflock itself with SIGSTOP, so that the shell sees the job
+/// stopped; returns once awsflock is continued (`fg`, `bg`, SIGCONT).
+pub fn stop_self() {
+    let _ = nix::sys::signal::raise(Signal::SIGSTOP);
 }
 
 /// The exit code a shell would report for a finished command: its code, or
 /// 128+N when killed by signal N.
-pub fn exit_code(status: ExitStatus) -> i32 {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code,
-        (None, Some(sig)) => exit::SIGNAL_BASE + sig,
-        (None, None) => exit::ERROR,
+pub fn exit_code(ended: Ended) -> i32 {
+    match ended {
+        Ended::Code(code) => code,
+        Ended::Signal(sig) => exit::SIGNAL_BASE + sig,
     }
+}
+
+/// Ends awsflock by signal `sig`, as its command ended (so that a shell
+/// loop or script that got Ctrl-C stops too), the way timeout(1) does: no
+/// core dump, default action, unblocked, raised. Returns 128+N if the
+/// signal did not end the process (PID 1 ignores it), for the caller to
+/// exit with.
+pub fn die_by_signal(sig: i32) -> i32 {
+    // SAFETY: plain libc calls with valid arguments.
+    unsafe {
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let _ = libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+    exit::SIGNAL_BASE + sig
 }
 
 /// The exit code and message for a command that could not be started.
@@ -144,78 +448,217 @@ pub fn spawn_failure(program: &OsString, err: &io::Error) -> (i32, String) {
     }
 }
 
-/// A helper process that SIGKILLs the command's process group if awsflock
-/// dies without saying goodbye (SIGKILL, OOM killer). The parent-death signal
-/// only reaches the direct child; this reaches the grandchildren too.
+/// The dead man's switch: a helper process (`awsflock __watchdog`) that
+/// SIGKILLs the command's process group when the latest kill deadline it
+/// was told passes without a newer one, or when awsflock dies. So the
+/// command never outlives its lease, whatever happens to awsflock (stopped,
+/// hung, killed): the supervisor tells it every new deadline, and a
+/// supervisor that cannot tell it anything lets it fire.
 ///
-/// It reads a pipe from us: a byte means "all is well, exit", end-of-file
-/// means we died. It runs in a group of its own, ignoring the usual
-/// termination signals, so that killing awsflock's group does not take it out.
+/// It reads lines from a pipe: `D NANOS` (a new kill deadline on the
+/// boot-time clock, which every process on the host reads alike), `G PGID`
+/// (the command's group, written by the command itself between fork and
+/// exec), `X` (disarm: exit without killing). End-of-file means awsflock
+/// died: it kills the group at once. It runs in a process group of its own
+/// (a SIGSTOP or SIGTERM to awsflock's pid or group does not reach it) and
+/// ignores the job-control and termination signals.
 pub struct Watchdog {
     child: Option<std::process::Child>,
+    pipe: Option<std::process::ChildStdin>,
 }
 
 impl Watchdog {
-    /// Starts a watchdog for `pgid`. Failure to start only loses this extra
-    /// protection, so it is logged, not fatal.
-    pub fn start(pgid: Pid) -> Watchdog {
-        let exe = match std::env::current_exe() {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!("no watchdog for the command's group: {e}");
-                return Watchdog { child: None };
-            }
-        };
-        let spawned = std::process::Command::new(exe)
+    /// Starts the watchdog, armed with `deadline` (it fires at that instant
+    /// once it knows the group).
+    pub fn start(deadline: BootInstant) -> io::Result<Watchdog> {
+        let exe = std::env::current_exe()?;
+        let mut child = std::process::Command::new(exe)
             .arg("__watchdog")
-            .arg(pgid.as_raw().to_string())
+            .arg("0")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
-            .spawn();
-        match spawned {
-            Ok(child) => Watchdog { child: Some(child) },
-            Err(e) => {
-                tracing::warn!("no watchdog for the command's group: {e}");
-                Watchdog { child: None }
-            }
+            .spawn()?;
+        let pipe = child.stdin.take();
+        let mut w = Watchdog {
+            child: Some(child),
+            pipe,
+        };
+        w.deadline(deadline)?;
+        Ok(w)
+    }
+
+    /// The watchdog's pid.
+    pub fn pid(&self) -> Option<Pid> {
+        self.child.as_ref().map(|c| Pid::from_raw(c.id() as i32))
+    }
+
+    /// The pipe's write end, for the command to announce its group on.
+    pub fn announce_fd(&self) -> Option<i32> {
+        self.pipe.as_ref().map(|p| p.as_raw_fd())
+    }
+
+    fn send(&mut self, line: &str) -> io::Result<()> {
+        match self.pipe.as_mut() {
+            Some(p) => p.write_all(line.as_bytes()),
+            None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
         }
     }
 
-    /// Tells the watchdog to exit without killing anything, and reaps it.
+    /// Tells the watchdog the new kill deadline. An error means it is gone.
+    pub fn deadline(&mut self, at: BootInstant) -> io::Result<()> {
+        self.send(&format!("D {}\n", at.since_origin().as_nanos()))
+    }
+
+    /// Tells the watchdog to exit without killing anything, and reaps it
+    /// (killing it if it does not exit within a second: stopped by its pid).
     pub fn disarm(mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Some(mut stdin) = child.stdin.take() {
-                let _ = stdin.write_all(b"x");
+        let _ = self.send("X\n");
+        self.pipe = None;
+        if let Some(child) = self.child.take() {
+            let pid = Pid::from_raw(child.id() as i32);
+            for _ in 0..100 {
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10))
+                    }
+                    _ => return,
+                }
             }
-            let _ = child.wait();
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
         }
     }
 }
 
-/// The watchdog process itself (`awsflock __watchdog PGID`).
+/// What the watchdog does with one line of its pipe.
+#[derive(Debug, PartialEq, Eq)]
+enum Order {
+    Deadline(u128),
+    Group(i32),
+    Disarm,
+}
+
+fn parse_order(line: &str) -> Option<Order> {
+    let line = line.trim();
+    if line == "X" {
+        return Some(Order::Disarm);
+    }
+    let (k, v) = line.split_once(' ')?;
+    match k {
+        "D" => v.parse().ok().map(Order::Deadline),
+        "G" => v.parse().ok().filter(|&g: &i32| g > 1).map(Order::Group),
+        _ => None,
+    }
+}
+
+/// The watchdog process itself (`awsflock __watchdog PGID`; PGID 0 when the
+/// command announces it).
 pub fn watchdog_main(pgid: i32) -> i32 {
     for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGPIPE,
+        libc::SIGALRM,
     ] {
-        // SAFETY: setting a signal to SIG_IGN installs no handler code.
+        // SAFETY: SIG_IGN installs no handler code.
         unsafe {
-            let _ = signal::signal(sig, signal::SigHandler::SigIgn);
+            libc::signal(sig, libc::SIG_IGN);
         }
     }
-    let mut buf = [0u8; 1];
-    let n = loop {
-        match nix::unistd::read(io::stdin(), &mut buf) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            other => break other.unwrap_or(0),
-        }
+    let mut group = (pgid > 1).then_some(pgid);
+    let mut deadline: Option<u128> = None;
+    let mut fired = false;
+    let mut buf: Vec<u8> = Vec::new();
+    let fire = |g: i32| {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
     };
-    if n == 0 && pgid > 1 {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    loop {
+        let now = BootInstant::now().since_origin().as_nanos();
+        if let (Some(g), Some(d)) = (group, deadline) {
+            if now >= d && !fired {
+                fire(g);
+                fired = true;
+            }
+        }
+        // Sleep at most a quarter second at a time: poll's timeout runs on
+        // the monotonic clock, which stands still during a suspend.
+        let wait_ms = match deadline {
+            Some(d) if !fired && d > now => ((d - now) / 1_000_000).clamp(1, 250) as i32,
+            _ => 250,
+        };
+        let mut pfd = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+        if r <= 0 {
+            continue;
+        }
+        let mut chunk = [0u8; 256];
+        // SAFETY: reading into a stack buffer of the given size.
+        let n = unsafe { libc::read(0, chunk.as_mut_ptr().cast(), chunk.len()) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Our pipe is unusable: protection is gone, so is the command.
+            if let Some(g) = group {
+                fire(g);
+            }
+            return 0;
+        }
+        if n == 0 {
+            // awsflock died without disarming us.
+            if let Some(g) = group {
+                fire(g);
+            }
+            return 0;
+        }
+        buf.extend_from_slice(&chunk[..n as usize]);
+        while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            match parse_order(&String::from_utf8_lossy(&line)) {
+                Some(Order::Deadline(d)) => deadline = Some(d),
+                Some(Order::Group(g)) => {
+                    group = Some(g);
+                    fired = false;
+                }
+                Some(Order::Disarm) => return 0,
+                None => {}
+            }
+        }
     }
-    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_decimals_without_allocating() {
+        let mut b = [0u8; 24];
+        assert_eq!(decimal(0, &mut b), b"0");
+        assert_eq!(decimal(4_194_304, &mut b), b"4194304");
+        assert_eq!(decimal(u64::MAX, &mut b), b"18446744073709551615");
+    }
+
+    #[test]
+    fn parses_watchdog_orders() {
+        assert_eq!(parse_order("D 123\n"), Some(Order::Deadline(123)));
+        assert_eq!(parse_order("G 4242\n"), Some(Order::Group(4242)));
+        assert_eq!(parse_order("G 1\n"), None, "never the init group");
+        assert_eq!(parse_order("X\n"), Some(Order::Disarm));
+        assert_eq!(parse_order("junk\n"), None);
+    }
 }

@@ -1,0 +1,639 @@
+//! `run` must never let its command outlive the lease, whatever happens to
+//! awsflock itself (stopped, killed), and must behave like a transparent
+//! wrapper: ignored signals stay ignored, death by a signal is passed on,
+//! leftovers of the command do not run on without the lock, orphans are
+//! reaped when awsflock is PID 1, a closed stderr changes nothing.
+//!
+//! Real binary, real processes and signals, a private moto server per test.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn run_cmd(moto: &Moto, table: &str, name: &str, args: &[&str]) -> Command {
+    let mut cmd = awsflock(moto);
+    cmd.args(["run", name, "--table", table]).args(args);
+    cmd
+}
+
+fn wait_for_line(path: &Path, timeout: Duration, running: &mut Running) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return s;
+            }
+        }
+        if running.finished() || Instant::now() >= deadline {
+            panic!(
+                "{} has no complete line after {timeout:?} (awsflock finished: {})",
+                path.display(),
+                running.finished()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_pid(path: &Path) -> i32 {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    s.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{} does not hold a pid ({e}): {s:?}", path.display()))
+}
+
+fn epoch_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn stamps(path: &Path) -> Vec<f64> {
+    lines(path)
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// The start time of `pid` (field 22 of /proc/PID/stat), to tell a process
+/// from a later one that reuses its pid.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let i = stat.rfind(')')?;
+    stat[i + 1..].split_whitespace().nth(19)?.parse().ok()
+}
+
+/// SIGKILLs the given processes on drop (if they still run and are the same
+/// processes), so that a failing assertion leaves nothing running.
+struct KillOnDrop(Vec<(i32, Option<u64>)>);
+
+impl KillOnDrop {
+    fn new(pids: &[i32]) -> KillOnDrop {
+        KillOnDrop(pids.iter().map(|&p| (p, start_time(p))).collect())
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &(pid, started) in &self.0 {
+            if started.is_some() && start_time(pid) == started {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A command that notes its pid, then stamps the time into `alive` ten
+/// times a second until killed (ignoring SIGTERM, so only SIGKILL ends it).
+fn stamping_script(ready: &Path, alive: &Path) -> String {
+    format!(
+        r#"trap '' TERM
+echo $$ > {ready}
+while :; do date +%s.%N >> {alive}; sleep 0.1; done"#,
+        ready = p(ready),
+        alive = p(alive)
+    )
+}
+
+/// Stops awsflock (the first holder, lease 4 s) with `stop`, then starts a
+/// second `run` on the same lock. The first command must be dead by the
+/// lease's expiry, and the second command must start only after the first
+/// one stopped stamping.
+fn holder_stopped_by(stop: Signal, whole_group: bool) {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let ready = dir.path().join("ready");
+    let alive = dir.path().join("alive");
+    let second = dir.path().join("second");
+
+    let mut cmd = run_cmd(
+        &moto,
+        &t,
+        &name,
+        &[
+            "-v",
+            "--lease-duration",
+            "4",
+            "--kill-after",
+            "1",
+            "-c",
+            &stamping_script(&ready, &alive),
+        ],
+    );
+    if whole_group {
+        // awsflock leads a group of its own, as a shell job does.
+        cmd.process_group(0);
+    }
+    let mut first = spawn(&mut cmd);
+    wait_for_line(&ready, Duration::from_secs(20), &mut first);
+    let child = read_pid(&ready);
+    let _guard = KillOnDrop::new(&[child]);
+    let awsflock_pid = first.pid();
+
+    if whole_group {
+        nix::sys::signal::killpg(Pid::from_raw(awsflock_pid as i32), stop).expect("killpg");
+    } else {
+        signal(awsflock_pid, stop);
+    }
+    let stopped_at = epoch_now();
+    let stopped = Instant::now();
+    let second_run = spawn(&mut run_cmd(
+        &moto,
+        &t,
+        &name,
+        &[
+            "--wait-time",
+            "40",
+            "--",
+            "sh",
+            "-c",
+            &format!("date +%s.%N > {}", p(&second)),
+        ],
+    ));
+    let dead = gone_within(child, Duration::from_secs(10));
+    let dead_after = stopped.elapsed();
+    let out2 = second_run.wait(Duration::from_secs(60));
+    // Let the first awsflock go on, so that it can finish.
+    signal(awsflock_pid, Signal::SIGCONT);
+    let out1 = first.wait(Duration::from_secs(30));
+
+    assert!(
+        dead,
+        "the command still ran 10 s after awsflock was stopped with {stop} (lease 4 s)\nfirst:\n{}",
+        out1.describe()
+    );
+    assert!(
+        dead_after < Duration::from_millis(4000),
+        "the command died {dead_after:?} after awsflock was stopped, past the 4 s lease\nfirst:\n{}",
+        out1.describe()
+    );
+    assert_eq!(out2.code, 0, "the second run:\n{}", out2.describe());
+    let started2 = stamps(&second);
+    println!(
+        "figures: stopped_by={stop} group={whole_group} command_dead_after_s={:.2} second_started_after_s={:.2}",
+        dead_after.as_secs_f64(),
+        started2.first().map_or(-1.0, |s| s - stopped_at)
+    );
+    assert_eq!(started2.len(), 1, "{}", out2.describe());
+    let last_alive = stamps(&alive).into_iter().fold(0.0, f64::max);
+    assert!(
+        last_alive < started2[0],
+        "the first command stamped {last_alive:.3} after the second started at {:.3} \
+         (awsflock stopped at {stopped_at:.3})\nfirst:\n{}\nsecond:\n{}",
+        started2[0],
+        out1.describe(),
+        out2.describe()
+    );
+    assert_eq!(out1.code, 4, "the stopped holder:\n{}", out1.describe());
+    assert_free(&moto, &t, &name, "both runs");
+}
+
+#[test]
+fn sigstop_to_awsflock_kills_the_command_by_the_lease_expiry() {
+    holder_stopped_by(Signal::SIGSTOP, false);
+}
+
+#[test]
+fn sigstop_to_awsflocks_process_group_kills_the_command_by_the_lease_expiry() {
+    holder_stopped_by(Signal::SIGSTOP, true);
+}
+
+#[test]
+fn sigtstp_to_awsflock_without_a_terminal_kills_the_command_by_the_lease_expiry() {
+    holder_stopped_by(Signal::SIGTSTP, false);
+}
+
+/// The pids of `parent`'s children, with their command lines.
+fn children_of(parent: u32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some(i) = stat.rfind(')') else { continue };
+        let ppid: u32 = stat[i + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(0);
+        if ppid == parent {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            out.push((pid, String::from_utf8_lossy(&cmdline).into_owned()));
+        }
+    }
+    out
+}
+
+/// The pid of `parent`'s child whose command line contains `needle`.
+fn child_with(parent: u32, needle: &str) -> Option<i32> {
+    children_of(parent)
+        .into_iter()
+        .find(|(_, cmdline)| cmdline.contains(needle))
+        .map(|(pid, _)| pid)
+}
+
+/// awsflock stopped the moment its command is forked (before the command
+/// has announced its group to the watchdog, or just after): the watchdog
+/// still learns the group, from the command itself, and kills it by the
+/// lease's expiry.
+#[test]
+fn awsflock_stopped_right_after_the_fork_still_has_its_command_killed_in_time() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+
+    let mut running = spawn(&mut run_cmd(
+        &moto,
+        &t,
+        &name,
+        &[
+            "--lease-duration",
+            "4",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; while :; do sleep 0.1; done",
+        ],
+    ));
+    let awsflock_pid = running.pid();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let child = loop {
+        if let Some((c, _)) = children_of(awsflock_pid)
+            .into_iter()
+            .find(|(_, cmdline)| !cmdline.contains("__watchdog"))
+        {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline && !running.finished(),
+            "the command was never forked"
+        );
+        thread::yield_now();
+    };
+    signal(awsflock_pid, Signal::SIGSTOP);
+    let stopped = Instant::now();
+    let _guard = KillOnDrop::new(&[child]);
+    let dead = gone_within(child, Duration::from_secs(10));
+    let dead_after = stopped.elapsed();
+    signal(awsflock_pid, Signal::SIGCONT);
+    let out = running.wait(Duration::from_secs(30));
+    println!(
+        "figures: stopped_right_after_fork command_dead_after_s={:.2}",
+        dead_after.as_secs_f64()
+    );
+    assert!(
+        dead,
+        "the command still ran 10 s after awsflock was stopped"
+    );
+    assert!(
+        dead_after < Duration::from_millis(4000),
+        "the command died {dead_after:?} after awsflock was stopped (lease 4 s)"
+    );
+    assert_eq!(out.code, 4, "{}", out.describe());
+    assert_free(&moto, &t, &name, "the stopped run");
+}
+
+/// Without its watchdog, nothing would stop the command if awsflock were
+/// stopped: the supervisor notices the watchdog's death and stops the
+/// command (SIGTERM first), exit 4.
+#[test]
+fn a_killed_watchdog_stops_the_command() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let ready = dir.path().join("ready");
+    let term = dir.path().join("term");
+
+    let script = format!(
+        r#"trap 'date +%s.%N >> {term}; exit 3' TERM
+echo $$ > {ready}
+while :; do sleep 0.1; done"#,
+        term = p(&term),
+        ready = p(&ready)
+    );
+    let mut running = spawn(&mut run_cmd(&moto, &t, &name, &["-c", &script]));
+    wait_for_line(&ready, Duration::from_secs(20), &mut running);
+    let child = read_pid(&ready);
+    let _guard = KillOnDrop::new(&[child]);
+    let watchdog = child_with(running.pid(), "__watchdog").expect("no watchdog process found");
+    kill(Pid::from_raw(watchdog), Signal::SIGKILL).expect("kill the watchdog");
+    let out = running.wait(Duration::from_secs(20));
+    assert_eq!(out.code, 4, "{}", out.describe());
+    assert!(
+        out.stderr.contains("watchdog"),
+        "stderr should say why:\n{}",
+        out.describe()
+    );
+    assert_eq!(stamps(&term).len(), 1, "the command got SIGTERM once");
+    assert!(!alive(child), "the command still runs");
+    assert_free(&moto, &t, &name, "the run without a watchdog");
+}
+
+// ----------------------------------------------------------- never start late
+
+/// The grant's answer arrives 2.5 s late with a 3 s lease: by then the
+/// command would already be due its SIGTERM. It must not be started.
+#[test]
+fn a_grant_that_arrives_past_the_stop_time_does_not_start_the_command() {
+    let moto = Moto::start();
+    let proxy = proxy::Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let marker = dir.path().join("started");
+
+    // Every write is answered late: the grant (a TransactWriteItems on a
+    // new lock, an UpdateItem after), and the rewrite of the lease on the
+    // store's clock that a slow first answer can cause.
+    for op in ["TransactWriteItems", "UpdateItem"] {
+        proxy.fault(
+            Some(op),
+            proxy::Fault::Delay(Duration::from_millis(2600)),
+            None,
+        );
+    }
+    let mut cmd = awsflock_at(&proxy.endpoint);
+    cmd.args([
+        "-v",
+        "run",
+        &name,
+        "--table",
+        &t,
+        "--lease-duration",
+        "3",
+        "--",
+        "touch",
+        p(&marker),
+    ]);
+    let out = run(&mut cmd);
+    proxy.clear();
+    assert!(
+        proxy.injected().values().sum::<usize>() >= 1,
+        "no delay was injected: {:?}",
+        proxy.injected()
+    );
+    assert!(
+        !marker.exists(),
+        "the command was started:\n{}",
+        out.describe()
+    );
+    assert_eq!(out.code, 4, "{}", out.describe());
+    assert!(
+        !out.stderr.contains("stopping the command"),
+        "the command was started, then stopped:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("not started"),
+        "stderr should say the command was not started:\n{}",
+        out.describe()
+    );
+    assert_free(&moto, &t, &name, "the late grant");
+}
+
+// ------------------------------------------------------------------ leftovers
+
+#[test]
+fn leftovers_of_the_command_are_stopped_before_the_release() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let left = dir.path().join("left");
+    let term = dir.path().join("term");
+    let trapped = dir.path().join("trapped");
+
+    // The command leaves a process behind (once its trap is set) and exits 0.
+    let script = format!(
+        r#"rm -f {trapped}
+sh -c 'trap "echo TERM >> {term}; exit 0" TERM; touch {trapped}; while :; do sleep 0.1; done' >/dev/null 2>&1 &
+echo $! > {left}
+while [ ! -e {trapped} ]; do sleep 0.05; done
+exit 0"#,
+        term = p(&term),
+        left = p(&left),
+        trapped = p(&trapped)
+    );
+    let out = run(&mut run_cmd(&moto, &t, &name, &["-c", &script]));
+    let leftover = read_pid(&left);
+    let _guard = KillOnDrop::new(&[leftover]);
+    let was_alive = alive(leftover);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        !was_alive,
+        "the command's leftover {leftover} still runs after awsflock exited (lock released):\n{}",
+        out.describe()
+    );
+    assert_eq!(lines(&term), ["TERM"], "the leftover got SIGTERM first");
+    assert_free(&moto, &t, &name, "the run");
+
+    // Opted out: the leftover runs on (without the lock).
+    let out = run(&mut run_cmd(
+        &moto,
+        &t,
+        &name,
+        &["--leave-leftovers", "-c", &script],
+    ));
+    let leftover = read_pid(&left);
+    let _guard2 = KillOnDrop::new(&[leftover]);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        alive(leftover),
+        "--leave-leftovers: the leftover was stopped:\n{}",
+        out.describe()
+    );
+    assert_free(&moto, &t, &name, "the --leave-leftovers run");
+}
+
+// ------------------------------------------------------------ signal transparency
+
+#[test]
+fn a_signal_ignored_by_the_caller_stays_ignored_in_the_command() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+
+    let mut cmd = run_cmd(&moto, &t, &name, &["-c", "kill -HUP $$; echo survived"]);
+    // As `nohup` does.
+    // SAFETY: signal() with SIG_IGN in the forked child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_eq!(out.stdout, "survived\n", "{}", out.describe());
+    assert_free(&moto, &t, &name, "the run");
+}
+
+#[test]
+fn awsflock_dies_by_the_signal_that_killed_the_command() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut cmd = run_cmd(&moto, &t, &name, &["-c", &format!("kill -{sig} $$")]);
+        let out = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run awsflock");
+        assert_eq!(
+            out.status.signal(),
+            Some(sig),
+            "awsflock should end by signal {sig} as its command did; status {:?}, stderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.core_dumped(), "no core dump");
+        assert_free(&moto, &t, &name, &format!("signal {sig}"));
+    }
+}
+
+// ----------------------------------------------------------------- as PID 1
+
+#[test]
+fn as_pid_1_orphans_are_reaped() {
+    if which("unshare").is_none() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root and unshare(1)");
+        return;
+    }
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+
+    // The inner shell exits at once; its sleep becomes an orphan of PID 1
+    // (awsflock) and exits 0.3 s later. A second later the command counts
+    // the zombies in the namespace.
+    let script = r#"sh -c 'sleep 0.3 & exit 0'
+sleep 1.5
+z=0
+for f in /proc/[0-9]*/stat; do
+  s=$(sed 's/.*) //' "$f" 2>/dev/null | cut -c1)
+  [ "$s" = Z ] && z=$((z+1))
+done
+echo "zombies=$z""#;
+    let mut cmd = Command::new("unshare");
+    scrub_env(&mut cmd);
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .args(["--pid", "--fork", "--mount-proc", bin_path()])
+        .args(["run", &name, "--table", &t, "-c", script]);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_eq!(out.stdout.trim(), "zombies=0", "{}", out.describe());
+    assert_free(&moto, &t, &name, "the run as PID 1");
+}
+
+// ------------------------------------------------------------ closed stderr
+
+/// The lease is released by force while stderr is unwritable: awsflock
+/// must still give the command its SIGTERM, then SIGKILL, and exit 4.
+fn forced_release_with_stderr(setup: impl FnOnce(&mut Command)) {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let ready = dir.path().join("ready");
+    let term = dir.path().join("term");
+
+    // The command's own stderr goes elsewhere: a shell writing to a broken
+    // pipe dies of SIGPIPE, which is not what this test is about.
+    let script = format!(
+        r#"exec 2>/dev/null
+trap 'date +%s.%N >> {term}' TERM
+echo $$ > {ready}
+while :; do sleep 0.1; done"#,
+        term = p(&term),
+        ready = p(&ready)
+    );
+    let mut cmd = run_cmd(
+        &moto,
+        &t,
+        &name,
+        &["--lease-duration", "6", "--kill-after", "2", "-c", &script],
+    );
+    setup(&mut cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn awsflock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&ready).is_ok_and(|s| s.ends_with('\n')) {
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "the command did not start"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let cmd_pid = read_pid(&ready);
+    let _guard = KillOnDrop::new(&[cmd_pid, child.id() as i32]);
+
+    let out = run(awsflock(&moto).args(["release", &name, "--force", "--yes", "--table", &t]));
+    assert_eq!(out.code, 0, "force release:\n{}", out.describe());
+    let released = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            released.elapsed() < Duration::from_secs(20),
+            "awsflock did not exit after the forced release"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(4), "awsflock ended with {status:?}");
+    assert_eq!(
+        stamps(&term).len(),
+        1,
+        "the command should get one SIGTERM before its SIGKILL"
+    );
+    assert!(
+        gone_within(cmd_pid, Duration::from_secs(2)),
+        "the command still runs"
+    );
+}
+
+#[test]
+fn forced_release_with_stderr_closed_still_terms_then_kills_and_exits_4() {
+    forced_release_with_stderr(|cmd| {
+        // SAFETY: close() in the forked child before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::close(2);
+                Ok(())
+            });
+        }
+    });
+}
+
+#[test]
+fn forced_release_with_stderr_a_broken_pipe_still_terms_then_kills_and_exits_4() {
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    drop(r);
+    forced_release_with_stderr(move |cmd| {
+        cmd.stderr(Stdio::from(w));
+    });
+}
