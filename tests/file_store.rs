@@ -373,3 +373,32 @@ fn a_stalled_directory_lock_does_not_delay_the_kill() {
     );
     drop(stall);
 }
+
+#[test]
+fn a_waiter_in_a_time_namespace_does_not_take_a_live_lease() {
+    let d = dir();
+    let name = lock();
+    let log = d.file("sections");
+    let holder = spawn(
+        cmd(&d)
+            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
+            .arg(section(&log, "holder", 4.0)),
+    );
+    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    // Its boot-time clock reads a day ahead of the host's.
+    let waiter = spawn(
+        wrapped(
+            &d,
+            "unshare",
+            &["--time", "--boottime", "86400", "--fork", "sh", "-c"],
+        )
+        .arg("\"$BIN\" run \"$NAME\" --wait-time 30 -- sh -c \"$SECTION\"; exit $?")
+        .env("NAME", &name)
+        .env("SECTION", section(&log, "waiter", 0.0)),
+    );
+    let h = holder.wait(Duration::from_secs(30));
+    let w = waiter.wait(Duration::from_secs(30));
+    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
+    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
+    assert_in_turn(&log);
+}

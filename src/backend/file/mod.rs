@@ -56,6 +56,11 @@ pub use host::{Liveness, ProcId};
 /// stopped or stuck while holding it.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a waiter must have seen a `run` holder dead before it takes the
+/// lock: the time its watchdog has to kill what is left of the command's
+/// process group (the parent-death signal reaches only the command itself).
+pub const EXITED_HOLDER_GRACE: Duration = Duration::from_secs(1);
+
 /// One lock's file: the JSON lease record shared with S3, plus the
 /// boot-time stamp that the directory store judges by.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,6 +135,8 @@ struct Inner {
     dir: PathBuf,
     host: String,
     clock: ServerClock,
+    /// Leases whose `run` holder was seen dead, and when first.
+    exits: std::sync::Mutex<std::collections::HashMap<String, BootInstant>>,
 }
 
 /// Set when the caller of a file operation stops waiting for it (its future
@@ -203,6 +210,7 @@ impl FileStore {
                 dir,
                 host: gethostname::gethostname().to_string_lossy().into_owned(),
                 clock: ServerClock::new(),
+                exits: Default::default(),
             }),
         })
     }
@@ -359,7 +367,7 @@ impl FileStore {
 
     /// A `run` holder that provably no longer runs: same host, same boot,
     /// same pid namespace, and its pid exited or names another process.
-    fn holder_dead(&self, rec: &FileRecord) -> bool {
+    fn holder_exited(&self, rec: &FileRecord) -> bool {
         let (Some(b), Some(pid)) = (rec.this_boot(), rec.lease.pid) else {
             return false;
         };
@@ -368,6 +376,18 @@ impl FileStore {
             && b.holder
                 .as_ref()
                 .is_some_and(|id| host::liveness(pid, id) == Liveness::Dead)
+    }
+
+    /// A `run` holder seen exited for [`EXITED_HOLDER_GRACE`] by this process.
+    fn holder_dead(&self, rec: &FileRecord) -> bool {
+        if !self.holder_exited(rec) {
+            return false;
+        }
+        let mut exits = self.inner.exits.lock().unwrap_or_else(|e| e.into_inner());
+        let first = *exits
+            .entry(rec.lease.lease_id.clone())
+            .or_insert_with(BootInstant::now);
+        first.elapsed() >= EXITED_HOLDER_GRACE
     }
 
     /// The lease a holder may act on for `rec`: its deadline is the expiry
@@ -583,7 +603,11 @@ impl CasStore for FileStore {
         let Some(r) = rec else {
             return cas::absent_info(name);
         };
-        let held = cas::is_held(self, r);
+        // For people, a holder that exited holds nothing (no grace).
+        let held = !Self::is_released(r)
+            && !cas::is_expired(self, r)
+            && !Self::boot_expired(r)
+            && !self.holder_exited(r);
         match r.this_boot() {
             Some(b) => {
                 // "Acquired" is the wall-clock time written at the grant;
@@ -713,5 +737,48 @@ mod tests {
             retried.deadline,
             landed.deadline
         );
+    }
+
+    /// A `run` holder seen exited is not taken over at once: its watchdog
+    /// first gets [`EXITED_HOLDER_GRACE`] to kill the rest of its command's
+    /// group. `status` shows it free at once.
+    #[test]
+    fn an_exited_holder_frees_the_lock_after_the_grace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::open(tmp.path().to_path_buf()).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        child.wait().unwrap();
+        let req = AcquireRequest {
+            name: "deploy".into(),
+            lease: Duration::from_secs(60),
+            wait: None,
+            owner: "alice".into(),
+            reason: None,
+            on_wait: None,
+            supervised: true,
+        };
+        let st = Stamp::now(&store.inner.clock, req.lease);
+        let mut lease = LeaseRecord::grant(&req, "L1", &st, Some(1), None);
+        lease.pid = Some(pid);
+        let holder = ProcId {
+            pid_ns: host::me().unwrap().pid_ns.clone(),
+            start,
+        };
+        let rec = FileRecord {
+            lease,
+            boot: stamp_boot(req.lease, Some(holder)),
+        };
+        assert!(!store.info("deploy", Some(&rec)).held, "status: free");
+        assert!(!store.holder_gone(&rec), "taken over without the grace");
+        std::thread::sleep(EXITED_HOLDER_GRACE);
+        assert!(store.holder_gone(&rec), "not free after the grace");
     }
 }
