@@ -20,7 +20,9 @@
 //! wall-clock step moves; wall-clock times are kept in the record for people
 //! only. A lease held by `run` whose process is provably gone (same boot,
 //! same pid namespace, and that pid exited or now names another process) is
-//! free at once; any other lease is free when it expires.
+//! free once a waiter has seen it so for [`EXITED_HOLDER_GRACE`]; any other
+//! lease is free when it expires. DESIGN.md has the record format, the
+//! rules and why each is safe.
 //!
 //! No file operation runs on the async runtime, whose timers keep the
 //! holder's deadlines: each runs on a thread of its own, and the directory
