@@ -16,7 +16,7 @@
 //! kernel drops the flock.
 //!
 //! Leases are stamped and judged on the host's boot-time clock
-//! ([`host`]), which every process on the kernel reads alike and which no
+//! (see `host.rs`), which every process on the kernel reads alike and which no
 //! wall-clock step moves; wall-clock times are kept in the record for people
 //! only. A lease held by `run` whose process is provably gone (same boot,
 //! same pid namespace, and that pid exited or now names another process) is
@@ -782,5 +782,48 @@ mod tests {
         assert!(!store.holder_gone(&rec), "taken over without the grace");
         std::thread::sleep(EXITED_HOLDER_GRACE);
         assert!(store.holder_gone(&rec), "not free after the grace");
+    }
+
+    /// A temporary file must never have the name of another lock's file.
+    /// The mark of `x.y` was once written through `.fence/x.tmp.PID`, which
+    /// is the mark of the lock `x.tmp.PID`: that mark was overwritten and
+    /// renamed away, and a later grant of `x.tmp.PID` reused a token.
+    #[tokio::test(flavor = "current_thread")]
+    async fn writing_one_lock_never_touches_another_locks_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::open(tmp.path().to_path_buf()).unwrap();
+        store.create().await.unwrap();
+        let req = |name: &str| AcquireRequest {
+            name: name.into(),
+            lease: Duration::from_secs(60),
+            wait: Some(Duration::ZERO),
+            owner: "alice".into(),
+            reason: None,
+            on_wait: None,
+            supervised: false,
+        };
+        let victim = format!("x.tmp.{}", std::process::id());
+        let first = store
+            .acquire(&req(&victim), Box::pin(std::future::pending()))
+            .await
+            .unwrap();
+        store.release(&victim, &first.lease_id).await.unwrap();
+        let other = store
+            .acquire(&req("x.y"), Box::pin(std::future::pending()))
+            .await
+            .unwrap();
+        store.release("x.y", &other.lease_id).await.unwrap();
+        // The record is moved away, as an operator resetting the lock would.
+        fs::remove_file(store.record_path(&victim)).unwrap();
+        let second = store
+            .acquire(&req(&victim), Box::pin(std::future::pending()))
+            .await
+            .unwrap();
+        assert!(
+            second.fence > first.fence,
+            "token {:?} after {:?}",
+            second.fence,
+            first.fence
+        );
     }
 }
