@@ -3,8 +3,9 @@
 //! a directory lock held by someone else. Each test runs the real binary as
 //! real processes and checks that two critical sections never overlap.
 //!
-//! The namespace tests need `unshare` (util-linux) and root; the clock
-//! tests need `faketime`. Both are installed by `scripts/setup.sh`.
+//! The namespace tests need `unshare` and `flock` (util-linux, part of every
+//! Debian system) and root, as CI runs; the clock tests need `faketime`,
+//! which `scripts/setup.sh` installs.
 
 mod common;
 
