@@ -1,0 +1,829 @@
+//! The local-directory store: `--backend file:///DIR`, for one host with no
+//! server and no credentials (cron jobs on one box, containers sharing a
+//! volume, trying awsflock out).
+//!
+//! ```text
+//! DIR/.awsflock.lock        flock(2)ed exclusively around every change
+//! DIR/NAME.json             the lock's record: a LeaseRecord plus "boot"
+//! DIR/.fence/NAME           the FenceMark: every token issued is <= it
+//! ```
+//!
+//! Every change happens under an exclusive `flock` of `DIR/.awsflock.lock`,
+//! and is written to a temporary file, synced, renamed over the record and
+//! the directory synced, so a reader sees the old record or the new one,
+//! never half of one, and no two processes can both see the lock free and
+//! both take it. A crash with the lock taken leaves nothing half-done: the
+//! kernel drops the flock.
+//!
+//! Leases are stamped and judged on the host's boot-time clock
+//! (see `host.rs`), which every process on the kernel reads alike and which no
+//! wall-clock step moves; wall-clock times are kept in the record for people
+//! only. A lease held by `run` whose process is provably gone (same boot,
+//! same pid namespace, and that pid exited or now names another process) is
+//! free once a waiter has seen it so for [`EXITED_HOLDER_GRACE`]; any other
+//! lease is free when it expires. DESIGN.md has the record format, the
+//! rules and why each is safe.
+//!
+//! No file operation runs on the async runtime, whose timers keep the
+//! holder's deadlines: each runs on a thread of its own, and the directory
+//! lock is taken without blocking, retried every few ms and given up when
+//! the caller stops waiting (a renewal at its deadline) or after
+//! [`LOCK_WAIT`]. Names are stored percent-encoded, so any lock name is a
+//! safe file name.
+
+mod host;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use super::cas::{self, CasStore, EXPIRY_MARGIN_MS, Outcome, Stamp};
+use super::record::{FenceMark, LeaseRecord, RecordState};
+use super::{AcquireRequest, Backend, BoxFuture, Lease, LockInfo};
+use crate::boottime::BootInstant;
+use crate::clock::{ServerClock, local_wall_ms};
+use crate::error::{Error, Result};
+
+pub use host::{Liveness, ProcId};
+
+/// How long an operation waits for another process to let go of the
+/// directory lock before it reports the store unavailable. Every change
+/// holds it for a few milliseconds; a wait this long means a process is
+/// stopped or stuck while holding it.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a waiter must have seen a `run` holder dead before it takes the
+/// lock: the time its watchdog has to kill what is left of the command's
+/// process group (the parent-death signal reaches only the command itself).
+pub const EXITED_HOLDER_GRACE: Duration = Duration::from_secs(1);
+
+/// One lock's file: the JSON lease record shared with S3, plus the
+/// boot-time stamp that the directory store judges by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// The record as on S3; its `acquired_ms`/`expires_ms` are wall-clock
+    /// times for people (and for records written without a boot stamp).
+    #[serde(flatten)]
+    pub lease: LeaseRecord,
+    /// The lease on the host's boot-time clock, and its holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootStamp>,
+}
+
+/// A lease on the host's boot-time clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootStamp {
+    /// The boot the times below belong to.
+    pub boot_id: String,
+    /// When this stamp was written: the grant or the last renewal (host
+    /// boot-time clock, ms).
+    pub stamped_ms: i64,
+    /// When the lease expires (host boot-time clock, ms).
+    pub expires_ms: i64,
+    /// The granting process, when `/proc` could say who it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<ProcId>,
+}
+
+impl FileRecord {
+    fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    fn from_json(bytes: &[u8]) -> std::result::Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("not an awsflock lease record: {e}"))
+    }
+
+    /// The boot-time stamp, if it belongs to this boot (and so can be
+    /// compared with this host's boot-time clock).
+    fn this_boot(&self) -> Option<&BootStamp> {
+        self.boot
+            .as_ref()
+            .filter(|b| Some(b.boot_id.as_str()) == host::boot_id())
+    }
+
+    fn held(&self) -> bool {
+        self.lease.state == RecordState::Held
+    }
+}
+
+/// A boot-time stamp for a lease of `lease` from now, or `None` where the
+/// boot id cannot be read (the wall clock is then all there is).
+fn stamp_boot(lease: Duration, holder: Option<ProcId>) -> Option<BootStamp> {
+    let now = host::host_ms_now_ceil();
+    Some(BootStamp {
+        boot_id: host::boot_id()?.to_string(),
+        stamped_ms: now,
+        expires_ms: now.saturating_add(lease.as_millis() as i64),
+        holder,
+    })
+}
+
+/// The file store. Cloning is cheap and shares everything.
+#[derive(Clone)]
+pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    host: String,
+    clock: ServerClock,
+    /// Leases whose `run` holder was seen dead, and when first.
+    exits: std::sync::Mutex<std::collections::HashMap<String, BootInstant>>,
+}
+
+/// Set when the caller of a file operation stops waiting for it (its future
+/// was dropped): the operation's thread then gives up instead of waiting on
+/// for the directory lock, or writing a change nobody will use.
+#[derive(Clone, Default)]
+struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Encodes a lock name as a file name: bytes outside `[A-Za-z0-9_-]` (and a
+/// leading `.`) become `%XX`; a result over 200 bytes is cut and suffixed
+/// with a hash of the whole name, so distinct names stay distinct. No name
+/// starts with `.`, so the store's own files (`.awsflock.lock`, `.fence`,
+/// `.tmp-*`) never collide with a lock's.
+pub fn file_name(name: &str) -> String {
+    let mut out = String::new();
+    for (i, b) in name.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.len() > 200 {
+        // FNV-1a: stable across releases, unlike std's hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let mut cut = 180;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out = format!("{}~{h:016x}", &out[..cut]);
+    }
+    out
+}
+
+/// One `-v` line per change, in the same shape as the network stores'.
+fn log_op(op: &str, outcome: &str, started: BootInstant) {
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::debug!(target: "awsflock::store", %op, %outcome, ms, "store_request");
+}
+
+fn not_held(name: &str, lease_id: &str) -> Error {
+    Error::NotHeld {
+        name: name.to_string(),
+        lease_id: lease_id.to_string(),
+        detail: String::new(),
+    }
+}
+
+impl FileStore {
+    /// Opens the store in `dir` (which `table-create` creates).
+    pub fn open(dir: PathBuf) -> Result<Self> {
+        Ok(FileStore {
+            inner: Arc::new(Inner {
+                dir,
+                host: gethostname::gethostname().to_string_lossy().into_owned(),
+                clock: ServerClock::new(),
+                exits: Default::default(),
+            }),
+        })
+    }
+
+    fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Runs `f` on a thread of its own, so that nothing it waits for (the
+    /// directory lock, the disk) holds up the runtime and its timers. If
+    /// this future is dropped, `f` is told through its [`Cancel`].
+    async fn off_runtime<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&FileStore, &Cancel) -> Result<T> + Send + 'static,
+    {
+        let me = self.clone();
+        let cancel = Cancel::default();
+        let theirs = cancel.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("awsflock-file".into())
+            .spawn(move || {
+                let _ = tx.send(f(&me, &theirs));
+            })
+            .map_err(|e| Error::store(format!("cannot start a thread: {e}")))?;
+        let _cancel = CancelOnDrop(cancel);
+        rx.await
+            .unwrap_or_else(|_| Err(Error::store("a directory operation stopped unexpectedly")))
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.dir().join(format!("{}.json", file_name(name)))
+    }
+
+    fn mark_path(&self, name: &str) -> PathBuf {
+        self.dir().join(".fence").join(file_name(name))
+    }
+
+    fn io_error(&self, what: &str, path: &Path, e: std::io::Error) -> Error {
+        if e.kind() == std::io::ErrorKind::NotFound && !self.dir().is_dir() {
+            return Error::store(format!(
+                "directory {} does not exist; create it with `awsflock table-create --backend file://{}`",
+                self.dir().display(),
+                self.dir().display()
+            ));
+        }
+        Error::store(format!("cannot {what} {}: {e}", path.display()))
+    }
+
+    /// Takes the directory's exclusive lock; released when the guard drops.
+    /// Never blocks in the kernel: tries every few ms until it succeeds, the
+    /// caller gives up, or [`LOCK_WAIT`] has passed.
+    fn lock_dir(&self, cancel: &Cancel) -> Result<Flock<File>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.dir().join(".awsflock.lock");
+        let started = BootInstant::now();
+        let mut nap = Duration::from_millis(1);
+        loop {
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| self.io_error("open", &path, e))?;
+            match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                Ok(guard) => {
+                    // The file locked must still be the one at the path: if
+                    // it was deleted or replaced meanwhile, another process
+                    // may be locking the new one. Lock that one instead.
+                    let same = match (guard.metadata(), fs::metadata(&path)) {
+                        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                        _ => false,
+                    };
+                    if same {
+                        return Ok(guard);
+                    }
+                    continue;
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {}
+                Err((_, e)) => {
+                    return Err(Error::store(format!("cannot lock {}: {e}", path.display())));
+                }
+            }
+            if cancel.is_set() {
+                return Err(Error::Unavailable(format!(
+                    "gave up waiting for {}",
+                    path.display()
+                )));
+            }
+            if started.elapsed() >= LOCK_WAIT {
+                return Err(Error::Unavailable(format!(
+                    "{} has been locked by another process for over {}s; if one is stuck, `fuser -v {}` shows it",
+                    path.display(),
+                    LOCK_WAIT.as_secs(),
+                    path.display()
+                )));
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    fn read_record(&self, name: &str) -> Result<Option<FileRecord>> {
+        let path = self.record_path(name);
+        match fs::read(&path) {
+            Ok(bytes) => FileRecord::from_json(&bytes).map(Some).map_err(|e| {
+                Error::store(format!(
+                    "{}: {e}; move it away to reset the lock",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.dir().is_dir() => Ok(None),
+            Err(e) => Err(self.io_error("read", &path, e)),
+        }
+    }
+
+    /// Writes `bytes` to `path` atomically: a temporary file in the same
+    /// directory (named `.tmp-*`, which no lock's file is), synced, renamed
+    /// over `path`, and the directory synced so the rename survives a crash.
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = path.parent().unwrap_or(self.dir());
+        let write = || -> std::io::Result<()> {
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .permissions(fs::Permissions::from_mode(0o666))
+                .tempfile_in(parent)?;
+            tmp.write_all(bytes)?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(path).map_err(|e| e.error)?;
+            File::open(parent)?.sync_all()
+        };
+        write().map_err(|e| self.io_error("write", path, e))
+    }
+
+    fn read_mark(&self, name: &str) -> Result<u64> {
+        let path = self.mark_path(name);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<FenceMark>(&bytes)
+                .map(|m| m.fence_hw)
+                .map_err(|e| Error::store(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(self.io_error("read", &path, e)),
+        }
+    }
+
+    /// Past its expiry (plus the margin) on the host's boot-time clock. A
+    /// stamp from another boot is not judged here (see [`Self::expiry_ms`]).
+    fn boot_expired(rec: &FileRecord) -> bool {
+        rec.this_boot()
+            .is_some_and(|b| host::host_ms(BootInstant::now()) > b.expires_ms + EXPIRY_MARGIN_MS)
+    }
+
+    /// A `run` holder that provably no longer runs: same host, same boot,
+    /// same pid namespace, and its pid exited or names another process.
+    fn holder_exited(&self, rec: &FileRecord) -> bool {
+        let (Some(b), Some(pid)) = (rec.this_boot(), rec.lease.pid) else {
+            return false;
+        };
+        rec.lease.supervised
+            && rec.lease.host.as_deref() == Some(self.inner.host.as_str())
+            && b.holder
+                .as_ref()
+                .is_some_and(|id| host::liveness(pid, id) == Liveness::Dead)
+    }
+
+    /// A `run` holder seen exited for [`EXITED_HOLDER_GRACE`] by this process.
+    fn holder_dead(&self, rec: &FileRecord) -> bool {
+        if !self.holder_exited(rec) {
+            return false;
+        }
+        let mut exits = self.inner.exits.lock().unwrap_or_else(|e| e.into_inner());
+        let first = *exits
+            .entry(rec.lease.lease_id.clone())
+            .or_insert_with(BootInstant::now);
+        first.elapsed() >= EXITED_HOLDER_GRACE
+    }
+
+    /// The lease a holder may act on for `rec`: its deadline is the expiry
+    /// stored in the record (never a fresh stamp), on the boot-time clock.
+    fn lease_of(rec: &FileRecord, duration: Duration) -> Lease {
+        let wall = local_wall_ms();
+        let now = BootInstant::now();
+        let (deadline, expires_at_ms) = match rec.this_boot() {
+            Some(b) => {
+                let left = b.expires_ms - host::host_ms(now);
+                (host::instant_at(b.expires_ms), wall + left)
+            }
+            // No boot id on this system: the wall clock is all there is.
+            None => {
+                let left = (rec.lease.expires_ms - wall).clamp(0, duration.as_millis() as i64);
+                (
+                    now + Duration::from_millis(left as u64),
+                    rec.lease.expires_ms,
+                )
+            }
+        };
+        Lease {
+            name: rec.lease.name.clone(),
+            lease_id: rec.lease.lease_id.clone(),
+            fence: rec.lease.fence,
+            duration,
+            acquired_at_ms: Some(rec.lease.acquired_ms),
+            expires_at_ms,
+            deadline,
+        }
+    }
+}
+
+impl FileStore {
+    fn grant_locked(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        st: &Stamp,
+        cancel: &Cancel,
+    ) -> Result<Outcome<FileRecord>> {
+        let started = BootInstant::now();
+        let _guard = self.lock_dir(cancel)?;
+        let cur = self.read_record(&req.name)?;
+        if let Some(rec) = &cur {
+            if cas::judge(self, Some(rec), BootInstant::now()) == cas::Judged::Held {
+                log_op("grant", "condition_failed", started);
+                return Ok(Outcome::Lost(cur));
+            }
+        }
+        if cancel.is_set() {
+            // Nobody waits for this grant any more: take nothing.
+            return Err(Error::Unavailable("gave up granting".into()));
+        }
+        let fence = self
+            .read_mark(&req.name)?
+            .max(cur.as_ref().and_then(|r| r.lease.fence).unwrap_or(0))
+            + 1;
+        let mark = self.mark_path(&req.name);
+        if let Some(parent) = mark.parent() {
+            if !parent.is_dir() {
+                fs::create_dir_all(parent).map_err(|e| self.io_error("create", parent, e))?;
+                File::open(self.dir())
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| self.io_error("sync", self.dir(), e))?;
+            }
+        }
+        let mut bytes = serde_json::to_vec(&FenceMark { fence_hw: fence }).unwrap_or_default();
+        bytes.push(b'\n');
+        self.write_atomic(&mark, &bytes)?;
+        let rec = FileRecord {
+            lease: LeaseRecord::grant(req, lease_id, st, Some(fence), None),
+            boot: stamp_boot(req.lease, host::me().cloned()),
+        };
+        self.write_atomic(&self.record_path(&req.name), &rec.to_json())?;
+        log_op("grant", "ok", started);
+        Ok(Outcome::Granted(Some(fence)))
+    }
+
+    /// Renews under the directory lock; returns the record as stored.
+    fn renew_locked(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+        next_id: &str,
+        cancel: &Cancel,
+    ) -> Result<FileRecord> {
+        let started = BootInstant::now();
+        let _guard = self.lock_dir(cancel)?;
+        let Some(cur) = self.read_record(&lease.name)? else {
+            log_op("renew", "condition_failed", started);
+            return Err(not_held(&lease.name, &lease.lease_id));
+        };
+        if cur.lease.lease_id == next_id {
+            // An earlier attempt of this renewal landed: what it stored is
+            // the lease, with the expiry it stamped then.
+            log_op("renew", "ok", started);
+            return Ok(cur);
+        }
+        if cur.lease.lease_id != lease.lease_id || !cur.held() {
+            log_op("renew", "condition_failed", started);
+            return Err(not_held(&lease.name, &lease.lease_id));
+        }
+        if cancel.is_set() {
+            return Err(Error::Unavailable("gave up renewing".into()));
+        }
+        let st = Stamp::now(&self.inner.clock, duration);
+        let renewed = FileRecord {
+            lease: cur.lease.renewed(next_id, &st, duration.as_secs()),
+            boot: stamp_boot(duration, cur.this_boot().and_then(|b| b.holder.clone())),
+        };
+        self.write_atomic(&self.record_path(&lease.name), &renewed.to_json())?;
+        log_op("renew", "ok", started);
+        Ok(renewed)
+    }
+
+    fn release_locked(&self, name: &str, lease_id: &str, cancel: &Cancel) -> Result<()> {
+        let started = BootInstant::now();
+        let _guard = self.lock_dir(cancel)?;
+        match self.read_record(name)? {
+            Some(cur) if cur.lease.lease_id == lease_id && cur.held() => {
+                let nonce = uuid::Uuid::new_v4().to_string();
+                let released = FileRecord {
+                    lease: cur.lease.released(&nonce, local_wall_ms()),
+                    boot: cur.boot,
+                };
+                self.write_atomic(&self.record_path(name), &released.to_json())?;
+                log_op("release", "ok", started);
+                Ok(())
+            }
+            _ => {
+                log_op("release", "condition_failed", started);
+                Err(not_held(name, lease_id))
+            }
+        }
+    }
+
+    fn list_records(&self) -> Result<Vec<FileRecord>> {
+        let entries = fs::read_dir(self.dir()).map_err(|e| self.io_error("list", self.dir(), e))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let Ok(bytes) = fs::read(&path) else { continue };
+            match FileRecord::from_json(&bytes) {
+                Ok(rec) => out.push(rec),
+                Err(_) => tracing::warn!("skipping {}: not a lease record", path.display()),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl CasStore for FileStore {
+    type Record = FileRecord;
+
+    /// One host, one boot-time clock: nothing to wait out.
+    const FIRST_SIGHT_GRACE: Duration = Duration::ZERO;
+
+    fn clock(&self) -> &ServerClock {
+        &self.inner.clock
+    }
+
+    /// Under the directory lock the record is judged afresh, so the grant is
+    /// a true compare-and-swap whatever the caller saw. The token is one more
+    /// than both the record's and the high-water mark's, and both are written.
+    async fn grant(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        _seen: Option<&Option<FileRecord>>,
+        st: &Stamp,
+    ) -> Result<Outcome<FileRecord>> {
+        let (req, lease_id, st) = (req.clone(), lease_id.to_string(), *st);
+        self.off_runtime(move |s, cancel| s.grant_locked(&req, &lease_id, &st, cancel))
+            .await
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<FileRecord>> {
+        let name = name.to_string();
+        self.off_runtime(move |s, _| s.read_record(&name)).await
+    }
+
+    fn lease_id_of(rec: &FileRecord) -> Option<String> {
+        Some(rec.lease.lease_id.clone())
+    }
+
+    fn is_released(rec: &FileRecord) -> bool {
+        rec.lease.state == RecordState::Released
+    }
+
+    /// The wall-clock expiry, only for a record that the boot-time clock
+    /// cannot judge: written without a boot stamp, or in another boot (an
+    /// earlier boot of this host, or another host sharing the directory).
+    /// The rest expire through [`CasStore::holder_gone`].
+    fn expiry_ms(rec: &FileRecord) -> Option<i64> {
+        match rec.this_boot() {
+            Some(_) => None,
+            None => Some(rec.lease.expires_ms),
+        }
+    }
+
+    /// Gone: expired on the host's boot-time clock, or a `run` holder that
+    /// provably no longer runs.
+    fn holder_gone(&self, rec: &FileRecord) -> bool {
+        rec.held() && (Self::boot_expired(rec) || self.holder_dead(rec))
+    }
+
+    fn info(&self, name: &str, rec: Option<&FileRecord>) -> LockInfo {
+        let Some(r) = rec else {
+            return cas::absent_info(name);
+        };
+        // For people, a holder that exited holds nothing (no grace).
+        let held = !Self::is_released(r)
+            && !cas::is_expired(self, r)
+            && !Self::boot_expired(r)
+            && !self.holder_exited(r);
+        match r.this_boot() {
+            Some(b) => {
+                // "Acquired" is the wall-clock time written at the grant;
+                // the expiry is shown on today's wall clock, from the time
+                // left on the boot-time clock.
+                let now = host::host_ms(BootInstant::now());
+                let wall = local_wall_ms();
+                let mut info = r.lease.info(held, Some(b.expires_ms - now));
+                if info.expires_at_ms.is_some() {
+                    info.expires_at_ms = Some(wall + (b.expires_ms - now));
+                }
+                info
+            }
+            None => r
+                .lease
+                .info(held, Some(r.lease.expires_ms - self.inner.clock.lower_ms())),
+        }
+    }
+
+    async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        super::validate_name(&lease.name)?;
+        let (held, next) = (lease.clone(), next_id.to_string());
+        let rec = self
+            .off_runtime(move |s, cancel| s.renew_locked(&held, duration, &next, cancel))
+            .await?;
+        Ok(Self::lease_of(&rec, duration))
+    }
+
+    async fn release_id(&self, name: &str, lease_id: &str) -> Result<()> {
+        super::validate_name(name)?;
+        let (name, id) = (name.to_string(), lease_id.to_string());
+        self.off_runtime(move |s, cancel| s.release_locked(&name, &id, cancel))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for FileStore {
+    fn describe(&self) -> String {
+        format!("directory {}", self.dir().display())
+    }
+
+    async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
+        cas::acquire(self, req, cancel).await
+    }
+
+    async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        self.renew_to(lease, duration, next_id).await
+    }
+
+    async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
+        self.release_id(name, lease_id).await
+    }
+
+    async fn inspect(&self, name: &str) -> Result<LockInfo> {
+        super::validate_name(name)?;
+        let rec = self.read(name).await?;
+        Ok(self.info(name, rec.as_ref()))
+    }
+
+    async fn list(&self) -> Result<Vec<LockInfo>> {
+        let records = self.off_runtime(|s, _| s.list_records()).await?;
+        let mut out: Vec<LockInfo> = records
+            .iter()
+            .map(|r| self.info(&r.lease.name, Some(r)))
+            .filter(|i| i.held)
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn create(&self) -> Result<()> {
+        self.off_runtime(|s, _| {
+            let fence_dir = s.dir().join(".fence");
+            fs::create_dir_all(&fence_dir)
+                .map_err(|e| Error::store(format!("cannot create {}: {e}", fence_dir.display())))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_safe_and_distinct() {
+        assert_eq!(file_name("deploy-prod_1"), "deploy-prod_1");
+        assert_eq!(file_name("a/b c"), "a%2Fb%20c");
+        assert_eq!(file_name(".."), "%2E.");
+        assert_eq!(file_name("x.y"), "x.y");
+        let long_a = "é".repeat(300);
+        let long_b = format!("{}x", "é".repeat(300));
+        assert!(file_name(&long_a).len() <= 200);
+        assert_ne!(file_name(&long_a), file_name(&long_b));
+    }
+
+    /// A renewal whose write landed but whose answer was lost is retried
+    /// with the same next id: the retry finds its own id and must report the
+    /// expiry that is stored, not one stamped afresh (which would be later).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_retried_renewal_reports_the_stored_expiry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::open(tmp.path().to_path_buf()).unwrap();
+        store.create().await.unwrap();
+        let req = AcquireRequest {
+            name: "deploy".into(),
+            lease: Duration::from_secs(10),
+            wait: Some(Duration::ZERO),
+            owner: "alice".into(),
+            reason: None,
+            on_wait: None,
+            supervised: false,
+        };
+        let lease = store
+            .acquire(&req, Box::pin(std::future::pending()))
+            .await
+            .unwrap();
+        let next = uuid::Uuid::new_v4().to_string();
+        let landed = store.renew(&lease, req.lease, &next).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let retried = store.renew(&lease, req.lease, &next).await.unwrap();
+        assert_eq!(retried.lease_id, next);
+        assert!(
+            retried.deadline <= landed.deadline,
+            "the retry's deadline {:?} is past the stored lease's {:?}",
+            retried.deadline,
+            landed.deadline
+        );
+    }
+
+    /// A `run` holder seen exited is not taken over at once: its watchdog
+    /// first gets [`EXITED_HOLDER_GRACE`] to kill the rest of its command's
+    /// group. `status` shows it free at once.
+    #[test]
+    fn an_exited_holder_frees_the_lock_after_the_grace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::open(tmp.path().to_path_buf()).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        child.wait().unwrap();
+        let req = AcquireRequest {
+            name: "deploy".into(),
+            lease: Duration::from_secs(60),
+            wait: None,
+            owner: "alice".into(),
+            reason: None,
+            on_wait: None,
+            supervised: true,
+        };
+        let st = Stamp::now(&store.inner.clock, req.lease);
+        let mut lease = LeaseRecord::grant(&req, "L1", &st, Some(1), None);
+        lease.pid = Some(pid);
+        let holder = ProcId {
+            pid_ns: host::me().unwrap().pid_ns.clone(),
+            start,
+        };
+        let rec = FileRecord {
+            lease,
+            boot: stamp_boot(req.lease, Some(holder)),
+        };
+        assert!(!store.info("deploy", Some(&rec)).held, "status: free");
+        assert!(!store.holder_gone(&rec), "taken over without the grace");
+        std::thread::sleep(EXITED_HOLDER_GRACE);
+        assert!(store.holder_gone(&rec), "not free after the grace");
+    }
+
+    /// A temporary file must never have the name of another lock's file.
+    /// The mark of `x.y` was once written through `.fence/x.tmp.PID`, which
+    /// is the mark of the lock `x.tmp.PID`: that mark was overwritten and
+    /// renamed away, and a later grant of `x.tmp.PID` reused a token.
+    #[tokio::test(flavor = "current_thread")]
+    async fn writing_one_lock_never_touches_another_locks_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::open(tmp.path().to_path_buf()).unwrap();
+        store.create().await.unwrap();
+        let req = |name: &str| AcquireRequest {
+            name: name.into(),
+            lease: Duration::from_secs(60),
+            wait: Some(Duration::ZERO),
+            owner: "alice".into(),
+            reason: None,
+            on_wait: None,
+            supervised: false,
+        };
+        let victim = format!("x.tmp.{}", std::process::id());
+        let first = store
+            .acquire(&req(&victim), Box::pin(std::future::pending()))
+            .await
+            .unwrap();
+        store.release(&victim, &first.lease_id).await.unwrap();
+        let other = store
+            .acquire(&req("x.y"), Box::pin(std::future::pending()))
+            .await
+            .unwrap();
+        store.release("x.y", &other.lease_id).await.unwrap();
+        // The record is moved away, as an operator resetting the lock would.
+        fs::remove_file(store.record_path(&victim)).unwrap();
+        let second = store
+            .acquire(&req(&victim), Box::pin(std::future::pending()))
+            .await
+            .unwrap();
+        assert!(
+            second.fence > first.fence,
+            "token {:?} after {:?}",
+            second.fence,
+            first.fence
+        );
+    }
+}

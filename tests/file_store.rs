@@ -1,0 +1,405 @@
+//! The local-directory store (`file:///DIR`) against what one host can do to
+//! it: holders and waiters in other pid namespaces, wall clocks that step,
+//! a directory lock held by someone else. Each test runs the real binary as
+//! real processes and checks that two critical sections never overlap.
+//!
+//! The namespace tests need `unshare` and `flock` (util-linux, part of every
+//! Debian system) and root, as CI runs; the clock tests need `faketime`,
+//! which `scripts/setup.sh` installs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+struct Dir {
+    tmp: tempfile::TempDir,
+    path: PathBuf,
+    url: String,
+}
+
+fn dir() -> Dir {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = tmp.path().join("locks");
+    let url = format!("file://{}", path.display());
+    let d = Dir { tmp, path, url };
+    let out = run(cmd(&d).arg("table-create"));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    d
+}
+
+impl Dir {
+    /// A file beside the lock directory (not in it).
+    fn file(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
+
+/// Our binary aimed at the directory.
+fn cmd(d: &Dir) -> Command {
+    let mut c = awsflock_at(&dead_endpoint());
+    c.env("AWSFLOCK_BACKEND", &d.url);
+    c
+}
+
+/// `prog args...` with the same clean environment, for wrappers (unshare,
+/// faketime) that then start our binary: `$BIN` names it.
+fn wrapped(d: &Dir, prog: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(prog);
+    scrub_env(&mut c);
+    c.env("AWSFLOCK_BACKEND", &d.url)
+        .env("BIN", bin_path())
+        .env("RUST_BACKTRACE", "1")
+        .args(args);
+    c
+}
+
+/// Our binary under libfaketime with its wall clock moved by `offset`
+/// ("+40s", "-1h"); the boot-time and monotonic clocks stay real, as they
+/// do when an administrator or NTP steps the wall clock.
+fn faked(d: &Dir, offset: &str) -> Command {
+    let mut c = wrapped(d, "faketime", &["-f", offset, bin_path()]);
+    c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    c
+}
+
+/// A shell script for a critical section: logs "begin TAG", sleeps, logs
+/// "end TAG". Lines are appended, so their order is the order of events
+/// whatever each process's wall clock says.
+fn section(log: &Path, tag: &str, secs: f64) -> String {
+    format!(
+        "echo 'begin {tag}' >> '{log}'; sleep {secs}; echo 'end {tag}' >> '{log}'",
+        log = log.display()
+    )
+}
+
+fn wait_for_line(log: &Path, line: &str, within: Duration) {
+    let start = Instant::now();
+    while !lines(log).iter().any(|l| l == line) {
+        assert!(
+            start.elapsed() < within,
+            "{line:?} not logged within {within:?}: {:?}",
+            lines(log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts the log shows the holder's whole section before the waiter's.
+fn assert_in_turn(log: &Path) {
+    assert_eq!(
+        lines(log),
+        ["begin holder", "end holder", "begin waiter", "end waiter"],
+        "the two critical sections overlapped"
+    );
+}
+
+fn record(d: &Dir, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(d.path.join(format!("{name}.json"))).expect("the record");
+    serde_json::from_str(&text).expect("the record is JSON")
+}
+
+fn wall_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A pid that no process here has, to be handed to a holder in a new pid
+/// namespace: on the old rule ("pid not alive here, so dead") that holder
+/// would look dead to everyone outside.
+fn pid_free_here() -> u32 {
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768);
+    (max / 2..max - 10)
+        .rev()
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .expect("a free pid")
+}
+
+#[test]
+fn a_holder_in_another_pid_namespace_is_not_taken_for_dead() {
+    let d = dir();
+    let name = lock();
+    let log = d.file("sections");
+    let pid = pid_free_here();
+    // Inside: the next pid is set so that `run` gets `pid`, which no process
+    // outside has.
+    let inner = format!(
+        "echo {} > /proc/sys/kernel/ns_last_pid; \"$BIN\" run \"$NAME\" --lease-duration 3 -- sh -c \"$SECTION\"; exit $?",
+        pid - 1
+    );
+    let holder = spawn(
+        wrapped(
+            &d,
+            "unshare",
+            &["--pid", "--fork", "--mount-proc", "sh", "-c", &inner],
+        )
+        .env("NAME", &name)
+        .env("SECTION", section(&log, "holder", 4.0)),
+    );
+    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    assert_eq!(
+        record(&d, &name)["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "the holder did not get the planned pid; the test proves nothing"
+    );
+    let waiter = spawn(
+        cmd(&d)
+            .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
+            .arg(section(&log, "waiter", 0.0)),
+    );
+    let h = holder.wait(Duration::from_secs(30));
+    let w = waiter.wait(Duration::from_secs(30));
+    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
+    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
+    assert_in_turn(&log);
+}
+
+#[test]
+fn a_waiter_in_another_pid_namespace_does_not_take_a_live_lease() {
+    let d = dir();
+    let name = lock();
+    let log = d.file("sections");
+    let holder = spawn(
+        cmd(&d)
+            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
+            .arg(section(&log, "holder", 4.0)),
+    );
+    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    // Inside the new namespace the holder's pid names no process.
+    let waiter = spawn(
+        wrapped(
+            &d,
+            "unshare",
+            &["--pid", "--fork", "--mount-proc", "sh", "-c"],
+        )
+        .arg("\"$BIN\" run \"$NAME\" --wait-time 30 -- sh -c \"$SECTION\"; exit $?")
+        .env("NAME", &name)
+        .env("SECTION", section(&log, "waiter", 0.0)),
+    );
+    let h = holder.wait(Duration::from_secs(30));
+    let w = waiter.wait(Duration::from_secs(30));
+    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
+    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
+    assert_in_turn(&log);
+}
+
+#[test]
+fn a_dead_run_frees_the_lock_at_once() {
+    let d = dir();
+    let name = lock();
+    let log = d.file("sections");
+    let holder = spawn(
+        cmd(&d)
+            .args(["run", &name, "--lease-duration", "60", "--", "sh", "-c"])
+            .arg(section(&log, "holder", 60.0)),
+    );
+    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    signal(holder.pid(), nix::sys::signal::Signal::SIGKILL);
+    let h = holder.wait(Duration::from_secs(10));
+    assert_eq!(h.code, 137, "{}", h.describe());
+    let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "20"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "a dead holder's 60 s lease was waited out: {}",
+        out.describe()
+    );
+}
+
+#[test]
+fn a_waiter_whose_wall_clock_is_ahead_does_not_take_a_live_lease() {
+    let d = dir();
+    let name = lock();
+    let log = d.file("sections");
+    let holder = spawn(
+        cmd(&d)
+            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
+            .arg(section(&log, "holder", 4.0)),
+    );
+    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    let waiter = spawn(
+        faked(&d, "+40s")
+            .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
+            .arg(section(&log, "waiter", 0.0)),
+    );
+    let h = holder.wait(Duration::from_secs(30));
+    let w = waiter.wait(Duration::from_secs(30));
+    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
+    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
+    assert_in_turn(&log);
+}
+
+#[test]
+fn a_holder_whose_wall_clock_is_behind_keeps_its_lease() {
+    let d = dir();
+    let name = lock();
+    let log = d.file("sections");
+    let holder = spawn(
+        faked(&d, "-1h")
+            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
+            .arg(section(&log, "holder", 4.0)),
+    );
+    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    let waiter = spawn(
+        cmd(&d)
+            .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
+            .arg(section(&log, "waiter", 0.0)),
+    );
+    let h = holder.wait(Duration::from_secs(30));
+    let w = waiter.wait(Duration::from_secs(30));
+    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
+    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
+    assert_in_turn(&log);
+}
+
+#[test]
+fn an_abandoned_lease_is_reclaimed_on_time_whatever_the_wall_clock() {
+    let d = dir();
+    let ahead = lock();
+    let behind = lock();
+    for name in [&ahead, &behind] {
+        let out = run(cmd(&d).args(["acquire", name, "--lease-duration", "2"]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+    }
+    // Both leases were granted before this instant; neither may be taken
+    // before it expires (2 s, plus the 1 s margin), nor long after.
+    let granted = Instant::now();
+    let mut waiters = vec![
+        (
+            "+1h",
+            spawn(faked(&d, "+1h").args(["acquire", &ahead, "--wait-time", "20"])),
+            None,
+        ),
+        (
+            "-1h",
+            spawn(faked(&d, "-1h").args(["acquire", &behind, "--wait-time", "20"])),
+            None,
+        ),
+    ];
+    // When each waiter exited, which is within moments of its takeover.
+    while waiters.iter().any(|w| w.2.is_none()) {
+        assert!(granted.elapsed() < Duration::from_secs(40), "waiters hang");
+        for w in waiters.iter_mut().filter(|w| w.2.is_none()) {
+            if w.1.finished() {
+                w.2 = Some(granted.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (offset, w, after) in waiters {
+        let after = after.unwrap();
+        let out = w.wait(Duration::from_secs(5));
+        assert_eq!(
+            out.code,
+            0,
+            "waiter {offset} did not reclaim:\n{}",
+            out.describe()
+        );
+        assert!(
+            after >= Duration::from_secs(2),
+            "waiter {offset} took a live lease {after:?} after it was granted:\n{}",
+            out.describe()
+        );
+        assert!(
+            after < Duration::from_secs(12),
+            "waiter {offset} took {after:?}"
+        );
+    }
+}
+
+#[test]
+fn a_stalled_directory_lock_does_not_delay_the_kill() {
+    let d = dir();
+    let name = lock();
+    let beat = d.file("heartbeat");
+    let holder = spawn(
+        cmd(&d)
+            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
+            .arg(format!(
+                "while :; do date +%s%N > '{b}.new'; mv '{b}.new' '{b}'; sleep 0.05; done",
+                b = beat.display()
+            )),
+    );
+    let start = Instant::now();
+    while !beat.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another process takes the directory's lock and keeps it for longer
+    // than the lease: no renewal can get through.
+    let got = d.file("flocked");
+    let stall = spawn(Command::new("flock").args([
+        "-o",
+        p(&d.path.join(".awsflock.lock")),
+        "sh",
+        "-c",
+        &format!("touch '{}'; sleep 12", got.display()),
+    ]));
+    while !got.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "flock never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stalled_at = wall_ns();
+    let out = holder.wait(Duration::from_secs(30));
+    assert_eq!(
+        out.code,
+        4,
+        "the holder must report the lost lease:\n{}",
+        out.describe()
+    );
+    let last: u128 = std::fs::read_to_string(&beat)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The last renewal was before the stall, so the deadline is at most a
+    // lease (3 s) after it, and the command must be dead before then.
+    let outlived = Duration::from_nanos((last.saturating_sub(stalled_at)) as u64);
+    eprintln!(
+        "the command's last heartbeat came {outlived:?} after the stall began; run exited after {:?}",
+        out.elapsed
+    );
+    assert!(
+        outlived < Duration::from_millis(3300),
+        "the command ran on for {outlived:?} after renewals stopped getting through:\n{}",
+        out.describe()
+    );
+    drop(stall);
+}
+
+#[test]
+fn a_waiter_in_a_time_namespace_does_not_take_a_live_lease() {
+    let d = dir();
+    let name = lock();
+    let log = d.file("sections");
+    let holder = spawn(
+        cmd(&d)
+            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
+            .arg(section(&log, "holder", 4.0)),
+    );
+    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    // Its boot-time clock reads a day ahead of the host's.
+    let waiter = spawn(
+        wrapped(
+            &d,
+            "unshare",
+            &["--time", "--boottime", "86400", "--fork", "sh", "-c"],
+        )
+        .arg("\"$BIN\" run \"$NAME\" --wait-time 30 -- sh -c \"$SECTION\"; exit $?")
+        .env("NAME", &name)
+        .env("SECTION", section(&log, "waiter", 0.0)),
+    );
+    let h = holder.wait(Duration::from_secs(30));
+    let w = waiter.wait(Duration::from_secs(30));
+    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
+    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
+    assert_in_turn(&log);
+}
