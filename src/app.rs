@@ -295,15 +295,20 @@ fn list_table(locks: &[LockInfo]) -> String {
                 l.expires_in_ms
                     .map(|ms| crate::duration::short(Duration::from_millis(ms.max(0) as u64)))
                     .unwrap_or_default(),
-                l.reason.clone().unwrap_or_default(),
+                match (&l.problem, &l.reason) {
+                    (Some(p), _) => format!("unreadable record: {p}"),
+                    (None, r) => r.clone().unwrap_or_default(),
+                },
             ]
         })
         .collect();
     let header = ["NAME", "OWNER", "FENCE", "EXPIRES IN", "REASON"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
+    // Terminal columns, not chars: CJK and emoji take two.
+    let cols = |c: &str| unicode_width::UnicodeWidthStr::width(c);
+    let mut widths = header.clone().map(|h| cols(&h));
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
+            *w = (*w).max(cols(c));
         }
     }
     std::iter::once(&header)
@@ -311,7 +316,7 @@ fn list_table(locks: &[LockInfo]) -> String {
         .map(|r| {
             r.iter()
                 .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
+                .map(|(c, w)| format!("{c}{}", " ".repeat(w.saturating_sub(cols(c)))))
                 .collect::<Vec<_>>()
                 .join("  ")
                 .trim_end()
@@ -338,6 +343,9 @@ pub fn waiting_line(name: &str, info: &LockInfo) -> String {
     }
     if let Some(r) = &info.reason {
         s.push_str(&format!(" ({r})"));
+    }
+    if let Some(p) = &info.problem {
+        s.push_str(&format!(" (unreadable record: {p})"));
     }
     if let Some(left) = info.expires_in_ms {
         if left > 0 {
@@ -367,7 +375,10 @@ fn clock_time(ms: i64) -> String {
 
 /// RFC 3339 (UTC, milliseconds) for a time in ms since the epoch.
 pub fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    // Stores check their times against this range already; clamp anyway, as
+    // humantime cannot show a year past 9999.
+    let ms = ms.clamp(0, backend::record::MAX_TIME_MS);
+    let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -386,12 +397,19 @@ pub fn info_json(info: &LockInfo) -> serde_json::Value {
         "pid": info.pid,
         "host": info.host,
         "client": info.client,
+        "problem": info.problem,
     })
 }
 
 fn describe_info(info: &LockInfo) -> String {
+    let unreadable = info.problem.as_ref().map(|p| {
+        format!(
+            "\n  unreadable record: {p}\n  it counts as held until `awsflock release {} --force` frees it",
+            info.name
+        )
+    });
     if !info.held {
-        return format!("{}: free", info.name);
+        return format!("{}: free{}", info.name, unreadable.unwrap_or_default());
     }
     let mut s = format!(
         "{}: held by {}",
@@ -422,6 +440,7 @@ fn describe_info(info: &LockInfo) -> String {
             crate::duration::short(Duration::from_secs(d))
         ));
     }
+    s.push_str(&unreadable.unwrap_or_default());
     s
 }
 

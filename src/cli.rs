@@ -240,11 +240,11 @@ fn wait_time(s: &str) -> Result<Wait, String> {
 /// Options shared by `acquire` and `run`: how long, how patiently, and who.
 #[derive(Debug, Args, Clone)]
 pub struct LockArgs {
-    /// Lease duration: 900, 300s, 15m, '3 minutes', '1h 30m' (acquire: 2 hours; run: 60s)
+    /// Lease duration, 1s to 366 days: 900, 300s, 15m, '3 minutes', '1h 30m' (acquire: 2 hours; run: 60s)
     #[arg(long, visible_alias = "expiration", value_parser = lease_duration, env = "AWSFLOCK_LEASE_DURATION", value_name = "D")]
     pub lease_duration: Option<Duration>,
 
-    /// How long to wait for a held lock; 0 waits forever [default: 60s]
+    /// How long to wait for a held lock, at most 366 days; 0 waits forever [default: 60s]
     #[arg(long, value_parser = wait_time, env = "AWSFLOCK_WAIT_TIME", value_name = "D")]
     pub wait_time: Option<Wait>,
 
@@ -282,7 +282,7 @@ pub struct RenewArgs {
     pub name: String,
     /// The LEASE_ID from acquire or the last renew
     pub lease_id: String,
-    /// New lease duration, from now [default: 2 hours]
+    /// New lease duration, from now, 1s to 366 days [default: 2 hours]
     #[arg(long, visible_alias = "expiration", value_parser = lease_duration, env = "AWSFLOCK_LEASE_DURATION", value_name = "D")]
     pub lease_duration: Option<Duration>,
     /// Print a JSON object instead of the LEASE_ID

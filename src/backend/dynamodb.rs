@@ -30,6 +30,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::aws::{self, StoreInterceptor};
 use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
+use super::record::{self, MAX_DURATION_S, MAX_TIME_MS};
 use super::{AcquireRequest, Backend, BoxFuture, CLIENT_TAG, Lease, LockInfo, RESERVED_PREFIX};
 use crate::clock::ServerClock;
 use crate::error::{Error, Result};
@@ -72,15 +73,94 @@ fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
     item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
+/// Every stored value is untrusted (another client, or a person with the
+/// console, may have written it): a number is read only when it is an
+/// integer (an integral `1.7e9` included) within `lo..=hi`, so that no
+/// arithmetic on it can overflow. `Ok(None)`: absent; `Err`: what is wrong.
+fn get_num(item: &Item, k: &str, lo: i64, hi: i64) -> std::result::Result<Option<i64>, String> {
+    let Some(v) = item.get(k) else {
+        return Ok(None);
+    };
+    let Ok(text) = v.as_n() else {
+        return Err(format!("{k} is not a number ({})", kind_of(v)));
+    };
+    let x = text.parse::<i64>().ok().or_else(|| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+            .map(|f| f as i64)
+    });
+    match x {
+        Some(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
+        _ => Err(format!("{k} is out of range ({})", record::clip(text))),
+    }
+}
+
+/// A stored value's type and start, for messages.
+fn kind_of(v: &AttributeValue) -> String {
+    match v {
+        AttributeValue::S(t) => format!("the string {:?}", record::clip(t)),
+        AttributeValue::N(t) => format!("the number {}", record::clip(t)),
+        AttributeValue::Bool(b) => format!("the boolean {b}"),
+        AttributeValue::Null(_) => "null".into(),
+        AttributeValue::B(_) => "binary".into(),
+        AttributeValue::L(_) => "a list".into(),
+        AttributeValue::M(_) => "a map".into(),
+        _ => "a set".into(),
+    }
+}
+
 fn get_i64(item: &Item, k: &str) -> Option<i64> {
-    let text = item.get(k)?.as_n().ok()?;
-    text.parse::<i64>()
-        .ok()
-        .or_else(|| text.parse::<f64>().ok().map(|f| f as i64))
+    get_num(item, k, i64::MIN, i64::MAX).ok().flatten()
 }
 
 fn get_u64(item: &Item, k: &str) -> Option<u64> {
     get_i64(item, k).and_then(|v| u64::try_from(v).ok())
+}
+
+/// A stored time in ms since the epoch, if readable (0 to year 9999).
+fn get_ms(item: &Item, k: &str) -> Option<i64> {
+    get_num(item, k, 0, MAX_TIME_MS).ok().flatten()
+}
+
+/// What cannot be read in a lock item, or `None` when all of it can. An
+/// item written by awsflock 0.2.0 (lock_id, lease_id, lease_duration, owner,
+/// expiration_time) is readable.
+fn problems(item: &Item) -> Option<String> {
+    let mut found = Vec::new();
+    for k in [attr::LEASE_ID, attr::EXPIRATION_TIME] {
+        if !item.contains_key(k) {
+            found.push(format!("{k} is missing"));
+        }
+    }
+    for k in [
+        attr::LEASE_ID,
+        attr::OWNER,
+        attr::REASON,
+        attr::HOST,
+        attr::CLIENT,
+        attr::RELEASED_LEASE,
+    ] {
+        if let Some(v) = item.get(k).filter(|v| !v.is_s()) {
+            found.push(format!("{k} is not a string ({})", kind_of(v)));
+        }
+    }
+    let ranges = [
+        (attr::EXPIRATION_TIME, MAX_TIME_MS / 1000),
+        (attr::EXPIRES_MS, MAX_TIME_MS),
+        (attr::ACQUIRED_MS, MAX_TIME_MS),
+        (attr::RELEASED_MS, MAX_TIME_MS),
+        (attr::LEASE_DURATION, MAX_DURATION_S),
+        (attr::FENCE, i64::MAX),
+        (attr::FENCE_LIMIT, i64::MAX),
+        (attr::PID, i64::from(u32::MAX)),
+    ];
+    for (k, hi) in ranges {
+        if let Err(e) = get_num(item, k, 0, hi) {
+            found.push(e);
+        }
+    }
+    (!found.is_empty()).then(|| found.join("; "))
 }
 
 fn hw_key(name: &str) -> String {
@@ -391,10 +471,17 @@ impl DynamoDb {
 
     /// The lease's expiry on the store's clock, in ms. 0.2.0 writes whole
     /// seconds truncated from its local clock, so its leases get a second more.
+    /// `None` when the expiry cannot be read: such a lease never expires, so
+    /// it is never taken over (DESIGN.md, "Unreadable records").
     fn expiry_ms(item: &Item) -> Option<i64> {
-        get_i64(item, attr::EXPIRES_MS)
-            .filter(|ms| *ms > 0)
-            .or_else(|| get_i64(item, attr::EXPIRATION_TIME).map(|s| s * 1000 + 1000))
+        match get_num(item, attr::EXPIRES_MS, 0, MAX_TIME_MS) {
+            Ok(Some(ms)) if ms > 0 => Some(ms),
+            Ok(_) => get_num(item, attr::EXPIRATION_TIME, 0, MAX_TIME_MS / 1000)
+                .ok()
+                .flatten()
+                .map(|s| s * 1000 + 1000),
+            Err(_) => None,
+        }
     }
 
     fn info_of(&self, name: &str, item: Option<&Item>) -> LockInfo {
@@ -403,6 +490,7 @@ impl DynamoDb {
         };
         let released = get_i64(item, attr::EXPIRATION_TIME) == Some(0);
         let ours = get_s(item, attr::CLIENT).is_some();
+        let expiry = Self::expiry_ms(item);
         LockInfo {
             name: name.to_string(),
             held: cas::is_held(self, item),
@@ -418,18 +506,17 @@ impl DynamoDb {
             } else {
                 get_s(item, attr::LEASE_ID).map(String::from)
             },
-            acquired_at_ms: get_i64(item, attr::ACQUIRED_MS),
-            expires_at_ms: if released {
-                None
-            } else {
-                Self::expiry_ms(item)
-            },
+            acquired_at_ms: get_ms(item, attr::ACQUIRED_MS),
+            expires_at_ms: if released { None } else { expiry },
             expires_in_ms: if released {
                 None
             } else {
-                Self::expiry_ms(item).map(|e| e - self.clock.lower_ms())
+                expiry.map(|e| e - self.clock.lower_ms())
             },
-            lease_duration_s: get_u64(item, attr::LEASE_DURATION),
+            lease_duration_s: get_num(item, attr::LEASE_DURATION, 0, MAX_DURATION_S)
+                .ok()
+                .flatten()
+                .map(|d| d as u64),
             pid: get_u64(item, attr::PID).and_then(|p| u32::try_from(p).ok()),
             host: get_s(item, attr::HOST).map(String::from),
             client: Some(
@@ -437,6 +524,7 @@ impl DynamoDb {
                     .map(String::from)
                     .unwrap_or_else(|| "awsflock 0.2.0".into()),
             ),
+            problem: problems(item),
         }
     }
 
@@ -586,6 +674,43 @@ impl CasStore for DynamoDb {
     }
 }
 
+impl DynamoDb {
+    /// Break-glass release of an item whose `lease_id` is missing or not a
+    /// string, conditioned on that still being so.
+    async fn release_unreadable_lease_id(&self, name: &str, item: &Item) -> Result<()> {
+        let mut e = Expr::default();
+        e.set(attr::LEASE_ID, s(uuid::Uuid::new_v4().to_string()));
+        e.set(attr::EXPIRATION_TIME, n(0));
+        e.set(attr::EXPIRES_MS, n(0));
+        e.set(attr::RELEASED_MS, n(self.clock.lower_ms()));
+        let lid = e.name(attr::LEASE_ID);
+        let condition = if item.contains_key(attr::LEASE_ID) {
+            let ty = e.value("string_type", s("S"));
+            format!("attribute_exists({lid}) AND NOT attribute_type({lid}, {ty})")
+        } else {
+            format!("attribute_not_exists({lid})")
+        };
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(name))
+            .update_expression(e.update_expression())
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(err) if ccf_of(&err).is_some() => Err(Error::Unavailable(format!(
+                "lock {name:?} changed while being released; try again"
+            ))),
+            Err(err) => Err(self.error(err)),
+        }
+    }
+}
+
 /// A failed condition whose current item carries our own lease id means an
 /// earlier attempt of this very write landed (its answer was lost, and the SDK
 /// retried): we hold the lock.
@@ -687,6 +812,23 @@ impl Backend for DynamoDb {
         super::validate_name(name)?;
         let item = self.get(name).await?;
         Ok(self.info_of(name, item.as_ref()))
+    }
+
+    /// As every store does it, except for an item whose `lease_id` cannot
+    /// be read (missing, or not a string), which no lease id can release:
+    /// that one is released on the condition that its `lease_id` is still
+    /// unreadable.
+    async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
+        super::validate_name(name)?;
+        let item = self.get(name).await?;
+        let info = self.info_of(name, item.as_ref());
+        match &item {
+            Some(i) if info.held && get_s(i, attr::LEASE_ID).is_none() => {
+                self.release_unreadable_lease_id(name, i).await?;
+                Ok(Some(info))
+            }
+            _ => super::force_release_by_lease_id(self, name).await,
+        }
     }
 
     async fn list(&self) -> Result<Vec<LockInfo>> {

@@ -223,12 +223,15 @@ impl S3Store {
         let Some((body, etag)) = self.get(&key).await? else {
             return Ok(None);
         };
-        let rec = LeaseRecord::from_json(&body).map_err(|e| {
-            Error::store(format!(
-                "s3://{}/{key} is {e}; move that object away or use another lock name or prefix",
+        // An unreadable object is a held stand-in that says what is wrong
+        // (DESIGN.md, "Unreadable records").
+        let rec = LeaseRecord::decode(&body, name, &etag);
+        if let Some(problem) = &rec.problem {
+            tracing::debug!(
+                "s3://{}/{key} is not a readable lease record: {problem}",
                 self.bucket
-            ))
-        })?;
+            );
+        }
         Ok(Some((rec, etag)))
     }
 
