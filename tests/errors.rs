@@ -99,12 +99,18 @@ c.put_item(TableName={t:?}, Item={{"id": {{"S": "a"}}}})
         vec!["list"],
         vec!["acquire", "x"],
         vec!["release", "x", "--force", "-y"],
-        vec!["release", "x", "00000000-0000-0000-0000-000000000000"],
         vec!["renew", "x", "00000000-0000-0000-0000-000000000000"],
+        vec!["table-create"],
     ] {
         let out = run(awsflock(&moto).args(&args).args(["--table", &t]));
-        assert_store_error(&out, &["key schema", "id (HASH, S)", "lock_id (S)"]);
+        assert_store_error(&out, &["key schema [id (HASH, S)]", "lock_id (S)"]);
     }
+    // A release by lease id is one conditional write: it says the schema is
+    // wrong and where to see it.
+    let out = run(awsflock(&moto)
+        .args(["release", "x", "00000000-0000-0000-0000-000000000000"])
+        .args(["--table", &t]));
+    assert_store_error(&out, &["key schema", "lock_id (S)", "table-create"]);
 }
 
 #[test]
@@ -116,4 +122,17 @@ fn a_profile_that_does_not_exist_is_named() {
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .args(["status", "x"]));
     assert_store_error(&out, &["profile 'no-such-profile'", "does not exist"]);
+
+    // A profile that exists but has no credentials is not called missing.
+    let dir = scratch();
+    let config = dir.path().join("config");
+    std::fs::write(&config, "[profile other]\nregion = us-east-1\n").unwrap();
+    let out = run(awsflock(&moto)
+        .env("AWS_PROFILE", "other")
+        .env("AWS_CONFIG_FILE", &config)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["status", "x"]));
+    assert_store_error(&out, &["no AWS credentials"]);
+    assert!(!out.stderr.contains("does not exist"), "{}", out.describe());
 }

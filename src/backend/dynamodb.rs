@@ -61,6 +61,9 @@ pub const FENCE_BLOCK: u64 = 1_000_000;
 
 type Item = HashMap<String, AttributeValue>;
 
+/// What a request on a table with another key schema is told.
+const WRONG_SCHEMA: &str = "does not have the key schema awsflock needs";
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -254,13 +257,98 @@ impl DynamoDb {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let endpoint = self.interceptor.endpoint();
+        let at = endpoint
+            .as_deref()
+            .map(|e| format!(" at {e}"))
+            .unwrap_or_default();
         if err.code() == Some("ResourceNotFoundException") {
+            let region = self
+                .client
+                .config()
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "(none)".into());
             return Error::store(format!(
-                "DynamoDB table '{}' does not exist; create it with `awsflock table-create --table {}`",
+                "DynamoDB table '{}' does not exist in region {region}{at}; create it with \
+                 `awsflock table-create --table {}` and the same region, profile and endpoint, \
+                 or check AWS_REGION and the endpoint if it exists elsewhere",
                 self.table, self.table
             ));
         }
-        aws::sdk_error(err, &self.name())
+        if err.code() == Some("ValidationException")
+            && err
+                .message()
+                .is_some_and(|m| m.contains("key element does not match the schema"))
+        {
+            return Error::store(format!(
+                "DynamoDB table '{}'{at} {WRONG_SCHEMA}, a single hash key lock_id (S); \
+                 `awsflock table-create --table {}` shows its key schema; choose another table with --table",
+                self.table, self.table
+            ));
+        }
+        aws::sdk_error_at(err, &self.name(), "DynamoDB", endpoint.as_deref())
+    }
+
+    /// The table's key schema: (attribute, HASH/RANGE, S/N/B) for each key.
+    async fn key_schema(&self) -> Result<(Vec<(String, String, String)>, Option<TableStatus>)> {
+        let d = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        let table = d
+            .table
+            .ok_or_else(|| Error::store("DescribeTable returned no table"))?;
+        let keys = table
+            .key_schema()
+            .iter()
+            .map(|k| {
+                let ty = table
+                    .attribute_definitions()
+                    .iter()
+                    .find(|a| a.attribute_name() == k.attribute_name())
+                    .map(|a| a.attribute_type().as_str().to_string())
+                    .unwrap_or_default();
+                (
+                    k.attribute_name().to_string(),
+                    k.key_type().as_str().to_string(),
+                    ty,
+                )
+            })
+            .collect();
+        Ok((keys, table.table_status().cloned()))
+    }
+
+    /// The error for a table whose key schema is not awsflock's, or `None`.
+    fn schema_error(&self, keys: &[(String, String, String)]) -> Option<Error> {
+        if keys == [(attr::LOCK_ID.into(), "HASH".into(), "S".into())] {
+            return None;
+        }
+        let shown: Vec<String> = keys
+            .iter()
+            .map(|(n, k, t)| format!("{n} ({k}, {t})"))
+            .collect();
+        Some(Error::store(format!(
+            "DynamoDB table '{}' has key schema [{}]; awsflock needs a single hash key lock_id (S): \
+             choose another table with --table (`awsflock table-create --table NAME` makes one)",
+            self.table,
+            shown.join(", ")
+        )))
+    }
+
+    /// Replaces the generic "wrong key schema" error of a request by one
+    /// that shows the table's actual key schema (one DescribeTable).
+    async fn explain<T>(&self, res: Result<T>) -> Result<T> {
+        match res {
+            Err(Error::Store(m)) if m.contains(WRONG_SCHEMA) => match self.key_schema().await {
+                Ok((keys, _)) => Err(self.schema_error(&keys).unwrap_or(Error::Store(m))),
+                Err(_) => Err(Error::Store(m)),
+            },
+            other => other,
+        }
     }
 
     /// The attributes every grant writes (all of 0.2.0's, and ours but the fence).
@@ -751,12 +839,13 @@ impl Backend for DynamoDb {
     }
 
     async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
-        cas::acquire(self, req, cancel).await
+        self.explain(cas::acquire(self, req, cancel).await).await
     }
 
     async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
         super::validate_name(&lease.name)?;
-        self.renew_to(lease, duration, next_id).await
+        self.explain(self.renew_to(lease, duration, next_id).await)
+            .await
     }
 
     async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
@@ -810,7 +899,7 @@ impl Backend for DynamoDb {
 
     async fn inspect(&self, name: &str) -> Result<LockInfo> {
         super::validate_name(name)?;
-        let item = self.get(name).await?;
+        let item = self.explain(self.get(name).await).await?;
         Ok(self.info_of(name, item.as_ref()))
     }
 
@@ -820,7 +909,7 @@ impl Backend for DynamoDb {
     /// unreadable.
     async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
         super::validate_name(name)?;
-        let item = self.get(name).await?;
+        let item = self.explain(self.get(name).await).await?;
         let info = self.info_of(name, item.as_ref());
         match &item {
             Some(i) if info.held && get_s(i, attr::LEASE_ID).is_none() => {
@@ -844,6 +933,12 @@ impl Backend for DynamoDb {
             let page = page.map_err(|e| self.error(e))?;
             for item in page.items() {
                 let Some(name) = get_s(item, attr::LOCK_ID) else {
+                    // Every item of awsflock's table has a string lock_id:
+                    // this is another table.
+                    let (keys, _) = self.key_schema().await?;
+                    if let Some(e) = self.schema_error(&keys) {
+                        return Err(e);
+                    }
                     continue;
                 };
                 if name.starts_with(RESERVED_PREFIX) {
@@ -889,52 +984,11 @@ impl Backend for DynamoDb {
         // Wait until ACTIVE, and check the key schema of a table that existed.
         let wait_until = Instant::now() + Duration::from_secs(300);
         loop {
-            let d = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| self.error(e))?;
-            let table = d
-                .table
-                .ok_or_else(|| Error::store("DescribeTable returned no table"))?;
-            let keys: Vec<(String, String, String)> = table
-                .key_schema()
-                .iter()
-                .map(|k| {
-                    let ty = table
-                        .attribute_definitions()
-                        .iter()
-                        .find(|a| a.attribute_name() == k.attribute_name())
-                        .map(|a| a.attribute_type().as_str().to_string())
-                        .unwrap_or_default();
-                    (
-                        k.attribute_name().to_string(),
-                        k.key_type().as_str().to_string(),
-                        ty,
-                    )
-                })
-                .collect();
-            if keys
-                != [(
-                    attr::LOCK_ID.to_string(),
-                    "HASH".to_string(),
-                    "S".to_string(),
-                )]
-            {
-                let shown: Vec<String> = keys
-                    .iter()
-                    .map(|(n, k, t)| format!("{n} ({k}, {t})"))
-                    .collect();
-                return Err(Error::store(format!(
-                    "table '{}' exists with key schema [{}], not a single hash key lock_id (S); \
-                     choose another name with --table",
-                    self.table,
-                    shown.join(", ")
-                )));
+            let (keys, status) = self.key_schema().await?;
+            if let Some(e) = self.schema_error(&keys) {
+                return Err(e);
             }
-            if table.table_status() == Some(&TableStatus::Active) {
+            if status == Some(TableStatus::Active) {
                 break;
             }
             if Instant::now() > wait_until {

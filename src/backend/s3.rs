@@ -157,7 +157,12 @@ impl S3Store {
                 self.bucket, self.bucket, self.prefix
             ));
         }
-        aws::sdk_error(err, &self.name())
+        aws::sdk_error_at(
+            err,
+            &self.name(),
+            "S3",
+            self.interceptor.endpoint().as_deref(),
+        )
     }
 
     /// GETs an object: its body and ETag, or `None` when it does not exist.
@@ -181,8 +186,12 @@ impl S3Store {
             .e_tag()
             .ok_or_else(|| {
                 Error::store(format!(
-                    "{} returned s3://{}/{key} without an ETag; conditional writes need one",
-                    self.name(),
+                    "the endpoint{} returned s3://{}/{key} without an ETag, so it is not S3 or \
+                     not one with conditional writes; check --endpoint-url / AWS_ENDPOINT_URL",
+                    self.interceptor
+                        .endpoint()
+                        .map(|e| format!(" {e}"))
+                        .unwrap_or_default(),
                     self.bucket
                 ))
             })?
