@@ -555,3 +555,76 @@ fn init_logging(verbose: u8) {
         .with_ansi(stderr_is_terminal())
         .try_init();
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_info() -> impl Strategy<Value = LockInfo> {
+        (
+            (
+                "\\PC{0,12}",
+                any::<bool>(),
+                proptest::option::of("\\PC{0,12}"),
+            ),
+            (
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of("\\PC{0,30}"),
+            ),
+        )
+            .prop_map(
+                |((name, held, owner), (acq, exp, left, dur, fence, problem))| LockInfo {
+                    name,
+                    held,
+                    owner: owner.clone(),
+                    reason: owner,
+                    fence,
+                    lease_id: Some("L".into()),
+                    acquired_at_ms: acq,
+                    expires_at_ms: exp,
+                    lease_duration_s: dur,
+                    expires_in_ms: left,
+                    pid: None,
+                    host: None,
+                    client: None,
+                    problem,
+                },
+            )
+    }
+
+    proptest! {
+        /// Whatever a store reports, every rendering of it succeeds.
+        #[test]
+        fn any_lock_info_renders(infos in proptest::collection::vec(any_info(), 1..4)) {
+            let table = list_table(&infos);
+            prop_assert_eq!(table.lines().count(), infos.len() + 1);
+            for i in &infos {
+                let _ = describe_info(i);
+                let _ = info_json(i).to_string();
+                let _ = waiting_line(&i.name, i);
+            }
+        }
+    }
+
+    #[test]
+    fn wide_characters_are_padded_by_columns() {
+        let mut a = crate::backend::cas::absent_info("锁");
+        a.owner = Some("x".into());
+        let mut b = crate::backend::cas::absent_info("ab");
+        b.owner = Some("y".into());
+        let t = list_table(&[a, b]);
+        let cols: Vec<usize> = t
+            .lines()
+            .map(|l| {
+                let at = l.find(['x', 'y', 'O']).unwrap();
+                unicode_width::UnicodeWidthStr::width(&l[..at])
+            })
+            .collect();
+        assert!(cols.windows(2).all(|w| w[0] == w[1]), "{t}");
+    }
+}

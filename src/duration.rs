@@ -217,3 +217,48 @@ mod tests {
         assert_eq!(short(Duration::from_millis(350)), "350ms");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// No text makes a parser panic, and what they accept is in bounds.
+        #[test]
+        fn any_text_is_parsed_or_refused_in_bounds(text in "\\PC{0,40}") {
+            for d in [parse_seconds(&text).ok(), parse_positive(&text).ok()].into_iter().flatten() {
+                prop_assert!(d > Duration::ZERO && d <= MAX);
+            }
+            if let Ok(Some(d)) = parse_wait(&text) {
+                prop_assert!(d <= MAX);
+            }
+        }
+
+        /// Text shaped like a duration: digits and unit spellings.
+        #[test]
+        fn duration_like_text_never_panics(
+            parts in proptest::collection::vec(
+                ("[0-9]{1,25}", prop_oneof![
+                    Just(""), Just("s"), Just("m"), Just("M"), Just("h"), Just("d"),
+                    Just("ms"), Just("w"), Just(" years"), Just("months"), Just("y"),
+                ]),
+                1..4,
+            )
+        ) {
+            let text: Vec<String> = parts.iter().map(|(n, u)| format!("{n}{u}")).collect();
+            let text = text.join(" ");
+            let _ = parse_seconds(&text);
+            let _ = parse_wait(&text);
+            let _ = parse_positive(&text);
+        }
+
+        /// Every whole number of seconds in bounds round-trips, in both forms.
+        #[test]
+        fn seconds_in_bounds_round_trip(n in 1u64..=MAX.as_secs()) {
+            prop_assert_eq!(parse_seconds(&n.to_string()), Ok(Duration::from_secs(n)));
+            prop_assert_eq!(parse_seconds(&format!("{n}s")), Ok(Duration::from_secs(n)));
+            let _ = short(Duration::from_secs(n));
+        }
+    }
+}

@@ -432,3 +432,130 @@ mod tests {
         assert_eq!(rel.next_counter_fence(), Some(4));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from("held")),
+            Just(serde_json::Value::from("released")),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z]{1,4}", inner, 0..3)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn valid_record() -> impl Strategy<Value = LeaseRecord> {
+        (
+            ("\\PC{1,20}", "[0-9a-f-]{1,36}", any::<bool>(), "\\PC{0,20}"),
+            (
+                proptest::option::of("\\PC{0,20}"),
+                proptest::option::of(any::<u32>()),
+                proptest::option::of(0..=i64::MAX as u64),
+                0..=MAX_TIME_MS,
+                0..=MAX_TIME_MS,
+                0..=MAX_DURATION_S as u64,
+            ),
+        )
+            .prop_map(
+                |((name, lease_id, held, owner), (reason, pid, fence, a, e, d))| LeaseRecord {
+                    name,
+                    lease_id,
+                    state: if held {
+                        RecordState::Held
+                    } else {
+                        RecordState::Released
+                    },
+                    owner,
+                    reason,
+                    pid,
+                    host: Some("h".into()),
+                    supervised: held,
+                    client: "c".into(),
+                    fence,
+                    fence_limit: fence.map(|f| f.saturating_add(10).min(i64::MAX as u64)),
+                    acquired_ms: a,
+                    expires_ms: e,
+                    lease_duration: d,
+                    released_lease: None,
+                    released_ms: None,
+                    problem: None,
+                },
+            )
+    }
+
+    /// The fields a record has, each given an arbitrary JSON value.
+    fn record_like() -> impl Strategy<Value = serde_json::Value> {
+        let fields = [
+            "name",
+            "lease_id",
+            "state",
+            "owner",
+            "reason",
+            "pid",
+            "host",
+            "supervised",
+            "client",
+            "fence",
+            "fence_limit",
+            "acquired_ms",
+            "expires_ms",
+            "lease_duration",
+            "released_lease",
+            "released_ms",
+        ];
+        proptest::collection::vec(
+            (proptest::sample::select(fields.to_vec()), any_json()),
+            0..20,
+        )
+        .prop_map(|kv| {
+            serde_json::Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        })
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the decoder, and always give a record.
+        #[test]
+        fn any_bytes_decode_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let r = LeaseRecord::decode(&bytes, "n", "e");
+            prop_assert!(r.problem.is_some() || LeaseRecord::from_json(&bytes).is_ok());
+            let _ = r.info(true, Some(r.expires_ms));
+        }
+
+        /// Record-shaped JSON with arbitrary values: decoded or marked, and
+        /// whatever is decoded stays within the ranges arithmetic relies on.
+        #[test]
+        fn record_shaped_json_is_decoded_in_range_or_marked(v in record_like()) {
+            let bytes = serde_json::to_vec(&v).unwrap();
+            let r = LeaseRecord::decode(&bytes, "n", "e");
+            prop_assert!((0..=MAX_TIME_MS).contains(&r.expires_ms));
+            prop_assert!((0..=MAX_TIME_MS).contains(&r.acquired_ms));
+            prop_assert!(r.lease_duration <= MAX_DURATION_S as u64);
+            if r.problem.is_some() {
+                prop_assert_eq!(r.state, RecordState::Held);
+                prop_assert_eq!(r.expires_ms, MAX_TIME_MS);
+            }
+        }
+
+        /// Every valid record survives the trip through its stored form.
+        #[test]
+        fn valid_records_round_trip(r in valid_record()) {
+            let bytes = r.to_json();
+            prop_assert_eq!(LeaseRecord::from_json(&bytes), Ok(r.clone()));
+            prop_assert_eq!(LeaseRecord::decode(&bytes, "other", "e"), r);
+        }
+    }
+}
