@@ -349,3 +349,60 @@ fn unreadable_s3_objects_are_listed_marked_and_release_force_frees_them() {
         );
     }
 }
+
+#[test]
+fn unreadable_files_in_a_directory_store_are_listed_marked_and_release_force_frees_them() {
+    let dir = scratch();
+    let url = format!("file://{}", p(dir.path()));
+    let cmd = |args: &[&str]| {
+        let mut c = awsflock_at(&dead_endpoint());
+        c.args(["--backend", &url]).args(args);
+        run(&mut c)
+    };
+    let out = cmd(&["acquire", "good"]);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let bodies = [
+        ("not-json", "hello".to_string()),
+        (
+            "huge-expiry",
+            r#"{"name":"huge-expiry","lease_id":"L","state":"held","owner":"x","acquired_ms":0,
+                "expires_ms":9223372036854775807,"lease_duration":60}"#
+                .to_string(),
+        ),
+    ];
+    for (name, body) in &bodies {
+        std::fs::write(dir.path().join(format!("{name}.json")), body).unwrap();
+    }
+    let ls = cmd(&["list", "--json"]);
+    assert_eq!(ls.code, 0, "{}", ls.describe());
+    let all = ls.json();
+    let all = all.as_array().expect("array").clone();
+    assert!(all.iter().any(|v| v["name"] == "good"), "{}", ls.stdout);
+    for (name, _) in &bodies {
+        let v = all
+            .iter()
+            .find(|v| v["name"] == *name)
+            .unwrap_or_else(|| panic!("{name} not listed:\n{}", ls.stdout));
+        assert!(v["problem"].is_string(), "{name}: {v}");
+        let st = cmd(&["status", name]);
+        assert_eq!(st.code, 0, "{}", st.describe());
+        assert!(st.stdout.contains("unreadable record"), "{}", st.describe());
+        let got = cmd(&["acquire", name, "--no-wait"]);
+        assert_eq!(
+            got.code,
+            3,
+            "{name} must not be taken over:\n{}",
+            got.describe()
+        );
+        assert_clean_error(&got);
+        let rel = cmd(&["release", name, "--force", "-y"]);
+        assert_eq!(rel.code, 0, "release --force {name}:\n{}", rel.describe());
+        let got = cmd(&["acquire", name, "--no-wait"]);
+        assert_eq!(
+            got.code,
+            0,
+            "acquire {name} after --force:\n{}",
+            got.describe()
+        );
+    }
+}

@@ -110,12 +110,13 @@ impl FileStore {
     fn read_record(&self, name: &str) -> Result<Option<LeaseRecord>> {
         let path = self.record_path(name);
         match fs::read(&path) {
-            Ok(bytes) => LeaseRecord::from_json(&bytes).map(Some).map_err(|e| {
-                Error::store(format!(
-                    "{}: {e}; move it away to reset the lock",
-                    path.display()
-                ))
-            }),
+            // An unreadable file is a held stand-in that says what is wrong
+            // (DESIGN.md, "Unreadable records").
+            Ok(bytes) => Ok(Some(LeaseRecord::decode(
+                &bytes,
+                name,
+                &content_tag(&bytes),
+            ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.dir.is_dir() => Ok(None),
             Err(e) => Err(self.io_error("read", &path, e)),
         }
@@ -334,10 +335,8 @@ impl Backend for FileStore {
                 continue;
             }
             let Ok(bytes) = fs::read(&path) else { continue };
-            let Ok(rec) = LeaseRecord::from_json(&bytes) else {
-                tracing::warn!("skipping {}: not a lease record", path.display());
-                continue;
-            };
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            let rec = LeaseRecord::decode(&bytes, &stem, &content_tag(&bytes));
             let info = self.info(&rec.name.clone(), Some(&rec));
             if info.held {
                 out.push(info);
@@ -352,6 +351,15 @@ impl Backend for FileStore {
         fs::create_dir_all(&fence_dir)
             .map_err(|e| Error::store(format!("cannot create {}: {e}", fence_dir.display())))
     }
+}
+
+/// A version tag for a file's content (the directory store has no ETags):
+/// the lease id of the stand-in for an unreadable file.
+fn content_tag(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 #[cfg(test)]
