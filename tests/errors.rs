@@ -57,6 +57,36 @@ fn a_server_that_is_not_the_store_is_named_as_such() {
     assert_store_error(&out, &["not DynamoDB", "HTTP 200", "text/plain", &ep]);
     let out = run(awsflock_at(&ep).args(["list"]));
     assert_store_error(&out, &["not DynamoDB", "HTTP 200"]);
+    let out = run(awsflock_at(&ep).args(["--backend", "s3://b/p", "list"]));
+    assert_store_error(&out, &["not S3", "HTTP 200", "text/plain", &ep]);
+    let out = run(awsflock_at(&ep).args(["--backend", "s3://b/p", "status", "x"]));
+    assert_store_error(&out, &["not S3", &ep]);
+}
+
+#[test]
+fn tls_to_a_plain_server_and_an_unresolvable_host_are_named() {
+    let ep = hello_server().replace("http://", "https://");
+    let out = run(awsflock_at(&ep).args(["status", "x"]));
+    assert_store_error(&out, &["TLS handshake failed", &ep, "http://"]);
+    let out = run(awsflock_at("http://awsflock-test.invalid").args(["status", "x"]));
+    assert_store_error(
+        &out,
+        &["host name does not resolve", "awsflock-test.invalid"],
+    );
+}
+
+#[test]
+fn a_server_that_never_answers_is_a_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ep = format!("http://{}", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn); // accepted, never answered
+        }
+    });
+    let out = run(awsflock_at(&ep).args(["status", "x"]));
+    assert_store_error(&out, &["did not answer in time", &ep]);
 }
 
 #[test]
