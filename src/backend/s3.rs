@@ -234,12 +234,9 @@ impl S3Store {
         };
         // An unreadable object is a held stand-in that says what is wrong
         // (DESIGN.md, "Unreadable records").
-        let rec = LeaseRecord::decode(&body, name, &etag);
-        if let Some(problem) = &rec.problem {
-            tracing::debug!(
-                "s3://{}/{key} is not a readable lease record: {problem}",
-                self.bucket
-            );
+        let mut rec = LeaseRecord::decode(&body, name, &etag);
+        if let Some(problem) = &mut rec.problem {
+            problem.push_str(&format!(" in s3://{}/{key}", self.bucket));
         }
         Ok(Some((rec, etag)))
     }
