@@ -406,3 +406,30 @@ fn unreadable_files_in_a_directory_store_are_listed_marked_and_release_force_fre
         );
     }
 }
+
+#[test]
+fn an_expired_item_without_a_lease_id_is_waited_on_not_written_over_and_over() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let old = (now_epoch() - 3600).to_string();
+    plant(
+        &moto,
+        &t,
+        serde_json::json!({"lock_id": {"S": "nolid"}, "owner": {"S": "hand"},
+            "expiration_time": {"N": old}}),
+    );
+    let out =
+        run(awsflock(&moto).args(["-v", "acquire", "nolid", "--table", &t, "--wait-time", "7s"]));
+    assert_eq!(out.code, 3, "{}", out.describe());
+    let writes = store_requests(&out.stderr)
+        .into_iter()
+        .filter(|l| !l.contains("GetItem"))
+        .count();
+    // The blind grant only: no takeover can be conditioned on a missing
+    // lease id, so none is tried.
+    assert!(writes <= 2, "{writes} writes:\n{}", out.stderr);
+    let rel = run(awsflock(&moto).args(["release", "nolid", "--force", "-y", "--table", &t]));
+    assert_eq!(rel.code, 0, "{}", rel.describe());
+    let got = run(awsflock(&moto).args(["acquire", "nolid", "--table", &t, "--no-wait"]));
+    assert_eq!(got.code, 0, "{}", got.describe());
+}

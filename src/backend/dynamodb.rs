@@ -560,8 +560,10 @@ impl DynamoDb {
     /// The lease's expiry on the store's clock, in ms. 0.2.0 writes whole
     /// seconds truncated from its local clock, so its leases get a second more.
     /// `None` when the expiry cannot be read: such a lease never expires, so
-    /// it is never taken over (DESIGN.md, "Unreadable records").
+    /// it is never taken over (DESIGN.md, "Unreadable records"). Nor is one
+    /// without a string `lease_id`, which no takeover could be conditioned on.
     fn expiry_ms(item: &Item) -> Option<i64> {
+        get_s(item, attr::LEASE_ID)?;
         match get_num(item, attr::EXPIRES_MS, 0, MAX_TIME_MS) {
             Ok(Some(ms)) if ms > 0 => Some(ms),
             Ok(_) => get_num(item, attr::EXPIRATION_TIME, 0, MAX_TIME_MS / 1000)
@@ -1044,9 +1046,13 @@ mod tests {
 
     #[test]
     fn old_client_expiry_gets_a_second_more() {
-        let item = HashMap::from([(attr::EXPIRATION_TIME.to_string(), n(100))]);
+        let item = HashMap::from([
+            (attr::LEASE_ID.to_string(), s("L")),
+            (attr::EXPIRATION_TIME.to_string(), n(100)),
+        ]);
         assert_eq!(DynamoDb::expiry_ms(&item), Some(101_000));
         let item = HashMap::from([
+            (attr::LEASE_ID.to_string(), s("L")),
             (attr::EXPIRATION_TIME.to_string(), n(100)),
             (attr::EXPIRES_MS.to_string(), n(99_500)),
         ]);
@@ -1125,7 +1131,8 @@ mod properties {
             if let Some(a) = info.acquired_at_ms {
                 prop_assert!((0..=MAX_TIME_MS).contains(&a));
             }
-            let expiry_unreadable = get_num(&item, attr::EXPIRES_MS, 0, MAX_TIME_MS).is_err()
+            let expiry_unreadable = get_s(&item, attr::LEASE_ID).is_none()
+                || get_num(&item, attr::EXPIRES_MS, 0, MAX_TIME_MS).is_err()
                 || (get_ms(&item, attr::EXPIRES_MS).unwrap_or(0) == 0
                     && get_num(&item, attr::EXPIRATION_TIME, 0, MAX_TIME_MS / 1000)
                         .ok()
@@ -1134,7 +1141,7 @@ mod properties {
             if expiry_unreadable && !DynamoDb::is_released(&item) {
                 prop_assert!(info.held, "an unreadable expiry must count as held: {:?}", item);
             }
-            if expiry_unreadable && item.contains_key(attr::EXPIRATION_TIME) {
+            if expiry_unreadable {
                 prop_assert!(info.problem.is_some() || DynamoDb::is_released(&item));
             }
             let _ = cas::holder_detail(&info);
