@@ -339,6 +339,21 @@ impl DynamoDb {
         )))
     }
 
+    /// The error for this table's wrong key schema: with the schema when
+    /// DescribeTable may be used (it is `table-create`'s permission), else
+    /// without.
+    async fn wrong_schema(&self) -> Error {
+        let generic = Error::store(format!(
+            "DynamoDB table '{}' {WRONG_SCHEMA}, a single hash key lock_id (S); \
+             `awsflock table-create --table {}` shows its key schema; choose another table with --table",
+            self.table, self.table
+        ));
+        match self.key_schema().await {
+            Ok((keys, _)) => self.schema_error(&keys).unwrap_or(generic),
+            Err(_) => generic,
+        }
+    }
+
     /// Replaces the generic "wrong key schema" error of a request by one
     /// that shows the table's actual key schema (one DescribeTable).
     async fn explain<T>(&self, res: Result<T>) -> Result<T> {
@@ -937,11 +952,7 @@ impl Backend for DynamoDb {
                 let Some(name) = get_s(item, attr::LOCK_ID) else {
                     // Every item of awsflock's table has a string lock_id:
                     // this is another table.
-                    let (keys, _) = self.key_schema().await?;
-                    if let Some(e) = self.schema_error(&keys) {
-                        return Err(e);
-                    }
-                    continue;
+                    return Err(self.wrong_schema().await);
                 };
                 if name.starts_with(RESERVED_PREFIX) {
                     continue;
