@@ -52,7 +52,13 @@ pub fn parse_positive(text: &str) -> Result<Duration, String> {
 /// Parses a wait time, where `0` means "wait forever" (awsflock 0.2.0's meaning).
 /// Returns `None` for forever.
 pub fn parse_wait(text: &str) -> Result<Option<Duration>, String> {
-    let d = parse_any(text)?;
+    let d = parse_any(text).map_err(|e| {
+        if e.contains(BOUNDS) {
+            format!("{e}; 0 waits forever")
+        } else {
+            e
+        }
+    })?;
     Ok(if d.is_zero() { None } else { Some(d) })
 }
 
@@ -60,7 +66,7 @@ fn parse_any(text: &str) -> Result<Duration, String> {
     let d = parse_unbounded(text)?;
     if d > MAX {
         return Err(format!(
-            "duration {text:?} is too long; a duration is {BOUNDS} (e.g. '30d')"
+            "duration {text:?} is too long: {BOUNDS} is allowed"
         ));
     }
     Ok(d)
@@ -82,7 +88,7 @@ fn parse_unbounded(text: &str) -> Result<Duration, String> {
         return t
             .parse::<u64>()
             .map(Duration::from_secs)
-            .map_err(|_| format!("duration {text:?} is too long; a duration is {BOUNDS}"));
+            .map_err(|_| format!("duration {text:?} is too long: {BOUNDS} is allowed"));
     }
     if let Some(n) = lone_capital_m(t) {
         return Err(format!(
