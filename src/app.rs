@@ -284,7 +284,38 @@ async fn force_release(store: &dyn Backend, name: &str, yes: bool) -> Result<i32
     }
 }
 
+/// `text` with every control character escaped (`\n`, `\u{1b}`): what a
+/// store holds is untrusted, and a newline or an escape sequence in an
+/// owner or reason must not forge lines or colours on a terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// `info` with every text field [`printable`], for people.
+fn shown(info: &LockInfo) -> LockInfo {
+    let p = |t: &Option<String>| t.as_deref().map(printable);
+    LockInfo {
+        name: printable(&info.name),
+        owner: p(&info.owner),
+        reason: p(&info.reason),
+        host: p(&info.host),
+        client: p(&info.client),
+        problem: p(&info.problem),
+        lease_id: p(&info.lease_id),
+        ..info.clone()
+    }
+}
+
 fn list_table(locks: &[LockInfo]) -> String {
+    let locks: Vec<LockInfo> = locks.iter().map(shown).collect();
     let rows: Vec<[String; 5]> = locks
         .iter()
         .map(|l| {
@@ -334,6 +365,7 @@ pub fn default_owner() -> String {
 
 /// `waiting for Deploy: held by alice@ci-7 since 10:02:07Z (terraform apply), expires in 1h58m`
 pub fn waiting_line(name: &str, info: &LockInfo) -> String {
+    let info = &shown(info);
     let mut s = format!(
         "waiting for {name}: held by {}",
         info.owner.as_deref().unwrap_or("unknown")
@@ -402,6 +434,7 @@ pub fn info_json(info: &LockInfo) -> serde_json::Value {
 }
 
 fn describe_info(info: &LockInfo) -> String {
+    let info = &shown(info);
     let unreadable = info.problem.as_ref().map(|p| {
         format!(
             "\n  unreadable record: {p}\n  it counts as held until `awsflock release {} --force` frees it",
@@ -609,6 +642,19 @@ mod properties {
                 let _ = waiting_line(&i.name, i);
             }
         }
+    }
+
+    #[test]
+    fn control_characters_from_the_store_are_escaped() {
+        let mut a = crate::backend::cas::absent_info("x");
+        a.held = true;
+        a.owner = Some("evil\n\x1b[31mroot".into());
+        a.reason = Some("a\rb".into());
+        for text in [list_table(std::slice::from_ref(&a)), describe_info(&a)] {
+            assert!(!text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+            assert!(text.contains("evil\\n\\u{1b}[31mroot"), "{text:?}");
+        }
+        assert_eq!(list_table(&[a]).lines().count(), 2);
     }
 
     #[test]

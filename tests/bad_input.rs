@@ -433,3 +433,33 @@ fn an_expired_item_without_a_lease_id_is_waited_on_not_written_over_and_over() {
     let got = run(awsflock(&moto).args(["acquire", "nolid", "--table", &t, "--no-wait"]));
     assert_eq!(got.code, 0, "{}", got.describe());
 }
+
+#[test]
+fn control_characters_in_stored_owner_and_reason_are_escaped_on_the_terminal() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let far = (now_epoch() + 3600).to_string();
+    plant(
+        &moto,
+        &t,
+        serde_json::json!({"lock_id": {"S": "ctl"}, "lease_id": {"S": "L"},
+            "owner": {"S": "mallory\nfake-lock  root  1  1h"}, "reason": {"S": "\u{1b}[2Jcleared"},
+            "expiration_time": {"N": far}, "lease_duration": {"N": "60"}}),
+    );
+    let ls = run(awsflock(&moto).args(["list", "--table", &t]));
+    assert_eq!(ls.code, 0, "{}", ls.describe());
+    assert_eq!(
+        ls.stdout.lines().count(),
+        2,
+        "one header, one lock:\n{}",
+        ls.stdout
+    );
+    assert!(!ls.stdout.contains('\u{1b}'), "{:?}", ls.stdout);
+    assert!(ls.stdout.contains("mallory\\nfake-lock"), "{}", ls.stdout);
+    let st = run(awsflock(&moto).args(["status", "ctl", "--table", &t]));
+    assert!(!st.stdout.contains('\u{1b}'), "{:?}", st.stdout);
+    assert!(st.stdout.contains("mallory\\nfake-lock"), "{}", st.stdout);
+    // JSON keeps the value as stored (escaped by JSON itself).
+    let js = run(awsflock(&moto).args(["status", "ctl", "--json", "--table", &t]));
+    assert_eq!(js.json()["owner"], "mallory\nfake-lock  root  1  1h");
+}
