@@ -18,8 +18,13 @@ runs, stops CMD before the lease could expire if renewal fails, and releases the
 lock when CMD ends. acquire, renew and release work as in awsflock 0.2.0, on the
 same table, so a fleet can move over one machine at a time.
 
+Durations: seconds (900) or 15m, '3 minutes', '1h 30m'; a lease is 1s to 366
+days, a wait at most 366 days (0 waits forever). '5M' is refused as ambiguous:
+write 5m (minutes) or '5 months'.
+
 Exit codes: 0 ok; 1 error (store unreachable, no table, no credentials); 2 bad
-usage; 3 lock not acquired or lease not held; 4 (run) lease lost.";
+usage (unknown option, out-of-range duration, lock name with control
+characters); 3 lock not acquired or lease not held; 4 (run) lease lost.";
 
 const EXAMPLES: &str = "\
 Examples:

@@ -463,3 +463,20 @@ fn control_characters_in_stored_owner_and_reason_are_escaped_on_the_terminal() {
     let js = run(awsflock(&moto).args(["status", "ctl", "--json", "--table", &t]));
     assert_eq!(js.json()["owner"], "mallory\nfake-lock  root  1  1h");
 }
+
+#[test]
+fn help_states_the_duration_bounds_and_exit_codes() {
+    let top = run(awsflock_at(&dead_endpoint()).arg("--help"));
+    assert_eq!(top.code, 0, "{}", top.describe());
+    for needle in ["366 days", "0 waits forever", "5M", "2 bad"] {
+        assert!(
+            top.stdout.contains(needle),
+            "--help lacks {needle:?}:\n{}",
+            top.stdout
+        );
+    }
+    for cmd in ["acquire", "run", "renew"] {
+        let h = run(awsflock_at(&dead_endpoint()).args([cmd, "--help"]));
+        assert!(h.stdout.contains("366 days"), "{cmd} --help:\n{}", h.stdout);
+    }
+}
