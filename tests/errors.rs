@@ -111,6 +111,21 @@ fn missing_table_names_region_and_endpoint_and_suggests_table_create() {
 }
 
 #[test]
+fn missing_bucket_names_region_and_endpoint_and_suggests_table_create() {
+    let moto = Moto::start();
+    let out = run(awsflock(&moto).args(["--backend", "s3://no-such-bucket/p", "status", "x"]));
+    assert_store_error(
+        &out,
+        &[
+            "bucket no-such-bucket does not exist",
+            "us-east-1",
+            &moto.endpoint,
+            "awsflock table-create --backend s3://no-such-bucket/p/",
+        ],
+    );
+}
+
+#[test]
 fn a_table_with_another_key_schema_is_recognised_by_every_command() {
     let moto = Moto::start();
     let t = unique_name("wrong");

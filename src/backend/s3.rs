@@ -152,8 +152,20 @@ impl S3Store {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         if err.code() == Some("NoSuchBucket") {
+            let region = self
+                .client
+                .config()
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "(none)".into());
+            let at = self
+                .interceptor
+                .endpoint()
+                .map(|e| format!(" at {e}"))
+                .unwrap_or_default();
             return Error::store(format!(
-                "bucket {} does not exist; create it with `awsflock table-create --backend s3://{}/{}`",
+                "bucket {} does not exist in region {region}{at}; create it with \
+                 `awsflock table-create --backend s3://{}/{}` and the same region, profile and endpoint",
                 self.bucket, self.bucket, self.prefix
             ));
         }
