@@ -321,7 +321,38 @@ async fn force_release(store: &dyn Backend, name: &str, yes: bool) -> Result<i32
     }
 }
 
+/// `text` with every control character escaped (`\n`, `\u{1b}`): what a
+/// store holds is untrusted, and a newline or an escape sequence in an
+/// owner or reason must not forge lines or colours on a terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// `info` with every text field [`printable`], for people.
+fn shown(info: &LockInfo) -> LockInfo {
+    let p = |t: &Option<String>| t.as_deref().map(printable);
+    LockInfo {
+        name: printable(&info.name),
+        owner: p(&info.owner),
+        reason: p(&info.reason),
+        host: p(&info.host),
+        client: p(&info.client),
+        problem: p(&info.problem),
+        lease_id: p(&info.lease_id),
+        ..info.clone()
+    }
+}
+
 fn list_table(locks: &[LockInfo]) -> String {
+    let locks: Vec<LockInfo> = locks.iter().map(shown).collect();
     let rows: Vec<[String; 5]> = locks
         .iter()
         .map(|l| {
@@ -332,15 +363,20 @@ fn list_table(locks: &[LockInfo]) -> String {
                 l.expires_in_ms
                     .map(|ms| crate::duration::short(Duration::from_millis(ms.max(0) as u64)))
                     .unwrap_or_default(),
-                l.reason.clone().unwrap_or_default(),
+                match (&l.problem, &l.reason) {
+                    (Some(p), _) => format!("unreadable record: {p}"),
+                    (None, r) => r.clone().unwrap_or_default(),
+                },
             ]
         })
         .collect();
     let header = ["NAME", "OWNER", "FENCE", "EXPIRES IN", "REASON"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
+    // Terminal columns, not chars: CJK and emoji take two.
+    let cols = |c: &str| unicode_width::UnicodeWidthStr::width(c);
+    let mut widths = header.clone().map(|h| cols(&h));
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
+            *w = (*w).max(cols(c));
         }
     }
     std::iter::once(&header)
@@ -348,7 +384,7 @@ fn list_table(locks: &[LockInfo]) -> String {
         .map(|r| {
             r.iter()
                 .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
+                .map(|(c, w)| format!("{c}{}", " ".repeat(w.saturating_sub(cols(c)))))
                 .collect::<Vec<_>>()
                 .join("  ")
                 .trim_end()
@@ -366,6 +402,7 @@ pub fn default_owner() -> String {
 
 /// `waiting for Deploy: held by alice@ci-7 since 10:02:07Z (terraform apply), expires in 1h58m`
 pub fn waiting_line(name: &str, info: &LockInfo) -> String {
+    let info = &shown(info);
     let mut s = format!(
         "waiting for {name}: held by {}",
         info.owner.as_deref().unwrap_or("unknown")
@@ -375,6 +412,9 @@ pub fn waiting_line(name: &str, info: &LockInfo) -> String {
     }
     if let Some(r) = &info.reason {
         s.push_str(&format!(" ({r})"));
+    }
+    if let Some(p) = &info.problem {
+        s.push_str(&format!(" (unreadable record: {p})"));
     }
     if let Some(left) = info.expires_in_ms {
         if left > 0 {
@@ -404,7 +444,10 @@ fn clock_time(ms: i64) -> String {
 
 /// RFC 3339 (UTC, milliseconds) for a time in ms since the epoch.
 pub fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    // Stores check their times against this range already; clamp anyway, as
+    // humantime cannot show a year past 9999.
+    let ms = ms.clamp(0, backend::record::MAX_TIME_MS);
+    let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -423,12 +466,20 @@ pub fn info_json(info: &LockInfo) -> serde_json::Value {
         "pid": info.pid,
         "host": info.host,
         "client": info.client,
+        "problem": info.problem,
     })
 }
 
 fn describe_info(info: &LockInfo) -> String {
+    let info = &shown(info);
+    let unreadable = info.problem.as_ref().map(|p| {
+        format!(
+            "\n  unreadable record: {p}\n  it counts as held until `awsflock release {} --force` frees it",
+            info.name
+        )
+    });
     if !info.held {
-        return format!("{}: free", info.name);
+        return format!("{}: free{}", info.name, unreadable.unwrap_or_default());
     }
     let mut s = format!(
         "{}: held by {}",
@@ -459,6 +510,7 @@ fn describe_info(info: &LockInfo) -> String {
             crate::duration::short(Duration::from_secs(d))
         ));
     }
+    s.push_str(&unreadable.unwrap_or_default());
     s
 }
 
@@ -662,5 +714,91 @@ pub fn internal_command(args: &[std::ffi::OsString]) -> Option<i32> {
             Some(supervise::unix::watchdog_main(pgid))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_info() -> impl Strategy<Value = LockInfo> {
+        (
+            (
+                "\\PC{0,12}",
+                any::<bool>(),
+                proptest::option::of("\\PC{0,12}"),
+            ),
+            (
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of("\\PC{0,30}"),
+            ),
+        )
+            .prop_map(
+                |((name, held, owner), (acq, exp, left, dur, fence, problem))| LockInfo {
+                    name,
+                    held,
+                    owner: owner.clone(),
+                    reason: owner,
+                    fence,
+                    lease_id: Some("L".into()),
+                    acquired_at_ms: acq,
+                    expires_at_ms: exp,
+                    lease_duration_s: dur,
+                    expires_in_ms: left,
+                    pid: None,
+                    host: None,
+                    client: None,
+                    problem,
+                },
+            )
+    }
+
+    proptest! {
+        /// Whatever a store reports, every rendering of it succeeds.
+        #[test]
+        fn any_lock_info_renders(infos in proptest::collection::vec(any_info(), 1..4)) {
+            let table = list_table(&infos);
+            prop_assert_eq!(table.lines().count(), infos.len() + 1);
+            for i in &infos {
+                let _ = describe_info(i);
+                let _ = info_json(i).to_string();
+                let _ = waiting_line(&i.name, i);
+            }
+        }
+    }
+
+    #[test]
+    fn control_characters_from_the_store_are_escaped() {
+        let mut a = crate::backend::cas::absent_info("x");
+        a.held = true;
+        a.owner = Some("evil\n\x1b[31mroot".into());
+        a.reason = Some("a\rb".into());
+        for text in [list_table(std::slice::from_ref(&a)), describe_info(&a)] {
+            assert!(!text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+            assert!(text.contains("evil\\n\\u{1b}[31mroot"), "{text:?}");
+        }
+        assert_eq!(list_table(&[a]).lines().count(), 2);
+    }
+
+    #[test]
+    fn wide_characters_are_padded_by_columns() {
+        let mut a = crate::backend::cas::absent_info("锁");
+        a.owner = Some("x".into());
+        let mut b = crate::backend::cas::absent_info("ab");
+        b.owner = Some("y".into());
+        let t = list_table(&[a, b]);
+        let cols: Vec<usize> = t
+            .lines()
+            .map(|l| {
+                let at = l.find(['x', 'y', 'O']).unwrap();
+                unicode_width::UnicodeWidthStr::width(&l[..at])
+            })
+            .collect();
+        assert!(cols.windows(2).all(|w| w[0] == w[1]), "{t}");
     }
 }

@@ -30,8 +30,13 @@ runs, stops CMD before the lease could expire if renewal fails, and releases the
 lock when CMD ends. acquire, renew and release work as in awsflock 0.2.0, on the
 same table, so a fleet can move over one machine at a time.
 
+Durations: seconds (900) or 15m, '3 minutes', '1h 30m'; a lease is 1s to 366
+days, a wait at most 366 days (0 waits forever). '5M' is refused as ambiguous:
+write 5m (minutes) or '5 months'.
+
 Exit codes: 0 ok; 1 error (store unreachable, no table, no credentials); 2 bad
-usage; 3 lock not acquired or lease not held; 4 (run) lease lost.
+usage (unknown option, out-of-range duration, lock name with control
+characters); 3 lock not acquired or lease not held; 4 (run) lease lost.
 
 AWS settings come from the usual places, as in the AWS CLI: --region and
 --profile, else AWS_REGION and AWS_PROFILE, else ~/.aws/config. The endpoint is
@@ -305,11 +310,11 @@ fn timeout(s: &str) -> Result<Duration, String> {
 /// Options shared by `acquire` and `run`: how long, how patiently, and who.
 #[derive(Debug, Args, Clone)]
 pub struct LockArgs {
-    /// Lease duration: 900, 300s, 15m, '3 minutes', '1h 30m' (acquire: 2 hours; run: 60s)
+    /// Lease duration, 1s to 366 days: 900, 300s, 15m, '3 minutes', '1h 30m' (acquire: 2 hours; run: 60s)
     #[arg(long, visible_alias = "expiration", value_parser = lease_duration, env = "AWSFLOCK_LEASE_DURATION", value_name = "D")]
     pub lease_duration: Option<Duration>,
 
-    /// How long to wait for a held lock; 0 waits forever, as in awsflock 0.2.0 [default: 60s]
+    /// How long to wait for a held lock, at most 366 days; 0 waits forever, as in awsflock 0.2.0 [default: 60s]
     #[arg(long, value_parser = wait_time, env = "AWSFLOCK_WAIT_TIME", value_name = "D")]
     pub wait_time: Option<Wait>,
 
@@ -355,7 +360,7 @@ pub struct RenewArgs {
     pub name: String,
     /// The LEASE_ID from acquire or the last renew
     pub lease_id: String,
-    /// New lease duration, from now [default: 2 hours]
+    /// New lease duration, from now, 1s to 366 days [default: 2 hours]
     #[arg(long, visible_alias = "expiration", value_parser = lease_duration, env = "AWSFLOCK_LEASE_DURATION", value_name = "D")]
     pub lease_duration: Option<Duration>,
     /// Accepted as in awsflock 0.2.0; the lease keeps the owner it was acquired with

@@ -2,9 +2,24 @@
 //! `3 minutes`, `100hrs`, `1 day`, `2 hours`, `1h 30m`.
 //!
 //! A bare number is seconds, as in awsflock 0.2.0. Everything else goes to
-//! `humantime`, which knows the unit spellings 0.2.0 accepted and more.
+//! `humantime`, which knows the unit spellings 0.2.0 accepted and more,
+//! except a lone capital `M`: humantime reads `5M` as five months, which a
+//! user of `sleep 5m` or `timeout 5m` never means, so it is refused with the
+//! two spellings that are not ambiguous.
+//!
+//! Every duration is at most [`MAX`] (366 days): a year's lease fits the
+//! table's whole-second numbers, JSON and millisecond `i64` arithmetic with
+//! room to spare, and anything longer is a typo or a wish for "forever",
+//! which `release` (leases) and `--wait-time 0` (waits) already express.
 
 use std::time::Duration;
+
+/// The longest lease or wait accepted: 366 days (so `1 year`, which
+/// humantime counts as 365.25 days, fits).
+pub const MAX: Duration = Duration::from_secs(366 * 86_400);
+
+/// The bounds, as `--help` and the error messages state them.
+pub const BOUNDS: &str = "at most 366 days";
 
 /// Parses a duration of at least one second.
 ///
@@ -37,11 +52,27 @@ pub fn parse_positive(text: &str) -> Result<Duration, String> {
 /// Parses a wait time, where `0` means "wait forever" (awsflock 0.2.0's meaning).
 /// Returns `None` for forever.
 pub fn parse_wait(text: &str) -> Result<Option<Duration>, String> {
-    let d = parse_any(text)?;
+    let d = parse_any(text).map_err(|e| {
+        if e.contains(BOUNDS) {
+            format!("{e}; 0 waits forever")
+        } else {
+            e
+        }
+    })?;
     Ok(if d.is_zero() { None } else { Some(d) })
 }
 
 fn parse_any(text: &str) -> Result<Duration, String> {
+    let d = parse_unbounded(text)?;
+    if d > MAX {
+        return Err(format!(
+            "duration {text:?} is too long: {BOUNDS} is allowed"
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_unbounded(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t.is_empty() {
         return Err(
@@ -57,11 +88,45 @@ fn parse_any(text: &str) -> Result<Duration, String> {
         return t
             .parse::<u64>()
             .map(Duration::from_secs)
-            .map_err(|_| format!("duration {text:?} is too large"));
+            .map_err(|_| format!("duration {text:?} is too long: {BOUNDS} is allowed"));
+    }
+    if let Some(n) = lone_capital_m(t) {
+        return Err(format!(
+            "duration {text:?} is ambiguous: write '{n}m' for minutes or '{n} months'"
+        ));
     }
     humantime::parse_duration(t).map_err(|e| {
         format!("cannot read duration {text:?} ({e}); give seconds ('900') or a form like '15m', '3 minutes', '1h 30m'")
     })
+}
+
+/// The number before a unit written as a lone capital `M`, if there is one.
+fn lone_capital_m(t: &str) -> Option<&str> {
+    let mut number_start = None;
+    let mut number = "";
+    let bytes = t.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_digit() || b == b'.' {
+            let start = *number_start.get_or_insert(i);
+            number = &t[start..=i];
+        } else if b.is_ascii_alphabetic() {
+            let end = t[i..]
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .map_or(t.len(), |e| i + e);
+            if &t[i..end] == "M" {
+                return Some(number);
+            }
+            number_start = None;
+            i = end;
+            continue;
+        } else if b != b' ' {
+            number_start = None;
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Formats a duration compactly for people: `1h58m`, `42s`, `350ms`.
@@ -114,9 +179,34 @@ mod tests {
             "1.5",
             "5 parsecs",
             "-1m",
+            "367 days",
+            "1000000 years",
+            "18446744073709551615",
+            "5M",
+            "1h 5M",
         ] {
             assert!(parse_seconds(text).is_err(), "{text:?} should be refused");
         }
+    }
+
+    #[test]
+    fn bounds_are_inclusive_and_capital_m_is_named() {
+        assert_eq!(parse_seconds("366 days"), Ok(MAX));
+        assert_eq!(parse_seconds("1 year").map(|d| d.as_secs()), Ok(31_557_600));
+        assert!(
+            parse_wait("18446744073709551615")
+                .unwrap_err()
+                .contains(BOUNDS)
+        );
+        assert!(parse_positive("9000 years").unwrap_err().contains(BOUNDS));
+        let e = parse_seconds("5M").unwrap_err();
+        assert!(e.contains("'5m'") && e.contains("'5 months'"), "{e}");
+        assert_eq!(parse_seconds("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(
+            parse_seconds("2 months").map(|d| d > Duration::ZERO),
+            Ok(true)
+        );
+        assert_eq!(parse_positive("5ms"), Ok(Duration::from_millis(5)));
     }
 
     #[test]
@@ -131,5 +221,50 @@ mod tests {
         assert_eq!(short(Duration::from_secs(7080)), "1h58m");
         assert_eq!(short(Duration::from_secs(42)), "42s");
         assert_eq!(short(Duration::from_millis(350)), "350ms");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// No text makes a parser panic, and what they accept is in bounds.
+        #[test]
+        fn any_text_is_parsed_or_refused_in_bounds(text in "\\PC{0,40}") {
+            for d in [parse_seconds(&text).ok(), parse_positive(&text).ok()].into_iter().flatten() {
+                prop_assert!(d > Duration::ZERO && d <= MAX);
+            }
+            if let Ok(Some(d)) = parse_wait(&text) {
+                prop_assert!(d <= MAX);
+            }
+        }
+
+        /// Text shaped like a duration: digits and unit spellings.
+        #[test]
+        fn duration_like_text_never_panics(
+            parts in proptest::collection::vec(
+                ("[0-9]{1,25}", prop_oneof![
+                    Just(""), Just("s"), Just("m"), Just("M"), Just("h"), Just("d"),
+                    Just("ms"), Just("w"), Just(" years"), Just("months"), Just("y"),
+                ]),
+                1..4,
+            )
+        ) {
+            let text: Vec<String> = parts.iter().map(|(n, u)| format!("{n}{u}")).collect();
+            let text = text.join(" ");
+            let _ = parse_seconds(&text);
+            let _ = parse_wait(&text);
+            let _ = parse_positive(&text);
+        }
+
+        /// Every whole number of seconds in bounds round-trips, in both forms.
+        #[test]
+        fn seconds_in_bounds_round_trip(n in 1u64..=MAX.as_secs()) {
+            prop_assert_eq!(parse_seconds(&n.to_string()), Ok(Duration::from_secs(n)));
+            prop_assert_eq!(parse_seconds(&format!("{n}s")), Ok(Duration::from_secs(n)));
+            let _ = short(Duration::from_secs(n));
+        }
     }
 }

@@ -263,7 +263,7 @@ fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() 
     assert_eq!(out.code, 1, "{}", out.describe());
     assert_clean_error(&out);
     assert!(
-        out.stderr.contains("no AWS profile \"nope\""),
+        out.stderr.contains("AWS profile 'nope' does not exist"),
         "{}",
         out.describe()
     );

@@ -252,7 +252,7 @@ fn lock_object_is_json_readable_with_boto_and_the_mark_sits_beside_it() {
 }
 
 #[test]
-fn an_object_that_is_not_a_lock_record_is_an_error_and_left_alone() {
+fn an_object_that_is_not_a_lock_record_counts_as_held_and_is_left_alone() {
     let moto = Moto::start();
     let (bucket, url) = store(&moto);
     let name = lock();
@@ -261,12 +261,13 @@ fn an_object_that_is_not_a_lock_record_is_an_error_and_left_alone() {
         &moto,
         &format!(r#"s3.put_object(Bucket={bucket:?}, Key={key:?}, Body=b"hello")"#),
     );
+    // Unreadable records count as held (DESIGN.md, "Unreadable records").
     let out = run(&mut cmd(&moto, &url, &["acquire", &name, "--no-wait"]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    assert_eq!(out.code, 3, "{}", out.describe());
     assert_clean_error(&out);
     assert!(
-        out.stderr.contains(&key),
-        "should name the key:\n{}",
+        out.stderr.contains(&key) && out.stderr.contains("unreadable record"),
+        "should name the key and say it cannot be read:\n{}",
         out.describe()
     );
     let body = s3py(

@@ -135,8 +135,9 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
     let fail = |msg: String| async {
         match missing_profile(settings.profile.as_deref()).await {
             Some(p) => Err(Error::store(format!(
-                "there is no AWS profile {p:?} in AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE \
-                 (default ~/.aws/config, ~/.aws/credentials); check --profile / AWS_PROFILE"
+                "the AWS profile '{p}' does not exist in AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE \
+                 (default ~/.aws/config, ~/.aws/credentials); check --profile / AWS_PROFILE, \
+                 or create it with `aws configure --profile {p}`"
             ))),
             None => Err(Error::store(msg)),
         }
@@ -212,6 +213,7 @@ fn plain_http_endpoint(service: Service, explicit: Option<&str>) -> bool {
 pub struct StoreInterceptor {
     clock: Arc<ServerClock>,
     requests: Arc<AtomicU64>,
+    endpoint: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl StoreInterceptor {
@@ -220,7 +222,13 @@ impl StoreInterceptor {
         Self {
             clock,
             requests: Arc::new(AtomicU64::new(0)),
+            endpoint: Arc::default(),
         }
+    }
+
+    /// `scheme://host:port` of the last request sent, for messages.
+    pub fn endpoint(&self) -> Option<String> {
+        self.endpoint.lock().ok().and_then(|e| e.clone())
     }
 
     /// How many HTTP attempts have been sent so far.
@@ -243,10 +251,18 @@ impl Intercept for StoreInterceptor {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> std::result::Result<(), BoxError> {
+        let uri = context.request().uri();
+        let origin_end = uri
+            .find("://")
+            .and_then(|i| uri[i + 3..].find('/').map(|j| i + 3 + j))
+            .unwrap_or(uri.len());
+        if let Ok(mut e) = self.endpoint.lock() {
+            *e = Some(uri[..origin_end].to_string());
+        }
         cfg.interceptor_state().store_put(SentAt(Instant::now()));
         self.requests.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -335,22 +351,140 @@ pub fn sdk_error<E>(err: SdkError<E, aws_smithy_runtime_api::http::Response>, st
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    sdk_error_at(err, store, "the store", None)
+}
+
+/// Why a request never got an answer, from the error's whole source chain.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unreached {
+    /// Nothing listens at the endpoint.
+    Refused,
+    /// The endpoint's host name does not resolve.
+    Dns(String),
+    /// No answer in time.
+    Timeout,
+    /// The TLS handshake failed.
+    Tls(String),
+    /// Anything else: the innermost cause.
+    Other(String),
+}
+
+/// Classifies a failure to get any answer by walking `err`'s sources.
+pub fn classify_unreached(err: &(dyn std::error::Error + 'static)) -> Unreached {
+    let mut texts = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return Unreached::Refused,
+                std::io::ErrorKind::TimedOut => return Unreached::Timeout,
+                _ => {}
+            }
+        }
+        texts.push(e.to_string());
+        cur = e.source();
+    }
+    let all = texts.join(": ");
+    let lower = all.to_lowercase();
+    let innermost = texts
+        .iter()
+        .rev()
+        .find(|t| !t.trim().is_empty())
+        .cloned()
+        .unwrap_or_default();
+    if lower.contains("connection refused") {
+        Unreached::Refused
+    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        Unreached::Dns(innermost)
+    } else if lower.contains("timed out") || lower.contains("timeout") {
+        Unreached::Timeout
+    } else if lower.contains("tls") || lower.contains("certificate") || lower.contains("handshake")
+    {
+        Unreached::Tls(innermost)
+    } else {
+        Unreached::Other(short_cause(&all))
+    }
+}
+
+/// Whether an answer that the SDK could not read as the service's comes from
+/// something else: a success it could not parse, or a body that is neither
+/// XML nor JSON (an HTML page, plain text). A bodiless error (a HEAD's 403)
+/// is not judged.
+fn foreign_answer(status: u16, headers: &aws_smithy_runtime_api::http::Headers) -> bool {
+    if (500..=599).contains(&status) {
+        return false;
+    }
+    if (200..=299).contains(&status) {
+        return true;
+    }
+    headers.get("content-type").is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        !(t.contains("xml") || t.contains("json"))
+    })
+}
+
+/// [`sdk_error`], naming the service (`DynamoDB`, `S3`) and the endpoint the
+/// request went to, when known.
+pub fn sdk_error_at<E>(
+    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    store: &str,
+    service: &str,
+    endpoint: Option<&str>,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
     let detail = DisplayErrorContext(&err).to_string();
     tracing::debug!(error = %detail, "store error");
+    let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
+    let check = "check --endpoint-url / AWS_ENDPOINT_URL";
+    let not_the_service = |status: u16, headers: &aws_smithy_runtime_api::http::Headers| {
+        let ctype = headers.get("content-type").unwrap_or("no content type");
+        Error::store(format!(
+            "the endpoint{} answered something that is not {service} (HTTP {status}, {ctype}) \
+             for {store}; {check}",
+            endpoint.map(|e| format!(" {e}")).unwrap_or_default()
+        ))
+    };
     match &err {
         SdkError::TimeoutError(_) => Error::Unavailable(format!(
-            "{store} did not answer in time; check the endpoint and network, then try again"
+            "{store}{at} did not answer in time; check the endpoint and network, then try again"
         )),
-        SdkError::DispatchFailure(_) => Error::Unavailable(format!(
-            "cannot reach {store} ({}); check --endpoint-url / AWS_ENDPOINT_URL and the network",
-            short_cause(&detail)
-        )),
-        SdkError::ResponseError(_) => {
-            Error::Unavailable(format!("{store} sent an unreadable response; try again"))
+        SdkError::DispatchFailure(_) => {
+            let source: &(dyn std::error::Error + 'static) = &err;
+            let why = match classify_unreached(source.source().unwrap_or(source)) {
+                Unreached::Refused => format!(
+                    "connection refused: nothing listens there; {check}, or start the server"
+                ),
+                Unreached::Dns(d) => {
+                    format!("its host name does not resolve ({d}); {check} and the network's DNS")
+                }
+                Unreached::Timeout => format!("no connection in time; {check} and the network"),
+                Unreached::Tls(d) => format!(
+                    "the TLS handshake failed ({d}); {check} (a local server usually wants http://)"
+                ),
+                Unreached::Other(d) => format!("{d}; {check} and the network"),
+            };
+            Error::Unavailable(format!("cannot reach {store}{at}: {why}"))
+        }
+        SdkError::ResponseError(re) => {
+            let raw = re.raw();
+            if foreign_answer(raw.status().as_u16(), raw.headers()) {
+                not_the_service(raw.status().as_u16(), raw.headers())
+            } else {
+                Error::Unavailable(format!(
+                    "{store}{at} sent an unreadable response; try again"
+                ))
+            }
         }
         SdkError::ServiceError(se) => {
             let code = se.err().code();
             let status = se.raw().status().as_u16();
+            if code.is_none() && foreign_answer(status, se.raw().headers()) {
+                // No error code could be read from the answer: whatever
+                // answered does not speak the service's protocol.
+                return not_the_service(status, se.raw().headers());
+            }
             if is_throttling_or_server(code, Some(status)) {
                 Error::Unavailable(format!(
                     "{store} is overloaded or failing ({}); try again later",

@@ -338,6 +338,12 @@ pub fn holder_detail(info: &LockInfo) -> String {
     if let Some(f) = info.fence {
         s.push_str(&format!(", fence {f}"));
     }
+    if let Some(p) = &info.problem {
+        s.push_str(&format!(
+            "; unreadable record: {p}; `awsflock release {} --force` frees it",
+            info.name
+        ));
+    }
     s.push(')');
     s
 }
@@ -359,5 +365,6 @@ pub fn absent_info(name: &str) -> LockInfo {
         pid: None,
         host: None,
         client: None,
+        problem: None,
     }
 }

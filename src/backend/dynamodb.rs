@@ -30,6 +30,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::aws::{self, StoreInterceptor};
 use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
+use super::record::{self, MAX_DURATION_S, MAX_TIME_MS};
 use super::{AcquireRequest, Backend, BoxFuture, CLIENT_TAG, Lease, LockInfo, RESERVED_PREFIX};
 use crate::clock::ServerClock;
 use crate::error::{Error, Result};
@@ -60,6 +61,9 @@ pub const FENCE_BLOCK: u64 = 1_000_000;
 
 type Item = HashMap<String, AttributeValue>;
 
+/// What a request on a table with another key schema is told.
+const WRONG_SCHEMA: &str = "does not have the key schema awsflock needs";
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -72,15 +76,94 @@ fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
     item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
+/// Every stored value is untrusted (another client, or a person with the
+/// console, may have written it): a number is read only when it is an
+/// integer (an integral `1.7e9` included) within `lo..=hi`, so that no
+/// arithmetic on it can overflow. `Ok(None)`: absent; `Err`: what is wrong.
+fn get_num(item: &Item, k: &str, lo: i64, hi: i64) -> std::result::Result<Option<i64>, String> {
+    let Some(v) = item.get(k) else {
+        return Ok(None);
+    };
+    let Ok(text) = v.as_n() else {
+        return Err(format!("{k} is not a number ({})", kind_of(v)));
+    };
+    let x = text.parse::<i64>().ok().or_else(|| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+            .map(|f| f as i64)
+    });
+    match x {
+        Some(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
+        _ => Err(format!("{k} is out of range ({})", record::clip(text))),
+    }
+}
+
+/// A stored value's type and start, for messages.
+fn kind_of(v: &AttributeValue) -> String {
+    match v {
+        AttributeValue::S(t) => format!("the string {:?}", record::clip(t)),
+        AttributeValue::N(t) => format!("the number {}", record::clip(t)),
+        AttributeValue::Bool(b) => format!("the boolean {b}"),
+        AttributeValue::Null(_) => "null".into(),
+        AttributeValue::B(_) => "binary".into(),
+        AttributeValue::L(_) => "a list".into(),
+        AttributeValue::M(_) => "a map".into(),
+        _ => "a set".into(),
+    }
+}
+
 fn get_i64(item: &Item, k: &str) -> Option<i64> {
-    let text = item.get(k)?.as_n().ok()?;
-    text.parse::<i64>()
-        .ok()
-        .or_else(|| text.parse::<f64>().ok().map(|f| f as i64))
+    get_num(item, k, i64::MIN, i64::MAX).ok().flatten()
 }
 
 fn get_u64(item: &Item, k: &str) -> Option<u64> {
     get_i64(item, k).and_then(|v| u64::try_from(v).ok())
+}
+
+/// A stored time in ms since the epoch, if readable (0 to year 9999).
+fn get_ms(item: &Item, k: &str) -> Option<i64> {
+    get_num(item, k, 0, MAX_TIME_MS).ok().flatten()
+}
+
+/// What cannot be read in a lock item, or `None` when all of it can. An
+/// item written by awsflock 0.2.0 (lock_id, lease_id, lease_duration, owner,
+/// expiration_time) is readable.
+fn problems(item: &Item) -> Option<String> {
+    let mut found = Vec::new();
+    for k in [attr::LEASE_ID, attr::EXPIRATION_TIME] {
+        if !item.contains_key(k) {
+            found.push(format!("{k} is missing"));
+        }
+    }
+    for k in [
+        attr::LEASE_ID,
+        attr::OWNER,
+        attr::REASON,
+        attr::HOST,
+        attr::CLIENT,
+        attr::RELEASED_LEASE,
+    ] {
+        if let Some(v) = item.get(k).filter(|v| !v.is_s()) {
+            found.push(format!("{k} is not a string ({})", kind_of(v)));
+        }
+    }
+    let ranges = [
+        (attr::EXPIRATION_TIME, MAX_TIME_MS / 1000),
+        (attr::EXPIRES_MS, MAX_TIME_MS),
+        (attr::ACQUIRED_MS, MAX_TIME_MS),
+        (attr::RELEASED_MS, MAX_TIME_MS),
+        (attr::LEASE_DURATION, MAX_DURATION_S),
+        (attr::FENCE, i64::MAX),
+        (attr::FENCE_LIMIT, i64::MAX),
+        (attr::PID, i64::from(u32::MAX)),
+    ];
+    for (k, hi) in ranges {
+        if let Err(e) = get_num(item, k, 0, hi) {
+            found.push(e);
+        }
+    }
+    (!found.is_empty()).then(|| found.join("; "))
 }
 
 fn hw_key(name: &str) -> String {
@@ -174,13 +257,113 @@ impl DynamoDb {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let endpoint = self.interceptor.endpoint();
+        let at = endpoint
+            .as_deref()
+            .map(|e| format!(" at {e}"))
+            .unwrap_or_default();
         if err.code() == Some("ResourceNotFoundException") {
+            let region = self
+                .client
+                .config()
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "(none)".into());
             return Error::store(format!(
-                "DynamoDB table '{}' does not exist; create it with `awsflock table-create --table {}`",
+                "DynamoDB table '{}' does not exist in region {region}{at}; create it with \
+                 `awsflock table-create --table {}` and the same region, profile and endpoint, \
+                 or check AWS_REGION and the endpoint if it exists elsewhere",
                 self.table, self.table
             ));
         }
-        aws::sdk_error(err, &self.name())
+        if err.code() == Some("ValidationException")
+            && err
+                .message()
+                .is_some_and(|m| m.contains("key element does not match the schema"))
+        {
+            return Error::store(format!(
+                "DynamoDB table '{}'{at} {WRONG_SCHEMA}, a single hash key lock_id (S); \
+                 `awsflock table-create --table {}` shows its key schema; choose another table with --table",
+                self.table, self.table
+            ));
+        }
+        aws::sdk_error_at(err, &self.name(), "DynamoDB", endpoint.as_deref())
+    }
+
+    /// The table's key schema: (attribute, HASH/RANGE, S/N/B) for each key.
+    async fn key_schema(&self) -> Result<(Vec<(String, String, String)>, Option<TableStatus>)> {
+        let d = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        let table = d
+            .table
+            .ok_or_else(|| Error::store("DescribeTable returned no table"))?;
+        let keys = table
+            .key_schema()
+            .iter()
+            .map(|k| {
+                let ty = table
+                    .attribute_definitions()
+                    .iter()
+                    .find(|a| a.attribute_name() == k.attribute_name())
+                    .map(|a| a.attribute_type().as_str().to_string())
+                    .unwrap_or_default();
+                (
+                    k.attribute_name().to_string(),
+                    k.key_type().as_str().to_string(),
+                    ty,
+                )
+            })
+            .collect();
+        Ok((keys, table.table_status().cloned()))
+    }
+
+    /// The error for a table whose key schema is not awsflock's, or `None`.
+    fn schema_error(&self, keys: &[(String, String, String)]) -> Option<Error> {
+        if keys == [(attr::LOCK_ID.into(), "HASH".into(), "S".into())] {
+            return None;
+        }
+        let shown: Vec<String> = keys
+            .iter()
+            .map(|(n, k, t)| format!("{n} ({k}, {t})"))
+            .collect();
+        Some(Error::store(format!(
+            "DynamoDB table '{}' has key schema [{}]; awsflock needs a single hash key lock_id (S): \
+             choose another table with --table (`awsflock table-create --table NAME` makes one)",
+            self.table,
+            shown.join(", ")
+        )))
+    }
+
+    /// The error for this table's wrong key schema: with the schema when
+    /// DescribeTable may be used (it is `table-create`'s permission), else
+    /// without.
+    async fn wrong_schema(&self) -> Error {
+        let generic = Error::store(format!(
+            "DynamoDB table '{}' {WRONG_SCHEMA}, a single hash key lock_id (S); \
+             `awsflock table-create --table {}` shows its key schema; choose another table with --table",
+            self.table, self.table
+        ));
+        match self.key_schema().await {
+            Ok((keys, _)) => self.schema_error(&keys).unwrap_or(generic),
+            Err(_) => generic,
+        }
+    }
+
+    /// Replaces the generic "wrong key schema" error of a request by one
+    /// that shows the table's actual key schema (one DescribeTable).
+    async fn explain<T>(&self, res: Result<T>) -> Result<T> {
+        match res {
+            Err(Error::Store(m)) if m.contains(WRONG_SCHEMA) => match self.key_schema().await {
+                Ok((keys, _)) => Err(self.schema_error(&keys).unwrap_or(Error::Store(m))),
+                Err(_) => Err(Error::Store(m)),
+            },
+            other => other,
+        }
     }
 
     /// The attributes every grant writes (all of 0.2.0's, and ours but the fence).
@@ -391,10 +574,19 @@ impl DynamoDb {
 
     /// The lease's expiry on the store's clock, in ms. 0.2.0 writes whole
     /// seconds truncated from its local clock, so its leases get a second more.
+    /// `None` when the expiry cannot be read: such a lease never expires, so
+    /// it is never taken over (DESIGN.md, "Unreadable records"). Nor is one
+    /// without a string `lease_id`, which no takeover could be conditioned on.
     fn expiry_ms(item: &Item) -> Option<i64> {
-        get_i64(item, attr::EXPIRES_MS)
-            .filter(|ms| *ms > 0)
-            .or_else(|| get_i64(item, attr::EXPIRATION_TIME).map(|s| s * 1000 + 1000))
+        get_s(item, attr::LEASE_ID)?;
+        match get_num(item, attr::EXPIRES_MS, 0, MAX_TIME_MS) {
+            Ok(Some(ms)) if ms > 0 => Some(ms),
+            Ok(_) => get_num(item, attr::EXPIRATION_TIME, 0, MAX_TIME_MS / 1000)
+                .ok()
+                .flatten()
+                .map(|s| s * 1000 + 1000),
+            Err(_) => None,
+        }
     }
 
     fn info_of(&self, name: &str, item: Option<&Item>) -> LockInfo {
@@ -403,6 +595,7 @@ impl DynamoDb {
         };
         let released = get_i64(item, attr::EXPIRATION_TIME) == Some(0);
         let ours = get_s(item, attr::CLIENT).is_some();
+        let expiry = Self::expiry_ms(item);
         LockInfo {
             name: name.to_string(),
             held: cas::is_held(self, item),
@@ -418,18 +611,17 @@ impl DynamoDb {
             } else {
                 get_s(item, attr::LEASE_ID).map(String::from)
             },
-            acquired_at_ms: get_i64(item, attr::ACQUIRED_MS),
-            expires_at_ms: if released {
-                None
-            } else {
-                Self::expiry_ms(item)
-            },
+            acquired_at_ms: get_ms(item, attr::ACQUIRED_MS),
+            expires_at_ms: if released { None } else { expiry },
             expires_in_ms: if released {
                 None
             } else {
-                Self::expiry_ms(item).map(|e| e - self.clock.lower_ms())
+                expiry.map(|e| e - self.clock.lower_ms())
             },
-            lease_duration_s: get_u64(item, attr::LEASE_DURATION),
+            lease_duration_s: get_num(item, attr::LEASE_DURATION, 0, MAX_DURATION_S)
+                .ok()
+                .flatten()
+                .map(|d| d as u64),
             pid: get_u64(item, attr::PID).and_then(|p| u32::try_from(p).ok()),
             host: get_s(item, attr::HOST).map(String::from),
             client: Some(
@@ -437,6 +629,7 @@ impl DynamoDb {
                     .map(String::from)
                     .unwrap_or_else(|| "awsflock 0.2.0".into()),
             ),
+            problem: problems(item),
         }
     }
 
@@ -586,6 +779,43 @@ impl CasStore for DynamoDb {
     }
 }
 
+impl DynamoDb {
+    /// Break-glass release of an item whose `lease_id` is missing or not a
+    /// string, conditioned on that still being so.
+    async fn release_unreadable_lease_id(&self, name: &str, item: &Item) -> Result<()> {
+        let mut e = Expr::default();
+        e.set(attr::LEASE_ID, s(uuid::Uuid::new_v4().to_string()));
+        e.set(attr::EXPIRATION_TIME, n(0));
+        e.set(attr::EXPIRES_MS, n(0));
+        e.set(attr::RELEASED_MS, n(self.clock.lower_ms()));
+        let lid = e.name(attr::LEASE_ID);
+        let condition = if item.contains_key(attr::LEASE_ID) {
+            let ty = e.value("string_type", s("S"));
+            format!("attribute_exists({lid}) AND NOT attribute_type({lid}, {ty})")
+        } else {
+            format!("attribute_not_exists({lid})")
+        };
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(name))
+            .update_expression(e.update_expression())
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(err) if ccf_of(&err).is_some() => Err(Error::Unavailable(format!(
+                "lock {name:?} changed while being released; try again"
+            ))),
+            Err(err) => Err(self.error(err)),
+        }
+    }
+}
+
 /// A failed condition whose current item carries our own lease id means an
 /// earlier attempt of this very write landed (its answer was lost, and the SDK
 /// retried): we hold the lock.
@@ -626,12 +856,13 @@ impl Backend for DynamoDb {
     }
 
     async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
-        cas::acquire(self, req, cancel).await
+        self.explain(cas::acquire(self, req, cancel).await).await
     }
 
     async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
         super::validate_name(&lease.name)?;
-        self.renew_to(lease, duration, next_id).await
+        self.explain(self.renew_to(lease, duration, next_id).await)
+            .await
     }
 
     async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
@@ -685,8 +916,25 @@ impl Backend for DynamoDb {
 
     async fn inspect(&self, name: &str) -> Result<LockInfo> {
         super::validate_name(name)?;
-        let item = self.get(name).await?;
+        let item = self.explain(self.get(name).await).await?;
         Ok(self.info_of(name, item.as_ref()))
+    }
+
+    /// As every store does it, except for an item whose `lease_id` cannot
+    /// be read (missing, or not a string), which no lease id can release:
+    /// that one is released on the condition that its `lease_id` is still
+    /// unreadable.
+    async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
+        super::validate_name(name)?;
+        let item = self.explain(self.get(name).await).await?;
+        let info = self.info_of(name, item.as_ref());
+        match &item {
+            Some(i) if info.held && get_s(i, attr::LEASE_ID).is_none() => {
+                self.release_unreadable_lease_id(name, i).await?;
+                Ok(Some(info))
+            }
+            _ => super::force_release_by_lease_id(self, name).await,
+        }
     }
 
     async fn list(&self) -> Result<Vec<LockInfo>> {
@@ -702,7 +950,9 @@ impl Backend for DynamoDb {
             let page = page.map_err(|e| self.error(e))?;
             for item in page.items() {
                 let Some(name) = get_s(item, attr::LOCK_ID) else {
-                    continue;
+                    // Every item of awsflock's table has a string lock_id:
+                    // this is another table.
+                    return Err(self.wrong_schema().await);
                 };
                 if name.starts_with(RESERVED_PREFIX) {
                     continue;
@@ -747,52 +997,11 @@ impl Backend for DynamoDb {
         // Wait until ACTIVE, and check the key schema of a table that existed.
         let wait_until = Instant::now() + Duration::from_secs(300);
         loop {
-            let d = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| self.error(e))?;
-            let table = d
-                .table
-                .ok_or_else(|| Error::store("DescribeTable returned no table"))?;
-            let keys: Vec<(String, String, String)> = table
-                .key_schema()
-                .iter()
-                .map(|k| {
-                    let ty = table
-                        .attribute_definitions()
-                        .iter()
-                        .find(|a| a.attribute_name() == k.attribute_name())
-                        .map(|a| a.attribute_type().as_str().to_string())
-                        .unwrap_or_default();
-                    (
-                        k.attribute_name().to_string(),
-                        k.key_type().as_str().to_string(),
-                        ty,
-                    )
-                })
-                .collect();
-            if keys
-                != [(
-                    attr::LOCK_ID.to_string(),
-                    "HASH".to_string(),
-                    "S".to_string(),
-                )]
-            {
-                let shown: Vec<String> = keys
-                    .iter()
-                    .map(|(n, k, t)| format!("{n} ({k}, {t})"))
-                    .collect();
-                return Err(Error::store(format!(
-                    "table '{}' exists with key schema [{}], not a single hash key lock_id (S); \
-                     choose another name with --table",
-                    self.table,
-                    shown.join(", ")
-                )));
+            let (keys, status) = self.key_schema().await?;
+            if let Some(e) = self.schema_error(&keys) {
+                return Err(e);
             }
-            if table.table_status() == Some(&TableStatus::Active) {
+            if status == Some(TableStatus::Active) {
                 break;
             }
             if Instant::now() > wait_until {
@@ -848,12 +1057,138 @@ mod tests {
 
     #[test]
     fn old_client_expiry_gets_a_second_more() {
-        let item = HashMap::from([(attr::EXPIRATION_TIME.to_string(), n(100))]);
+        let item = HashMap::from([
+            (attr::LEASE_ID.to_string(), s("L")),
+            (attr::EXPIRATION_TIME.to_string(), n(100)),
+        ]);
         assert_eq!(DynamoDb::expiry_ms(&item), Some(101_000));
         let item = HashMap::from([
+            (attr::LEASE_ID.to_string(), s("L")),
             (attr::EXPIRATION_TIME.to_string(), n(100)),
             (attr::EXPIRES_MS.to_string(), n(99_500)),
         ]);
         assert_eq!(DynamoDb::expiry_ms(&item), Some(99_500));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A store that sends nothing: enough to judge and show items.
+    fn store() -> DynamoDb {
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .build();
+        let clock = Arc::new(ServerClock::new());
+        DynamoDb {
+            client: Client::from_conf(conf),
+            table: "t".into(),
+            interceptor: StoreInterceptor::new(clock.clone()),
+            clock,
+            host: "h".into(),
+            hw_hint: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn any_value() -> impl Strategy<Value = AttributeValue> {
+        prop_oneof![
+            "\\PC{0,12}".prop_map(AttributeValue::S),
+            any::<i64>().prop_map(|n| AttributeValue::N(n.to_string())),
+            any::<f64>().prop_map(|n| AttributeValue::N(n.to_string())),
+            "[-+]?[0-9]{1,40}(\\.[0-9]{0,3})?([eE][-+]?[0-9]{1,3})?".prop_map(AttributeValue::N),
+            "\\PC{0,8}".prop_map(AttributeValue::N),
+            any::<bool>().prop_map(AttributeValue::Bool),
+            Just(AttributeValue::Null(true)),
+            Just(AttributeValue::L(vec![])),
+            Just(AttributeValue::M(HashMap::new())),
+            Just(AttributeValue::Ss(vec!["a".into()])),
+        ]
+    }
+
+    fn any_item() -> impl Strategy<Value = Item> {
+        let names = [
+            attr::LEASE_ID,
+            attr::LEASE_DURATION,
+            attr::OWNER,
+            attr::EXPIRATION_TIME,
+            attr::FENCE,
+            attr::FENCE_LIMIT,
+            attr::EXPIRES_MS,
+            attr::ACQUIRED_MS,
+            attr::REASON,
+            attr::PID,
+            attr::HOST,
+            attr::CLIENT,
+            attr::RELEASED_LEASE,
+            attr::RELEASED_MS,
+        ];
+        proptest::collection::hash_map(proptest::sample::select(names.to_vec()), any_value(), 0..14)
+            .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    proptest! {
+        /// No item panics the decoder or the judgement, and what is decoded
+        /// is in range; an unreadable expiry never counts as expired.
+        #[test]
+        fn any_item_is_judged_and_shown_without_panic(item in any_item()) {
+            let db = store();
+            let info = db.info_of("n", Some(&item));
+            if let Some(e) = info.expires_at_ms {
+                prop_assert!((0..=MAX_TIME_MS + 1000).contains(&e));
+            }
+            if let Some(a) = info.acquired_at_ms {
+                prop_assert!((0..=MAX_TIME_MS).contains(&a));
+            }
+            let expiry_unreadable = get_s(&item, attr::LEASE_ID).is_none()
+                || get_num(&item, attr::EXPIRES_MS, 0, MAX_TIME_MS).is_err()
+                || (get_ms(&item, attr::EXPIRES_MS).unwrap_or(0) == 0
+                    && get_num(&item, attr::EXPIRATION_TIME, 0, MAX_TIME_MS / 1000)
+                        .ok()
+                        .flatten()
+                        .is_none());
+            if expiry_unreadable && !DynamoDb::is_released(&item) {
+                prop_assert!(info.held, "an unreadable expiry must count as held: {:?}", item);
+            }
+            if expiry_unreadable {
+                prop_assert!(info.problem.is_some() || DynamoDb::is_released(&item));
+            }
+            let _ = cas::holder_detail(&info);
+        }
+
+        /// A valid item, as awsflock writes it, reads back exactly.
+        #[test]
+        fn valid_items_round_trip(
+            exp in 1..=MAX_TIME_MS - 1000,
+            acq in 0..=MAX_TIME_MS,
+            dur in 1..=MAX_DURATION_S,
+            fence in 0..=i64::MAX - 1,
+            pid in any::<u32>(),
+            owner in "\\PC{0,20}",
+        ) {
+            let item: Item = HashMap::from([
+                (attr::LEASE_ID.to_string(), s("L")),
+                (attr::LEASE_DURATION.to_string(), n(dur)),
+                (attr::OWNER.to_string(), s(owner.clone())),
+                (attr::EXPIRATION_TIME.to_string(), n(ceil_secs(exp))),
+                (attr::EXPIRES_MS.to_string(), n(exp)),
+                (attr::ACQUIRED_MS.to_string(), n(acq)),
+                (attr::FENCE.to_string(), n(fence)),
+                (attr::FENCE_LIMIT.to_string(), n(fence + 1)),
+                (attr::PID.to_string(), n(pid)),
+                (attr::CLIENT.to_string(), s(CLIENT_TAG)),
+            ]);
+            let info = store().info_of("n", Some(&item));
+            prop_assert_eq!(info.problem, None);
+            prop_assert_eq!(info.expires_at_ms, Some(exp));
+            prop_assert_eq!(info.acquired_at_ms, Some(acq));
+            prop_assert_eq!(info.lease_duration_s, Some(dur as u64));
+            prop_assert_eq!(info.fence, Some(fence as u64));
+            prop_assert_eq!(info.pid, Some(pid));
+            prop_assert_eq!(info.owner, Some(owner));
+            prop_assert_eq!(info.lease_id.as_deref(), Some("L"));
+        }
     }
 }

@@ -661,6 +661,7 @@ impl EtcdStore {
             pid: h.pid,
             host: h.host,
             client: h.client,
+            problem: None,
         }
     }
 

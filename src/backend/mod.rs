@@ -44,7 +44,9 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// marks); no lock may be named so.
 pub const RESERVED_PREFIX: &str = "__awsflock__/";
 
-/// Checks a lock name: not empty, at most 1024 bytes, not reserved.
+/// Checks a lock name: not empty, at most 1024 bytes, not reserved, and
+/// free of control characters (a newline or an escape sequence in a name
+/// would forge lines and colours in `list`, `status` and logs).
 pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::usage(
@@ -60,6 +62,13 @@ pub fn validate_name(name: &str) -> Result<()> {
     if name.starts_with(RESERVED_PREFIX) {
         return Err(Error::usage(format!(
             "lock names starting with {RESERVED_PREFIX:?} are reserved; choose another name"
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(Error::usage(format!(
+            "the lock name {name:?} contains the control character U+{:04X}; \
+             use printable characters only",
+            c as u32
         )));
     }
     Ok(())
@@ -154,6 +163,10 @@ pub struct LockInfo {
     pub host: Option<String>,
     /// Which client wrote the lease (`awsflock-rs x.y.z`, or `awsflock 0.2.0`).
     pub client: Option<String>,
+    /// What could not be read in the stored record (`None`: all of it could),
+    /// e.g. "expiration_time is not a number". A record whose expiry cannot
+    /// be read counts as held (DESIGN.md, "Unreadable records").
+    pub problem: Option<String>,
 }
 
 /// A boxed future, for the cancellation signal passed to [`Backend::acquire`].
@@ -197,23 +210,7 @@ pub trait Backend: Send + Sync {
     /// not held. The holder's `run` notices at its next renewal and stops its
     /// command.
     async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
-        validate_name(name)?;
-        // A renewal between our read and our release changes the lease id;
-        // read again and retry a few times.
-        for _ in 0..5 {
-            let info = self.inspect(name).await?;
-            let Some(id) = info.lease_id.clone().filter(|_| info.held) else {
-                return Ok(None);
-            };
-            match self.release(name, &id).await {
-                Ok(()) => return Ok(Some(info)),
-                Err(Error::NotHeld { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::Unavailable(format!(
-            "lock {name:?} kept changing hands while being released; try again"
-        )))
+        force_release_by_lease_id(self, name).await
     }
 
     /// Creates what the store needs (a table); a no-op where nothing is needed.
@@ -232,6 +229,31 @@ pub trait Backend: Send + Sync {
             deadline: Instant::now(),
         }
     }
+}
+
+/// [`Backend::force_release`] as most stores do it: read the current lease
+/// id, release that lease.
+pub async fn force_release_by_lease_id<B: Backend + ?Sized>(
+    store: &B,
+    name: &str,
+) -> Result<Option<LockInfo>> {
+    validate_name(name)?;
+    // A renewal between our read and our release changes the lease id;
+    // read again and retry a few times.
+    for _ in 0..5 {
+        let info = store.inspect(name).await?;
+        let Some(id) = info.lease_id.clone().filter(|_| info.held) else {
+            return Ok(None);
+        };
+        match store.release(name, &id).await {
+            Ok(()) => return Ok(Some(info)),
+            Err(Error::NotHeld { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "lock {name:?} kept changing hands while being released; try again"
+    )))
 }
 
 /// Where the store is and how to reach it, from the command line and environment.
@@ -483,5 +505,12 @@ mod tests {
         assert!(validate_name(&"x".repeat(1025)).is_err());
         assert!(validate_name(&"x".repeat(1024)).is_ok());
         assert!(validate_name("__awsflock__/fence/x").is_err());
+        for bad in ["a\nb", "a\rb", "a\tb", "a\x7fb", "a\u{85}b", "\x1b[31m"] {
+            assert!(
+                matches!(validate_name(bad), Err(Error::Usage(m)) if m.contains("control character")),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_name("锁🔒 deploy").is_ok());
     }
 }

@@ -70,6 +70,28 @@ pub struct LeaseRecord {
     /// After a release: when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_ms: Option<i64>,
+    /// Set only on the stand-in for a stored document that could not be
+    /// read ([`LeaseRecord::decode`]): what is wrong with it. Never stored.
+    #[serde(skip)]
+    pub problem: Option<String>,
+}
+
+/// The latest instant a stored time may name: 9999-12-31T23:59:59.999Z, the
+/// last one RFC 3339 can show. Every stored time and duration is checked
+/// against it, so that no arithmetic on a record can overflow.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// The longest stored lease duration that can be read, in seconds (the span
+/// up to [`MAX_TIME_MS`]; awsflock itself writes at most 366 days).
+pub const MAX_DURATION_S: i64 = MAX_TIME_MS / 1000;
+
+/// A stored value for messages: at most 40 characters.
+pub fn clip(text: &str) -> String {
+    let mut out: String = text.chars().take(40).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
 }
 
 /// The fencing high-water mark of one lock: every token ever issued for it
@@ -110,6 +132,7 @@ impl LeaseRecord {
             lease_duration: req.lease.as_secs(),
             released_lease: None,
             released_ms: None,
+            problem: None,
         }
     }
 
@@ -139,6 +162,7 @@ impl LeaseRecord {
             lease_id: nonce.to_string(),
             state: RecordState::Released,
             released_ms: Some(now_ms),
+            problem: None,
             ..self.clone()
         }
     }
@@ -146,6 +170,16 @@ impl LeaseRecord {
     /// What the record says, for people. `held` is decided by the caller
     /// (it needs the store's clock).
     pub fn info(&self, held: bool, expires_in_ms: Option<i64>) -> LockInfo {
+        if let Some(problem) = &self.problem {
+            return LockInfo {
+                held,
+                owner: Some(self.owner.clone()).filter(|o| !o.is_empty()),
+                // The stand-in's own id: what `release --force` releases.
+                lease_id: Some(self.lease_id.clone()),
+                problem: Some(problem.clone()),
+                ..super::cas::absent_info(&self.name)
+            };
+        }
         let released = self.state == RecordState::Released;
         LockInfo {
             name: self.name.clone(),
@@ -169,6 +203,7 @@ impl LeaseRecord {
             pid: self.pid,
             host: self.host.clone(),
             client: Some(self.client.clone()),
+            problem: None,
         }
     }
 
@@ -179,10 +214,115 @@ impl LeaseRecord {
         v
     }
 
-    /// Parses a record; a document that is not one is reported, not guessed at.
+    /// Parses a record; a document that is not one is reported, not guessed
+    /// at, with the first field that is wrong.
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("not an awsflock lease record: {e}"))
+        let not = |what: String| format!("not an awsflock lease record: {what}");
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| not(format!("not JSON ({e})")))?;
+        let Some(obj) = value.as_object() else {
+            return Err(not("not a JSON object".into()));
+        };
+        check_fields(obj).map_err(not)?;
+        serde_json::from_value(value).map_err(|e| not(e.to_string()))
     }
+
+    /// Reads a stored document as [`from_json`](Self::from_json) does, but
+    /// never fails: a document that is not a readable record becomes a
+    /// stand-in that is held, never expires and says what is wrong
+    /// (`problem`), so that no waiter takes it over, `status` and `list` show
+    /// it, and `release --force` (which replaces it by a released record
+    /// conditioned on `version`) frees it. `version` is the document's
+    /// version (an ETag): the stand-in's lease id is derived from it, so it
+    /// changes whenever the document does.
+    pub fn decode(bytes: &[u8], name: &str, version: &str) -> Self {
+        match Self::from_json(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                let owner = serde_json::from_slice::<serde_json::Value>(bytes)
+                    .ok()
+                    .and_then(|v| v.get("owner")?.as_str().map(clip))
+                    .unwrap_or_default();
+                LeaseRecord {
+                    name: name.to_string(),
+                    lease_id: format!("unreadable-{}", version.trim_matches('"')),
+                    state: RecordState::Held,
+                    owner,
+                    reason: None,
+                    pid: None,
+                    host: None,
+                    supervised: false,
+                    client: String::new(),
+                    fence: None,
+                    fence_limit: None,
+                    acquired_ms: 0,
+                    expires_ms: MAX_TIME_MS,
+                    lease_duration: 0,
+                    released_lease: None,
+                    released_ms: None,
+                    problem: Some(
+                        e.trim_start_matches("not an awsflock lease record: ")
+                            .to_string(),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Checks the type and range of every field that has one, so that the
+/// message names the field (serde's alone does not) and no stored number
+/// can overflow later arithmetic.
+fn check_fields(obj: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    use serde_json::Value;
+    let shown = |v: &Value| clip(&v.to_string());
+    for k in ["name", "lease_id", "state", "owner"] {
+        match obj.get(k) {
+            None => return Err(format!("{k} is missing")),
+            Some(Value::String(_)) => {}
+            Some(v) => return Err(format!("{k} is not a string ({})", shown(v))),
+        }
+    }
+    for k in ["reason", "host", "client", "released_lease"] {
+        match obj.get(k) {
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(v) => return Err(format!("{k} is not a string ({})", shown(v))),
+        }
+    }
+    if let Some(st) = obj.get("state").and_then(Value::as_str) {
+        if st != "held" && st != "released" {
+            return Err(format!(
+                "state is neither \"held\" nor \"released\" ({})",
+                clip(st)
+            ));
+        }
+    }
+    let ranges: [(&str, bool, i64, i64); 8] = [
+        ("acquired_ms", true, 0, MAX_TIME_MS),
+        ("expires_ms", true, 0, MAX_TIME_MS),
+        ("lease_duration", true, 0, MAX_DURATION_S),
+        ("released_ms", false, 0, MAX_TIME_MS),
+        ("pid", false, 0, u32::MAX as i64),
+        ("fence", false, 0, i64::MAX),
+        ("fence_limit", false, 0, i64::MAX),
+        ("supervised", false, 0, 0),
+    ];
+    for (k, required, lo, hi) in ranges {
+        match obj.get(k) {
+            None if required => return Err(format!("{k} is missing")),
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(_)) if k == "supervised" => {}
+            Some(v) if k == "supervised" => {
+                return Err(format!("{k} is not true or false ({})", shown(v)));
+            }
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(x) if (lo..=hi).contains(&x) => {}
+                _ => return Err(format!("{k} is out of range ({n})")),
+            },
+            Some(v) => return Err(format!("{k} is not a number ({})", shown(v))),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -218,6 +358,58 @@ mod tests {
         let r = LeaseRecord::grant(&req(), "L1", &stamp(), Some(7), Some(FENCE_BLOCK));
         assert_eq!(LeaseRecord::from_json(&r.to_json()).unwrap(), r);
         assert!(LeaseRecord::from_json(b"{\"nope\":1}").is_err());
+        assert_eq!(LeaseRecord::decode(&r.to_json(), "deploy", "\"e1\""), r);
+    }
+
+    #[test]
+    fn unreadable_documents_name_the_field_and_decode_to_a_held_stand_in() {
+        let r = LeaseRecord::grant(&req(), "L1", &stamp(), Some(7), Some(FENCE_BLOCK));
+        let mut v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+        for (field, bad, says) in [
+            (
+                "expires_ms",
+                serde_json::json!("soon"),
+                "expires_ms is not a number",
+            ),
+            (
+                "expires_ms",
+                serde_json::json!(i64::MAX),
+                "expires_ms is out of range",
+            ),
+            (
+                "expires_ms",
+                serde_json::json!(-1),
+                "expires_ms is out of range",
+            ),
+            (
+                "expires_ms",
+                serde_json::json!(1e300),
+                "expires_ms is out of range",
+            ),
+            (
+                "lease_duration",
+                serde_json::json!(1e30),
+                "lease_duration is out of range",
+            ),
+            ("owner", serde_json::json!(7), "owner is not a string"),
+            ("state", serde_json::json!("gone"), "state"),
+        ] {
+            let good = v[field].clone();
+            v[field] = bad;
+            let bytes = serde_json::to_vec(&v).unwrap();
+            let e = LeaseRecord::from_json(&bytes).unwrap_err();
+            assert!(e.contains(says), "{field}: {e}");
+            let d = LeaseRecord::decode(&bytes, "deploy", "\"abc\"");
+            assert_eq!(d.lease_id, "unreadable-abc");
+            assert_eq!(d.state, RecordState::Held);
+            assert_eq!(d.expires_ms, MAX_TIME_MS);
+            assert!(d.problem.as_deref().unwrap().contains(says));
+            let info = d.info(true, None);
+            assert!(info.held && info.problem.is_some() && info.expires_at_ms.is_none());
+            v[field] = good;
+        }
+        let d = LeaseRecord::decode(b"hello", "x", "e");
+        assert!(d.problem.unwrap().contains("not JSON"));
     }
 
     #[test]
@@ -238,5 +430,132 @@ mod tests {
         assert_eq!(rel.released_lease.as_deref(), Some("L1"));
         assert_eq!(rel.state, RecordState::Released);
         assert_eq!(rel.next_counter_fence(), Some(4));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from("held")),
+            Just(serde_json::Value::from("released")),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z]{1,4}", inner, 0..3)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn valid_record() -> impl Strategy<Value = LeaseRecord> {
+        (
+            ("\\PC{1,20}", "[0-9a-f-]{1,36}", any::<bool>(), "\\PC{0,20}"),
+            (
+                proptest::option::of("\\PC{0,20}"),
+                proptest::option::of(any::<u32>()),
+                proptest::option::of(0..=i64::MAX as u64),
+                0..=MAX_TIME_MS,
+                0..=MAX_TIME_MS,
+                0..=MAX_DURATION_S as u64,
+            ),
+        )
+            .prop_map(
+                |((name, lease_id, held, owner), (reason, pid, fence, a, e, d))| LeaseRecord {
+                    name,
+                    lease_id,
+                    state: if held {
+                        RecordState::Held
+                    } else {
+                        RecordState::Released
+                    },
+                    owner,
+                    reason,
+                    pid,
+                    host: Some("h".into()),
+                    supervised: held,
+                    client: "c".into(),
+                    fence,
+                    fence_limit: fence.map(|f| f.saturating_add(10).min(i64::MAX as u64)),
+                    acquired_ms: a,
+                    expires_ms: e,
+                    lease_duration: d,
+                    released_lease: None,
+                    released_ms: None,
+                    problem: None,
+                },
+            )
+    }
+
+    /// The fields a record has, each given an arbitrary JSON value.
+    fn record_like() -> impl Strategy<Value = serde_json::Value> {
+        let fields = [
+            "name",
+            "lease_id",
+            "state",
+            "owner",
+            "reason",
+            "pid",
+            "host",
+            "supervised",
+            "client",
+            "fence",
+            "fence_limit",
+            "acquired_ms",
+            "expires_ms",
+            "lease_duration",
+            "released_lease",
+            "released_ms",
+        ];
+        proptest::collection::vec(
+            (proptest::sample::select(fields.to_vec()), any_json()),
+            0..20,
+        )
+        .prop_map(|kv| {
+            serde_json::Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        })
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the decoder, and always give a record.
+        #[test]
+        fn any_bytes_decode_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let r = LeaseRecord::decode(&bytes, "n", "e");
+            prop_assert!(r.problem.is_some() || LeaseRecord::from_json(&bytes).is_ok());
+            let _ = r.info(true, Some(r.expires_ms));
+        }
+
+        /// Record-shaped JSON with arbitrary values: decoded or marked, and
+        /// whatever is decoded stays within the ranges arithmetic relies on.
+        #[test]
+        fn record_shaped_json_is_decoded_in_range_or_marked(v in record_like()) {
+            let bytes = serde_json::to_vec(&v).unwrap();
+            let r = LeaseRecord::decode(&bytes, "n", "e");
+            prop_assert!((0..=MAX_TIME_MS).contains(&r.expires_ms));
+            prop_assert!((0..=MAX_TIME_MS).contains(&r.acquired_ms));
+            prop_assert!(r.lease_duration <= MAX_DURATION_S as u64);
+            if r.problem.is_some() {
+                prop_assert_eq!(r.state, RecordState::Held);
+                prop_assert_eq!(r.expires_ms, MAX_TIME_MS);
+            }
+        }
+
+        /// Every valid record survives the trip through its stored form.
+        #[test]
+        fn valid_records_round_trip(r in valid_record()) {
+            let bytes = r.to_json();
+            prop_assert_eq!(LeaseRecord::from_json(&bytes), Ok(r.clone()));
+            prop_assert_eq!(LeaseRecord::decode(&bytes, "other", "e"), r);
+        }
     }
 }

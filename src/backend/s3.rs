@@ -152,12 +152,29 @@ impl S3Store {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         if err.code() == Some("NoSuchBucket") {
+            let region = self
+                .client
+                .config()
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "(none)".into());
+            let at = self
+                .interceptor
+                .endpoint()
+                .map(|e| format!(" at {e}"))
+                .unwrap_or_default();
             return Error::store(format!(
-                "bucket {} does not exist; create it with `awsflock table-create --backend s3://{}/{}`",
+                "bucket {} does not exist in region {region}{at}; create it with \
+                 `awsflock table-create --backend s3://{}/{}` and the same region, profile and endpoint",
                 self.bucket, self.bucket, self.prefix
             ));
         }
-        aws::sdk_error(err, &self.name())
+        aws::sdk_error_at(
+            err,
+            &self.name(),
+            "S3",
+            self.interceptor.endpoint().as_deref(),
+        )
     }
 
     /// GETs an object: its body and ETag, or `None` when it does not exist.
@@ -181,8 +198,12 @@ impl S3Store {
             .e_tag()
             .ok_or_else(|| {
                 Error::store(format!(
-                    "{} returned s3://{}/{key} without an ETag; conditional writes need one",
-                    self.name(),
+                    "the endpoint{} returned s3://{}/{key} without an ETag, so it is not S3 or \
+                     not one with conditional writes; check --endpoint-url / AWS_ENDPOINT_URL",
+                    self.interceptor
+                        .endpoint()
+                        .map(|e| format!(" {e}"))
+                        .unwrap_or_default(),
                     self.bucket
                 ))
             })?
@@ -223,12 +244,12 @@ impl S3Store {
         let Some((body, etag)) = self.get(&key).await? else {
             return Ok(None);
         };
-        let rec = LeaseRecord::from_json(&body).map_err(|e| {
-            Error::store(format!(
-                "s3://{}/{key} is {e}; move that object away or use another lock name or prefix",
-                self.bucket
-            ))
-        })?;
+        // An unreadable object is a held stand-in that says what is wrong
+        // (DESIGN.md, "Unreadable records").
+        let mut rec = LeaseRecord::decode(&body, name, &etag);
+        if let Some(problem) = &mut rec.problem {
+            problem.push_str(&format!(" in s3://{}/{key}", self.bucket));
+        }
         Ok(Some((rec, etag)))
     }
 

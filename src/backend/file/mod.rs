@@ -98,8 +98,33 @@ impl FileRecord {
         v
     }
 
-    fn from_json(bytes: &[u8]) -> std::result::Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("not an awsflock lease record: {e}"))
+    /// Reads a lock file, never failing: as [`LeaseRecord::decode`], a file
+    /// that is not a readable record (nor its boot stamp) becomes a held
+    /// stand-in that says what is wrong (DESIGN.md, "Unreadable records"),
+    /// whose lease id is derived from the file's content, so that
+    /// `release --force` can free it and nobody takes it over.
+    fn decode(bytes: &[u8], name: &str) -> Self {
+        let tag = content_tag(bytes);
+        let lease = LeaseRecord::decode(bytes, name, &tag);
+        if lease.problem.is_some() {
+            return FileRecord { lease, boot: None };
+        }
+        let boot = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("boot").cloned())
+            .filter(|b| !b.is_null());
+        match boot.map(serde_json::from_value::<BootStamp>) {
+            None => FileRecord { lease, boot: None },
+            Some(Ok(b)) => FileRecord {
+                lease,
+                boot: Some(b),
+            },
+            Some(Err(e)) => {
+                let mut lease = LeaseRecord::decode(b"", name, &tag);
+                lease.problem = Some(format!("not an awsflock lease record: boot: {e}"));
+                FileRecord { lease, boot: None }
+            }
+        }
     }
 
     /// The boot-time stamp, if it belongs to this boot (and so can be
@@ -319,12 +344,8 @@ impl FileStore {
     fn read_record(&self, name: &str) -> Result<Option<FileRecord>> {
         let path = self.record_path(name);
         match fs::read(&path) {
-            Ok(bytes) => FileRecord::from_json(&bytes).map(Some).map_err(|e| {
-                Error::store(format!(
-                    "{}: {e}; move it away to reset the lock",
-                    path.display()
-                ))
-            }),
+            // An unreadable file is a held stand-in that says what is wrong.
+            Ok(bytes) => Ok(Some(FileRecord::decode(&bytes, name))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.dir().is_dir() => Ok(None),
             Err(e) => Err(self.io_error("read", &path, e)),
         }
@@ -536,10 +557,8 @@ impl FileStore {
                 continue;
             }
             let Ok(bytes) = fs::read(&path) else { continue };
-            match FileRecord::from_json(&bytes) {
-                Ok(rec) => out.push(rec),
-                Err(_) => tracing::warn!("skipping {}: not a lease record", path.display()),
-            }
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            out.push(FileRecord::decode(&bytes, &stem));
         }
         Ok(out)
     }
@@ -689,6 +708,15 @@ impl Backend for FileStore {
         })
         .await
     }
+}
+
+/// A version tag for a file's content (the directory store has no ETags):
+/// the lease id of the stand-in for an unreadable file.
+fn content_tag(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 #[cfg(test)]
