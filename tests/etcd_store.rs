@@ -1012,3 +1012,47 @@ fn an_etcdctl_holder_that_loses_its_session_is_overtaken_with_a_higher_token() {
         "a resource checking tokens must refuse the stale etcdctl holder: {theirs} vs {ours}"
     );
 }
+
+/// The write that took a free lock is applied but its answer is lost; the
+/// retry on another member finds our own key. That key is ours: the lock is
+/// held (with the token of the write that created it), not "held by
+/// someone", and `--no-wait` must not give up on it. Two relays in front of
+/// one member stand for two members; the first request that names the lock
+/// gets no answer.
+#[test]
+fn a_lost_answer_to_the_write_that_took_a_free_lock_still_grants_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(etcd) = Etcd::start() else { return };
+    let name = unique_name("lost");
+    let armed = Arc::new(AtomicBool::new(true));
+    let marker = format!("{name}/").into_bytes();
+    let r1 = common::etcd::LosingRelay::start(etcd.endpoint(), marker.clone(), armed.clone());
+    let r2 = common::etcd::LosingRelay::start(etcd.endpoint(), marker, armed.clone());
+    let mut c = awsflock_at(&dead_endpoint());
+    c.env(
+        "AWSFLOCK_BACKEND",
+        format!("etcd://{},{}/", r1.endpoint(), r2.endpoint()),
+    );
+    let out = run(c.args([
+        "run",
+        "--no-wait",
+        "--lease-duration",
+        "6s",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo $AWSFLOCK_FENCE",
+    ]));
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "no request named the lock: {}",
+        out.describe()
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let fence: i64 = out.line().parse().expect("AWSFLOCK_FENCE");
+    assert!(fence > 0, "{}", out.describe());
+    // Released at the end: nothing of ours is left queued.
+    assert!(queued(&etcd, &format!("{name}/")).is_empty());
+}

@@ -797,6 +797,17 @@ impl EtcdStore {
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
             return self.granted(req, cancel, lease, rev, &holder, false).await;
         }
+        // The first contender is our own key: an earlier attempt of this
+        // transaction was applied and its answer lost (the member froze or
+        // the link broke after it wrote). That write took the lock; its
+        // revision, our key's mod revision, is the token.
+        if let Some(kv) = first_kv(resp.op_responses().first())
+            .filter(|kv| kv.key() == my_key.as_bytes() && kv.lease() == id)
+        {
+            return self
+                .granted(req, cancel, lease, kv.mod_revision(), &holder, false)
+                .await;
+        }
         let mut last_info =
             first_kv(resp.op_responses().first()).map(|kv| self.info_of(name, kv, None));
         if out_of_time() {
