@@ -1056,3 +1056,45 @@ fn a_lost_answer_to_the_write_that_took_a_free_lock_still_grants_it() {
     // Released at the end: nothing of ours is left queued.
     assert!(queued(&etcd, &format!("{name}/")).is_empty());
 }
+
+/// The revoke that releases the lock is applied but its answer is lost; the
+/// retry on another member finds the lease gone, because the first attempt
+/// revoked it. That is a release, not "not held" (exit 3 told the caller
+/// it had lost a lock it had just released).
+#[test]
+fn a_lost_answer_to_the_release_still_releases() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(etcd) = Etcd::start() else { return };
+    let name = unique_name("lostrel");
+    let out = run(aw(&etcd, "").args(["acquire", &name, "--json"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let id = out.json()["lease_id"].as_str().unwrap().to_string();
+    // A LeaseRevokeRequest is field 1, the lease id as a varint.
+    let mut marker = vec![0x08u8];
+    let mut v = u64::from_str_radix(&id, 16).unwrap();
+    while v >= 0x80 {
+        marker.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    marker.push(v as u8);
+    let armed = Arc::new(AtomicBool::new(true));
+    let r1 = common::etcd::LosingRelay::start(etcd.endpoint(), marker.clone(), armed.clone());
+    let r2 = common::etcd::LosingRelay::start(etcd.endpoint(), marker, armed.clone());
+    let mut c = awsflock_at(&dead_endpoint());
+    c.env(
+        "AWSFLOCK_BACKEND",
+        format!("etcd://{},{}/", r1.endpoint(), r2.endpoint()),
+    );
+    let out = run(c.args(["release", &name, &id]));
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "no request carried the lease id: {}",
+        out.describe()
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(queued(&etcd, &format!("{name}/")).is_empty());
+    // Releasing it again is "not held": the lease is gone.
+    let out = run(aw(&etcd, "").args(["release", &name, &id]));
+    assert_ne!(out.code, 0, "{}", out.describe());
+}

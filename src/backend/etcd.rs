@@ -1397,12 +1397,20 @@ impl Backend for EtcdStore {
         let Some(lease) = got.kvs().first().map(|kv| kv.lease()).filter(|&l| l != 0) else {
             return Err(Self::not_held(name, lease_id));
         };
+        // "Lease not found" on a retry may be our own earlier attempt, which
+        // was applied and whose answer was lost: the key is gone either way,
+        // so that is a release. Only the first attempt's "not found" means
+        // the lease had ended before we revoked it.
+        let attempts = AtomicUsize::new(0);
         let revoked = self
-            .call("release the lease", |c| async move {
-                match c.lease_client().revoke(lease).await {
-                    Ok(_) => Ok(true),
-                    Err(e) if is_lease_gone(&e) => Ok(false),
-                    Err(e) => Err(e),
+            .call("release the lease", |c| {
+                let retry = attempts.fetch_add(1, Ordering::Relaxed) > 0;
+                async move {
+                    match c.lease_client().revoke(lease).await {
+                        Ok(_) => Ok(true),
+                        Err(e) if is_lease_gone(&e) => Ok(retry),
+                        Err(e) => Err(e),
+                    }
                 }
             })
             .await?;
