@@ -1098,3 +1098,62 @@ fn a_lost_answer_to_the_release_still_releases() {
     let out = run(aw(&etcd, "").args(["release", &name, &id]));
     assert_ne!(out.code, 0, "{}", out.describe());
 }
+
+/// The holder's key deleted by hand (`etcdctl del`): the next waiter is
+/// granted at once, and the holder notices at its next renewal, at most
+/// `--renew-every` later, and stops its command (exit 4). The two commands
+/// overlap for that long; nothing in the store tells the holder sooner.
+#[test]
+fn a_holder_whose_key_is_deleted_by_hand_stops_by_its_next_renewal() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "byhand/";
+    let name = unique_name("byhand");
+    let mp = format!("{p}{name}/");
+    let dir = tempfile::tempdir().unwrap();
+    let (h_end, w_start) = (dir.path().join("h_end"), dir.path().join("w_start"));
+    let holder = spawn(aw(&etcd, p).args([
+        "-q",
+        "run",
+        "--lease-duration",
+        "6s",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "trap 'date +%s%N > {}; exit 143' TERM; sleep 60 & wait",
+            h_end.display()
+        ),
+    ]));
+    wait_queued(&etcd, &mp, 1);
+    let waiter = spawn(aw(&etcd, p).args([
+        "-q",
+        "run",
+        "--lease-duration",
+        "6s",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        &format!("date +%s%N > {}", w_start.display()),
+    ]));
+    wait_queued(&etcd, &mp, 2);
+    let first = queued(&etcd, &mp)[0].0.clone();
+    let deleted = now_ns();
+    let out = run(etcd.etcdctl().args(["del", &first]));
+    assert_eq!(out.line(), "1", "{}", out.describe());
+    let w = waiter.wait(Duration::from_secs(20));
+    assert_eq!(w.code, 0, "{}", w.describe());
+    let h = holder.wait(Duration::from_secs(20));
+    assert_eq!(h.code, 4, "{}", h.describe());
+    let granted_after = (read_ns(&w_start) - deleted) as f64 / 1e9;
+    let stopped_after = (read_ns(&h_end) - deleted) as f64 / 1e9;
+    eprintln!(
+        "after the deletion: next holder started in {granted_after:.2}s, old holder's command stopped in {stopped_after:.2}s"
+    );
+    // Renewals every 2 s; SIGTERM at once when one finds the key gone.
+    assert!(
+        stopped_after < 2.0 + 2.0,
+        "stopped {stopped_after:.2}s after"
+    );
+}
