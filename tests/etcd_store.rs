@@ -1157,3 +1157,41 @@ fn a_holder_whose_key_is_deleted_by_hand_stops_by_its_next_renewal() {
         "stopped {stopped_after:.2}s after"
     );
 }
+
+/// Starting while the leader is frozen: the followers answer "leader
+/// changed" until they elect a new leader (0.5–0.8 s here), the frozen
+/// member does not answer at all. Connecting must wait for the election
+/// within its 5 s, not give up because every member failed once.
+#[test]
+fn connecting_during_a_leader_election_waits_for_the_new_leader() {
+    let Some(members) = Etcd::cluster(3) else {
+        return;
+    };
+    let l = common::etcd::leader(&members).expect("a leader");
+    // The frozen leader first in the list.
+    let mut order: Vec<&Etcd> = vec![&members[l]];
+    order.extend((0..3).filter(|&i| i != l).map(|i| &members[i]));
+    let name = unique_name("election");
+    members[l].pause();
+    let out = run(aw_at(&order, "election/").args([
+        "run",
+        "--lease-duration",
+        "6s",
+        &name,
+        "--",
+        "true",
+    ]));
+    members[l].resume();
+    assert_eq!(
+        out.code,
+        0,
+        "could not start while a new leader was elected:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "took {:?} to get going",
+        out.elapsed
+    );
+    eprintln!("granted {:?} after the leader froze", out.elapsed);
+}

@@ -86,6 +86,10 @@ use crate::error::{Error, Result};
 /// is reported unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How soon a member that answered "no leader" (or another "try again")
+/// while connecting is asked again.
+pub const CONNECT_RETRY: Duration = Duration::from_millis(200);
+
 /// How long one request may take, all attempts on all members together,
 /// before it counts as unanswered (renewals have the lease's deadline
 /// instead).
@@ -461,6 +465,7 @@ impl EtcdStore {
             preferred: AtomicUsize::new(0),
         });
         let (tx, mut rx) = tokio::sync::mpsc::channel(endpoints.len().max(1));
+        let connect_by = Instant::now() + CONNECT_TIMEOUT;
         for (i, e) in endpoints.iter().enumerate() {
             let url = format!("{scheme}://{e}");
             let (copts, probe_key, members, tx) = (
@@ -474,8 +479,15 @@ impl EtcdStore {
                 // then lets `connect` see when every member has failed once.
                 let mut tx = Some(tx);
                 loop {
+                    let limit = if tx.is_some() {
+                        connect_by
+                            .saturating_duration_since(Instant::now())
+                            .max(ATTEMPT_MIN)
+                    } else {
+                        CONNECT_TIMEOUT
+                    };
                     let r = tokio::time::timeout(
-                        CONNECT_TIMEOUT,
+                        limit,
                         connect_member(&url, copts.clone(), probe_key.clone()),
                     )
                     .await;
@@ -484,6 +496,20 @@ impl EtcdStore {
                         Ok(Err(e)) => is_transient(e),
                         Err(_) => true,
                     };
+                    // A member that answers "no leader" or "leader changed"
+                    // is in an election, which takes about a second: ask
+                    // again until the time for connecting is up, rather
+                    // than report it failed (when every member has failed
+                    // once, connecting gives up). A refused connection is
+                    // reported at once: nothing listens there.
+                    let retry_soon = Instant::now() + CONNECT_RETRY;
+                    if tx.is_some()
+                        && retry_soon < connect_by
+                        && matches!(&r, Ok(Err(e)) if is_transient(e) && !is_refused(e))
+                    {
+                        tokio::time::sleep(CONNECT_RETRY).await;
+                        continue;
+                    }
                     let outcome = match r {
                         Ok(Ok(c)) => {
                             let _ = members.clients[i].set(c);
@@ -1237,6 +1263,11 @@ fn connect_error(
                 "etcd at {endpoints} refused to authenticate ({msg}); leave out --etcd-user if its authentication is not enabled"
             )),
             Code::PermissionDenied => permission_error(endpoints, user, prefix, &msg),
+            // etcd itself said "try again" (no leader, leader changed, …):
+            // it was reached, so transport hints would mislead.
+            _ if is_transient(&e) && msg.starts_with("etcdserver:") => Error::Unavailable(format!(
+                "etcd at {endpoints} is not serving requests ({msg}); try again once the cluster has a leader"
+            )),
             _ if is_transient(&e) => connect_failure(endpoints, &e, tls),
             _ => Error::store(format!("etcd at {endpoints}: {msg}")),
         };
