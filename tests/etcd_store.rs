@@ -1014,3 +1014,186 @@ fn an_etcdctl_holder_that_loses_its_session_is_overtaken_with_a_higher_token() {
         "a resource checking tokens must refuse the stale etcdctl holder: {theirs} vs {ours}"
     );
 }
+
+/// The write that took a free lock is applied but its answer is lost; the
+/// retry on another member finds our own key. That key is ours: the lock is
+/// held (with the token of the write that created it), not "held by
+/// someone", and `--no-wait` must not give up on it. Two relays in front of
+/// one member stand for two members; the first request that names the lock
+/// gets no answer.
+#[test]
+fn a_lost_answer_to_the_write_that_took_a_free_lock_still_grants_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(etcd) = Etcd::start() else { return };
+    let name = unique_name("lost");
+    let armed = Arc::new(AtomicBool::new(true));
+    let marker = format!("{name}/").into_bytes();
+    let r1 = common::etcd::LosingRelay::start(etcd.endpoint(), marker.clone(), armed.clone());
+    let r2 = common::etcd::LosingRelay::start(etcd.endpoint(), marker, armed.clone());
+    let mut c = awsflock_at(&dead_endpoint());
+    c.env(
+        "AWSFLOCK_BACKEND",
+        format!("etcd://{},{}/", r1.endpoint(), r2.endpoint()),
+    );
+    let out = run(c.args([
+        "run",
+        "--no-wait",
+        "--lease-duration",
+        "6s",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo $AWSFLOCK_FENCE",
+    ]));
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "no request named the lock: {}",
+        out.describe()
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let fence: i64 = out.line().parse().expect("AWSFLOCK_FENCE");
+    assert!(fence > 0, "{}", out.describe());
+    // Released at the end: nothing of ours is left queued.
+    assert!(queued(&etcd, &format!("{name}/")).is_empty());
+}
+
+/// The revoke that releases the lock is applied but its answer is lost; the
+/// retry on another member finds the lease gone, because the first attempt
+/// revoked it. That is a release, not "not held" (exit 3 told the caller
+/// it had lost a lock it had just released).
+#[test]
+fn a_lost_answer_to_the_release_still_releases() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(etcd) = Etcd::start() else { return };
+    let name = unique_name("lostrel");
+    let out = run(aw(&etcd, "").args(["acquire", &name, "--json"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let id = out.json()["lease_id"].as_str().unwrap().to_string();
+    // A LeaseRevokeRequest is field 1, the lease id as a varint.
+    let mut marker = vec![0x08u8];
+    let mut v = u64::from_str_radix(&id, 16).unwrap();
+    while v >= 0x80 {
+        marker.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    marker.push(v as u8);
+    let armed = Arc::new(AtomicBool::new(true));
+    let r1 = common::etcd::LosingRelay::start(etcd.endpoint(), marker.clone(), armed.clone());
+    let r2 = common::etcd::LosingRelay::start(etcd.endpoint(), marker, armed.clone());
+    let mut c = awsflock_at(&dead_endpoint());
+    c.env(
+        "AWSFLOCK_BACKEND",
+        format!("etcd://{},{}/", r1.endpoint(), r2.endpoint()),
+    );
+    let out = run(c.args(["release", &name, &id]));
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "no request carried the lease id: {}",
+        out.describe()
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(queued(&etcd, &format!("{name}/")).is_empty());
+    // Releasing it again is "not held": the lease is gone.
+    let out = run(aw(&etcd, "").args(["release", &name, &id]));
+    assert_ne!(out.code, 0, "{}", out.describe());
+}
+
+/// The holder's key deleted by hand (`etcdctl del`): the next waiter is
+/// granted at once, and the holder notices at its next renewal, at most
+/// `--renew-every` later, and stops its command (exit 4). The two commands
+/// overlap for that long; nothing in the store tells the holder sooner.
+#[test]
+fn a_holder_whose_key_is_deleted_by_hand_stops_by_its_next_renewal() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "byhand/";
+    let name = unique_name("byhand");
+    let mp = format!("{p}{name}/");
+    let dir = tempfile::tempdir().unwrap();
+    let (h_end, w_start) = (dir.path().join("h_end"), dir.path().join("w_start"));
+    let holder = spawn(aw(&etcd, p).args([
+        "-q",
+        "run",
+        "--lease-duration",
+        "6s",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "trap 'date +%s%N > {}; exit 143' TERM; sleep 60 & wait",
+            h_end.display()
+        ),
+    ]));
+    wait_queued(&etcd, &mp, 1);
+    let waiter = spawn(aw(&etcd, p).args([
+        "-q",
+        "run",
+        "--lease-duration",
+        "6s",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        &format!("date +%s%N > {}", w_start.display()),
+    ]));
+    wait_queued(&etcd, &mp, 2);
+    let first = queued(&etcd, &mp)[0].0.clone();
+    let deleted = now_ns();
+    let out = run(etcd.etcdctl().args(["del", &first]));
+    assert_eq!(out.line(), "1", "{}", out.describe());
+    let w = waiter.wait(Duration::from_secs(20));
+    assert_eq!(w.code, 0, "{}", w.describe());
+    let h = holder.wait(Duration::from_secs(20));
+    assert_eq!(h.code, 4, "{}", h.describe());
+    let granted_after = (read_ns(&w_start) - deleted) as f64 / 1e9;
+    let stopped_after = (read_ns(&h_end) - deleted) as f64 / 1e9;
+    eprintln!(
+        "after the deletion: next holder started in {granted_after:.2}s, old holder's command stopped in {stopped_after:.2}s"
+    );
+    // Renewals every 2 s; SIGTERM at once when one finds the key gone.
+    assert!(
+        stopped_after < 2.0 + 2.0,
+        "stopped {stopped_after:.2}s after"
+    );
+}
+
+/// Starting while the leader is frozen: the followers answer "leader
+/// changed" until they elect a new leader (0.5–0.8 s here), the frozen
+/// member does not answer at all. Connecting must wait for the election
+/// within its 5 s, not give up because every member failed once.
+#[test]
+fn connecting_during_a_leader_election_waits_for_the_new_leader() {
+    let Some(members) = Etcd::cluster(3) else {
+        return;
+    };
+    let l = common::etcd::leader(&members).expect("a leader");
+    // The frozen leader first in the list.
+    let mut order: Vec<&Etcd> = vec![&members[l]];
+    order.extend((0..3).filter(|&i| i != l).map(|i| &members[i]));
+    let name = unique_name("election");
+    members[l].pause();
+    let out = run(aw_at(&order, "election/").args([
+        "run",
+        "--lease-duration",
+        "6s",
+        &name,
+        "--",
+        "true",
+    ]));
+    members[l].resume();
+    assert_eq!(
+        out.code,
+        0,
+        "could not start while a new leader was elected:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "took {:?} to get going",
+        out.elapsed
+    );
+    eprintln!("granted {:?} after the leader froze", out.elapsed);
+}

@@ -86,6 +86,10 @@ use crate::error::{Error, Result};
 /// is reported unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How soon a member that answered "no leader" (or another "try again")
+/// while connecting is asked again.
+pub const CONNECT_RETRY: Duration = Duration::from_millis(200);
+
 /// How long one request may take, all attempts on all members together,
 /// before it counts as unanswered (renewals have the lease's deadline
 /// instead).
@@ -461,6 +465,7 @@ impl EtcdStore {
             preferred: AtomicUsize::new(0),
         });
         let (tx, mut rx) = tokio::sync::mpsc::channel(endpoints.len().max(1));
+        let connect_by = Instant::now() + CONNECT_TIMEOUT;
         for (i, e) in endpoints.iter().enumerate() {
             let url = format!("{scheme}://{e}");
             let (copts, probe_key, members, tx) = (
@@ -474,8 +479,15 @@ impl EtcdStore {
                 // then lets `connect` see when every member has failed once.
                 let mut tx = Some(tx);
                 loop {
+                    let limit = if tx.is_some() {
+                        connect_by
+                            .saturating_duration_since(Instant::now())
+                            .max(ATTEMPT_MIN)
+                    } else {
+                        CONNECT_TIMEOUT
+                    };
                     let r = tokio::time::timeout(
-                        CONNECT_TIMEOUT,
+                        limit,
                         connect_member(&url, copts.clone(), probe_key.clone()),
                     )
                     .await;
@@ -484,6 +496,20 @@ impl EtcdStore {
                         Ok(Err(e)) => is_transient(e),
                         Err(_) => true,
                     };
+                    // A member that answers "no leader" or "leader changed"
+                    // is in an election, which takes about a second: ask
+                    // again until the time for connecting is up, rather
+                    // than report it failed (when every member has failed
+                    // once, connecting gives up). A refused connection is
+                    // reported at once: nothing listens there.
+                    let retry_soon = Instant::now() + CONNECT_RETRY;
+                    if tx.is_some()
+                        && retry_soon < connect_by
+                        && matches!(&r, Ok(Err(e)) if is_transient(e) && !is_refused(e))
+                    {
+                        tokio::time::sleep(CONNECT_RETRY).await;
+                        continue;
+                    }
                     let outcome = match r {
                         Ok(Ok(c)) => {
                             let _ = members.clients[i].set(c);
@@ -797,6 +823,17 @@ impl EtcdStore {
             // The token: the revision of the write that made us the holder.
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
             return self.granted(req, cancel, lease, rev, &holder, false).await;
+        }
+        // The first contender is our own key: an earlier attempt of this
+        // transaction was applied and its answer lost (the member froze or
+        // the link broke after it wrote). That write took the lock; its
+        // revision, our key's mod revision, is the token.
+        if let Some(kv) = first_kv(resp.op_responses().first())
+            .filter(|kv| kv.key() == my_key.as_bytes() && kv.lease() == id)
+        {
+            return self
+                .granted(req, cancel, lease, kv.mod_revision(), &holder, false)
+                .await;
         }
         let mut last_info =
             first_kv(resp.op_responses().first()).map(|kv| self.info_of(name, kv, None));
@@ -1227,6 +1264,11 @@ fn connect_error(
                 "etcd at {endpoints} refused to authenticate ({msg}); leave out --etcd-user if its authentication is not enabled"
             )),
             Code::PermissionDenied => permission_error(endpoints, user, prefix, &msg),
+            // etcd itself said "try again" (no leader, leader changed, …):
+            // it was reached, so transport hints would mislead.
+            _ if is_transient(&e) && msg.starts_with("etcdserver:") => Error::Unavailable(format!(
+                "etcd at {endpoints} is not serving requests ({msg}); try again once the cluster has a leader"
+            )),
             _ if is_transient(&e) => connect_failure(endpoints, &e, tls),
             _ => Error::store(format!("etcd at {endpoints}: {msg}")),
         };
@@ -1387,12 +1429,20 @@ impl Backend for EtcdStore {
         let Some(lease) = got.kvs().first().map(|kv| kv.lease()).filter(|&l| l != 0) else {
             return Err(Self::not_held(name, lease_id));
         };
+        // "Lease not found" on a retry may be our own earlier attempt, which
+        // was applied and whose answer was lost: the key is gone either way,
+        // so that is a release. Only the first attempt's "not found" means
+        // the lease had ended before we revoked it.
+        let attempts = AtomicUsize::new(0);
         let revoked = self
-            .call("release the lease", |c| async move {
-                match c.lease_client().revoke(lease).await {
-                    Ok(_) => Ok(true),
-                    Err(e) if is_lease_gone(&e) => Ok(false),
-                    Err(e) => Err(e),
+            .call("release the lease", |c| {
+                let retry = attempts.fetch_add(1, Ordering::Relaxed) > 0;
+                async move {
+                    match c.lease_client().revoke(lease).await {
+                        Ok(_) => Ok(true),
+                        Err(e) if is_lease_gone(&e) => Ok(retry),
+                        Err(e) => Err(e),
+                    }
                 }
             })
             .await?;

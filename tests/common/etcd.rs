@@ -388,3 +388,82 @@ impl Drop for Etcd {
         terminate(&mut self.child);
     }
 }
+
+/// A TCP relay on a free loopback port in front of an etcd member, which
+/// loses one answer: the first request (on any relay sharing `armed`) whose
+/// bytes contain `marker` is passed on to etcd, which applies it, but
+/// nothing etcd sends back on that connection reaches the client any more.
+/// This is a write whose answer was lost in transit (a member that froze or
+/// a link that broke right after applying it). Relay threads end with the
+/// test process.
+pub struct LosingRelay {
+    port: u16,
+}
+
+impl LosingRelay {
+    pub fn start(
+        target: String,
+        marker: Vec<u8>,
+        armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> LosingRelay {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a relay port");
+        let port = listener.local_addr().expect("relay address").port();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mute = Arc::new(AtomicBool::new(false));
+                let (mut c_in, mut s_out) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                let (mute_up, armed, marker) = (mute.clone(), armed.clone(), marker.clone());
+                thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if buf[..n].windows(marker.len()).any(|w| w == marker)
+                            && armed.swap(false, SeqCst)
+                        {
+                            mute_up.store(true, SeqCst);
+                        }
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(Shutdown::Write);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if mute.load(SeqCst) {
+                            continue;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        LosingRelay { port }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
