@@ -403,3 +403,121 @@ fn a_waiter_in_a_time_namespace_does_not_take_a_live_lease() {
     assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
     assert_in_turn(&log);
 }
+
+/// The pid of `parent`'s child whose command line contains `needle`.
+fn child_with(parent: u32, needle: &str) -> Option<i32> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some(i) = stat.rfind(')') else { continue };
+        let ppid: u32 = stat[i + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(0);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == parent && String::from_utf8_lossy(&cmdline).contains(needle) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Whether `pid` runs (not gone, not a zombie).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with(['Z', 'X']))
+        })
+        == Some(false)
+}
+
+/// A subreaper (PR_SET_CHILD_SUBREAPER, as `systemd --user`, tini or a
+/// container's init are) that runs `argv` and then adopts its orphans and
+/// keeps them: a stopped orphan stays stopped (its group is not orphaned,
+/// so the kernel does not continue it with SIGHUP+SIGCONT).
+fn under_subreaper(c: &Command) -> Command {
+    let mut s = Command::new("/usr/bin/python3");
+    s.arg("-c")
+        .arg(
+            "import ctypes,subprocess,sys,time\n\
+             ctypes.CDLL(None).prctl(36,1,0,0,0)\n\
+             p=subprocess.Popen(sys.argv[1:])\n\
+             p.wait()\n\
+             time.sleep(120)\n",
+        )
+        .arg(c.get_program())
+        .args(c.get_args());
+    s.env_clear();
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            s.env(k, v);
+        }
+    }
+    s
+}
+
+/// A dead `run` holder frees the lock after a short grace only because its
+/// watchdog kills the command's group in the meantime. A watchdog that has
+/// not done so yet (stopped by its pid here, under a subreaper; on a loaded
+/// host, not yet scheduled) must keep the lock held: a grandchild of the
+/// command still runs in the critical section.
+#[test]
+fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
+    let d = dir();
+    let name = lock();
+    let gc = d.file("grandchild");
+    let mut holder_cmd = cmd(&d);
+    holder_cmd
+        .args(["run", &name, "--lease-duration", "60", "--", "sh", "-c"])
+        .arg(format!("sleep 300 & echo $! > {}; wait", gc.display()));
+    let reaper = spawn(&mut under_subreaper(&holder_cmd));
+    let start = Instant::now();
+    let gc_pid = loop {
+        if let Ok(s) = std::fs::read_to_string(&gc) {
+            if let Ok(p) = s.trim().parse::<i32>() {
+                break p;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no grandchild");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let holder = child_with(reaper.pid(), "run").expect("the holder") as u32;
+    let wd = child_with(holder, "__watchdog").expect("the holder's watchdog");
+    signal(wd as u32, nix::sys::signal::Signal::SIGSTOP);
+    signal(holder, nix::sys::signal::Signal::SIGKILL);
+    assert!(gone_within(holder as i32, Duration::from_secs(10)));
+    // The waiter must not get the lock while the grandchild runs.
+    let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "4"]));
+    let gc_ran = running(gc_pid);
+    signal(wd as u32, nix::sys::signal::Signal::SIGCONT);
+    signal(reaper.pid(), nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        out.code != 0 || !gc_ran,
+        "granted while the dead holder's grandchild {gc_pid} still ran: {}",
+        out.describe()
+    );
+    assert!(gc_ran, "the stopped watchdog's group was killed anyway");
+    // Once continued, the watchdog kills the group (it saw end of file) and
+    // the lock is free.
+    let freed = Instant::now();
+    while running(gc_pid) {
+        assert!(
+            freed.elapsed() < Duration::from_secs(10),
+            "the continued watchdog did not kill the grandchild"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "20"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "a dead holder's 60 s lease was waited out: {}",
+        out.describe()
+    );
+}

@@ -472,14 +472,25 @@ impl Watchdog {
     /// once it knows the group).
     pub fn start(deadline: BootInstant) -> io::Result<Watchdog> {
         let exe = std::env::current_exe()?;
-        let mut child = std::process::Command::new(exe)
-            .arg("__watchdog")
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("__watchdog")
             .arg("0")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        // Names the holder this watchdog guards, so that the directory
+        // store does not take over from a dead holder while its watchdog
+        // has yet to kill the command's group (see
+        // `backend::file::host::watchdog_running`).
+        #[cfg(target_os = "linux")]
+        if let Some(me) = crate::backend::file::host::me() {
+            cmd.env(
+                crate::backend::file::host::WATCHDOG_OF,
+                format!("{} {}", std::process::id(), me.start),
+            );
+        }
+        let mut child = cmd.spawn()?;
         let pipe = child.stdin.take();
         let mut w = Watchdog {
             child: Some(child),
