@@ -489,6 +489,8 @@ fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
     };
     let holder = child_with(reaper.pid(), "run").expect("the holder") as u32;
     let wd = child_with(holder, "__watchdog").expect("the holder's watchdog");
+    // The holder first, or it would continue its stopped watchdog.
+    signal(holder, nix::sys::signal::Signal::SIGSTOP);
     signal(wd as u32, nix::sys::signal::Signal::SIGSTOP);
     signal(holder, nix::sys::signal::Signal::SIGKILL);
     assert!(gone_within(holder as i32, Duration::from_secs(10)));
@@ -519,5 +521,57 @@ fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
         out.elapsed < Duration::from_secs(10),
         "a dead holder's 60 s lease was waited out: {}",
         out.describe()
+    );
+}
+
+/// A watchdog stopped by its pid while its `run` holder goes on is
+/// continued by the holder: when the holder is then killed (under a
+/// subreaper, where the kernel does not continue the orphaned watchdog
+/// itself), the watchdog still kills the command's group at once, instead
+/// of leaving a grandchild running past the lease.
+#[test]
+fn a_stopped_watchdog_is_continued_by_its_holder() {
+    let d = dir();
+    let name = lock();
+    let gc = d.file("grandchild");
+    let mut holder_cmd = cmd(&d);
+    holder_cmd
+        .args(["run", &name, "--lease-duration", "60", "--", "sh", "-c"])
+        .arg(format!("sleep 300 & echo $! > {}; wait", gc.display()));
+    let reaper = spawn(&mut under_subreaper(&holder_cmd));
+    let start = Instant::now();
+    let gc_pid = loop {
+        if let Ok(s) = std::fs::read_to_string(&gc) {
+            if let Ok(p) = s.trim().parse::<i32>() {
+                break p;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no grandchild");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let holder = child_with(reaper.pid(), "run").expect("the holder") as u32;
+    let wd = child_with(holder, "__watchdog").expect("the holder's watchdog");
+    signal(wd as u32, nix::sys::signal::Signal::SIGSTOP);
+    // The holder's loop wakes at least every 0.5 s.
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(holder, nix::sys::signal::Signal::SIGKILL);
+    let killed = Instant::now();
+    let mut survived = true;
+    while killed.elapsed() < Duration::from_secs(8) {
+        if !running(gc_pid) {
+            survived = false;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Clean up whatever the outcome.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(wd),
+        nix::sys::signal::Signal::SIGCONT,
+    );
+    signal(reaper.pid(), nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        !survived,
+        "the command's grandchild {gc_pid} outlived its killed holder by 8 s: its watchdog stayed stopped"
     );
 }

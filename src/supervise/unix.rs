@@ -322,11 +322,14 @@ pub fn reap(cmd: Pid, watchdog: Option<Pid>) -> Vec<Event> {
                     let pid = ws.pid();
                     if pid == Some(cmd) {
                         events.extend(event_of(ws));
-                    } else if pid.is_some()
-                        && pid == watchdog
-                        && matches!(ws, WaitStatus::Exited(..) | WaitStatus::Signaled(..))
-                    {
-                        events.push(Event::WatchdogGone);
+                    } else if pid.is_some() && pid == watchdog {
+                        match ws {
+                            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                                events.push(Event::WatchdogGone)
+                            }
+                            WaitStatus::Stopped(w, _) => continue_watchdog(w),
+                            _ => {}
+                        }
                     }
                 }
             }
@@ -353,13 +356,26 @@ pub fn reap(cmd: Pid, watchdog: Option<Pid>) -> Vec<Event> {
         }
     }
     if let Some(w) = watchdog {
-        if let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
-            waitpid(w, Some(WaitPidFlag::WNOHANG))
-        {
-            events.push(Event::WatchdogGone);
+        match waitpid(w, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                events.push(Event::WatchdogGone)
+            }
+            Ok(WaitStatus::Stopped(..)) => continue_watchdog(w),
+            _ => {}
         }
     }
     events
+}
+
+/// Continues a watchdog that someone stopped by its pid (it cannot ignore
+/// SIGSTOP). A stopped watchdog fires nothing: if awsflock were stopped or
+/// killed meanwhile, the command's group would outlive the lease (a killed
+/// awsflock's stopped watchdog is continued by the kernel only when its
+/// group becomes orphaned, not under a subreaper). The supervisor notices
+/// the stop within its loop's period (SIGCHLD, or 0.5 s).
+fn continue_watchdog(w: Pid) {
+    tracing::warn!("the watchdog was stopped; continuing it");
+    let _ = nix::sys::signal::kill(w, Signal::SIGCONT);
 }
 
 /// Reaps any children left (as PID 1: orphans), without blocking.
