@@ -575,3 +575,85 @@ fn a_stopped_watchdog_is_continued_by_its_holder() {
         "the command's grandchild {gc_pid} outlived its killed holder by 8 s: its watchdog stayed stopped"
     );
 }
+
+/// stderr is a full pipe nobody reads (a stalled log collector): the
+/// message awsflock writes when the lease is lost blocks. The command must
+/// still get its SIGKILL `--kill-after` after the SIGTERM, not only at the
+/// lease's own kill time.
+#[test]
+fn a_full_stderr_pipe_does_not_delay_the_kill_after_a_lost_lease() {
+    use std::os::fd::AsRawFd;
+    let d = dir();
+    let name = lock();
+    let alive = d.file("alive");
+    let ready = d.file("ready");
+    // Close-on-exec, so that only awsflock (as its stderr) holds it.
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    // Fill the pipe, then make it blocking again for awsflock.
+    let fl = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    let fl = nix::fcntl::OFlag::from_bits_truncate(fl);
+    nix::fcntl::fcntl(
+        &w,
+        nix::fcntl::FcntlArg::F_SETFL(fl | nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let block = [b'x'; 4096];
+    while nix::unistd::write(&w, &block).is_ok() {}
+    nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(fl)).unwrap();
+    let _ = r.as_raw_fd();
+    let script = format!(
+        "exec 2>/dev/null; trap '' TERM; echo $$ > {ready}; \
+         while :; do date +%s.%N > {alive}; sleep 0.1; done",
+        ready = ready.display(),
+        alive = alive.display()
+    );
+    // Not `spawn`, which would give awsflock a pipe that is read.
+    let mut holder = cmd(&d)
+        .args(["run", &name, "--lease-duration", "30", "--kill-after", "2"])
+        .args(["--renew-every", "1", "--", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(w))
+        .spawn()
+        .expect("spawn awsflock");
+    let start = Instant::now();
+    let cmd_pid = loop {
+        if let Ok(s) = std::fs::read_to_string(&ready) {
+            if let Ok(p) = s.trim().parse::<i32>() {
+                break p;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no command");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = run(cmd(&d).args(["release", &name, "--force", "--yes"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let released = Instant::now();
+    let mut gone = false;
+    while released.elapsed() < Duration::from_secs(8) {
+        if !running(cmd_pid) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = released.elapsed();
+    // Let awsflock write and exit.
+    drop(r);
+    let waited = Instant::now();
+    let status = loop {
+        if let Some(st) = holder.try_wait().unwrap() {
+            break st;
+        }
+        if waited.elapsed() > Duration::from_secs(40) {
+            let _ = holder.kill();
+            break holder.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        gone,
+        "the command (ignoring SIGTERM) still ran {after:?} after the forced release with --kill-after 2"
+    );
+    assert_eq!(status.code(), Some(4), "awsflock ended with {status:?}");
+}

@@ -242,6 +242,14 @@ pub async fn run(
                 spawned.signal_group(libc::SIGCONT);
                 phase.kill_at = Some(kill_at);
                 phase.pause = None;
+                // The watchdog learns the SIGKILL time before any message:
+                // a write to a stderr that blocks (a full pipe nobody reads)
+                // must not put the kill off until the lease's own kill time.
+                let kill_by = kill_at.min(deadline_kill);
+                if kill_by != told {
+                    let _ = watchdog.deadline(kill_by);
+                    told = kill_by;
+                }
                 let w = why.get_or_insert(Why::Expiring);
                 match w {
                     Why::Expiring => say!(
