@@ -657,3 +657,56 @@ fn a_full_stderr_pipe_does_not_delay_the_kill_after_a_lost_lease() {
     );
     assert_eq!(status.code(), Some(4), "awsflock ended with {status:?}");
 }
+
+/// Someone pauses the command by its pid and resumes it (`kill -STOP`,
+/// `kill -CONT`, as an operator or a debugger does). awsflock stopped
+/// itself when the command stopped, as a job does; nobody continues
+/// awsflock, so its watchdog does once the command runs again: the command
+/// is renewed for and finishes, instead of being killed at the lease's end
+/// with awsflock left stopped for good.
+#[test]
+fn a_command_paused_and_resumed_by_its_pid_runs_on_under_its_lease() {
+    let d = dir();
+    let name = lock();
+    let ready = d.file("ready");
+    let mut holder = spawn(
+        cmd(&d)
+            .args(["run", &name, "--lease-duration", "4", "--", "sh", "-c"])
+            .arg(format!("echo $$ > {}; sleep 7; exit 3", ready.display())),
+    );
+    let start = Instant::now();
+    let cmd_pid = loop {
+        if let Ok(s) = std::fs::read_to_string(&ready) {
+            if let Ok(p) = s.trim().parse::<u32>() {
+                break p;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no command");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    signal(cmd_pid, nix::sys::signal::Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(cmd_pid, nix::sys::signal::Signal::SIGCONT);
+    let resumed = Instant::now();
+    while !holder.finished() && resumed.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped = std::fs::read_to_string(format!("/proc/{}/stat", holder.pid()))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('T'))
+        })
+        == Some(true);
+    if stopped {
+        signal(holder.pid(), nix::sys::signal::Signal::SIGCONT);
+    }
+    let h = holder.wait(Duration::from_secs(10));
+    assert!(!stopped, "awsflock was left stopped: {}", h.describe());
+    assert_eq!(
+        h.code,
+        3,
+        "the command did not run to its end: {}",
+        h.describe()
+    );
+}

@@ -321,7 +321,9 @@ pub async fn run(
                         // job ourselves, so that the shell sees it. While we
                         // are stopped the watchdog still fires at the deadline.
                         spawned.take_terminal();
+                        let _ = watchdog.job_stop();
                         platform::stop_self();
+                        let _ = watchdog.resumed();
                         // Continued (fg, bg): renew before the command goes on.
                         phase.pause = Some(Pause::Resuming);
                         paused_lease = state.borrow().lease.lease_id.clone();
