@@ -403,3 +403,310 @@ fn a_waiter_in_a_time_namespace_does_not_take_a_live_lease() {
     assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
     assert_in_turn(&log);
 }
+
+/// The pid of `parent`'s child whose command line contains `needle`.
+fn child_with(parent: u32, needle: &str) -> Option<i32> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some(i) = stat.rfind(')') else { continue };
+        let ppid: u32 = stat[i + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(0);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == parent && String::from_utf8_lossy(&cmdline).contains(needle) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Whether `pid` runs (not gone, not a zombie).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with(['Z', 'X']))
+        })
+        == Some(false)
+}
+
+/// A subreaper (PR_SET_CHILD_SUBREAPER, as `systemd --user`, tini or a
+/// container's init are) that runs `argv` and then adopts its orphans and
+/// keeps them: a stopped orphan stays stopped (its group is not orphaned,
+/// so the kernel does not continue it with SIGHUP+SIGCONT).
+fn under_subreaper(c: &Command) -> Command {
+    let mut s = Command::new("/usr/bin/python3");
+    s.arg("-c")
+        .arg(
+            "import ctypes,subprocess,sys,time\n\
+             ctypes.CDLL(None).prctl(36,1,0,0,0)\n\
+             p=subprocess.Popen(sys.argv[1:])\n\
+             p.wait()\n\
+             time.sleep(120)\n",
+        )
+        .arg(c.get_program())
+        .args(c.get_args());
+    s.env_clear();
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            s.env(k, v);
+        }
+    }
+    s
+}
+
+/// A dead `run` holder frees the lock after a short grace only because its
+/// watchdog kills the command's group in the meantime. A watchdog that has
+/// not done so yet (stopped by its pid here, under a subreaper; on a loaded
+/// host, not yet scheduled) must keep the lock held: a grandchild of the
+/// command still runs in the critical section.
+#[test]
+fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
+    let d = dir();
+    let name = lock();
+    let gc = d.file("grandchild");
+    let mut holder_cmd = cmd(&d);
+    holder_cmd
+        .args(["run", &name, "--lease-duration", "60", "--", "sh", "-c"])
+        .arg(format!("sleep 300 & echo $! > {}; wait", gc.display()));
+    let reaper = spawn(&mut under_subreaper(&holder_cmd));
+    let start = Instant::now();
+    let gc_pid = loop {
+        if let Ok(s) = std::fs::read_to_string(&gc) {
+            if let Ok(p) = s.trim().parse::<i32>() {
+                break p;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no grandchild");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let holder = child_with(reaper.pid(), "run").expect("the holder") as u32;
+    let wd = child_with(holder, "__watchdog").expect("the holder's watchdog");
+    // The holder first, or it would continue its stopped watchdog.
+    signal(holder, nix::sys::signal::Signal::SIGSTOP);
+    signal(wd as u32, nix::sys::signal::Signal::SIGSTOP);
+    signal(holder, nix::sys::signal::Signal::SIGKILL);
+    assert!(gone_within(holder as i32, Duration::from_secs(10)));
+    // The waiter must not get the lock while the grandchild runs.
+    let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "4"]));
+    let gc_ran = running(gc_pid);
+    signal(wd as u32, nix::sys::signal::Signal::SIGCONT);
+    signal(reaper.pid(), nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        out.code != 0 || !gc_ran,
+        "granted while the dead holder's grandchild {gc_pid} still ran: {}",
+        out.describe()
+    );
+    assert!(gc_ran, "the stopped watchdog's group was killed anyway");
+    // Once continued, the watchdog kills the group (it saw end of file) and
+    // the lock is free.
+    let freed = Instant::now();
+    while running(gc_pid) {
+        assert!(
+            freed.elapsed() < Duration::from_secs(10),
+            "the continued watchdog did not kill the grandchild"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "20"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "a dead holder's 60 s lease was waited out: {}",
+        out.describe()
+    );
+}
+
+/// A watchdog stopped by its pid while its `run` holder goes on is
+/// continued by the holder: when the holder is then killed (under a
+/// subreaper, where the kernel does not continue the orphaned watchdog
+/// itself), the watchdog still kills the command's group at once, instead
+/// of leaving a grandchild running past the lease.
+#[test]
+fn a_stopped_watchdog_is_continued_by_its_holder() {
+    let d = dir();
+    let name = lock();
+    let gc = d.file("grandchild");
+    let mut holder_cmd = cmd(&d);
+    holder_cmd
+        .args(["run", &name, "--lease-duration", "60", "--", "sh", "-c"])
+        .arg(format!("sleep 300 & echo $! > {}; wait", gc.display()));
+    let reaper = spawn(&mut under_subreaper(&holder_cmd));
+    let start = Instant::now();
+    let gc_pid = loop {
+        if let Ok(s) = std::fs::read_to_string(&gc) {
+            if let Ok(p) = s.trim().parse::<i32>() {
+                break p;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no grandchild");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let holder = child_with(reaper.pid(), "run").expect("the holder") as u32;
+    let wd = child_with(holder, "__watchdog").expect("the holder's watchdog");
+    signal(wd as u32, nix::sys::signal::Signal::SIGSTOP);
+    // The holder's loop wakes at least every 0.5 s.
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(holder, nix::sys::signal::Signal::SIGKILL);
+    let killed = Instant::now();
+    let mut survived = true;
+    while killed.elapsed() < Duration::from_secs(8) {
+        if !running(gc_pid) {
+            survived = false;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Clean up whatever the outcome.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(wd),
+        nix::sys::signal::Signal::SIGCONT,
+    );
+    signal(reaper.pid(), nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        !survived,
+        "the command's grandchild {gc_pid} outlived its killed holder by 8 s: its watchdog stayed stopped"
+    );
+}
+
+/// stderr is a full pipe nobody reads (a stalled log collector): the
+/// message awsflock writes when the lease is lost blocks. The command must
+/// still get its SIGKILL `--kill-after` after the SIGTERM, not only at the
+/// lease's own kill time.
+#[test]
+fn a_full_stderr_pipe_does_not_delay_the_kill_after_a_lost_lease() {
+    use std::os::fd::AsRawFd;
+    let d = dir();
+    let name = lock();
+    let alive = d.file("alive");
+    let ready = d.file("ready");
+    // Close-on-exec, so that only awsflock (as its stderr) holds it.
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    // Fill the pipe, then make it blocking again for awsflock.
+    let fl = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    let fl = nix::fcntl::OFlag::from_bits_truncate(fl);
+    nix::fcntl::fcntl(
+        &w,
+        nix::fcntl::FcntlArg::F_SETFL(fl | nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let block = [b'x'; 4096];
+    while nix::unistd::write(&w, &block).is_ok() {}
+    nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(fl)).unwrap();
+    let _ = r.as_raw_fd();
+    let script = format!(
+        "exec 2>/dev/null; trap '' TERM; echo $$ > {ready}; \
+         while :; do date +%s.%N > {alive}; sleep 0.1; done",
+        ready = ready.display(),
+        alive = alive.display()
+    );
+    // Not `spawn`, which would give awsflock a pipe that is read.
+    let mut holder = cmd(&d)
+        .args(["run", &name, "--lease-duration", "30", "--kill-after", "2"])
+        .args(["--renew-every", "1", "--", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(w))
+        .spawn()
+        .expect("spawn awsflock");
+    let start = Instant::now();
+    let cmd_pid = loop {
+        if let Ok(s) = std::fs::read_to_string(&ready) {
+            if let Ok(p) = s.trim().parse::<i32>() {
+                break p;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no command");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = run(cmd(&d).args(["release", &name, "--force", "--yes"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let released = Instant::now();
+    let mut gone = false;
+    while released.elapsed() < Duration::from_secs(8) {
+        if !running(cmd_pid) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = released.elapsed();
+    // Let awsflock write and exit.
+    drop(r);
+    let waited = Instant::now();
+    let status = loop {
+        if let Some(st) = holder.try_wait().unwrap() {
+            break st;
+        }
+        if waited.elapsed() > Duration::from_secs(40) {
+            let _ = holder.kill();
+            break holder.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        gone,
+        "the command (ignoring SIGTERM) still ran {after:?} after the forced release with --kill-after 2"
+    );
+    assert_eq!(status.code(), Some(4), "awsflock ended with {status:?}");
+}
+
+/// Someone pauses the command by its pid and resumes it (`kill -STOP`,
+/// `kill -CONT`, as an operator or a debugger does). awsflock stopped
+/// itself when the command stopped, as a job does; nobody continues
+/// awsflock, so its watchdog does once the command runs again: the command
+/// is renewed for and finishes, instead of being killed at the lease's end
+/// with awsflock left stopped for good.
+#[test]
+fn a_command_paused_and_resumed_by_its_pid_runs_on_under_its_lease() {
+    let d = dir();
+    let name = lock();
+    let ready = d.file("ready");
+    let mut holder = spawn(
+        cmd(&d)
+            .args(["run", &name, "--lease-duration", "4", "--", "sh", "-c"])
+            .arg(format!("echo $$ > {}; sleep 7; exit 3", ready.display())),
+    );
+    let start = Instant::now();
+    let cmd_pid = loop {
+        if let Ok(s) = std::fs::read_to_string(&ready) {
+            if let Ok(p) = s.trim().parse::<u32>() {
+                break p;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no command");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    signal(cmd_pid, nix::sys::signal::Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(cmd_pid, nix::sys::signal::Signal::SIGCONT);
+    let resumed = Instant::now();
+    while !holder.finished() && resumed.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped = std::fs::read_to_string(format!("/proc/{}/stat", holder.pid()))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('T'))
+        })
+        == Some(true);
+    if stopped {
+        signal(holder.pid(), nix::sys::signal::Signal::SIGCONT);
+    }
+    let h = holder.wait(Duration::from_secs(10));
+    assert!(!stopped, "awsflock was left stopped: {}", h.describe());
+    assert_eq!(
+        h.code,
+        3,
+        "the command did not run to its end: {}",
+        h.describe()
+    );
+}

@@ -242,6 +242,14 @@ pub async fn run(
                 spawned.signal_group(libc::SIGCONT);
                 phase.kill_at = Some(kill_at);
                 phase.pause = None;
+                // The watchdog learns the SIGKILL time before any message:
+                // a write to a stderr that blocks (a full pipe nobody reads)
+                // must not put the kill off until the lease's own kill time.
+                let kill_by = kill_at.min(deadline_kill);
+                if kill_by != told {
+                    let _ = watchdog.deadline(kill_by);
+                    told = kill_by;
+                }
                 let w = why.get_or_insert(Why::Expiring);
                 match w {
                     Why::Expiring => say!(
@@ -313,7 +321,9 @@ pub async fn run(
                         // job ourselves, so that the shell sees it. While we
                         // are stopped the watchdog still fires at the deadline.
                         spawned.take_terminal();
+                        let _ = watchdog.job_stop();
                         platform::stop_self();
+                        let _ = watchdog.resumed();
                         // Continued (fg, bg): renew before the command goes on.
                         phase.pause = Some(Pause::Resuming);
                         paused_lease = state.borrow().lease.lease_id.clone();

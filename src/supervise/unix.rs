@@ -322,11 +322,14 @@ pub fn reap(cmd: Pid, watchdog: Option<Pid>) -> Vec<Event> {
                     let pid = ws.pid();
                     if pid == Some(cmd) {
                         events.extend(event_of(ws));
-                    } else if pid.is_some()
-                        && pid == watchdog
-                        && matches!(ws, WaitStatus::Exited(..) | WaitStatus::Signaled(..))
-                    {
-                        events.push(Event::WatchdogGone);
+                    } else if pid.is_some() && pid == watchdog {
+                        match ws {
+                            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                                events.push(Event::WatchdogGone)
+                            }
+                            WaitStatus::Stopped(w, _) => continue_watchdog(w),
+                            _ => {}
+                        }
                     }
                 }
             }
@@ -353,13 +356,26 @@ pub fn reap(cmd: Pid, watchdog: Option<Pid>) -> Vec<Event> {
         }
     }
     if let Some(w) = watchdog {
-        if let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
-            waitpid(w, Some(WaitPidFlag::WNOHANG))
-        {
-            events.push(Event::WatchdogGone);
+        match waitpid(w, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                events.push(Event::WatchdogGone)
+            }
+            Ok(WaitStatus::Stopped(..)) => continue_watchdog(w),
+            _ => {}
         }
     }
     events
+}
+
+/// Continues a watchdog that someone stopped by its pid (it cannot ignore
+/// SIGSTOP). A stopped watchdog fires nothing: if awsflock were stopped or
+/// killed meanwhile, the command's group would outlive the lease (a killed
+/// awsflock's stopped watchdog is continued by the kernel only when its
+/// group becomes orphaned, not under a subreaper). The supervisor notices
+/// the stop within its loop's period (SIGCHLD, or 0.5 s).
+fn continue_watchdog(w: Pid) {
+    tracing::warn!("the watchdog was stopped; continuing it");
+    let _ = nix::sys::signal::kill(w, Signal::SIGCONT);
 }
 
 /// Reaps any children left (as PID 1: orphans), without blocking.
@@ -392,6 +408,24 @@ pub fn still_stopped(pid: Pid) -> bool {
         let _ = pid;
         true
     }
+}
+
+/// The state letter of process `pid` (`/proc/PID/stat`), if it exists.
+fn state_of(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let i = stat.rfind(')')?;
+    stat[i + 1..].split_whitespace().next().map(str::to_string)
+}
+
+/// Whether the command (the leader of group `pgid`) exists and is neither
+/// stopped nor a zombie (Linux; elsewhere never, so nothing is woken).
+fn leader_running(pgid: i32) -> bool {
+    matches!(state_of(pgid).as_deref(), Some(s) if !matches!(s, "T" | "t" | "Z" | "X"))
+}
+
+/// Whether process `pid` is stopped.
+fn stopped(pid: i32) -> bool {
+    matches!(state_of(pid).as_deref(), Some("T" | "t"))
 }
 
 /// Stops awsflock itself with SIGSTOP, so that the shell sees the job
@@ -472,14 +506,25 @@ impl Watchdog {
     /// once it knows the group).
     pub fn start(deadline: BootInstant) -> io::Result<Watchdog> {
         let exe = std::env::current_exe()?;
-        let mut child = std::process::Command::new(exe)
-            .arg("__watchdog")
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("__watchdog")
             .arg("0")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        // Names the holder this watchdog guards, so that the directory
+        // store does not take over from a dead holder while its watchdog
+        // has yet to kill the command's group (see
+        // `backend::file::host::watchdog_running`).
+        #[cfg(target_os = "linux")]
+        if let Some(me) = crate::backend::file::host::me() {
+            cmd.env(
+                crate::backend::file::host::WATCHDOG_OF,
+                format!("{} {}", std::process::id(), me.start),
+            );
+        }
+        let mut child = cmd.spawn()?;
         let pipe = child.stdin.take();
         let mut w = Watchdog {
             child: Some(child),
@@ -511,6 +556,19 @@ impl Watchdog {
         self.send(&format!("D {}\n", at.since_origin().as_nanos()))
     }
 
+    /// Tells the watchdog that awsflock is about to stop itself because
+    /// the command stopped ([`stop_self`]): if the command runs again while
+    /// awsflock is still stopped (someone continued it by its pid), the
+    /// watchdog continues awsflock, which then renews for it.
+    pub fn job_stop(&mut self) -> io::Result<()> {
+        self.send("S\n")
+    }
+
+    /// Tells the watchdog that awsflock runs again after [`Self::job_stop`].
+    pub fn resumed(&mut self) -> io::Result<()> {
+        self.send("R\n")
+    }
+
     /// Tells the watchdog to exit without killing anything, and reaps it
     /// (killing it if it does not exit within a second: stopped by its pid).
     pub fn disarm(mut self) {
@@ -538,12 +596,19 @@ enum Order {
     Deadline(u128),
     Group(i32),
     Disarm,
+    /// awsflock stops itself because the command stopped (a job stop).
+    JobStop,
+    /// awsflock runs again.
+    Resumed,
 }
 
 fn parse_order(line: &str) -> Option<Order> {
     let line = line.trim();
-    if line == "X" {
-        return Some(Order::Disarm);
+    match line {
+        "X" => return Some(Order::Disarm),
+        "S" => return Some(Order::JobStop),
+        "R" => return Some(Order::Resumed),
+        _ => {}
     }
     let (k, v) = line.split_once(' ')?;
     match k {
@@ -577,6 +642,9 @@ pub fn watchdog_main(pgid: i32) -> i32 {
     let mut group = (pgid > 1).then_some(pgid);
     let mut deadline: Option<u128> = None;
     let mut fired = false;
+    // awsflock, and whether it has stopped itself for a job stop.
+    let parent = nix::unistd::getppid();
+    let mut job_stopped = false;
     let mut buf: Vec<u8> = Vec::new();
     let fire = |g: i32| {
         let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
@@ -587,6 +655,18 @@ pub fn watchdog_main(pgid: i32) -> i32 {
             if now >= d && !fired {
                 fire(g);
                 fired = true;
+            }
+        }
+        // The command runs again while awsflock, stopped for its stop, is
+        // not: someone continued the command by its pid, and nobody will
+        // continue awsflock. Wake it, or the command would run unrenewed
+        // until its kill time and awsflock stay stopped for good.
+        if let (true, false, Some(g)) = (job_stopped, fired, group) {
+            // Only once awsflock has stopped: a SIGCONT that came before
+            // its SIGSTOP would be lost.
+            if leader_running(g) && stopped(parent.as_raw()) {
+                let _ = nix::sys::signal::kill(parent, Signal::SIGCONT);
+                job_stopped = false;
             }
         }
         // Sleep at most a quarter second at a time: poll's timeout runs on
@@ -635,6 +715,8 @@ pub fn watchdog_main(pgid: i32) -> i32 {
                     fired = false;
                 }
                 Some(Order::Disarm) => return 0,
+                Some(Order::JobStop) => job_stopped = true,
+                Some(Order::Resumed) => job_stopped = false,
                 None => {}
             }
         }
@@ -659,6 +741,8 @@ mod tests {
         assert_eq!(parse_order("G 4242\n"), Some(Order::Group(4242)));
         assert_eq!(parse_order("G 1\n"), None, "never the init group");
         assert_eq!(parse_order("X\n"), Some(Order::Disarm));
+        assert_eq!(parse_order("S\n"), Some(Order::JobStop));
+        assert_eq!(parse_order("R\n"), Some(Order::Resumed));
         assert_eq!(parse_order("junk\n"), None);
     }
 }

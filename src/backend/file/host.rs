@@ -124,6 +124,55 @@ pub fn me() -> Option<&'static ProcId> {
     .as_ref()
 }
 
+/// The environment variable that names, in a `run` holder's watchdog
+/// (`awsflock __watchdog`), the holder it guards: `PID START` (see
+/// [`ProcId`]). The supervisor sets it when it starts the watchdog.
+pub const WATCHDOG_OF: &str = "AWSFLOCK_WATCHDOG_OF";
+
+/// Whether a watchdog of the holder `pid` (started at `start`) may still
+/// be running, in our pid namespace. A dead `run` holder's command group is
+/// known dead only once its watchdog, which kills the group when its holder
+/// dies and then exits, is gone: until then a grandchild of the command may
+/// still run (the watchdog stopped, or not yet scheduled on a busy host).
+/// A watchdog whose environment we may not read (another user's) counts as
+/// one of this holder's: the caller then waits the lease out, as it does
+/// for any holder it cannot judge.
+pub fn watchdog_running(pid: u32, start: u64) -> bool {
+    let wanted = format!("{WATCHDOG_OF}={pid} {start}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        // `PROGRAM __watchdog PGID`: the command line is readable by all.
+        let Ok(cmdline) = std::fs::read(format!("/proc/{name}/cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|&b| b == 0).nth(1) != Some(b"__watchdog".as_slice()) {
+            continue;
+        }
+        let state = std::fs::read_to_string(format!("/proc/{name}/stat"))
+            .ok()
+            .and_then(|s| parse_stat(&s));
+        if matches!(state, Some(('Z' | 'X', _)) | None) {
+            continue;
+        }
+        match std::fs::read(format!("/proc/{name}/environ")) {
+            Ok(env) => {
+                if env.split(|&b| b == 0).any(|v| v == wanted.as_bytes()) {
+                    return true;
+                }
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
 /// What is known of a recorded holder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {

@@ -31,7 +31,7 @@
 //! [`LOCK_WAIT`]. Names are stored percent-encoded, so any lock name is a
 //! safe file name.
 
-mod host;
+pub mod host;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -396,9 +396,13 @@ impl FileStore {
         };
         rec.lease.supervised
             && rec.lease.host.as_deref() == Some(self.inner.host.as_str())
-            && b.holder
-                .as_ref()
-                .is_some_and(|id| host::liveness(pid, id) == Liveness::Dead)
+            && b.holder.as_ref().is_some_and(|id| {
+                host::liveness(pid, id) == Liveness::Dead
+                    // Its watchdog kills what is left of the command's group
+                    // when it sees the holder die, then exits: until it has,
+                    // a grandchild of the command may still be running.
+                    && !host::watchdog_running(pid, id.start)
+            })
     }
 
     /// A `run` holder seen exited for [`EXITED_HOLDER_GRACE`] by this process.
