@@ -58,6 +58,10 @@ mod attr {
 /// Tokens after a wipe of the lock item jump by up to this much.
 pub const FENCE_BLOCK: u64 = 1_000_000;
 
+/// awsflock 0.2.0 takes over a lease whose `expiration_time` is more than
+/// this far in the past.
+pub const V020_TAKEOVER_AFTER_MS: i64 = 5000;
+
 type Item = HashMap<String, AttributeValue>;
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -397,6 +401,15 @@ impl DynamoDb {
             .or_else(|| get_i64(item, attr::EXPIRATION_TIME).map(|s| s * 1000 + 1000))
     }
 
+    /// Whether the item's lease was last written by awsflock 0.2.0: it
+    /// rewrites whole items with its five attributes only, so `expires_ms`
+    /// is gone. (Our renewal of a 0.2.0 lease writes `expires_ms`, on the
+    /// store's clock.)
+    fn written_by_v020(item: &Item) -> bool {
+        get_i64(item, attr::EXPIRES_MS).is_none_or(|ms| ms <= 0)
+            && get_i64(item, attr::EXPIRATION_TIME).is_some_and(|s| s > 0)
+    }
+
     fn info_of(&self, name: &str, item: Option<&Item>) -> LockInfo {
         let Some(item) = item else {
             return cas::absent_info(name);
@@ -459,6 +472,14 @@ impl DynamoDb {
 
     /// Renews to a caller-chosen next lease id (see [`Backend::renew`]).
     async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        if !self.clock.is_calibrated() {
+            // A new process (`awsflock renew`): learn the store's time first,
+            // so that the renewal is never stamped on this machine's clock. A
+            // clock far behind would write an expiry that looks long past,
+            // and a waiter would take the lock at once, while the lease being
+            // renewed was still valid.
+            self.get(&lease.name).await?;
+        }
         let st = Stamp::now(&self.clock, duration);
         let mut e = Expr::default();
         e.set(attr::LEASE_ID, s(next_id));
@@ -504,6 +525,12 @@ impl DynamoDb {
             .as_ref()
             .filter(|i| get_s(i, attr::CLIENT).is_some())
             .and_then(|i| get_u64(i, attr::FENCE));
+        // The expiry the store holds: an earlier attempt's, when that one
+        // landed and this one found its own id.
+        let st = match item.as_ref().and_then(|i| get_i64(i, attr::EXPIRES_MS)) {
+            Some(stored) => st.as_stored(stored),
+            None => st,
+        };
         let mut renewed = Box::pin(cas::finish(
             self,
             &lease.name,
@@ -571,6 +598,19 @@ impl CasStore for DynamoDb {
 
     fn expiry_ms(rec: &Item) -> Option<i64> {
         DynamoDb::expiry_ms(rec)
+    }
+
+    /// awsflock 0.2.0 takes over a lease once its clock is more than 5 s
+    /// past `expiration_time`, and its holders rely on that margin (their
+    /// expiry is stamped when their acquire *started*): its leases get the
+    /// same 5 s, on the store's clock. [`DynamoDb::expiry_ms`] already adds
+    /// the second lost to truncation.
+    fn takeover_margin_ms(rec: &Item) -> i64 {
+        if DynamoDb::written_by_v020(rec) {
+            V020_TAKEOVER_AFTER_MS - 1000
+        } else {
+            cas::EXPIRY_MARGIN_MS
+        }
     }
 
     fn info(&self, name: &str, rec: Option<&Item>) -> LockInfo {
@@ -844,6 +884,30 @@ mod tests {
         assert_eq!(ceil_secs(1000), 1);
         assert_eq!(ceil_secs(1001), 2);
         assert_eq!(ceil_secs(1999), 2);
+    }
+
+    #[test]
+    fn old_client_leases_get_its_own_five_second_margin() {
+        let old = HashMap::from([(attr::EXPIRATION_TIME.to_string(), n(100))]);
+        assert!(DynamoDb::written_by_v020(&old));
+        assert_eq!(
+            DynamoDb::expiry_ms(&old).unwrap() + <DynamoDb as CasStore>::takeover_margin_ms(&old),
+            105_000
+        );
+        let ours = HashMap::from([
+            (attr::EXPIRATION_TIME.to_string(), n(100)),
+            (attr::EXPIRES_MS.to_string(), n(99_500)),
+        ]);
+        assert!(!DynamoDb::written_by_v020(&ours));
+        assert_eq!(
+            <DynamoDb as CasStore>::takeover_margin_ms(&ours),
+            cas::EXPIRY_MARGIN_MS
+        );
+        let released = HashMap::from([
+            (attr::EXPIRATION_TIME.to_string(), n(0)),
+            (attr::EXPIRES_MS.to_string(), n(0)),
+        ]);
+        assert!(!DynamoDb::written_by_v020(&released));
     }
 
     #[test]
