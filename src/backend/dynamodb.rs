@@ -472,14 +472,6 @@ impl DynamoDb {
 
     /// Renews to a caller-chosen next lease id (see [`Backend::renew`]).
     async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
-        if !self.clock.is_calibrated() {
-            // A new process (`awsflock renew`): learn the store's time first,
-            // so that the renewal is never stamped on this machine's clock. A
-            // clock far behind would write an expiry that looks long past,
-            // and a waiter would take the lock at once, while the lease being
-            // renewed was still valid.
-            self.get(&lease.name).await?;
-        }
         let st = Stamp::now(&self.clock, duration);
         let mut e = Expr::default();
         e.set(attr::LEASE_ID, s(next_id));
@@ -489,13 +481,27 @@ impl DynamoDb {
         let (lid, exp) = (e.name(attr::LEASE_ID), e.name(attr::EXPIRATION_TIME));
         let cur = e.value("cur", s(&lease.lease_id));
         let zero = e.value("zero", n(0));
+        let mut condition = format!("{lid} = {cur} AND {exp} <> {zero}");
+        if !st.calibrated {
+            // A new process (`awsflock renew`) stamps its first write on this
+            // machine's clock. Should that clock be behind, the renewal would
+            // write an expiry earlier than the lease it renews, one that may
+            // look long past and be taken at once while that lease was still
+            // valid: refuse to shorten it, and try again on the store's clock.
+            let ms = e.name(attr::EXPIRES_MS);
+            let new_s = e.value("new_s", n(ceil_secs(st.expires_ms)));
+            let new_ms = e.value("new_ms", n(st.expires_ms));
+            condition.push_str(&format!(
+                " AND {exp} <= {new_s} AND (attribute_not_exists({ms}) OR {ms} <= {new_ms})"
+            ));
+        }
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(attr::LOCK_ID, s(&lease.name))
             .update_expression(e.update_expression())
-            .condition_expression(format!("{lid} = {cur} AND {exp} <> {zero}"))
+            .condition_expression(condition)
             .set_expression_attribute_names(Some(e.names))
             .set_expression_attribute_values(Some(e.values))
             .return_values(ReturnValue::AllNew)
@@ -511,6 +517,19 @@ impl DynamoDb {
                 match ccf.item() {
                     // Our earlier attempt landed but its answer was lost.
                     Some(i) if get_s(i, attr::LEASE_ID) == Some(next_id) => Some(i.clone()),
+                    // Still our lease, but the local clock would have
+                    // shortened it; the answer calibrated the store's clock.
+                    Some(i)
+                        if !st.calibrated
+                            && self.clock.is_calibrated()
+                            && get_s(i, attr::LEASE_ID) == Some(lease.lease_id.as_str())
+                            && get_i64(i, attr::EXPIRATION_TIME) != Some(0) =>
+                    {
+                        tracing::warn!(
+                            "this machine's clock is behind the store's; renewing on the store's clock"
+                        );
+                        return Box::pin(self.renew_to(lease, duration, next_id)).await;
+                    }
                     _ => {
                         return Err(Error::NotHeld {
                             name: lease.name.clone(),
