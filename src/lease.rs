@@ -186,6 +186,10 @@ impl Drop for LockGuard {
 
 /// Releases, retrying transient errors a few times: a lock left held until
 /// its lease expires is safe but blocks the fleet for a lease.
+///
+/// A failed attempt may have landed with its answer lost; the next attempt,
+/// a new call, then finds the lease gone. If nobody holds the lock then,
+/// the release did what it was for: success.
 async fn release_with_retry(store: &dyn Backend, name: &str, id: &str) -> Result<()> {
     let mut last = None;
     for attempt in 0..4u32 {
@@ -194,6 +198,15 @@ async fn release_with_retry(store: &dyn Backend, name: &str, id: &str) -> Result
                 tracing::warn!("release failed ({m}); retrying");
                 last = Some(Error::Unavailable(m));
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            Err(e @ Error::NotHeld { .. }) if last.is_some() => {
+                return match store.inspect(name).await {
+                    Ok(info) if !info.held => {
+                        tracing::debug!("an earlier release attempt landed");
+                        Ok(())
+                    }
+                    _ => Err(e),
+                };
             }
             other => return other,
         }

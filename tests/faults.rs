@@ -1848,3 +1848,109 @@ fn renew_from_a_clock_an_hour_behind_never_writes_an_expired_looking_lease() {
     assert_eq!(out.code, 0, "{}", out.describe());
     release(&moto, &t, &name, out.line());
 }
+
+/// A grant that lands, whose answer is lost and whose SDK retries then meet
+/// 500s, fails as a call although the lock is now ours. The acquire must not
+/// leave that grant behind as a lock held by nobody for a whole lease: a
+/// waiting acquire recognises and reuses it, one that cannot wait gives it
+/// back.
+#[test]
+fn a_grant_that_landed_but_failed_leaves_no_ghost_lock() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let mut results = Vec::new();
+    for (case, extra) in [
+        ("wait", ["--wait-time", "10"]),
+        ("no-wait", ["--no-wait", "-v"]),
+    ] {
+        let name = lock();
+        // A released item: the blind grant (one UpdateItem) takes it.
+        let first = acquire(&moto, &t, &name, &[]);
+        release(&moto, &t, &name, &first);
+        let before = proxy.injected();
+        proxy.fault(Some("UpdateItem"), Fault::DropResponse, Some(1));
+        proxy.fault(Some("UpdateItem"), Fault::Status(500), Some(2));
+        let out = run(awsflock_at(&proxy.endpoint)
+            .args(["acquire", &name, "--table", &t, "--json"])
+            .args(extra));
+        proxy.clear();
+        let after = proxy.injected();
+        let n =
+            |m: &std::collections::HashMap<String, usize>, k: &str| m.get(k).copied().unwrap_or(0);
+        assert_eq!(
+            (
+                n(&after, "drop") - n(&before, "drop"),
+                n(&after, "status500") - n(&before, "status500")
+            ),
+            (1, 2),
+            "{case}: faults not injected as planned: {}\n{}",
+            kinds(&proxy),
+            out.describe()
+        );
+        let st = status_json(&moto, &t, &name);
+        results.push(format!(
+            "{case}:exit={},held_after={}",
+            out.code, st["held"]
+        ));
+        if case == "wait" {
+            assert_eq!(out.code, 0, "{case}: {}", out.describe());
+            let lease = out.json()["lease_id"].as_str().unwrap().to_string();
+            assert_eq!(st["held"], serde_json::Value::Bool(true), "{st}");
+            assert_eq!(st["lease_id"], lease.as_str(), "{st}");
+            release(&moto, &t, &name, &lease);
+        } else if out.code == 0 {
+            let lease = out.json()["lease_id"].as_str().unwrap().to_string();
+            release(&moto, &t, &name, &lease);
+        } else {
+            assert_eq!(
+                st["held"],
+                serde_json::Value::Bool(false),
+                "{case}: acquire failed ({}) but left the lock held: {st}\n{}",
+                out.code,
+                out.describe()
+            );
+        }
+        assert_free(&moto, &t, &name, case);
+    }
+    figures(format!("ghost_grant {}", results.join(" ")));
+}
+
+/// `run`'s release lands, its answer is lost and the SDK's retries meet
+/// 500s; the next attempt (a new call) finds the lease gone. The lock is
+/// free, as asked: no warning, and nothing left held.
+#[test]
+fn a_release_that_landed_but_failed_is_not_reported_as_a_failure() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let ready = dir.path().join("ready");
+    let script = format!("echo $$ > {}; sleep 1", p(&ready));
+    let mut running = spawn(&mut run_at(
+        &proxy.endpoint,
+        &t,
+        &name,
+        &["--lease-duration", "30", "-c", &script],
+    ));
+    first_line(&ready, Duration::from_secs(30), &mut running).expect("the command never started");
+    // The next UpdateItem is the release (renewals come every 10 s).
+    proxy.fault(Some("UpdateItem"), Fault::DropResponse, Some(1));
+    proxy.fault(Some("UpdateItem"), Fault::Status(500), Some(2));
+    let out = running.wait(Duration::from_secs(60));
+    proxy.clear();
+    figures(format!(
+        "release_landed_then_failed exit={} injected={}",
+        out.code,
+        kinds(&proxy)
+    ));
+    assert_eq!(proxy.injected().get("drop"), Some(&1), "{}", kinds(&proxy));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        !out.stderr.contains("could not release"),
+        "a release that landed was reported as failed:\n{}",
+        out.describe()
+    );
+    assert_free(&moto, &t, &name, "the release");
+}

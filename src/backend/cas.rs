@@ -200,11 +200,30 @@ pub async fn acquire<S: CasStore + ?Sized>(
     let mut sight: Option<(Option<String>, Instant)> = None;
     let mut contacted = false;
     let mut quick_retries = 0u32;
+    // Lease ids of grant writes whose call failed: each may have landed
+    // with its answer lost. Nobody was told of them.
+    let mut unconfirmed: Vec<String> = Vec::new();
 
     // The record as last seen: `None` before anything is known, which makes
     // the first attempt the blind grant.
     let mut seen: Option<Option<S::Record>> = None;
     loop {
+        if let Some(id) = seen
+            .as_ref()
+            .and_then(|r| r.as_ref())
+            .and_then(S::lease_id_of)
+            .filter(|id| unconfirmed.contains(id))
+        {
+            // An earlier grant of ours landed although its call failed:
+            // give it back (nobody believes in it) and take the lock anew.
+            tracing::info!("an earlier grant attempt landed although it failed; giving it back");
+            unconfirmed.retain(|u| u != &id);
+            match s.release_id(&req.name, &id).await {
+                Ok(()) | Err(Error::NotHeld { .. }) => seen = None,
+                Err(e) => tracing::warn!("{e}; still waiting"),
+            }
+            continue;
+        }
         let lease_id = uuid::Uuid::new_v4().to_string();
         let st = Stamp::now(s.clock(), req.lease);
         let attempt = match &seen {
@@ -296,7 +315,12 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     Err(e) => return Err(e),
                 }
             }
-            Err(Error::Unavailable(msg)) if contacted && !out_of_time() => {
+            Err(Error::Unavailable(msg))
+                if (contacted || s.clock().is_calibrated()) && !out_of_time() =>
+            {
+                // The store answered (if only with errors): the write may
+                // have landed. Read, and recognise it if it did.
+                unconfirmed.push(lease_id);
                 tracing::warn!("{msg}; retrying");
                 tokio::select! {
                     sig = &mut cancel => return Err(Error::Interrupted(sig)),
@@ -307,9 +331,34 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     seen = Some(rec);
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if matches!(e, Error::Unavailable(_)) && s.clock().is_calibrated() {
+                    unconfirmed.push(lease_id);
+                }
+                give_back(s, &req.name, &unconfirmed).await;
+                return Err(e);
+            }
         }
     }
+}
+
+/// Before an acquire gives up with an error: releases the grants whose calls
+/// failed but may have landed, so that none of them holds the lock, unseen,
+/// until its lease expires. Bounded to 2 s; a release of a grant that never
+/// landed is refused by its condition and changes nothing.
+async fn give_back<S: CasStore + ?Sized>(s: &S, name: &str, unconfirmed: &[String]) {
+    if unconfirmed.is_empty() {
+        return;
+    }
+    let all = async {
+        for id in unconfirmed {
+            match s.release_id(name, id).await {
+                Ok(()) => tracing::info!("gave back a grant whose answer was lost"),
+                Err(e) => tracing::debug!(error = %e, "no grant to give back"),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), all).await;
 }
 
 /// Turns a successful write into a lease. When the write was stamped with
