@@ -269,7 +269,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     let _ = s.release_id(&req.name, &lease_id).await;
                     return Err(Error::Interrupted(sig));
                 }
-                match finish(s, &req.name, lease_id, fence, req.lease, st).await {
+                match finish(s, &req.name, lease_id.clone(), fence, req.lease, st).await {
                     Err(Error::NotHeld { .. }) => {
                         // The write was stamped on this machine's clock, which
                         // was off; before it could be rewritten on the store's
@@ -284,7 +284,14 @@ pub async fn acquire<S: CasStore + ?Sized>(
                         }
                         continue;
                     }
-                    other => return other,
+                    Err(e) => {
+                        // The grant landed but could not be rewritten on the
+                        // store's clock: nobody was told of it; give it back.
+                        unconfirmed.push(lease_id);
+                        give_back(s, &req.name, &unconfirmed).await;
+                        return Err(e);
+                    }
+                    ok => return ok,
                 }
             }
             Ok(Some(Outcome::Retry)) => {}
