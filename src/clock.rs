@@ -20,6 +20,7 @@
 //! the latest the server could be ([`ServerClock::upper_ms`]), a waiter the
 //! earliest ([`ServerClock::lower_ms`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -73,6 +74,21 @@ struct Bounds {
 #[derive(Debug, Default)]
 pub struct ServerClock {
     bounds: Mutex<Option<Bounds>>,
+    /// How often the store's clock was seen ahead of where the bounds
+    /// allowed it to be (see [`ServerClock::forward_jumps`]).
+    jumps: AtomicU64,
+}
+
+/// Forward jumps seen by every [`ServerClock`] of this process.
+static JUMPS_ANYWHERE: AtomicU64 = AtomicU64::new(0);
+
+/// How many times any store clock of this process was seen jumping ahead
+/// ([`ServerClock::forward_jumps`], summed). The lease layer watches this
+/// without knowing which store it renews with; a process holding leases in
+/// several stores treats a jump in one as suspect for all, which only costs
+/// a renewal.
+pub fn forward_jumps_anywhere() -> u64 {
+    JUMPS_ANYWHERE.load(Ordering::SeqCst)
 }
 
 impl ServerClock {
@@ -105,7 +121,22 @@ impl ServerClock {
                 } else {
                     // The server's clock stepped (or a proxy rewrote Date): trust
                     // only what it says now.
-                    tracing::warn!(lo, hi, "store clock jumped; recalibrating");
+                    let ahead = sample.lo > old.hi + widen;
+                    if ahead {
+                        // Leases stamped on the old bounds are shorter on
+                        // the store's clock than their holders believed.
+                        self.jumps.fetch_add(1, Ordering::SeqCst);
+                        JUMPS_ANYWHERE.fetch_add(1, Ordering::SeqCst);
+                    }
+                    tracing::warn!(
+                        jump_ms = if ahead {
+                            sample.lo - (old.hi + widen)
+                        } else {
+                            sample.hi - (old.lo - widen)
+                        },
+                        "store clock jumped {}; recalibrating",
+                        if ahead { "ahead" } else { "back" }
+                    );
                     sample
                 }
             }
@@ -117,6 +148,15 @@ impl ServerClock {
         let now = mono_ms(Instant::now());
         let widen = (((now - b.at).max(0) as f64 / 1000.0) * DRIFT_PER_SEC_MS).ceil() as i64;
         Some((now + b.lo - widen, now + b.hi + widen))
+    }
+
+    /// How many times a response showed the store's clock *ahead* of the
+    /// latest time the bounds allowed: the store's clock (or the time this
+    /// process saw pass) jumped. A lease stamped before such a jump expires
+    /// earlier on the store's clock than its holder computed, so the lease
+    /// layer treats a change of this count as suspect ([`crate::lease`]).
+    pub fn forward_jumps(&self) -> u64 {
+        self.jumps.load(Ordering::SeqCst)
     }
 
     /// True once a response with a `Date` header has been seen.
@@ -194,6 +234,24 @@ mod tests {
         assert!(c.local_skew_ms(t0, 2_000_000_000 - an_hour).unwrap() < -3_500_000);
         assert!(c.local_skew_ms(t0, 2_000_000_000 + an_hour).unwrap() > 3_500_000);
         assert_eq!(c.local_skew_ms(t0, 2_000_000_500).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_store_clock_seen_ahead_of_the_bounds_is_counted() {
+        let c = ServerClock::new();
+        let t0 = Instant::now();
+        c.observe(t0, t0 + Duration::from_millis(5), 4_000_000);
+        let t1 = t0 + Duration::from_millis(500);
+        c.observe(t1, t1 + Duration::from_millis(5), 4_000_001);
+        assert_eq!(c.forward_jumps(), 0);
+        // 20 s ahead of what half a second could explain.
+        c.observe(t1, t1 + Duration::from_millis(5), 4_000_021);
+        assert_eq!(c.forward_jumps(), 1);
+        // Back again: recalibrated, not counted as ahead.
+        c.observe(t1, t1 + Duration::from_millis(5), 4_000_001);
+        assert_eq!(c.forward_jumps(), 1);
+        let (lo, _) = c.bounds_now().unwrap();
+        assert!(lo < 4_000_002_000, "{lo}");
     }
 
     #[test]

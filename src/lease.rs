@@ -4,8 +4,14 @@
 //!   acquire ──► renew every `renew_every` ──► … ──► release()
 //!                  │ renewal fails: retry (same next lease id) until the deadline
 //!                  │ store says "not held": lost at once
+//!                  │ time passed unseen (suspend, VM pause, store clock
+//!                  │ jumped ahead): `suspect` at once, renew at once
 //!                  └► deadline passes without a renewal: lost
 //! ```
+//!
+//! Between renewals the guard looks at the clocks at every nap (at most
+//! [`boottime::MAX_NAP`]), without any request to the store, for time that
+//! passed without this process seeing it: see [`unseen_time`].
 //!
 //! The guard publishes its state on a watch channel: the current local
 //! deadline (the instant by which everything done under the lease must have
@@ -180,6 +186,10 @@ impl Drop for LockGuard {
 
 /// Releases, retrying transient errors a few times: a lock left held until
 /// its lease expires is safe but blocks the fleet for a lease.
+///
+/// A failed attempt may have landed with its answer lost; the next attempt,
+/// a new call, then finds the lease gone. If nobody holds the lock then,
+/// the release did what it was for: success.
 async fn release_with_retry(store: &dyn Backend, name: &str, id: &str) -> Result<()> {
     let mut last = None;
     for attempt in 0..4u32 {
@@ -189,10 +199,82 @@ async fn release_with_retry(store: &dyn Backend, name: &str, id: &str) -> Result
                 last = Some(Error::Unavailable(m));
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
+            Err(e @ Error::NotHeld { .. }) if last.is_some() => {
+                return match store.inspect(name).await {
+                    Ok(info) if !info.held => {
+                        tracing::debug!("an earlier release attempt landed");
+                        Ok(())
+                    }
+                    _ => Err(e),
+                };
+            }
             other => return other,
         }
     }
     Err(last.unwrap_or_else(|| Error::store("release failed")))
+}
+
+/// The clocks as seen at one look (see [`unseen_time`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Look {
+    /// CLOCK_MONOTONIC: stands still while the machine is suspended.
+    pub mono: std::time::Instant,
+    /// CLOCK_BOOTTIME: counts suspend.
+    pub boot: Instant,
+    /// The local wall clock (ms since the epoch).
+    pub wall_ms: i64,
+    /// Forward jumps of the store's clock seen so far.
+    pub store_jumps: u64,
+}
+
+impl Look {
+    /// The clocks now.
+    pub fn now() -> Look {
+        Look {
+            mono: std::time::Instant::now(),
+            boot: Instant::now(),
+            wall_ms: crate::clock::local_wall_ms(),
+            store_jumps: crate::clock::forward_jumps_anywhere(),
+        }
+    }
+}
+
+/// More time than this passing on one clock and not on another, between two
+/// looks, means this process did not see that time pass.
+pub const UNSEEN_TOLERANCE: Duration = Duration::from_millis(1000);
+
+/// Why the time between two looks is suspect, if it is:
+///
+/// - the boot-time clock advanced much more than the monotonic clock: the
+///   machine was suspended (the lease kept running on the store's clock);
+/// - the wall clock advanced much more than the boot-time clock: the process
+///   was frozen without either local clock counting it (a paused VM whose
+///   wall clock was then resynchronised), so more may have passed than the
+///   deadlines know;
+/// - the store's clock was seen jumping ahead of what the bounds allowed: a
+///   lease stamped before the jump expires earlier than its holder computed.
+///
+/// In each case the lease may already be gone although no renewal failed.
+pub fn unseen_time(before: &Look, now: &Look) -> Option<String> {
+    let boot = now.boot.saturating_duration_since(before.boot);
+    let mono = now.mono.saturating_duration_since(before.mono);
+    if boot > mono + UNSEEN_TOLERANCE {
+        return Some(format!(
+            "this machine was suspended for about {:.1}s",
+            (boot - mono).as_secs_f64()
+        ));
+    }
+    let wall = now.wall_ms - before.wall_ms;
+    if wall > boot.as_millis() as i64 + UNSEEN_TOLERANCE.as_millis() as i64 {
+        return Some(format!(
+            "the wall clock jumped {:.1}s ahead of the boot-time clock (a paused virtual machine?)",
+            (wall - boot.as_millis() as i64) as f64 / 1000.0
+        ));
+    }
+    if now.store_jumps > before.store_jumps {
+        return Some("the store's clock was seen jumping ahead".to_string());
+    }
+    None
 }
 
 async fn renew_loop(
@@ -204,11 +286,31 @@ async fn renew_loop(
     renew_now: Arc<tokio::sync::Notify>,
 ) {
     let mut next_renewal = Instant::now() + every;
+    let mut look = Look::now();
     loop {
-        tokio::select! {
-            _ = boottime::sleep_until(next_renewal) => {}
-            _ = renew_now.notified() => {}
+        // Wait for the next renewal, looking at the clocks at every nap.
+        let mut why = None;
+        loop {
+            let left = next_renewal.remaining();
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(left.min(boottime::MAX_NAP)) => {}
+                _ = renew_now.notified() => break,
+            }
+            let now = Look::now();
+            why = unseen_time(&look, &now);
+            look = now;
+            if why.is_some() {
+                break;
+            }
         }
+        if let Some(w) = why {
+            tracing::warn!("{w}: the lease may be gone; renewing now");
+            tx.send_modify(|s| s.suspect = Some(w));
+        }
+        let mut renew_at_once = false;
         let current = tx.borrow().lease.clone();
         // One next lease id per renewal, reused on every retry, so that a
         // renewal that landed but whose answer was lost is recognised.
@@ -234,10 +336,23 @@ async fn renew_loop(
                     if let Ok(mut p) = pending.lock() {
                         *p = None;
                     }
+                    // Time may have gone unseen during the renewal itself
+                    // (its answer showed the store's clock jumping ahead):
+                    // then the lease it wrote is suspect too.
+                    let now = Look::now();
+                    let why = unseen_time(&look, &now);
+                    look = now;
+                    if let Some(w) = &why {
+                        tracing::warn!("{w}: the lease may be shorter than written; renewing now");
+                    }
+                    let again = why.is_some();
                     tx.send_modify(|s| {
                         s.lease = lease;
-                        s.suspect = None;
+                        s.suspect = why;
                     });
+                    if again {
+                        renew_at_once = true;
+                    }
                     break;
                 }
                 Ok(Err(Error::NotHeld { .. })) => {
@@ -260,13 +375,49 @@ async fn renew_loop(
             tokio::time::sleep(pause).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        next_renewal = Instant::now() + every;
+        next_renewal = if renew_at_once {
+            Instant::now()
+        } else {
+            Instant::now() + every
+        };
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn look(mono_ms: u64, boot_ms: u64, wall_ms: i64, store_jumps: u64) -> Look {
+        static BASE: std::sync::OnceLock<(std::time::Instant, Instant)> =
+            std::sync::OnceLock::new();
+        let (m, b) = *BASE.get_or_init(|| (std::time::Instant::now(), Instant::now()));
+        Look {
+            mono: m + Duration::from_millis(mono_ms),
+            boot: b + Duration::from_millis(boot_ms),
+            wall_ms,
+            store_jumps,
+        }
+    }
+
+    #[test]
+    fn time_that_passed_unseen_is_noticed() {
+        let before = look(0, 0, 1_000_000, 3);
+        // An ordinary nap: every clock moved by 250 ms.
+        assert_eq!(unseen_time(&before, &look(250, 250, 1_000_250, 3)), None);
+        // A slow nap on a busy machine is not suspect either.
+        assert_eq!(unseen_time(&before, &look(900, 900, 1_000_900, 3)), None);
+        // Suspended for a minute: boot time counted it, monotonic did not.
+        let w = unseen_time(&before, &look(250, 60_250, 1_060_250, 3)).unwrap();
+        assert!(w.contains("suspended"), "{w}");
+        // A paused VM resynchronised by NTP: only the wall clock moved on.
+        let w = unseen_time(&before, &look(250, 250, 1_120_250, 3)).unwrap();
+        assert!(w.contains("wall clock"), "{w}");
+        // The wall clock stepped back: nothing to fear for the lease.
+        assert_eq!(unseen_time(&before, &look(250, 250, 900_000, 3)), None);
+        // The store's clock was seen jumping ahead.
+        let w = unseen_time(&before, &look(250, 250, 1_000_250, 4)).unwrap();
+        assert!(w.contains("store"), "{w}");
+    }
 
     #[test]
     fn margin_is_bounded_by_a_quarter_of_the_lease() {

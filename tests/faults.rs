@@ -562,8 +562,8 @@ fn clock_skew_neither_steals_a_live_lock_nor_delays_a_dead_one_forever() {
         "acquire --no-wait of a lock held by a client an hour behind:\n{}",
         out.describe()
     );
-    // Past the 5 s first-sight grace, a patient waiter and a waiter an hour
-    // ahead still see it held.
+    // For the next 8 s, a patient waiter and a waiter an hour ahead still
+    // see it held: the lease was rewritten on the store's clock.
     let b_waiter =
         spawn(awsflock(&moto).args(["acquire", &slow, "--table", &t, "--wait-time", "8"]));
     let mut b_ahead = ahead();
@@ -1318,4 +1318,639 @@ while :; do date +%s%N >> {s}; sleep 0.1; done"#,
     );
     let lease = v["lease_id"].as_str().unwrap().to_string();
     release(&moto, &t, &name, &lease);
+}
+
+// ------------------------------------------- the protocol's double-holder edges
+
+/// The store a protocol test runs against: a DynamoDB table or an S3 prefix,
+/// both on the same moto server.
+enum Store {
+    Dynamo(String),
+    S3(String),
+}
+
+impl Store {
+    fn create(moto: &Moto, s3: bool) -> Store {
+        if !s3 {
+            return Store::Dynamo(table(moto));
+        }
+        let url = format!(
+            "s3://{}/locks/",
+            unique_name("bkt").to_lowercase().replace('_', "-")
+        );
+        let out = run(awsflock(moto).args(["table-create", "--backend", &url]));
+        assert_eq!(out.code, 0, "creating the bucket:\n{}", out.describe());
+        Store::S3(url)
+    }
+
+    fn args(&self) -> [&str; 2] {
+        match self {
+            Store::Dynamo(t) => ["--table", t],
+            Store::S3(u) => ["--backend", u],
+        }
+    }
+
+    /// The request a renewal is (as the proxy counts it).
+    fn renew_op(&self) -> &'static str {
+        match self {
+            Store::Dynamo(_) => "UpdateItem",
+            Store::S3(_) => "PUT",
+        }
+    }
+
+    /// Requests of a renewal retry that finds its own lease id on the record.
+    fn own_id_requests(&self) -> usize {
+        match self {
+            Store::Dynamo(_) => 1, // UpdateItem, condition fails, ALL_OLD
+            Store::S3(_) => 2,     // PUT If-Match (412), GET
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Store::Dynamo(_) => "dynamodb",
+            Store::S3(_) => "s3",
+        }
+    }
+}
+
+/// The last `date +%s%N` stamp in a file, if any.
+fn last_stamp(path: &Path) -> Option<i128> {
+    lines(path)
+        .iter()
+        .filter_map(|l| l.trim().parse::<i128>().ok())
+        .max()
+}
+
+/// A renewal lands but its answer is lost; its retries meet 500s for 6 s;
+/// one retry then gets through and finds its own next lease id on the
+/// record; then the holder is cut off from the store. The record still
+/// carries the expiry of the first attempt, so the holder must stop its
+/// command (which ignores SIGTERM) by that expiry, before a competing
+/// worker's command starts.
+fn lost_renewal_answer_then_cut_off(s3: bool) -> String {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let store = Store::create(&moto, s3);
+    let name = lock();
+    let dir = scratch();
+    let (ready, stamps, started) = (
+        dir.path().join("ready"),
+        dir.path().join("stamps"),
+        dir.path().join("started"),
+    );
+    let script = format!(
+        r#"trap '' TERM; echo $$ > {ready}; while :; do date +%s%N >> {stamps}; sleep 0.05; done"#,
+        ready = p(&ready),
+        stamps = p(&stamps)
+    );
+    let mut holder = spawn(
+        awsflock_at(&proxy.endpoint)
+            .args(["run", &name])
+            .args(store.args())
+            .args(["-v", "--lease-duration", "30", "-c", &script]),
+    );
+    let Some(child) = first_line(&ready, Duration::from_secs(30), &mut holder) else {
+        let out = holder.wait(Duration::from_secs(10));
+        panic!("the command never started:\n{}", out.describe());
+    };
+    let child: i32 = child.trim().parse().expect("child pid");
+    let waiter = spawn(
+        awsflock(&moto)
+            .args(["run", &name])
+            .args(store.args())
+            .args([
+                "--wait-time",
+                "120",
+                "--",
+                "sh",
+                "-c",
+                &format!("date +%s%N > {}", p(&started)),
+            ]),
+    );
+    let op = store.renew_op();
+    let base = proxy.count(Some(op));
+    proxy.fault(Some(op), Fault::DropResponse, Some(1));
+    proxy.fault(None, Fault::Status(500), None);
+    assert!(
+        proxy.wait_count(Some(op), base + 1, Duration::from_secs(20)),
+        "no renewal within 20 s"
+    );
+    thread::sleep(Duration::from_secs(6));
+    let through = proxy.count(None);
+    proxy.clear();
+    let passed = proxy.wait_count(
+        None,
+        through + store.own_id_requests(),
+        Duration::from_secs(5),
+    );
+    proxy.fault(None, Fault::Status(500), None);
+    assert!(passed, "no renewal retry came after the 500s");
+    let out = holder.wait(Duration::from_secs(60));
+    let w = waiter.wait(Duration::from_secs(120));
+    proxy.clear();
+    let _ = killpg(Pid::from_raw(child), Signal::SIGKILL);
+    assert_eq!(w.code, 0, "the competing worker:\n{}", w.describe());
+    let last = last_stamp(&stamps).expect("the holder's command wrote no stamp");
+    let begun = last_stamp(&started).expect("the competing worker's command never ran");
+    let overlap = secs(last - begun);
+    let line = format!(
+        "{}:holder_exit={},last_holder_stamp_minus_next_start_s={overlap:.2},injected={}",
+        store.label(),
+        out.code,
+        kinds(&proxy)
+    );
+    assert!(
+        last < begun,
+        "{line}: the first command still worked {overlap:.2} s into the next holder's lease\n--- holder:\n{}",
+        tail(&out.stderr, 40)
+    );
+    assert_eq!(out.code, 4, "{line}\n{}", out.describe());
+    line
+}
+
+#[test]
+fn lost_renewal_answer_does_not_move_the_deadline_past_the_stored_expiry() {
+    let results: Vec<String> = thread::scope(|s| {
+        let hs: Vec<_> = [false, true]
+            .into_iter()
+            .map(|s3| s.spawn(move || lost_renewal_answer_then_cut_off(s3)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    figures(format!("lost_renewal_then_cut_off {}", results.join(" ")));
+}
+
+/// `faketime` aimed at `endpoint`: our binary with its wall clock read
+/// from `stamp_file` (e.g. "+0s", changed while it runs), its monotonic
+/// and boot-time clocks untouched. `None` when libfaketime is missing.
+fn faketime_file_at(endpoint: &str, stamp_file: &Path) -> Option<Command> {
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|l| Path::new(l).exists())?;
+    let mut cmd = awsflock_at(endpoint);
+    cmd.env("LD_PRELOAD", lib)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_TIMESTAMP_FILE", stamp_file)
+        .env("FAKETIME_NO_CACHE", "1");
+    Some(cmd)
+}
+
+/// Seconds from the first `op` request after `after` to the one following it.
+fn gap_after(proxy: &Proxy, op: &str, after: Instant) -> Option<f64> {
+    let times: Vec<Instant> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.at >= after && s.op.ends_with(op))
+        .map(|s| s.at)
+        .collect();
+    (times.len() >= 2).then(|| (times[1] - times[0]).as_secs_f64())
+}
+
+#[test]
+fn store_clock_jumping_ahead_makes_the_holder_renew_at_once() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let ready = dir.path().join("ready");
+    let script = format!("trap '' TERM; echo $$ > {}; sleep 16", p(&ready));
+    // Lease 30 s: renewals every 10 s.
+    let mut holder = spawn(&mut run_at(
+        &proxy.endpoint,
+        &t,
+        &name,
+        &[
+            "-v",
+            "--lease-duration",
+            "30",
+            "--kill-after",
+            "1",
+            "-c",
+            &script,
+        ],
+    ));
+    first_line(&ready, Duration::from_secs(30), &mut holder).expect("the command never started");
+    // From now on the store's clock reads 20 s later than before.
+    let jumped = Instant::now();
+    proxy.shift_date(20);
+    let base = proxy.count(Some("UpdateItem"));
+    let seen_jump = proxy.wait_count(Some("UpdateItem"), base + 1, Duration::from_secs(15));
+    let renewed_again = proxy.wait_count(Some("UpdateItem"), base + 2, Duration::from_secs(3));
+    let gap = gap_after(&proxy, "UpdateItem", jumped);
+    let out = holder.wait(Duration::from_secs(60));
+    figures(format!(
+        "store_clock_jump jump_s=20 renewal_after_first_jumped_answer_s={} exit={}",
+        gap.map_or("none".into(), |g| format!("{g:.2}")),
+        out.code
+    ));
+    assert!(seen_jump, "no renewal within 15 s:\n{}", out.describe());
+    assert!(
+        renewed_again,
+        "after the store's clock was seen 20 s ahead, the holder did not renew at once (next renewal after {gap:?} s):\n{}",
+        tail(&out.stderr, 40)
+    );
+    assert!(
+        gap.is_some_and(|g| g < 2.0),
+        "renewal came {gap:?} s after the jump was seen"
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+}
+
+#[test]
+fn wall_clock_jumping_ahead_of_the_boot_clock_makes_the_holder_renew_at_once() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let (ready, stamp_file) = (dir.path().join("ready"), dir.path().join("faketime"));
+    std::fs::write(&stamp_file, "+0s\n").unwrap();
+    let Some(mut cmd) = faketime_file_at(&proxy.endpoint, &stamp_file) else {
+        println!("note: libfaketime is not installed; wall-clock jump test skipped");
+        return;
+    };
+    let script = format!("echo $$ > {}; sleep 8", p(&ready));
+    cmd.args([
+        "run",
+        &name,
+        "--table",
+        &t,
+        "-v",
+        "--lease-duration",
+        "30",
+        "-c",
+        &script,
+    ]);
+    let mut holder = spawn(&mut cmd);
+    first_line(&ready, Duration::from_secs(30), &mut holder).expect("the command never started");
+    thread::sleep(Duration::from_secs(1));
+    let base = proxy.count(Some("UpdateItem"));
+    // What a VM paused for two minutes sees when NTP resyncs it: the wall
+    // clock jumps, the boot-time clock did not count the pause.
+    let jumped = Instant::now();
+    std::fs::write(&stamp_file, "+120s\n").unwrap();
+    let renewed = proxy.wait_count(Some("UpdateItem"), base + 1, Duration::from_secs(3));
+    let took = proxy
+        .seen()
+        .into_iter()
+        .find(|s| s.at >= jumped && s.op.ends_with("UpdateItem"))
+        .map(|s| (s.at - jumped).as_secs_f64());
+    let out = holder.wait(Duration::from_secs(60));
+    figures(format!(
+        "wall_clock_jump jump_s=120 renewal_after_jump_s={} exit={}",
+        took.map_or("none".into(), |g| format!("{g:.2}")),
+        out.code
+    ));
+    assert!(
+        renewed,
+        "the wall clock jumped 120 s ahead of the boot-time clock and the holder did not renew within 3 s (renewals every 10 s):\n{}",
+        tail(&out.stderr, 40)
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+}
+
+/// Our binary under faketime with a fixed offset, aimed at `endpoint`.
+fn faketime_at(endpoint: &str, offset: &str) -> Option<Command> {
+    let faketime = which("faketime")?;
+    let mut cmd = Command::new(faketime);
+    let base = awsflock_at(endpoint);
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .args(["-f", offset, bin_path()]);
+    Some(cmd)
+}
+
+/// `awsflock ARGS` under an optional clock offset.
+fn ours(moto: &Moto, skew: Option<&str>, args: &[&str]) -> Out {
+    let mut cmd = match skew {
+        Some(o) => faketime_at(&moto.endpoint, o).expect("faketime"),
+        None => awsflock(moto),
+    };
+    run(cmd.args(args))
+}
+
+#[test]
+fn no_wait_reclaims_a_dead_holders_lock_within_seconds_under_skew() {
+    if which("faketime").is_none() {
+        println!("note: faketime is not installed; skew test skipped");
+        return;
+    }
+    let moto = Moto::start();
+    let t = table(&moto);
+    let mut results = Vec::new();
+    // (holder's clock, waiter's clock)
+    let cases = [
+        (None, None),
+        (Some("-1h"), Some("+1h")),
+        (Some("+1h"), Some("-1h")),
+        (Some("-1h"), None),
+        (None, Some("+1h")),
+    ];
+    for (hs, ws) in cases {
+        let label = format!("holder{}/waiter{}", hs.unwrap_or("0"), ws.unwrap_or("0"));
+        let name = lock();
+        // The holder takes a 3 s lease and dies (acquire exits; nobody renews).
+        let out = ours(
+            &moto,
+            hs,
+            &["acquire", &name, "--table", &t, "--lease-duration", "3"],
+        );
+        assert_eq!(out.code, 0, "{label}: holder:\n{}", out.describe());
+        let acquired = Instant::now();
+        let mut reclaimed = None;
+        let mut refused = 0;
+        while acquired.elapsed() < Duration::from_secs(20) {
+            let st = ours(&moto, ws, &["status", &name, "--table", &t, "--json"]);
+            assert_eq!(st.code, 0, "{label}: status:\n{}", st.describe());
+            let held = st.json()["held"] == serde_json::Value::Bool(true);
+            let out = ours(&moto, ws, &["acquire", &name, "--table", &t, "--no-wait"]);
+            match out.code {
+                0 => {
+                    reclaimed = Some(acquired.elapsed());
+                    release(&moto, &t, &name, out.line());
+                    break;
+                }
+                3 => {
+                    refused += 1;
+                    assert!(
+                        held,
+                        "{label}: status said the lock is free, then `acquire --no-wait` said it is held:\n{}",
+                        out.describe()
+                    );
+                }
+                _ => panic!("{label}: acquire --no-wait:\n{}", out.describe()),
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+        let reclaimed = reclaimed.unwrap_or_else(|| {
+            panic!("{label}: `acquire --no-wait` never took the dead holder's lock in 20 s ({refused} refusals)")
+        });
+        results.push(format!("{label}:{:.2}s", reclaimed.as_secs_f64()));
+        assert!(
+            reclaimed >= Duration::from_secs(3),
+            "{label}: taken {reclaimed:.2?} after the grant of a 3 s lease"
+        );
+        assert!(
+            reclaimed < Duration::from_secs(8),
+            "{label}: took {reclaimed:.2?} to reclaim a 3 s lease"
+        );
+    }
+    figures(format!("no_wait_reclaim lease_s=3 {}", results.join(" ")));
+}
+
+/// A holder whose clock is an hour behind writes its first grant stamped an
+/// hour in the past; until its rewrite on the store's clock lands, the
+/// record looks long expired and another worker may take it. The holder must
+/// then not report the grant, and must go on waiting.
+#[test]
+fn a_grant_taken_over_before_its_rewrite_is_not_reported_and_the_wait_goes_on() {
+    if which("faketime").is_none() {
+        println!("note: faketime is not installed; skew test skipped");
+        return;
+    }
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let name = lock();
+    // A released item: the holder's first request is the blind grant.
+    let first = acquire(&moto, &t, &name, &[]);
+    release(&moto, &t, &name, &first);
+
+    let base = proxy.count(Some("UpdateItem"));
+    // The rewrite (the holder's second UpdateItem) reaches the store 3 s late.
+    proxy.fault_after(
+        Some("UpdateItem"),
+        1,
+        Fault::Hold(Duration::from_secs(3)),
+        Some(1),
+    );
+    let mut cmd = faketime_at(&proxy.endpoint, "-1h").expect("faketime");
+    cmd.args([
+        "acquire",
+        &name,
+        "--table",
+        &t,
+        "--wait-time",
+        "20",
+        "--lease-duration",
+        "60",
+        "--json",
+    ]);
+    let holder = spawn(&mut cmd);
+    assert!(
+        proxy.wait_count(Some("UpdateItem"), base + 2, Duration::from_secs(20)),
+        "the holder sent no rewrite"
+    );
+    let taker = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait", "--json"]));
+    assert_eq!(
+        taker.code,
+        0,
+        "a record stamped an hour in the past, not yet rewritten, was not taken:\n{}",
+        taker.describe()
+    );
+    let tv = taker.json();
+    thread::sleep(Duration::from_millis(500));
+    let released = Instant::now();
+    release(&moto, &t, &name, tv["lease_id"].as_str().unwrap());
+    let out = holder.wait(Duration::from_secs(40));
+    let after_release = released.elapsed();
+    figures(format!(
+        "grant_taken_before_rewrite holder_exit={} taker_fence={} holder_answered_after_release_s={:.2}",
+        out.code,
+        tv["fence"],
+        after_release.as_secs_f64()
+    ));
+    assert_eq!(
+        out.code,
+        0,
+        "the holder should have kept waiting and taken the lock once released:\n{}",
+        out.describe()
+    );
+    let hv = out.json();
+    assert!(
+        hv["fence"].as_i64() > tv["fence"].as_i64(),
+        "holder {hv} vs taker {tv}"
+    );
+    let item = raw_item(&moto, &t, &name);
+    assert_eq!(item["lease_id"]["S"], hv["lease_id"], "{item}");
+    release(&moto, &t, &name, hv["lease_id"].as_str().unwrap());
+}
+
+/// `awsflock renew` from a machine an hour behind must never leave a record
+/// that looks expired: the lease it renews was valid, and waiters take an
+/// expired-looking record at once.
+#[test]
+fn renew_from_a_clock_an_hour_behind_never_writes_an_expired_looking_lease() {
+    if which("faketime").is_none() {
+        println!("note: faketime is not installed; skew test skipped");
+        return;
+    }
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let name = lock();
+    let lease = acquire(&moto, &t, &name, &["--lease-duration", "30"]);
+    let base = proxy.count(Some("UpdateItem"));
+    // Should the renewal be written twice (stamped on the local clock, then
+    // rewritten), the rewrite arrives 3 s late.
+    proxy.fault_after(
+        Some("UpdateItem"),
+        1,
+        Fault::Hold(Duration::from_secs(3)),
+        Some(1),
+    );
+    let mut cmd = faketime_at(&proxy.endpoint, "-1h").expect("faketime");
+    cmd.args([
+        "renew",
+        &name,
+        &lease,
+        "--table",
+        &t,
+        "--lease-duration",
+        "30",
+    ]);
+    let renewer = spawn(&mut cmd);
+    assert!(
+        proxy.wait_count(Some("UpdateItem"), base + 1, Duration::from_secs(20)),
+        "no renewal"
+    );
+    thread::sleep(Duration::from_millis(300));
+    let exp: i64 = raw_item(&moto, &t, &name)["expiration_time"]["N"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("expiration_time");
+    let left = exp - now_epoch();
+    let other = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
+    let out = renewer.wait(Duration::from_secs(30));
+    proxy.clear();
+    figures(format!(
+        "renew_behind_1h expiry_left_after_first_write_s={left} other_no_wait_exit={} renew_exit={} updateitems={}",
+        other.code,
+        out.code,
+        proxy.count(Some("UpdateItem")) - base
+    ));
+    assert!(
+        (20..=35).contains(&left),
+        "after the renewal's first write the lease expires in {left} s on the store's clock (30 s asked)"
+    );
+    assert_eq!(other.code, 3, "{}", other.describe());
+    assert_eq!(out.code, 0, "{}", out.describe());
+    release(&moto, &t, &name, out.line());
+}
+
+/// A grant that lands, whose answer is lost and whose SDK retries then meet
+/// 500s, fails as a call although the lock is now ours. The acquire must not
+/// leave that grant behind as a lock held by nobody for a whole lease: a
+/// waiting acquire recognises and reuses it, one that cannot wait gives it
+/// back.
+#[test]
+fn a_grant_that_landed_but_failed_leaves_no_ghost_lock() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let mut results = Vec::new();
+    for (case, extra) in [
+        ("wait", ["--wait-time", "10"]),
+        ("no-wait", ["--no-wait", "-v"]),
+    ] {
+        let name = lock();
+        // A released item: the blind grant (one UpdateItem) takes it.
+        let first = acquire(&moto, &t, &name, &[]);
+        release(&moto, &t, &name, &first);
+        let before = proxy.injected();
+        proxy.fault(Some("UpdateItem"), Fault::DropResponse, Some(1));
+        proxy.fault(Some("UpdateItem"), Fault::Status(500), Some(2));
+        let out = run(awsflock_at(&proxy.endpoint)
+            .args(["acquire", &name, "--table", &t, "--json"])
+            .args(extra));
+        proxy.clear();
+        let after = proxy.injected();
+        let n =
+            |m: &std::collections::HashMap<String, usize>, k: &str| m.get(k).copied().unwrap_or(0);
+        assert_eq!(
+            (
+                n(&after, "drop") - n(&before, "drop"),
+                n(&after, "status500") - n(&before, "status500")
+            ),
+            (1, 2),
+            "{case}: faults not injected as planned: {}\n{}",
+            kinds(&proxy),
+            out.describe()
+        );
+        let st = status_json(&moto, &t, &name);
+        results.push(format!(
+            "{case}:exit={},held_after={}",
+            out.code, st["held"]
+        ));
+        if case == "wait" {
+            assert_eq!(out.code, 0, "{case}: {}", out.describe());
+            let lease = out.json()["lease_id"].as_str().unwrap().to_string();
+            assert_eq!(st["held"], serde_json::Value::Bool(true), "{st}");
+            assert_eq!(st["lease_id"], lease.as_str(), "{st}");
+            release(&moto, &t, &name, &lease);
+        } else if out.code == 0 {
+            let lease = out.json()["lease_id"].as_str().unwrap().to_string();
+            release(&moto, &t, &name, &lease);
+        } else {
+            assert_eq!(
+                st["held"],
+                serde_json::Value::Bool(false),
+                "{case}: acquire failed ({}) but left the lock held: {st}\n{}",
+                out.code,
+                out.describe()
+            );
+        }
+        assert_free(&moto, &t, &name, case);
+    }
+    figures(format!("ghost_grant {}", results.join(" ")));
+}
+
+/// `run`'s release lands, its answer is lost and the SDK's retries meet
+/// 500s; the next attempt (a new call) finds the lease gone. The lock is
+/// free, as asked: no warning, and nothing left held.
+#[test]
+fn a_release_that_landed_but_failed_is_not_reported_as_a_failure() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let ready = dir.path().join("ready");
+    let script = format!("echo $$ > {}; sleep 1", p(&ready));
+    let mut running = spawn(&mut run_at(
+        &proxy.endpoint,
+        &t,
+        &name,
+        &["--lease-duration", "30", "-c", &script],
+    ));
+    first_line(&ready, Duration::from_secs(30), &mut running).expect("the command never started");
+    // The next UpdateItem is the release (renewals come every 10 s).
+    proxy.fault(Some("UpdateItem"), Fault::DropResponse, Some(1));
+    proxy.fault(Some("UpdateItem"), Fault::Status(500), Some(2));
+    let out = running.wait(Duration::from_secs(60));
+    proxy.clear();
+    figures(format!(
+        "release_landed_then_failed exit={} injected={}",
+        out.code,
+        kinds(&proxy)
+    ));
+    assert_eq!(proxy.injected().get("drop"), Some(&1), "{}", kinds(&proxy));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        !out.stderr.contains("could not release"),
+        "a release that landed was reported as failed:\n{}",
+        out.describe()
+    );
+    assert_free(&moto, &t, &name, "the release");
 }

@@ -233,3 +233,43 @@ fn table_created_by_old_client_is_usable_by_us() {
     assert_eq!(out.code, 3, "{}", out.describe());
     release(&moto, &t, &name, &lease);
 }
+
+#[test]
+fn expired_old_client_lease_is_taken_only_after_its_own_five_second_margin() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let out = old_acquire(&moto, &t, &name, &["--no-wait", "--lease-duration", "2"]);
+    assert_eq!(out.code, 0, "old acquire:\n{}", out.describe());
+    let item = raw_item(&moto, &t, &name);
+    let exp: i64 = item["expiration_time"]["N"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no expiration_time: {item}"));
+    let st = run(awsflock(&moto).args(["status", &name, "--table", &t, "--json"]));
+    assert_eq!(st.json()["held"], true, "{}", st.describe());
+    let out = run(awsflock(&moto).args([
+        "acquire",
+        &name,
+        "--table",
+        &t,
+        "--wait-time",
+        "30",
+        "--json",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let ours = raw_item(&moto, &t, &name);
+    let acquired_ms: i64 = ours["acquired_ms"]["N"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no acquired_ms: {ours}"));
+    let after = acquired_ms - exp * 1000;
+    println!("figures: old_lease_takeover_after_expiration_time_ms={after}");
+    // awsflock 0.2.0 takes over once its clock is more than 5 s past
+    // expiration_time; so do we, on the store's clock.
+    assert!(
+        after >= 5000,
+        "an awsflock 0.2.0 lease was taken {after} ms after its expiration_time (0.2.0 waits 5 s)"
+    );
+    assert!(after < 9000, "taken {after} ms after expiration_time");
+}

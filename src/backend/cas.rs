@@ -24,12 +24,8 @@ use super::{AcquireRequest, BoxFuture, Lease, LockInfo, poll_pause};
 use crate::clock::{ServerClock, local_wall_ms};
 use crate::error::{Error, Result};
 
-/// By default a waiter takes over an expired lease only after seeing that
-/// same lease for this long: it bounds the harm of a holder whose clock was
-/// badly off for the one round trip before it learnt the store's time.
-pub const FIRST_SIGHT_GRACE: Duration = Duration::from_secs(5);
-
-/// Extra time past a lease's expiry before a waiter may take it over.
+/// Extra time past a lease's expiry before a waiter may take it over (the
+/// default of [`CasStore::takeover_margin_ms`]).
 pub const EXPIRY_MARGIN_MS: i64 = 1000;
 
 /// A first write made on the local clock is rewritten when the local clock
@@ -54,6 +50,17 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// This stamp, for a write recognised as landed by an *earlier* attempt
+    /// (its answer was lost): the lease expires when the record in the store
+    /// says, `stored_expires_ms`, not when this attempt would have made it
+    /// expire. A holder's deadline must come from what the store holds.
+    pub fn as_stored(self, stored_expires_ms: i64) -> Stamp {
+        Stamp {
+            expires_ms: stored_expires_ms,
+            ..self
+        }
+    }
+
     /// Stamps a write of a lease of `lease` now.
     pub fn now(clock: &ServerClock, lease: Duration) -> Stamp {
         let calibrated = clock.is_calibrated();
@@ -94,7 +101,11 @@ pub trait CasStore: Send + Sync {
     type Record: Clone + Send + Sync;
 
     /// How long a waiter must see the same expired lease before taking it.
-    const FIRST_SIGHT_GRACE: Duration = FIRST_SIGHT_GRACE;
+    /// None of the stores needs one (DESIGN.md, "expired"): every record a
+    /// holder believes in was stamped on the store's clock, and a first
+    /// write stamped on a local clock is not reported as a grant until it
+    /// has been rewritten on the store's clock.
+    const FIRST_SIGHT_GRACE: Duration = Duration::ZERO;
 
     /// The store's clock as this client knows it.
     fn clock(&self) -> &ServerClock;
@@ -126,6 +137,13 @@ pub trait CasStore: Send + Sync {
     /// When the record's lease expires on the store's clock (ms).
     fn expiry_ms(rec: &Self::Record) -> Option<i64>;
 
+    /// How far past [`CasStore::expiry_ms`] the store's clock must be before
+    /// a waiter takes the record over. Records written by another client
+    /// may need that client's own margin (awsflock 0.2.0's 5 s).
+    fn takeover_margin_ms(_rec: &Self::Record) -> i64 {
+        EXPIRY_MARGIN_MS
+    }
+
     /// Whether the holder is known to be gone (e.g. a dead pid on this
     /// host): free at once, without waiting for the lease to expire.
     fn holder_gone(&self, _rec: &Self::Record) -> bool {
@@ -142,15 +160,17 @@ pub trait CasStore: Send + Sync {
     async fn release_id(&self, name: &str, lease_id: &str) -> Result<()>;
 }
 
-/// Past its expiry by the earliest the store's clock can read now.
+/// Past its expiry, and its takeover margin, by the earliest the store's
+/// clock can read now.
 pub fn is_expired<S: CasStore + ?Sized>(s: &S, rec: &S::Record) -> bool {
     match S::expiry_ms(rec) {
-        Some(exp) => s.clock().lower_ms() > exp + EXPIRY_MARGIN_MS,
+        Some(exp) => s.clock().lower_ms() > exp + S::takeover_margin_ms(rec),
         None => false,
     }
 }
 
-/// Whether `rec` is held right now, for `status` and `list` (no grace).
+/// Whether `rec` is held right now, for `status` and `list`: exactly what a
+/// waiter decides (when the store has no first-sight grace).
 pub fn is_held<S: CasStore + ?Sized>(s: &S, rec: &S::Record) -> bool {
     !S::is_released(rec) && !is_expired(s, rec) && !s.holder_gone(rec)
 }
@@ -180,11 +200,30 @@ pub async fn acquire<S: CasStore + ?Sized>(
     let mut sight: Option<(Option<String>, Instant)> = None;
     let mut contacted = false;
     let mut quick_retries = 0u32;
+    // Lease ids of grant writes whose call failed: each may have landed
+    // with its answer lost. Nobody was told of them.
+    let mut unconfirmed: Vec<String> = Vec::new();
 
     // The record as last seen: `None` before anything is known, which makes
     // the first attempt the blind grant.
     let mut seen: Option<Option<S::Record>> = None;
     loop {
+        if let Some(id) = seen
+            .as_ref()
+            .and_then(|r| r.as_ref())
+            .and_then(S::lease_id_of)
+            .filter(|id| unconfirmed.contains(id))
+        {
+            // An earlier grant of ours landed although its call failed:
+            // give it back (nobody believes in it) and take the lock anew.
+            tracing::info!("an earlier grant attempt landed although it failed; giving it back");
+            unconfirmed.retain(|u| u != &id);
+            match s.release_id(&req.name, &id).await {
+                Ok(()) | Err(Error::NotHeld { .. }) => seen = None,
+                Err(e) => tracing::warn!("{e}; still waiting"),
+            }
+            continue;
+        }
         let lease_id = uuid::Uuid::new_v4().to_string();
         let st = Stamp::now(s.clock(), req.lease);
         let attempt = match &seen {
@@ -230,7 +269,30 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     let _ = s.release_id(&req.name, &lease_id).await;
                     return Err(Error::Interrupted(sig));
                 }
-                return finish(s, &req.name, lease_id, fence, req.lease, st).await;
+                match finish(s, &req.name, lease_id.clone(), fence, req.lease, st).await {
+                    Err(Error::NotHeld { .. }) => {
+                        // The write was stamped on this machine's clock, which
+                        // was off; before it could be rewritten on the store's
+                        // clock another worker judged it expired and took it.
+                        // Nothing was reported: go on waiting.
+                        tracing::info!("the grant was taken over before it was confirmed; waiting");
+                        contacted = true;
+                        match s.read(&req.name).await {
+                            Ok(rec) => seen = Some(rec),
+                            Err(Error::Unavailable(msg)) => tracing::warn!("{msg}; still waiting"),
+                            Err(e) => return Err(e),
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        // The grant landed but could not be rewritten on the
+                        // store's clock: nobody was told of it; give it back.
+                        unconfirmed.push(lease_id);
+                        give_back(s, &req.name, &unconfirmed).await;
+                        return Err(e);
+                    }
+                    ok => return ok,
+                }
             }
             Ok(Some(Outcome::Retry)) => {}
             Ok(Some(Outcome::Lost(rec))) => {
@@ -260,7 +322,12 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     Err(e) => return Err(e),
                 }
             }
-            Err(Error::Unavailable(msg)) if contacted && !out_of_time() => {
+            Err(Error::Unavailable(msg))
+                if (contacted || s.clock().is_calibrated()) && !out_of_time() =>
+            {
+                // The store answered (if only with errors): the write may
+                // have landed. Read, and recognise it if it did.
+                unconfirmed.push(lease_id);
                 tracing::warn!("{msg}; retrying");
                 tokio::select! {
                     sig = &mut cancel => return Err(Error::Interrupted(sig)),
@@ -271,15 +338,44 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     seen = Some(rec);
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if matches!(e, Error::Unavailable(_)) && s.clock().is_calibrated() {
+                    unconfirmed.push(lease_id);
+                }
+                give_back(s, &req.name, &unconfirmed).await;
+                return Err(e);
+            }
         }
     }
+}
+
+/// Before an acquire gives up with an error: releases the grants whose calls
+/// failed but may have landed, so that none of them holds the lock, unseen,
+/// until its lease expires. Bounded to 2 s; a release of a grant that never
+/// landed is refused by its condition and changes nothing.
+async fn give_back<S: CasStore + ?Sized>(s: &S, name: &str, unconfirmed: &[String]) {
+    if unconfirmed.is_empty() {
+        return;
+    }
+    let all = async {
+        for id in unconfirmed {
+            match s.release_id(name, id).await {
+                Ok(()) => tracing::info!("gave back a grant whose answer was lost"),
+                Err(e) => tracing::debug!(error = %e, "no grant to give back"),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), all).await;
 }
 
 /// Turns a successful write into a lease. When the write was stamped with
 /// the local clock (first request of the process) and the response showed
 /// that clock to be off, rewrites the lease on the store's clock at once,
-/// before anyone is told the lock is held.
+/// before anyone is told the lock is held; if someone took the lease over
+/// meanwhile (it looked expired), that is [`Error::NotHeld`] and no grant.
+///
+/// `st.expires_ms` must be the expiry the store holds (see
+/// [`Stamp::as_stored`]): the deadline is derived from it.
 pub async fn finish<S: CasStore + ?Sized>(
     s: &S,
     name: &str,

@@ -59,6 +59,10 @@ mod attr {
 /// Tokens after a wipe of the lock item jump by up to this much.
 pub const FENCE_BLOCK: u64 = 1_000_000;
 
+/// awsflock 0.2.0 takes over a lease whose `expiration_time` is more than
+/// this far in the past.
+pub const V020_TAKEOVER_AFTER_MS: i64 = 5000;
+
 type Item = HashMap<String, AttributeValue>;
 
 /// What a request on a table with another key schema is told.
@@ -589,6 +593,15 @@ impl DynamoDb {
         }
     }
 
+    /// Whether the item's lease was last written by awsflock 0.2.0: it
+    /// rewrites whole items with its five attributes only, so `expires_ms`
+    /// is gone. (Our renewal of a 0.2.0 lease writes `expires_ms`, on the
+    /// store's clock.)
+    fn written_by_v020(item: &Item) -> bool {
+        get_i64(item, attr::EXPIRES_MS).is_none_or(|ms| ms <= 0)
+            && get_i64(item, attr::EXPIRATION_TIME).is_some_and(|s| s > 0)
+    }
+
     fn info_of(&self, name: &str, item: Option<&Item>) -> LockInfo {
         let Some(item) = item else {
             return cas::absent_info(name);
@@ -661,13 +674,27 @@ impl DynamoDb {
         let (lid, exp) = (e.name(attr::LEASE_ID), e.name(attr::EXPIRATION_TIME));
         let cur = e.value("cur", s(&lease.lease_id));
         let zero = e.value("zero", n(0));
+        let mut condition = format!("{lid} = {cur} AND {exp} <> {zero}");
+        if !st.calibrated {
+            // A new process (`awsflock renew`) stamps its first write on this
+            // machine's clock. Should that clock be behind, the renewal would
+            // write an expiry earlier than the lease it renews, one that may
+            // look long past and be taken at once while that lease was still
+            // valid: refuse to shorten it, and try again on the store's clock.
+            let ms = e.name(attr::EXPIRES_MS);
+            let new_s = e.value("new_s", n(ceil_secs(st.expires_ms)));
+            let new_ms = e.value("new_ms", n(st.expires_ms));
+            condition.push_str(&format!(
+                " AND {exp} <= {new_s} AND (attribute_not_exists({ms}) OR {ms} <= {new_ms})"
+            ));
+        }
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(attr::LOCK_ID, s(&lease.name))
             .update_expression(e.update_expression())
-            .condition_expression(format!("{lid} = {cur} AND {exp} <> {zero}"))
+            .condition_expression(condition)
             .set_expression_attribute_names(Some(e.names))
             .set_expression_attribute_values(Some(e.values))
             .return_values(ReturnValue::AllNew)
@@ -683,6 +710,19 @@ impl DynamoDb {
                 match ccf.item() {
                     // Our earlier attempt landed but its answer was lost.
                     Some(i) if get_s(i, attr::LEASE_ID) == Some(next_id) => Some(i.clone()),
+                    // Still our lease, but the local clock would have
+                    // shortened it; the answer calibrated the store's clock.
+                    Some(i)
+                        if !st.calibrated
+                            && self.clock.is_calibrated()
+                            && get_s(i, attr::LEASE_ID) == Some(lease.lease_id.as_str())
+                            && get_i64(i, attr::EXPIRATION_TIME) != Some(0) =>
+                    {
+                        tracing::warn!(
+                            "this machine's clock is behind the store's; renewing on the store's clock"
+                        );
+                        return Box::pin(self.renew_to(lease, duration, next_id)).await;
+                    }
                     _ => {
                         return Err(Error::NotHeld {
                             name: lease.name.clone(),
@@ -697,6 +737,12 @@ impl DynamoDb {
             .as_ref()
             .filter(|i| get_s(i, attr::CLIENT).is_some())
             .and_then(|i| get_u64(i, attr::FENCE));
+        // The expiry the store holds: an earlier attempt's, when that one
+        // landed and this one found its own id.
+        let st = match item.as_ref().and_then(|i| get_i64(i, attr::EXPIRES_MS)) {
+            Some(stored) => st.as_stored(stored),
+            None => st,
+        };
         let mut renewed = Box::pin(cas::finish(
             self,
             &lease.name,
@@ -764,6 +810,19 @@ impl CasStore for DynamoDb {
 
     fn expiry_ms(rec: &Item) -> Option<i64> {
         DynamoDb::expiry_ms(rec)
+    }
+
+    /// awsflock 0.2.0 takes over a lease once its clock is more than 5 s
+    /// past `expiration_time`, and its holders rely on that margin (their
+    /// expiry is stamped when their acquire *started*): its leases get the
+    /// same 5 s, on the store's clock. [`DynamoDb::expiry_ms`] already adds
+    /// the second lost to truncation.
+    fn takeover_margin_ms(rec: &Item) -> i64 {
+        if DynamoDb::written_by_v020(rec) {
+            V020_TAKEOVER_AFTER_MS - 1000
+        } else {
+            cas::EXPIRY_MARGIN_MS
+        }
     }
 
     fn info(&self, name: &str, rec: Option<&Item>) -> LockInfo {
@@ -1053,6 +1112,30 @@ mod tests {
         assert_eq!(ceil_secs(1000), 1);
         assert_eq!(ceil_secs(1001), 2);
         assert_eq!(ceil_secs(1999), 2);
+    }
+
+    #[test]
+    fn old_client_leases_get_its_own_five_second_margin() {
+        let old = HashMap::from([(attr::EXPIRATION_TIME.to_string(), n(100))]);
+        assert!(DynamoDb::written_by_v020(&old));
+        assert_eq!(
+            DynamoDb::expiry_ms(&old).unwrap() + <DynamoDb as CasStore>::takeover_margin_ms(&old),
+            105_000
+        );
+        let ours = HashMap::from([
+            (attr::EXPIRATION_TIME.to_string(), n(100)),
+            (attr::EXPIRES_MS.to_string(), n(99_500)),
+        ]);
+        assert!(!DynamoDb::written_by_v020(&ours));
+        assert_eq!(
+            <DynamoDb as CasStore>::takeover_margin_ms(&ours),
+            cas::EXPIRY_MARGIN_MS
+        );
+        let released = HashMap::from([
+            (attr::EXPIRATION_TIME.to_string(), n(0)),
+            (attr::EXPIRES_MS.to_string(), n(0)),
+        ]);
+        assert!(!DynamoDb::written_by_v020(&released));
     }
 
     #[test]

@@ -519,6 +519,9 @@ impl S3Store {
                 }
             }
         };
+        // The expiry the store holds: an earlier attempt's, when that one
+        // landed and this one found its own id.
+        let st = st.as_stored(written.expires_ms);
         let mut renewed = Box::pin(cas::finish(
             self,
             name,

@@ -15,7 +15,13 @@
 //! - [`Fault::Status`]: that HTTP status (500, 503), not forwarded;
 //! - [`Fault::Delay`]: forwarded, the answer held back for a while;
 //! - [`Fault::DropResponse`]: forwarded (so it takes effect), then the client
-//!   connection is closed without an answer: the lost-answer case.
+//!   connection is closed without an answer: the lost-answer case;
+//! - [`Fault::Hold`]: held back this long, then forwarded (a request that
+//!   is slow to arrive).
+//!
+//! Requests without `X-Amz-Target` (S3) are counted under their HTTP method
+//! (`PUT`, `GET`, ...). [`Proxy::shift_date`] makes every answer's `Date`
+//! header read the proxy's clock plus an offset: a store whose clock jumps.
 //!
 //! Point a client at [`Proxy::endpoint`] (`AWS_ENDPOINT_URL`).
 #![allow(dead_code)]
@@ -40,6 +46,8 @@ pub enum Fault {
     /// Forward (the request takes effect), then close the client connection
     /// without answering.
     DropResponse,
+    /// Hold the request this long, then forward it.
+    Hold(Duration),
 }
 
 impl Fault {
@@ -50,6 +58,7 @@ impl Fault {
             Fault::Status(s) => format!("status{s}"),
             Fault::Delay(_) => "delay".to_string(),
             Fault::DropResponse => "drop".to_string(),
+            Fault::Hold(_) => "hold".to_string(),
         }
     }
 }
@@ -61,6 +70,8 @@ struct Rule {
     op: Option<String>,
     fault: Fault,
     remaining: Option<usize>,
+    /// Matching requests to let through untouched before the rule applies.
+    skip: usize,
 }
 
 /// One request as the proxy saw it.
@@ -80,6 +91,8 @@ struct State {
     counts: HashMap<String, usize>,
     injected: HashMap<String, usize>,
     seen: Vec<Seen>,
+    /// Seconds added to the `Date` of every answer (0: untouched).
+    date_shift: i64,
 }
 
 impl State {
@@ -91,6 +104,10 @@ impl State {
             let matches = rule.op.as_deref().is_none_or(|want| op_matches(op, want));
             if !matches || rule.remaining == Some(0) {
                 continue;
+            }
+            if rule.skip > 0 {
+                rule.skip -= 1;
+                break;
             }
             if let Some(n) = rule.remaining.as_mut() {
                 *n -= 1;
@@ -174,6 +191,12 @@ impl Proxy {
     /// operations when `None`), or to all of them until [`Proxy::clear`]
     /// when `count` is `None`. Rules added earlier take precedence.
     pub fn fault(&self, op: Option<&str>, fault: Fault, count: Option<usize>) {
+        self.fault_after(op, 0, fault, count);
+    }
+
+    /// As [`Proxy::fault`], after letting `skip` matching requests through
+    /// untouched.
+    pub fn fault_after(&self, op: Option<&str>, skip: usize, fault: Fault, count: Option<usize>) {
         if count == Some(0) {
             return;
         }
@@ -181,7 +204,14 @@ impl Proxy {
             op: op.map(str::to_string),
             fault,
             remaining: count,
+            skip,
         });
+    }
+
+    /// From now on, every answer's `Date` header reads the proxy's clock
+    /// plus `secs` (0 restores the store's own `Date`).
+    pub fn shift_date(&self, secs: i64) {
+        self.state().date_shift = secs;
     }
 
     /// Removes every rule: requests are forwarded untouched from now on.
@@ -337,8 +367,16 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) {
             return;
         };
         let req = Message { head, body };
-        let op = req.header("x-amz-target").unwrap_or_default();
-        let fault = state.lock().unwrap_or_else(|e| e.into_inner()).admit(&op);
+        let op = req
+            .header("x-amz-target")
+            .unwrap_or_else(|| method_of(&req.head));
+        let (fault, shift) = {
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            (st.admit(&op), st.date_shift)
+        };
+        if let Some(Fault::Hold(d)) = fault {
+            thread::sleep(d);
+        }
 
         let answer = match fault {
             Some(Fault::Throttle) => canned(
@@ -356,7 +394,7 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) {
                 },
                 "injected by the test proxy",
             ),
-            Some(Fault::Delay(_)) | Some(Fault::DropResponse) | None => {
+            Some(Fault::Delay(_)) | Some(Fault::DropResponse) | Some(Fault::Hold(_)) | None => {
                 match forward(&req, upstream) {
                     Ok(resp) => resp,
                     Err(_) => {
@@ -367,6 +405,11 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) {
                     }
                 }
             }
+        };
+        let answer = if shift != 0 {
+            with_date(&answer, SystemTime::now(), shift)
+        } else {
+            answer
         };
         match fault {
             Some(Fault::DropResponse) => {
@@ -386,6 +429,37 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) {
             return;
         }
     }
+}
+
+/// The request line's method (`PUT`, `GET`, ...).
+fn method_of(head: &[u8]) -> String {
+    let text = String::from_utf8_lossy(head);
+    text.split(' ').next().unwrap_or_default().to_string()
+}
+
+/// `answer` with its `Date` header replaced by `now + shift` seconds.
+fn with_date(answer: &[u8], now: SystemTime, shift: i64) -> Vec<u8> {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return answer.to_vec();
+    };
+    let head = String::from_utf8_lossy(&answer[..end]).into_owned();
+    let when = if shift >= 0 {
+        now + Duration::from_secs(shift as u64)
+    } else {
+        now - Duration::from_secs(shift.unsigned_abs())
+    };
+    let mut lines: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| {
+            !l.split_once(':')
+                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("date"))
+        })
+        .map(str::to_string)
+        .collect();
+    lines.push(format!("Date: {}", http_date(when)));
+    let mut out = lines.join("\r\n").into_bytes();
+    out.extend_from_slice(&answer[end..]);
+    out
 }
 
 /// Sends `req` upstream on a fresh connection and returns the full answer
