@@ -1116,7 +1116,9 @@ mod tests {
 
     #[test]
     fn old_client_leases_get_its_own_five_second_margin() {
-        let old = HashMap::from([(attr::EXPIRATION_TIME.to_string(), n(100))]);
+        // Every item here has a lease_id: without one, no expiry is read at all.
+        let id = || (attr::LEASE_ID.to_string(), AttributeValue::S("x".into()));
+        let old = HashMap::from([(attr::EXPIRATION_TIME.to_string(), n(100)), id()]);
         assert!(DynamoDb::written_by_v020(&old));
         assert_eq!(
             DynamoDb::expiry_ms(&old).unwrap() + <DynamoDb as CasStore>::takeover_margin_ms(&old),
@@ -1125,6 +1127,7 @@ mod tests {
         let ours = HashMap::from([
             (attr::EXPIRATION_TIME.to_string(), n(100)),
             (attr::EXPIRES_MS.to_string(), n(99_500)),
+            id(),
         ]);
         assert!(!DynamoDb::written_by_v020(&ours));
         assert_eq!(
