@@ -247,15 +247,10 @@ fn group_alive(pgid: Pid) -> bool {
     {
         // Zombies count for kill(2), and a zombie reparented to a slow init
         // may linger: look at the states.
-        let Ok(dir) = std::fs::read_dir("/proc") else {
+        let Some(pids) = crate::backend::file::host::pids() else {
             return killpg(pgid, None).is_ok();
         };
-        for entry in dir.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if !name.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
+        for name in pids {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
                 continue;
             };

@@ -129,6 +129,16 @@ pub fn me() -> Option<&'static ProcId> {
 /// [`ProcId`]). The supervisor sets it when it starts the watchdog.
 pub const WATCHDOG_OF: &str = "AWSFLOCK_WATCHDOG_OF";
 
+/// The pids in `/proc` (as its directory names), or `None` without a
+/// readable `/proc`.
+pub fn pids() -> Option<impl Iterator<Item = String>> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    Some(dir.flatten().filter_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        name.bytes().all(|b| b.is_ascii_digit()).then_some(name)
+    }))
+}
+
 /// Whether a watchdog of the holder `pid` (started at `start`) may still
 /// be running, in our pid namespace. A dead `run` holder's command group is
 /// known dead only once its watchdog, which kills the group when its holder
@@ -139,15 +149,10 @@ pub const WATCHDOG_OF: &str = "AWSFLOCK_WATCHDOG_OF";
 /// for any holder it cannot judge.
 pub fn watchdog_running(pid: u32, start: u64) -> bool {
     let wanted = format!("{WATCHDOG_OF}={pid} {start}");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Some(pids) = pids() else {
         return true;
     };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
+    for name in pids {
         // `PROGRAM __watchdog PGID`: the command line is readable by all.
         let Ok(cmdline) = std::fs::read(format!("/proc/{name}/cmdline")) else {
             continue;
