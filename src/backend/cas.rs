@@ -100,13 +100,6 @@ pub trait CasStore: Send + Sync {
     /// What the store keeps per lock.
     type Record: Clone + Send + Sync;
 
-    /// How long a waiter must see the same expired lease before taking it.
-    /// None of the stores needs one (DESIGN.md, "expired"): every record a
-    /// holder believes in was stamped on the store's clock, and a first
-    /// write stamped on a local clock is not reported as a grant until it
-    /// has been rewritten on the store's clock.
-    const FIRST_SIGHT_GRACE: Duration = Duration::ZERO;
-
     /// The store's clock as this client knows it.
     fn clock(&self) -> &ServerClock;
 
@@ -169,22 +162,21 @@ pub fn is_expired<S: CasStore + ?Sized>(s: &S, rec: &S::Record) -> bool {
     }
 }
 
-/// Whether `rec` is held right now, for `status` and `list`: exactly what a
-/// waiter decides (when the store has no first-sight grace).
+/// Whether `rec` is held right now: what `status` and `list` show, and
+/// exactly what a waiter decides ([`judge`]). There is no first-sight grace
+/// (DESIGN.md, "expired"): every record a holder believes in was stamped on
+/// the store's clock, and a first write stamped on a local clock is not
+/// reported as a grant until it has been rewritten on the store's clock.
 pub fn is_held<S: CasStore + ?Sized>(s: &S, rec: &S::Record) -> bool {
     !S::is_released(rec) && !is_expired(s, rec) && !s.holder_gone(rec)
 }
 
-/// Judges a record for a waiter that first saw its current lease at `first_sight`.
-pub fn judge<S: CasStore + ?Sized>(s: &S, rec: Option<&S::Record>, first_sight: Instant) -> Judged {
-    let Some(rec) = rec else { return Judged::Free };
-    if S::is_released(rec) || s.holder_gone(rec) {
-        return Judged::Free;
+/// Judges a record for a waiter: free when absent or not [`is_held`].
+pub fn judge<S: CasStore + ?Sized>(s: &S, rec: Option<&S::Record>) -> Judged {
+    match rec {
+        Some(rec) if is_held(s, rec) => Judged::Held,
+        _ => Judged::Free,
     }
-    if is_expired(s, rec) && first_sight.elapsed() >= S::FIRST_SIGHT_GRACE {
-        return Judged::Free;
-    }
-    Judged::Held
 }
 
 /// Takes the lock as `req` says: the whole acquire of a compare-and-swap store.
@@ -197,7 +189,6 @@ pub async fn acquire<S: CasStore + ?Sized>(
     let give_up = req.wait.map(|w| Instant::now() + w);
     let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
     let mut cancel = cancel.fuse();
-    let mut sight: Option<(Option<String>, Instant)> = None;
     let mut contacted = false;
     let mut quick_retries = 0u32;
     // Lease ids of grant writes whose call failed: each may have landed
@@ -228,39 +219,30 @@ pub async fn acquire<S: CasStore + ?Sized>(
         let st = Stamp::now(s.clock(), req.lease);
         let attempt = match &seen {
             None => s.grant(req, &lease_id, None, &st).await.map(Some),
-            Some(rec) => {
-                let key = rec.as_ref().and_then(S::lease_id_of);
-                if sight.as_ref().map(|(k, _)| k) != Some(&key) {
-                    sight = Some((key, Instant::now()));
-                }
-                let first = sight.as_ref().map(|(_, t)| *t).unwrap_or_else(Instant::now);
-                match judge(s, rec.as_ref(), first) {
-                    Judged::Free => s.grant(req, &lease_id, Some(rec), &st).await.map(Some),
-                    Judged::Held => {
-                        let info = s.info(&req.name, rec.as_ref());
-                        if out_of_time() {
-                            return Err(Error::NotAcquired {
-                                name: req.name.clone(),
-                                detail: holder_detail(&info),
-                            });
-                        }
-                        if let Some(cb) = &req.on_wait {
-                            cb(&info);
-                        }
-                        let pause = match give_up {
-                            Some(g) => {
-                                poll_pause().min(g.saturating_duration_since(Instant::now()))
-                            }
-                            None => poll_pause(),
-                        };
-                        tokio::select! {
-                            sig = &mut cancel => return Err(Error::Interrupted(sig)),
-                            _ = tokio::time::sleep(pause) => {}
-                        }
-                        Ok(None)
+            Some(rec) => match judge(s, rec.as_ref()) {
+                Judged::Free => s.grant(req, &lease_id, Some(rec), &st).await.map(Some),
+                Judged::Held => {
+                    let info = s.info(&req.name, rec.as_ref());
+                    if out_of_time() {
+                        return Err(Error::NotAcquired {
+                            name: req.name.clone(),
+                            detail: holder_detail(&info),
+                        });
                     }
+                    if let Some(cb) = &req.on_wait {
+                        cb(&info);
+                    }
+                    let pause = match give_up {
+                        Some(g) => poll_pause().min(g.saturating_duration_since(Instant::now())),
+                        None => poll_pause(),
+                    };
+                    tokio::select! {
+                        sig = &mut cancel => return Err(Error::Interrupted(sig)),
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    Ok(None)
                 }
-            }
+            },
         };
         match attempt {
             Ok(Some(Outcome::Granted(fence))) => {

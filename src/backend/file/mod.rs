@@ -460,7 +460,7 @@ impl FileStore {
         let _guard = self.lock_dir(cancel)?;
         let cur = self.read_record(&req.name)?;
         if let Some(rec) = &cur {
-            if cas::judge(self, Some(rec), BootInstant::now()) == cas::Judged::Held {
+            if cas::judge(self, Some(rec)) == cas::Judged::Held {
                 log_op("grant", "condition_failed", started);
                 return Ok(Outcome::Lost(cur));
             }
@@ -571,9 +571,6 @@ impl FileStore {
 #[async_trait::async_trait]
 impl CasStore for FileStore {
     type Record = FileRecord;
-
-    /// One host, one boot-time clock: nothing to wait out.
-    const FIRST_SIGHT_GRACE: Duration = Duration::ZERO;
 
     fn clock(&self) -> &ServerClock {
         &self.inner.clock
