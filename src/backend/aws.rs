@@ -423,6 +423,21 @@ fn foreign_answer(status: u16, headers: &aws_smithy_runtime_api::http::Headers) 
     })
 }
 
+/// "region R at ENDPOINT" (or "region (none)"): where a missing table or
+/// bucket was looked for, so that a wrong region or endpoint shows.
+pub fn where_searched(
+    region: Option<&aws_types::region::Region>,
+    endpoint: Option<&str>,
+) -> String {
+    let region = region
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "(none)".into());
+    match endpoint {
+        Some(e) => format!("region {region} at {e}"),
+        None => format!("region {region}"),
+    }
+}
+
 /// [`sdk_error`], naming the service (`DynamoDB`, `S3`) and the endpoint the
 /// request went to, when known.
 pub fn sdk_error_at<E>(

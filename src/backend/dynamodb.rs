@@ -267,14 +267,9 @@ impl DynamoDb {
             .map(|e| format!(" at {e}"))
             .unwrap_or_default();
         if err.code() == Some("ResourceNotFoundException") {
-            let region = self
-                .client
-                .config()
-                .region()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "(none)".into());
+            let searched = aws::where_searched(self.client.config().region(), endpoint.as_deref());
             return Error::store(format!(
-                "DynamoDB table '{}' does not exist in region {region}{at}; create it with \
+                "DynamoDB table '{}' does not exist in {searched}; create it with \
                  `awsflock table-create --table {}` and the same region, profile and endpoint, \
                  or check AWS_REGION and the endpoint if it exists elsewhere",
                 self.table, self.table

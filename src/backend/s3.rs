@@ -151,30 +151,16 @@ impl S3Store {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let endpoint = self.interceptor.endpoint();
         if err.code() == Some("NoSuchBucket") {
-            let region = self
-                .client
-                .config()
-                .region()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "(none)".into());
-            let at = self
-                .interceptor
-                .endpoint()
-                .map(|e| format!(" at {e}"))
-                .unwrap_or_default();
+            let searched = aws::where_searched(self.client.config().region(), endpoint.as_deref());
             return Error::store(format!(
-                "bucket {} does not exist in region {region}{at}; create it with \
+                "bucket {} does not exist in {searched}; create it with \
                  `awsflock table-create --backend s3://{}/{}` and the same region, profile and endpoint",
                 self.bucket, self.bucket, self.prefix
             ));
         }
-        aws::sdk_error_at(
-            err,
-            &self.name(),
-            "S3",
-            self.interceptor.endpoint().as_deref(),
-        )
+        aws::sdk_error_at(err, &self.name(), "S3", endpoint.as_deref())
     }
 
     /// GETs an object: its body and ETag, or `None` when it does not exist.
