@@ -247,7 +247,7 @@ fn group_alive(pgid: Pid) -> bool {
     {
         // Zombies count for kill(2), and a zombie reparented to a slow init
         // may linger: look at the states.
-        let Some(pids) = crate::backend::file::host::pids() else {
+        let Some(pids) = crate::sys::host::pids() else {
             return killpg(pgid, None).is_ok();
         };
         for name in pids {
@@ -511,11 +511,11 @@ impl Watchdog {
         // Names the holder this watchdog guards, so that the directory
         // store does not take over from a dead holder while its watchdog
         // has yet to kill the command's group (see
-        // `backend::file::host::watchdog_running`).
+        // `sys::host::watchdog_running`).
         #[cfg(target_os = "linux")]
-        if let Some(me) = crate::backend::file::host::me() {
+        if let Some(me) = crate::sys::host::me() {
             cmd.env(
-                crate::backend::file::host::WATCHDOG_OF,
+                crate::sys::host::WATCHDOG_OF,
                 format!("{} {}", std::process::id(), me.start),
             );
         }

@@ -31,7 +31,7 @@
 //! [`LOCK_WAIT`]. Names are stored percent-encoded, so any lock name is a
 //! safe file name.
 
-pub mod host;
+use crate::sys::host;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

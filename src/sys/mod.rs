@@ -1,5 +1,8 @@
-//! Platform-specific pieces that are not about processes (those live in
-//! [`crate::supervise::unix`]).
+//! Platform-specific pieces that are not about running the command (that
+//! lives in [`crate::supervise::unix`]): the boot-time clock, and what this
+//! host says about its boot and its processes ([`host`]).
+
+pub mod host;
 
 use std::time::Duration;
 

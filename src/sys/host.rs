@@ -1,6 +1,7 @@
-//! What the directory store can know about this host and the processes on
-//! it: which boot this is, a clock that every process on the kernel reads
-//! alike and that never steps, and whether a lease's holder still lives.
+//! What this host says about itself and its processes, for the directory
+//! store and the supervisor: which boot this is, a clock that every process
+//! on the kernel reads alike and that never steps, and whether a lease's
+//! holder (and its watchdog) still lives.
 //!
 //! - **Boot id**: `/proc/sys/kernel/random/boot_id`, a random UUID chosen
 //!   at each boot and the same in every container on the kernel.
