@@ -21,3 +21,35 @@ pub const CANNOT_EXECUTE: i32 = 126;
 pub const NOT_FOUND: i32 = 127;
 /// `run` only: a child killed by signal N exits `SIGNAL_BASE + N`, as shells report it.
 pub const SIGNAL_BASE: i32 = 128;
+
+use crate::error::Error;
+
+/// The exit code for an error: the one place where library errors meet
+/// exit codes.
+pub fn code(e: &Error) -> i32 {
+    match e {
+        Error::Invalid(_) => USAGE,
+        Error::NotAcquired { .. } | Error::NotHeld { .. } => NOT_HELD,
+        Error::Interrupted(sig) => SIGNAL_BASE + sig,
+        _ => ERROR,
+    }
+}
+
+/// An error as the command line shows it: the library's message, with the
+/// command to run where the library can only describe it.
+pub fn message(e: &Error) -> String {
+    match e {
+        Error::NotAcquired {
+            name,
+            holder: Some(h),
+        } if h.problem.is_some() => {
+            format!(
+                "{}; `awsflock release {name} --force` frees it",
+                e.to_string()
+                    .trim_end_matches(')')
+                    .replace("; a forced release frees it", "")
+            ) + ")"
+        }
+        _ => e.to_string(),
+    }
+}
