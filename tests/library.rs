@@ -191,3 +191,57 @@ async fn bad_urls_are_invalid_input() {
         }
     }
 }
+
+/// A service that depends on awsflock with `default-features = false,
+/// features = ["dynamodb"]` builds none of the command line and needs no
+/// protoc: `cargo tree` for that feature set names none of those crates.
+#[test]
+fn a_dependent_without_the_command_line_builds_none_of_it() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "tree",
+            "--offline",
+            "--no-default-features",
+            "--features",
+            "dynamodb",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let crates: std::collections::BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(crates.contains("aws-sdk-dynamodb"), "{crates:?}");
+    for unwanted in [
+        "clap",
+        "clap_complete",
+        "clap_mangen",
+        "indicatif",
+        "tracing-subscriber",
+        "signal-hook-tokio",
+        "etcd-client",
+        "tonic",
+        "tonic-build",
+        "prost-build",
+        "aws-sdk-s3",
+        "tempfile",
+    ] {
+        assert!(
+            !crates.contains(unwanted),
+            "{unwanted} is built: {crates:?}"
+        );
+    }
+}
