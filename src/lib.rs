@@ -108,7 +108,7 @@ mod store;
 pub(crate) mod supervise;
 pub(crate) mod sys;
 
-pub use backend::{AcquireRequest, EtcdOptions, Lease, LockInfo, StoreOptions};
+pub use backend::{AcquireRequest, EtcdOptions, Lease, LockInfo, OnWait, StoreOptions};
 pub use error::{Error, Result};
 pub use lease::{LockGuard, Lost, safety_margin};
 pub use store::Store;

@@ -99,7 +99,7 @@ pub struct AcquireRequest {
     pub wait: Option<Duration>,
     /// Who holds it (informational): defaults to the host name.
     pub owner: String,
-    /// Why (informational), shown to waiters and by `status`.
+    /// Why (informational), shown to waiters and by [`crate::Store::inspect`].
     pub reason: Option<String>,
     /// Called at each poll while the lock is held by someone else.
     pub on_wait: Option<OnWait>,
@@ -183,7 +183,8 @@ impl Lease {
     }
 }
 
-/// What a store says about one lock (for `status`, `list` and waiters).
+/// What a store says about one lock ([`crate::Store::inspect`],
+/// [`crate::Store::list`], and [`crate::Error::NotAcquired`] for waiters).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LockInfo {
     /// The lock's name.
@@ -196,7 +197,7 @@ pub struct LockInfo {
     pub reason: Option<String>,
     /// The current (or last) fencing token.
     pub fence: Option<u64>,
-    /// The current lease id (only useful to whoever holds it; shown for break-glass).
+    /// The current lease id (only useful to whoever holds it).
     pub lease_id: Option<String>,
     /// When the current holder acquired it (ms since the epoch, store's clock).
     pub acquired_at_ms: Option<i64>,
