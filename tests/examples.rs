@@ -124,8 +124,20 @@ fn batch_writes_under_growing_fencing_tokens() {
     let file = dir.path().join("out.log");
     let file = file.to_str().unwrap();
     let mut fences = Vec::new();
-    for _ in 0..2 {
-        let out = common::run(run_example("batch", &moto, &table).args([&lock, file]));
+    for run in 0..3 {
+        // The store as each variable the command line reads names it:
+        // AWSFLOCK_TABLE, then AWSFLOCK_BACKEND, then awsflock 0.2.0's
+        // DYNAMO_ENDPOINT_URL instead of the SDK's AWS_ENDPOINT_URL.
+        let mut cmd = run_example("batch", &moto, &table);
+        if run == 1 {
+            cmd.env_remove("AWSFLOCK_TABLE")
+                .env("AWSFLOCK_BACKEND", format!("dynamodb://{table}"));
+        }
+        if run == 2 {
+            cmd.env_remove("AWS_ENDPOINT_URL")
+                .env("DYNAMO_ENDPOINT_URL", &moto.endpoint);
+        }
+        let out = common::run(cmd.args([&lock, file]));
         assert_eq!(out.code, 0, "{}", out.describe());
         let fence: u64 = out
             .stdout
@@ -136,15 +148,15 @@ fn batch_writes_under_growing_fencing_tokens() {
             .unwrap_or_else(|| panic!("no fence in {}", out.describe()));
         fences.push(fence);
     }
-    assert!(fences[1] > fences[0], "{fences:?}");
+    assert!(fences[1] > fences[0] && fences[2] > fences[1], "{fences:?}");
     let written = std::fs::read_to_string(file).unwrap();
-    assert_eq!(written.lines().count(), 6, "{written}");
+    assert_eq!(written.lines().count(), 9, "{written}");
     // A write under the older token is refused by the fenced storage.
     std::fs::write(
         file,
         format!(
             "{written}{} item from a newer holder\n",
-            fences[1] + 1_000_000_000
+            fences[2] + 1_000_000_000
         ),
     )
     .unwrap();
