@@ -17,7 +17,17 @@
 
 #[cfg(any(feature = "dynamodb", feature = "s3"))]
 pub(crate) mod aws;
-#[cfg(any(feature = "dynamodb", feature = "s3", feature = "file"))]
+// Built for whichever of these stores are on; each uses part of it.
+#[cfg(any(
+    feature = "dynamodb",
+    feature = "s3",
+    feature = "file",
+    feature = "etcd"
+))]
+#[cfg_attr(
+    not(all(feature = "dynamodb", feature = "s3", feature = "file")),
+    allow(dead_code)
+)]
 pub(crate) mod cas;
 #[cfg(feature = "dynamodb")]
 pub(crate) mod dynamodb;
@@ -26,7 +36,10 @@ pub(crate) mod etcd;
 #[cfg(feature = "file")]
 pub(crate) mod file;
 #[cfg(any(feature = "dynamodb", feature = "s3", feature = "file"))]
-#[cfg_attr(not(any(feature = "s3", feature = "file")), allow(dead_code))]
+#[cfg_attr(
+    not(all(feature = "dynamodb", feature = "s3", feature = "file")),
+    allow(dead_code)
+)]
 pub(crate) mod record;
 #[cfg(feature = "s3")]
 pub(crate) mod s3;
@@ -606,7 +619,12 @@ pub(crate) async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
 
 /// A jittered pause between polls: 100 to 300 ms, so that a waiter notices a
 /// release in about 200 ms + one round trip, and waiters don't poll in step.
-#[cfg(any(feature = "dynamodb", feature = "s3", feature = "file"))]
+#[cfg(any(
+    feature = "dynamodb",
+    feature = "s3",
+    feature = "file",
+    feature = "etcd"
+))]
 pub(crate) fn poll_pause() -> Duration {
     Duration::from_millis(100 + fastrand::u64(0..200))
 }
