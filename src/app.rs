@@ -14,14 +14,14 @@ use crate::output::{say, say_prompt};
 use crate::supervise;
 
 /// Default lease for `acquire` and `renew`, as in awsflock 0.2.0.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(2 * 3600);
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(2 * 3600);
 /// Default lease for `run`: short, because it is renewed while the command runs.
-pub const DEFAULT_RUN_LEASE: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_RUN_LEASE: Duration = Duration::from_secs(60);
 /// Default wait for a held lock, as in awsflock 0.2.0.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
 /// Runs the parsed command line and returns the exit code.
-pub async fn run(cli: Cli) -> Result<i32> {
+pub(crate) async fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     match cli.command {
         Command::TableCreate => {
@@ -43,7 +43,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 Ok(lease) => print_lease(&lease, a.json, &req.owner, req.reason.as_deref())?,
                 // -E/--conflict-exit-code, as flock(1)'s.
                 Err(e @ Error::NotAcquired { .. }) if a.conflict_exit_code != exit::NOT_HELD => {
-                    say!("awsflock: error: {e}");
+                    say!("awsflock: error: {}", exit::message(&e));
                     return Ok(a.conflict_exit_code);
                 }
                 Err(e) => return Err(e),
@@ -152,6 +152,13 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
     let mut req = request(&r.name, &r.lock, DEFAULT_RUN_LEASE, g)?;
     req.supervised = true;
     let renew_every = r.renew_every.unwrap_or(req.lease / 3);
+    if renew_every >= req.lease {
+        return Err(Error::usage(format!(
+            "--renew-every ({}s) must be shorter than the lease ({}s)",
+            renew_every.as_secs_f64(),
+            req.lease.as_secs()
+        )));
+    }
     // Signals are caught from here on: one arriving while we wait ends the
     // wait, holding nothing; one arriving later goes to the command.
     let mut signals = supervise::unix::signals()
@@ -162,7 +169,10 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
     let guard = match acquired {
         Ok(guard) => guard,
         Err(e @ Error::NotAcquired { .. }) => {
-            say!("awsflock: {e}; the command was not started");
+            say!(
+                "awsflock: {}; the command was not started",
+                exit::message(&e)
+            );
             return Ok(r.conflict_exit_code);
         }
         Err(e) => return Err(e),
@@ -184,27 +194,24 @@ fn next_signal(signals: &mut signal_hook_tokio::Signals) -> backend::BoxFuture<'
     Box::pin(async move { signals.next().await.unwrap_or(libc::SIGTERM) })
 }
 
-/// The store options from the global flags and the environment, including
-/// awsflock 0.2.0's `DYNAMO_ENDPOINT_URL` (for DynamoDB only).
-pub fn store_options(g: &Global) -> StoreOptions {
+/// The store options: [`StoreOptions::from_env`], which a library user
+/// calls too, with the global flags on top (clap reads the same variables
+/// for the flags that have one; `cli::tests` checks that the lists agree).
+pub(crate) fn store_options(g: &Global) -> StoreOptions {
     let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-    StoreOptions {
-        backend: g.backend.clone(),
-        table: g.table.clone(),
-        endpoint_url: nonempty(&g.endpoint_url),
-        dynamodb_endpoint_url: std::env::var("DYNAMO_ENDPOINT_URL")
-            .ok()
-            .filter(|s| !s.is_empty()),
-        region: nonempty(&g.region),
-        profile: nonempty(&g.profile),
-        etcd: backend::EtcdOptions {
-            user: g.etcd_user.clone(),
-            password: g.etcd_password.clone(),
-            cacert: g.etcd_cacert.clone(),
-            cert: g.etcd_cert.clone(),
-            key: g.etcd_key.clone(),
-        },
-    }
+    let mut o = StoreOptions::from_env();
+    let or = |flag: &Option<String>, env: Option<String>| flag.clone().or(env);
+    o.backend = or(&g.backend, o.backend);
+    o.table = or(&g.table, o.table);
+    o.endpoint_url = nonempty(&g.endpoint_url).or(o.endpoint_url);
+    o.region = nonempty(&g.region);
+    o.profile = nonempty(&g.profile);
+    o.etcd.user = or(&g.etcd_user, o.etcd.user);
+    o.etcd.password = or(&g.etcd_password, o.etcd.password);
+    o.etcd.cacert = g.etcd_cacert.clone().or(o.etcd.cacert);
+    o.etcd.cert = g.etcd_cert.clone().or(o.etcd.cert);
+    o.etcd.key = g.etcd_key.clone().or(o.etcd.key);
+    o
 }
 
 async fn open(g: &Global) -> Result<Arc<dyn Backend>> {
@@ -212,7 +219,7 @@ async fn open(g: &Global) -> Result<Arc<dyn Backend>> {
 }
 
 /// Builds an acquire request from `acquire`/`run` options.
-pub fn request(
+pub(crate) fn request(
     name: &str,
     a: &LockArgs,
     default_lease: Duration,
@@ -273,7 +280,7 @@ thread_local! {
 }
 
 /// Clears the live waiting line, if one was drawn.
-pub fn waiting_done() {
+pub(crate) fn waiting_done() {
     WAIT_BAR.with(|b| {
         if let Some(bar) = b.borrow_mut().take() {
             bar.finish_and_clear();
@@ -395,13 +402,12 @@ fn list_table(locks: &[LockInfo]) -> String {
 }
 
 /// The host name, as awsflock 0.2.0 defaults `--owner`.
-pub fn default_owner() -> String {
-    let h = gethostname::gethostname().to_string_lossy().into_owned();
-    if h.is_empty() { "NULL".to_string() } else { h }
+pub(crate) fn default_owner() -> String {
+    backend::default_owner()
 }
 
 /// `waiting for Deploy: held by alice@ci-7 since 10:02:07Z (terraform apply), expires in 1h58m`
-pub fn waiting_line(name: &str, info: &LockInfo) -> String {
+pub(crate) fn waiting_line(name: &str, info: &LockInfo) -> String {
     let info = &shown(info);
     let mut s = format!(
         "waiting for {name}: held by {}",
@@ -443,7 +449,7 @@ fn clock_time(ms: i64) -> String {
 }
 
 /// RFC 3339 (UTC, milliseconds) for a time in ms since the epoch.
-pub fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     // Stores check their times against this range already; clamp anyway, as
     // humantime cannot show a year past 9999.
     let ms = ms.clamp(0, backend::record::MAX_TIME_MS);
@@ -452,7 +458,7 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 /// The JSON shape shared by `status`, `list` and waiters.
-pub fn info_json(info: &LockInfo) -> serde_json::Value {
+pub(crate) fn info_json(info: &LockInfo) -> serde_json::Value {
     serde_json::json!({
         "name": info.name,
         "held": info.held,
@@ -533,7 +539,7 @@ fn print_lease(lease: &Lease, json: bool, owner: &str, reason: Option<&str>) -> 
 }
 
 /// Writes a line to stdout; a closed pipe (`| head`) is not an error worth a panic.
-pub fn out(line: &str) -> Result<()> {
+pub(crate) fn out(line: &str) -> Result<()> {
     let mut o = std::io::stdout().lock();
     match writeln!(o, "{line}").and_then(|_| o.flush()) {
         Ok(()) => Ok(()),
@@ -543,14 +549,26 @@ pub fn out(line: &str) -> Result<()> {
 }
 
 /// Whether stderr is a terminal (live progress) or a log (one line per change).
-pub fn stderr_is_terminal() -> bool {
+pub(crate) fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
+}
+
+/// The `awsflock` program: the internal commands, or parse the command
+/// line and run it. Returns the exit code. Kept here so `main.rs` stays a
+/// single call; not part of the library's API.
+pub fn main() -> i32 {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(code) = internal_command(&args) {
+        return code;
+    }
+    main_with(<Cli as clap::Parser>::try_parse())
 }
 
 /// The whole program after argument parsing: sets up logging and the async
 /// runtime, runs the command, prints any error as one line, and returns the
-/// exit code. Kept here so `main.rs` stays a single call.
-pub fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
+/// exit code.
+pub(crate) fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
+    crate::error::use_cli_words();
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
@@ -569,8 +587,8 @@ pub fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
     let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            say!("awsflock: error: {e}");
-            e.exit_code()
+            say!("awsflock: error: {}", exit::message(&e));
+            exit::code(&e)
         }
     };
     drop(rt);
@@ -635,14 +653,14 @@ fn init_logging(verbose: u8) {
 
 /// Whether to colour stderr: on a terminal, unless `NO_COLOR` is set to
 /// anything but the empty string (<https://no-color.org>).
-pub fn colour() -> bool {
+pub(crate) fn colour() -> bool {
     stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The man page: the top level as clap_mangen renders it, then one section
 /// per subcommand (synopsis, description, options, examples), which
 /// clap_mangen leaves to separate pages that `awsflock man` could not print.
-pub fn man_page() -> std::io::Result<String> {
+pub(crate) fn man_page() -> std::io::Result<String> {
     let top = <Cli as clap::CommandFactory>::command();
     let mut buf = Vec::new();
     clap_mangen::Man::new(top.clone()).render(&mut buf)?;
@@ -707,7 +725,7 @@ fn verbatim_examples(roff: &str, heading: &str) -> String {
 /// kill its command's process group when the latest kill time passes
 /// without a newer one, or awsflock dies (see `supervise::unix`). Returns the exit code when `args`
 /// (without the program name) is one of them.
-pub fn internal_command(args: &[std::ffi::OsString]) -> Option<i32> {
+pub(crate) fn internal_command(args: &[std::ffi::OsString]) -> Option<i32> {
     match args {
         [cmd, pgid] if cmd == "__watchdog" => {
             let pgid = pgid.to_str()?.parse::<i32>().ok()?;

@@ -54,6 +54,7 @@ impl BootInstant {
     }
 
     /// `self + d`, unless that overflows.
+    #[allow(dead_code)]
     pub fn checked_add(self, d: Duration) -> Option<BootInstant> {
         self.0.checked_add(d).map(BootInstant)
     }

@@ -243,11 +243,11 @@ pub struct RunArgs {
     pub kill_after: Duration,
 
     /// Exit code when the lock is not acquired (the command is not started)
-    #[arg(short = 'E', long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_CONFLICT_EXIT_CODE", value_name = "N")]
+    #[arg(short = 'E', long, default_value_t = crate::exit::NOT_HELD, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_CONFLICT_EXIT_CODE", value_name = "N")]
     pub conflict_exit_code: i32,
 
     /// Exit code when the lease is lost while the command runs
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_LOST_EXIT_CODE", value_name = "N")]
+    #[arg(long, default_value_t = crate::exit::LOST, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_LOST_EXIT_CODE", value_name = "N")]
     pub lost_exit_code: i32,
 
     /// Let processes the command left running in its process group go on after it exits, without the lock [default: stop them before releasing]
@@ -349,7 +349,7 @@ pub struct AcquireArgs {
     pub json: bool,
 
     /// Exit code when the lock is not acquired
-    #[arg(short = 'E', long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_CONFLICT_EXIT_CODE", value_name = "N")]
+    #[arg(short = 'E', long, default_value_t = crate::exit::NOT_HELD, value_parser = clap::value_parser!(i32).range(0..=255), env = "AWSFLOCK_CONFLICT_EXIT_CODE", value_name = "N")]
     pub conflict_exit_code: i32,
 }
 
@@ -403,4 +403,43 @@ pub struct StatusArgs {
     /// Print one JSON object
     #[arg(long, env = "AWSFLOCK_JSON", value_parser = boolish)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::StoreOptions;
+
+    /// Every variable a global store flag reads is one that
+    /// `StoreOptions::from_env` reads too, and the other way round (apart
+    /// from DYNAMO_ENDPOINT_URL, which has no flag), so that a service and
+    /// the command line find the same store.
+    #[test]
+    fn store_variables_agree_with_the_library() {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let store_flags = [
+            "backend",
+            "table",
+            "endpoint_url",
+            "etcd_user",
+            "etcd_password",
+            "etcd_cacert",
+            "etcd_cert",
+            "etcd_key",
+        ];
+        let mut from_cli: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| store_flags.contains(&a.get_id().as_str()))
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(from_cli.len(), store_flags.len(), "{from_cli:?}");
+        from_cli.push("DYNAMO_ENDPOINT_URL".into());
+        from_cli.sort();
+        let mut from_lib: Vec<String> = StoreOptions::ENV
+            .iter()
+            .map(|(v, _)| v.to_string())
+            .collect();
+        from_lib.sort();
+        assert_eq!(from_cli, from_lib);
+    }
 }

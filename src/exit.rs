@@ -21,3 +21,75 @@ pub const CANNOT_EXECUTE: i32 = 126;
 pub const NOT_FOUND: i32 = 127;
 /// `run` only: a child killed by signal N exits `SIGNAL_BASE + N`, as shells report it.
 pub const SIGNAL_BASE: i32 = 128;
+
+use crate::error::Error;
+
+/// The exit code for an error: the one place where library errors meet
+/// exit codes.
+pub fn code(e: &Error) -> i32 {
+    match e {
+        Error::Invalid(_) => USAGE,
+        Error::NotAcquired { .. } | Error::NotHeld { .. } => NOT_HELD,
+        Error::Interrupted(sig) => SIGNAL_BASE + sig,
+        _ => ERROR,
+    }
+}
+
+/// An error as the command line shows it: the library's message, with the
+/// command to run where the library can only describe it.
+pub fn message(e: &Error) -> String {
+    let text = e.to_string();
+    match e {
+        Error::NotAcquired { name, .. } | Error::NotHeld { name, .. } => text.replace(
+            "a forced release frees it",
+            &format!("`awsflock release {name} --force` frees it"),
+        ),
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_names_the_command_that_frees_an_unreadable_lock() {
+        let mut info = crate::backend::LockInfo {
+            name: "deploy".into(),
+            held: true,
+            owner: Some("ci-7".into()),
+            reason: None,
+            fence: Some(3),
+            lease_id: None,
+            acquired_at_ms: None,
+            expires_at_ms: None,
+            lease_duration_s: None,
+            expires_in_ms: None,
+            pid: None,
+            host: None,
+            client: None,
+            problem: Some("expiration_time is not a number".into()),
+        };
+        let e = Error::NotAcquired {
+            name: "deploy".into(),
+            holder: Some(Box::new(info.clone())),
+        };
+        assert_eq!(code(&e), NOT_HELD);
+        assert!(e.to_string().contains("a forced release frees it"), "{e}");
+        assert!(!e.to_string().contains("awsflock"), "{e}");
+        assert_eq!(
+            message(&e),
+            "lock \"deploy\" was not acquired (held by ci-7, fence 3; unreadable record: \
+             expiration_time is not a number; `awsflock release deploy --force` frees it)"
+        );
+        info.problem = None;
+        let e = Error::NotAcquired {
+            name: "deploy".into(),
+            holder: Some(Box::new(info)),
+        };
+        assert_eq!(message(&e), e.to_string());
+        assert_eq!(code(&Error::Invalid("x".into())), USAGE);
+        assert_eq!(code(&Error::Interrupted(15)), SIGNAL_BASE + 15);
+        assert_eq!(code(&Error::Unavailable("x".into())), ERROR);
+    }
+}

@@ -1,4 +1,4 @@
-//! A lease that renews itself: [`LockGuard`].
+//! A lease that renews itself: [`LockGuard`] (its lifecycle is in its docs).
 //!
 //! ```text
 //!   acquire ──► renew every `renew_every` ──► … ──► release()
@@ -29,14 +29,22 @@ use tokio::task::JoinHandle;
 use crate::backend::{AcquireRequest, Backend, BoxFuture, Lease};
 use crate::error::{Error, Result};
 
-/// Why a lease was lost.
+/// Why a lease was lost, or is about to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Lost {
     /// The store says the lease is not held any more: it was taken over, or
     /// released by force.
     Taken(String),
-    /// No renewal succeeded before the deadline (store unreachable or frozen).
+    /// No renewal succeeded before the deadline (store unreachable or frozen,
+    /// or the runtime too busy to renew).
     Expired(String),
+    /// Only from [`LockGuard::expiring`] and [`LockGuard::run_while_held`]:
+    /// the lease is not lost yet, but no renewal succeeded in time, so work
+    /// under it must stop now to be done before it expires; or time passed
+    /// unseen (this machine was suspended, the store's clock jumped) so that
+    /// the lease may already be gone.
+    Expiring(String),
 }
 
 impl std::fmt::Display for Lost {
@@ -44,13 +52,16 @@ impl std::fmt::Display for Lost {
         match self {
             Lost::Taken(m) => write!(f, "the lease is no longer held ({m})"),
             Lost::Expired(m) => write!(f, "the lease could not be renewed before it expired ({m})"),
+            Lost::Expiring(m) => write!(f, "the lease is about to expire ({m})"),
         }
     }
 }
 
+impl std::error::Error for Lost {}
+
 /// What a guard publishes to whoever watches it.
 #[derive(Debug, Clone)]
-pub struct GuardState {
+pub(crate) struct GuardState {
     /// The lease as last granted or renewed.
     pub lease: Lease,
     /// Set once the lease is lost; the guard stops renewing then.
@@ -65,8 +76,29 @@ pub struct GuardState {
 
 /// A held lock that renews itself in the background until released or lost.
 ///
+/// Made by [`crate::Store::acquire`], which spawns the renewal task on the
+/// current tokio runtime. Renewals need that runtime to run: a runtime
+/// blocked by synchronous work delays them, and the lease may then expire,
+/// which [`LockGuard::expiring`] and [`LockGuard::lost`] report.
+///
 /// Dropping the guard stops renewing (the lease then expires on its own);
 /// call [`LockGuard::release`] to free the lock at once.
+///
+/// # Lifecycle
+///
+/// ```text
+///   acquire ──► renew every period ──► … ──► release()
+///                  │ renewal fails: retry (same next lease id) until the deadline
+///                  │ deadline − safety margin without a renewal: expiring()
+///                  │ store says "not held": lost() at once
+///                  │ time passed unseen (suspend, store clock jumped): expiring()
+///                  └► deadline passes without a renewal: lost()
+/// ```
+///
+/// The deadline is the end of the lease as seen from here, computed
+/// conservatively from the store's clock; [`safety_margin`] before it,
+/// everything done under the lease must have stopped, which
+/// [`LockGuard::run_while_held`] does for the work it runs.
 pub struct LockGuard {
     store: Arc<dyn Backend>,
     state: watch::Receiver<GuardState>,
@@ -75,17 +107,35 @@ pub struct LockGuard {
     task: JoinHandle<()>,
 }
 
-/// The safety margin kept between the local deadline and the moment every
-/// process under the lease must be dead: covers clock-rate drift (1%) and the
-/// time a SIGKILL takes to land, and is never more than a quarter of the lease.
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.state.borrow();
+        f.debug_struct("LockGuard")
+            .field("lease", &st.lease)
+            .field("lost", &st.lost)
+            .field("suspect", &st.suspect)
+            .finish()
+    }
+}
+
+/// The safety margin kept between the local deadline and the moment
+/// everything done under the lease must have stopped: covers clock-rate
+/// drift (1%) and the time stopping takes, and is never more than a quarter
+/// of the lease. [`LockGuard::expiring`] resolves this long before the
+/// deadline.
 pub fn safety_margin(lease: Duration) -> Duration {
     (Duration::from_millis(500) + lease / 100).min(lease / 4)
 }
 
+/// How long a release may take when no bound is given: a few attempts
+/// against a slow store.
+const RELEASE_BOUND: Duration = Duration::from_secs(15);
+
 impl LockGuard {
     /// Acquires the lock as `req` says and starts renewing it every
-    /// `renew_every`. `cancel` ends a wait early (see [`Backend::acquire`]).
-    pub async fn acquire(
+    /// `renew_every` on the current tokio runtime. `cancel` ends a wait early
+    /// (see [`Backend::acquire`]).
+    pub(crate) async fn acquire(
         store: Arc<dyn Backend>,
         req: &AcquireRequest,
         renew_every: Duration,
@@ -93,7 +143,7 @@ impl LockGuard {
     ) -> Result<LockGuard> {
         if renew_every >= req.lease {
             return Err(Error::usage(format!(
-                "--renew-every ({}s) must be shorter than the lease ({}s)",
+                "the renewal period ({}s) must be shorter than the lease ({}s)",
                 renew_every.as_secs_f64(),
                 req.lease.as_secs()
             )));
@@ -123,29 +173,43 @@ impl LockGuard {
         })
     }
 
-    /// The lease as last renewed.
+    /// The lease as last renewed (its id changes at each renewal; its fencing
+    /// token does not).
     pub fn lease(&self) -> Lease {
         self.state.borrow().lease.clone()
     }
 
-    /// The fencing token of this grant.
+    /// The fencing token of this grant: pass it to whatever the work writes,
+    /// so that a write from a holder whose lease was lost can be refused.
+    /// `None` only for a lease first granted by awsflock 0.2.0.
     pub fn fence(&self) -> Option<u64> {
         self.state.borrow().lease.fence
     }
 
     /// Asks for a renewal now instead of at the next period (e.g. to check
-    /// the lease after the holder was stopped). Watch the state for the
-    /// outcome: a new `lease` (renewed) or `lost`.
+    /// the lease after the process was stopped). A loss shows in
+    /// [`LockGuard::lost`].
     pub fn renew_now(&self) {
         self.renew_now.notify_one();
     }
 
     /// A receiver of the guard's state, for watching deadline and loss.
-    pub fn watch(&self) -> watch::Receiver<GuardState> {
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn watch(&self) -> watch::Receiver<GuardState> {
         self.state.clone()
     }
 
-    /// Resolves when the lease is lost (never, while renewals succeed).
+    /// Whether the lease is lost already (what [`LockGuard::lost`] would
+    /// resolve to at once).
+    pub fn is_lost(&self) -> Option<Lost> {
+        self.state.borrow().lost.clone()
+    }
+
+    /// Resolves when the lease is lost (never, while renewals succeed): taken
+    /// over, released by force, or expired because no renewal succeeded
+    /// before the deadline. At that point work under the lease should
+    /// already have stopped: stop it at [`LockGuard::expiring`], which comes
+    /// earlier.
     pub async fn lost(&self) -> Lost {
         let mut rx = self.state.clone();
         loop {
@@ -159,22 +223,139 @@ impl LockGuard {
         }
     }
 
-    /// Stops renewing and releases the lock. Returns [`Error::NotHeld`] if
-    /// the lease had already been lost.
-    pub async fn release(mut self) -> Result<()> {
+    /// Resolves when work under the lease must stop: the lease was lost
+    /// (as [`LockGuard::lost`]), or [`safety_margin`] before its deadline
+    /// no renewal has succeeded yet ([`Lost::Expiring`]), or time passed
+    /// that this process did not see (a suspend, a jump of the store's
+    /// clock), so that the lease may already be gone ([`Lost::Expiring`]).
+    ///
+    /// A renewal that succeeds before then moves the deadline and the wait
+    /// goes on; once resolved, the lease may still be renewed later (a
+    /// slow store answered), which [`LockGuard::lease`] shows.
+    pub async fn expiring(&self) -> Lost {
+        let mut rx = self.state.clone();
+        loop {
+            let (warn_at, id) = {
+                let st = rx.borrow_and_update();
+                if let Some(l) = &st.lost {
+                    return l.clone();
+                }
+                if let Some(why) = &st.suspect {
+                    return Lost::Expiring(why.clone());
+                }
+                let margin = safety_margin(st.lease.duration);
+                let warn_at = st
+                    .lease
+                    .deadline
+                    .checked_sub(margin)
+                    .unwrap_or(st.lease.deadline);
+                (warn_at, st.lease.lease_id.clone())
+            };
+            tokio::select! {
+                _ = boottime::sleep_until(warn_at) => {
+                    if rx.borrow().lease.lease_id == id {
+                        return Lost::Expiring("no renewal succeeded in time".into());
+                    }
+                }
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return Lost::Expired("renewal stopped".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `work` while the lease is held, and cancels it (drops the
+    /// future) as soon as [`LockGuard::expiring`] resolves: the lease was
+    /// lost, or is about to expire, or may be gone. Returns the work's
+    /// output, or why it was cancelled.
+    ///
+    /// Cancellation happens at the work's next `.await`: work that blocks
+    /// the thread cannot be cancelled, and delays renewals too.
+    pub async fn run_while_held<F: std::future::Future>(
+        &self,
+        work: F,
+    ) -> std::result::Result<F::Output, Lost> {
+        tokio::select! {
+            biased;
+            lost = self.expiring() => Err(lost),
+            out = work => Ok(out),
+        }
+    }
+
+    /// Stops renewing and releases the lock, within about 15 seconds (see
+    /// [`LockGuard::release_within`]).
+    pub async fn release(self) -> Result<()> {
+        self.release_within(RELEASE_BOUND).await
+    }
+
+    /// Stops renewing and releases the lock, giving up after `limit`
+    /// (the lock then frees itself when the lease expires).
+    ///
+    /// `Ok` means the lease this guard last saw confirmed was held, without
+    /// a gap, until it was released. Otherwise:
+    ///
+    /// - [`Error::NotHeld`], naming the last lease id the guard saw
+    ///   confirmed, when the lease was lost ([`LockGuard::lost`] resolved,
+    ///   or its deadline passed), or the store says it is not held. A
+    ///   renewal that may have landed without its answer reaching the guard
+    ///   is released too, so that it does not block others, but it never
+    ///   turns a lost lease into `Ok`: the program never saw it confirmed.
+    /// - [`Error::Unavailable`] when the store did not answer in time or
+    ///   within `limit`: whether the lock was released is unknown, and it
+    ///   frees itself when the lease expires.
+    pub async fn release_within(mut self, limit: Duration) -> Result<()> {
         self.task.abort();
         let _ = (&mut self.task).await;
-        let (name, id) = {
+        let (known, lost) = {
             let st = self.state.borrow();
-            (st.lease.name.clone(), st.lease.lease_id.clone())
+            (st.lease.clone(), st.lost.clone())
         };
         let pending = self.pending.lock().map(|p| p.clone()).unwrap_or(None);
-        let mut result = release_with_retry(self.store.as_ref(), &name, &id).await;
-        // A renewal may have landed whose answer never came: that lease is ours too.
-        if let (Err(Error::NotHeld { .. }), Some(next)) = (&result, pending) {
-            result = release_with_retry(self.store.as_ref(), &name, &next).await;
+        let store = self.store.clone();
+        let name = known.name.clone();
+        let work = async {
+            let mut result = release_with_retry(store.as_ref(), &name, &known.lease_id).await;
+            if let (Err(Error::NotHeld { .. }), Some(next)) = (&result, &pending) {
+                // A renewal may have landed whose answer never came: that
+                // lease is ours too, and must not block others.
+                result = release_with_retry(store.as_ref(), &name, next).await;
+            }
+            result
+        };
+        let result = match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unavailable(format!(
+                "the release of lock {name:?} did not finish within {:.1}s; \
+                 the lock frees itself when the lease expires",
+                limit.as_secs_f64()
+            ))),
+        };
+        let not_held = |detail: String| Error::NotHeld {
+            name: name.clone(),
+            lease_id: known.lease_id.clone(),
+            detail,
+        };
+        if let Some(l) = lost {
+            return match result {
+                Err(e @ Error::Unavailable(_)) => Err(e),
+                _ => Err(not_held(format!(" ({l})"))),
+            };
         }
-        result
+        match result {
+            // Released, but perhaps under a renewal the guard never saw
+            // confirmed, after the lease it knew had run out: the lock may
+            // have been free (and taken) in between.
+            Ok(()) if known.deadline.remaining().is_zero() => Err(not_held(
+                " (its deadline passed before the release; a renewal that was never \
+                 confirmed may have kept it)"
+                    .into(),
+            )),
+            Ok(()) => Ok(()),
+            Err(Error::NotHeld { detail, .. }) => Err(not_held(detail)),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -216,7 +397,7 @@ async fn release_with_retry(store: &dyn Backend, name: &str, id: &str) -> Result
 
 /// The clocks as seen at one look (see [`unseen_time`]).
 #[derive(Debug, Clone, Copy)]
-pub struct Look {
+pub(crate) struct Look {
     /// CLOCK_MONOTONIC: stands still while the machine is suspended.
     pub mono: std::time::Instant,
     /// CLOCK_BOOTTIME: counts suspend.
@@ -241,7 +422,7 @@ impl Look {
 
 /// More time than this passing on one clock and not on another, between two
 /// looks, means this process did not see that time pass.
-pub const UNSEEN_TOLERANCE: Duration = Duration::from_millis(1000);
+pub(crate) const UNSEEN_TOLERANCE: Duration = Duration::from_millis(1000);
 
 /// Why the time between two looks is suspect, if it is:
 ///
@@ -255,7 +436,7 @@ pub const UNSEEN_TOLERANCE: Duration = Duration::from_millis(1000);
 ///   lease stamped before the jump expires earlier than its holder computed.
 ///
 /// In each case the lease may already be gone although no renewal failed.
-pub fn unseen_time(before: &Look, now: &Look) -> Option<String> {
+pub(crate) fn unseen_time(before: &Look, now: &Look) -> Option<String> {
     let boot = now.boot.saturating_duration_since(before.boot);
     let mono = now.mono.saturating_duration_since(before.mono);
     if boot > mono + UNSEEN_TOLERANCE {

@@ -1,62 +1,128 @@
-//! awsflock: a distributed `flock(1)` for the cloud.
+//! awsflock: a distributed `flock(1)` for the cloud, as a library.
 //!
 //! A lock is a lease in a shared store. Whoever holds the lease may act; the
 //! lease expires unless renewed, so a crashed holder cannot block the fleet
 //! forever; every grant carries a fencing token greater than all before it.
 //!
-//! # Layout
-//!
-//! - [`backend`]: the [`Backend`] trait every store implements, the types it
-//!   speaks ([`Lease`], [`LockInfo`], [`AcquireRequest`]), and one file per
-//!   store ([`backend::dynamodb`]; [`backend::aws`] holds what AWS stores share).
-//! - [`clock`]: the store's clock as seen from here, from HTTP `Date` headers;
-//!   all expiry is judged on it, never on the local wall clock.
-//! - [`lease`]: [`LockGuard`], a lease that renews itself and says when it
-//!   is lost.
-//! - [`supervise`]: the `run` supervisor: spawn, forward signals, stop the
-//!   command before the lease can expire, exit as the command did
-//!   ([`supervise::unix`] holds the process-group and terminal details).
-//! - [`duration`]: `900`, `15m`, `1h 30m` and friends.
-//! - [`error`]: the one error type; [`exit`]: the documented exit codes.
-//! - [`cli`]: the clap definition of the command line; [`app`]: carries each
-//!   command out. `main.rs` only parses, runs and exits.
+//! [`Store::acquire`] takes a lock and returns a [`LockGuard`], which renews
+//! the lease in the background until it is released or lost. The guard says
+//! when the lease is about to be lost ([`LockGuard::expiring`]) and when it is
+//! lost ([`LockGuard::lost`]), and can run work that is cancelled the moment
+//! the lease can no longer be trusted ([`LockGuard::run_while_held`]).
 //!
 //! # Example
 //!
 //! ```no_run
-//! # async fn demo() -> awsflock::Result<()> {
-//! use awsflock::{AcquireRequest, StoreOptions};
 //! use std::time::Duration;
+//! use awsflock::{AcquireRequest, Store};
 //!
-//! let store = awsflock::backend::open(&StoreOptions::default()).await?;
-//! let req = AcquireRequest {
-//!     name: "nightly-backup".into(),
-//!     lease: Duration::from_secs(60),
-//!     wait: Some(Duration::from_secs(30)),
-//!     owner: "backup@host-1".into(),
-//!     reason: Some("nightly backup".into()),
-//!     on_wait: None,
-//!     supervised: false,
-//! };
-//! let lease = store.acquire(&req, Box::pin(std::future::pending())).await?;
-//! println!("fence {:?}", lease.fence);
-//! store.release(&lease.name, &lease.lease_id).await?;
+//! # async fn demo() -> awsflock::Result<()> {
+//! // The store: a DynamoDB table, with the standard AWS configuration.
+//! let store = Store::open("dynamodb://awsflock").await?;
+//!
+//! // Wait up to 30 s for the lock; the lease lasts 60 s unless renewed,
+//! // and the guard renews it every 20 s.
+//! let mut req = AcquireRequest::new("nightly-backup", Duration::from_secs(60));
+//! req.wait = Some(Duration::from_secs(30));
+//! req.reason = Some("nightly backup".into());
+//! let guard = store.acquire(&req).await?;
+//!
+//! // Pass the fencing token to whatever the work writes, so that a write
+//! // from a holder whose lease was lost can be refused.
+//! let fence = guard.fence();
+//! let outcome = guard
+//!     .run_while_held(async move {
+//!         // ... the work, tagging each write with `fence` ...
+//!         let _ = fence;
+//!     })
+//!     .await;
+//! match outcome {
+//!     Ok(()) => guard.release().await?,
+//!     // The lease was lost or about to be: the work was cancelled.
+//!     Err(lost) => eprintln!("stopped: {lost}"),
+//! }
 //! # Ok(()) }
 //! ```
+//!
+//! # Runtime
+//!
+//! Everything is async on tokio. [`Store::acquire`] spawns the renewal task
+//! on the current tokio runtime (it panics outside one). A runtime whose
+//! threads are blocked (a long computation or blocking I/O on an async
+//! thread, or a current-thread runtime busy elsewhere) delays renewals: the
+//! lease may then expire, which [`LockGuard::expiring`] and
+//! [`LockGuard::lost`] report. Run blocking work with
+//! `tokio::task::spawn_blocking` or on another runtime.
+//!
+//! # Module map
+//!
+//! The public API is at the crate root:
+//!
+//! - [`Store`]: a store of locks, opened from a URL ([`Store::open`]), from
+//!   [`StoreOptions`] (including [`StoreOptions::from_env`]), or with an AWS
+//!   configuration the caller owns ([`Store::open_with_config`]); acquire,
+//!   inspect, list, force-release.
+//! - [`AcquireRequest`]: what to acquire, how long, how patiently.
+//! - [`LockGuard`]: a held lock that renews itself; [`Lease`]: one grant with
+//!   its fencing token; [`Lost`]: why a lease was lost.
+//! - [`LockInfo`]: what a store says about a lock.
+//! - [`Error`]: the one error type.
+//!
+//! Stores are cargo features: `dynamodb`, `s3`, `file` (on by default) and
+//! `etcd` (needs `protoc`). The `cli` feature (on by default) builds the
+//! `awsflock` command line; a library user turns it off:
+//!
+//! ```toml
+//! awsflock = { version = "0.1", default-features = false, features = ["dynamodb"] }
+//! ```
+//!
+//! Inside the crate: `backend` holds the store trait and one module per store
+//! (DynamoDB, S3 and the directory store share one compare-and-swap acquire
+//! loop); `clock` judges expiry on the store's clock, learnt from HTTP `Date`
+//! headers; `lease` renews a [`LockGuard`]; `boottime` is the clock of every
+//! local deadline (it counts suspend). With `cli`: `cli` (clap), `app` (carries
+//! each command out), `exit` (the exit codes, and how each [`Error`] maps to
+//! one), `supervise` (the `run` supervisor) and `duration`.
 
+#![deny(missing_docs)]
+
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod app;
-pub mod backend;
-pub mod boottime;
-pub mod cli;
-pub mod clock;
-pub mod duration;
-pub mod error;
-pub mod exit;
-pub mod lease;
+// A build without any store (only useful to check the features) uses
+// little of the store layer.
+#[cfg_attr(
+    not(any(
+        feature = "dynamodb",
+        feature = "s3",
+        feature = "file",
+        feature = "etcd"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod backend;
+#[cfg_attr(not(any(feature = "cli", feature = "file")), allow(dead_code))]
+pub(crate) mod boottime;
+#[cfg(feature = "cli")]
+pub(crate) mod cli;
+// The store's clock is learnt from HTTP answers (the AWS stores); the
+// directory and etcd stores use only part of it.
+#[cfg_attr(not(any(feature = "dynamodb", feature = "s3")), allow(dead_code))]
+pub(crate) mod clock;
+#[cfg(feature = "cli")]
+pub(crate) mod duration;
+mod error;
+#[cfg(feature = "cli")]
+pub(crate) mod exit;
+mod lease;
+#[cfg(feature = "cli")]
 pub(crate) mod output;
-pub mod supervise;
-pub mod sys;
+mod store;
+#[cfg(feature = "cli")]
+pub(crate) mod supervise;
+pub(crate) mod sys;
 
-pub use backend::{AcquireRequest, Backend, Lease, LockInfo, StoreOptions};
+pub use backend::{AcquireRequest, EtcdOptions, Lease, LockInfo, OnWait, StoreOptions};
 pub use error::{Error, Result};
-pub use lease::LockGuard;
+pub use lease::{LockGuard, Lost, safety_margin};
+pub use store::Store;

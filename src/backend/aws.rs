@@ -26,7 +26,7 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
 use crate::clock::ServerClock;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, words};
 
 /// Per-attempt and per-call time limits. An unreachable endpoint fails a call
 /// within about 10 s; a frozen store fails one attempt within 3 s, so a
@@ -58,6 +58,7 @@ pub enum Service {
     #[default]
     DynamoDb,
     /// S3 (`AWS_ENDPOINT_URL_S3`).
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     S3,
 }
 
@@ -71,17 +72,20 @@ impl Service {
     }
 }
 
-/// The command line's AWS settings for the store being opened: `--region`,
-/// `--profile`, and which service it is. [`crate::backend::open`] sets them
-/// around a store's `connect` with [`with_settings`]; [`load`] reads them.
+/// The AWS settings for the store being opened: region, profile, the
+/// caller's own configuration, and which service it is.
+/// [`crate::backend::open`] sets them around a store's `connect` with
+/// [`with_settings`]; [`load`] reads them.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// Which service's endpoint variable applies.
     pub service: Service,
-    /// `--region`: beats `AWS_REGION` and the profile's region.
+    /// Beats `AWS_REGION` and the profile's region.
     pub region: Option<String>,
-    /// `--profile`: beats `AWS_PROFILE`.
+    /// Beats `AWS_PROFILE`.
     pub profile: Option<String>,
+    /// The caller's configuration, used instead of the standard chain.
+    pub config: Option<SdkConfig>,
 }
 
 tokio::task_local! {
@@ -97,17 +101,21 @@ fn env_nonempty(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
 }
 
-/// Loads region, credentials and endpoint from the standard AWS chain, with
-/// the [`Settings`] of [`with_settings`] (`--region`, `--profile`) on top.
+/// Loads region, credentials and endpoint from the standard AWS chain (or
+/// the caller's configuration), with the [`Settings`] of [`with_settings`]
+/// (region, profile) on top.
 ///
-/// The endpoint, first found wins, as in the AWS CLI: `endpoint` (from
-/// `--endpoint-url`, or `DYNAMO_ENDPOINT_URL` for DynamoDB), then
+/// The endpoint, first found wins, as in the AWS CLI: `endpoint` (the
+/// options' endpoint, or `DYNAMO_ENDPOINT_URL` for DynamoDB), then
 /// `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_S3`, then
 /// `AWS_ENDPOINT_URL`, then the profile's `endpoint_url` (the SDK resolves
 /// all but the first). Fails early, with a message, when there is no region
 /// or no credentials.
 pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
     let settings = SETTINGS.try_with(Settings::clone).unwrap_or_default();
+    if let Some(given) = &settings.config {
+        return from_given(given, &settings, endpoint).await;
+    }
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts())
         .retry_config(retries());
@@ -136,8 +144,9 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
         match missing_profile(settings.profile.as_deref()).await {
             Some(p) => Err(Error::store(format!(
                 "the AWS profile '{p}' does not exist in AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE \
-                 (default ~/.aws/config, ~/.aws/credentials); check --profile / AWS_PROFILE, \
-                 or create it with `aws configure --profile {p}`"
+                 (default ~/.aws/config, ~/.aws/credentials); check {} / AWS_PROFILE, \
+                 or create it with `aws configure --profile {p}`",
+                words("--profile", "the profile option")
             ))),
             None => Err(Error::store(msg)),
         }
@@ -150,7 +159,8 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
             || config.endpoint_url().is_some();
         if !has_endpoint {
             return fail(format!(
-                "no AWS region is configured{in_profile}; give --region, set AWS_REGION, or set a region in the AWS profile"
+                "no AWS region is configured{in_profile}; {}, set AWS_REGION, or set a region in the AWS profile",
+                words("give --region", "give a region")
             ))
             .await;
         }
@@ -168,15 +178,55 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
         tracing::debug!(error = %DisplayErrorContext(&e), "credential chain failed");
         return fail(format!(
             "no AWS credentials found{in_profile}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-             give --profile (a profile in ~/.aws/config or AWS_CONFIG_FILE), configure SSO, \
-             or run with an instance role"
+             give {} (a profile in ~/.aws/config or AWS_CONFIG_FILE), configure SSO, \
+             or run with an instance role",
+            words("--profile", "a profile")
         ))
         .await;
     }
     Ok(config)
 }
 
-/// The profile named by `--profile` (or else `AWS_PROFILE`) when the AWS
+/// [`load`] with the caller's configuration: its region, credentials,
+/// endpoint and HTTP client, with the settings' region and `endpoint` on
+/// top, and the store's own timeouts and retries (renewals depend on them).
+async fn from_given(
+    given: &SdkConfig,
+    settings: &Settings,
+    endpoint: Option<String>,
+) -> Result<SdkConfig> {
+    let mut b = given
+        .clone()
+        .into_builder()
+        .timeout_config(timeouts())
+        .retry_config(retries());
+    if let Some(region) = &settings.region {
+        b.set_region(Some(Region::new(region.clone())));
+    }
+    if let Some(ep) = endpoint {
+        b.set_endpoint_url(Some(ep));
+    }
+    let config = b.build();
+    if config.region().is_none() {
+        return Err(Error::store(
+            "the AWS configuration given has no region; set one in it or in the store options",
+        ));
+    }
+    let Some(provider) = config.credentials_provider() else {
+        return Err(Error::store(
+            "the AWS configuration given has no credentials provider",
+        ));
+    };
+    if let Err(e) = provider.provide_credentials().await {
+        return Err(Error::store(format!(
+            "the AWS configuration given found no credentials: {}",
+            DisplayErrorContext(&e)
+        )));
+    }
+    Ok(config)
+}
+
+/// The profile named in the options (or else `AWS_PROFILE`) when the AWS
 /// config and credentials files do not have it; read only to explain a
 /// failed load.
 async fn missing_profile(option: Option<&str>) -> Option<String> {
@@ -232,6 +282,7 @@ impl StoreInterceptor {
     }
 
     /// How many HTTP attempts have been sent so far.
+    #[allow(dead_code)] // for benchmarks and tests
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
@@ -345,15 +396,6 @@ pub fn is_throttling_or_server(code: Option<&str>, status: Option<u16>) -> bool 
     ) || status.is_some_and(|s| s >= 500)
 }
 
-/// Maps an SDK error that the caller did not handle itself to ours, with a
-/// message that says what to do. `store` names the store for the message.
-pub fn sdk_error<E>(err: SdkError<E, aws_smithy_runtime_api::http::Response>, store: &str) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    sdk_error_at(err, store, "the store", None)
-}
-
 /// Why a request never got an answer, from the error's whole source chain.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unreached {
@@ -438,7 +480,8 @@ pub fn where_searched(
     }
 }
 
-/// [`sdk_error`], naming the service (`DynamoDB`, `S3`) and the endpoint the
+/// Maps an SDK error that the caller did not handle itself to ours, with a
+/// message that says what to do, naming the store, the service (`DynamoDB`, `S3`) and the endpoint the
 /// request went to, when known.
 pub fn sdk_error_at<E>(
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
@@ -452,7 +495,10 @@ where
     let detail = DisplayErrorContext(&err).to_string();
     tracing::debug!(error = %detail, "store error");
     let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
-    let check = "check --endpoint-url / AWS_ENDPOINT_URL";
+    let check = words(
+        "check --endpoint-url / AWS_ENDPOINT_URL",
+        "check the endpoint (the options' endpoint_url, AWS_ENDPOINT_URL)",
+    );
     let not_the_service = |status: u16, headers: &aws_smithy_runtime_api::http::Headers| {
         let ctype = headers.get("content-type").unwrap_or("no content type");
         Error::store(format!(

@@ -226,7 +226,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     if out_of_time() {
                         return Err(Error::NotAcquired {
                             name: req.name.clone(),
-                            detail: holder_detail(&info),
+                            holder: Some(Box::new(info)),
                         });
                     }
                     if let Some(cb) = &req.on_wait {
@@ -408,22 +408,7 @@ pub async fn finish<S: CasStore + ?Sized>(
 
 /// " (held by alice, reason: ..., fence 7)" for messages.
 pub fn holder_detail(info: &LockInfo) -> String {
-    let owner = info.owner.as_deref().unwrap_or("unknown");
-    let mut s = format!(" (held by {owner}");
-    if let Some(r) = &info.reason {
-        s.push_str(&format!(", reason: {r}"));
-    }
-    if let Some(f) = info.fence {
-        s.push_str(&format!(", fence {f}"));
-    }
-    if let Some(p) = &info.problem {
-        s.push_str(&format!(
-            "; unreadable record: {p}; `awsflock release {} --force` frees it",
-            info.name
-        ));
-    }
-    s.push(')');
-    s
+    crate::error::holder_detail(Some(info))
 }
 
 /// "absent" for people: a [`LockInfo`] of a lock nobody ever held or that was

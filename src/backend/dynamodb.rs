@@ -248,6 +248,7 @@ impl DynamoDb {
     }
 
     /// HTTP attempts sent so far (for benchmarks and tests).
+    #[allow(dead_code)]
     pub fn requests(&self) -> u64 {
         self.interceptor.requests()
     }

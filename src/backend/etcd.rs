@@ -77,7 +77,7 @@ use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 
-use super::cas::{absent_info, holder_detail};
+use super::cas::absent_info;
 use super::{AcquireRequest, Backend, BoxFuture, EtcdOptions, Lease, LockInfo, poll_pause};
 use crate::clock::local_wall_ms;
 use crate::error::{Error, Result};
@@ -801,7 +801,7 @@ impl EtcdStore {
         let not_acquired = |info: &Option<LockInfo>| {
             Pass::Done(Err(Error::NotAcquired {
                 name: name.clone(),
-                detail: info.as_ref().map(holder_detail).unwrap_or_default(),
+                holder: info.clone().map(Box::new),
             }))
         };
         let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
@@ -1338,7 +1338,7 @@ impl Backend for EtcdStore {
                     if give_up.is_some_and(|g| Instant::now() >= g) {
                         return Err(Error::NotAcquired {
                             name: req.name.clone(),
-                            detail: String::new(),
+                            holder: None,
                         });
                     }
                 }

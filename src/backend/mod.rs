@@ -4,24 +4,45 @@
 //! auto-renewing [`crate::lease::LockGuard`] and the `run` supervisor are
 //! written against the trait only. One file per store:
 //!
-//! - [`dynamodb`]: the default, and the table format of awsflock 0.2.0.
-//! - [`s3`]: one object per lock, changed with S3 conditional writes.
+//! - `dynamodb`: the default, and the table format of awsflock 0.2.0.
+//! - `s3`: one object per lock, changed with S3 conditional writes.
 //! - `etcd`: etcd's own lock recipe (one key per contender, lowest create
-//!   revision holds), with watches instead of polls (cargo feature `etcd`).
-//! - [`file`]: one file per lock in a local directory, for a single host.
+//!   revision holds), with watches instead of polls.
+//! - `file`: one file per lock in a local directory, for a single host.
 //!
-//! DynamoDB, S3 and the file store share their acquire loop ([`cas`]).
+//! Each is behind the cargo feature of the same name. DynamoDB, S3 and the
+//! file store share their acquire loop (`cas`).
 //!
-//! [`open`] turns a `--backend` URL into a store.
+//! [`open`] turns a store URL into a store.
 
-pub mod aws;
-pub mod cas;
-pub mod dynamodb;
+#[cfg(any(feature = "dynamodb", feature = "s3"))]
+pub(crate) mod aws;
+// Built for whichever of these stores are on; each uses part of it.
+#[cfg(any(
+    feature = "dynamodb",
+    feature = "s3",
+    feature = "file",
+    feature = "etcd"
+))]
+#[cfg_attr(
+    not(all(feature = "dynamodb", feature = "s3", feature = "file")),
+    allow(dead_code)
+)]
+pub(crate) mod cas;
+#[cfg(feature = "dynamodb")]
+pub(crate) mod dynamodb;
 #[cfg(feature = "etcd")]
-pub mod etcd;
-pub mod file;
-pub mod record;
-pub mod s3;
+pub(crate) mod etcd;
+#[cfg(feature = "file")]
+pub(crate) mod file;
+#[cfg(any(feature = "dynamodb", feature = "s3", feature = "file"))]
+#[cfg_attr(
+    not(all(feature = "dynamodb", feature = "s3", feature = "file")),
+    allow(dead_code)
+)]
+pub(crate) mod record;
+#[cfg(feature = "s3")]
+pub(crate) mod s3;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -77,8 +98,11 @@ pub fn validate_name(name: &str) -> Result<()> {
 /// Called by a waiter at each poll of a held lock, with what it saw.
 pub type OnWait = Arc<dyn Fn(&LockInfo) + Send + Sync>;
 
-/// What the caller wants when acquiring.
+/// What the caller wants when acquiring: build one with
+/// [`AcquireRequest::new`], then set the fields that differ from its
+/// defaults.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct AcquireRequest {
     /// The lock's name.
     pub name: String,
@@ -88,14 +112,43 @@ pub struct AcquireRequest {
     pub wait: Option<Duration>,
     /// Who holds it (informational): defaults to the host name.
     pub owner: String,
-    /// Why (informational), shown to waiters and by `status`.
+    /// Why (informational), shown to waiters and by [`crate::Store::inspect`].
     pub reason: Option<String>,
     /// Called at each poll while the lock is held by someone else.
     pub on_wait: Option<OnWait>,
     /// True when the requesting process holds the lease for as long as it
-    /// lives (`run`): a single-host store may then free the lock as soon as
-    /// that process is gone. False for `acquire`, whose process exits at once.
+    /// lives (a [`crate::LockGuard`], the command line's `run`): a
+    /// single-host store may then free the lock as soon as that process is
+    /// gone. False when the lease is meant to outlive the process (the
+    /// command line's `acquire`). [`AcquireRequest::new`] sets it.
     pub supervised: bool,
+}
+
+impl AcquireRequest {
+    /// A request for the lock `name` with a lease of `lease` (counted from
+    /// the grant, renewed by a [`crate::LockGuard`]), waiting at most 60
+    /// seconds for a held lock, owned by this host's name, with no reason.
+    pub fn new(name: impl Into<String>, lease: Duration) -> AcquireRequest {
+        AcquireRequest {
+            name: name.into(),
+            lease,
+            wait: Some(DEFAULT_WAIT),
+            owner: default_owner(),
+            reason: None,
+            on_wait: None,
+            supervised: true,
+        }
+    }
+}
+
+/// How long [`AcquireRequest::new`] waits for a held lock, as awsflock 0.2.0.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+
+/// This host's name, which the `owner` of a request defaults to (`NULL` when
+/// the host has none, as awsflock 0.2.0).
+pub fn default_owner() -> String {
+    let h = gethostname::gethostname().to_string_lossy().into_owned();
+    if h.is_empty() { "NULL".to_string() } else { h }
 }
 
 impl std::fmt::Debug for AcquireRequest {
@@ -111,8 +164,9 @@ impl std::fmt::Debug for AcquireRequest {
     }
 }
 
-/// A granted lease: the proof of holding a lock until `deadline`.
+/// A granted lease: the proof of holding a lock until it expires.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Lease {
     /// The lock's name.
     pub name: String,
@@ -130,10 +184,20 @@ pub struct Lease {
     pub expires_at_ms: i64,
     /// The local instant by which the lease must be renewed or everything done
     /// under it stopped: computed conservatively from the store's clock.
-    pub deadline: Instant,
+    pub(crate) deadline: Instant,
 }
 
-/// What a store says about one lock (for `status`, `list` and waiters).
+impl Lease {
+    /// How long this lease still lasts by this machine's clocks, judged
+    /// conservatively from the store's clock (zero once it has run out).
+    /// Everything done under the lease must have stopped by then.
+    pub fn time_left(&self) -> Duration {
+        self.deadline.remaining()
+    }
+}
+
+/// What a store says about one lock ([`crate::Store::inspect`],
+/// [`crate::Store::list`], and [`crate::Error::NotAcquired`] for waiters).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LockInfo {
     /// The lock's name.
@@ -146,7 +210,7 @@ pub struct LockInfo {
     pub reason: Option<String>,
     /// The current (or last) fencing token.
     pub fence: Option<u64>,
-    /// The current lease id (only useful to whoever holds it; shown for break-glass).
+    /// The current lease id (only useful to whoever holds it).
     pub lease_id: Option<String>,
     /// When the current holder acquired it (ms since the epoch, store's clock).
     pub acquired_at_ms: Option<i64>,
@@ -170,11 +234,11 @@ pub struct LockInfo {
 }
 
 /// A boxed future, for the cancellation signal passed to [`Backend::acquire`].
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One store of locks. All methods are safe to call concurrently.
 #[async_trait::async_trait]
-pub trait Backend: Send + Sync {
+pub(crate) trait Backend: Send + Sync {
     /// A short name for messages: `dynamodb table 'awsflock'`.
     fn describe(&self) -> String;
 
@@ -218,6 +282,7 @@ pub trait Backend: Send + Sync {
 
     /// A lease for a lock and lease id known only by name (the CLI's `renew`
     /// and `release`), to pass to [`Backend::renew`].
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     fn lease_from_id(&self, name: &str, lease_id: &str) -> Lease {
         Lease {
             name: name.to_string(),
@@ -256,30 +321,115 @@ pub async fn force_release_by_lease_id<B: Backend + ?Sized>(
     )))
 }
 
-/// Where the store is and how to reach it, from the command line and environment.
+/// Where the store is and how to reach it.
+///
+/// [`StoreOptions::default()`] is the DynamoDB table `awsflock`, with the
+/// standard AWS configuration (region, credentials and endpoint from the AWS
+/// variables and profile files, as the AWS SDK reads them); it reads none of
+/// awsflock's own variables. [`StoreOptions::from_env`] reads those as the
+/// command line does.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct StoreOptions {
-    /// `--backend URL`.
+    /// The store's URL: `dynamodb://TABLE`, `s3://BUCKET/PREFIX`,
+    /// `etcd://HOST:PORT[,HOST:PORT...]/PREFIX` or `file:///DIR`
+    /// (default `dynamodb://awsflock`).
     pub backend: Option<String>,
-    /// `--table` (DynamoDB).
+    /// The DynamoDB table, when the URL names none (`dynamodb://`); a table
+    /// named in both places must agree.
     pub table: Option<String>,
-    /// `--endpoint-url`: every store's endpoint, beating every variable.
+    /// Every store's endpoint, beating every variable and the AWS profile.
     pub endpoint_url: Option<String>,
     /// awsflock 0.2.0's `DYNAMO_ENDPOINT_URL`: DynamoDB's endpoint when
     /// `endpoint_url` is not given; beats the SDK's variables, as it did in
     /// 0.2.0. Not used for S3.
     pub dynamodb_endpoint_url: Option<String>,
-    /// `--region` (AWS stores).
+    /// The AWS region: beats `AWS_REGION` and the profile's region.
     pub region: Option<String>,
-    /// `--profile` (AWS stores).
+    /// The AWS profile: beats `AWS_PROFILE`.
     pub profile: Option<String>,
     /// Authentication and TLS for etcd.
     pub etcd: EtcdOptions,
+    /// An AWS configuration the caller already has (region, credentials,
+    /// endpoint, HTTP client), used instead of loading the standard one;
+    /// `region`, `profile` and the endpoints above still apply on top. The
+    /// store sets its own per-attempt timeouts and retries, which renewals
+    /// depend on.
+    #[cfg(any(feature = "dynamodb", feature = "s3"))]
+    pub aws_config: Option<aws_config::SdkConfig>,
 }
 
-/// How to authenticate to etcd, as etcdctl's `--user`, `--password`,
-/// `--cacert`, `--cert` and `--key`.
+impl StoreOptions {
+    /// The variables [`StoreOptions::from_env`] reads, each with what it
+    /// sets. The command line reads the same (its flags beat them).
+    pub const ENV: &'static [(&'static str, &'static str)] = &[
+        ("AWSFLOCK_BACKEND", "backend"),
+        ("AWSFLOCK_TABLE", "table"),
+        ("AWSFLOCK_ENDPOINT_URL", "endpoint_url"),
+        ("DYNAMO_ENDPOINT_URL", "dynamodb_endpoint_url"),
+        ("AWSFLOCK_ETCD_USER", "etcd.user"),
+        ("AWSFLOCK_ETCD_PASSWORD", "etcd.password"),
+        ("AWSFLOCK_ETCD_CACERT", "etcd.cacert"),
+        ("AWSFLOCK_ETCD_CERT", "etcd.cert"),
+        ("AWSFLOCK_ETCD_KEY", "etcd.key"),
+    ];
+
+    /// The options the `awsflock` command line would use with no flags:
+    ///
+    /// | variable | sets |
+    /// |---|---|
+    /// | `AWSFLOCK_BACKEND` | `backend` (the store URL) |
+    /// | `AWSFLOCK_TABLE` | `table` |
+    /// | `AWSFLOCK_ENDPOINT_URL` | `endpoint_url` (every store) |
+    /// | `DYNAMO_ENDPOINT_URL` | `dynamodb_endpoint_url` (awsflock 0.2.0's) |
+    /// | `AWSFLOCK_ETCD_USER`, `_PASSWORD`, `_CACERT`, `_CERT`, `_KEY` | `etcd` |
+    ///
+    /// Empty variables count as unset. Region, profile and the SDK's own
+    /// endpoint variables are left to the AWS SDK, which reads them when the
+    /// store is opened: the endpoint is `endpoint_url`, else (DynamoDB)
+    /// `DYNAMO_ENDPOINT_URL`, else `AWS_ENDPOINT_URL_DYNAMODB` or
+    /// `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, else the profile's
+    /// `endpoint_url`; the region is `AWS_REGION`, else the profile's
+    /// (`AWS_PROFILE`, default `default`).
+    pub fn from_env() -> StoreOptions {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// [`StoreOptions::from_env`] with the variables looked up by `var`.
+    pub(crate) fn from_vars(var: impl Fn(&str) -> Option<String>) -> StoreOptions {
+        let get = |k: &str| var(k).filter(|v| !v.is_empty());
+        StoreOptions {
+            backend: get("AWSFLOCK_BACKEND"),
+            table: get("AWSFLOCK_TABLE"),
+            endpoint_url: get("AWSFLOCK_ENDPOINT_URL"),
+            dynamodb_endpoint_url: get("DYNAMO_ENDPOINT_URL"),
+            region: None,
+            profile: None,
+            etcd: EtcdOptions {
+                user: get("AWSFLOCK_ETCD_USER"),
+                password: get("AWSFLOCK_ETCD_PASSWORD"),
+                cacert: get("AWSFLOCK_ETCD_CACERT").map(Into::into),
+                cert: get("AWSFLOCK_ETCD_CERT").map(Into::into),
+                key: get("AWSFLOCK_ETCD_KEY").map(Into::into),
+            },
+            #[cfg(any(feature = "dynamodb", feature = "s3"))]
+            aws_config: None,
+        }
+    }
+
+    /// Options for the store at `url`, otherwise as [`StoreOptions::default`].
+    pub fn for_url(url: impl Into<String>) -> StoreOptions {
+        StoreOptions {
+            backend: Some(url.into()),
+            ..StoreOptions::default()
+        }
+    }
+}
+
+/// How to authenticate to etcd, as etcdctl's user, password, CA bundle,
+/// client certificate and key.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct EtcdOptions {
     /// `USER` or `USER:PASSWORD`.
     pub user: Option<String>,
@@ -296,9 +446,9 @@ pub struct EtcdOptions {
 /// The default table name, as in awsflock 0.2.0.
 pub const DEFAULT_TABLE: &str = "awsflock";
 
-/// A parsed `--backend` URL.
+/// A parsed store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// `dynamodb://TABLE`
     DynamoDb {
         /// The table.
@@ -326,8 +476,8 @@ pub enum Target {
 }
 
 impl StoreOptions {
-    /// Reads `--backend` (default `dynamodb://`) and `--table` into a target.
-    pub fn target(&self) -> Result<Target> {
+    /// Reads the store URL (default `dynamodb://`) and the table into a target.
+    pub(crate) fn target(&self) -> Result<Target> {
         let url = self.backend.as_deref().unwrap_or("dynamodb://");
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
             Error::usage(format!(
@@ -341,7 +491,7 @@ impl StoreOptions {
                     if let Some(t) = &self.table {
                         if t != from_url {
                             return Err(Error::usage(format!(
-                                "--table {t:?} disagrees with --backend {url:?}; give one of them"
+                                "table {t:?} disagrees with the store URL {url:?}; give one of them"
                             )));
                         }
                     }
@@ -412,13 +562,22 @@ impl StoreOptions {
 }
 
 /// Opens the store named by the options.
-pub async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
+pub(crate) async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
+    #[cfg(any(feature = "dynamodb", feature = "s3"))]
     let aws = |service| aws::Settings {
         service,
         region: opts.region.clone(),
         profile: opts.profile.clone(),
+        config: opts.aws_config.clone(),
     };
+    #[allow(dead_code)] // with every store built in
+    fn without(feature: &str) -> Result<Arc<dyn Backend>> {
+        Err(Error::usage(format!(
+            "this awsflock was built without the {feature} store (cargo feature `{feature}`)"
+        )))
+    }
     match opts.target()? {
+        #[cfg(feature = "dynamodb")]
         Target::DynamoDb { table } => {
             let endpoint = opts
                 .endpoint_url
@@ -430,6 +589,9 @@ pub async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
             );
             Ok(Arc::new(store.await?))
         }
+        #[cfg(not(feature = "dynamodb"))]
+        Target::DynamoDb { .. } => without("dynamodb"),
+        #[cfg(feature = "s3")]
         Target::S3 { bucket, prefix } => {
             let store = aws::with_settings(
                 aws(aws::Service::S3),
@@ -437,7 +599,12 @@ pub async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
             );
             Ok(Arc::new(store.await?))
         }
+        #[cfg(not(feature = "s3"))]
+        Target::S3 { .. } => without("s3"),
+        #[cfg(feature = "file")]
         Target::File { dir } => Ok(Arc::new(file::FileStore::open(dir)?)),
+        #[cfg(not(feature = "file"))]
+        Target::File { .. } => without("file"),
         #[cfg(feature = "etcd")]
         Target::Etcd { endpoints, prefix } => Ok(Arc::new(
             etcd::EtcdStore::connect(endpoints, prefix, &opts.etcd).await?,
@@ -452,7 +619,13 @@ pub async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
 
 /// A jittered pause between polls: 100 to 300 ms, so that a waiter notices a
 /// release in about 200 ms + one round trip, and waiters don't poll in step.
-pub fn poll_pause() -> Duration {
+#[cfg(any(
+    feature = "dynamodb",
+    feature = "s3",
+    feature = "file",
+    feature = "etcd"
+))]
+pub(crate) fn poll_pause() -> Duration {
     Duration::from_millis(100 + fastrand::u64(0..200))
 }
 
@@ -486,15 +659,15 @@ mod tests {
         );
         assert!(matches!(
             o(Some("ftp://x"), None).target(),
-            Err(Error::Usage(_))
+            Err(Error::Invalid(_))
         ));
         assert!(matches!(
             o(Some("nonsense"), None).target(),
-            Err(Error::Usage(_))
+            Err(Error::Invalid(_))
         ));
         assert!(matches!(
             o(Some("dynamodb://a"), Some("b")).target(),
-            Err(Error::Usage(_))
+            Err(Error::Invalid(_))
         ));
     }
 
@@ -507,10 +680,36 @@ mod tests {
         assert!(validate_name("__awsflock__/fence/x").is_err());
         for bad in ["a\nb", "a\rb", "a\tb", "a\x7fb", "a\u{85}b", "\x1b[31m"] {
             assert!(
-                matches!(validate_name(bad), Err(Error::Usage(m)) if m.contains("control character")),
+                matches!(validate_name(bad), Err(Error::Invalid(m)) if m.contains("control character")),
                 "{bad:?}"
             );
         }
         assert!(validate_name("锁🔒 deploy").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    #[test]
+    fn from_env_reads_every_listed_variable_and_skips_empty_ones() {
+        let vars: std::collections::HashMap<&str, &str> =
+            StoreOptions::ENV.iter().map(|(v, _)| (*v, *v)).collect();
+        let o = StoreOptions::from_vars(|k| vars.get(k).map(|v| v.to_string()));
+        assert_eq!(o.backend.as_deref(), Some("AWSFLOCK_BACKEND"));
+        assert_eq!(o.table.as_deref(), Some("AWSFLOCK_TABLE"));
+        assert_eq!(o.endpoint_url.as_deref(), Some("AWSFLOCK_ENDPOINT_URL"));
+        assert_eq!(
+            o.dynamodb_endpoint_url.as_deref(),
+            Some("DYNAMO_ENDPOINT_URL")
+        );
+        assert_eq!(o.etcd.user.as_deref(), Some("AWSFLOCK_ETCD_USER"));
+        assert_eq!(o.etcd.password.as_deref(), Some("AWSFLOCK_ETCD_PASSWORD"));
+        assert!(o.etcd.cacert.is_some() && o.etcd.cert.is_some() && o.etcd.key.is_some());
+        let empty = StoreOptions::from_vars(|_| Some(String::new()));
+        assert!(empty.backend.is_none() && empty.table.is_none() && empty.endpoint_url.is_none());
+        // The default reads nothing.
+        assert!(StoreOptions::default().backend.is_none());
     }
 }

@@ -114,6 +114,7 @@ impl S3Store {
     }
 
     /// HTTP attempts sent so far (for benchmarks and tests).
+    #[allow(dead_code)] // for benchmarks and tests
     pub fn requests(&self) -> u64 {
         self.interceptor.requests()
     }

@@ -2,6 +2,7 @@
 //! lives in [`crate::supervise::unix`]): the boot-time clock, and what this
 //! host says about its boot and its processes ([`host`]).
 
+#[cfg_attr(not(any(feature = "cli", feature = "file")), allow(dead_code))]
 pub mod host;
 
 use std::time::Duration;

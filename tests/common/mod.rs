@@ -248,7 +248,11 @@ fn fake_creds(cmd: &mut Command) {
 }
 
 pub fn bin_path() -> &'static str {
-    env!("CARGO_BIN_EXE_awsflock")
+    // Built only with the `cli` feature; the library's own tests do without.
+    match option_env!("CARGO_BIN_EXE_awsflock") {
+        Some(path) => path,
+        None => panic!("the awsflock binary is built only with the cli feature"),
+    }
 }
 
 /// Our binary with a clean environment aimed at `endpoint`.
