@@ -65,6 +65,15 @@ pub const V020_TAKEOVER_AFTER_MS: i64 = 5000;
 
 type Item = HashMap<String, AttributeValue>;
 
+/// Whether DynamoDB refused a request because the table's key schema is
+/// not the one the request's key has. DynamoDB has no error code of its
+/// own for that: it is a ValidationException (the code of every malformed
+/// request), told apart only by its documented message.
+fn is_wrong_schema(code: Option<&str>, message: Option<&str>) -> bool {
+    code == Some("ValidationException")
+        && message.is_some_and(|m| m.contains("key element does not match the schema"))
+}
+
 /// What a request on a table with another key schema is told.
 const WRONG_SCHEMA: &str = "does not have the key schema awsflock needs";
 
@@ -225,6 +234,10 @@ pub struct DynamoDb {
     host: String,
     /// The fencing high-water mark, once learnt (`None`: assume absent).
     hw_hint: std::sync::Mutex<Option<u64>>,
+    /// Set by [`DynamoDb::error`] when it answered a request with the
+    /// generic "wrong key schema" error, for [`DynamoDb::explain`] to
+    /// replace by one that shows the table's key schema.
+    wrong_schema: std::sync::atomic::AtomicBool,
 }
 
 impl DynamoDb {
@@ -244,6 +257,7 @@ impl DynamoDb {
             interceptor,
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             hw_hint: std::sync::Mutex::new(None),
+            wrong_schema: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -275,11 +289,9 @@ impl DynamoDb {
                 self.table, self.table
             ));
         }
-        if err.code() == Some("ValidationException")
-            && err
-                .message()
-                .is_some_and(|m| m.contains("key element does not match the schema"))
-        {
+        if is_wrong_schema(err.code(), err.message()) {
+            self.wrong_schema
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             return Error::store(format!(
                 "DynamoDB table '{}'{at} {WRONG_SCHEMA}, a single hash key lock_id (S); \
                  `awsflock table-create --table {}` shows its key schema; choose another table with --table",
@@ -357,10 +369,16 @@ impl DynamoDb {
     /// that shows the table's actual key schema (one DescribeTable).
     async fn explain<T>(&self, res: Result<T>) -> Result<T> {
         match res {
-            Err(Error::Store(m)) if m.contains(WRONG_SCHEMA) => match self.key_schema().await {
-                Ok((keys, _)) => Err(self.schema_error(&keys).unwrap_or(Error::Store(m))),
-                Err(_) => Err(Error::Store(m)),
-            },
+            Err(Error::Store(m))
+                if self
+                    .wrong_schema
+                    .swap(false, std::sync::atomic::Ordering::Relaxed) =>
+            {
+                match self.key_schema().await {
+                    Ok((keys, _)) => Err(self.schema_error(&keys).unwrap_or(Error::Store(m))),
+                    Err(_) => Err(Error::Store(m)),
+                }
+            }
             other => other,
         }
     }
@@ -1103,6 +1121,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_key_schema_validation_error_means_the_wrong_table() {
+        let msg = "The provided key element does not match the schema";
+        assert!(is_wrong_schema(Some("ValidationException"), Some(msg)));
+        assert!(!is_wrong_schema(Some("ValidationException"), Some("bad")));
+        assert!(!is_wrong_schema(Some("ValidationException"), None));
+        assert!(!is_wrong_schema(Some("ResourceNotFoundException"), Some(msg)));
+    }
+
+    #[test]
     fn ceil_secs_rounds_up() {
         assert_eq!(ceil_secs(1000), 1);
         assert_eq!(ceil_secs(1001), 2);
@@ -1171,6 +1198,7 @@ mod properties {
             clock,
             host: "h".into(),
             hw_hint: std::sync::Mutex::new(None),
+            wrong_schema: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

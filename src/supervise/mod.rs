@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use crate::boottime::{self, BootInstant as Instant};
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 
 use crate::error::Error;
 use crate::lease::{LockGuard, Lost, safety_margin};
@@ -121,10 +121,13 @@ pub fn take_exit_signal() -> Option<i32> {
 /// command's, or `lost_exit_code` if the lease was lost. The lock is released
 /// (or, if lost, left to the store) before returning. When the command was
 /// killed by signal N, the code is 128+N and [`take_exit_signal`] says N.
+///
+/// `signals` are the signals to forward to the command's group as they come
+/// (awsflock's own, from [`unix::signals`]; any stream of signal numbers).
 pub async fn run(
     guard: LockGuard,
     opts: RunOptions,
-    signals: &mut signal_hook_tokio::Signals,
+    mut signals: impl Stream<Item = i32> + Unpin,
 ) -> i32 {
     let lease = guard.lease();
     platform::ignore_ttou();
@@ -191,11 +194,7 @@ pub async fn run(
     while ended.is_none() {
         let st = state.borrow_and_update().clone();
         if why.is_none() {
-            if let Some(l) = st.lost.clone() {
-                why = Some(Why::Lost(l));
-            } else if !state_open {
-                why = Some(Why::Lost(Lost::Expired("renewal stopped".into())));
-            }
+            why = guard.lost_now().map(Why::Lost);
         }
         let (term_at, deadline_kill) = times(st.lease.deadline);
         // The watchdog always knows the latest instant by which the command
