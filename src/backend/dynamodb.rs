@@ -1126,7 +1126,10 @@ mod tests {
         assert!(is_wrong_schema(Some("ValidationException"), Some(msg)));
         assert!(!is_wrong_schema(Some("ValidationException"), Some("bad")));
         assert!(!is_wrong_schema(Some("ValidationException"), None));
-        assert!(!is_wrong_schema(Some("ResourceNotFoundException"), Some(msg)));
+        assert!(!is_wrong_schema(
+            Some("ResourceNotFoundException"),
+            Some(msg)
+        ));
     }
 
     #[test]
