@@ -437,6 +437,13 @@ pub(crate) fn waiting_line(name: &str, info: &LockInfo) -> String {
 
 /// "10:02" in the local time zone (what people read on a terminal), from ms
 /// since the epoch; falls back to UTC with a "Z" when the zone is unknown.
+///
+/// libc's localtime_r rather than a crate: it is the C library's own answer
+/// (TZ, /etc/localtime), the same as date(1) shows. The `time` crate,
+/// already in the tree, refuses the local offset in a process with more
+/// than one thread (awsflock has the runtime's blocking threads, for DNS),
+/// so it would print UTC at random; `jiff` reads the zone itself, but
+/// would add its crates for these five characters.
 fn clock_time(ms: i64) -> String {
     let secs = (ms / 1000) as libc::time_t;
     // SAFETY: localtime_r writes only into `tm`, which we own.

@@ -52,51 +52,65 @@ pub fn parse_positive(text: &str) -> Result<Duration, String> {
 /// Parses a wait time, where `0` means "wait forever" (awsflock 0.2.0's meaning).
 /// Returns `None` for forever.
 pub fn parse_wait(text: &str) -> Result<Option<Duration>, String> {
-    let d = parse_any(text).map_err(|e| {
-        if e.contains(BOUNDS) {
-            format!("{e}; 0 waits forever")
-        } else {
-            e
-        }
+    let d = parse_any(text).map_err(|e| match e {
+        Refused::TooLong(m) => format!("{m}; 0 waits forever"),
+        Refused::Bad(m) => m,
     })?;
     Ok(if d.is_zero() { None } else { Some(d) })
 }
 
-fn parse_any(text: &str) -> Result<Duration, String> {
+/// Why a duration was refused, before it becomes a message.
+enum Refused {
+    /// Longer than [`MAX`].
+    TooLong(String),
+    /// Anything else.
+    Bad(String),
+}
+
+impl From<Refused> for String {
+    fn from(r: Refused) -> String {
+        match r {
+            Refused::TooLong(m) | Refused::Bad(m) => m,
+        }
+    }
+}
+
+fn parse_any(text: &str) -> Result<Duration, Refused> {
     let d = parse_unbounded(text)?;
     if d > MAX {
-        return Err(format!(
+        return Err(Refused::TooLong(format!(
             "duration {text:?} is too long: {BOUNDS} is allowed"
-        ));
+        )));
     }
     Ok(d)
 }
 
-fn parse_unbounded(text: &str) -> Result<Duration, String> {
+fn parse_unbounded(text: &str) -> Result<Duration, Refused> {
     let t = text.trim();
     if t.is_empty() {
-        return Err(
+        return Err(Refused::Bad(
             "empty duration; give seconds ('900') or a form like '15m' or '2 hours'".into(),
-        );
+        ));
     }
     if t.starts_with('-') {
-        return Err(format!(
+        return Err(Refused::Bad(format!(
             "duration {text:?} is negative; give a positive duration like '15m'"
-        ));
+        )));
     }
     if t.bytes().all(|b| b.is_ascii_digit()) {
-        return t
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| format!("duration {text:?} is too long: {BOUNDS} is allowed"));
+        return t.parse::<u64>().map(Duration::from_secs).map_err(|_| {
+            Refused::TooLong(format!(
+                "duration {text:?} is too long: {BOUNDS} is allowed"
+            ))
+        });
     }
     if let Some(n) = lone_capital_m(t) {
-        return Err(format!(
+        return Err(Refused::Bad(format!(
             "duration {text:?} is ambiguous: write '{n}m' for minutes or '{n} months'"
-        ));
+        )));
     }
     humantime::parse_duration(t).map_err(|e| {
-        format!("cannot read duration {text:?} ({e}); give seconds ('900') or a form like '15m', '3 minutes', '1h 30m'")
+        Refused::Bad(format!("cannot read duration {text:?} ({e}); give seconds ('900') or a form like '15m', '3 minutes', '1h 30m'"))
     })
 }
 
@@ -199,6 +213,22 @@ mod tests {
                 .contains(BOUNDS)
         );
         assert!(parse_positive("9000 years").unwrap_err().contains(BOUNDS));
+        // Only a wait that is too long is told that 0 waits forever.
+        assert!(
+            parse_wait("367 days")
+                .unwrap_err()
+                .ends_with("; 0 waits forever")
+        );
+        assert!(
+            parse_wait("18446744073709551615")
+                .unwrap_err()
+                .ends_with("; 0 waits forever")
+        );
+        assert!(
+            !parse_wait("5 parsecs")
+                .unwrap_err()
+                .contains("waits forever")
+        );
         let e = parse_seconds("5M").unwrap_err();
         assert!(e.contains("'5m'") && e.contains("'5 months'"), "{e}");
         assert_eq!(parse_seconds("5m"), Ok(Duration::from_secs(300)));

@@ -202,7 +202,7 @@ impl LockGuard {
     /// Whether the lease is lost already (what [`LockGuard::lost`] would
     /// resolve to at once).
     pub fn is_lost(&self) -> Option<Lost> {
-        self.state.borrow().lost.clone()
+        loss(&self.state)
     }
 
     /// Resolves when the lease is lost (never, while renewals succeed): taken
@@ -213,13 +213,11 @@ impl LockGuard {
     pub async fn lost(&self) -> Lost {
         let mut rx = self.state.clone();
         loop {
-            if let Some(l) = rx.borrow_and_update().lost.clone() {
+            rx.mark_unchanged();
+            if let Some(l) = loss(&rx) {
                 return l;
             }
-            if rx.changed().await.is_err() {
-                // The renewal task ended without saying why: treat as lost.
-                return Lost::Expired("renewal stopped".into());
-            }
+            let _ = rx.changed().await;
         }
     }
 
@@ -363,6 +361,17 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Why the lease behind `rx` is lost, if it is: as the guard said, or,
+/// when the renewal task ended without saying why, expired.
+fn loss(rx: &watch::Receiver<GuardState>) -> Option<Lost> {
+    if let Some(l) = rx.borrow().lost.clone() {
+        return Some(l);
+    }
+    rx.has_changed()
+        .is_err()
+        .then(|| Lost::Expired("renewal stopped".into()))
 }
 
 /// Releases, retrying transient errors a few times: a lock left held until

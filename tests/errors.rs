@@ -68,6 +68,8 @@ fn tls_to_a_plain_server_and_an_unresolvable_host_are_named() {
     let ep = hello_server().replace("http://", "https://");
     let out = run(awsflock_at(&ep).args(["status", "x"]));
     assert_store_error(&out, &["TLS handshake failed", &ep, "http://"]);
+    let out = run(awsflock_at(&ep).args(["--backend", "s3://b/p", "status", "x"]));
+    assert_store_error(&out, &["TLS handshake failed", &ep, "http://"]);
     let out = run(awsflock_at("http://awsflock-test.invalid").args(["status", "x"]));
     assert_store_error(
         &out,

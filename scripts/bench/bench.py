@@ -1596,6 +1596,19 @@ def main():
     lines.append("")
 
     out = os.environ.get("BENCH_OUT", "BENCHMARKS.md")
+    # The "Dependencies" section is measured apart (clean release builds
+    # take minutes each; the section says how): carry it over from the
+    # report being replaced.
+    try:
+        with open(out) as f:
+            old = f.read()
+        i = old.find("\n## Dependencies\n")
+        if i >= 0:
+            j = old.find("\n## ", i + 1)
+            kept = old[i + 1 : j if j >= 0 else len(old)].rstrip("\n")
+            lines += kept.split("\n") + [""]
+    except OSError:
+        pass
     with open(out, "w") as f:
         f.write("\n".join(lines))
     log(f"wrote {out}")

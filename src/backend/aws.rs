@@ -411,9 +411,15 @@ pub enum Unreached {
     Other(String),
 }
 
-/// Classifies a failure to get any answer by walking `err`'s sources.
+/// Classifies a failure to get any answer by walking `err`'s sources: by
+/// their types (an I/O error's kind, a rustls error), except for a host
+/// name that does not resolve. That one has no type to look for: the
+/// resolver's error is private to hyper-util and says "dns error", and the
+/// C library's lookup failure is an I/O error of no stable kind, "failed to
+/// lookup address information"; those two texts are read.
 pub fn classify_unreached(err: &(dyn std::error::Error + 'static)) -> Unreached {
     let mut texts = Vec::new();
+    let mut tls = false;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -422,30 +428,44 @@ pub fn classify_unreached(err: &(dyn std::error::Error + 'static)) -> Unreached 
                 std::io::ErrorKind::TimedOut => return Unreached::Timeout,
                 _ => {}
             }
+            tls |= wraps_tls_error(io);
         }
+        tls |= e.downcast_ref::<rustls::Error>().is_some();
         texts.push(e.to_string());
         cur = e.source();
     }
     let all = texts.join(": ");
-    let lower = all.to_lowercase();
     let innermost = texts
         .iter()
         .rev()
         .find(|t| !t.trim().is_empty())
         .cloned()
         .unwrap_or_default();
-    if lower.contains("connection refused") {
-        Unreached::Refused
-    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
-        Unreached::Dns(innermost)
-    } else if lower.contains("timed out") || lower.contains("timeout") {
-        Unreached::Timeout
-    } else if lower.contains("tls") || lower.contains("certificate") || lower.contains("handshake")
-    {
+    if tls {
         Unreached::Tls(innermost)
+    } else if texts
+        .iter()
+        .any(|t| t == "dns error" || t.starts_with("failed to lookup address"))
+    {
+        Unreached::Dns(innermost)
     } else {
         Unreached::Other(short_cause(&all))
     }
+}
+
+/// Whether `io` wraps a rustls error, perhaps inside further I/O errors (an
+/// I/O error's source() skips the error it wraps).
+fn wraps_tls_error(io: &std::io::Error) -> bool {
+    let mut inner = io.get_ref();
+    while let Some(e) = inner {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+    }
+    false
 }
 
 /// Whether an answer that the SDK could not read as the service's comes from
@@ -511,9 +531,14 @@ where
         SdkError::TimeoutError(_) => Error::Unavailable(format!(
             "{store}{at} did not answer in time; check the endpoint and network, then try again"
         )),
-        SdkError::DispatchFailure(_) => {
+        SdkError::DispatchFailure(df) => {
             let source: &(dyn std::error::Error + 'static) = &err;
-            let why = match classify_unreached(source.source().unwrap_or(source)) {
+            let unreached = if df.is_timeout() {
+                Unreached::Timeout
+            } else {
+                classify_unreached(source.source().unwrap_or(source))
+            };
+            let why = match unreached {
                 Unreached::Refused => format!(
                     "connection refused: nothing listens there; {check}, or start the server"
                 ),
@@ -589,4 +614,74 @@ fn short_cause(detail: &str) -> String {
         .trim()
         .trim_end_matches(')')
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    /// An error that says `text` and has `source` as its cause.
+    #[derive(Debug)]
+    struct Wrapped {
+        text: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    }
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.text)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.source)
+        }
+    }
+
+    fn wrapped(
+        text: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Wrapped {
+        Wrapped {
+            text,
+            source: Box::new(source),
+        }
+    }
+
+    #[test]
+    fn unreached_endpoints_are_told_apart_by_the_types_of_their_causes() {
+        let refused = wrapped("connect", io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify_unreached(&refused), Unreached::Refused);
+        let timeout = wrapped("connect", io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(classify_unreached(&timeout), Unreached::Timeout);
+        // A handshake error inside two I/O errors, as hyper-rustls hands it on.
+        let tls = io::Error::other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::General("bad record".into()),
+        ));
+        assert!(matches!(
+            classify_unreached(&wrapped("connect", tls)),
+            Unreached::Tls(_)
+        ));
+        // The words alone are not enough.
+        let words = wrapped(
+            "tls handshake timed out",
+            io::Error::other("connection refused"),
+        );
+        assert!(matches!(classify_unreached(&words), Unreached::Other(_)));
+    }
+
+    #[test]
+    fn a_host_that_does_not_resolve_is_told_by_the_resolvers_own_words() {
+        let dns = wrapped(
+            "dns error",
+            io::Error::other("failed to lookup address information: Name does not resolve"),
+        );
+        assert_eq!(
+            classify_unreached(&dns),
+            Unreached::Dns("failed to lookup address information: Name does not resolve".into())
+        );
+    }
 }

@@ -65,6 +65,15 @@ pub const V020_TAKEOVER_AFTER_MS: i64 = 5000;
 
 type Item = HashMap<String, AttributeValue>;
 
+/// Whether DynamoDB refused a request because the table's key schema is
+/// not the one the request's key has. DynamoDB has no error code of its
+/// own for that: it is a ValidationException (the code of every malformed
+/// request), told apart only by its documented message.
+fn is_wrong_schema(code: Option<&str>, message: Option<&str>) -> bool {
+    code == Some("ValidationException")
+        && message.is_some_and(|m| m.contains("key element does not match the schema"))
+}
+
 /// What a request on a table with another key schema is told.
 const WRONG_SCHEMA: &str = "does not have the key schema awsflock needs";
 
@@ -225,6 +234,10 @@ pub struct DynamoDb {
     host: String,
     /// The fencing high-water mark, once learnt (`None`: assume absent).
     hw_hint: std::sync::Mutex<Option<u64>>,
+    /// Set by [`DynamoDb::error`] when it answered a request with the
+    /// generic "wrong key schema" error, for [`DynamoDb::explain`] to
+    /// replace by one that shows the table's key schema.
+    wrong_schema: std::sync::atomic::AtomicBool,
 }
 
 impl DynamoDb {
@@ -244,6 +257,7 @@ impl DynamoDb {
             interceptor,
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             hw_hint: std::sync::Mutex::new(None),
+            wrong_schema: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -276,11 +290,9 @@ impl DynamoDb {
                 self.table, self.table
             ));
         }
-        if err.code() == Some("ValidationException")
-            && err
-                .message()
-                .is_some_and(|m| m.contains("key element does not match the schema"))
-        {
+        if is_wrong_schema(err.code(), err.message()) {
+            self.wrong_schema
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             return Error::store(format!(
                 "DynamoDB table '{}'{at} {WRONG_SCHEMA}, a single hash key lock_id (S); \
                  `awsflock table-create --table {}` shows its key schema; choose another table with --table",
@@ -324,7 +336,7 @@ impl DynamoDb {
 
     /// The error for a table whose key schema is not awsflock's, or `None`.
     fn schema_error(&self, keys: &[(String, String, String)]) -> Option<Error> {
-        if keys == [(attr::LOCK_ID.into(), "HASH".into(), "S".into())] {
+        if is_awsflock_schema(keys) {
             return None;
         }
         let shown: Vec<String> = keys
@@ -358,10 +370,16 @@ impl DynamoDb {
     /// that shows the table's actual key schema (one DescribeTable).
     async fn explain<T>(&self, res: Result<T>) -> Result<T> {
         match res {
-            Err(Error::Store(m)) if m.contains(WRONG_SCHEMA) => match self.key_schema().await {
-                Ok((keys, _)) => Err(self.schema_error(&keys).unwrap_or(Error::Store(m))),
-                Err(_) => Err(Error::Store(m)),
-            },
+            Err(Error::Store(m))
+                if self
+                    .wrong_schema
+                    .swap(false, std::sync::atomic::Ordering::Relaxed) =>
+            {
+                match self.key_schema().await {
+                    Ok((keys, _)) => Err(self.schema_error(&keys).unwrap_or(Error::Store(m))),
+                    Err(_) => Err(Error::Store(m)),
+                }
+            }
             other => other,
         }
     }
@@ -1023,6 +1041,16 @@ impl Backend for DynamoDb {
     }
 
     async fn create(&self) -> Result<()> {
+        self.create_table().await?;
+        self.wait_until_active().await?;
+        self.enable_ttl().await
+    }
+}
+
+impl DynamoDb {
+    /// CreateTable with awsflock's key schema, on demand; a table that
+    /// exists already is checked by [`Self::wait_until_active`].
+    async fn create_table(&self) -> Result<()> {
         let created = self
             .client
             .create_table()
@@ -1049,24 +1077,34 @@ impl Backend for DynamoDb {
             Err(err) if err.code() == Some("ResourceInUseException") => {}
             Err(err) => return Err(self.error(err)),
         }
-        // Wait until ACTIVE, and check the key schema of a table that existed.
+        Ok(())
+    }
+
+    /// Waits until the table is ACTIVE (at most 5 minutes), checking the
+    /// key schema of a table that existed.
+    async fn wait_until_active(&self) -> Result<()> {
         let wait_until = Instant::now() + Duration::from_secs(300);
         loop {
             let (keys, status) = self.key_schema().await?;
             if let Some(e) = self.schema_error(&keys) {
                 return Err(e);
             }
-            if status == Some(TableStatus::Active) {
-                break;
+            match table_wait(status.as_ref(), Instant::now(), wait_until) {
+                TableWait::Ready => return Ok(()),
+                TableWait::TimedOut => {
+                    return Err(Error::Unavailable(format!(
+                        "table '{}' did not become ACTIVE in 5 minutes",
+                        self.table
+                    )));
+                }
+                TableWait::Again => tokio::time::sleep(Duration::from_secs(1)).await,
             }
-            if Instant::now() > wait_until {
-                return Err(Error::Unavailable(format!(
-                    "table '{}' did not become ACTIVE in 5 minutes",
-                    self.table
-                )));
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Turns on DynamoDB's TTL on `expiration_time`, unless it is on (or
+    /// being turned on) already.
+    async fn enable_ttl(&self) -> Result<()> {
         let ttl = self
             .client
             .describe_time_to_live()
@@ -1077,31 +1115,113 @@ impl Backend for DynamoDb {
         let status = ttl
             .time_to_live_description()
             .and_then(|t| t.time_to_live_status());
-        if !matches!(
-            status,
-            Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
-        ) {
-            self.client
-                .update_time_to_live()
-                .table_name(&self.table)
-                .time_to_live_specification(
-                    TimeToLiveSpecification::builder()
-                        .enabled(true)
-                        .attribute_name(attr::EXPIRATION_TIME)
-                        .build()
-                        .map_err(|e| Error::store(e.to_string()))?,
-                )
-                .send()
-                .await
-                .map_err(|e| self.error(e))?;
+        if !ttl_needs_enabling(status) {
+            return Ok(());
         }
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(attr::EXPIRATION_TIME)
+                    .build()
+                    .map_err(|e| Error::store(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
+}
+
+/// What to do while waiting for a table to become usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TableWait {
+    /// The table is ACTIVE.
+    Ready,
+    /// Not yet: look again shortly.
+    Again,
+    /// Not ACTIVE by the limit.
+    TimedOut,
+}
+
+/// Judges a table seen in `status` at `now`, waited for until `until`.
+fn table_wait(status: Option<&TableStatus>, now: Instant, until: Instant) -> TableWait {
+    if status == Some(&TableStatus::Active) {
+        TableWait::Ready
+    } else if now > until {
+        TableWait::TimedOut
+    } else {
+        TableWait::Again
+    }
+}
+
+/// Whether a table whose TTL is in `status` needs UpdateTimeToLive.
+fn ttl_needs_enabling(status: Option<&TimeToLiveStatus>) -> bool {
+    !matches!(
+        status,
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+    )
+}
+
+/// Whether `keys` (attribute, HASH/RANGE, S/N/B) is awsflock's key schema:
+/// a single hash key lock_id (S).
+fn is_awsflock_schema(keys: &[(String, String, String)]) -> bool {
+    keys == [(attr::LOCK_ID.into(), "HASH".into(), "S".into())]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_create_waits_for_active_within_its_limit() {
+        let now = Instant::now();
+        let until = now + Duration::from_secs(300);
+        let active = Some(&TableStatus::Active);
+        let creating = Some(&TableStatus::Creating);
+        assert_eq!(table_wait(active, now, until), TableWait::Ready);
+        assert_eq!(table_wait(creating, now, until), TableWait::Again);
+        assert_eq!(table_wait(None, now, until), TableWait::Again);
+        let late = until + Duration::from_secs(1);
+        assert_eq!(table_wait(creating, late, until), TableWait::TimedOut);
+        // Active at the last look counts, however late.
+        assert_eq!(table_wait(active, late, until), TableWait::Ready);
+    }
+
+    #[test]
+    fn ttl_is_turned_on_unless_it_is_on_or_turning_on() {
+        assert!(ttl_needs_enabling(None));
+        assert!(ttl_needs_enabling(Some(&TimeToLiveStatus::Disabled)));
+        assert!(ttl_needs_enabling(Some(&TimeToLiveStatus::Disabling)));
+        assert!(!ttl_needs_enabling(Some(&TimeToLiveStatus::Enabled)));
+        assert!(!ttl_needs_enabling(Some(&TimeToLiveStatus::Enabling)));
+    }
+
+    #[test]
+    fn only_a_single_string_hash_key_lock_id_is_awsflocks_schema() {
+        let k = |n: &str, t: &str, ty: &str| (n.to_string(), t.to_string(), ty.to_string());
+        assert!(is_awsflock_schema(&[k("lock_id", "HASH", "S")]));
+        assert!(!is_awsflock_schema(&[k("lock_id", "HASH", "N")]));
+        assert!(!is_awsflock_schema(&[k("id", "HASH", "S")]));
+        assert!(!is_awsflock_schema(&[
+            k("lock_id", "HASH", "S"),
+            k("at", "RANGE", "N")
+        ]));
+    }
+
+    #[test]
+    fn only_a_key_schema_validation_error_means_the_wrong_table() {
+        let msg = "The provided key element does not match the schema";
+        assert!(is_wrong_schema(Some("ValidationException"), Some(msg)));
+        assert!(!is_wrong_schema(Some("ValidationException"), Some("bad")));
+        assert!(!is_wrong_schema(Some("ValidationException"), None));
+        assert!(!is_wrong_schema(
+            Some("ResourceNotFoundException"),
+            Some(msg)
+        ));
+    }
 
     #[test]
     fn ceil_secs_rounds_up() {
@@ -1172,6 +1292,7 @@ mod properties {
             clock,
             host: "h".into(),
             hw_hint: std::sync::Mutex::new(None),
+            wrong_schema: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -778,6 +778,10 @@ impl EtcdStore {
         pass
     }
 
+    /// Takes the lock if nobody is queued for it, else queues behind the
+    /// others and waits until our key heads the queue ([`Self::wait_for_head`]).
+    /// What each answer means is decided by [`judge_take`],
+    /// [`queue_revision`] and [`judge_head`].
     async fn queue_and_wait(
         &self,
         req: &AcquireRequest,
@@ -791,20 +795,6 @@ impl EtcdStore {
         let id = lease.id;
         let my_key = self.key(name, &lease_hex(id));
         let holder = Holder::of_request(req);
-        let owner_opts = || {
-            GetOptions::new()
-                .with_prefix()
-                .with_sort(SortTarget::Create, SortOrder::Ascend)
-                .with_limit(1)
-        };
-        let interrupted = |sig| Pass::Done(Err(Error::Interrupted(sig)));
-        let not_acquired = |info: &Option<LockInfo>| {
-            Pass::Done(Err(Error::NotAcquired {
-                name: name.clone(),
-                holder: info.clone().map(Box::new),
-            }))
-        };
-        let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
 
         // Free (nobody queued): take it. Otherwise say who holds it.
         let txn = Txn::new()
@@ -819,34 +809,47 @@ impl EtcdStore {
             Ok(r) => r,
             Err(e) => return Pass::Done(Err(self.error("take the lock", e))),
         };
-        if resp.succeeded() {
-            // The token: the revision of the write that made us the holder.
-            let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-            return self.granted(req, cancel, lease, rev, &holder, false).await;
+        let ops = resp.op_responses();
+        let first = first_kv(ops.first());
+        let seen = first.map(|kv| (kv.key(), kv.lease(), kv.mod_revision()));
+        match judge_take(resp.succeeded(), header_revision(&resp), seen, &my_key, id) {
+            Take::Took(rev) => return self.granted(req, cancel, lease, rev, &holder, false).await,
+            Take::Held => {}
         }
-        // The first contender is our own key: an earlier attempt of this
-        // transaction was applied and its answer lost (the member froze or
-        // the link broke after it wrote). That write took the lock; its
-        // revision, our key's mod revision, is the token.
-        if let Some(kv) = first_kv(resp.op_responses().first())
-            .filter(|kv| kv.key() == my_key.as_bytes() && kv.lease() == id)
-        {
-            return self
-                .granted(req, cancel, lease, kv.mod_revision(), &holder, false)
-                .await;
+        let last_info = first.map(|kv| self.info_of(name, kv, None));
+        if give_up.is_some_and(|g| Instant::now() >= g) {
+            return not_acquired(name, &last_info);
         }
-        let mut last_info =
-            first_kv(resp.op_responses().first()).map(|kv| self.info_of(name, kv, None));
-        if out_of_time() {
-            return not_acquired(&last_info);
-        }
+        let (q, my_rev) = match self.enqueue(&my_key, lease, &holder, queue_lease).await {
+            Ok(v) => v,
+            Err(e) => return Pass::Done(Err(e)),
+        };
+        let queued = Queued {
+            key: &my_key,
+            rev: my_rev,
+            lease,
+            queue_lease: &q,
+            holder: &holder,
+        };
+        self.wait_for_head(req, cancel, give_up, queued, last_info)
+            .await
+    }
 
-        // Queue. A long lease would keep a waiter's key queued that long if
-        // the waiter died without revoking it (SIGKILL), blocking everyone
-        // behind it: while waiting, the key lives on a short queue lease and
-        // moves to the real one when it heads the queue (a put keeps its
-        // create revision, hence its place).
-        let q = if lease.ttl > QUEUE_TTL_S {
+    /// Puts our key in the queue, keeping its place if an earlier attempt
+    /// did. A long lease would keep a waiter's key queued that long if the
+    /// waiter died without revoking it (SIGKILL), blocking everyone behind
+    /// it: while waiting, the key lives on a short queue lease (noted in
+    /// `queue_lease`) and moves to the real one when it heads the queue (a
+    /// put keeps its create revision, hence its place). Returns the lease
+    /// the key is queued on and the key's create revision.
+    async fn enqueue(
+        &self,
+        my_key: &str,
+        lease: &Granted,
+        holder: &Holder,
+        queue_lease: &mut Option<i64>,
+    ) -> Result<(Granted, i64)> {
+        let q = if needs_queue_lease(lease.ttl) {
             let granted = self
                 .members
                 .call(self.end(), |c| async move {
@@ -866,50 +869,54 @@ impl EtcdStore {
                         refreshed: Arc::new(Mutex::new(sent)),
                     }
                 }
-                Err(e) => return Pass::Done(Err(self.error("grant a lease", e))),
+                Err(e) => return Err(self.error("grant a lease", e)),
             }
         } else {
             Granted {
-                id,
+                id: lease.id,
                 ttl: lease.ttl,
                 refreshed: lease.refreshed.clone(),
             }
         };
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                my_key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
+            .when([Compare::create_revision(my_key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
-                my_key.clone(),
+                my_key,
                 holder.to_json(),
                 Some(PutOptions::new().with_lease(q.id)),
             )])
-            .or_else([TxnOp::get(my_key.clone(), None)]);
-        let resp = match self.txn(&txn).await {
-            Ok(r) => r,
-            Err(e) => return Pass::Done(Err(self.error("queue for the lock", e))),
-        };
-        let my_rev = if resp.succeeded() {
-            resp.header().map(|h| h.revision()).unwrap_or(0)
-        } else {
-            first_kv(resp.op_responses().first())
-                .map(|kv| kv.create_revision())
-                .unwrap_or(0)
-        };
-        if my_rev == 0 {
-            return Pass::Done(Err(Error::store(
-                "etcd did not report the revision of our lock key",
-            )));
-        }
+            .or_else([TxnOp::get(my_key, None)]);
+        let resp = self
+            .txn(&txn)
+            .await
+            .map_err(|e| self.error("queue for the lock", e))?;
+        let existing = first_kv(resp.op_responses().first()).map(|kv| kv.create_revision());
+        let my_rev = queue_revision(resp.succeeded(), header_revision(&resp), existing)
+            .ok_or_else(|| Error::store("etcd did not report the revision of our lock key"))?;
+        Ok((q, my_rev))
+    }
 
-        // Keep both leases alive while we wait; either one gone means our
-        // place in the queue is gone.
+    /// Waits, queued, until our key heads the queue, then takes the lock
+    /// (moves the key to our lease and stamps the time). Watches the key
+    /// just before ours, and keeps both leases alive meanwhile: either one
+    /// gone means our place in the queue is gone.
+    async fn wait_for_head(
+        &self,
+        req: &AcquireRequest,
+        cancel: &mut futures_util::future::Fuse<BoxFuture<'_, i32>>,
+        give_up: Option<Instant>,
+        me: Queued<'_>,
+        mut last_info: Option<LockInfo>,
+    ) -> Pass {
+        let name = &req.name;
+        let mp = self.mutex_prefix(name);
+        let (my_key, my_rev) = (me.key, me.rev);
+        let interrupted = |sig| Pass::Done(Err(Error::Interrupted(sig)));
+        let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
         let (lost_tx, mut lost_rx) = tokio::sync::mpsc::channel::<()>(2);
-        let mut keepers = vec![self.keeper(lease, lost_tx.clone())];
-        if q.id != id {
-            keepers.push(self.keeper(&q, lost_tx));
+        let mut keepers = vec![self.keeper(me.lease, lost_tx.clone())];
+        if me.queue_lease.id != me.lease.id {
+            keepers.push(self.keeper(me.queue_lease, lost_tx));
         }
         let give_up_at = async {
             match give_up {
@@ -930,21 +937,21 @@ impl EtcdStore {
                 .with_limit(1);
             let stamped = Holder {
                 acquired_ms: Some(local_wall_ms()),
-                ..holder.clone()
+                ..me.holder.clone()
             };
             let txn = Txn::new()
                 .when([
-                    Compare::create_revision(my_key.clone(), CompareOp::Equal, my_rev),
+                    Compare::create_revision(my_key, CompareOp::Equal, my_rev),
                     Compare::create_revision(mp.clone(), CompareOp::Greater, my_rev - 1)
                         .with_prefix(),
                 ])
                 .and_then([TxnOp::put(
-                    my_key.clone(),
+                    my_key,
                     stamped.to_json(),
-                    Some(PutOptions::new().with_lease(id)),
+                    Some(PutOptions::new().with_lease(me.lease.id)),
                 )])
                 .or_else([
-                    TxnOp::get(my_key.clone(), Some(GetOptions::new().with_keys_only())),
+                    TxnOp::get(my_key, Some(GetOptions::new().with_keys_only())),
                     TxnOp::get(mp.clone(), Some(before)),
                     TxnOp::get(mp.clone(), Some(owner_opts())),
                 ]);
@@ -962,31 +969,38 @@ impl EtcdStore {
                     e @ Error::Unavailable(_) => {
                         tracing::warn!("{e}; still waiting");
                         if out_of_time() {
-                            return not_acquired(&last_info);
+                            return not_acquired(name, &last_info);
                         }
                         tokio::select! {
                             sig = &mut *cancel => return interrupted(sig),
-                            _ = &mut give_up_at => return not_acquired(&last_info),
+                            _ = &mut give_up_at => return not_acquired(name, &last_info),
                             _ = tokio::time::sleep(poll_pause()) => continue,
                         }
                     }
                     e => return Pass::Done(Err(e)),
                 },
             };
-            if resp.succeeded() {
-                drop(keepers);
-                // The token: the revision of this write, the one that found
-                // nobody before us (as etcdctl's is the revision of the read
-                // that found nobody before it).
-                let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-                return self.granted(req, cancel, lease, rev, &stamped, true).await;
-            }
             let ops = resp.op_responses();
-            if first_kv(ops.first()).is_none() {
-                tracing::warn!("our place in the queue for {name} expired; queueing again");
-                return Pass::Requeue;
-            }
-            let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            let head = judge_head(
+                resp.succeeded(),
+                header_revision(&resp),
+                first_kv(ops.first()).is_some(),
+                first_kv(ops.get(1)).map(|kv| kv.key()),
+            );
+            let (pred, from) = match head {
+                Head::Holder(rev) => {
+                    drop(keepers);
+                    return self
+                        .granted(req, cancel, me.lease, rev, &stamped, true)
+                        .await;
+                }
+                Head::Requeue => {
+                    tracing::warn!("our place in the queue for {name} expired; queueing again");
+                    return Pass::Requeue;
+                }
+                Head::WaitFor { key, from } => (Some(key), from),
+                Head::LookAgain => (None, 0),
+            };
             if let Some(owner) = first_kv(ops.get(2)) {
                 let info = self.info_of(name, owner, None);
                 if let Some(cb) = &req.on_wait {
@@ -995,9 +1009,9 @@ impl EtcdStore {
                 last_info = Some(info);
             }
             if out_of_time() {
-                return not_acquired(&last_info);
+                return not_acquired(name, &last_info);
             }
-            let Some(pred) = first_kv(ops.get(1)).cloned() else {
+            let Some(pred) = pred else {
                 // Nobody before us, yet not at the head: cannot happen in
                 // one transaction; look again shortly.
                 tokio::time::sleep(poll_pause()).await;
@@ -1006,17 +1020,17 @@ impl EtcdStore {
             // Wait for the key before ours to go.
             tokio::select! {
                 sig = &mut *cancel => return interrupted(sig),
-                _ = &mut give_up_at => return not_acquired(&last_info),
+                _ = &mut give_up_at => return not_acquired(name, &last_info),
                 Some(()) = lost_rx.recv() => {
                     tracing::warn!("our place in the queue for {name} expired; queueing again");
                     return Pass::Requeue;
                 }
-                r = self.watch_delete(pred.key(), header_rev + 1) => {
+                r = self.watch_delete(&pred, from) => {
                     if let Err(e) = r {
                         tracing::warn!("watching the lock: {e}; looking again");
                         tokio::select! {
                             sig = &mut *cancel => return interrupted(sig),
-                            _ = &mut give_up_at => return not_acquired(&last_info),
+                            _ = &mut give_up_at => return not_acquired(name, &last_info),
                             _ = tokio::time::sleep(poll_pause()) => {}
                         }
                     }
@@ -1182,6 +1196,128 @@ impl EtcdStore {
             expires_at_ms,
             deadline,
         }))
+    }
+}
+
+/// Our key in the queue, as [`EtcdStore::wait_for_head`] needs it.
+struct Queued<'a> {
+    key: &'a str,
+    /// The key's create revision: its place in the queue.
+    rev: i64,
+    /// The lease the lock is held on once taken.
+    lease: &'a Granted,
+    /// The lease the key lives on while queued (`lease` itself for a
+    /// short lease).
+    queue_lease: &'a Granted,
+    holder: &'a Holder,
+}
+
+/// Reads the first contender of a lock (the lowest create revision).
+fn owner_opts() -> GetOptions {
+    GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(1)
+}
+
+/// The revision a response was served at (0 if etcd did not say).
+fn header_revision(resp: &etcd_client::TxnResponse) -> i64 {
+    resp.header().map(|h| h.revision()).unwrap_or(0)
+}
+
+/// The lock was held (or waited for) past `give_up`.
+fn not_acquired(name: &str, info: &Option<LockInfo>) -> Pass {
+    Pass::Done(Err(Error::NotAcquired {
+        name: name.to_string(),
+        holder: info.clone().map(Box::new),
+    }))
+}
+
+/// What the "take it if nobody is queued" transaction found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// We hold the lock; the token is this revision.
+    Took(i64),
+    /// Someone is queued (or holds it): queue behind them.
+    Held,
+}
+
+/// Judges the "take it if nobody is queued" transaction: it succeeded at
+/// revision `header_rev` (the write that made us the holder: the token), or
+/// it failed and `first` is the first contender's (key, lease, mod
+/// revision). A first contender that is our own key on our lease means an
+/// earlier attempt of this transaction was applied and its answer lost
+/// (the member froze or the link broke after it wrote): that write took
+/// the lock, and its revision, our key's mod revision, is the token.
+fn judge_take(
+    succeeded: bool,
+    header_rev: i64,
+    first: Option<(&[u8], i64, i64)>,
+    my_key: &str,
+    my_lease: i64,
+) -> Take {
+    if succeeded {
+        return Take::Took(header_rev);
+    }
+    match first {
+        Some((key, lease, mod_rev)) if key == my_key.as_bytes() && lease == my_lease => {
+            Take::Took(mod_rev)
+        }
+        _ => Take::Held,
+    }
+}
+
+/// Whether a lease of `ttl_s` seconds is too long for a key that waits in
+/// the queue (see [`EtcdStore::enqueue`]).
+fn needs_queue_lease(ttl_s: i64) -> bool {
+    ttl_s > QUEUE_TTL_S
+}
+
+/// Our key's create revision after the queueing transaction: the
+/// revision of its write when it succeeded, else the create revision of
+/// the key an earlier attempt wrote. `None` when etcd reported neither.
+fn queue_revision(succeeded: bool, header_rev: i64, existing: Option<i64>) -> Option<i64> {
+    let rev = if succeeded {
+        header_rev
+    } else {
+        existing.unwrap_or(0)
+    };
+    (rev != 0).then_some(rev)
+}
+
+/// What the head-of-queue transaction says to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Head {
+    /// We head the queue and hold the lock; the token is this revision,
+    /// the one of the write that found nobody before us (as etcdctl's is
+    /// the revision of the read that found nobody before it).
+    Holder(i64),
+    /// Our key is gone (its lease expired): queue again.
+    Requeue,
+    /// Wait for `key`, the one just before ours, to be deleted after
+    /// revision `from - 1`.
+    WaitFor { key: Vec<u8>, from: i64 },
+    /// Nobody before us, yet not at the head: cannot happen in one
+    /// transaction; look again shortly.
+    LookAgain,
+}
+
+/// Judges the head-of-queue transaction: it succeeded at `header_rev`, or
+/// it failed and says whether our key is still there (`ours`) and which
+/// key is just before ours (`pred`).
+fn judge_head(succeeded: bool, header_rev: i64, ours: bool, pred: Option<&[u8]>) -> Head {
+    if succeeded {
+        return Head::Holder(header_rev);
+    }
+    if !ours {
+        return Head::Requeue;
+    }
+    match pred {
+        Some(key) => Head::WaitFor {
+            key: key.to_vec(),
+            from: header_rev + 1,
+        },
+        None => Head::LookAgain,
     }
 }
 
@@ -1524,6 +1660,52 @@ impl Backend for EtcdStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_free_lock_is_taken_at_the_revision_of_our_write() {
+        assert_eq!(judge_take(true, 42, None, "p/L/1", 1), Take::Took(42));
+    }
+
+    #[test]
+    fn our_own_key_first_in_line_means_an_earlier_attempt_took_the_lock() {
+        let seen = Some((&b"p/L/1"[..], 1, 17));
+        assert_eq!(judge_take(false, 42, seen, "p/L/1", 1), Take::Took(17));
+        // Our key name on another lease, or another key: someone else's.
+        let other_lease = Some((&b"p/L/1"[..], 2, 17));
+        assert_eq!(judge_take(false, 42, other_lease, "p/L/1", 1), Take::Held);
+        let other_key = Some((&b"p/L/2"[..], 1, 17));
+        assert_eq!(judge_take(false, 42, other_key, "p/L/1", 1), Take::Held);
+        assert_eq!(judge_take(false, 42, None, "p/L/1", 1), Take::Held);
+    }
+
+    #[test]
+    fn only_leases_longer_than_the_queue_lease_queue_on_one() {
+        assert!(!needs_queue_lease(QUEUE_TTL_S));
+        assert!(needs_queue_lease(QUEUE_TTL_S + 1));
+    }
+
+    #[test]
+    fn a_queued_key_keeps_the_place_an_earlier_attempt_got() {
+        assert_eq!(queue_revision(true, 50, None), Some(50));
+        assert_eq!(queue_revision(false, 50, Some(31)), Some(31));
+        assert_eq!(queue_revision(false, 50, None), None);
+        assert_eq!(queue_revision(true, 0, None), None);
+    }
+
+    #[test]
+    fn the_head_of_the_queue_holds_and_the_others_watch_their_predecessor() {
+        assert_eq!(judge_head(true, 60, true, None), Head::Holder(60));
+        // Our key gone: queue again, whoever is before us.
+        assert_eq!(judge_head(false, 60, false, Some(b"p/L/a")), Head::Requeue);
+        assert_eq!(
+            judge_head(false, 60, true, Some(b"p/L/a")),
+            Head::WaitFor {
+                key: b"p/L/a".to_vec(),
+                from: 61
+            }
+        );
+        assert_eq!(judge_head(false, 60, true, None), Head::LookAgain);
+    }
 
     #[test]
     fn lease_ids_round_trip_as_hex() {

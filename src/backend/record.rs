@@ -216,8 +216,8 @@ impl LeaseRecord {
 
     /// Parses a record; a document that is not one is reported, not guessed
     /// at, with the first field that is wrong.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let not = |what: String| format!("not an awsflock lease record: {what}");
+    pub fn from_json(bytes: &[u8]) -> Result<Self, NotARecord> {
+        let not = NotARecord;
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| not(format!("not JSON ({e})")))?;
         let Some(obj) = value.as_object() else {
@@ -260,15 +260,18 @@ impl LeaseRecord {
                     lease_duration: 0,
                     released_lease: None,
                     released_ms: None,
-                    problem: Some(
-                        e.trim_start_matches("not an awsflock lease record: ")
-                            .to_string(),
-                    ),
+                    problem: Some(e.0),
                 }
             }
         }
     }
 }
+
+/// Why a stored document is not a lease record: the first field that is
+/// wrong, or that it is not a JSON object at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an awsflock lease record: {0}")]
+pub struct NotARecord(pub String);
 
 /// Checks the type and range of every field that has one, so that the
 /// message names the field (serde's alone does not) and no stored number
@@ -398,7 +401,7 @@ mod tests {
             v[field] = bad;
             let bytes = serde_json::to_vec(&v).unwrap();
             let e = LeaseRecord::from_json(&bytes).unwrap_err();
-            assert!(e.contains(says), "{field}: {e}");
+            assert!(e.0.contains(says), "{field}: {e}");
             let d = LeaseRecord::decode(&bytes, "deploy", "\"abc\"");
             assert_eq!(d.lease_id, "unreadable-abc");
             assert_eq!(d.state, RecordState::Held);

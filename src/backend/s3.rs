@@ -542,20 +542,15 @@ impl S3Store {
         }
     }
 
-    /// Reads one listed lock; a key that vanished or does not hold a lock
-    /// record is skipped.
+    /// Reads one listed lock; a key that vanished is skipped. An object
+    /// that does not hold a lock record is read as a held stand-in that
+    /// says what is wrong ([`LeaseRecord::decode`]), and listed as such.
     async fn list_one(&self, name: String) -> Result<Option<LockInfo>> {
-        match self.get_record(&name).await {
-            Ok(rec) => Ok(rec
-                .as_ref()
-                .map(|r| self.info_of(&name, Some(r)))
-                .filter(|i| i.held)),
-            Err(Error::Store(msg)) if msg.contains("not an awsflock lease record") => {
-                tracing::warn!("{msg}; skipped");
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        let rec = self.get_record(&name).await?;
+        Ok(rec
+            .as_ref()
+            .map(|r| self.info_of(&name, Some(r)))
+            .filter(|i| i.held))
     }
 }
 

@@ -21,7 +21,8 @@
 //! deadline, which is computed conservatively from the store's clock, so
 //! every process in the group is dead before the lease can expire for
 //! anyone else, whether awsflock is running or not. The decisions are pure
-//! functions ([`stop_times`], [`too_late`], [`next_step`],
+//! functions ([`stop_times`], [`too_late`], [`next_step`], [`kill_by`],
+//! [`wake_at`], [`on_continued`], [`on_stopped`],
 //! [`ended_past_its_lease`]); processes, signals and the terminal are in
 //! [`unix`]. DESIGN.md has the argument and its limits.
 
@@ -33,7 +34,7 @@ use std::time::Duration;
 
 use crate::boottime::{self, BootInstant as Instant};
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 
 use crate::error::Error;
 use crate::lease::{LockGuard, Lost, safety_margin};
@@ -121,10 +122,13 @@ pub fn take_exit_signal() -> Option<i32> {
 /// command's, or `lost_exit_code` if the lease was lost. The lock is released
 /// (or, if lost, left to the store) before returning. When the command was
 /// killed by signal N, the code is 128+N and [`take_exit_signal`] says N.
+///
+/// `signals` are the signals to forward to the command's group as they come
+/// (awsflock's own, from [`unix::signals`]; any stream of signal numbers).
 pub async fn run(
     guard: LockGuard,
     opts: RunOptions,
-    signals: &mut signal_hook_tokio::Signals,
+    mut signals: impl Stream<Item = i32> + Unpin,
 ) -> i32 {
     let lease = guard.lease();
     platform::ignore_ttou();
@@ -191,23 +195,17 @@ pub async fn run(
     while ended.is_none() {
         let st = state.borrow_and_update().clone();
         if why.is_none() {
-            if let Some(l) = st.lost.clone() {
-                why = Some(Why::Lost(l));
-            } else if !state_open {
-                why = Some(Why::Lost(Lost::Expired("renewal stopped".into())));
-            }
+            why = guard.is_lost().map(Why::Lost);
         }
         let (term_at, deadline_kill) = times(st.lease.deadline);
         // The watchdog always knows the latest instant by which the command
         // must be dead.
-        let kill_by = phase
-            .kill_at
-            .map_or(deadline_kill, |k| k.min(deadline_kill));
-        if kill_by != told {
-            if watchdog.deadline(kill_by).is_err() && why.is_none() {
+        let dead_by = kill_by(&phase, deadline_kill);
+        if dead_by != told {
+            if watchdog.deadline(dead_by).is_err() && why.is_none() {
                 why = Some(Why::Unprotected);
             }
-            told = kill_by;
+            told = dead_by;
         }
         let facts = Facts {
             now: Instant::now(),
@@ -245,10 +243,10 @@ pub async fn run(
                 // The watchdog learns the SIGKILL time before any message:
                 // a write to a stderr that blocks (a full pipe nobody reads)
                 // must not put the kill off until the lease's own kill time.
-                let kill_by = kill_at.min(deadline_kill);
-                if kill_by != told {
-                    let _ = watchdog.deadline(kill_by);
-                    told = kill_by;
+                let dead_by = kill_by(&phase, deadline_kill);
+                if dead_by != told {
+                    let _ = watchdog.deadline(dead_by);
+                    told = dead_by;
                 }
                 let w = why.get_or_insert(Why::Expiring);
                 match w {
@@ -266,12 +264,7 @@ pub async fn run(
                 continue;
             }
         }
-        let wake = match phase.kill_at {
-            Some(k) if !phase.killed => k,
-            Some(_) => Instant::now() + Duration::from_millis(500),
-            None => term_at,
-        }
-        .min(Instant::now() + Duration::from_millis(500));
+        let wake = wake_at(&phase, term_at, Instant::now());
         tokio::select! {
             Some(sig) = signals.next() => {
                 tracing::debug!(sig, "forwarding signal to the command's group");
@@ -303,20 +296,17 @@ pub async fn run(
                         why = Some(Why::Unprotected);
                     }
                 }
-                platform::Event::Continued => {
-                    if phase.pause == Some(Pause::Suspect) {
-                        // Someone else continued it: the lease is still in doubt.
-                        spawned.signal_group(libc::SIGSTOP);
-                    } else if phase.pause == Some(Pause::Resuming) {
-                        phase.pause = None;
-                    }
-                }
+                platform::Event::Continued => match on_continued(&phase) {
+                    // Someone else continued it: the lease is still in doubt.
+                    Answer::StopAgain => spawned.signal_group(libc::SIGSTOP),
+                    Answer::Resumed => phase.pause = None,
+                    _ => {}
+                },
                 platform::Event::Stopped(sig) => {
                     tracing::debug!(sig, "the command stopped");
-                    let ours = phase.pause == Some(Pause::Suspect) || phase.kill_at.is_some();
                     // Not if it has ended or been continued meanwhile.
                     let stopped = !ends && platform::still_stopped(spawned.pgid);
-                    if !ours && stopped && !platform::is_init() {
+                    if on_stopped(&phase, stopped, platform::is_init) == Answer::StopAsAJob {
                         // Job control (Ctrl-Z, SIGTTIN, kill -STOP): stop as a
                         // job ourselves, so that the shell sees it. While we
                         // are stopped the watchdog still fires at the deadline.
@@ -498,6 +488,66 @@ pub fn next_step(f: &Facts, p: &Phase, grace: Duration) -> Step {
     }
 }
 
+/// The latest instant by which the command must be dead, which the
+/// watchdog is told: the lease's kill time `deadline_kill`, or the end of
+/// the grace once SIGTERM went out, whichever comes first.
+pub fn kill_by(p: &Phase, deadline_kill: Instant) -> Instant {
+    p.kill_at.map_or(deadline_kill, |k| k.min(deadline_kill))
+}
+
+/// When the supervisor looks again at the latest, if nothing wakes it
+/// before: at the SIGKILL time once stopping, else at the SIGTERM time
+/// `term_at`; at least every half second (to reap, and to see a killed
+/// group go).
+pub fn wake_at(p: &Phase, term_at: Instant, now: Instant) -> Instant {
+    let soon = now + Duration::from_millis(500);
+    match p.kill_at {
+        Some(k) if !p.killed => k,
+        Some(_) => soon,
+        None => term_at,
+    }
+    .min(soon)
+}
+
+/// The supervisor's answer to the command's group being continued or
+/// stopped by someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Nothing to do.
+    Nothing,
+    /// Someone else continued a group we hold paused for a suspect lease:
+    /// the lease is still in doubt, stop it again.
+    StopAgain,
+    /// The group went on after a job stop, once renewed: no longer paused.
+    Resumed,
+    /// Job control (Ctrl-Z, SIGTTIN, kill -STOP) stopped the command: stop
+    /// awsflock too, as a job, so that the shell sees it.
+    StopAsAJob,
+}
+
+/// The answer to the group being continued, given what was done so far.
+pub fn on_continued(p: &Phase) -> Answer {
+    match p.pause {
+        Some(Pause::Suspect) => Answer::StopAgain,
+        Some(Pause::Resuming) => Answer::Resumed,
+        None => Answer::Nothing,
+    }
+}
+
+/// The answer to the command stopping: `still_stopped` says it has
+/// neither ended nor been continued meanwhile; `is_init` whether awsflock
+/// runs as PID 1 (no shell to stop to; asked only when it matters). A stop
+/// we caused (a suspect lease, or SIGTERM's SIGCONT not yet landed) is
+/// not job control.
+pub fn on_stopped(p: &Phase, still_stopped: bool, is_init: impl FnOnce() -> bool) -> Answer {
+    let ours = p.pause == Some(Pause::Suspect) || p.kill_at.is_some();
+    if !ours && still_stopped && !is_init() {
+        Answer::StopAsAJob
+    } else {
+        Answer::Nothing
+    }
+}
+
 /// Releases after the command ended, within bounded time. After a loss, the
 /// lease is probably not ours, so one short attempt is enough.
 async fn finish_release(guard: LockGuard, lost: Option<Lost>) {
@@ -667,6 +717,71 @@ mod tests {
             ..stopping
         };
         assert_eq!(next_step(&f, &killed, GRACE), Step::Wait);
+    }
+
+    #[test]
+    fn the_watchdog_is_told_the_earlier_of_the_grace_and_the_lease_kill_time() {
+        let now = Instant::now();
+        let lease_kill = now + Duration::from_secs(30);
+        assert_eq!(kill_by(&Phase::default(), lease_kill), lease_kill);
+        let stopping = |k| Phase {
+            kill_at: Some(k),
+            ..Phase::default()
+        };
+        let grace_end = now + Duration::from_secs(10);
+        assert_eq!(kill_by(&stopping(grace_end), lease_kill), grace_end);
+        let late = now + Duration::from_secs(40);
+        assert_eq!(kill_by(&stopping(late), lease_kill), lease_kill);
+    }
+
+    #[test]
+    fn the_supervisor_looks_again_at_the_next_signal_time_or_within_half_a_second() {
+        let now = Instant::now();
+        let half = now + Duration::from_millis(500);
+        let near = now + Duration::from_millis(200);
+        let far = now + Duration::from_secs(20);
+        assert_eq!(wake_at(&Phase::default(), far, now), half);
+        assert_eq!(wake_at(&Phase::default(), near, now), near);
+        let stopping = Phase {
+            kill_at: Some(near),
+            ..Phase::default()
+        };
+        assert_eq!(wake_at(&stopping, far, now), near);
+        let killed = Phase {
+            killed: true,
+            ..stopping
+        };
+        assert_eq!(wake_at(&killed, near, now), half);
+    }
+
+    #[test]
+    fn a_group_continued_by_someone_else_is_stopped_again_while_suspect() {
+        let paused = |p| Phase {
+            pause: Some(p),
+            ..Phase::default()
+        };
+        assert_eq!(on_continued(&paused(Pause::Suspect)), Answer::StopAgain);
+        assert_eq!(on_continued(&paused(Pause::Resuming)), Answer::Resumed);
+        assert_eq!(on_continued(&Phase::default()), Answer::Nothing);
+    }
+
+    #[test]
+    fn only_a_stop_we_did_not_cause_is_job_control() {
+        let free = Phase::default();
+        assert_eq!(on_stopped(&free, true, || false), Answer::StopAsAJob);
+        // Ended or continued meanwhile, or no shell to stop to (PID 1).
+        assert_eq!(on_stopped(&free, false, || false), Answer::Nothing);
+        assert_eq!(on_stopped(&free, true, || true), Answer::Nothing);
+        let suspect = Phase {
+            pause: Some(Pause::Suspect),
+            ..Phase::default()
+        };
+        assert_eq!(on_stopped(&suspect, true, || false), Answer::Nothing);
+        let stopping = Phase {
+            kill_at: Some(Instant::now()),
+            ..Phase::default()
+        };
+        assert_eq!(on_stopped(&stopping, true, || false), Answer::Nothing);
     }
 
     #[test]

@@ -201,11 +201,11 @@ pub fn file_name(name: &str) -> String {
         }
     }
     if out.len() > 200 {
-        // FNV-1a: stable across releases, unlike std's hasher.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in name.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        // FNV-1a 64 of the name's bytes: stable across releases, unlike
+        // std's hasher (`write`, not `write_str`, which appends a byte).
+        let mut hasher = fnv::FnvHasher::default();
+        std::hash::Hasher::write(&mut hasher, name.as_bytes());
+        let h = std::hash::Hasher::finish(&hasher);
         let mut cut = 180;
         while !out.is_char_boundary(cut) {
             cut -= 1;
@@ -734,6 +734,15 @@ mod tests {
         let long_b = format!("{}x", "é".repeat(300));
         assert!(file_name(&long_a).len() <= 200);
         assert_ne!(file_name(&long_a), file_name(&long_b));
+    }
+
+    /// The file name of a long lock name is on disk: every release must
+    /// compute the same one (FNV-1a 64 of the name's bytes).
+    #[test]
+    fn long_file_names_keep_their_hash_across_releases() {
+        let name = "x".repeat(250);
+        let f = file_name(&name);
+        assert_eq!(f, format!("{}~3b5ad17216035bad", "x".repeat(180)));
     }
 
     /// A renewal whose write landed but whose answer was lost is retried
