@@ -56,6 +56,10 @@ pub mod lease;
 pub(crate) mod output;
 pub mod supervise;
 pub mod sys;
+pub(crate) mod timebase;
+
+#[cfg(test)]
+mod sim;
 
 pub use backend::{AcquireRequest, Backend, Lease, LockInfo, StoreOptions};
 pub use error::{Error, Result};
