@@ -211,16 +211,24 @@ mod tests {
     /// failure's seed, trace and how to rerun it.
     fn run_range(first: u64, count: u64) -> u64 {
         let t0 = std::time::Instant::now();
+        let mut slowest = (0.0f64, 0u64);
         for seed in first..first + count {
+            let t = std::time::Instant::now();
             let r = run_seed(seed);
+            let took = t.elapsed().as_secs_f64();
+            if took > slowest.0 {
+                slowest = (took, seed);
+            }
             if !r.violations.is_empty() {
                 panic!("{}", r.explain());
             }
         }
         let secs = t0.elapsed().as_secs_f64();
         eprintln!(
-            "simulation: {count} schedules from seed {first} in {secs:.1}s ({:.0}/s)",
-            count as f64 / secs.max(1e-9)
+            "simulation: {count} schedules from seed {first} in {secs:.1}s ({:.0}/s); slowest: seed {} ({:.3}s)",
+            count as f64 / secs.max(1e-9),
+            slowest.1,
+            slowest.0
         );
         count
     }
