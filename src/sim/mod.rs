@@ -179,10 +179,11 @@ impl Report {
     pub fn explain(&self) -> String {
         format!(
             "simulation seed {} failed:\n  {}\ntrace (true time, store time, client, event):\n{}\n\
-             rerun: AWSFLOCK_SIM_SEED={} AWSFLOCK_SIM_SEEDS=1 cargo test --lib sim::tests::schedules -- --nocapture",
+             rerun: scripts/sim.sh 1 {} (or AWSFLOCK_SIM_SEED={} AWSFLOCK_SIM_SEEDS=1 cargo test --lib sim::tests::schedules -- --nocapture)",
             self.seed,
             self.violations.join("\n  "),
             self.trace.join("\n"),
+            self.seed,
             self.seed
         )
     }
