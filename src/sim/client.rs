@@ -189,8 +189,7 @@ pub async fn schedule(seed: u64) -> Report {
     let lease_ms = lease.as_millis() as u64;
     let mut handles = Vec::new();
     let mut blocked_by_skew_ahead = false;
-    for i in 0..n_clients {
-        let v020 = v020s[i];
+    for (i, &v020) in v020s.iter().enumerate() {
         let cycles = r.u32(1..=3);
         let big_skew = !v020 && r.f64() < 0.2;
         let spec = Spec {
