@@ -25,7 +25,7 @@ pub struct BootInstant(Duration);
 impl BootInstant {
     /// The clock's reading now.
     pub fn now() -> BootInstant {
-        BootInstant(crate::sys::boottime_now())
+        BootInstant(crate::timebase::boot_now())
     }
 
     /// The instant `d` after the clock's origin (for tests and arithmetic).
@@ -111,6 +111,10 @@ pub async fn timeout_at<F: std::future::Future>(
     fut: F,
 ) -> Result<F::Output, ()> {
     tokio::select! {
+        // Biased (polled in this order) so that a simulated run is
+        // reproducible; a result that is ready wins over a deadline reached
+        // at the same poll, as tokio's own timeout does.
+        biased;
         out = fut => Ok(out),
         _ = sleep_until(deadline) => Err(()),
     }

@@ -54,6 +54,9 @@ pub fn instant_at(ms: i64) -> Instant {
 
 /// Milliseconds since the epoch on this machine's wall clock (may be wrong).
 pub fn local_wall_ms() -> i64 {
+    if let Some(ms) = crate::timebase::wall_ms() {
+        return ms;
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -87,8 +90,11 @@ static JUMPS_ANYWHERE: AtomicU64 = AtomicU64::new(0);
 /// without knowing which store it renews with; a process holding leases in
 /// several stores treats a jump in one as suspect for all, which only costs
 /// a renewal.
+///
+/// Under a simulated time source ([`crate::timebase`]) the count is that
+/// source's own, so simulated processes do not see each other's jumps.
 pub fn forward_jumps_anywhere() -> u64 {
-    JUMPS_ANYWHERE.load(Ordering::SeqCst)
+    crate::timebase::forward_jumps().unwrap_or_else(|| JUMPS_ANYWHERE.load(Ordering::SeqCst))
 }
 
 impl ServerClock {
@@ -126,7 +132,9 @@ impl ServerClock {
                         // Leases stamped on the old bounds are shorter on
                         // the store's clock than their holders believed.
                         self.jumps.fetch_add(1, Ordering::SeqCst);
-                        JUMPS_ANYWHERE.fetch_add(1, Ordering::SeqCst);
+                        if !crate::timebase::note_forward_jump() {
+                            JUMPS_ANYWHERE.fetch_add(1, Ordering::SeqCst);
+                        }
                     }
                     tracing::warn!(
                         jump_ms = if ahead {

@@ -156,7 +156,7 @@ impl LockGuard {
         });
         let pending = Arc::new(std::sync::Mutex::new(None));
         let renew_now = Arc::new(tokio::sync::Notify::new());
-        let task = tokio::spawn(renew_loop(
+        let task = crate::timebase::spawn(renew_loop(
             store.clone(),
             tx,
             req.lease,
@@ -421,7 +421,7 @@ impl Look {
     /// The clocks now.
     pub fn now() -> Look {
         Look {
-            mono: std::time::Instant::now(),
+            mono: crate::timebase::mono_now(),
             boot: Instant::now(),
             wall_ms: crate::clock::local_wall_ms(),
             store_jumps: crate::clock::forward_jumps_anywhere(),
@@ -486,6 +486,9 @@ async fn renew_loop(
                 break;
             }
             tokio::select! {
+                // Biased so that a simulated run is reproducible: either
+                // branch leads to the same look at the clocks.
+                biased;
                 _ = tokio::time::sleep(left.min(boottime::MAX_NAP)) => {}
                 _ = renew_now.notified() => break,
             }

@@ -121,6 +121,12 @@ mod store;
 #[cfg(feature = "cli")]
 pub(crate) mod supervise;
 pub(crate) mod sys;
+pub(crate) mod timebase;
+
+// The protocol simulation drives the supervisor's decisions and DynamoDB's
+// record logic.
+#[cfg(all(test, feature = "cli", feature = "dynamodb"))]
+mod sim;
 
 pub use backend::{AcquireRequest, EtcdOptions, Lease, LockInfo, OnWait, StoreOptions};
 pub use error::{Error, Result};

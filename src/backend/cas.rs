@@ -237,6 +237,9 @@ pub async fn acquire<S: CasStore + ?Sized>(
                         None => poll_pause(),
                     };
                     tokio::select! {
+                        // Biased: a signal wins over a pause that ends at
+                        // the same poll (and a simulated run is reproducible).
+                        biased;
                         sig = &mut cancel => return Err(Error::Interrupted(sig)),
                         _ = tokio::time::sleep(pause) => {}
                     }
@@ -284,6 +287,9 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     // Several immediate retries lost races: let the winner settle.
                     quick_retries = 0;
                     tokio::select! {
+                        // Biased: a signal wins over a pause that ends at
+                        // the same poll (and a simulated run is reproducible).
+                        biased;
                         sig = &mut cancel => return Err(Error::Interrupted(sig)),
                         _ = tokio::time::sleep(poll_pause()) => {}
                     }
@@ -312,6 +318,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
                 unconfirmed.push(lease_id);
                 tracing::warn!("{msg}; retrying");
                 tokio::select! {
+                    biased; // as above
                     sig = &mut cancel => return Err(Error::Interrupted(sig)),
                     _ = tokio::time::sleep(poll_pause()) => {}
                 }

@@ -36,7 +36,7 @@ use crate::clock::ServerClock;
 use crate::error::{Error, Result};
 
 /// Attribute names. The first five are awsflock 0.2.0's.
-mod attr {
+pub(crate) mod attr {
     pub const LOCK_ID: &str = "lock_id";
     pub const LEASE_ID: &str = "lease_id";
     pub const LEASE_DURATION: &str = "lease_duration";
@@ -63,7 +63,7 @@ pub const FENCE_BLOCK: u64 = 1_000_000;
 /// this far in the past.
 pub const V020_TAKEOVER_AFTER_MS: i64 = 5000;
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// Whether DynamoDB refused a request because the table's key schema is
 /// not the one the request's key has. DynamoDB has no error code of its
@@ -77,15 +77,15 @@ fn is_wrong_schema(code: Option<&str>, message: Option<&str>) -> bool {
 /// What a request on a table with another key schema is told.
 const WRONG_SCHEMA: &str = "does not have the key schema awsflock needs";
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: impl std::fmt::Display) -> AttributeValue {
+pub(crate) fn n(v: impl std::fmt::Display) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+pub(crate) fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
     item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
@@ -126,11 +126,11 @@ fn kind_of(v: &AttributeValue) -> String {
     }
 }
 
-fn get_i64(item: &Item, k: &str) -> Option<i64> {
+pub(crate) fn get_i64(item: &Item, k: &str) -> Option<i64> {
     get_num(item, k, i64::MIN, i64::MAX).ok().flatten()
 }
 
-fn get_u64(item: &Item, k: &str) -> Option<u64> {
+pub(crate) fn get_u64(item: &Item, k: &str) -> Option<u64> {
     get_i64(item, k).and_then(|v| u64::try_from(v).ok())
 }
 
@@ -595,7 +595,7 @@ impl DynamoDb {
     /// `None` when the expiry cannot be read: such a lease never expires, so
     /// it is never taken over (DESIGN.md, "Unreadable records"). Nor is one
     /// without a string `lease_id`, which no takeover could be conditioned on.
-    fn expiry_ms(item: &Item) -> Option<i64> {
+    pub(crate) fn expiry_ms(item: &Item) -> Option<i64> {
         get_s(item, attr::LEASE_ID)?;
         match get_num(item, attr::EXPIRES_MS, 0, MAX_TIME_MS) {
             Ok(Some(ms)) if ms > 0 => Some(ms),
@@ -721,23 +721,24 @@ impl DynamoDb {
                 let Some(ccf) = ccf_of(&err) else {
                     return Err(self.error(err));
                 };
-                match ccf.item() {
+                match renew_refused(
+                    ccf.item(),
+                    &lease.lease_id,
+                    next_id,
+                    !st.calibrated,
+                    self.clock.is_calibrated(),
+                ) {
                     // Our earlier attempt landed but its answer was lost.
-                    Some(i) if get_s(i, attr::LEASE_ID) == Some(next_id) => Some(i.clone()),
+                    RenewRefused::Landed(i) => Some(i),
                     // Still our lease, but the local clock would have
                     // shortened it; the answer calibrated the store's clock.
-                    Some(i)
-                        if !st.calibrated
-                            && self.clock.is_calibrated()
-                            && get_s(i, attr::LEASE_ID) == Some(lease.lease_id.as_str())
-                            && get_i64(i, attr::EXPIRATION_TIME) != Some(0) =>
-                    {
+                    RenewRefused::Again => {
                         tracing::warn!(
                             "this machine's clock is behind the store's; renewing on the store's clock"
                         );
                         return Box::pin(self.renew_to(lease, duration, next_id)).await;
                     }
-                    _ => {
+                    RenewRefused::NotHeld => {
                         return Err(Error::NotHeld {
                             name: lease.name.clone(),
                             lease_id: lease.lease_id.clone(),
@@ -753,10 +754,7 @@ impl DynamoDb {
             .and_then(|i| get_u64(i, attr::FENCE));
         // The expiry the store holds: an earlier attempt's, when that one
         // landed and this one found its own id.
-        let st = match item.as_ref().and_then(|i| get_i64(i, attr::EXPIRES_MS)) {
-            Some(stored) => st.as_stored(stored),
-            None => st,
-        };
+        let st = renewed_stamp(item.as_ref(), st);
         let mut renewed = Box::pin(cas::finish(
             self,
             &lease.name,
@@ -832,11 +830,7 @@ impl CasStore for DynamoDb {
     /// same 5 s, on the store's clock. [`DynamoDb::expiry_ms`] already adds
     /// the second lost to truncation.
     fn takeover_margin_ms(rec: &Item) -> i64 {
-        if DynamoDb::written_by_v020(rec) {
-            V020_TAKEOVER_AFTER_MS - 1000
-        } else {
-            cas::EXPIRY_MARGIN_MS
-        }
+        takeover_margin_of(rec)
     }
 
     fn info(&self, name: &str, rec: Option<&Item>) -> LockInfo {
@@ -889,10 +883,69 @@ impl DynamoDb {
     }
 }
 
+/// How far past [`DynamoDb::expiry_ms`] the store's clock must be before a
+/// waiter takes `item` over: awsflock 0.2.0's own 5 s for its items (the
+/// second lost to its truncation is already in the expiry), 1 s for ours.
+pub(crate) fn takeover_margin_of(item: &Item) -> i64 {
+    if DynamoDb::written_by_v020(item) {
+        V020_TAKEOVER_AFTER_MS - 1000
+    } else {
+        cas::EXPIRY_MARGIN_MS
+    }
+}
+
+/// What a renewal's failed condition means, from the item it returned.
+#[derive(Debug)]
+pub(crate) enum RenewRefused {
+    /// The item carries our next lease id: an earlier attempt of this
+    /// renewal landed and its answer was lost. Renewed, as that item says.
+    Landed(Item),
+    /// Still our current lease, but the write was stamped on this machine's
+    /// clock and would have shortened it; the answer calibrated the store's
+    /// clock: renew again on it.
+    Again,
+    /// The lease is not ours any more.
+    NotHeld,
+}
+
+/// Judges a renewal whose condition failed (see [`RenewRefused`]).
+/// `stamped_locally`: the write was stamped before the store's clock was
+/// known; `calibrated`: it is known now.
+pub(crate) fn renew_refused(
+    item: Option<&Item>,
+    current: &str,
+    next_id: &str,
+    stamped_locally: bool,
+    calibrated: bool,
+) -> RenewRefused {
+    match item {
+        Some(i) if get_s(i, attr::LEASE_ID) == Some(next_id) => RenewRefused::Landed(i.clone()),
+        Some(i)
+            if stamped_locally
+                && calibrated
+                && get_s(i, attr::LEASE_ID) == Some(current)
+                && get_i64(i, attr::EXPIRATION_TIME) != Some(0) =>
+        {
+            RenewRefused::Again
+        }
+        _ => RenewRefused::NotHeld,
+    }
+}
+
+/// The stamp a renewal's deadline is computed from: the expiry the item
+/// holds (an earlier attempt's, when that one landed and this one found its
+/// own id), not the one this attempt would have written.
+pub(crate) fn renewed_stamp(item: Option<&Item>, st: Stamp) -> Stamp {
+    match item.and_then(|i| get_i64(i, attr::EXPIRES_MS)) {
+        Some(stored) => st.as_stored(stored),
+        None => st,
+    }
+}
+
 /// A failed condition whose current item carries our own lease id means an
 /// earlier attempt of this very write landed (its answer was lost, and the SDK
 /// retried): we hold the lock.
-fn won_anyway(item: Option<Item>, lease_id: &str) -> Outcome<Item> {
+pub(crate) fn won_anyway(item: Option<Item>, lease_id: &str) -> Outcome<Item> {
     match item {
         Some(i) if get_s(&i, attr::LEASE_ID) == Some(lease_id) => {
             Outcome::Granted(get_u64(&i, attr::FENCE))
@@ -918,7 +971,7 @@ fn tce_of(err: &TransactErr) -> Option<&TransactionCanceledException> {
     }
 }
 
-fn ceil_secs(ms: i64) -> i64 {
+pub(crate) fn ceil_secs(ms: i64) -> i64 {
     (ms + 999).div_euclid(1000)
 }
 

@@ -1,0 +1,681 @@
+//! The simulated clients: ours through the real `LockGuard` and the real
+//! supervisor decisions, and a model of awsflock 0.2.0.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::store::SimStore;
+use super::world::{PauseKind, SimClock};
+use super::{Faults, Interval, Report, World};
+use crate::backend::cas::CasStore;
+use crate::backend::dynamodb::{Item, attr, get_i64, get_s, n, s};
+use crate::backend::{AcquireRequest, Backend};
+use crate::boottime::{self, BootInstant};
+use crate::error::Error;
+use crate::lease::LockGuard;
+use crate::supervise::{Facts, Pause, Phase, Step, next_step, stop_times, too_late};
+use crate::timebase::{self, TimeSource};
+
+const LOCK: &str = "L";
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// What one client does and suffers, drawn from the seed.
+#[derive(Debug, Clone)]
+struct Spec {
+    v020: bool,
+    wait: Option<Duration>,
+    cycles: u32,
+    skew_ms: i64,
+    crash_at: Option<Duration>,
+    pause: Option<(Duration, Duration, PauseKind)>,
+    pause_after_grant: Option<(u32, Duration, PauseKind)>,
+    wall_jump: Option<(Duration, i64)>,
+    ignores_term: bool,
+    work: Vec<Duration>,
+    think: Vec<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    lease: Duration,
+    renew_every: Duration,
+    kill_after: Duration,
+}
+
+/// A client's acting state, shared with its fault tasks.
+#[derive(Default)]
+struct Act {
+    open: Option<(Duration, Option<u64>, bool)>,
+    /// The true instant of the current kill time (computed while awake).
+    kill_true: Option<Duration>,
+    /// A VM pause (the boot-time clock missed time) fell within this
+    /// acquire or hold: the paused-holder case (DESIGN.md), excused from
+    /// invariant (a) and still held to (b).
+    stale: bool,
+    /// Acquiring or holding.
+    busy: bool,
+    vm_paused: bool,
+}
+
+struct Who {
+    w: Arc<World>,
+    i: usize,
+    name: String,
+    mach: Arc<SimClock>,
+    act: Mutex<Act>,
+}
+
+impl Who {
+    fn log(&self, what: impl AsRef<str>) {
+        self.w.log(&self.name, what);
+    }
+
+    fn open(&self, fence: Option<u64>) {
+        let mut a = self.act.lock().unwrap();
+        if a.open.is_none() {
+            a.open = Some((self.w.t(), fence, a.stale));
+        }
+    }
+
+    fn close(&self) {
+        let iv = self.act.lock().unwrap().open.take();
+        if let Some((start, fence, excused)) = iv {
+            let end = self.w.t();
+            if end > start {
+                self.w.intervals.lock().unwrap().push(Interval {
+                    client: self.i,
+                    start,
+                    end,
+                    fence,
+                    excused,
+                });
+                self.w.check_overlaps_of(self.i, start, end, excused);
+            }
+        }
+    }
+
+    async fn pause_for(&self, len: Duration, kind: PauseKind) {
+        if self.mach.paused() {
+            return; // one pause at a time
+        }
+        self.log(format!("paused ({kind:?}) for {:.3}s", len.as_secs_f64()));
+        self.close();
+        self.mach.pause(kind);
+        tokio::time::sleep(len).await;
+        self.mach.resume();
+        let mut a = self.act.lock().unwrap();
+        if kind == PauseKind::Vm {
+            a.vm_paused = true;
+            if a.busy {
+                a.stale = true;
+            }
+        }
+        drop(a);
+        self.log("woke");
+    }
+}
+
+/// Draws and runs the schedule of `seed`.
+pub async fn schedule(seed: u64) -> Report {
+    let mut r = fastrand::Rng::with_seed(seed);
+    let start = tokio::time::Instant::now();
+    let n_clients = r.usize(2..=4);
+    let v020s: Vec<bool> = (0..n_clients).map(|i| i > 0 && r.f64() < 0.3).collect();
+    let lease = Duration::from_secs(r.u64(2..=6));
+    let p = Params {
+        lease,
+        renew_every: lease / 3,
+        kill_after: ms(r.u64(0..1500)),
+    };
+    let faults = if r.f64() < 0.3 {
+        Faults::default()
+    } else {
+        Faults {
+            request_lost: r.f64() * 0.1,
+            answer_lost: r.f64() * 0.15,
+            duplicate: r.f64() * 0.1,
+            throttled: r.f64() * 0.1,
+            slow: r.f64() * 0.1,
+        }
+    };
+    // awsflock 0.2.0 judges expiry on its own wall clock: a store clock
+    // that steps away from it lets 0.2.0 take a live lock (its known bug,
+    // DESIGN.md), so schedules with 0.2.0 clients keep the store's clock
+    // on time (drawn below, once the clients are known).
+    let store_jumps: Vec<(Duration, i64)> = if r.f64() < 0.2 {
+        (0..r.usize(1..=2))
+            .map(|_| {
+                let d = if r.bool() {
+                    r.i64(1..=1000)
+                } else {
+                    -r.i64(1..=5000)
+                };
+                (ms(r.u64(0..20_000)), d)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let store_jumps = if v020s.contains(&true) {
+        Vec::new()
+    } else {
+        store_jumps
+    };
+    let w = Arc::new(World {
+        start,
+        rng: Mutex::new(fastrand::Rng::with_seed(r.u64(..))),
+        table: Mutex::new(super::Table::default()),
+        store_jumps,
+        faults,
+        trace: Mutex::new(Vec::new()),
+        violations: Mutex::new(Vec::new()),
+        intervals: Mutex::new(Vec::new()),
+        blocked: Mutex::new(None),
+    });
+    w.log(
+        "sim",
+        format!(
+            "seed {seed}: {n_clients} clients, lease {}s, renew every {:.3}s, kill-after {:.3}s, {:?}, store clock steps {:?}",
+            lease.as_secs(),
+            p.renew_every.as_secs_f64(),
+            p.kill_after.as_secs_f64(),
+            faults,
+            w.store_jumps
+        ),
+    );
+    let lease_ms = lease.as_millis() as u64;
+    let mut handles = Vec::new();
+    let mut blocked_by_skew_ahead = false;
+    for (i, &v020) in v020s.iter().enumerate() {
+        let cycles = r.u32(1..=3);
+        let big_skew = !v020 && r.f64() < 0.2;
+        let spec = Spec {
+            v020,
+            wait: match r.u32(0..4) {
+                0 => Some(Duration::ZERO),
+                1 => Some(ms(r.u64(0..3 * lease_ms))),
+                _ => None,
+            },
+            cycles,
+            skew_ms: if big_skew {
+                let h = r.i64(1..=3) * 3_600_000 + r.i64(-5000..5000);
+                if r.bool() { h } else { -h }
+            } else {
+                r.i64(-500..=500)
+            },
+            crash_at: (r.f64() < 0.15).then(|| ms(r.u64(0..6 * lease_ms))),
+            pause: (!v020 && r.f64() < 0.2).then(|| {
+                (
+                    ms(r.u64(0..6 * lease_ms)),
+                    ms(r.u64(50..2 * lease_ms)),
+                    if r.bool() {
+                        PauseKind::Vm
+                    } else {
+                        PauseKind::Suspend
+                    },
+                )
+            }),
+            pause_after_grant: (!v020 && r.f64() < 0.15).then(|| {
+                (
+                    r.u32(0..cycles),
+                    ms(r.u64(50..2 * lease_ms)),
+                    if r.bool() {
+                        PauseKind::Vm
+                    } else {
+                        PauseKind::Suspend
+                    },
+                )
+            }),
+            wall_jump: (!v020 && r.f64() < 0.15)
+                .then(|| (ms(r.u64(0..6 * lease_ms)), r.i64(-120_000..120_000))),
+            ignores_term: r.bool(),
+            work: (0..cycles).map(|_| ms(r.u64(0..2 * lease_ms))).collect(),
+            think: (0..cycles).map(|_| ms(r.u64(0..lease_ms))).collect(),
+        };
+        let who = Arc::new(Who {
+            w: w.clone(),
+            i,
+            name: format!("c{i}"),
+            mach: Arc::new(SimClock::new(
+                start,
+                Duration::from_secs(1_000_000 + r.u64(0..1_000_000)),
+                Duration::from_secs(1_000_000 + r.u64(0..1_000_000)),
+                0,
+            )),
+            act: Mutex::new(Act::default()),
+        });
+        who.mach.jump_wall(spec.skew_ms);
+        if spec.crash_at.is_some() && spec.skew_ms > 600_000 {
+            blocked_by_skew_ahead = true;
+        }
+        who.log(format!("{spec:?}"));
+        handles.push(tokio::spawn(run_client(who, spec, p)));
+    }
+    let all = futures_util::future::join_all(handles);
+    match tokio::time::timeout(Duration::from_secs(600), all).await {
+        // DESIGN.md: a holder whose wall clock is far ahead and that dies
+        // between its first write (stamped on that clock) and the rewrite
+        // blocks the lock for the skew plus the lease.
+        Err(_) if blocked_by_skew_ahead || w.blocked.lock().unwrap().is_some() => w.log(
+            "sim",
+            format!(
+                "stopped after 10 min: {}",
+                w.blocked.lock().unwrap().clone().unwrap_or_else(|| "a client with its clock far ahead died mid-acquire (the documented availability cost)".into())
+            ),
+        ),
+        Err(_) => w.violation("liveness (invariant e): the schedule did not end within 10 minutes"),
+        Ok(results) => {
+            for res in results {
+                if let Err(e) = res {
+                    w.violation(format!("a client panicked: {e}"));
+                }
+            }
+        }
+    }
+    let violations = w.violations.lock().unwrap().clone();
+    let trace = w.trace.lock().unwrap().clone();
+    Report {
+        seed,
+        violations,
+        trace,
+    }
+}
+
+async fn run_client(who: Arc<Who>, spec: Spec, p: Params) {
+    let mut faults = Vec::new();
+    if let Some((at, len, kind)) = spec.pause {
+        let who = who.clone();
+        faults.push(tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            who.pause_for(len, kind).await;
+        }));
+    }
+    if let Some((at, d)) = spec.wall_jump {
+        let who = who.clone();
+        faults.push(tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            who.mach.jump_wall(d);
+            who.log(format!("wall clock jumps {:+.3}s", d as f64 / 1000.0));
+        }));
+    }
+    let src: Arc<dyn TimeSource> = who.mach.clone();
+    let body = {
+        let (who, spec) = (who.clone(), spec.clone());
+        timebase::scope(src, async move {
+            if spec.v020 {
+                v020_client(&who, &spec, p).await
+            } else {
+                our_client(&who, &spec, p).await
+            }
+        })
+    };
+    match spec.crash_at {
+        Some(at) => {
+            tokio::select! {
+                // Biased: reproducible.
+                biased;
+                _ = body => {}
+                _ = tokio::time::sleep(at) => {
+                    who.close();
+                    who.log("CRASHES");
+                }
+            }
+        }
+        None => body.await,
+    }
+    // A crashed or finished client suffers no more faults.
+    for f in faults {
+        f.abort();
+    }
+}
+
+/// Invariant (c): the holder's local deadline is not beyond the expiry the
+/// store holds for its lease (in store time, at confirmation).
+fn check_deadline(who: &Who, lease: &crate::backend::Lease) {
+    if who.act.lock().unwrap().vm_paused {
+        return; // its boot-time clock missed time; checked by (a) instead
+    }
+    let written = who
+        .w
+        .table
+        .lock()
+        .unwrap()
+        .written_expiry
+        .get(&lease.lease_id)
+        .copied();
+    let Some(written) = written else { return };
+    let now_boot = who.mach.boot();
+    let ahead = lease.deadline.since_origin().as_millis() as i64 - now_boot.as_millis() as i64;
+    let store_at_deadline = who.w.store_ms() + ahead;
+    let slack = who.w.forward_jumped_ms();
+    if store_at_deadline > written + slack {
+        who.w.violation(format!(
+            "{}: deadline {:.3}s (store time) lies beyond the stored expiry {:.3}s by {} ms (invariant c)",
+            who.name,
+            (store_at_deadline - super::world::EPOCH_MS) as f64 / 1000.0,
+            (written - super::world::EPOCH_MS) as f64 / 1000.0,
+            store_at_deadline - written
+        ));
+    }
+}
+
+async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
+    let store = Arc::new(SimStore::new(
+        who.w.clone(),
+        who.mach.clone(),
+        who.name.clone(),
+    ));
+    let backend: Arc<dyn Backend> = store.clone();
+    for cycle in 0..spec.cycles {
+        tokio::time::sleep(spec.think[cycle as usize]).await;
+        let req = AcquireRequest {
+            name: LOCK.into(),
+            lease: p.lease,
+            wait: spec.wait,
+            owner: who.name.clone(),
+            reason: None,
+            on_wait: None,
+            supervised: true,
+        };
+        who.log(format!("acquire (wait {:?})", spec.wait));
+        {
+            let mut a = who.act.lock().unwrap();
+            a.busy = true;
+            a.stale = false;
+        }
+        let guard = match LockGuard::acquire(
+            backend.clone(),
+            &req,
+            p.renew_every,
+            Box::pin(std::future::pending()),
+        )
+        .await
+        {
+            Ok(g) => g,
+            Err(e) => {
+                who.act.lock().unwrap().busy = false;
+                if !matches!(e, Error::NotAcquired { .. }) && spec.skew_ms > 600_000 {
+                    // Its first grant may have landed, stamped on a clock far
+                    // ahead, and not been given back: unanswered before any
+                    // answer calibrated the clock, or its rewrite and its
+                    // give-back failed.
+                    *who.w.blocked.lock().unwrap() = Some(format!(
+                        "{}'s first grant, stamped on its clock {} s ahead, may have landed and not been given back (the acquire failed)",
+                        who.name,
+                        spec.skew_ms / 1000
+                    ));
+                }
+                who.log(format!("not acquired: {}", short(&e)));
+                continue;
+            }
+        };
+        let lease = guard.lease();
+        who.log(format!(
+            "granted, fence {:?}, deadline in {:.3}s",
+            lease.fence,
+            lease.deadline.remaining().as_secs_f64()
+        ));
+        check_deadline(who, &lease);
+        let (term_at, kill_at) = stop_times(lease.deadline, p.lease, p.renew_every, p.kill_after);
+        who.act.lock().unwrap().kill_true = Some(who.mach.true_at_boot(kill_at.since_origin()));
+        if let Some((c, len, kind)) = spec.pause_after_grant {
+            if c == cycle {
+                who.pause_for(len, kind).await;
+            }
+        }
+        if too_late(BootInstant::now(), term_at) {
+            who.log("too late to start the command");
+        } else {
+            supervise(who, &guard, spec, p, spec.work[cycle as usize]).await;
+        }
+        let lost = guard.watch().borrow().lost.clone();
+        let limit = if lost.is_some() {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(15)
+        };
+        match tokio::time::timeout(limit, guard.release()).await {
+            Ok(Ok(())) => who.log("released"),
+            Ok(Err(e)) => who.log(format!("release: {}", short(&e))),
+            Err(_) => who.log("release timed out"),
+        }
+        who.act.lock().unwrap().busy = false;
+    }
+}
+
+fn short(e: &Error) -> &'static str {
+    match e {
+        Error::NotAcquired { .. } => "held by another",
+        Error::NotHeld { .. } => "not held",
+        Error::Unavailable(_) => "store unavailable",
+        _ => "other error",
+    }
+}
+
+/// The `run` supervisor, as a model around the real pure decisions
+/// ([`stop_times`], [`next_step`]): SIGSTOP, SIGTERM and SIGKILL take
+/// effect at once; a command that ignores SIGTERM acts until SIGKILL.
+async fn supervise(who: &Arc<Who>, guard: &LockGuard, spec: &Spec, p: Params, work: Duration) {
+    let mut rx = guard.watch();
+    let mut cur = rx.borrow_and_update().lease.clone();
+    let (mut term_at, mut kill_at) = stop_times(cur.deadline, p.lease, p.renew_every, p.kill_after);
+    who.act.lock().unwrap().kill_true = Some(who.mach.true_at_boot(kill_at.since_origin()));
+    let mut phase = Phase::default();
+    let mut renewed_since_pause = false;
+    let mut work_left = work;
+    let mut state_open = true;
+    who.log(format!(
+        "command starts ({:.3}s of work)",
+        work.as_secs_f64()
+    ));
+    who.open(cur.fence);
+    // The command acts from the spawn; the supervisor looks a moment later.
+    let latency = ms(who.w.rng.lock().unwrap().u64(1..20));
+    tokio::time::sleep(latency).await;
+    work_left = work_left.saturating_sub(latency);
+    loop {
+        if who.mach.paused() {
+            who.close();
+            who.mach.awake().await;
+            continue;
+        }
+        let st = rx.borrow_and_update().clone();
+        if st.lease.lease_id != cur.lease_id {
+            cur = st.lease.clone();
+            who.log(format!(
+                "renewed: expires {:.3}s (store), deadline in {:.3}s",
+                (cur.expires_at_ms - super::world::EPOCH_MS) as f64 / 1000.0,
+                cur.deadline.since_origin().as_secs_f64()
+                    - BootInstant::now().since_origin().as_secs_f64()
+            ));
+            (term_at, kill_at) = stop_times(cur.deadline, p.lease, p.renew_every, p.kill_after);
+            if phase.pause.is_some() {
+                renewed_since_pause = true;
+            }
+            check_deadline(who, &cur);
+            let mut a = who.act.lock().unwrap();
+            a.kill_true = Some(who.mach.true_at_boot(kill_at.since_origin()));
+            // A renewal after a VM pause past the kill time may itself be
+            // stamped on bounds that missed the pause: the hold stays in
+            // the paused-holder case until it ends.
+        }
+        let now = BootInstant::now();
+        let f = Facts {
+            now,
+            term_at,
+            kill_at,
+            lost: st.lost.is_some(),
+            suspect: st.suspect.is_some(),
+            renewed_since_pause,
+        };
+        match next_step(&f, &phase, p.kill_after) {
+            Step::Wait => {}
+            Step::Pause => {
+                phase.pause = Some(Pause::Suspect);
+                renewed_since_pause = false;
+                who.log("SIGSTOP: the lease is suspect");
+            }
+            Step::Continue => {
+                phase.pause = None;
+                who.log("SIGCONT: the lease is confirmed");
+            }
+            Step::Stop { kill_at: k } => {
+                phase.kill_at = Some(k);
+                phase.pause = None;
+                who.log(format!(
+                    "SIGTERM ({}){}",
+                    st.lost
+                        .as_ref()
+                        .map(|l| l.to_string())
+                        .unwrap_or_else(|| "no renewal in time".into()),
+                    if spec.ignores_term { ", ignored" } else { "" }
+                ));
+                if !spec.ignores_term || k <= now {
+                    // Stopped at once (or SIGKILLed at once: its kill time
+                    // has come).
+                    who.close();
+                    return;
+                }
+            }
+            Step::Kill => {
+                who.close();
+                who.log("SIGKILL");
+                return;
+            }
+        }
+        let running = phase.pause.is_none();
+        if running {
+            who.open(cur.fence);
+            let stale = who.act.lock().unwrap().stale;
+            // (Once SIGTERM went out, the command may act until the kill
+            // time fixed then, which the model enforces.)
+            if !stale && phase.kill_at.is_none() && now > cur.deadline {
+                who.w.violation(format!(
+                    "{}: the command acts past its own deadline (invariant d), {:.3}s past it",
+                    who.name,
+                    (now - cur.deadline).as_secs_f64()
+                ));
+            }
+        } else {
+            who.close();
+        }
+        if work_left.is_zero() {
+            who.close();
+            who.log("command exits");
+            return;
+        }
+        let wake = phase.kill_at.unwrap_or(term_at);
+        let t0 = who.w.t();
+        let mut prx = who.mach.pause_tx.subscribe();
+        tokio::select! {
+            // Biased: reproducible; every branch leads to the same look.
+            biased;
+            _ = prx.changed() => {}
+            changed = rx.changed(), if state_open => {
+                if changed.is_err() {
+                    state_open = false;
+                }
+            }
+            _ = boottime::sleep_until(wake) => {}
+            _ = tokio::time::sleep(work_left), if running => {}
+        }
+        if running {
+            work_left = work_left.saturating_sub(who.w.t().saturating_sub(t0));
+        }
+    }
+}
+
+/// awsflock 0.2.0 as it really does it: its expiry stamped with its own
+/// clock when its acquire *starts*, whole items put on `lease_id`, expiry
+/// judged on its own clock with 5 s of margin, release by delete. It acts
+/// until its command ends or its lease ends by its own belief (the grant
+/// plus the lease). Modelled within its own assumption: it waits at most
+/// 2.5 s (`--wait-time`), and its clock is within 0.5 s of the store's.
+async fn v020_client(who: &Arc<Who>, spec: &Spec, p: Params) {
+    let store = SimStore::new(who.w.clone(), who.mach.clone(), who.name.clone());
+    let lease_ms = p.lease.as_millis() as i64;
+    for cycle in 0..spec.cycles {
+        tokio::time::sleep(spec.think[cycle as usize]).await;
+        let start_wall = who.mach.wall_ms();
+        let exp_s = (start_wall + lease_ms) / 1000;
+        let lease_id = uuid::Uuid::new_v4().to_string();
+        let mut item = Item::new();
+        item.insert(attr::LOCK_ID.into(), s(LOCK));
+        item.insert(attr::LEASE_ID.into(), s(&lease_id));
+        item.insert(attr::LEASE_DURATION.into(), n(p.lease.as_secs()));
+        item.insert(attr::OWNER.into(), s(&who.name));
+        item.insert(attr::EXPIRATION_TIME.into(), n(exp_s));
+        who.log("0.2.0 acquire");
+        let mut backoff = ms(500);
+        let mut granted = false;
+        loop {
+            let Ok(cur) = store.read(LOCK).await else {
+                break; // 0.2.0 does not catch the SDK's errors
+            };
+            let old = match &cur {
+                None => None,
+                Some(i) => {
+                    let Some(e) = get_i64(i, attr::EXPIRATION_TIME) else {
+                        break; // it crashes on such an item
+                    };
+                    if who.mach.wall_ms() as f64 / 1000.0 - e as f64 > 5.0 {
+                        get_s(i, attr::LEASE_ID).map(String::from)
+                    } else {
+                        let waited = who.mach.wall_ms() - start_wall;
+                        if waited + backoff.as_millis() as i64 > 2500 {
+                            break;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(ms(1000));
+                        continue;
+                    }
+                }
+            };
+            if cur.is_some() && old.is_none() {
+                break;
+            }
+            let (it, o) = (item.clone(), old.clone());
+            match store
+                .call(move |t, _, _| t.put_v020(LOCK, it.clone(), o.as_deref()))
+                .await
+            {
+                Ok(true) => {
+                    granted = true;
+                    break;
+                }
+                Ok(false) => continue,
+                Err(_) => break,
+            }
+        }
+        if !granted {
+            who.log("0.2.0 gave up");
+            continue;
+        }
+        let g = who.mach.wall_ms();
+        if g - start_wall > 3000 {
+            // Outside 0.2.0's own assumption (it waited so long that its
+            // lease, stamped at the start, is mostly gone): not modelled.
+            who.log("0.2.0 granted after a long wait; does not act");
+            continue;
+        }
+        who.log(format!(
+            "0.2.0 granted, expiration_time {:.3}s (store)",
+            (exp_s * 1000 - super::world::EPOCH_MS) as f64 / 1000.0
+        ));
+        let believed = ms((g + lease_ms - who.mach.wall_ms()).max(0) as u64);
+        let work = spec.work[cycle as usize];
+        who.open(None);
+        tokio::time::sleep(work.min(believed)).await;
+        who.close();
+        if work < believed {
+            let id = lease_id.clone();
+            let _ = store.call(move |t, _, _| t.delete_v020(LOCK, &id)).await;
+            who.log("0.2.0 released");
+        } else {
+            who.log("0.2.0 stops: its lease ended by its own clock");
+        }
+    }
+}

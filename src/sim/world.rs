@@ -1,0 +1,411 @@
+//! The simulated world: true time, the store (one linearizable table of
+//! DynamoDB items), each client's clocks, and the trace.
+//!
+//! Server-side conditions are evaluated here as DynamoDB evaluates the
+//! ConditionExpressions that `src/backend/dynamodb.rs` sends (see each
+//! operation); a comparison with a missing attribute is false, as in
+//! DynamoDB.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::backend::dynamodb::{Item, attr, get_i64, get_s, get_u64, n};
+use crate::timebase::TimeSource;
+
+/// The store's clock at true time zero, ms since the epoch.
+pub const EPOCH_MS: i64 = 1_800_000_000_000;
+
+/// True time: tokio's virtual clock since the schedule started.
+pub fn true_now(start: tokio::time::Instant) -> Duration {
+    tokio::time::Instant::now().saturating_duration_since(start)
+}
+
+/// How a client is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseKind {
+    /// The VM is paused: monotonic and boot-time clocks stand still; the
+    /// wall clock is resynchronised afterwards.
+    Vm,
+    /// Suspend to RAM: the boot-time clock counts it, the monotonic does not.
+    Suspend,
+}
+
+#[derive(Debug, Default)]
+struct ClockState {
+    /// True time lost to the boot-time clock (VM pauses).
+    boot_lost: Duration,
+    /// True time lost to the monotonic clock (every pause).
+    mono_lost: Duration,
+    /// A pause in progress: when it began (true) and its kind.
+    paused: Option<(Duration, PauseKind)>,
+    /// Wall clock minus true store-less time, ms (skew; jumps change it).
+    wall_skew_ms: i64,
+}
+
+/// One simulated machine's clocks: the [`TimeSource`] its tasks run under.
+pub struct SimClock {
+    start: tokio::time::Instant,
+    std_base: std::time::Instant,
+    boot_origin: Duration,
+    mono_origin: Duration,
+    st: Mutex<ClockState>,
+    jumps: AtomicU64,
+    /// Flips on every pause and resume.
+    pub pause_tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl SimClock {
+    pub fn new(
+        start: tokio::time::Instant,
+        boot_origin: Duration,
+        mono_origin: Duration,
+        wall_skew_ms: i64,
+    ) -> SimClock {
+        SimClock {
+            start,
+            std_base: std::time::Instant::now(),
+            boot_origin,
+            mono_origin,
+            st: Mutex::new(ClockState {
+                wall_skew_ms,
+                ..ClockState::default()
+            }),
+            jumps: AtomicU64::new(0),
+            pause_tx: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    fn t(&self) -> Duration {
+        true_now(self.start)
+    }
+
+    pub fn paused(&self) -> bool {
+        self.st.lock().unwrap().paused.is_some()
+    }
+
+    pub fn pause(&self, kind: PauseKind) {
+        let t = self.t();
+        self.st.lock().unwrap().paused = Some((t, kind));
+        self.pause_tx.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        let t = self.t();
+        {
+            let mut st = self.st.lock().unwrap();
+            if let Some((p, kind)) = st.paused.take() {
+                let d = t.saturating_sub(p);
+                st.mono_lost += d;
+                if kind == PauseKind::Vm {
+                    st.boot_lost += d;
+                }
+            }
+        }
+        self.pause_tx.send_replace(false);
+    }
+
+    pub fn jump_wall(&self, delta_ms: i64) {
+        self.st.lock().unwrap().wall_skew_ms += delta_ms;
+    }
+
+    /// Waits until the machine is not paused.
+    pub async fn awake(&self) {
+        let mut rx = self.pause_tx.subscribe();
+        while *rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The true instant at which the boot-time clock reads `boot`, if the
+    /// machine is not paused until then.
+    pub fn true_at_boot(&self, boot: Duration) -> Duration {
+        let now_boot = self.boot();
+        let t = self.t();
+        if boot >= now_boot {
+            t + (boot - now_boot)
+        } else {
+            t.saturating_sub(now_boot - boot)
+        }
+    }
+}
+
+impl TimeSource for SimClock {
+    // While paused, the machine runs nothing, so nothing it reads may see
+    // time pass: every clock reads what it read when the pause began. On
+    // waking, boot-time (after a suspend) and wall time (resynchronised
+    // after a VM pause) show the whole gap at the first look.
+    fn boot(&self) -> Duration {
+        let st = self.st.lock().unwrap();
+        let t = match st.paused {
+            Some((p, _)) => p,
+            None => self.t(),
+        };
+        self.boot_origin + t.saturating_sub(st.boot_lost)
+    }
+
+    fn mono(&self) -> std::time::Instant {
+        let st = self.st.lock().unwrap();
+        let t = match st.paused {
+            Some((p, _)) => p,
+            None => self.t(),
+        };
+        self.std_base + self.mono_origin + t.saturating_sub(st.mono_lost)
+    }
+
+    fn wall_ms(&self) -> i64 {
+        let st = self.st.lock().unwrap();
+        let t = match st.paused {
+            Some((p, _)) => p,
+            None => self.t(),
+        };
+        EPOCH_MS + t.as_millis() as i64 + st.wall_skew_ms
+    }
+
+    fn note_forward_jump(&self) {
+        self.jumps.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn forward_jumps(&self) -> u64 {
+        self.jumps.load(Ordering::SeqCst)
+    }
+}
+
+/// A transaction's answer, as `grant_fresh` reads its cancellation reasons.
+pub enum TxAnswer {
+    Ok,
+    /// The lock item's condition failed (reason 1), with the item.
+    LockFailed(Option<Item>),
+    /// Only the high-water mark's condition failed (reason 0), with its value.
+    HwFailed(Option<u64>),
+}
+
+/// The store's table, applied one request at a time (linearizable).
+#[derive(Default)]
+pub struct Table {
+    pub items: HashMap<String, Item>,
+    pub hw: HashMap<String, u64>,
+    /// ClientRequestTokens of transactions that landed (idempotency).
+    tokens: HashSet<String>,
+    /// The highest fence ever written to each lock item.
+    pub max_fence: HashMap<String, u64>,
+    /// The expiry each lease id was first written with (store ms).
+    pub written_expiry: HashMap<String, i64>,
+}
+
+fn num_eq(item: &Item, k: &str, v: i64) -> bool {
+    get_i64(item, k) == Some(v)
+}
+
+impl Table {
+    fn note_write(&mut self, name: &str) -> Result<(), String> {
+        let Some(item) = self.items.get(name) else {
+            return Ok(());
+        };
+        if let (Some(id), Some(ms)) = (get_s(item, attr::LEASE_ID), get_i64(item, attr::EXPIRES_MS))
+        {
+            if ms > 0 {
+                self.written_expiry.entry(id.to_string()).or_insert(ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a granted fence; an error when it is not above every earlier one.
+    fn grant_fence(&mut self, name: &str, fence: u64) -> Result<(), String> {
+        let max = self.max_fence.entry(name.to_string()).or_insert(0);
+        if fence <= *max {
+            return Err(format!(
+                "fencing token {fence} granted after token {} (invariant b)",
+                *max
+            ));
+        }
+        *max = fence;
+        Ok(())
+    }
+
+    /// `UpdateItem` of `grant_counter`: condition
+    /// `expiration_time = 0 AND fence < fence_limit` (blind) or
+    /// `lease_id = :seen AND fence < fence_limit`; sets `attrs`,
+    /// `fence = fence + 1`, removes `reason`, `released_*`.
+    pub fn grant_counter(
+        &mut self,
+        name: &str,
+        attrs: &[(&'static str, aws_sdk_dynamodb::types::AttributeValue)],
+        seen: Option<&str>,
+        violations: &mut Vec<String>,
+    ) -> Result<u64, Option<Item>> {
+        let cur = self.items.get(name).cloned();
+        let ok = cur.as_ref().is_some_and(|i| {
+            let first = match seen {
+                None => num_eq(i, attr::EXPIRATION_TIME, 0),
+                Some(id) => get_s(i, attr::LEASE_ID) == Some(id),
+            };
+            let counter = matches!(
+                (get_i64(i, attr::FENCE), get_i64(i, attr::FENCE_LIMIT)),
+                (Some(f), Some(l)) if f < l
+            );
+            first && counter
+        });
+        if !ok {
+            return Err(cur);
+        }
+        let mut item = cur.unwrap();
+        for (k, v) in attrs {
+            item.insert(k.to_string(), v.clone());
+        }
+        item.remove(attr::REASON);
+        item.remove(attr::RELEASED_LEASE);
+        item.remove(attr::RELEASED_MS);
+        let fence = get_u64(&item, attr::FENCE).unwrap_or(0) + 1;
+        item.insert(attr::FENCE.into(), n(fence));
+        self.items.insert(name.to_string(), item);
+        if let Err(e) = self.grant_fence(name, fence) {
+            violations.push(e);
+        }
+        let _ = self.note_write(name);
+        Ok(fence)
+    }
+
+    /// `TransactWriteItems` of `grant_fresh`: a Put of the high-water mark on
+    /// `attribute_not_exists(fence_hw)` / `fence_hw = :old`, and a Put of the
+    /// whole lock item on `attribute_not_exists(lock_id)` / `lease_id = :seen`;
+    /// all or nothing; `ClientRequestToken` makes a repeat of a transaction
+    /// that landed succeed without applying it again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn grant_fresh(
+        &mut self,
+        name: &str,
+        attrs: &[(&'static str, aws_sdk_dynamodb::types::AttributeValue)],
+        seen: Option<&str>,
+        hw_guess: Option<u64>,
+        token: &str,
+        block: u64,
+        violations: &mut Vec<String>,
+    ) -> TxAnswer {
+        if self.tokens.contains(token) {
+            return TxAnswer::Ok;
+        }
+        let cur = self.items.get(name).cloned();
+        let lock_ok = match seen {
+            None => cur.is_none(),
+            Some(id) => cur
+                .as_ref()
+                .is_some_and(|i| get_s(i, attr::LEASE_ID) == Some(id)),
+        };
+        let hw = self.hw.get(name).copied();
+        let hw_ok = match hw_guess {
+            None => hw.is_none(),
+            Some(g) => hw == Some(g),
+        };
+        if !lock_ok {
+            return TxAnswer::LockFailed(cur);
+        }
+        if !hw_ok {
+            return TxAnswer::HwFailed(hw);
+        }
+        let old = hw_guess.unwrap_or(0);
+        let mut item = Item::new();
+        item.insert(attr::LOCK_ID.into(), crate::backend::dynamodb::s(name));
+        item.insert(attr::FENCE.into(), n(old + 1));
+        item.insert(attr::FENCE_LIMIT.into(), n(old + block));
+        for (k, v) in attrs {
+            item.insert(k.to_string(), v.clone());
+        }
+        self.items.insert(name.to_string(), item);
+        self.hw.insert(name.to_string(), old + block);
+        self.tokens.insert(token.to_string());
+        if let Err(e) = self.grant_fence(name, old + 1) {
+            violations.push(e);
+        }
+        let _ = self.note_write(name);
+        TxAnswer::Ok
+    }
+
+    /// `UpdateItem` of a renewal: `lease_id = :cur AND expiration_time <> 0`
+    /// [`AND expiration_time <= :new_s AND (attribute_not_exists(expires_ms)
+    /// OR expires_ms <= :new_ms)`]; returns ALL_NEW, or ALL_OLD on failure.
+    pub fn renew(
+        &mut self,
+        name: &str,
+        cur: &str,
+        attrs: &[(&'static str, aws_sdk_dynamodb::types::AttributeValue)],
+        no_shorter: Option<(i64, i64)>,
+    ) -> Result<Item, Option<Item>> {
+        let item = self.items.get(name).cloned();
+        let ok = item.as_ref().is_some_and(|i| {
+            get_s(i, attr::LEASE_ID) == Some(cur)
+                && get_i64(i, attr::EXPIRATION_TIME).is_some_and(|e| e != 0)
+                && no_shorter.is_none_or(|(new_s, new_ms)| {
+                    get_i64(i, attr::EXPIRATION_TIME).is_some_and(|e| e <= new_s)
+                        && get_i64(i, attr::EXPIRES_MS).is_none_or(|m| m <= new_ms)
+                })
+        });
+        if !ok {
+            return Err(item);
+        }
+        let mut item = item.unwrap();
+        for (k, v) in attrs {
+            item.insert(k.to_string(), v.clone());
+        }
+        self.items.insert(name.to_string(), item.clone());
+        let _ = self.note_write(name);
+        Ok(item)
+    }
+
+    /// `UpdateItem` of a release: `lease_id = :id AND expiration_time <> 0`.
+    pub fn release(
+        &mut self,
+        name: &str,
+        id: &str,
+        nonce: &str,
+        released_ms: i64,
+    ) -> Result<(), Option<Item>> {
+        let item = self.items.get(name).cloned();
+        let ok = item.as_ref().is_some_and(|i| {
+            get_s(i, attr::LEASE_ID) == Some(id)
+                && get_i64(i, attr::EXPIRATION_TIME).is_some_and(|e| e != 0)
+        });
+        if !ok {
+            return Err(item);
+        }
+        let mut item = item.unwrap();
+        use crate::backend::dynamodb::s;
+        item.insert(attr::LEASE_ID.into(), s(nonce));
+        item.insert(attr::EXPIRES_MS.into(), n(0));
+        item.insert(attr::RELEASED_LEASE.into(), s(id));
+        item.insert(attr::RELEASED_MS.into(), n(released_ms));
+        item.insert(attr::EXPIRATION_TIME.into(), n(0));
+        self.items.insert(name.to_string(), item);
+        Ok(())
+    }
+
+    /// awsflock 0.2.0's whole-item `PutItem`, on `NOT(attribute_exists(lock_id))`
+    /// (`old = None`) or `attribute_exists(lock_id) AND lease_id = :old`.
+    pub fn put_v020(&mut self, name: &str, item: Item, old: Option<&str>) -> bool {
+        let cur = self.items.get(name);
+        let ok = match old {
+            None => cur.is_none(),
+            Some(id) => cur.is_some_and(|i| get_s(i, attr::LEASE_ID) == Some(id)),
+        };
+        if ok {
+            self.items.insert(name.to_string(), item);
+        }
+        ok
+    }
+
+    /// awsflock 0.2.0's `DeleteItem` on `lease_id = :id`.
+    pub fn delete_v020(&mut self, name: &str, id: &str) -> bool {
+        let ok = self
+            .items
+            .get(name)
+            .is_some_and(|i| get_s(i, attr::LEASE_ID) == Some(id));
+        if ok {
+            self.items.remove(name);
+        }
+        ok
+    }
+}
