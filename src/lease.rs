@@ -148,11 +148,24 @@ impl LockGuard {
                 req.lease.as_secs()
             )));
         }
+        // The clocks are looked at before the acquire too: time that passed
+        // unseen while the grant was on its way (a VM paused and then
+        // resynchronised, a suspend) shortened the lease without the
+        // deadline knowing. Then the lease starts suspect and is renewed at
+        // once.
+        let before = Look::now();
         let lease = store.acquire(req, cancel).await?;
+        let look = Look::now();
+        let suspect = unseen_time(&before, &look);
+        if let Some(w) = &suspect {
+            tracing::warn!(
+                "{w} while acquiring: the lease may be shorter than written; renewing now"
+            );
+        }
         let (tx, rx) = watch::channel(GuardState {
             lease,
             lost: None,
-            suspect: None,
+            suspect,
         });
         let pending = Arc::new(std::sync::Mutex::new(None));
         let renew_now = Arc::new(tokio::sync::Notify::new());
@@ -163,6 +176,7 @@ impl LockGuard {
             renew_every,
             pending.clone(),
             renew_now.clone(),
+            look,
         ));
         Ok(LockGuard {
             store,
@@ -474,9 +488,13 @@ async fn renew_loop(
     every: Duration,
     pending: Arc<std::sync::Mutex<Option<String>>>,
     renew_now: Arc<tokio::sync::Notify>,
+    mut look: Look,
 ) {
-    let mut next_renewal = Instant::now() + every;
-    let mut look = Look::now();
+    let mut next_renewal = if tx.borrow().suspect.is_some() {
+        Instant::now()
+    } else {
+        Instant::now() + every
+    };
     loop {
         // Wait for the next renewal, looking at the clocks at every nap.
         let mut why = None;
@@ -520,9 +538,33 @@ async fn renew_loop(
                 });
                 return;
             }
-            let attempt =
-                boottime::timeout_at(current.deadline, store.renew(&current, duration, &next_id))
-                    .await;
+            // While the renewal is on its way (it may hang, or retry), the
+            // clocks are still looked at every nap: time unseen then (a VM
+            // paused with the request in flight) makes the lease suspect
+            // at once, not when the answer comes.
+            let attempt = {
+                let renew = boottime::timeout_at(
+                    current.deadline,
+                    store.renew(&current, duration, &next_id),
+                );
+                tokio::pin!(renew);
+                let mut seen = look;
+                loop {
+                    tokio::select! {
+                        // Biased: an answer that is ready wins over a look.
+                        biased;
+                        out = &mut renew => break out,
+                        _ = tokio::time::sleep(boottime::MAX_NAP) => {
+                            let now = Look::now();
+                            if let Some(w) = unseen_time(&seen, &now) {
+                                tracing::warn!("{w}: the lease may be gone; still renewing");
+                                tx.send_modify(|s| s.suspect = Some(w));
+                            }
+                            seen = now;
+                        }
+                    }
+                }
+            };
             match attempt {
                 Ok(Ok(lease)) => {
                     tracing::debug!(lease_id = %lease.lease_id, "renewed");
@@ -549,8 +591,16 @@ async fn renew_loop(
                     break;
                 }
                 Ok(Err(Error::NotHeld { .. })) => {
+                    // Time that passed unseen (a renewal held up by a paused
+                    // VM answers before the next look at the clocks) makes
+                    // the loss suspect too: the deadline missed that time,
+                    // so whoever acts under the lease stops at once.
+                    let why = unseen_time(&look, &Look::now());
                     tx.send_modify(|s| {
-                        s.lost = Some(Lost::Taken("taken over or released by force".into()))
+                        s.lost = Some(Lost::Taken("taken over or released by force".into()));
+                        if why.is_some() {
+                            s.suspect = why;
+                        }
                     });
                     return;
                 }

@@ -48,17 +48,34 @@ struct Params {
 /// A client's acting state, shared with its fault tasks.
 #[derive(Default)]
 struct Act {
-    open: Option<(Duration, Option<u64>, bool)>,
+    open: Option<(Duration, Option<u64>, Option<Duration>)>,
     /// The true instant of the current kill time (computed while awake).
     kill_true: Option<Duration>,
     /// A VM pause (the boot-time clock missed time) fell within this
-    /// acquire or hold: the paused-holder case (DESIGN.md), excused from
-    /// invariant (a) and still held to (b).
+    /// acquire or hold: the paused-holder case (DESIGN.md). Its deadline
+    /// missed the pause, so invariant (d) cannot judge it; invariant (a)
+    /// tolerates it only until `stale_until` (its wake plus
+    /// [`NOTICE_WITHIN`]), by which the lease must have seen the unseen
+    /// time and the supervisor stopped the command.
     stale: bool,
+    stale_until: Duration,
+    /// The wall clock was stepped back: a VM pause may then leave the
+    /// wall clock no further ahead than the boot-time clock, and nothing
+    /// local can tell (DESIGN.md: "a VM paused whose clocks neither count
+    /// the pause nor get resynchronised"). Until its next renewal's answer
+    /// shows the store's clock ahead, the holder cannot know: such a pause
+    /// is tolerated for `unresynced` after waking.
+    wall_stepped_back: bool,
+    unresynced: Duration,
     /// Acquiring or holding.
     busy: bool,
     vm_paused: bool,
 }
+
+/// How soon after waking from a VM pause a holder must have stopped
+/// acting: one nap of the lease's clock watch ([`crate::boottime::MAX_NAP`]),
+/// then the supervisor's reaction (1–20 ms), with room for timer rounding.
+const NOTICE_WITHIN: Duration = Duration::from_millis(400);
 
 struct Who {
     w: Arc<World>,
@@ -76,13 +93,13 @@ impl Who {
     fn open(&self, fence: Option<u64>) {
         let mut a = self.act.lock().unwrap();
         if a.open.is_none() {
-            a.open = Some((self.w.t(), fence, a.stale));
+            a.open = Some((self.w.t(), fence, a.stale.then_some(a.stale_until)));
         }
     }
 
     fn close(&self) {
         let iv = self.act.lock().unwrap().open.take();
-        if let Some((start, fence, excused)) = iv {
+        if let Some((start, fence, excused_until)) = iv {
             let end = self.w.t();
             if end > start {
                 self.w.intervals.lock().unwrap().push(Interval {
@@ -90,9 +107,9 @@ impl Who {
                     start,
                     end,
                     fence,
-                    excused,
+                    excused_until,
                 });
-                self.w.check_overlaps_of(self.i, start, end, excused);
+                self.w.check_overlaps_of(self.i, start, end, excused_until);
             }
         }
     }
@@ -111,6 +128,12 @@ impl Who {
             a.vm_paused = true;
             if a.busy {
                 a.stale = true;
+                a.stale_until = self.w.t()
+                    + if a.wall_stepped_back {
+                        a.unresynced
+                    } else {
+                        NOTICE_WITHIN
+                    };
             }
         }
         drop(a);
@@ -245,7 +268,12 @@ pub async fn schedule(seed: u64) -> Report {
                 Duration::from_secs(1_000_000 + r.u64(0..1_000_000)),
                 0,
             )),
-            act: Mutex::new(Act::default()),
+            act: Mutex::new(Act {
+                // The next renewal, its answer (slow ones take up to 1.5 s
+                // each way) and the supervisor's reaction.
+                unresynced: lease / 3 + Duration::from_millis(3000) + NOTICE_WITHIN,
+                ..Act::default()
+            }),
         });
         who.mach.jump_wall(spec.skew_ms);
         if spec.crash_at.is_some() && spec.skew_ms > 600_000 {
@@ -298,6 +326,9 @@ async fn run_client(who: Arc<Who>, spec: Spec, p: Params) {
         faults.push(tokio::spawn(async move {
             tokio::time::sleep(at).await;
             who.mach.jump_wall(d);
+            if d < 0 {
+                who.act.lock().unwrap().wall_stepped_back = true;
+            }
             who.log(format!("wall clock jumps {:+.3}s", d as f64 / 1000.0));
         }));
     }

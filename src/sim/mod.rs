@@ -41,10 +41,12 @@ pub struct Interval {
     pub start: Duration,
     pub end: Duration,
     pub fence: Option<u64>,
-    /// Acting after a pause that outlasted the holder's kill time: the
-    /// paused-holder case no lease can prevent (DESIGN.md); fencing tokens
-    /// cover it, and they are checked.
-    pub excused: bool,
+    /// For a holder whose machine was VM-paused during this acquire or
+    /// hold (its clocks missed the time): the true instant until which an
+    /// overlap is the paused-holder case no lease can prevent (DESIGN.md;
+    /// fencing tokens cover it, and they are checked). Past it, the
+    /// holder must have noticed the unseen time.
+    pub excused_until: Option<Duration>,
 }
 
 /// The shared world of one schedule.
@@ -143,16 +145,22 @@ impl World {
 
     /// Checks invariant (a) for an interval just closed against every
     /// interval recorded before it.
-    fn check_overlaps_of(&self, client: usize, start: Duration, end: Duration, excused: bool) {
-        if excused {
-            return;
-        }
+    fn check_overlaps_of(
+        &self,
+        client: usize,
+        start: Duration,
+        end: Duration,
+        excused_until: Option<Duration>,
+    ) {
         let clash = self
             .intervals
             .lock()
             .unwrap()
             .iter()
-            .find(|b| b.client != client && !b.excused && start < b.end && b.start < end)
+            .find(|b| {
+                let tolerated = excused_until.max(b.excused_until).unwrap_or(Duration::ZERO);
+                b.client != client && start < b.end && b.start < end && end.min(b.end) > tolerated
+            })
             .cloned();
         if let Some(b) = clash {
             self.violation(format!(

@@ -236,8 +236,15 @@ pub async fn run(
             }
             Step::Stop { kill_at } => {
                 // Signal first, then say so: a message cannot delay the stop.
-                spawned.signal_group(libc::SIGTERM);
-                spawned.signal_group(libc::SIGCONT);
+                if kill_at <= Instant::now() {
+                    // No grace (see next_step): a paused command is not
+                    // continued first.
+                    spawned.signal_group(libc::SIGKILL);
+                    phase.killed = true;
+                } else {
+                    spawned.signal_group(libc::SIGTERM);
+                    spawned.signal_group(libc::SIGCONT);
+                }
                 phase.kill_at = Some(kill_at);
                 phase.pause = None;
                 // The watchdog learns the SIGKILL time before any message:
@@ -466,6 +473,20 @@ pub enum Step {
 /// Decides the supervisor's next move; `grace` is `--kill-after`. Pure, so
 /// that every case is unit-tested.
 pub fn next_step(f: &Facts, p: &Phase, grace: Duration) -> Step {
+    match decide(f, p, grace) {
+        // A stop while time may have passed unseen (a paused VM, a suspend,
+        // a jump of the store's clock): the SIGTERM and SIGKILL times were
+        // computed on clocks that missed that time, and the next holder may
+        // already act. No grace: SIGKILL now, without continuing a paused
+        // command.
+        Step::Stop { .. } if f.suspect || p.pause == Some(Pause::Suspect) => {
+            Step::Stop { kill_at: f.now }
+        }
+        step => step,
+    }
+}
+
+fn decide(f: &Facts, p: &Phase, grace: Duration) -> Step {
     if let Some(k) = p.kill_at {
         return if f.now >= k && !p.killed {
             Step::Kill
@@ -622,7 +643,8 @@ mod tests {
     }
 
     #[test]
-    fn a_suspect_lease_that_is_lost_stops_the_paused_command_with_its_grace() {
+    fn a_suspect_lease_that_is_lost_or_late_kills_the_command_at_once() {
+        // Its kill point came from clocks that missed time: no grace.
         let now = Instant::now();
         let f = Facts {
             suspect: true,
@@ -633,19 +655,40 @@ mod tests {
             pause: Some(Pause::Suspect),
             ..Phase::default()
         };
+        assert_eq!(next_step(&f, &paused, GRACE), Step::Stop { kill_at: now });
+        // Also when the suspicion was cleared, and when the command had not
+        // been paused yet.
+        let cleared = Facts {
+            suspect: false,
+            ..f
+        };
         assert_eq!(
-            next_step(&f, &paused, GRACE),
-            Step::Stop {
-                kill_at: now + GRACE
-            }
+            next_step(&cleared, &paused, GRACE),
+            Step::Stop { kill_at: now }
         );
-        // The grace never goes past the lease's kill point.
-        let short = Facts {
+        assert_eq!(
+            next_step(&f, &Phase::default(), GRACE),
+            Step::Stop { kill_at: now }
+        );
+        // Nor when no renewal came by the SIGTERM time while suspect.
+        let late = Facts {
+            lost: false,
+            term_at: now,
+            ..f
+        };
+        assert_eq!(
+            next_step(&late, &paused, GRACE),
+            Step::Stop { kill_at: now }
+        );
+        // A lease lost without suspicion keeps its grace, never past the
+        // lease's own kill point.
+        let plain = Facts {
+            suspect: false,
             kill_at: now + Duration::from_secs(3),
             ..f
         };
         assert_eq!(
-            next_step(&short, &paused, GRACE),
+            next_step(&plain, &Phase::default(), GRACE),
             Step::Stop {
                 kill_at: now + Duration::from_secs(3)
             }
@@ -653,7 +696,7 @@ mod tests {
     }
 
     #[test]
-    fn a_suspect_lease_that_is_never_renewed_is_stopped_at_its_term_time() {
+    fn a_suspect_lease_that_is_never_renewed_is_killed_at_its_term_time() {
         let now = Instant::now();
         let later = now + Duration::from_secs(21);
         let f = Facts {
@@ -665,10 +708,8 @@ mod tests {
             pause: Some(Pause::Suspect),
             ..Phase::default()
         };
-        assert_eq!(
-            next_step(&f, &paused, GRACE),
-            Step::Stop { kill_at: f.kill_at }
-        );
+        // Its stop times missed the unseen time: SIGKILL at once.
+        assert_eq!(next_step(&f, &paused, GRACE), Step::Stop { kill_at: later });
     }
 
     #[test]
