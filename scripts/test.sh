@@ -13,4 +13,11 @@ if ! command -v protoc >/dev/null 2>&1 && [ ! -x "${PROTOC:-}" ]; then
     echo "test:     sudo apt-get update && sudo apt-get install -y protobuf-compiler" >&2
     exit 1
 fi
-exec cargo test --features etcd --all-targets --no-fail-fast "$@"
+if [ $# -gt 0 ]; then
+    exec cargo test --features etcd --all-targets --no-fail-fast "$@"
+fi
+# `--all-targets` leaves out the documentation's examples: run them too.
+status=0
+cargo test --features etcd --all-targets --no-fail-fast || status=$?
+cargo test --features etcd --doc || status=$?
+exit "$status"
