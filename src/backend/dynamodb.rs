@@ -33,7 +33,7 @@ use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
 use super::record::{self, MAX_DURATION_S, MAX_TIME_MS};
 use super::{AcquireRequest, Backend, BoxFuture, CLIENT_TAG, Lease, LockInfo, RESERVED_PREFIX};
 use crate::clock::ServerClock;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, words};
 
 /// Attribute names. The first five are awsflock 0.2.0's.
 pub(crate) mod attr {
@@ -283,20 +283,25 @@ impl DynamoDb {
             .unwrap_or_default();
         if err.code() == Some("ResourceNotFoundException") {
             let searched = aws::where_searched(self.client.config().region(), endpoint.as_deref());
+            let create = words(
+                &format!("`awsflock table-create --table {}`", self.table),
+                "`Store::create`",
+            )
+            .to_string();
             return Error::store(format!(
                 "DynamoDB table '{}' does not exist in {searched}; create it with \
-                 `awsflock table-create --table {}` and the same region, profile and endpoint, \
+                 {create} and the same region, profile and endpoint, \
                  or check AWS_REGION and the endpoint if it exists elsewhere",
-                self.table, self.table
+                self.table
             ));
         }
         if is_wrong_schema(err.code(), err.message()) {
             self.wrong_schema
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             return Error::store(format!(
-                "DynamoDB table '{}'{at} {WRONG_SCHEMA}, a single hash key lock_id (S); \
-                 `awsflock table-create --table {}` shows its key schema; choose another table with --table",
-                self.table, self.table
+                "DynamoDB table '{}'{at} {WRONG_SCHEMA}, a single hash key lock_id (S); {}",
+                self.table,
+                self.other_table_hint()
             ));
         }
         aws::sdk_error_at(err, &self.name(), "DynamoDB", endpoint.as_deref())
@@ -344,11 +349,27 @@ impl DynamoDb {
             .map(|(n, k, t)| format!("{n} ({k}, {t})"))
             .collect();
         Some(Error::store(format!(
-            "DynamoDB table '{}' has key schema [{}]; awsflock needs a single hash key lock_id (S): \
-             choose another table with --table (`awsflock table-create --table NAME` makes one)",
+            "DynamoDB table '{}' has key schema [{}]; awsflock needs a single hash key lock_id (S): {}",
             self.table,
-            shown.join(", ")
+            shown.join(", "),
+            words(
+                "choose another table with --table (`awsflock table-create --table NAME` makes one)",
+                "choose another table (`Store::create` makes one)",
+            )
         )))
+    }
+
+    /// What to do about a table with the wrong key schema, in the words of
+    /// the command line or of the library.
+    fn other_table_hint(&self) -> String {
+        words(
+            &format!(
+                "`awsflock table-create --table {}` shows its key schema; choose another table with --table",
+                self.table
+            ),
+            "choose another table (`Store::create` makes one with the right key schema)",
+        )
+        .to_string()
     }
 
     /// The error for this table's wrong key schema: with the schema when
@@ -356,9 +377,9 @@ impl DynamoDb {
     /// without.
     async fn wrong_schema(&self) -> Error {
         let generic = Error::store(format!(
-            "DynamoDB table '{}' {WRONG_SCHEMA}, a single hash key lock_id (S); \
-             `awsflock table-create --table {}` shows its key schema; choose another table with --table",
-            self.table, self.table
+            "DynamoDB table '{}' {WRONG_SCHEMA}, a single hash key lock_id (S); {}",
+            self.table,
+            self.other_table_hint()
         ));
         match self.key_schema().await {
             Ok((keys, _)) => self.schema_error(&keys).unwrap_or(generic),

@@ -155,10 +155,18 @@ impl S3Store {
         let endpoint = self.interceptor.endpoint();
         if err.code() == Some("NoSuchBucket") {
             let searched = aws::where_searched(self.client.config().region(), endpoint.as_deref());
+            let create = crate::error::words(
+                &format!(
+                    "`awsflock table-create --backend s3://{}/{}`",
+                    self.bucket, self.prefix
+                ),
+                "`Store::create`",
+            )
+            .to_string();
             return Error::store(format!(
                 "bucket {} does not exist in {searched}; create it with \
-                 `awsflock table-create --backend s3://{}/{}` and the same region, profile and endpoint",
-                self.bucket, self.bucket, self.prefix
+                 {create} and the same region, profile and endpoint",
+                self.bucket
             ));
         }
         aws::sdk_error_at(err, &self.name(), "S3", endpoint.as_deref())
@@ -186,12 +194,16 @@ impl S3Store {
             .ok_or_else(|| {
                 Error::store(format!(
                     "the endpoint{} returned s3://{}/{key} without an ETag, so it is not S3 or \
-                     not one with conditional writes; check --endpoint-url / AWS_ENDPOINT_URL",
+                     not one with conditional writes; {}",
                     self.interceptor
                         .endpoint()
                         .map(|e| format!(" {e}"))
                         .unwrap_or_default(),
-                    self.bucket
+                    self.bucket,
+                    crate::error::words(
+                        "check --endpoint-url / AWS_ENDPOINT_URL",
+                        "check the endpoint (the options' endpoint_url, AWS_ENDPOINT_URL)",
+                    )
                 ))
             })?
             .to_string();

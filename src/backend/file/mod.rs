@@ -279,9 +279,16 @@ impl FileStore {
 
     fn io_error(&self, what: &str, path: &Path, e: std::io::Error) -> Error {
         if e.kind() == std::io::ErrorKind::NotFound && !self.dir().is_dir() {
+            let create = crate::error::words(
+                &format!(
+                    "`awsflock table-create --backend file://{}`",
+                    self.dir().display()
+                ),
+                "`Store::create`",
+            )
+            .to_string();
             return Error::store(format!(
-                "directory {} does not exist; create it with `awsflock table-create --backend file://{}`",
-                self.dir().display(),
+                "directory {} does not exist; create it with {create}",
                 self.dir().display()
             ));
         }
