@@ -20,4 +20,6 @@ fi
 status=0
 cargo test --features etcd --all-targets --no-fail-fast || status=$?
 cargo test --features etcd --doc || status=$?
+# What a library dependent builds: one store, no command line.
+cargo check --lib --no-default-features --features dynamodb || status=$?
 exit "$status"
