@@ -530,6 +530,13 @@ async fn renew_loop(
             *p = Some(next_id.clone());
         }
         let mut backoff = Duration::from_millis(100);
+        // The clocks are looked at every nap while renewing too (attempts,
+        // backoffs): time unseen then (a VM paused with the request in
+        // flight or between retries) makes the lease suspect at once, not
+        // when an answer comes. `flagged` keeps that suspicion for the
+        // renewal's outcome.
+        let mut seen = look;
+        let mut flagged: Option<String> = None;
         loop {
             let left = current.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -538,33 +545,24 @@ async fn renew_loop(
                 });
                 return;
             }
-            // While the renewal is on its way (it may hang, or retry), the
-            // clocks are still looked at every nap: time unseen then (a VM
-            // paused with the request in flight) makes the lease suspect
-            // at once, not when the answer comes.
             let attempt = {
                 let renew = boottime::timeout_at(
                     current.deadline,
                     store.renew(&current, duration, &next_id),
                 );
                 tokio::pin!(renew);
-                let mut seen = look;
                 loop {
                     tokio::select! {
                         // Biased: an answer that is ready wins over a look.
                         biased;
                         out = &mut renew => break out,
                         _ = tokio::time::sleep(boottime::MAX_NAP) => {
-                            let now = Look::now();
-                            if let Some(w) = unseen_time(&seen, &now) {
-                                tracing::warn!("{w}: the lease may be gone; still renewing");
-                                tx.send_modify(|s| s.suspect = Some(w));
-                            }
-                            seen = now;
+                            look_again(&tx, &mut seen, &mut flagged);
                         }
                     }
                 }
             };
+            look_again(&tx, &mut seen, &mut flagged);
             match attempt {
                 Ok(Ok(lease)) => {
                     tracing::debug!(lease_id = %lease.lease_id, "renewed");
@@ -575,7 +573,7 @@ async fn renew_loop(
                     // (its answer showed the store's clock jumping ahead):
                     // then the lease it wrote is suspect too.
                     let now = Look::now();
-                    let why = unseen_time(&look, &now);
+                    let why = unseen_time(&look, &now).or(flagged);
                     look = now;
                     if let Some(w) = &why {
                         tracing::warn!("{w}: the lease may be shorter than written; renewing now");
@@ -595,7 +593,7 @@ async fn renew_loop(
                     // VM answers before the next look at the clocks) makes
                     // the loss suspect too: the deadline missed that time,
                     // so whoever acts under the lease stops at once.
-                    let why = unseen_time(&look, &Look::now());
+                    let why = unseen_time(&look, &Look::now()).or(flagged.take());
                     tx.send_modify(|s| {
                         s.lost = Some(Lost::Taken("taken over or released by force".into()));
                         if why.is_some() {
@@ -614,8 +612,12 @@ async fn renew_loop(
                     return;
                 }
             }
-            let pause = backoff.min(current.deadline.saturating_duration_since(Instant::now()));
-            tokio::time::sleep(pause).await;
+            let until = Instant::now()
+                + backoff.min(current.deadline.saturating_duration_since(Instant::now()));
+            while !until.remaining().is_zero() {
+                tokio::time::sleep(until.remaining().min(boottime::MAX_NAP)).await;
+                look_again(&tx, &mut seen, &mut flagged);
+            }
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
         next_renewal = if renew_at_once {
@@ -624,6 +626,20 @@ async fn renew_loop(
             Instant::now() + every
         };
     }
+}
+
+/// Looks at the clocks while renewing: time unseen since `seen` makes the
+/// lease suspect at once (said once per renewal).
+fn look_again(tx: &watch::Sender<GuardState>, seen: &mut Look, flagged: &mut Option<String>) {
+    let now = Look::now();
+    if let Some(w) = unseen_time(seen, &now) {
+        if flagged.is_none() {
+            tracing::warn!("{w}: the lease may be gone; still renewing");
+        }
+        tx.send_modify(|s| s.suspect = Some(w.clone()));
+        *flagged = Some(w);
+    }
+    *seen = now;
 }
 
 #[cfg(test)]

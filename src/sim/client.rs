@@ -59,14 +59,18 @@ struct Act {
     /// time and the supervisor stopped the command.
     stale: bool,
     stale_until: Duration,
-    /// The wall clock was stepped back: a VM pause may then leave the
-    /// wall clock no further ahead than the boot-time clock, and nothing
-    /// local can tell (DESIGN.md: "a VM paused whose clocks neither count
-    /// the pause nor get resynchronised"). Until its next renewal's answer
-    /// shows the store's clock ahead, the holder cannot know: such a pause
-    /// is tolerated for `unresynced` after waking.
-    wall_stepped_back: bool,
+    /// When the wall clock was last stepped back. A step back during a VM
+    /// pause, or within one nap of waking, can leave the wall clock no
+    /// further ahead than the boot-time clock, and nothing local can tell
+    /// (DESIGN.md: "a VM paused whose clocks neither count the pause nor
+    /// get resynchronised"). Until its next renewal's answer shows the
+    /// store's clock ahead, the holder cannot know: such a pause is
+    /// tolerated for `unresynced` after waking.
+    stepped_back_at: Option<Duration>,
     unresynced: Duration,
+    /// When the current VM pause began, and when the last one ended.
+    paused_at: Duration,
+    woke_at: Option<Duration>,
     /// Acquiring or holding.
     busy: bool,
     vm_paused: bool,
@@ -120,6 +124,7 @@ impl Who {
         }
         self.log(format!("paused ({kind:?}) for {:.3}s", len.as_secs_f64()));
         self.close();
+        self.act.lock().unwrap().paused_at = self.w.t();
         self.mach.pause(kind);
         tokio::time::sleep(len).await;
         self.mach.resume();
@@ -128,13 +133,11 @@ impl Who {
             a.vm_paused = true;
             if a.busy {
                 a.stale = true;
-                a.stale_until = self.w.t()
-                    + if a.wall_stepped_back {
-                        a.unresynced
-                    } else {
-                        NOTICE_WITHIN
-                    };
+                let t = self.w.t();
+                let hidden = a.stepped_back_at.is_some_and(|b| b >= a.paused_at);
+                a.stale_until = t + if hidden { a.unresynced } else { NOTICE_WITHIN };
             }
+            a.woke_at = Some(self.w.t());
         }
         drop(a);
         self.log("woke");
@@ -327,7 +330,14 @@ async fn run_client(who: Arc<Who>, spec: Spec, p: Params) {
             tokio::time::sleep(at).await;
             who.mach.jump_wall(d);
             if d < 0 {
-                who.act.lock().unwrap().wall_stepped_back = true;
+                let t = who.w.t();
+                let mut a = who.act.lock().unwrap();
+                a.stepped_back_at = Some(t);
+                // Within one nap of waking from a VM pause, the step can
+                // still hide the pause from the next look.
+                if a.stale && a.woke_at.is_some_and(|w| t <= w + crate::boottime::MAX_NAP) {
+                    a.stale_until = a.stale_until.max(t + a.unresynced);
+                }
             }
             who.log(format!("wall clock jumps {:+.3}s", d as f64 / 1000.0));
         }));

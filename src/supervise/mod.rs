@@ -146,6 +146,38 @@ pub async fn run(
     }
     let times =
         |deadline: Instant| stop_times(deadline, lease.duration, opts.renew_every, opts.kill_after);
+    // A lease that is suspect from the start (time passed unseen while it
+    // was granted: a paused VM, a suspend) is renewed at once; the command
+    // starts only once that renewal confirms it, and not at all if none
+    // does by the SIGTERM time.
+    if guard.watch().borrow().suspect.is_some() {
+        let (term_at, _) = times(guard.watch().borrow().lease.deadline);
+        let mut w = guard.watch();
+        let _ = boottime::timeout_at(term_at, async {
+            loop {
+                {
+                    let st = w.borrow_and_update();
+                    if st.lost.is_some() || st.suspect.is_none() {
+                        return;
+                    }
+                }
+                if w.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let st = guard.watch().borrow().clone();
+        if st.lost.is_some() || st.suspect.is_some() {
+            say!(
+                "awsflock: {}: the lease may have expired while it was granted ({}) and no renewal confirmed it; the command was not started",
+                lease.name,
+                st.suspect.as_deref().unwrap_or("it was lost")
+            );
+            finish_release(guard, st.lost).await;
+            return opts.lost_exit_code;
+        }
+    }
     let (term_at, first_kill) = times(guard.watch().borrow().lease.deadline);
     // The dead man's switch is armed before the command can run.
     let mut watchdog = match platform::Watchdog::start(first_kill) {
@@ -488,7 +520,9 @@ pub fn next_step(f: &Facts, p: &Phase, grace: Duration) -> Step {
 
 fn decide(f: &Facts, p: &Phase, grace: Duration) -> Step {
     if let Some(k) = p.kill_at {
-        return if f.now >= k && !p.killed {
+        // Stopping already: time unseen now (a VM paused during the grace)
+        // means the SIGKILL time missed it too.
+        return if (f.now >= k || f.suspect) && !p.killed {
             Step::Kill
         } else {
             Step::Wait
@@ -670,6 +704,12 @@ mod tests {
             next_step(&f, &Phase::default(), GRACE),
             Step::Stop { kill_at: now }
         );
+        // Nor when the lease turns suspect during the grace of a stop.
+        let stopping = Phase {
+            kill_at: Some(now + GRACE),
+            ..Phase::default()
+        };
+        assert_eq!(next_step(&f, &stopping, GRACE), Step::Kill);
         // Nor when no renewal came by the SIGTERM time while suspect.
         let late = Facts {
             lost: false,
@@ -744,10 +784,12 @@ mod tests {
         };
         let f = Facts {
             lost: true,
-            suspect: true,
             ..facts(now)
         };
         assert_eq!(next_step(&f, &stopping, GRACE), Step::Wait);
+        // Time unseen during the grace brings the SIGKILL forward.
+        let unseen = Facts { suspect: true, ..f };
+        assert_eq!(next_step(&unseen, &stopping, GRACE), Step::Kill);
         let f = Facts {
             now: now + Duration::from_secs(2),
             ..f
