@@ -793,6 +793,40 @@ impl DynamoDb {
     }
 }
 
+/// Which grant write takes a lock, conditioned on the lease id it carries
+/// (`None`: on the item being released, or absent).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum GrantKind {
+    /// An UpdateItem that takes the next token from the item's own counter.
+    Counter(Option<String>),
+    /// A transaction that reserves a fresh block of tokens from the
+    /// high-water mark.
+    Fresh(Option<String>),
+}
+
+/// The grant for what a waiter saw (see [`CasStore::grant`]): the blind
+/// grant is the counter grant on a released item; a free item with tokens
+/// left gets a counter grant on its lease id, and an absent or counter-less
+/// item a fresh grant (DESIGN.md, acquire steps 1-4).
+pub(crate) fn grant_kind(seen: Option<&Option<Item>>) -> GrantKind {
+    match seen {
+        None => GrantKind::Counter(None),
+        Some(None) => GrantKind::Fresh(None),
+        Some(Some(item)) => {
+            let id = Some(get_s(item, attr::LEASE_ID).unwrap_or_default().to_string());
+            let counter_ok = matches!(
+                (get_u64(item, attr::FENCE), get_u64(item, attr::FENCE_LIMIT)),
+                (Some(f), Some(l)) if f < l
+            );
+            if counter_ok {
+                GrantKind::Counter(id)
+            } else {
+                GrantKind::Fresh(id)
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl CasStore for DynamoDb {
     type Record = Item;
@@ -801,9 +835,7 @@ impl CasStore for DynamoDb {
         &self.clock
     }
 
-    /// The blind grant is the counter grant on a released item; a free item
-    /// with tokens left gets a counter grant on its lease id, and an absent
-    /// or counter-less item a fresh grant (DESIGN.md, acquire steps 1-4).
+    /// The write [`grant_kind`] chooses.
     async fn grant(
         &self,
         req: &AcquireRequest,
@@ -811,20 +843,11 @@ impl CasStore for DynamoDb {
         seen: Option<&Option<Item>>,
         st: &Stamp,
     ) -> Result<Outcome<Item>> {
-        match seen {
-            None => self.grant_counter(req, lease_id, None, st).await,
-            Some(None) => self.grant_fresh_hinted(req, lease_id, None, st).await,
-            Some(Some(item)) => {
-                let id = get_s(item, attr::LEASE_ID).unwrap_or_default().to_string();
-                let counter_ok = matches!(
-                    (get_u64(item, attr::FENCE), get_u64(item, attr::FENCE_LIMIT)),
-                    (Some(f), Some(l)) if f < l
-                );
-                if counter_ok {
-                    self.grant_counter(req, lease_id, Some(&id), st).await
-                } else {
-                    self.grant_fresh_hinted(req, lease_id, Some(&id), st).await
-                }
+        match grant_kind(seen) {
+            GrantKind::Counter(id) => self.grant_counter(req, lease_id, id.as_deref(), st).await,
+            GrantKind::Fresh(id) => {
+                self.grant_fresh_hinted(req, lease_id, id.as_deref(), st)
+                    .await
             }
         }
     }

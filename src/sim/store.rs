@@ -19,7 +19,8 @@ use super::World;
 use super::world::{SimClock, TxAnswer};
 use crate::backend::cas::{self, CasStore, Outcome, Stamp};
 use crate::backend::dynamodb::{
-    self, DynamoDb, FENCE_BLOCK, Item, RenewRefused, attr, ceil_secs, get_s, get_u64, n, s,
+    self, DynamoDb, FENCE_BLOCK, GrantKind, Item, RenewRefused, attr, ceil_secs, get_s, get_u64, n,
+    s,
 };
 use crate::backend::{AcquireRequest, Backend, BoxFuture, CLIENT_TAG, Lease, LockInfo};
 use crate::boottime::BootInstant;
@@ -186,8 +187,7 @@ impl CasStore for SimStore {
         &self.clock
     }
 
-    /// As `DynamoDb::grant`: the counter grant when the item has tokens
-    /// left, else the fresh grant.
+    /// As `DynamoDb::grant`: the write `dynamodb::grant_kind` chooses.
     async fn grant(
         &self,
         req: &AcquireRequest,
@@ -195,21 +195,9 @@ impl CasStore for SimStore {
         seen: Option<&Option<Item>>,
         st: &Stamp,
     ) -> Result<Outcome<Item>> {
-        match seen {
-            None => self.grant_counter(req, lease_id, None, st).await,
-            Some(None) => self.grant_fresh(req, lease_id, None, st).await,
-            Some(Some(item)) => {
-                let id = get_s(item, attr::LEASE_ID).unwrap_or_default().to_string();
-                let counter_ok = matches!(
-                    (get_u64(item, attr::FENCE), get_u64(item, attr::FENCE_LIMIT)),
-                    (Some(f), Some(l)) if f < l
-                );
-                if counter_ok {
-                    self.grant_counter(req, lease_id, Some(id), st).await
-                } else {
-                    self.grant_fresh(req, lease_id, Some(id), st).await
-                }
-            }
+        match dynamodb::grant_kind(seen) {
+            GrantKind::Counter(id) => self.grant_counter(req, lease_id, id, st).await,
+            GrantKind::Fresh(id) => self.grant_fresh(req, lease_id, id, st).await,
         }
     }
 
