@@ -5,12 +5,12 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::backend::{self, AcquireRequest, Backend, Lease, LockInfo, OnWait, StoreOptions};
 use crate::cli::{Cli, Command, Global, LockArgs};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::lease::LockGuard;
 use crate::output::{say, say_prompt};
+use crate::store::{self, AcquireRequest, Lease, LockInfo, LockStore, OnWait, StoreOptions};
 use crate::supervise;
 
 /// Default lease for `acquire` and `renew`, as in awsflock 0.2.0.
@@ -51,7 +51,7 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Renew(r) => {
-            backend::validate_name(&r.name)?;
+            store::validate_name(&r.name)?;
             let store = open(g).await?;
             let lease = store.lease_from_id(&r.name, &r.lease_id);
             let next = uuid::Uuid::new_v4().to_string();
@@ -86,7 +86,7 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Release(r) => {
-            backend::validate_name(&r.name)?;
+            store::validate_name(&r.name)?;
             let store = open(g).await?;
             match (&r.lease_id, r.force) {
                 (Some(id), _) => store.release(&r.name, id).await?,
@@ -122,7 +122,7 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Run(r) => run_command(g, r).await,
         Command::Status(s) => {
-            backend::validate_name(&s.name)?;
+            store::validate_name(&s.name)?;
             let store = open(g).await?;
             let info = store.inspect(&s.name).await?;
             if s.json {
@@ -189,7 +189,7 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
 }
 
 /// The next forwarded signal, as the cancellation of a wait.
-fn next_signal(signals: &mut signal_hook_tokio::Signals) -> backend::BoxFuture<'_, i32> {
+fn next_signal(signals: &mut signal_hook_tokio::Signals) -> store::BoxFuture<'_, i32> {
     use futures_util::StreamExt;
     Box::pin(async move { signals.next().await.unwrap_or(libc::SIGTERM) })
 }
@@ -201,7 +201,7 @@ pub(crate) fn store_options(g: &Global) -> StoreOptions {
     let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     let mut o = StoreOptions::from_env();
     let or = |flag: &Option<String>, env: Option<String>| flag.clone().or(env);
-    o.backend = or(&g.backend, o.backend);
+    o.url = or(&g.backend, o.url);
     o.table = or(&g.table, o.table);
     o.endpoint_url = nonempty(&g.endpoint_url).or(o.endpoint_url);
     o.region = nonempty(&g.region);
@@ -214,8 +214,8 @@ pub(crate) fn store_options(g: &Global) -> StoreOptions {
     o
 }
 
-async fn open(g: &Global) -> Result<Arc<dyn Backend>> {
-    backend::open(&store_options(g)).await
+async fn open(g: &Global) -> Result<Arc<dyn LockStore>> {
+    store::open(&store_options(g)).await
 }
 
 /// Builds an acquire request from `acquire`/`run` options.
@@ -225,7 +225,7 @@ pub(crate) fn request(
     default_lease: Duration,
     g: &Global,
 ) -> Result<AcquireRequest> {
-    backend::validate_name(name)?;
+    store::validate_name(name)?;
     let wait = if a.no_wait {
         Some(Duration::ZERO)
     } else if let Some(t) = a.timeout {
@@ -288,7 +288,7 @@ pub(crate) fn waiting_done() {
     });
 }
 
-async fn force_release(store: &dyn Backend, name: &str, yes: bool) -> Result<i32> {
+async fn force_release(store: &dyn LockStore, name: &str, yes: bool) -> Result<i32> {
     let info = store.inspect(name).await?;
     if !info.held {
         say!("awsflock: {name} is not held; nothing to release");
@@ -403,7 +403,7 @@ fn list_table(locks: &[LockInfo]) -> String {
 
 /// The host name, as awsflock 0.2.0 defaults `--owner`.
 pub(crate) fn default_owner() -> String {
-    backend::default_owner()
+    store::default_owner()
 }
 
 /// `waiting for Deploy: held by alice@ci-7 since 10:02:07Z (terraform apply), expires in 1h58m`
@@ -459,7 +459,7 @@ fn clock_time(ms: i64) -> String {
 pub(crate) fn rfc3339(ms: i64) -> String {
     // Stores check their times against this range already; clamp anyway, as
     // humantime cannot show a year past 9999.
-    let ms = ms.clamp(0, backend::record::MAX_TIME_MS);
+    let ms = ms.clamp(0, store::record::MAX_TIME_MS);
     let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -799,7 +799,7 @@ mod properties {
 
     #[test]
     fn control_characters_from_the_store_are_escaped() {
-        let mut a = crate::backend::cas::absent_info("x");
+        let mut a = crate::store::cas::absent_info("x");
         a.held = true;
         a.owner = Some("evil\n\x1b[31mroot".into());
         a.reason = Some("a\rb".into());
@@ -812,9 +812,9 @@ mod properties {
 
     #[test]
     fn wide_characters_are_padded_by_columns() {
-        let mut a = crate::backend::cas::absent_info("锁");
+        let mut a = crate::store::cas::absent_info("锁");
         a.owner = Some("x".into());
-        let mut b = crate::backend::cas::absent_info("ab");
+        let mut b = crate::store::cas::absent_info("ab");
         b.owner = Some("y".into());
         let t = list_table(&[a, b]);
         let cols: Vec<usize> = t

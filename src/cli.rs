@@ -408,7 +408,7 @@ pub struct StatusArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::StoreOptions;
+    use crate::store::StoreOptions;
 
     /// Every variable a global store flag reads is one that
     /// `StoreOptions::from_env` reads too, and the other way round (apart

@@ -54,7 +54,7 @@ mod tests {
 
     #[test]
     fn the_command_line_names_the_command_that_frees_an_unreadable_lock() {
-        let mut info = crate::backend::LockInfo {
+        let mut info = crate::store::LockInfo {
             name: "deploy".into(),
             held: true,
             owner: Some("ci-7".into()),

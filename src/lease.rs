@@ -26,8 +26,8 @@ use crate::boottime::{self, BootInstant as Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::backend::{AcquireRequest, Backend, BoxFuture, Lease};
 use crate::error::{Error, Result};
+use crate::store::{AcquireRequest, BoxFuture, Lease, LockStore};
 
 /// Why a lease was lost, or is about to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub(crate) struct GuardState {
 /// everything done under the lease must have stopped, which
 /// [`LockGuard::run_while_held`] does for the work it runs.
 pub struct LockGuard {
-    store: Arc<dyn Backend>,
+    store: Arc<dyn LockStore>,
     state: watch::Receiver<GuardState>,
     pending: Arc<std::sync::Mutex<Option<String>>>,
     renew_now: Arc<tokio::sync::Notify>,
@@ -134,9 +134,9 @@ const RELEASE_BOUND: Duration = Duration::from_secs(15);
 impl LockGuard {
     /// Acquires the lock as `req` says and starts renewing it every
     /// `renew_every` on the current tokio runtime. `cancel` ends a wait early
-    /// (see [`Backend::acquire`]).
+    /// (see [`LockStore::acquire`]).
     pub(crate) async fn acquire(
-        store: Arc<dyn Backend>,
+        store: Arc<dyn LockStore>,
         req: &AcquireRequest,
         renew_every: Duration,
         cancel: BoxFuture<'_, i32>,
@@ -394,7 +394,7 @@ fn loss(rx: &watch::Receiver<GuardState>) -> Option<Lost> {
 /// A failed attempt may have landed with its answer lost; the next attempt,
 /// a new call, then finds the lease gone. If nobody holds the lock then,
 /// the release did what it was for: success.
-async fn release_with_retry(store: &dyn Backend, name: &str, id: &str) -> Result<()> {
+async fn release_with_retry(store: &dyn LockStore, name: &str, id: &str) -> Result<()> {
     let mut last = None;
     for attempt in 0..4u32 {
         match store.release(name, id).await {
@@ -482,7 +482,7 @@ pub(crate) fn unseen_time(before: &Look, now: &Look) -> Option<String> {
 }
 
 async fn renew_loop(
-    store: Arc<dyn Backend>,
+    store: Arc<dyn LockStore>,
     tx: watch::Sender<GuardState>,
     duration: Duration,
     every: Duration,

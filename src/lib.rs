@@ -76,7 +76,7 @@
 //! awsflock = { version = "0.1", default-features = false, features = ["dynamodb"] }
 //! ```
 //!
-//! Inside the crate: `backend` holds the store trait and one module per store
+//! Inside the crate: `store` holds [`Store`], the `LockStore` trait and one module per store
 //! (DynamoDB, S3 and the directory store share one compare-and-swap acquire
 //! loop); `clock` judges expiry on the store's clock, learnt from HTTP `Date`
 //! headers; `lease` renews a [`LockGuard`]; `boottime` is the clock of every
@@ -91,6 +91,10 @@
 pub mod app;
 // A build without any store (only useful to check the features) uses
 // little of the store layer.
+#[cfg_attr(not(any(feature = "cli", feature = "file")), allow(dead_code))]
+pub(crate) mod boottime;
+#[cfg(feature = "cli")]
+pub(crate) mod cli;
 #[cfg_attr(
     not(any(
         feature = "dynamodb",
@@ -100,11 +104,7 @@ pub mod app;
     )),
     allow(dead_code)
 )]
-pub(crate) mod backend;
-#[cfg_attr(not(any(feature = "cli", feature = "file")), allow(dead_code))]
-pub(crate) mod boottime;
-#[cfg(feature = "cli")]
-pub(crate) mod cli;
+pub(crate) mod store;
 // The store's clock is learnt from HTTP answers (the AWS stores); the
 // directory and etcd stores use only part of it.
 #[cfg_attr(not(any(feature = "dynamodb", feature = "s3")), allow(dead_code))]
@@ -117,7 +117,6 @@ pub(crate) mod exit;
 mod lease;
 #[cfg(feature = "cli")]
 pub(crate) mod output;
-mod store;
 #[cfg(feature = "cli")]
 pub(crate) mod supervise;
 pub(crate) mod sys;
@@ -128,7 +127,6 @@ pub(crate) mod timebase;
 #[cfg(all(test, feature = "cli", feature = "dynamodb"))]
 mod sim;
 
-pub use backend::{AcquireRequest, EtcdOptions, Lease, LockInfo, OnWait, StoreOptions};
 pub use error::{Error, Result};
 pub use lease::{LockGuard, Lost, safety_margin};
-pub use store::Store;
+pub use store::{AcquireRequest, EtcdOptions, Lease, LockInfo, OnWait, Store, StoreOptions};

@@ -7,12 +7,12 @@ use std::time::Duration;
 use super::store::SimStore;
 use super::world::{PauseKind, SimClock};
 use super::{Faults, Interval, Report, World};
-use crate::backend::cas::CasStore;
-use crate::backend::dynamodb::{Item, attr, get_i64, get_s, n, s};
-use crate::backend::{AcquireRequest, Backend};
 use crate::boottime::{self, BootInstant};
 use crate::error::Error;
 use crate::lease::LockGuard;
+use crate::store::cas::CasStore;
+use crate::store::dynamodb::{Item, attr, get_i64, get_s, n, s};
+use crate::store::{AcquireRequest, LockStore};
 use crate::supervise::{Facts, Pause, Phase, Step, next_step, stop_times, too_late};
 use crate::timebase::{self, TimeSource};
 
@@ -375,7 +375,7 @@ async fn run_client(who: Arc<Who>, spec: Spec, p: Params) {
 
 /// Invariant (c): the holder's local deadline is not beyond the expiry the
 /// store holds for its lease (in store time, at confirmation).
-fn check_deadline(who: &Who, lease: &crate::backend::Lease) {
+fn check_deadline(who: &Who, lease: &crate::store::Lease) {
     if who.act.lock().unwrap().vm_paused {
         return; // its boot-time clock missed time; checked by (a) instead
     }
@@ -409,7 +409,7 @@ async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
         who.mach.clone(),
         who.name.clone(),
     ));
-    let backend: Arc<dyn Backend> = store.clone();
+    let shared: Arc<dyn LockStore> = store.clone();
     for cycle in 0..spec.cycles {
         tokio::time::sleep(spec.think[cycle as usize]).await;
         let req = AcquireRequest {
@@ -428,7 +428,7 @@ async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
             a.stale = false;
         }
         let guard = match LockGuard::acquire(
-            backend.clone(),
+            shared.clone(),
             &req,
             p.renew_every,
             Box::pin(std::future::pending()),

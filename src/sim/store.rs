@@ -2,9 +2,9 @@
 //! [`World`], sending each request through a simulated network that may
 //! delay, lose, duplicate or throttle it, and calibrating its own
 //! [`ServerClock`] from the simulated `Date` header exactly as
-//! `src/backend/aws.rs` does for the real stores.
+//! `src/store/aws.rs` does for the real stores.
 //!
-//! The requests are the ones `src/backend/dynamodb.rs` sends (same
+//! The requests are the ones `src/store/dynamodb.rs` sends (same
 //! attributes, same conditions: see [`super::world::Table`]); every
 //! client-side decision about a returned item is the real one
 //! (`won_anyway`, `renew_refused`, `renewed_stamp`, `DynamoDb::expiry_ms`,
@@ -17,15 +17,15 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::World;
 use super::world::{SimClock, TxAnswer};
-use crate::backend::cas::{self, CasStore, Outcome, Stamp};
-use crate::backend::dynamodb::{
-    self, DynamoDb, FENCE_BLOCK, GrantKind, Item, RenewRefused, attr, ceil_secs, get_s, get_u64, n,
-    s,
-};
-use crate::backend::{AcquireRequest, Backend, BoxFuture, CLIENT_TAG, Lease, LockInfo};
 use crate::boottime::BootInstant;
 use crate::clock::ServerClock;
 use crate::error::{Error, Result};
+use crate::store::cas::{self, CasStore, Outcome, Stamp};
+use crate::store::dynamodb::{
+    self, DynamoDb, FENCE_BLOCK, GrantKind, Item, RenewRefused, attr, ceil_secs, get_s, get_u64, n,
+    s,
+};
+use crate::store::{AcquireRequest, BoxFuture, CLIENT_TAG, Lease, LockInfo, LockStore};
 
 /// What the network does to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,7 +309,7 @@ impl CasStore for SimStore {
 }
 
 #[async_trait::async_trait]
-impl Backend for SimStore {
+impl LockStore for SimStore {
     fn describe(&self) -> String {
         "simulated store".into()
     }

@@ -2,7 +2,7 @@
 //! DynamoDB items), each client's clocks, and the trace.
 //!
 //! Server-side conditions are evaluated here as DynamoDB evaluates the
-//! ConditionExpressions that `src/backend/dynamodb.rs` sends (see each
+//! ConditionExpressions that `src/store/dynamodb.rs` sends (see each
 //! operation); a comparison with a missing attribute is false, as in
 //! DynamoDB.
 
@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::backend::dynamodb::{Item, attr, get_i64, get_s, get_u64, n};
+use crate::store::dynamodb::{Item, attr, get_i64, get_s, get_u64, n};
 use crate::timebase::TimeSource;
 
 /// The store's clock at true time zero, ms since the epoch.
@@ -309,7 +309,7 @@ impl Table {
         }
         let old = hw_guess.unwrap_or(0);
         let mut item = Item::new();
-        item.insert(attr::LOCK_ID.into(), crate::backend::dynamodb::s(name));
+        item.insert(attr::LOCK_ID.into(), crate::store::dynamodb::s(name));
         item.insert(attr::FENCE.into(), n(old + 1));
         item.insert(attr::FENCE_LIMIT.into(), n(old + block));
         for (k, v) in attrs {
@@ -373,7 +373,7 @@ impl Table {
             return Err(item);
         }
         let mut item = item.unwrap();
-        use crate::backend::dynamodb::s;
+        use crate::store::dynamodb::s;
         item.insert(attr::LEASE_ID.into(), s(nonce));
         item.insert(attr::EXPIRES_MS.into(), n(0));
         item.insert(attr::RELEASED_LEASE.into(), s(id));

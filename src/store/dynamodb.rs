@@ -31,7 +31,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use super::aws::{self, StoreInterceptor};
 use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
 use super::record::{self, MAX_DURATION_S, MAX_TIME_MS};
-use super::{AcquireRequest, Backend, BoxFuture, CLIENT_TAG, Lease, LockInfo, RESERVED_PREFIX};
+use super::{AcquireRequest, BoxFuture, CLIENT_TAG, Lease, LockInfo, LockStore, RESERVED_PREFIX};
 use crate::clock::ServerClock;
 use crate::error::{Error, Result, words};
 
@@ -698,7 +698,7 @@ impl DynamoDb {
         out
     }
 
-    /// Renews to a caller-chosen next lease id (see [`Backend::renew`]).
+    /// Renews to a caller-chosen next lease id (see [`LockStore::renew`]).
     async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
         let st = Stamp::now(&self.clock, duration);
         let mut e = Expr::default();
@@ -886,7 +886,7 @@ impl CasStore for DynamoDb {
     }
 
     async fn release_id(&self, name: &str, lease_id: &str) -> Result<()> {
-        Backend::release(self, name, lease_id).await
+        LockStore::release(self, name, lease_id).await
     }
 }
 
@@ -1020,7 +1020,7 @@ pub(crate) fn ceil_secs(ms: i64) -> i64 {
 }
 
 #[async_trait::async_trait]
-impl Backend for DynamoDb {
+impl LockStore for DynamoDb {
     fn describe(&self) -> String {
         self.name()
     }

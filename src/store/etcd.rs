@@ -78,7 +78,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 
 use super::cas::absent_info;
-use super::{AcquireRequest, Backend, BoxFuture, EtcdOptions, Lease, LockInfo, poll_pause};
+use super::{AcquireRequest, BoxFuture, EtcdOptions, Lease, LockInfo, LockStore, poll_pause};
 use crate::clock::local_wall_ms;
 use crate::error::{Error, Result};
 
@@ -1454,7 +1454,7 @@ fn tls_options(opts: &EtcdOptions) -> Result<TlsOptions> {
 }
 
 #[async_trait::async_trait]
-impl Backend for EtcdStore {
+impl LockStore for EtcdStore {
     fn describe(&self) -> String {
         format!(
             "etcd cluster {} prefix '{}'",

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cas::{self, CasStore, EXPIRY_MARGIN_MS, Outcome, Stamp};
 use super::record::{FenceMark, LeaseRecord, RecordState};
-use super::{AcquireRequest, Backend, BoxFuture, Lease, LockInfo};
+use super::{AcquireRequest, BoxFuture, Lease, LockInfo, LockStore};
 use crate::boottime::BootInstant;
 use crate::clock::{ServerClock, local_wall_ms};
 use crate::error::{Error, Result};
@@ -674,7 +674,7 @@ impl CasStore for FileStore {
 }
 
 #[async_trait::async_trait]
-impl Backend for FileStore {
+impl LockStore for FileStore {
     fn describe(&self) -> String {
         format!("directory {}", self.dir().display())
     }

@@ -48,7 +48,7 @@ use futures_util::StreamExt;
 use super::aws::{self, StoreInterceptor};
 use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
 use super::record::{FENCE_BLOCK, FenceMark, LeaseRecord, RecordState};
-use super::{AcquireRequest, Backend, BoxFuture, Lease, LockInfo, RESERVED_PREFIX};
+use super::{AcquireRequest, BoxFuture, Lease, LockInfo, LockStore, RESERVED_PREFIX};
 use crate::clock::ServerClock;
 use crate::error::{Error, Result};
 
@@ -487,7 +487,7 @@ impl S3Store {
         )))
     }
 
-    /// Renews to a caller-chosen next lease id (see [`Backend::renew`]).
+    /// Renews to a caller-chosen next lease id (see [`LockStore::renew`]).
     async fn renew_lease(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
         let name = &lease.name;
         // A record that already carries `next_id` is a retry of a renewal
@@ -534,7 +534,7 @@ impl S3Store {
         Ok(renewed)
     }
 
-    /// Releases `lease_id` (see [`Backend::release`]).
+    /// Releases `lease_id` (see [`LockStore::release`]).
     async fn release_lease(&self, name: &str, lease_id: &str) -> Result<()> {
         let (rec, etag) = self.current(name, lease_id, None).await?;
         // The fresh lease id written by this call doubles as its nonce: only
@@ -642,7 +642,7 @@ impl CasStore for S3Store {
 }
 
 #[async_trait::async_trait]
-impl Backend for S3Store {
+impl LockStore for S3Store {
     fn describe(&self) -> String {
         self.name()
     }

@@ -74,7 +74,7 @@ impl Service {
 
 /// The AWS settings for the store being opened: region, profile, the
 /// caller's own configuration, and which service it is.
-/// [`crate::backend::open`] sets them around a store's `connect` with
+/// [`crate::store::open`] sets them around a store's `connect` with
 /// [`with_settings`]; [`load`] reads them.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {

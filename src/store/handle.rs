@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{self, AcquireRequest, Backend, LockInfo, StoreOptions};
+use super::{AcquireRequest, LockInfo, LockStore, StoreOptions};
 use crate::error::Result;
 use crate::lease::LockGuard;
 
@@ -14,13 +14,13 @@ use crate::lease::LockGuard;
 /// tasks at once.
 #[derive(Clone)]
 pub struct Store {
-    backend: Arc<dyn Backend>,
+    inner: Arc<dyn LockStore>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Store")
-            .field(&self.backend.describe())
+            .field(&self.inner.describe())
             .finish()
     }
 }
@@ -42,7 +42,7 @@ impl Store {
     /// them as the `awsflock` command line does).
     pub async fn open_with(opts: &StoreOptions) -> Result<Store> {
         Ok(Store {
-            backend: backend::open(opts).await?,
+            inner: super::open(opts).await?,
         })
     }
 
@@ -60,13 +60,13 @@ impl Store {
 
     /// The store for messages: `DynamoDB table 'awsflock'`.
     pub fn describe(&self) -> String {
-        self.backend.describe()
+        self.inner.describe()
     }
 
     /// Creates what the store needs (a DynamoDB table, an S3 bucket, a
     /// directory); a no-op where nothing is needed.
     pub async fn create(&self) -> Result<()> {
-        self.backend.create().await
+        self.inner.create().await
     }
 
     /// Takes the lock, waiting as the request says, and returns a guard that
@@ -88,7 +88,7 @@ impl Store {
         period: Duration,
     ) -> Result<LockGuard> {
         LockGuard::acquire(
-            self.backend.clone(),
+            self.inner.clone(),
             req,
             period,
             Box::pin(std::future::pending()),
@@ -98,20 +98,20 @@ impl Store {
 
     /// What the store says about the lock `name` (held or not, by whom).
     pub async fn inspect(&self, name: &str) -> Result<LockInfo> {
-        backend::validate_name(name)?;
-        self.backend.inspect(name).await
+        super::validate_name(name)?;
+        self.inner.inspect(name).await
     }
 
     /// Every held lock in the store.
     pub async fn list(&self) -> Result<Vec<LockInfo>> {
-        self.backend.list().await
+        self.inner.list().await
     }
 
     /// Break glass: releases whatever lease holds the lock `name` and returns
     /// what it looked like, or `None` if the lock was not held. The holder's
     /// guard notices at its next renewal ([`LockGuard::lost`]).
     pub async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
-        backend::validate_name(name)?;
-        self.backend.force_release(name).await
+        super::validate_name(name)?;
+        self.inner.force_release(name).await
     }
 }

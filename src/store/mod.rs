@@ -1,6 +1,7 @@
-//! The stores a lock can live in, behind one trait.
+//! The stores a lock can live in: the public [`Store`] handle, and behind it
+//! one trait, [`LockStore`], that each kind of store implements.
 //!
-//! Every store offers the same five operations ([`Backend`]); the CLI, the
+//! Every store offers the same five operations ([`LockStore`]); the CLI, the
 //! auto-renewing [`crate::lease::LockGuard`] and the `run` supervisor are
 //! written against the trait only. One file per store:
 //!
@@ -43,6 +44,9 @@ pub(crate) mod file;
 pub(crate) mod record;
 #[cfg(feature = "s3")]
 pub(crate) mod s3;
+
+mod handle;
+pub use handle::Store;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -233,12 +237,12 @@ pub struct LockInfo {
     pub problem: Option<String>,
 }
 
-/// A boxed future, for the cancellation signal passed to [`Backend::acquire`].
+/// A boxed future, for the cancellation signal passed to [`LockStore::acquire`].
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One store of locks. All methods are safe to call concurrently.
 #[async_trait::async_trait]
-pub(crate) trait Backend: Send + Sync {
+pub(crate) trait LockStore: Send + Sync {
     /// A short name for messages: `dynamodb table 'awsflock'`.
     fn describe(&self) -> String;
 
@@ -281,7 +285,7 @@ pub(crate) trait Backend: Send + Sync {
     async fn create(&self) -> Result<()>;
 
     /// A lease for a lock and lease id known only by name (the CLI's `renew`
-    /// and `release`), to pass to [`Backend::renew`].
+    /// and `release`), to pass to [`LockStore::renew`].
     #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     fn lease_from_id(&self, name: &str, lease_id: &str) -> Lease {
         Lease {
@@ -296,9 +300,9 @@ pub(crate) trait Backend: Send + Sync {
     }
 }
 
-/// [`Backend::force_release`] as most stores do it: read the current lease
+/// [`LockStore::force_release`] as most stores do it: read the current lease
 /// id, release that lease.
-pub async fn force_release_by_lease_id<B: Backend + ?Sized>(
+pub async fn force_release_by_lease_id<B: LockStore + ?Sized>(
     store: &B,
     name: &str,
 ) -> Result<Option<LockInfo>> {
@@ -334,7 +338,7 @@ pub struct StoreOptions {
     /// The store's URL: `dynamodb://TABLE`, `s3://BUCKET/PREFIX`,
     /// `etcd://HOST:PORT[,HOST:PORT...]/PREFIX` or `file:///DIR`
     /// (default `dynamodb://awsflock`).
-    pub backend: Option<String>,
+    pub url: Option<String>,
     /// The DynamoDB table, when the URL names none (`dynamodb://`); a table
     /// named in both places must agree.
     pub table: Option<String>,
@@ -363,7 +367,7 @@ impl StoreOptions {
     /// The variables [`StoreOptions::from_env`] reads, each with what it
     /// sets. The command line reads the same (its flags beat them).
     pub const ENV: &'static [(&'static str, &'static str)] = &[
-        ("AWSFLOCK_BACKEND", "backend"),
+        ("AWSFLOCK_BACKEND", "url"),
         ("AWSFLOCK_TABLE", "table"),
         ("AWSFLOCK_ENDPOINT_URL", "endpoint_url"),
         ("DYNAMO_ENDPOINT_URL", "dynamodb_endpoint_url"),
@@ -378,7 +382,7 @@ impl StoreOptions {
     ///
     /// | variable | sets |
     /// |---|---|
-    /// | `AWSFLOCK_BACKEND` | `backend` (the store URL) |
+    /// | `AWSFLOCK_BACKEND` | `url` (the store URL) |
     /// | `AWSFLOCK_TABLE` | `table` |
     /// | `AWSFLOCK_ENDPOINT_URL` | `endpoint_url` (every store) |
     /// | `DYNAMO_ENDPOINT_URL` | `dynamodb_endpoint_url` (awsflock 0.2.0's) |
@@ -399,7 +403,7 @@ impl StoreOptions {
     pub(crate) fn from_vars(var: impl Fn(&str) -> Option<String>) -> StoreOptions {
         let get = |k: &str| var(k).filter(|v| !v.is_empty());
         StoreOptions {
-            backend: get("AWSFLOCK_BACKEND"),
+            url: get("AWSFLOCK_BACKEND"),
             table: get("AWSFLOCK_TABLE"),
             endpoint_url: get("AWSFLOCK_ENDPOINT_URL"),
             dynamodb_endpoint_url: get("DYNAMO_ENDPOINT_URL"),
@@ -420,7 +424,7 @@ impl StoreOptions {
     /// Options for the store at `url`, otherwise as [`StoreOptions::default`].
     pub fn for_url(url: impl Into<String>) -> StoreOptions {
         StoreOptions {
-            backend: Some(url.into()),
+            url: Some(url.into()),
             ..StoreOptions::default()
         }
     }
@@ -478,7 +482,7 @@ pub(crate) enum Target {
 impl StoreOptions {
     /// Reads the store URL (default `dynamodb://`) and the table into a target.
     pub(crate) fn target(&self) -> Result<Target> {
-        let url = self.backend.as_deref().unwrap_or("dynamodb://");
+        let url = self.url.as_deref().unwrap_or("dynamodb://");
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
             Error::usage(format!(
                 "cannot read backend {url:?}; use a URL such as dynamodb://TABLE"
@@ -562,7 +566,7 @@ impl StoreOptions {
 }
 
 /// Opens the store named by the options.
-pub(crate) async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
+pub(crate) async fn open(opts: &StoreOptions) -> Result<Arc<dyn LockStore>> {
     #[cfg(any(feature = "dynamodb", feature = "s3"))]
     let aws = |service| aws::Settings {
         service,
@@ -571,7 +575,7 @@ pub(crate) async fn open(opts: &StoreOptions) -> Result<Arc<dyn Backend>> {
         config: opts.aws_config.clone(),
     };
     #[allow(dead_code)] // with every store built in
-    fn without(feature: &str) -> Result<Arc<dyn Backend>> {
+    fn without(feature: &str) -> Result<Arc<dyn LockStore>> {
         Err(Error::usage(format!(
             "this awsflock was built without the {feature} store (cargo feature `{feature}`)"
         )))
@@ -636,7 +640,7 @@ mod tests {
     #[test]
     fn backend_urls() {
         let o = |b: Option<&str>, t: Option<&str>| StoreOptions {
-            backend: b.map(String::from),
+            url: b.map(String::from),
             table: t.map(String::from),
             etcd: EtcdOptions::default(),
             ..StoreOptions::default()
@@ -697,7 +701,7 @@ mod env_tests {
         let vars: std::collections::HashMap<&str, &str> =
             StoreOptions::ENV.iter().map(|(v, _)| (*v, *v)).collect();
         let o = StoreOptions::from_vars(|k| vars.get(k).map(|v| v.to_string()));
-        assert_eq!(o.backend.as_deref(), Some("AWSFLOCK_BACKEND"));
+        assert_eq!(o.url.as_deref(), Some("AWSFLOCK_BACKEND"));
         assert_eq!(o.table.as_deref(), Some("AWSFLOCK_TABLE"));
         assert_eq!(o.endpoint_url.as_deref(), Some("AWSFLOCK_ENDPOINT_URL"));
         assert_eq!(
@@ -708,8 +712,8 @@ mod env_tests {
         assert_eq!(o.etcd.password.as_deref(), Some("AWSFLOCK_ETCD_PASSWORD"));
         assert!(o.etcd.cacert.is_some() && o.etcd.cert.is_some() && o.etcd.key.is_some());
         let empty = StoreOptions::from_vars(|_| Some(String::new()));
-        assert!(empty.backend.is_none() && empty.table.is_none() && empty.endpoint_url.is_none());
+        assert!(empty.url.is_none() && empty.table.is_none() && empty.endpoint_url.is_none());
         // The default reads nothing.
-        assert!(StoreOptions::default().backend.is_none());
+        assert!(StoreOptions::default().url.is_none());
     }
 }

@@ -146,10 +146,10 @@ pub trait CasStore: Send + Sync {
     /// What the record says, for people.
     fn info(&self, name: &str, rec: Option<&Self::Record>) -> LockInfo;
 
-    /// Renews `lease` to `next_id` (see [`super::Backend::renew`]).
+    /// Renews `lease` to `next_id` (see [`super::LockStore::renew`]).
     async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease>;
 
-    /// Releases `lease_id` (see [`super::Backend::release`]).
+    /// Releases `lease_id` (see [`super::LockStore::release`]).
     async fn release_id(&self, name: &str, lease_id: &str) -> Result<()>;
 }
 

@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{AcquireRequest, LockInfo};
-use crate::backend::cas::Stamp;
+use crate::store::cas::Stamp;
 
 /// The state of a lock record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
