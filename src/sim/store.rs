@@ -25,7 +25,7 @@ use crate::store::dynamodb::{
     self, DynamoDb, FENCE_BLOCK, GrantKind, Item, RenewRefused, attr, ceil_secs, get_s, get_u64, n,
     s,
 };
-use crate::store::{AcquireRequest, BoxFuture, CLIENT_TAG, Lease, LockInfo, LockStore};
+use crate::store::{AcquireRequest, CLIENT_TAG, Lease, LockInfo};
 
 /// What the network does to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +183,10 @@ impl SimStore {
 impl CasStore for SimStore {
     type Record = Item;
 
+    fn describe_store(&self) -> String {
+        "simulated store".into()
+    }
+
     fn clock(&self) -> &ServerClock {
         &self.clock
     }
@@ -306,36 +310,13 @@ impl CasStore for SimStore {
             }),
         }
     }
-}
 
-#[async_trait::async_trait]
-impl LockStore for SimStore {
-    fn describe(&self) -> String {
-        "simulated store".into()
-    }
-
-    async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
-        cas::acquire(self, req, cancel).await
-    }
-
-    async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
-        self.renew_to(lease, duration, next_id).await
-    }
-
-    async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
-        self.release_id(name, lease_id).await
-    }
-
-    async fn inspect(&self, name: &str) -> Result<LockInfo> {
-        let rec = self.read(name).await?;
-        Ok(self.info(name, rec.as_ref()))
-    }
-
-    async fn list(&self) -> Result<Vec<LockInfo>> {
+    /// `list` is not simulated.
+    async fn records(&self) -> Result<Vec<(String, Item)>> {
         Ok(Vec::new())
     }
 
-    async fn create(&self) -> Result<()> {
+    async fn create_store(&self) -> Result<()> {
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ use crate::boottime::BootInstant as Instant;
 
 use futures_util::FutureExt;
 
-use super::{AcquireRequest, BoxFuture, Lease, LockInfo, poll_pause};
+use super::{AcquireRequest, BoxFuture, Lease, LockInfo, LockStore, poll_pause};
 use crate::clock::{ServerClock, local_wall_ms};
 use crate::error::{Error, Result};
 
@@ -95,10 +95,31 @@ pub enum Judged {
 }
 
 /// A store with one record per lock, changed only by compare-and-swap.
+///
+/// A store writes only what is its own (its record, its writes, its limits);
+/// every `CasStore` is a [`LockStore`] through the one generic impl below,
+/// which holds the acquire loop, inspect, list and force-release for all of
+/// them.
 #[async_trait::async_trait]
 pub trait CasStore: Send + Sync {
     /// What the store keeps per lock.
     type Record: Clone + Send + Sync;
+
+    /// A short name for messages (see [`LockStore::describe`]).
+    fn describe_store(&self) -> String;
+
+    /// Refuses a name this store cannot keep, with a usage error; every
+    /// operation checks its name first.
+    fn check_name(&self, name: &str) -> Result<()> {
+        super::validate_name(name)
+    }
+
+    /// A clearer error for one the store returned, once the store knows
+    /// more about it (DynamoDB: a table with another key schema). Applied
+    /// to every operation's error.
+    async fn explain(&self, err: Error) -> Error {
+        err
+    }
 
     /// The store's clock as this client knows it.
     fn clock(&self) -> &ServerClock;
@@ -151,6 +172,106 @@ pub trait CasStore: Send + Sync {
 
     /// Releases `lease_id` (see [`super::LockStore::release`]).
     async fn release_id(&self, name: &str, lease_id: &str) -> Result<()>;
+
+    /// Releases whatever lease `rec` holds, for a force-release: by its
+    /// lease id. [`Error::NotHeld`] when the record changed meanwhile.
+    async fn release_record(&self, name: &str, rec: &Self::Record) -> Result<()> {
+        match Self::lease_id_of(rec) {
+            Some(id) => self.release_id(name, &id).await,
+            None => Err(Error::NotHeld {
+                name: name.to_string(),
+                lease_id: String::new(),
+                detail: " (its lease id cannot be read)".to_string(),
+            }),
+        }
+    }
+
+    /// Every lock record in the store, with its name (reserved names
+    /// left out), in any order.
+    async fn records(&self) -> Result<Vec<(String, Self::Record)>>;
+
+    /// Creates what the store needs (see [`LockStore::create`]).
+    async fn create_store(&self) -> Result<()>;
+}
+
+/// The one way a compare-and-swap store is a [`LockStore`]: names checked,
+/// errors explained, the shared acquire loop, and inspect, list and
+/// force-release built from reads of the record.
+#[async_trait::async_trait]
+impl<S: CasStore> LockStore for S {
+    fn describe(&self) -> String {
+        self.describe_store()
+    }
+
+    async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
+        self.check_name(&req.name)?;
+        let res = acquire(self, req, cancel).await;
+        explained(self, res).await
+    }
+
+    async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        self.check_name(&lease.name)?;
+        let res = self.renew_to(lease, duration, next_id).await;
+        explained(self, res).await
+    }
+
+    async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
+        self.check_name(name)?;
+        let res = self.release_id(name, lease_id).await;
+        explained(self, res).await
+    }
+
+    async fn inspect(&self, name: &str) -> Result<LockInfo> {
+        self.check_name(name)?;
+        let rec = explained(self, self.read(name).await).await?;
+        Ok(self.info(name, rec.as_ref()))
+    }
+
+    async fn list(&self) -> Result<Vec<LockInfo>> {
+        let records = explained(self, self.records().await).await?;
+        let mut out: Vec<LockInfo> = records
+            .iter()
+            .map(|(name, rec)| self.info(name, Some(rec)))
+            .filter(|i| i.held)
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Reads the record and releases the lease it holds; a renewal in
+    /// between changes the record, so read again and retry a few times.
+    async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
+        self.check_name(name)?;
+        for _ in 0..5 {
+            let Some(rec) = explained(self, self.read(name).await).await? else {
+                return Ok(None);
+            };
+            let info = self.info(name, Some(&rec));
+            if !info.held {
+                return Ok(None);
+            }
+            match explained(self, self.release_record(name, &rec).await).await {
+                Ok(()) => return Ok(Some(info)),
+                Err(Error::NotHeld { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "lock {name:?} kept changing hands while being released; try again"
+        )))
+    }
+
+    async fn create(&self) -> Result<()> {
+        self.create_store().await
+    }
+}
+
+/// `res`, its error made clearer by [`CasStore::explain`].
+async fn explained<S: CasStore + ?Sized, T>(s: &S, res: Result<T>) -> Result<T> {
+    match res {
+        Err(e) => Err(s.explain(e).await),
+        ok => ok,
+    }
 }
 
 /// Past its expiry, and its takeover margin, by the earliest the store's

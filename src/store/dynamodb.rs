@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::error::{
     ConditionalCheckFailedException, TransactionCanceledException,
 };
@@ -31,7 +31,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use super::aws::{self, StoreInterceptor};
 use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
 use super::record::{self, MAX_DURATION_S, MAX_TIME_MS};
-use super::{AcquireRequest, BoxFuture, CLIENT_TAG, Lease, LockInfo, LockStore, RESERVED_PREFIX};
+use super::{AcquireRequest, CLIENT_TAG, Lease, LockInfo, RESERVED_PREFIX};
 use crate::clock::ServerClock;
 use crate::error::{Error, Result, words};
 
@@ -387,18 +387,42 @@ impl DynamoDb {
         }
     }
 
+    /// One conditional UpdateItem of the lock item `name`: `e`'s changes on
+    /// `condition`, returning `returns` when it applies and the whole item
+    /// (`ALL_OLD`) when the condition fails.
+    async fn update(
+        &self,
+        name: &str,
+        e: Expr,
+        condition: String,
+        returns: Option<ReturnValue>,
+    ) -> std::result::Result<UpdateItemOutput, UpdateErr> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(name))
+            .update_expression(e.update_expression())
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .set_return_values(returns)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await
+    }
+
     /// Replaces the generic "wrong key schema" error of a request by one
     /// that shows the table's actual key schema (one DescribeTable).
-    async fn explain<T>(&self, res: Result<T>) -> Result<T> {
-        match res {
-            Err(Error::Store(m))
+    async fn explain_error(&self, err: Error) -> Error {
+        match err {
+            Error::Store(m)
                 if self
                     .wrong_schema
                     .swap(false, std::sync::atomic::Ordering::Relaxed) =>
             {
                 match self.key_schema().await {
-                    Ok((keys, _)) => Err(self.schema_error(&keys).unwrap_or(Error::Store(m))),
-                    Err(_) => Err(Error::Store(m)),
+                    Ok((keys, _)) => self.schema_error(&keys).unwrap_or(Error::Store(m)),
+                    Err(_) => Error::Store(m),
                 }
             }
             other => other,
@@ -478,17 +502,7 @@ impl DynamoDb {
         };
         let condition = format!("{first} AND {fence} < {limit}");
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(attr::LOCK_ID, s(&req.name))
-            .update_expression(e.update_expression())
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
-            .return_values(ReturnValue::UpdatedNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
+            .update(&req.name, e, condition, Some(ReturnValue::UpdatedNew))
             .await;
         match res {
             Ok(out) => Ok(Outcome::Granted(
@@ -724,17 +738,7 @@ impl DynamoDb {
             ));
         }
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(attr::LOCK_ID, s(&lease.name))
-            .update_expression(e.update_expression())
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
+            .update(&lease.name, e, condition, Some(ReturnValue::AllNew))
             .await;
         let item = match res {
             Ok(out) => out.attributes,
@@ -831,6 +835,14 @@ pub(crate) fn grant_kind(seen: Option<&Option<Item>>) -> GrantKind {
 impl CasStore for DynamoDb {
     type Record = Item;
 
+    fn describe_store(&self) -> String {
+        self.name()
+    }
+
+    async fn explain(&self, err: Error) -> Error {
+        self.explain_error(err).await
+    }
+
     fn clock(&self) -> &ServerClock {
         &self.clock
     }
@@ -885,8 +897,86 @@ impl CasStore for DynamoDb {
         DynamoDb::renew_to(self, lease, duration, next_id).await
     }
 
+    /// A fresh lease id doubles as the call's nonce (see below).
     async fn release_id(&self, name: &str, lease_id: &str) -> Result<()> {
-        LockStore::release(self, name, lease_id).await
+        // The fresh lease id written by this call doubles as its nonce: only
+        // an earlier attempt of *this* call leaves it behind.
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let mut e = Expr::default();
+        e.set(attr::LEASE_ID, s(&nonce));
+        e.set(attr::EXPIRES_MS, n(0));
+        e.set(attr::RELEASED_LEASE, s(lease_id));
+        e.set(attr::RELEASED_MS, n(self.clock.lower_ms()));
+        let (lid, exp) = (e.name(attr::LEASE_ID), e.name(attr::EXPIRATION_TIME));
+        let cur = e.value("cur", s(lease_id));
+        let zero = e.value("zero", n(0));
+        e.sets.push(format!("{exp} = {zero}"));
+        let res = self
+            .update(name, e, format!("{lid} = {cur} AND {exp} <> {zero}"), None)
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let Some(ccf) = ccf_of(&err) else {
+                    return Err(self.error(err));
+                };
+                match ccf.item() {
+                    // Released by an earlier attempt of this call whose answer
+                    // was lost (the SDK retried).
+                    Some(i) if get_s(i, attr::LEASE_ID) == Some(nonce.as_str()) => Ok(()),
+                    other => Err(Error::NotHeld {
+                        name: name.to_string(),
+                        lease_id: lease_id.to_string(),
+                        detail: match other.map(|i| self.info_of(name, Some(i))) {
+                            Some(info) if info.held => holder_detail(&info),
+                            _ => " (it is not held by anyone)".to_string(),
+                        },
+                    }),
+                }
+            }
+        }
+    }
+
+    /// An item whose `lease_id` cannot be read (missing, or not a string)
+    /// is one no lease id can release: it is released on the condition that
+    /// its `lease_id` is still unreadable.
+    async fn release_record(&self, name: &str, item: &Item) -> Result<()> {
+        match get_s(item, attr::LEASE_ID) {
+            Some(id) => self.release_id(name, id).await,
+            None => self.release_unreadable_lease_id(name, item).await,
+        }
+    }
+
+    async fn records(&self) -> Result<Vec<(String, Item)>> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(e))?;
+            for item in page.items() {
+                let Some(name) = get_s(item, attr::LOCK_ID) else {
+                    // Every item of awsflock's table has a string lock_id:
+                    // this is another table.
+                    return Err(self.wrong_schema().await);
+                };
+                if name.starts_with(RESERVED_PREFIX) {
+                    continue;
+                }
+                out.push((name.to_string(), item.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_store(&self) -> Result<()> {
+        self.create_table().await?;
+        self.wait_until_active().await?;
+        self.enable_ttl().await
     }
 }
 
@@ -906,17 +996,7 @@ impl DynamoDb {
         } else {
             format!("attribute_not_exists({lid})")
         };
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(attr::LOCK_ID, s(name))
-            .update_expression(e.update_expression())
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
-            .send()
-            .await;
+        let res = self.update(name, e, condition, None).await;
         match res {
             Ok(_) => Ok(()),
             Err(err) if ccf_of(&err).is_some() => Err(Error::Unavailable(format!(
@@ -1017,131 +1097,6 @@ fn tce_of(err: &TransactErr) -> Option<&TransactionCanceledException> {
 
 pub(crate) fn ceil_secs(ms: i64) -> i64 {
     (ms + 999).div_euclid(1000)
-}
-
-#[async_trait::async_trait]
-impl LockStore for DynamoDb {
-    fn describe(&self) -> String {
-        self.name()
-    }
-
-    async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
-        self.explain(cas::acquire(self, req, cancel).await).await
-    }
-
-    async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
-        super::validate_name(&lease.name)?;
-        self.explain(self.renew_to(lease, duration, next_id).await)
-            .await
-    }
-
-    async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
-        super::validate_name(name)?;
-        // The fresh lease id written by this call doubles as its nonce: only
-        // an earlier attempt of *this* call leaves it behind.
-        let nonce = uuid::Uuid::new_v4().to_string();
-        let mut e = Expr::default();
-        e.set(attr::LEASE_ID, s(&nonce));
-        e.set(attr::EXPIRES_MS, n(0));
-        e.set(attr::RELEASED_LEASE, s(lease_id));
-        e.set(attr::RELEASED_MS, n(self.clock.lower_ms()));
-        let (lid, exp) = (e.name(attr::LEASE_ID), e.name(attr::EXPIRATION_TIME));
-        let cur = e.value("cur", s(lease_id));
-        let zero = e.value("zero", n(0));
-        e.sets.push(format!("{exp} = {zero}"));
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(attr::LOCK_ID, s(name))
-            .update_expression(e.update_expression())
-            .condition_expression(format!("{lid} = {cur} AND {exp} <> {zero}"))
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                let Some(ccf) = ccf_of(&err) else {
-                    return Err(self.error(err));
-                };
-                match ccf.item() {
-                    // Released by an earlier attempt of this call whose answer
-                    // was lost (the SDK retried).
-                    Some(i) if get_s(i, attr::LEASE_ID) == Some(nonce.as_str()) => Ok(()),
-                    other => Err(Error::NotHeld {
-                        name: name.to_string(),
-                        lease_id: lease_id.to_string(),
-                        detail: match other.map(|i| self.info_of(name, Some(i))) {
-                            Some(info) if info.held => holder_detail(&info),
-                            _ => " (it is not held by anyone)".to_string(),
-                        },
-                    }),
-                }
-            }
-        }
-    }
-
-    async fn inspect(&self, name: &str) -> Result<LockInfo> {
-        super::validate_name(name)?;
-        let item = self.explain(self.get(name).await).await?;
-        Ok(self.info_of(name, item.as_ref()))
-    }
-
-    /// As every store does it, except for an item whose `lease_id` cannot
-    /// be read (missing, or not a string), which no lease id can release:
-    /// that one is released on the condition that its `lease_id` is still
-    /// unreadable.
-    async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
-        super::validate_name(name)?;
-        let item = self.explain(self.get(name).await).await?;
-        let info = self.info_of(name, item.as_ref());
-        match &item {
-            Some(i) if info.held && get_s(i, attr::LEASE_ID).is_none() => {
-                self.release_unreadable_lease_id(name, i).await?;
-                Ok(Some(info))
-            }
-            _ => super::force_release_by_lease_id(self, name).await,
-        }
-    }
-
-    async fn list(&self) -> Result<Vec<LockInfo>> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error(e))?;
-            for item in page.items() {
-                let Some(name) = get_s(item, attr::LOCK_ID) else {
-                    // Every item of awsflock's table has a string lock_id:
-                    // this is another table.
-                    return Err(self.wrong_schema().await);
-                };
-                if name.starts_with(RESERVED_PREFIX) {
-                    continue;
-                }
-                let info = self.info_of(name, Some(item));
-                if info.held {
-                    out.push(info);
-                }
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
-
-    async fn create(&self) -> Result<()> {
-        self.create_table().await?;
-        self.wait_until_active().await?;
-        self.enable_ttl().await
-    }
 }
 
 impl DynamoDb {

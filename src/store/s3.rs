@@ -48,7 +48,7 @@ use futures_util::StreamExt;
 use super::aws::{self, StoreInterceptor};
 use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
 use super::record::{FENCE_BLOCK, FenceMark, LeaseRecord, RecordState};
-use super::{AcquireRequest, BoxFuture, Lease, LockInfo, LockStore, RESERVED_PREFIX};
+use super::{AcquireRequest, Lease, LockInfo, RESERVED_PREFIX};
 use crate::clock::ServerClock;
 use crate::error::{Error, Result};
 
@@ -132,7 +132,7 @@ impl S3Store {
     }
 
     /// Checks a lock name, and that both of its keys fit in S3's key limit.
-    fn check_name(&self, name: &str) -> Result<()> {
+    fn check_keys(&self, name: &str) -> Result<()> {
         super::validate_name(name)?;
         let longest = self.fence_key(name).len();
         if longest > MAX_KEY_BYTES {
@@ -557,12 +557,8 @@ impl S3Store {
     /// Reads one listed lock; a key that vanished is skipped. An object
     /// that does not hold a lock record is read as a held stand-in that
     /// says what is wrong ([`LeaseRecord::decode`]), and listed as such.
-    async fn list_one(&self, name: String) -> Result<Option<LockInfo>> {
-        let rec = self.get_record(&name).await?;
-        Ok(rec
-            .as_ref()
-            .map(|r| self.info_of(&name, Some(r)))
-            .filter(|i| i.held))
+    async fn list_one(&self, name: String) -> Result<Option<(String, Record)>> {
+        Ok(self.get_record(&name).await?.map(|r| (name, r)))
     }
 }
 
@@ -587,6 +583,15 @@ fn condition_failed<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) ->
 #[async_trait::async_trait]
 impl CasStore for S3Store {
     type Record = Record;
+
+    fn describe_store(&self) -> String {
+        self.name()
+    }
+
+    /// The keys must fit S3's limit as well.
+    fn check_name(&self, name: &str) -> Result<()> {
+        self.check_keys(name)
+    }
 
     fn clock(&self) -> &ServerClock {
         &self.clock
@@ -639,36 +644,8 @@ impl CasStore for S3Store {
     async fn release_id(&self, name: &str, lease_id: &str) -> Result<()> {
         self.release_lease(name, lease_id).await
     }
-}
 
-#[async_trait::async_trait]
-impl LockStore for S3Store {
-    fn describe(&self) -> String {
-        self.name()
-    }
-
-    async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
-        self.check_name(&req.name)?;
-        cas::acquire(self, req, cancel).await
-    }
-
-    async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
-        self.check_name(&lease.name)?;
-        self.renew_lease(lease, duration, next_id).await
-    }
-
-    async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
-        self.check_name(name)?;
-        self.release_lease(name, lease_id).await
-    }
-
-    async fn inspect(&self, name: &str) -> Result<LockInfo> {
-        self.check_name(name)?;
-        let rec = self.get_record(name).await?;
-        Ok(self.info_of(name, rec.as_ref()))
-    }
-
-    async fn list(&self) -> Result<Vec<LockInfo>> {
+    async fn records(&self) -> Result<Vec<(String, Record)>> {
         let reserved = format!("{}{RESERVED_PREFIX}", self.prefix);
         let mut names = Vec::new();
         let mut pages = self
@@ -690,22 +667,19 @@ impl LockStore for S3Store {
                 }
             }
         }
-        let found: Vec<Result<Option<LockInfo>>> = futures_util::stream::iter(names)
+        let found: Vec<Result<Option<(String, Record)>>> = futures_util::stream::iter(names)
             .map(|name| self.list_one(name))
             .buffer_unordered(LIST_CONCURRENCY)
             .collect()
             .await;
         let mut out = Vec::new();
         for f in found {
-            if let Some(info) = f? {
-                out.push(info);
-            }
+            out.extend(f?);
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
-    async fn create(&self) -> Result<()> {
+    async fn create_store(&self) -> Result<()> {
         let head = self.client.head_bucket().bucket(&self.bucket).send().await;
         match head {
             Ok(_) => return Ok(()),

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cas::{self, CasStore, EXPIRY_MARGIN_MS, Outcome, Stamp};
 use super::record::{FenceMark, LeaseRecord, RecordState};
-use super::{AcquireRequest, BoxFuture, Lease, LockInfo, LockStore};
+use super::{AcquireRequest, Lease, LockInfo};
 use crate::boottime::BootInstant;
 use crate::clock::{ServerClock, local_wall_ms};
 use crate::error::{Error, Result};
@@ -579,6 +579,10 @@ impl FileStore {
 impl CasStore for FileStore {
     type Record = FileRecord;
 
+    fn describe_store(&self) -> String {
+        format!("directory {}", self.dir().display())
+    }
+
     fn clock(&self) -> &ServerClock {
         &self.inner.clock
     }
@@ -657,7 +661,6 @@ impl CasStore for FileStore {
     }
 
     async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
-        super::validate_name(&lease.name)?;
         let (held, next) = (lease.clone(), next_id.to_string());
         let rec = self
             .off_runtime(move |s, cancel| s.renew_locked(&held, duration, &next, cancel))
@@ -666,49 +669,20 @@ impl CasStore for FileStore {
     }
 
     async fn release_id(&self, name: &str, lease_id: &str) -> Result<()> {
-        super::validate_name(name)?;
         let (name, id) = (name.to_string(), lease_id.to_string());
         self.off_runtime(move |s, cancel| s.release_locked(&name, &id, cancel))
             .await
     }
-}
 
-#[async_trait::async_trait]
-impl LockStore for FileStore {
-    fn describe(&self) -> String {
-        format!("directory {}", self.dir().display())
-    }
-
-    async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
-        cas::acquire(self, req, cancel).await
-    }
-
-    async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
-        self.renew_to(lease, duration, next_id).await
-    }
-
-    async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
-        self.release_id(name, lease_id).await
-    }
-
-    async fn inspect(&self, name: &str) -> Result<LockInfo> {
-        super::validate_name(name)?;
-        let rec = self.read(name).await?;
-        Ok(self.info(name, rec.as_ref()))
-    }
-
-    async fn list(&self) -> Result<Vec<LockInfo>> {
+    async fn records(&self) -> Result<Vec<(String, FileRecord)>> {
         let records = self.off_runtime(|s, _| s.list_records()).await?;
-        let mut out: Vec<LockInfo> = records
-            .iter()
-            .map(|r| self.info(&r.lease.name, Some(r)))
-            .filter(|i| i.held)
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        Ok(records
+            .into_iter()
+            .map(|r| (r.lease.name.clone(), r))
+            .collect())
     }
 
-    async fn create(&self) -> Result<()> {
+    async fn create_store(&self) -> Result<()> {
         self.off_runtime(|s, _| {
             let fence_dir = s.dir().join(".fence");
             fs::create_dir_all(&fence_dir)
@@ -730,6 +704,7 @@ fn content_tag(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::LockStore;
 
     #[test]
     fn file_names_are_safe_and_distinct() {
