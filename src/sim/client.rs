@@ -10,7 +10,6 @@ use super::{Faults, Interval, Report, World};
 use crate::boottime::{self, BootInstant};
 use crate::error::Error;
 use crate::lease::LockGuard;
-use crate::store::cas::CasStore;
 use crate::store::dynamodb::{Item, attr, get_i64, get_s, n, s};
 use crate::store::{AcquireRequest, LockStore};
 use crate::supervise::{Facts, Pause, Phase, Step, next_step, stop_times, too_late};
@@ -404,11 +403,11 @@ fn check_deadline(who: &Who, lease: &crate::store::Lease) {
 }
 
 async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
-    let store = Arc::new(SimStore::new(
+    let store = Arc::new(SimStore::into_store(SimStore::new(
         who.w.clone(),
         who.mach.clone(),
         who.name.clone(),
-    ));
+    )));
     let shared: Arc<dyn LockStore> = store.clone();
     for cycle in 0..spec.cycles {
         tokio::time::sleep(spec.think[cycle as usize]).await;

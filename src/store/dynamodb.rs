@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::error::{
     ConditionalCheckFailedException, TransactionCanceledException,
 };
@@ -225,18 +225,113 @@ impl Expr {
     }
 }
 
-/// The DynamoDB store.
-pub struct DynamoDb {
-    client: Client,
-    table: String,
+/// The DynamoDB store: the lock logic, over the requests `R` sends
+/// (the AWS SDK; the simulation's in-memory table in tests).
+pub struct DynamoDb<R = Sdk> {
+    req: R,
     clock: Arc<ServerClock>,
-    interceptor: StoreInterceptor,
     host: String,
     /// The fencing high-water mark, once learnt (`None`: assume absent).
     hw_hint: std::sync::Mutex<Option<u64>>,
-    /// Set by [`DynamoDb::error`] when it answered a request with the
-    /// generic "wrong key schema" error, for [`DynamoDb::explain`] to
-    /// replace by one that shows the table's key schema.
+}
+
+/// The requests the lock logic sends, each answered with what the logic
+/// reads of the answer. [`Sdk`] sends them to DynamoDB; the simulation
+/// applies them to its in-memory table (same conditions). Every decision
+/// about an answer is in [`DynamoDb`], written once.
+#[async_trait::async_trait]
+pub(crate) trait Requests: Send + Sync {
+    /// A short name for messages.
+    fn describe(&self) -> String;
+
+    /// A clearer error for one a request returned (see [`CasStore::explain`]).
+    async fn explain(&self, err: Error) -> Error {
+        err
+    }
+
+    /// GetItem of the lock item, strongly consistent.
+    async fn get(&self, name: &str) -> Result<Option<Item>>;
+
+    /// A counter grant, one UpdateItem: sets `attrs` (and removes `reason`
+    /// when `attrs` has none, and `released_*`), adds one to `fence`, on
+    /// `expiration_time = 0` (`seen` `None`) or `lease_id = seen`, and
+    /// `fence < fence_limit`. The new fence, or the item when the
+    /// condition failed (`ALL_OLD`).
+    async fn grant_counter(
+        &self,
+        name: &str,
+        attrs: Vec<(&'static str, AttributeValue)>,
+        seen: Option<&str>,
+    ) -> Result<std::result::Result<Option<u64>, Option<Item>>>;
+
+    /// A fresh grant, one transaction with `token` as its
+    /// ClientRequestToken: the high-water item from `hw` (`None`: absent)
+    /// to `hw + FENCE_BLOCK`, and the lock item put with `attrs`, `fence =
+    /// hw + 1` and `fence_limit = hw + FENCE_BLOCK`, on
+    /// `attribute_not_exists` (`seen` `None`) or `lease_id = seen`.
+    async fn grant_fresh(
+        &self,
+        name: &str,
+        attrs: Vec<(&'static str, AttributeValue)>,
+        seen: Option<&str>,
+        hw: Option<u64>,
+        token: &str,
+    ) -> Result<FreshAnswer>;
+
+    /// A renewal, one UpdateItem: sets `attrs` on `lease_id = cur AND
+    /// expiration_time <> 0`, and with `no_shorter` = (s, ms) also
+    /// `expiration_time <= s AND (no expires_ms OR expires_ms <= ms)`. The
+    /// whole new item, or the item when the condition failed.
+    async fn renew(
+        &self,
+        name: &str,
+        cur: &str,
+        attrs: Vec<(&'static str, AttributeValue)>,
+        no_shorter: Option<(i64, i64)>,
+    ) -> Result<std::result::Result<Option<Item>, Option<Item>>>;
+
+    /// A release, one UpdateItem: `lease_id = nonce`, `expiration_time =
+    /// 0`, `expires_ms = 0`, `released_lease = id`, `released_ms`, on
+    /// `lease_id = id AND expiration_time <> 0`; the item when the condition
+    /// failed.
+    async fn release(
+        &self,
+        name: &str,
+        id: &str,
+        nonce: &str,
+        released_ms: i64,
+    ) -> Result<std::result::Result<(), Option<Item>>>;
+
+    /// Releases an item whose `lease_id` cannot be read, on the condition
+    /// that it still cannot.
+    async fn release_unreadable(&self, name: &str, item: &Item, released_ms: i64) -> Result<()>;
+
+    /// Every item of the table but the reserved ones, with its name.
+    async fn scan(&self) -> Result<Vec<(String, Item)>>;
+
+    /// Creates the table (see [`LockStore::create`]).
+    async fn create(&self) -> Result<()>;
+}
+
+/// How a fresh-grant transaction ended.
+#[derive(Debug)]
+pub(crate) enum FreshAnswer {
+    /// Both writes applied.
+    Ok,
+    /// The lock item's condition failed, with the item.
+    LockFailed(Option<Item>),
+    /// Only the high-water mark's condition failed, with its value.
+    HwFailed(Option<u64>),
+}
+
+/// DynamoDB through the AWS SDK.
+pub struct Sdk {
+    client: Client,
+    table: String,
+    interceptor: StoreInterceptor,
+    /// Set by [`Sdk::error`] when it answered a request with the generic
+    /// "wrong key schema" error, for [`Sdk::explain_error`] to replace by
+    /// one that shows the table's key schema.
     wrong_schema: std::sync::atomic::AtomicBool,
 }
 
@@ -250,23 +345,27 @@ impl DynamoDb {
         let conf = aws_sdk_dynamodb::config::Builder::from(&config)
             .interceptor(interceptor.clone())
             .build();
-        Ok(Self {
+        let sdk = Sdk {
             client: Client::from_conf(conf),
             table,
-            clock,
             interceptor,
-            host: gethostname::gethostname().to_string_lossy().into_owned(),
-            hw_hint: std::sync::Mutex::new(None),
             wrong_schema: std::sync::atomic::AtomicBool::new(false),
-        })
+        };
+        Ok(DynamoDb::over(
+            sdk,
+            clock,
+            gethostname::gethostname().to_string_lossy().into_owned(),
+        ))
     }
 
     /// HTTP attempts sent so far (for benchmarks and tests).
     #[allow(dead_code)]
     pub fn requests(&self) -> u64 {
-        self.interceptor.requests()
+        self.req.interceptor.requests()
     }
+}
 
+impl Sdk {
     fn name(&self) -> String {
         format!("DynamoDB table '{}'", self.table)
     }
@@ -388,16 +487,17 @@ impl DynamoDb {
     }
 
     /// One conditional UpdateItem of the lock item `name`: `e`'s changes on
-    /// `condition`, returning `returns` when it applies and the whole item
-    /// (`ALL_OLD`) when the condition fails.
+    /// `condition`. The attributes `returns` asks for when it applies; the
+    /// whole item (`ALL_OLD`) when the condition failed.
     async fn update(
         &self,
         name: &str,
         e: Expr,
         condition: String,
         returns: Option<ReturnValue>,
-    ) -> std::result::Result<UpdateItemOutput, UpdateErr> {
-        self.client
+    ) -> Result<std::result::Result<Option<Item>, Option<Item>>> {
+        let res = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key(attr::LOCK_ID, s(name))
@@ -408,7 +508,14 @@ impl DynamoDb {
             .set_return_values(returns)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
-            .await
+            .await;
+        match res {
+            Ok(out) => Ok(Ok(out.attributes)),
+            Err(err) => match ccf_of(&err) {
+                Some(ccf) => Ok(Err(ccf.item().cloned())),
+                None => Err(self.error(err)),
+            },
+        }
     }
 
     /// Replaces the generic "wrong key schema" error of a request by one
@@ -427,373 +534,6 @@ impl DynamoDb {
             }
             other => other,
         }
-    }
-
-    /// The attributes every grant writes (all of 0.2.0's, and ours but the fence).
-    fn grant_attrs(
-        &self,
-        req: &AcquireRequest,
-        lease_id: &str,
-        st: &Stamp,
-    ) -> Vec<(&'static str, AttributeValue)> {
-        let mut v = vec![
-            (attr::LEASE_ID, s(lease_id)),
-            (attr::LEASE_DURATION, n(req.lease.as_secs())),
-            (attr::OWNER, s(req.owner.clone())),
-            (attr::EXPIRATION_TIME, n(ceil_secs(st.expires_ms))),
-            (attr::EXPIRES_MS, n(st.expires_ms)),
-            (attr::ACQUIRED_MS, n(st.shown_ms)),
-            (attr::PID, n(std::process::id())),
-            (attr::HOST, s(self.host.clone())),
-            (attr::CLIENT, s(CLIENT_TAG)),
-        ];
-        if let Some(r) = &req.reason {
-            v.push((attr::REASON, s(r.clone())));
-        }
-        v
-    }
-
-    async fn get(&self, name: &str) -> Result<Option<Item>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(attr::LOCK_ID, s(name))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(out.item)
-    }
-
-    /// A grant from the lock item's own fence counter, in one UpdateItem:
-    /// blind (`seen = None`: the item must be released), or taking over the
-    /// exact lease `seen` that we judged free.
-    async fn grant_counter(
-        &self,
-        req: &AcquireRequest,
-        lease_id: &str,
-        seen: Option<&str>,
-        st: &Stamp,
-    ) -> Result<Outcome<Item>> {
-        let mut e = Expr::default();
-        for (k, v) in self.grant_attrs(req, lease_id, st) {
-            e.set(k, v);
-        }
-        if req.reason.is_none() {
-            e.remove(attr::REASON);
-        }
-        e.remove(attr::RELEASED_LEASE);
-        e.remove(attr::RELEASED_MS);
-        let (fence, limit) = (e.name(attr::FENCE), e.name(attr::FENCE_LIMIT));
-        let one = e.value("one", n(1));
-        e.sets.push(format!("{fence} = {fence} + {one}"));
-        let first = match seen {
-            None => {
-                let exp = e.name(attr::EXPIRATION_TIME);
-                let zero = e.value("zero", n(0));
-                format!("{exp} = {zero}")
-            }
-            Some(id) => {
-                let lid = e.name(attr::LEASE_ID);
-                let seen = e.value("seen", s(id));
-                format!("{lid} = {seen}")
-            }
-        };
-        let condition = format!("{first} AND {fence} < {limit}");
-        let res = self
-            .update(&req.name, e, condition, Some(ReturnValue::UpdatedNew))
-            .await;
-        match res {
-            Ok(out) => Ok(Outcome::Granted(
-                out.attributes
-                    .as_ref()
-                    .and_then(|a| get_u64(a, attr::FENCE)),
-            )),
-            Err(err) => {
-                if let Some(ccf) = ccf_of(&err) {
-                    let item = ccf.item().cloned();
-                    return Ok(won_anyway(item, lease_id));
-                }
-                Err(self.error(err))
-            }
-        }
-    }
-
-    /// A grant with a fresh block of fencing tokens reserved from the
-    /// high-water mark, in one transaction, for a lock item that is absent
-    /// (`seen = None`) or whose counter was lost (wiped by an old client,
-    /// deleted by TTL, or exhausted). `hw` is our best knowledge of the
-    /// high-water mark (`None`: assume it does not exist yet); it is updated
-    /// when the transaction is cancelled because the guess was wrong.
-    async fn grant_fresh(
-        &self,
-        req: &AcquireRequest,
-        lease_id: &str,
-        seen: Option<&str>,
-        hw: &mut Option<u64>,
-        st: &Stamp,
-    ) -> Result<Outcome<Item>> {
-        let old_hw = hw.unwrap_or(0);
-        let new_hw = old_hw + FENCE_BLOCK;
-        let fence = old_hw + 1;
-
-        let mut hw_names = HashMap::from([("#hw".to_string(), attr::FENCE_HW.to_string())]);
-        let mut hw_values = HashMap::new();
-        let hw_cond = match hw {
-            None => "attribute_not_exists(#hw)".to_string(),
-            Some(h) => {
-                hw_values.insert(":old".to_string(), n(*h));
-                "#hw = :old".to_string()
-            }
-        };
-        let hw_put = Put::builder()
-            .table_name(&self.table)
-            .item(attr::LOCK_ID, s(hw_key(&req.name)))
-            .item(attr::FENCE_HW, n(new_hw))
-            .condition_expression(hw_cond)
-            .set_expression_attribute_names(Some(std::mem::take(&mut hw_names)))
-            .set_expression_attribute_values(if hw_values.is_empty() {
-                None
-            } else {
-                Some(hw_values)
-            })
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| Error::store(e.to_string()))?;
-
-        let mut lock = Put::builder()
-            .table_name(&self.table)
-            .item(attr::LOCK_ID, s(&req.name))
-            .item(attr::FENCE, n(fence))
-            .item(attr::FENCE_LIMIT, n(new_hw));
-        for (k, v) in self.grant_attrs(req, lease_id, st) {
-            lock = lock.item(k, v);
-        }
-        lock = match seen {
-            None => lock
-                .condition_expression("attribute_not_exists(#k)")
-                .expression_attribute_names("#k", attr::LOCK_ID),
-            Some(id) => lock
-                .condition_expression("#l = :seen")
-                .expression_attribute_names("#l", attr::LEASE_ID)
-                .expression_attribute_values(":seen", s(id)),
-        };
-        let lock = lock
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| Error::store(e.to_string()))?;
-
-        let res = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(hw_put).build())
-            .transact_items(TransactWriteItem::builder().put(lock).build())
-            .client_request_token(lease_id)
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(Outcome::Granted(Some(fence))),
-            Err(err) => {
-                let Some(tce) = tce_of(&err) else {
-                    return Err(self.error(err));
-                };
-                let reasons = tce.cancellation_reasons();
-                let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
-                let item = |i: usize| reasons.get(i).and_then(|r| r.item()).cloned();
-                if code(1) == "ConditionalCheckFailed" {
-                    // The lock item changed (or is ours already: a retry of a
-                    // transaction that landed).
-                    return Ok(won_anyway(item(1), lease_id));
-                }
-                if code(0) == "ConditionalCheckFailed" {
-                    // Our guess of the high-water mark was wrong: learn it, and
-                    // let the caller try again at once.
-                    *hw = item(0)
-                        .as_ref()
-                        .and_then(|i| get_u64(i, attr::FENCE_HW))
-                        .or(Some(0));
-                    return Ok(Outcome::Retry);
-                }
-                Err(Error::Unavailable(format!(
-                    "{} cancelled the transaction ({}, {}); try again",
-                    self.name(),
-                    code(0),
-                    code(1)
-                )))
-            }
-        }
-    }
-
-    /// The lease's expiry on the store's clock, in ms. 0.2.0 writes whole
-    /// seconds truncated from its local clock, so its leases get a second more.
-    /// `None` when the expiry cannot be read: such a lease never expires, so
-    /// it is never taken over (DESIGN.md, "Unreadable records"). Nor is one
-    /// without a string `lease_id`, which no takeover could be conditioned on.
-    pub(crate) fn expiry_ms(item: &Item) -> Option<i64> {
-        get_s(item, attr::LEASE_ID)?;
-        match get_num(item, attr::EXPIRES_MS, 0, MAX_TIME_MS) {
-            Ok(Some(ms)) if ms > 0 => Some(ms),
-            Ok(_) => get_num(item, attr::EXPIRATION_TIME, 0, MAX_TIME_MS / 1000)
-                .ok()
-                .flatten()
-                .map(|s| s * 1000 + 1000),
-            Err(_) => None,
-        }
-    }
-
-    /// Whether the item's lease was last written by awsflock 0.2.0: it
-    /// rewrites whole items with its five attributes only, so `expires_ms`
-    /// is gone. (Our renewal of a 0.2.0 lease writes `expires_ms`, on the
-    /// store's clock.)
-    fn written_by_v020(item: &Item) -> bool {
-        get_i64(item, attr::EXPIRES_MS).is_none_or(|ms| ms <= 0)
-            && get_i64(item, attr::EXPIRATION_TIME).is_some_and(|s| s > 0)
-    }
-
-    fn info_of(&self, name: &str, item: Option<&Item>) -> LockInfo {
-        let Some(item) = item else {
-            return cas::absent_info(name);
-        };
-        let released = get_i64(item, attr::EXPIRATION_TIME) == Some(0);
-        let ours = get_s(item, attr::CLIENT).is_some();
-        let expiry = Self::expiry_ms(item);
-        LockInfo {
-            name: name.to_string(),
-            held: cas::is_held(self, item),
-            owner: get_s(item, attr::OWNER).map(String::from),
-            reason: get_s(item, attr::REASON).map(String::from),
-            fence: if ours {
-                get_u64(item, attr::FENCE)
-            } else {
-                None
-            },
-            lease_id: if released {
-                None
-            } else {
-                get_s(item, attr::LEASE_ID).map(String::from)
-            },
-            acquired_at_ms: get_ms(item, attr::ACQUIRED_MS),
-            expires_at_ms: if released { None } else { expiry },
-            expires_in_ms: if released {
-                None
-            } else {
-                expiry.map(|e| e - self.clock.lower_ms())
-            },
-            lease_duration_s: get_num(item, attr::LEASE_DURATION, 0, MAX_DURATION_S)
-                .ok()
-                .flatten()
-                .map(|d| d as u64),
-            pid: get_u64(item, attr::PID).and_then(|p| u32::try_from(p).ok()),
-            host: get_s(item, attr::HOST).map(String::from),
-            client: Some(
-                get_s(item, attr::CLIENT)
-                    .map(String::from)
-                    .unwrap_or_else(|| "awsflock 0.2.0".into()),
-            ),
-            problem: problems(item),
-        }
-    }
-
-    /// [`DynamoDb::grant_fresh`] with the high-water mark this client last
-    /// learnt, remembering what it learns for the next fresh grant.
-    async fn grant_fresh_hinted(
-        &self,
-        req: &AcquireRequest,
-        lease_id: &str,
-        seen: Option<&str>,
-        st: &Stamp,
-    ) -> Result<Outcome<Item>> {
-        let mut hw = self.hw_hint.lock().map(|h| *h).unwrap_or(None);
-        let out = self.grant_fresh(req, lease_id, seen, &mut hw, st).await;
-        if let Ok(mut h) = self.hw_hint.lock() {
-            *h = hw;
-        }
-        out
-    }
-
-    /// Renews to a caller-chosen next lease id (see [`LockStore::renew`]).
-    async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
-        let st = Stamp::now(&self.clock, duration);
-        let mut e = Expr::default();
-        e.set(attr::LEASE_ID, s(next_id));
-        e.set(attr::LEASE_DURATION, n(duration.as_secs()));
-        e.set(attr::EXPIRATION_TIME, n(ceil_secs(st.expires_ms)));
-        e.set(attr::EXPIRES_MS, n(st.expires_ms));
-        let (lid, exp) = (e.name(attr::LEASE_ID), e.name(attr::EXPIRATION_TIME));
-        let cur = e.value("cur", s(&lease.lease_id));
-        let zero = e.value("zero", n(0));
-        let mut condition = format!("{lid} = {cur} AND {exp} <> {zero}");
-        if !st.calibrated {
-            // A new process (`awsflock renew`) stamps its first write on this
-            // machine's clock. Should that clock be behind, the renewal would
-            // write an expiry earlier than the lease it renews, one that may
-            // look long past and be taken at once while that lease was still
-            // valid: refuse to shorten it, and try again on the store's clock.
-            let ms = e.name(attr::EXPIRES_MS);
-            let new_s = e.value("new_s", n(ceil_secs(st.expires_ms)));
-            let new_ms = e.value("new_ms", n(st.expires_ms));
-            condition.push_str(&format!(
-                " AND {exp} <= {new_s} AND (attribute_not_exists({ms}) OR {ms} <= {new_ms})"
-            ));
-        }
-        let res = self
-            .update(&lease.name, e, condition, Some(ReturnValue::AllNew))
-            .await;
-        let item = match res {
-            Ok(out) => out.attributes,
-            Err(err) => {
-                let Some(ccf) = ccf_of(&err) else {
-                    return Err(self.error(err));
-                };
-                match renew_refused(
-                    ccf.item(),
-                    &lease.lease_id,
-                    next_id,
-                    !st.calibrated,
-                    self.clock.is_calibrated(),
-                ) {
-                    // Our earlier attempt landed but its answer was lost.
-                    RenewRefused::Landed(i) => Some(i),
-                    // Still our lease, but the local clock would have
-                    // shortened it; the answer calibrated the store's clock.
-                    RenewRefused::Again => {
-                        tracing::warn!(
-                            "this machine's clock is behind the store's; renewing on the store's clock"
-                        );
-                        return Box::pin(self.renew_to(lease, duration, next_id)).await;
-                    }
-                    RenewRefused::NotHeld => {
-                        return Err(Error::NotHeld {
-                            name: lease.name.clone(),
-                            lease_id: lease.lease_id.clone(),
-                            detail: String::new(),
-                        });
-                    }
-                }
-            }
-        };
-        let fence = item
-            .as_ref()
-            .filter(|i| get_s(i, attr::CLIENT).is_some())
-            .and_then(|i| get_u64(i, attr::FENCE));
-        // The expiry the store holds: an earlier attempt's, when that one
-        // landed and this one found its own id.
-        let st = renewed_stamp(item.as_ref(), st);
-        let mut renewed = Box::pin(cas::finish(
-            self,
-            &lease.name,
-            next_id.to_string(),
-            fence,
-            duration,
-            st,
-        ))
-        .await?;
-        renewed.acquired_at_ms = item
-            .as_ref()
-            .and_then(|i| get_i64(i, attr::ACQUIRED_MS))
-            .or(lease.acquired_at_ms);
-        Ok(renewed)
     }
 }
 
@@ -832,10 +572,8 @@ pub(crate) fn grant_kind(seen: Option<&Option<Item>>) -> GrantKind {
 }
 
 #[async_trait::async_trait]
-impl CasStore for DynamoDb {
-    type Record = Item;
-
-    fn describe_store(&self) -> String {
+impl Requests for Sdk {
+    fn describe(&self) -> String {
         self.name()
     }
 
@@ -843,111 +581,220 @@ impl CasStore for DynamoDb {
         self.explain_error(err).await
     }
 
-    fn clock(&self) -> &ServerClock {
-        &self.clock
+    async fn get(&self, name: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(out.item)
     }
 
-    /// The write [`grant_kind`] chooses.
-    async fn grant(
+    async fn grant_counter(
         &self,
-        req: &AcquireRequest,
-        lease_id: &str,
-        seen: Option<&Option<Item>>,
-        st: &Stamp,
-    ) -> Result<Outcome<Item>> {
-        match grant_kind(seen) {
-            GrantKind::Counter(id) => self.grant_counter(req, lease_id, id.as_deref(), st).await,
-            GrantKind::Fresh(id) => {
-                self.grant_fresh_hinted(req, lease_id, id.as_deref(), st)
-                    .await
+        name: &str,
+        attrs: Vec<(&'static str, AttributeValue)>,
+        seen: Option<&str>,
+    ) -> Result<std::result::Result<Option<u64>, Option<Item>>> {
+        let mut e = Expr::default();
+        if !attrs.iter().any(|(k, _)| *k == attr::REASON) {
+            e.remove(attr::REASON);
+        }
+        for (k, v) in attrs {
+            e.set(k, v);
+        }
+        e.remove(attr::RELEASED_LEASE);
+        e.remove(attr::RELEASED_MS);
+        let (fence, limit) = (e.name(attr::FENCE), e.name(attr::FENCE_LIMIT));
+        let one = e.value("one", n(1));
+        e.sets.push(format!("{fence} = {fence} + {one}"));
+        let first = match seen {
+            None => {
+                let exp = e.name(attr::EXPIRATION_TIME);
+                let zero = e.value("zero", n(0));
+                format!("{exp} = {zero}")
+            }
+            Some(id) => {
+                let lid = e.name(attr::LEASE_ID);
+                let seen = e.value("seen", s(id));
+                format!("{lid} = {seen}")
+            }
+        };
+        let condition = format!("{first} AND {fence} < {limit}");
+        let res = self
+            .update(name, e, condition, Some(ReturnValue::UpdatedNew))
+            .await?;
+        Ok(res.map(|new| new.as_ref().and_then(|a| get_u64(a, attr::FENCE))))
+    }
+
+    async fn grant_fresh(
+        &self,
+        name: &str,
+        attrs: Vec<(&'static str, AttributeValue)>,
+        seen: Option<&str>,
+        hw: Option<u64>,
+        token: &str,
+    ) -> Result<FreshAnswer> {
+        let old_hw = hw.unwrap_or(0);
+        let new_hw = old_hw + FENCE_BLOCK;
+        let fence = old_hw + 1;
+
+        let mut hw_names = HashMap::from([("#hw".to_string(), attr::FENCE_HW.to_string())]);
+        let mut hw_values = HashMap::new();
+        let hw_cond = match hw {
+            None => "attribute_not_exists(#hw)".to_string(),
+            Some(h) => {
+                hw_values.insert(":old".to_string(), n(h));
+                "#hw = :old".to_string()
+            }
+        };
+        let hw_put = Put::builder()
+            .table_name(&self.table)
+            .item(attr::LOCK_ID, s(hw_key(name)))
+            .item(attr::FENCE_HW, n(new_hw))
+            .condition_expression(hw_cond)
+            .set_expression_attribute_names(Some(std::mem::take(&mut hw_names)))
+            .set_expression_attribute_values(if hw_values.is_empty() {
+                None
+            } else {
+                Some(hw_values)
+            })
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| Error::store(e.to_string()))?;
+
+        let mut lock = Put::builder()
+            .table_name(&self.table)
+            .item(attr::LOCK_ID, s(name))
+            .item(attr::FENCE, n(fence))
+            .item(attr::FENCE_LIMIT, n(new_hw));
+        for (k, v) in attrs {
+            lock = lock.item(k, v);
+        }
+        lock = match seen {
+            None => lock
+                .condition_expression("attribute_not_exists(#k)")
+                .expression_attribute_names("#k", attr::LOCK_ID),
+            Some(id) => lock
+                .condition_expression("#l = :seen")
+                .expression_attribute_names("#l", attr::LEASE_ID)
+                .expression_attribute_values(":seen", s(id)),
+        };
+        let lock = lock
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| Error::store(e.to_string()))?;
+
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(hw_put).build())
+            .transact_items(TransactWriteItem::builder().put(lock).build())
+            .client_request_token(token)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(FreshAnswer::Ok),
+            Err(err) => {
+                let Some(tce) = tce_of(&err) else {
+                    return Err(self.error(err));
+                };
+                let reasons = tce.cancellation_reasons();
+                let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+                let item = |i: usize| reasons.get(i).and_then(|r| r.item()).cloned();
+                if code(1) == "ConditionalCheckFailed" {
+                    return Ok(FreshAnswer::LockFailed(item(1)));
+                }
+                if code(0) == "ConditionalCheckFailed" {
+                    return Ok(FreshAnswer::HwFailed(
+                        item(0).as_ref().and_then(|i| get_u64(i, attr::FENCE_HW)),
+                    ));
+                }
+                Err(Error::Unavailable(format!(
+                    "{} cancelled the transaction ({}, {}); try again",
+                    self.name(),
+                    code(0),
+                    code(1)
+                )))
             }
         }
     }
 
-    async fn read(&self, name: &str) -> Result<Option<Item>> {
-        self.get(name).await
-    }
-
-    fn lease_id_of(rec: &Item) -> Option<String> {
-        get_s(rec, attr::LEASE_ID).map(String::from)
-    }
-
-    fn is_released(rec: &Item) -> bool {
-        get_i64(rec, attr::EXPIRATION_TIME) == Some(0)
-    }
-
-    fn expiry_ms(rec: &Item) -> Option<i64> {
-        DynamoDb::expiry_ms(rec)
-    }
-
-    /// awsflock 0.2.0 takes over a lease once its clock is more than 5 s
-    /// past `expiration_time`, and its holders rely on that margin (their
-    /// expiry is stamped when their acquire *started*): its leases get the
-    /// same 5 s, on the store's clock. [`DynamoDb::expiry_ms`] already adds
-    /// the second lost to truncation.
-    fn takeover_margin_ms(rec: &Item) -> i64 {
-        takeover_margin_of(rec)
-    }
-
-    fn info(&self, name: &str, rec: Option<&Item>) -> LockInfo {
-        self.info_of(name, rec)
-    }
-
-    async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
-        DynamoDb::renew_to(self, lease, duration, next_id).await
-    }
-
-    /// A fresh lease id doubles as the call's nonce (see below).
-    async fn release_id(&self, name: &str, lease_id: &str) -> Result<()> {
-        // The fresh lease id written by this call doubles as its nonce: only
-        // an earlier attempt of *this* call leaves it behind.
-        let nonce = uuid::Uuid::new_v4().to_string();
+    async fn renew(
+        &self,
+        name: &str,
+        cur: &str,
+        attrs: Vec<(&'static str, AttributeValue)>,
+        no_shorter: Option<(i64, i64)>,
+    ) -> Result<std::result::Result<Option<Item>, Option<Item>>> {
         let mut e = Expr::default();
-        e.set(attr::LEASE_ID, s(&nonce));
-        e.set(attr::EXPIRES_MS, n(0));
-        e.set(attr::RELEASED_LEASE, s(lease_id));
-        e.set(attr::RELEASED_MS, n(self.clock.lower_ms()));
+        for (k, v) in attrs {
+            e.set(k, v);
+        }
         let (lid, exp) = (e.name(attr::LEASE_ID), e.name(attr::EXPIRATION_TIME));
-        let cur = e.value("cur", s(lease_id));
+        let cur = e.value("cur", s(cur));
+        let zero = e.value("zero", n(0));
+        let mut condition = format!("{lid} = {cur} AND {exp} <> {zero}");
+        if let Some((new_s, new_ms)) = no_shorter {
+            let ms = e.name(attr::EXPIRES_MS);
+            let new_s = e.value("new_s", n(new_s));
+            let new_ms = e.value("new_ms", n(new_ms));
+            condition.push_str(&format!(
+                " AND {exp} <= {new_s} AND (attribute_not_exists({ms}) OR {ms} <= {new_ms})"
+            ));
+        }
+        self.update(name, e, condition, Some(ReturnValue::AllNew))
+            .await
+    }
+
+    async fn release(
+        &self,
+        name: &str,
+        id: &str,
+        nonce: &str,
+        released_ms: i64,
+    ) -> Result<std::result::Result<(), Option<Item>>> {
+        let mut e = Expr::default();
+        e.set(attr::LEASE_ID, s(nonce));
+        e.set(attr::EXPIRES_MS, n(0));
+        e.set(attr::RELEASED_LEASE, s(id));
+        e.set(attr::RELEASED_MS, n(released_ms));
+        let (lid, exp) = (e.name(attr::LEASE_ID), e.name(attr::EXPIRATION_TIME));
+        let cur = e.value("cur", s(id));
         let zero = e.value("zero", n(0));
         e.sets.push(format!("{exp} = {zero}"));
         let res = self
             .update(name, e, format!("{lid} = {cur} AND {exp} <> {zero}"), None)
-            .await;
-        match res {
+            .await?;
+        Ok(res.map(|_| ()))
+    }
+
+    async fn release_unreadable(&self, name: &str, item: &Item, released_ms: i64) -> Result<()> {
+        let mut e = Expr::default();
+        e.set(attr::LEASE_ID, s(uuid::Uuid::new_v4().to_string()));
+        e.set(attr::EXPIRATION_TIME, n(0));
+        e.set(attr::EXPIRES_MS, n(0));
+        e.set(attr::RELEASED_MS, n(released_ms));
+        let lid = e.name(attr::LEASE_ID);
+        let condition = if item.contains_key(attr::LEASE_ID) {
+            let ty = e.value("string_type", s("S"));
+            format!("attribute_exists({lid}) AND NOT attribute_type({lid}, {ty})")
+        } else {
+            format!("attribute_not_exists({lid})")
+        };
+        match self.update(name, e, condition, None).await? {
             Ok(_) => Ok(()),
-            Err(err) => {
-                let Some(ccf) = ccf_of(&err) else {
-                    return Err(self.error(err));
-                };
-                match ccf.item() {
-                    // Released by an earlier attempt of this call whose answer
-                    // was lost (the SDK retried).
-                    Some(i) if get_s(i, attr::LEASE_ID) == Some(nonce.as_str()) => Ok(()),
-                    other => Err(Error::NotHeld {
-                        name: name.to_string(),
-                        lease_id: lease_id.to_string(),
-                        detail: match other.map(|i| self.info_of(name, Some(i))) {
-                            Some(info) if info.held => holder_detail(&info),
-                            _ => " (it is not held by anyone)".to_string(),
-                        },
-                    }),
-                }
-            }
+            Err(_) => Err(Error::Unavailable(format!(
+                "lock {name:?} changed while being released; try again"
+            ))),
         }
     }
 
-    /// An item whose `lease_id` cannot be read (missing, or not a string)
-    /// is one no lease id can release: it is released on the condition that
-    /// its `lease_id` is still unreadable.
-    async fn release_record(&self, name: &str, item: &Item) -> Result<()> {
-        match get_s(item, attr::LEASE_ID) {
-            Some(id) => self.release_id(name, id).await,
-            None => self.release_unreadable_lease_id(name, item).await,
-        }
-    }
-
-    async fn records(&self) -> Result<Vec<(String, Item)>> {
+    async fn scan(&self) -> Result<Vec<(String, Item)>> {
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -973,37 +820,355 @@ impl CasStore for DynamoDb {
         Ok(out)
     }
 
-    async fn create_store(&self) -> Result<()> {
+    async fn create(&self) -> Result<()> {
         self.create_table().await?;
         self.wait_until_active().await?;
         self.enable_ttl().await
     }
 }
 
-impl DynamoDb {
-    /// Break-glass release of an item whose `lease_id` is missing or not a
-    /// string, conditioned on that still being so.
-    async fn release_unreadable_lease_id(&self, name: &str, item: &Item) -> Result<()> {
-        let mut e = Expr::default();
-        e.set(attr::LEASE_ID, s(uuid::Uuid::new_v4().to_string()));
-        e.set(attr::EXPIRATION_TIME, n(0));
-        e.set(attr::EXPIRES_MS, n(0));
-        e.set(attr::RELEASED_MS, n(self.clock.lower_ms()));
-        let lid = e.name(attr::LEASE_ID);
-        let condition = if item.contains_key(attr::LEASE_ID) {
-            let ty = e.value("string_type", s("S"));
-            format!("attribute_exists({lid}) AND NOT attribute_type({lid}, {ty})")
-        } else {
-            format!("attribute_not_exists({lid})")
-        };
-        let res = self.update(name, e, condition, None).await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(err) if ccf_of(&err).is_some() => Err(Error::Unavailable(format!(
-                "lock {name:?} changed while being released; try again"
-            ))),
-            Err(err) => Err(self.error(err)),
+impl<R: Requests> DynamoDb<R> {
+    /// The lock logic over `req`, with the store's clock that `req`'s
+    /// answers calibrate and this host's name (written with each grant).
+    pub(crate) fn over(req: R, clock: Arc<ServerClock>, host: String) -> Self {
+        DynamoDb {
+            req,
+            clock,
+            host,
+            hw_hint: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The attributes every grant writes (all of 0.2.0's, and ours but the fence).
+    fn grant_attrs(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        st: &Stamp,
+    ) -> Vec<(&'static str, AttributeValue)> {
+        let mut v = vec![
+            (attr::LEASE_ID, s(lease_id)),
+            (attr::LEASE_DURATION, n(req.lease.as_secs())),
+            (attr::OWNER, s(req.owner.clone())),
+            (attr::EXPIRATION_TIME, n(ceil_secs(st.expires_ms))),
+            (attr::EXPIRES_MS, n(st.expires_ms)),
+            (attr::ACQUIRED_MS, n(st.shown_ms)),
+            (attr::PID, n(std::process::id())),
+            (attr::HOST, s(self.host.clone())),
+            (attr::CLIENT, s(CLIENT_TAG)),
+        ];
+        if let Some(r) = &req.reason {
+            v.push((attr::REASON, s(r.clone())));
+        }
+        v
+    }
+
+    /// A grant from the lock item's own fence counter, in one UpdateItem:
+    /// blind (`seen = None`: the item must be released), or taking over the
+    /// exact lease `seen` that we judged free.
+    async fn grant_counter(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        seen: Option<&str>,
+        st: &Stamp,
+    ) -> Result<Outcome<Item>> {
+        let attrs = self.grant_attrs(req, lease_id, st);
+        Ok(
+            match self.req.grant_counter(&req.name, attrs, seen).await? {
+                Ok(fence) => Outcome::Granted(fence),
+                Err(item) => won_anyway(item, lease_id),
+            },
+        )
+    }
+
+    /// A grant with a fresh block of fencing tokens reserved from the
+    /// high-water mark, in one transaction, for a lock item that is absent
+    /// (`seen = None`) or whose counter was lost (wiped by an old client,
+    /// deleted by TTL, or exhausted). The high-water mark is guessed from
+    /// what this client last learnt (`None`: assume it does not exist yet);
+    /// a wrong guess cancels the transaction, teaches the right value, and
+    /// the caller tries again at once.
+    async fn grant_fresh(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        seen: Option<&str>,
+        st: &Stamp,
+    ) -> Result<Outcome<Item>> {
+        let hw = self.hw_hint.lock().map(|h| *h).unwrap_or(None);
+        let attrs = self.grant_attrs(req, lease_id, st);
+        // The lease id is the transaction's ClientRequestToken: a retry of
+        // a transaction that landed is a no-op.
+        Ok(
+            match self
+                .req
+                .grant_fresh(&req.name, attrs, seen, hw, lease_id)
+                .await?
+            {
+                FreshAnswer::Ok => Outcome::Granted(Some(hw.unwrap_or(0) + 1)),
+                // The lock item changed (or is ours already: a retry of a
+                // transaction that landed).
+                FreshAnswer::LockFailed(item) => won_anyway(item, lease_id),
+                FreshAnswer::HwFailed(h) => {
+                    if let Ok(mut hint) = self.hw_hint.lock() {
+                        *hint = h.or(Some(0));
+                    }
+                    Outcome::Retry
+                }
+            },
+        )
+    }
+
+    fn info_of(&self, name: &str, item: Option<&Item>) -> LockInfo {
+        let Some(item) = item else {
+            return cas::absent_info(name);
+        };
+        let released = get_i64(item, attr::EXPIRATION_TIME) == Some(0);
+        let ours = get_s(item, attr::CLIENT).is_some();
+        let expiry = expiry_ms(item);
+        LockInfo {
+            name: name.to_string(),
+            held: cas::is_held(self, item),
+            owner: get_s(item, attr::OWNER).map(String::from),
+            reason: get_s(item, attr::REASON).map(String::from),
+            fence: if ours {
+                get_u64(item, attr::FENCE)
+            } else {
+                None
+            },
+            lease_id: if released {
+                None
+            } else {
+                get_s(item, attr::LEASE_ID).map(String::from)
+            },
+            acquired_at_ms: get_ms(item, attr::ACQUIRED_MS),
+            expires_at_ms: if released { None } else { expiry },
+            expires_in_ms: if released {
+                None
+            } else {
+                expiry.map(|e| e - self.clock.lower_ms())
+            },
+            lease_duration_s: get_num(item, attr::LEASE_DURATION, 0, MAX_DURATION_S)
+                .ok()
+                .flatten()
+                .map(|d| d as u64),
+            pid: get_u64(item, attr::PID).and_then(|p| u32::try_from(p).ok()),
+            host: get_s(item, attr::HOST).map(String::from),
+            client: Some(
+                get_s(item, attr::CLIENT)
+                    .map(String::from)
+                    .unwrap_or_else(|| "awsflock 0.2.0".into()),
+            ),
+            problem: problems(item),
+        }
+    }
+
+    /// Renews to a caller-chosen next lease id (see [`LockStore::renew`]).
+    async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        let st = Stamp::now(&self.clock, duration);
+        let attrs = vec![
+            (attr::LEASE_ID, s(next_id)),
+            (attr::LEASE_DURATION, n(duration.as_secs())),
+            (attr::EXPIRATION_TIME, n(ceil_secs(st.expires_ms))),
+            (attr::EXPIRES_MS, n(st.expires_ms)),
+        ];
+        // A new process (`awsflock renew`) stamps its first write on this
+        // machine's clock. Should that clock be behind, the renewal would
+        // write an expiry earlier than the lease it renews, one that may
+        // look long past and be taken at once while that lease was still
+        // valid: refuse to shorten it, and try again on the store's clock.
+        let no_shorter = (!st.calibrated).then_some((ceil_secs(st.expires_ms), st.expires_ms));
+        let item = match self
+            .req
+            .renew(&lease.name, &lease.lease_id, attrs, no_shorter)
+            .await?
+        {
+            Ok(item) => item,
+            Err(old) => match renew_refused(
+                old.as_ref(),
+                &lease.lease_id,
+                next_id,
+                !st.calibrated,
+                self.clock.is_calibrated(),
+            ) {
+                // Our earlier attempt landed but its answer was lost.
+                RenewRefused::Landed(i) => Some(i),
+                // Still our lease, but the local clock would have
+                // shortened it; the answer calibrated the store's clock.
+                RenewRefused::Again => {
+                    tracing::warn!(
+                        "this machine's clock is behind the store's; renewing on the store's clock"
+                    );
+                    return Box::pin(self.renew_to(lease, duration, next_id)).await;
+                }
+                RenewRefused::NotHeld => {
+                    return Err(Error::NotHeld {
+                        name: lease.name.clone(),
+                        lease_id: lease.lease_id.clone(),
+                        detail: String::new(),
+                    });
+                }
+            },
+        };
+        let fence = item
+            .as_ref()
+            .filter(|i| get_s(i, attr::CLIENT).is_some())
+            .and_then(|i| get_u64(i, attr::FENCE));
+        // The expiry the store holds: an earlier attempt's, when that one
+        // landed and this one found its own id.
+        let st = renewed_stamp(item.as_ref(), st);
+        let mut renewed = Box::pin(cas::finish(
+            self,
+            &lease.name,
+            next_id.to_string(),
+            fence,
+            duration,
+            st,
+        ))
+        .await?;
+        renewed.acquired_at_ms = item
+            .as_ref()
+            .and_then(|i| get_i64(i, attr::ACQUIRED_MS))
+            .or(lease.acquired_at_ms);
+        Ok(renewed)
+    }
+}
+
+/// The lease's expiry on the store's clock, in ms. 0.2.0 writes whole
+/// seconds truncated from its local clock, so its leases get a second more.
+/// `None` when the expiry cannot be read: such a lease never expires, so
+/// it is never taken over (DESIGN.md, "Unreadable records"). Nor is one
+/// without a string `lease_id`, which no takeover could be conditioned on.
+pub(crate) fn expiry_ms(item: &Item) -> Option<i64> {
+    get_s(item, attr::LEASE_ID)?;
+    match get_num(item, attr::EXPIRES_MS, 0, MAX_TIME_MS) {
+        Ok(Some(ms)) if ms > 0 => Some(ms),
+        Ok(_) => get_num(item, attr::EXPIRATION_TIME, 0, MAX_TIME_MS / 1000)
+            .ok()
+            .flatten()
+            .map(|s| s * 1000 + 1000),
+        Err(_) => None,
+    }
+}
+
+/// Whether the item's lease was last written by awsflock 0.2.0: it
+/// rewrites whole items with its five attributes only, so `expires_ms`
+/// is gone. (Our renewal of a 0.2.0 lease writes `expires_ms`, on the
+/// store's clock.)
+fn written_by_v020(item: &Item) -> bool {
+    get_i64(item, attr::EXPIRES_MS).is_none_or(|ms| ms <= 0)
+        && get_i64(item, attr::EXPIRATION_TIME).is_some_and(|s| s > 0)
+}
+
+#[async_trait::async_trait]
+impl<R: Requests> CasStore for DynamoDb<R> {
+    type Record = Item;
+
+    fn describe_store(&self) -> String {
+        self.req.describe()
+    }
+
+    async fn explain(&self, err: Error) -> Error {
+        self.req.explain(err).await
+    }
+
+    fn clock(&self) -> &ServerClock {
+        &self.clock
+    }
+
+    /// The write [`grant_kind`] chooses.
+    async fn grant(
+        &self,
+        req: &AcquireRequest,
+        lease_id: &str,
+        seen: Option<&Option<Item>>,
+        st: &Stamp,
+    ) -> Result<Outcome<Item>> {
+        match grant_kind(seen) {
+            GrantKind::Counter(id) => self.grant_counter(req, lease_id, id.as_deref(), st).await,
+            GrantKind::Fresh(id) => self.grant_fresh(req, lease_id, id.as_deref(), st).await,
+        }
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Item>> {
+        self.req.get(name).await
+    }
+
+    fn lease_id_of(rec: &Item) -> Option<String> {
+        get_s(rec, attr::LEASE_ID).map(String::from)
+    }
+
+    fn is_released(rec: &Item) -> bool {
+        get_i64(rec, attr::EXPIRATION_TIME) == Some(0)
+    }
+
+    fn expiry_ms(rec: &Item) -> Option<i64> {
+        expiry_ms(rec)
+    }
+
+    /// awsflock 0.2.0 takes over a lease once its clock is more than 5 s
+    /// past `expiration_time`, and its holders rely on that margin (their
+    /// expiry is stamped when their acquire *started*): its leases get the
+    /// same 5 s, on the store's clock. [`expiry_ms`] already adds the
+    /// second lost to truncation.
+    fn takeover_margin_ms(rec: &Item) -> i64 {
+        takeover_margin_of(rec)
+    }
+
+    fn info(&self, name: &str, rec: Option<&Item>) -> LockInfo {
+        self.info_of(name, rec)
+    }
+
+    async fn renew_to(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
+        DynamoDb::renew_to(self, lease, duration, next_id).await
+    }
+
+    /// The fresh lease id written by this call doubles as its nonce: only
+    /// an earlier attempt of *this* call leaves it behind.
+    async fn release_id(&self, name: &str, lease_id: &str) -> Result<()> {
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let released_ms = self.clock.lower_ms();
+        match self
+            .req
+            .release(name, lease_id, &nonce, released_ms)
+            .await?
+        {
+            Ok(()) => Ok(()),
+            // Released by an earlier attempt of this call whose answer
+            // was lost (the SDK retried).
+            Err(Some(i)) if get_s(&i, attr::LEASE_ID) == Some(nonce.as_str()) => Ok(()),
+            Err(other) => Err(Error::NotHeld {
+                name: name.to_string(),
+                lease_id: lease_id.to_string(),
+                detail: match other.map(|i| self.info_of(name, Some(&i))) {
+                    Some(info) if info.held => holder_detail(&info),
+                    _ => " (it is not held by anyone)".to_string(),
+                },
+            }),
+        }
+    }
+
+    /// An item whose `lease_id` cannot be read (missing, or not a string)
+    /// is one no lease id can release: it is released on the condition that
+    /// its `lease_id` is still unreadable.
+    async fn release_record(&self, name: &str, item: &Item) -> Result<()> {
+        match get_s(item, attr::LEASE_ID) {
+            Some(id) => self.release_id(name, id).await,
+            None => {
+                self.req
+                    .release_unreadable(name, item, self.clock.lower_ms())
+                    .await
+            }
+        }
+    }
+
+    async fn records(&self) -> Result<Vec<(String, Item)>> {
+        self.req.scan().await
+    }
+
+    async fn create_store(&self) -> Result<()> {
+        self.req.create().await
     }
 }
 
@@ -1011,7 +1176,7 @@ impl DynamoDb {
 /// waiter takes `item` over: awsflock 0.2.0's own 5 s for its items (the
 /// second lost to its truncation is already in the expiry), 1 s for ours.
 pub(crate) fn takeover_margin_of(item: &Item) -> i64 {
-    if DynamoDb::written_by_v020(item) {
+    if written_by_v020(item) {
         V020_TAKEOVER_AFTER_MS - 1000
     } else {
         cas::EXPIRY_MARGIN_MS
@@ -1099,7 +1264,7 @@ pub(crate) fn ceil_secs(ms: i64) -> i64 {
     (ms + 999).div_euclid(1000)
 }
 
-impl DynamoDb {
+impl Sdk {
     /// CreateTable with awsflock's key schema, on demand; a table that
     /// exists already is checked by [`Self::wait_until_active`].
     async fn create_table(&self) -> Result<()> {
@@ -1287,9 +1452,9 @@ mod tests {
         // Every item here has a lease_id: without one, no expiry is read at all.
         let id = || (attr::LEASE_ID.to_string(), AttributeValue::S("x".into()));
         let old = HashMap::from([(attr::EXPIRATION_TIME.to_string(), n(100)), id()]);
-        assert!(DynamoDb::written_by_v020(&old));
+        assert!(written_by_v020(&old));
         assert_eq!(
-            DynamoDb::expiry_ms(&old).unwrap() + <DynamoDb as CasStore>::takeover_margin_ms(&old),
+            expiry_ms(&old).unwrap() + <DynamoDb as CasStore>::takeover_margin_ms(&old),
             105_000
         );
         let ours = HashMap::from([
@@ -1297,7 +1462,7 @@ mod tests {
             (attr::EXPIRES_MS.to_string(), n(99_500)),
             id(),
         ]);
-        assert!(!DynamoDb::written_by_v020(&ours));
+        assert!(!written_by_v020(&ours));
         assert_eq!(
             <DynamoDb as CasStore>::takeover_margin_ms(&ours),
             cas::EXPIRY_MARGIN_MS
@@ -1306,7 +1471,7 @@ mod tests {
             (attr::EXPIRATION_TIME.to_string(), n(0)),
             (attr::EXPIRES_MS.to_string(), n(0)),
         ]);
-        assert!(!DynamoDb::written_by_v020(&released));
+        assert!(!written_by_v020(&released));
     }
 
     #[test]
@@ -1315,13 +1480,13 @@ mod tests {
             (attr::LEASE_ID.to_string(), s("L")),
             (attr::EXPIRATION_TIME.to_string(), n(100)),
         ]);
-        assert_eq!(DynamoDb::expiry_ms(&item), Some(101_000));
+        assert_eq!(expiry_ms(&item), Some(101_000));
         let item = HashMap::from([
             (attr::LEASE_ID.to_string(), s("L")),
             (attr::EXPIRATION_TIME.to_string(), n(100)),
             (attr::EXPIRES_MS.to_string(), n(99_500)),
         ]);
-        assert_eq!(DynamoDb::expiry_ms(&item), Some(99_500));
+        assert_eq!(expiry_ms(&item), Some(99_500));
     }
 }
 
@@ -1337,15 +1502,13 @@ mod properties {
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
             .build();
         let clock = Arc::new(ServerClock::new());
-        DynamoDb {
+        let sdk = Sdk {
             client: Client::from_conf(conf),
             table: "t".into(),
             interceptor: StoreInterceptor::new(clock.clone()),
-            clock,
-            host: "h".into(),
-            hw_hint: std::sync::Mutex::new(None),
             wrong_schema: std::sync::atomic::AtomicBool::new(false),
-        }
+        };
+        DynamoDb::over(sdk, clock, "h".into())
     }
 
     fn any_value() -> impl Strategy<Value = AttributeValue> {
@@ -1404,11 +1567,11 @@ mod properties {
                         .ok()
                         .flatten()
                         .is_none());
-            if expiry_unreadable && !DynamoDb::is_released(&item) {
+            if expiry_unreadable && !<DynamoDb as CasStore>::is_released(&item) {
                 prop_assert!(info.held, "an unreadable expiry must count as held: {:?}", item);
             }
             if expiry_unreadable {
-                prop_assert!(info.problem.is_some() || DynamoDb::is_released(&item));
+                prop_assert!(info.problem.is_some() || <DynamoDb as CasStore>::is_released(&item));
             }
             let _ = cas::holder_detail(&info);
         }
