@@ -116,7 +116,7 @@ pub trait CasStore: Send + Sync {
 
     /// A clearer error for one the store returned, once the store knows
     /// more about it (DynamoDB: a table with another key schema). Applied
-    /// to every operation's error.
+    /// to the error of every operation but a release by lease id.
     async fn explain(&self, err: Error) -> Error {
         err
     }
@@ -215,10 +215,11 @@ impl<S: CasStore> LockStore for S {
         explained(self, res).await
     }
 
+    /// One conditional write, its error as the store gave it (no extra
+    /// request to explain it: DESIGN.md, "Failure cases").
     async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
         self.check_name(name)?;
-        let res = self.release_id(name, lease_id).await;
-        explained(self, res).await
+        self.release_id(name, lease_id).await
     }
 
     async fn inspect(&self, name: &str) -> Result<LockInfo> {
@@ -300,160 +301,245 @@ pub fn judge<S: CasStore + ?Sized>(s: &S, rec: Option<&S::Record>) -> Judged {
     }
 }
 
-/// Takes the lock as `req` says: the whole acquire of a compare-and-swap store.
+/// What the acquire loop does next, from what it has seen: a pure decision.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The record carries one of our grants whose call failed (it landed,
+    /// its answer was lost, nobody was told of it): give that one back
+    /// first, then take the lock anew.
+    GiveBack(String),
+    /// Write a grant: blind when nothing was seen yet, else conditioned on
+    /// the record seen, which is free.
+    Grant,
+    /// Somebody holds it: give up if the wait is over, else pause and read
+    /// again.
+    Wait,
+}
+
+/// The acquire loop's decision (see [`Next`]). `seen` is `None` before
+/// anything is known, `Some(None)` for an absent record; `unconfirmed`
+/// holds the lease ids of our grant writes whose call failed.
+pub fn next<S: CasStore + ?Sized>(
+    s: &S,
+    seen: Option<&Option<S::Record>>,
+    unconfirmed: &[String],
+) -> Next {
+    let Some(rec) = seen else {
+        return Next::Grant;
+    };
+    if let Some(id) = rec
+        .as_ref()
+        .and_then(S::lease_id_of)
+        .filter(|id| unconfirmed.contains(id))
+    {
+        return Next::GiveBack(id);
+    }
+    match judge(s, rec.as_ref()) {
+        Judged::Free => Next::Grant,
+        Judged::Held => Next::Wait,
+    }
+}
+
+/// Takes the lock as `req` says: the whole acquire of a compare-and-swap
+/// store. [`next`] decides each step; [`Acquiring`] carries it out.
 pub async fn acquire<S: CasStore + ?Sized>(
     s: &S,
     req: &AcquireRequest,
     cancel: BoxFuture<'_, i32>,
 ) -> Result<Lease> {
     super::validate_name(&req.name)?;
-    let give_up = req.wait.map(|w| Instant::now() + w);
-    let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
-    let mut cancel = cancel.fuse();
-    let mut contacted = false;
-    let mut quick_retries = 0u32;
-    // Lease ids of grant writes whose call failed: each may have landed
-    // with its answer lost. Nobody was told of them.
-    let mut unconfirmed: Vec<String> = Vec::new();
-
-    // The record as last seen: `None` before anything is known, which makes
-    // the first attempt the blind grant.
-    let mut seen: Option<Option<S::Record>> = None;
+    let mut a = Acquiring {
+        s,
+        req,
+        give_up: req.wait.map(|w| Instant::now() + w),
+        cancel: cancel.fuse(),
+        contacted: false,
+        quick_retries: 0,
+        unconfirmed: Vec::new(),
+        seen: None,
+    };
     loop {
-        if let Some(id) = seen
-            .as_ref()
-            .and_then(|r| r.as_ref())
-            .and_then(S::lease_id_of)
-            .filter(|id| unconfirmed.contains(id))
-        {
-            // An earlier grant of ours landed although its call failed:
-            // give it back (nobody believes in it) and take the lock anew.
-            tracing::info!("an earlier grant attempt landed although it failed; giving it back");
-            unconfirmed.retain(|u| u != &id);
-            match s.release_id(&req.name, &id).await {
-                Ok(()) | Err(Error::NotHeld { .. }) => seen = None,
-                Err(e) => tracing::warn!("{e}; still waiting"),
+        match next(s, a.seen.as_ref(), &a.unconfirmed) {
+            Next::GiveBack(id) => a.give_back_one(id).await,
+            Next::Wait => {
+                a.wait().await?;
+                a.read_again().await?;
             }
-            continue;
+            Next::Grant => {
+                let lease_id = uuid::Uuid::new_v4().to_string();
+                let st = Stamp::now(s.clock(), req.lease);
+                let answer = s.grant(req, &lease_id, a.seen.as_ref(), &st).await;
+                if let Some(done) = a.after_grant(answer, lease_id, st).await {
+                    return done;
+                }
+            }
         }
-        let lease_id = uuid::Uuid::new_v4().to_string();
-        let st = Stamp::now(s.clock(), req.lease);
-        let attempt = match &seen {
-            None => s.grant(req, &lease_id, None, &st).await.map(Some),
-            Some(rec) => match judge(s, rec.as_ref()) {
-                Judged::Free => s.grant(req, &lease_id, Some(rec), &st).await.map(Some),
-                Judged::Held => {
-                    let info = s.info(&req.name, rec.as_ref());
-                    if out_of_time() {
-                        return Err(Error::NotAcquired {
-                            name: req.name.clone(),
-                            holder: Some(Box::new(info)),
-                        });
-                    }
-                    if let Some(cb) = &req.on_wait {
-                        cb(&info);
-                    }
-                    let pause = match give_up {
-                        Some(g) => poll_pause().min(g.saturating_duration_since(Instant::now())),
-                        None => poll_pause(),
-                    };
-                    tokio::select! {
-                        // Biased: a signal wins over a pause that ends at
-                        // the same poll (and a simulated run is reproducible).
-                        biased;
-                        sig = &mut cancel => return Err(Error::Interrupted(sig)),
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                    Ok(None)
-                }
-            },
+    }
+}
+
+/// One acquire in progress: what it has seen and what it must remember.
+struct Acquiring<'a, S: CasStore + ?Sized> {
+    s: &'a S,
+    req: &'a AcquireRequest,
+    /// When the wait runs out (`None`: never).
+    give_up: Option<Instant>,
+    cancel: futures_util::future::Fuse<BoxFuture<'a, i32>>,
+    /// The store has answered at least once (if only with a record).
+    contacted: bool,
+    /// Grants lost to a race in a row, retried without a pause.
+    quick_retries: u32,
+    /// Lease ids of grant writes whose call failed: each may have landed
+    /// with its answer lost. Nobody was told of them.
+    unconfirmed: Vec<String>,
+    /// The record as last seen: `None` before anything is known, which
+    /// makes the first attempt the blind grant.
+    seen: Option<Option<S::Record>>,
+}
+
+impl<S: CasStore + ?Sized> Acquiring<'_, S> {
+    fn out_of_time(&self) -> bool {
+        self.give_up.is_some_and(|g| Instant::now() >= g)
+    }
+
+    /// Sleeps `d`, unless a signal comes first.
+    async fn pause(&mut self, d: Duration) -> Result<()> {
+        tokio::select! {
+            // Biased: a signal wins over a pause that ends at the same poll
+            // (and a simulated run is reproducible).
+            biased;
+            sig = &mut self.cancel => Err(Error::Interrupted(sig)),
+            _ = tokio::time::sleep(d) => Ok(()),
+        }
+    }
+
+    /// An earlier grant of ours landed although its call failed: give it
+    /// back (nobody believes in it) and take the lock anew.
+    async fn give_back_one(&mut self, id: String) {
+        tracing::info!("an earlier grant attempt landed although it failed; giving it back");
+        self.unconfirmed.retain(|u| u != &id);
+        match self.s.release_id(&self.req.name, &id).await {
+            Ok(()) | Err(Error::NotHeld { .. }) => self.seen = None,
+            Err(e) => tracing::warn!("{e}; still waiting"),
+        }
+    }
+
+    /// The lock is held: says who holds it, gives up if the wait is over,
+    /// else pauses one poll (or what is left of the wait).
+    async fn wait(&mut self) -> Result<()> {
+        let rec = self.seen.as_ref().and_then(|r| r.as_ref());
+        let info = self.s.info(&self.req.name, rec);
+        if self.out_of_time() {
+            return Err(Error::NotAcquired {
+                name: self.req.name.clone(),
+                holder: Some(Box::new(info)),
+            });
+        }
+        if let Some(cb) = &self.req.on_wait {
+            cb(&info);
+        }
+        let pause = match self.give_up {
+            Some(g) => poll_pause().min(g.saturating_duration_since(Instant::now())),
+            None => poll_pause(),
         };
-        match attempt {
-            Ok(Some(Outcome::Granted(fence))) => {
-                if let Poll::Ready(sig) = futures_util::poll!(&mut cancel) {
+        self.pause(pause).await
+    }
+
+    /// After a wait: reads the record again. An unavailable store is
+    /// waited out once it has answered before.
+    async fn read_again(&mut self) -> Result<()> {
+        self.quick_retries = 0;
+        match self.s.read(&self.req.name).await {
+            Ok(rec) => {
+                self.contacted = true;
+                self.seen = Some(rec);
+                Ok(())
+            }
+            Err(Error::Unavailable(msg)) if self.contacted => {
+                tracing::warn!("{msg}; still waiting");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What a grant write's answer means; `Some` ends the acquire.
+    async fn after_grant(
+        &mut self,
+        answer: Result<Outcome<S::Record>>,
+        lease_id: String,
+        st: Stamp,
+    ) -> Option<Result<Lease>> {
+        let (s, name) = (self.s, &self.req.name);
+        match answer {
+            Ok(Outcome::Granted(fence)) => {
+                if let Poll::Ready(sig) = futures_util::poll!(&mut self.cancel) {
                     // A grant raced with the signal: give it back.
-                    let _ = s.release_id(&req.name, &lease_id).await;
-                    return Err(Error::Interrupted(sig));
+                    let _ = s.release_id(name, &lease_id).await;
+                    return Some(Err(Error::Interrupted(sig)));
                 }
-                match finish(s, &req.name, lease_id.clone(), fence, req.lease, st).await {
+                match finish(s, name, lease_id.clone(), fence, self.req.lease, st).await {
                     Err(Error::NotHeld { .. }) => {
                         // The write was stamped on this machine's clock, which
                         // was off; before it could be rewritten on the store's
                         // clock another worker judged it expired and took it.
                         // Nothing was reported: go on waiting.
                         tracing::info!("the grant was taken over before it was confirmed; waiting");
-                        contacted = true;
-                        match s.read(&req.name).await {
-                            Ok(rec) => seen = Some(rec),
+                        self.contacted = true;
+                        match s.read(name).await {
+                            Ok(rec) => self.seen = Some(rec),
                             Err(Error::Unavailable(msg)) => tracing::warn!("{msg}; still waiting"),
-                            Err(e) => return Err(e),
+                            Err(e) => return Some(Err(e)),
                         }
-                        continue;
+                        None
                     }
                     Err(e) => {
                         // The grant landed but could not be rewritten on the
                         // store's clock: nobody was told of it; give it back.
-                        unconfirmed.push(lease_id);
-                        give_back(s, &req.name, &unconfirmed).await;
-                        return Err(e);
+                        self.unconfirmed.push(lease_id);
+                        give_back(s, name, &self.unconfirmed).await;
+                        Some(Err(e))
                     }
-                    ok => return ok,
+                    ok => Some(ok),
                 }
             }
-            Ok(Some(Outcome::Retry)) => {}
-            Ok(Some(Outcome::Lost(rec))) => {
-                contacted = true;
-                quick_retries += 1;
-                if quick_retries > 4 {
+            // The store asks for another attempt at once (a guess it
+            // corrected, such as DynamoDB's high-water mark).
+            Ok(Outcome::Retry) => None,
+            Ok(Outcome::Lost(rec)) => {
+                self.contacted = true;
+                self.quick_retries += 1;
+                if self.quick_retries > 4 {
                     // Several immediate retries lost races: let the winner settle.
-                    quick_retries = 0;
-                    tokio::select! {
-                        // Biased: a signal wins over a pause that ends at
-                        // the same poll (and a simulated run is reproducible).
-                        biased;
-                        sig = &mut cancel => return Err(Error::Interrupted(sig)),
-                        _ = tokio::time::sleep(poll_pause()) => {}
+                    self.quick_retries = 0;
+                    if let Err(e) = self.pause(poll_pause()).await {
+                        return Some(Err(e));
                     }
                 }
-                seen = Some(rec);
-            }
-            Ok(None) => {
-                // Waited: read the record again.
-                quick_retries = 0;
-                match s.read(&req.name).await {
-                    Ok(rec) => {
-                        contacted = true;
-                        seen = Some(rec);
-                    }
-                    Err(Error::Unavailable(msg)) if contacted => {
-                        tracing::warn!("{msg}; still waiting")
-                    }
-                    Err(e) => return Err(e),
-                }
+                self.seen = Some(rec);
+                None
             }
             Err(Error::Unavailable(msg))
-                if (contacted || s.clock().is_calibrated()) && !out_of_time() =>
+                if (self.contacted || s.clock().is_calibrated()) && !self.out_of_time() =>
             {
                 // The store answered (if only with errors): the write may
                 // have landed. Read, and recognise it if it did.
-                unconfirmed.push(lease_id);
+                self.unconfirmed.push(lease_id);
                 tracing::warn!("{msg}; retrying");
-                tokio::select! {
-                    biased; // as above
-                    sig = &mut cancel => return Err(Error::Interrupted(sig)),
-                    _ = tokio::time::sleep(poll_pause()) => {}
+                if let Err(e) = self.pause(poll_pause()).await {
+                    return Some(Err(e));
                 }
                 // Re-read before writing again: the state may have moved.
-                if let Ok(rec) = s.read(&req.name).await {
-                    seen = Some(rec);
+                if let Ok(rec) = s.read(name).await {
+                    self.seen = Some(rec);
                 }
+                None
             }
             Err(e) => {
                 if matches!(e, Error::Unavailable(_)) && s.clock().is_calibrated() {
-                    unconfirmed.push(lease_id);
+                    self.unconfirmed.push(lease_id);
                 }
-                give_back(s, &req.name, &unconfirmed).await;
-                return Err(e);
+                give_back(s, name, &self.unconfirmed).await;
+                Some(Err(e))
             }
         }
     }
