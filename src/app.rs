@@ -5,7 +5,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::cli::{Cli, Command, Global, LockArgs};
+use crate::cli::{
+    AcquireArgs, Cli, Command, Global, ListArgs, LockArgs, ReleaseArgs, RenewArgs, StatusArgs,
+};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::lease::LockGuard;
@@ -24,115 +26,138 @@ pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 pub(crate) async fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     match cli.command {
-        Command::TableCreate => {
-            let store = open(g).await?;
-            store.create().await?;
-            say!("awsflock: {} is ready", store.describe());
-            Ok(exit::OK)
-        }
-        Command::Acquire(a) => {
-            let store = open(g).await?;
-            let req = request(&a.name, &a.lock, DEFAULT_LEASE, g)?;
-            // A signal ends the wait holding nothing (a queued etcd key is
-            // revoked, a grant that raced with it is released), exit 128+N.
-            let mut signals = supervise::unix::signals()
-                .map_err(|e| Error::store(format!("cannot handle signals: {e}")))?;
-            let lease = store.acquire(&req, next_signal(&mut signals)).await;
-            waiting_done();
-            match lease {
-                Ok(lease) => print_lease(&lease, a.json, &req.owner, req.reason.as_deref())?,
-                // -E/--conflict-exit-code, as flock(1)'s.
-                Err(e @ Error::NotAcquired { .. }) if a.conflict_exit_code != exit::NOT_HELD => {
-                    say!("awsflock: error: {}", exit::message(&e));
-                    return Ok(a.conflict_exit_code);
-                }
-                Err(e) => return Err(e),
-            }
-            Ok(exit::OK)
-        }
-        Command::Renew(r) => {
-            store::validate_name(&r.name)?;
-            let store = open(g).await?;
-            let lease = store.lease_from_id(&r.name, &r.lease_id);
-            let next = uuid::Uuid::new_v4().to_string();
-            let renewed = store
-                .renew(&lease, r.lease_duration.unwrap_or(DEFAULT_LEASE), &next)
-                .await?;
-            // The lease keeps its owner and reason; read them back for
-            // --json (as `status` shows them) and to answer 0.2.0's --owner.
-            let (mut owner, mut reason) = (None, None);
-            if r.json || r.owner.is_some() {
-                match store.inspect(&r.name).await {
-                    Ok(info) if info.lease_id.as_deref() == Some(renewed.lease_id.as_str()) => {
-                        (owner, reason) = (info.owner, info.reason);
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(error = %e, "cannot read the renewed lease back"),
-                }
-            }
-            if let (Some(asked), Some(kept)) = (r.owner.as_deref(), owner.as_deref()) {
-                if asked != kept && !g.quiet {
-                    say!(
-                        "awsflock: note: the lease keeps its owner {kept:?}; --owner {asked:?} is not applied on renew"
-                    );
-                }
-            }
-            print_lease(
-                &renewed,
-                r.json,
-                owner.as_deref().unwrap_or(""),
-                reason.as_deref(),
-            )?;
-            Ok(exit::OK)
-        }
-        Command::Release(r) => {
-            store::validate_name(&r.name)?;
-            let store = open(g).await?;
-            match (&r.lease_id, r.force) {
-                (Some(id), _) => store.release(&r.name, id).await?,
-                (None, _) => return force_release(store.as_ref(), &r.name, r.yes).await,
-            }
-            Ok(exit::OK)
-        }
-        Command::List(l) => {
-            let store = open(g).await?;
-            let locks = store.list().await?;
-            if l.json {
-                let all: Vec<_> = locks.iter().map(info_json).collect();
-                out(&serde_json::Value::Array(all).to_string())?;
-            } else if locks.is_empty() {
-                say!("awsflock: no lock is held in {}", store.describe());
-            } else {
-                out(&list_table(&locks))?;
-            }
-            Ok(exit::OK)
-        }
-        Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut cmd, "awsflock", &mut buf);
-            out(String::from_utf8_lossy(&buf).trim_end())?;
-            Ok(exit::OK)
-        }
-        Command::Man => {
-            let page =
-                man_page().map_err(|e| Error::store(format!("cannot render the man page: {e}")))?;
-            out(page.trim_end())?;
-            Ok(exit::OK)
-        }
+        Command::TableCreate => table_create(g).await,
+        Command::Acquire(a) => acquire(g, a).await,
+        Command::Renew(r) => renew(g, r).await,
+        Command::Release(r) => release(g, r).await,
+        Command::List(l) => list(g, l).await,
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
         Command::Run(r) => run_command(g, r).await,
-        Command::Status(s) => {
-            store::validate_name(&s.name)?;
-            let store = open(g).await?;
-            let info = store.inspect(&s.name).await?;
-            if s.json {
-                out(&serde_json::to_string(&info_json(&info)).unwrap_or_default())?;
-            } else {
-                out(&describe_info(&info))?;
+        Command::Status(s) => status(g, s).await,
+    }
+}
+
+/// `table-create`: makes the store ready (a table, a bucket, a directory).
+async fn table_create(g: &Global) -> Result<i32> {
+    let store = open(g).await?;
+    store.create().await?;
+    say!("awsflock: {} is ready", store.describe());
+    Ok(exit::OK)
+}
+
+/// `acquire`: takes the lock and prints the lease (0.2.0's LEASE_ID).
+async fn acquire(g: &Global, a: AcquireArgs) -> Result<i32> {
+    let store = open(g).await?;
+    let req = request(&a.name, &a.lock, DEFAULT_LEASE, g)?;
+    // A signal ends the wait holding nothing (a queued etcd key is
+    // revoked, a grant that raced with it is released), exit 128+N.
+    let mut signals = supervise::unix::signals()
+        .map_err(|e| Error::store(format!("cannot handle signals: {e}")))?;
+    let lease = store.acquire(&req, next_signal(&mut signals)).await;
+    waiting_done();
+    match lease {
+        Ok(lease) => print_lease(&lease, a.json, &req.owner, req.reason.as_deref())?,
+        // -E/--conflict-exit-code, as flock(1)'s.
+        Err(e @ Error::NotAcquired { .. }) if a.conflict_exit_code != exit::NOT_HELD => {
+            say!("awsflock: error: {}", exit::message(&e));
+            return Ok(a.conflict_exit_code);
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(exit::OK)
+}
+
+/// `renew`: extends a lease by its id, as 0.2.0 does.
+async fn renew(g: &Global, r: RenewArgs) -> Result<i32> {
+    store::validate_name(&r.name)?;
+    let store = open(g).await?;
+    let lease = store.lease_from_id(&r.name, &r.lease_id);
+    let next = uuid::Uuid::new_v4().to_string();
+    let renewed = store
+        .renew(&lease, r.lease_duration.unwrap_or(DEFAULT_LEASE), &next)
+        .await?;
+    // The lease keeps its owner and reason; read them back for
+    // --json (as `status` shows them) and to answer 0.2.0's --owner.
+    let (mut owner, mut reason) = (None, None);
+    if r.json || r.owner.is_some() {
+        match store.inspect(&r.name).await {
+            Ok(info) if info.lease_id.as_deref() == Some(renewed.lease_id.as_str()) => {
+                (owner, reason) = (info.owner, info.reason);
             }
-            Ok(exit::OK)
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read the renewed lease back"),
         }
     }
+    if let (Some(asked), Some(kept)) = (r.owner.as_deref(), owner.as_deref()) {
+        if asked != kept && !g.quiet {
+            say!(
+                "awsflock: note: the lease keeps its owner {kept:?}; --owner {asked:?} is not applied on renew"
+            );
+        }
+    }
+    print_lease(
+        &renewed,
+        r.json,
+        owner.as_deref().unwrap_or(""),
+        reason.as_deref(),
+    )?;
+    Ok(exit::OK)
+}
+
+/// `release`: by lease id, or `--force` without one.
+async fn release(g: &Global, r: ReleaseArgs) -> Result<i32> {
+    store::validate_name(&r.name)?;
+    let store = open(g).await?;
+    match (&r.lease_id, r.force) {
+        (Some(id), _) => store.release(&r.name, id).await?,
+        (None, _) => return force_release(store.as_ref(), &r.name, r.yes).await,
+    }
+    Ok(exit::OK)
+}
+
+/// `list`: every held lock.
+async fn list(g: &Global, l: ListArgs) -> Result<i32> {
+    let store = open(g).await?;
+    let locks = store.list().await?;
+    if l.json {
+        let all: Vec<_> = locks.iter().map(info_json).collect();
+        out(&serde_json::Value::Array(all).to_string())?;
+    } else if locks.is_empty() {
+        say!("awsflock: no lock is held in {}", store.describe());
+    } else {
+        out(&list_table(&locks))?;
+    }
+    Ok(exit::OK)
+}
+
+/// `completions SHELL`.
+fn completions(shell: clap_complete::Shell) -> Result<i32> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "awsflock", &mut buf);
+    out(String::from_utf8_lossy(&buf).trim_end())?;
+    Ok(exit::OK)
+}
+
+/// `man`: the man page.
+fn man() -> Result<i32> {
+    let page = man_page().map_err(|e| Error::store(format!("cannot render the man page: {e}")))?;
+    out(page.trim_end())?;
+    Ok(exit::OK)
+}
+
+/// `status NAME`: one lock, for people or as JSON.
+async fn status(g: &Global, s: StatusArgs) -> Result<i32> {
+    store::validate_name(&s.name)?;
+    let store = open(g).await?;
+    let info = store.inspect(&s.name).await?;
+    if s.json {
+        out(&serde_json::to_string(&info_json(&info)).unwrap_or_default())?;
+    } else {
+        out(&describe_info(&info))?;
+    }
+    Ok(exit::OK)
 }
 
 async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
