@@ -128,11 +128,10 @@ pub fn take_exit_signal() -> Option<i32> {
 pub async fn run(
     guard: LockGuard,
     opts: RunOptions,
-    mut signals: impl Stream<Item = i32> + Unpin,
+    signals: impl Stream<Item = i32> + Unpin,
 ) -> i32 {
-    let lease = guard.lease();
     platform::ignore_ttou();
-    let mut own_signals = match platform::supervisor_signals() {
+    let own_signals = match platform::supervisor_signals() {
         Ok(s) => s,
         Err(e) => {
             say!("awsflock: error: cannot handle signals: {e}; the command was not started");
@@ -140,52 +139,103 @@ pub async fn run(
             return crate::exit::ERROR;
         }
     };
+    if let Err((code, lost)) = confirm_suspect_grant(&guard, &opts).await {
+        finish_release(guard, lost).await;
+        return code;
+    }
+    let (watchdog, spawned, first_kill) = match start(&guard, &opts) {
+        Ok(started) => started,
+        Err((code, lost)) => {
+            finish_release(guard, lost).await;
+            return code;
+        }
+    };
+    let mut s = Supervision {
+        state: guard.watch(),
+        guard,
+        opts,
+        spawned,
+        watchdog,
+        state_open: true,
+        why: None,
+        phase: Phase::default(),
+        paused_lease: String::new(),
+        told: first_kill,
+        ended: None,
+    };
+    s.supervise(signals, own_signals).await;
+    s.finish().await
+}
+
+/// When to send SIGTERM and SIGKILL for `guard`'s lease with local
+/// deadline `deadline` (see [`stop_times`]).
+fn times_for(guard: &LockGuard, opts: &RunOptions, deadline: Instant) -> (Instant, Instant) {
+    stop_times(
+        deadline,
+        guard.lease().duration,
+        opts.renew_every,
+        opts.kill_after,
+    )
+}
+
+/// A lease that is suspect from the start (time passed unseen while it
+/// was granted: a paused VM, a suspend) is renewed at once; the command
+/// starts only once that renewal confirms it, and not at all if none does
+/// by the SIGTERM time: then the exit code and the loss, if any.
+async fn confirm_suspect_grant(
+    guard: &LockGuard,
+    opts: &RunOptions,
+) -> Result<(), (i32, Option<Lost>)> {
+    if guard.watch().borrow().suspect.is_none() {
+        return Ok(());
+    }
+    let (term_at, _) = times_for(guard, opts, guard.watch().borrow().lease.deadline);
+    let mut w = guard.watch();
+    let _ = boottime::timeout_at(term_at, async {
+        loop {
+            {
+                let st = w.borrow_and_update();
+                if st.lost.is_some() || st.suspect.is_none() {
+                    return;
+                }
+            }
+            if w.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let st = guard.watch().borrow().clone();
+    if st.lost.is_none() && st.suspect.is_none() {
+        return Ok(());
+    }
+    say!(
+        "awsflock: {}: the lease may have expired while it was granted ({}) and no renewal confirmed it; the command was not started",
+        guard.lease().name,
+        st.suspect.as_deref().unwrap_or("it was lost")
+    );
+    Err((opts.lost_exit_code, st.lost))
+}
+
+/// Arms the watchdog, checks the grant is not too late, and spawns the
+/// command in its own group: the watchdog, the command and the first kill
+/// time; or the exit code (and no loss) when the command was not started.
+fn start(
+    guard: &LockGuard,
+    opts: &RunOptions,
+) -> Result<(platform::Watchdog, platform::Spawned, Instant), (i32, Option<Lost>)> {
+    let lease = guard.lease();
     let mut env = vec![("AWSFLOCK_LOCK", lease.name.clone())];
     if let Some(f) = lease.fence {
         env.push(("AWSFLOCK_FENCE", f.to_string()));
     }
-    let times =
-        |deadline: Instant| stop_times(deadline, lease.duration, opts.renew_every, opts.kill_after);
-    // A lease that is suspect from the start (time passed unseen while it
-    // was granted: a paused VM, a suspend) is renewed at once; the command
-    // starts only once that renewal confirms it, and not at all if none
-    // does by the SIGTERM time.
-    if guard.watch().borrow().suspect.is_some() {
-        let (term_at, _) = times(guard.watch().borrow().lease.deadline);
-        let mut w = guard.watch();
-        let _ = boottime::timeout_at(term_at, async {
-            loop {
-                {
-                    let st = w.borrow_and_update();
-                    if st.lost.is_some() || st.suspect.is_none() {
-                        return;
-                    }
-                }
-                if w.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
-        let st = guard.watch().borrow().clone();
-        if st.lost.is_some() || st.suspect.is_some() {
-            say!(
-                "awsflock: {}: the lease may have expired while it was granted ({}) and no renewal confirmed it; the command was not started",
-                lease.name,
-                st.suspect.as_deref().unwrap_or("it was lost")
-            );
-            finish_release(guard, st.lost).await;
-            return opts.lost_exit_code;
-        }
-    }
-    let (term_at, first_kill) = times(guard.watch().borrow().lease.deadline);
+    let (term_at, first_kill) = times_for(guard, opts, guard.watch().borrow().lease.deadline);
     // The dead man's switch is armed before the command can run.
-    let mut watchdog = match platform::Watchdog::start(first_kill) {
+    let watchdog = match platform::Watchdog::start(first_kill) {
         Ok(w) => w,
         Err(e) => {
             say!("awsflock: error: cannot start the watchdog: {e}; the command was not started");
-            finish_release(guard, None).await;
-            return crate::exit::ERROR;
+            return Err((crate::exit::ERROR, None));
         }
     };
     // A grant that took long to arrive may already be due its SIGTERM:
@@ -202,204 +252,257 @@ pub async fn run(
             "awsflock: {}: the lease arrived too late to run the command safely (the store was slow to answer); the command was not started",
             lease.name
         );
-        finish_release(guard, None).await;
-        return opts.lost_exit_code;
+        return Err((opts.lost_exit_code, None));
     }
-    let spawned = match platform::spawn(&opts.program, &opts.args, &env, watchdog.announce_fd()) {
-        Ok(s) => s,
+    match platform::spawn(&opts.program, &opts.args, &env, watchdog.announce_fd()) {
+        Ok(spawned) => Ok((watchdog, spawned, first_kill)),
         Err(e) => {
             watchdog.disarm();
             let (code, msg) = platform::spawn_failure(&opts.program, &e);
             say!("awsflock: error: {msg}");
-            finish_release(guard, None).await;
-            return code;
+            Err((code, None))
         }
-    };
-    let mut state = guard.watch();
-    let mut state_open = true;
-    let mut why: Option<Why> = None;
-    let mut phase = Phase::default();
-    // The lease id when the command was paused: a different one is a renewal.
-    let mut paused_lease = String::new();
-    let mut told = first_kill;
-    let mut ended = None;
+    }
+}
 
-    while ended.is_none() {
-        let st = state.borrow_and_update().clone();
-        if why.is_none() {
-            why = guard.is_lost().map(Why::Lost);
+/// A running command under its lease: what the supervisor knows and holds.
+struct Supervision {
+    guard: LockGuard,
+    opts: RunOptions,
+    spawned: platform::Spawned,
+    watchdog: platform::Watchdog,
+    state: tokio::sync::watch::Receiver<crate::lease::GuardState>,
+    state_open: bool,
+    /// Why the command is being stopped, once it is.
+    why: Option<Why>,
+    phase: Phase,
+    /// The lease id when the command was paused: a different one is a renewal.
+    paused_lease: String,
+    /// The kill time the watchdog was last told.
+    told: Instant,
+    /// How the command ended, once it has.
+    ended: Option<platform::Ended>,
+}
+
+impl Supervision {
+    fn times(&self, deadline: Instant) -> (Instant, Instant) {
+        times_for(&self.guard, &self.opts, deadline)
+    }
+
+    fn name(&self) -> String {
+        self.guard.lease().name
+    }
+
+    /// Tells the watchdog `dead_by` if it changed; false if it could not be told.
+    fn tell_watchdog(&mut self, dead_by: Instant) -> bool {
+        if dead_by == self.told {
+            return true;
         }
-        let (term_at, deadline_kill) = times(st.lease.deadline);
-        // The watchdog always knows the latest instant by which the command
-        // must be dead.
-        let dead_by = kill_by(&phase, deadline_kill);
-        if dead_by != told {
-            if watchdog.deadline(dead_by).is_err() && why.is_none() {
-                why = Some(Why::Unprotected);
+        self.told = dead_by;
+        self.watchdog.deadline(dead_by).is_ok()
+    }
+
+    /// Until the command ends: decide ([`next_step`]), act, wait for the
+    /// next event (a signal, a change of the lease, a timer), handle it.
+    async fn supervise(
+        &mut self,
+        mut signals: impl Stream<Item = i32> + Unpin,
+        mut own_signals: impl Stream<Item = i32> + Unpin,
+    ) {
+        while self.ended.is_none() {
+            let st = self.state.borrow_and_update().clone();
+            if self.why.is_none() {
+                self.why = self.guard.is_lost().map(Why::Lost);
             }
-            told = dead_by;
+            let (term_at, deadline_kill) = self.times(st.lease.deadline);
+            // The watchdog always knows the latest instant by which the
+            // command must be dead.
+            if !self.tell_watchdog(kill_by(&self.phase, deadline_kill)) && self.why.is_none() {
+                self.why = Some(Why::Unprotected);
+            }
+            let facts = Facts {
+                now: Instant::now(),
+                term_at,
+                kill_at: deadline_kill,
+                lost: self.why.is_some(),
+                suspect: st.suspect.is_some(),
+                renewed_since_pause: st.lease.lease_id != self.paused_lease,
+            };
+            let step = next_step(&facts, &self.phase, self.opts.kill_after);
+            if step != Step::Wait {
+                self.act(step, &st, deadline_kill);
+                continue;
+            }
+            let wake = wake_at(&self.phase, term_at, Instant::now());
+            tokio::select! {
+                Some(sig) = signals.next() => {
+                    tracing::debug!(sig, "forwarding signal to the command's group");
+                    self.spawned.signal_group(sig);
+                }
+                Some(sig) = own_signals.next() => {
+                    if sig == libc::SIGTSTP {
+                        // Stopping the command stops awsflock too, below.
+                        tracing::debug!("forwarding SIGTSTP to the command's group");
+                        self.spawned.signal_group(sig);
+                    }
+                }
+                changed = self.state.changed(), if self.state_open => {
+                    if changed.is_err() {
+                        self.state_open = false;
+                    }
+                }
+                _ = boottime::sleep_until(wake) => {}
+            }
+            let events = platform::reap(self.spawned.pgid, self.watchdog.pid());
+            self.on_events(events);
         }
-        let facts = Facts {
-            now: Instant::now(),
-            term_at,
-            kill_at: deadline_kill,
-            lost: why.is_some(),
-            suspect: st.suspect.is_some(),
-            renewed_since_pause: st.lease.lease_id != paused_lease,
-        };
-        match next_step(&facts, &phase, opts.kill_after) {
+    }
+
+    /// Carries out a step other than [`Step::Wait`].
+    fn act(&mut self, step: Step, st: &crate::lease::GuardState, deadline_kill: Instant) {
+        match step {
             Step::Wait => {}
             Step::Pause => {
-                spawned.signal_group(libc::SIGSTOP);
-                phase.pause = Some(Pause::Suspect);
-                paused_lease = st.lease.lease_id.clone();
+                self.spawned.signal_group(libc::SIGSTOP);
+                self.phase.pause = Some(Pause::Suspect);
+                self.paused_lease = st.lease.lease_id.clone();
                 say!(
                     "awsflock: {}: the lease may have expired ({}); command paused until it is renewed",
-                    lease.name,
+                    self.name(),
                     st.suspect.as_deref().unwrap_or("unknown")
                 );
-                continue;
             }
             Step::Continue => {
-                spawned.give_terminal();
-                spawned.signal_group(libc::SIGCONT);
-                phase.pause = None;
-                continue;
+                self.spawned.give_terminal();
+                self.spawned.signal_group(libc::SIGCONT);
+                self.phase.pause = None;
             }
-            Step::Stop { kill_at } => {
-                // Signal first, then say so: a message cannot delay the stop.
-                if kill_at <= Instant::now() {
-                    // No grace (see next_step): a paused command is not
-                    // continued first.
-                    spawned.signal_group(libc::SIGKILL);
-                    phase.killed = true;
-                } else {
-                    spawned.signal_group(libc::SIGTERM);
-                    spawned.signal_group(libc::SIGCONT);
-                }
-                phase.kill_at = Some(kill_at);
-                phase.pause = None;
-                // The watchdog learns the SIGKILL time before any message:
-                // a write to a stderr that blocks (a full pipe nobody reads)
-                // must not put the kill off until the lease's own kill time.
-                let dead_by = kill_by(&phase, deadline_kill);
-                if dead_by != told {
-                    let _ = watchdog.deadline(dead_by);
-                    told = dead_by;
-                }
-                let w = why.get_or_insert(Why::Expiring);
-                match w {
-                    Why::Expiring => say!(
-                        "awsflock: {}: the lease could not be renewed and expires soon; stopping the command",
-                        lease.name
-                    ),
-                    other => say!("awsflock: {}: {other}; stopping the command", lease.name),
-                }
-                continue;
-            }
+            Step::Stop { kill_at } => self.stop(kill_at, deadline_kill),
             Step::Kill => {
-                spawned.signal_group(libc::SIGKILL);
-                phase.killed = true;
-                continue;
+                self.spawned.signal_group(libc::SIGKILL);
+                self.phase.killed = true;
             }
         }
-        let wake = wake_at(&phase, term_at, Instant::now());
-        tokio::select! {
-            Some(sig) = signals.next() => {
-                tracing::debug!(sig, "forwarding signal to the command's group");
-                spawned.signal_group(sig);
-            }
-            Some(sig) = own_signals.next() => {
-                if sig == libc::SIGTSTP {
-                    // Stopping the command stops awsflock too, below.
-                    tracing::debug!("forwarding SIGTSTP to the command's group");
-                    spawned.signal_group(sig);
-                }
-            }
-            changed = state.changed(), if state_open => {
-                if changed.is_err() {
-                    state_open = false;
-                }
-            }
-            _ = boottime::sleep_until(wake) => {}
+    }
+
+    /// Stops the command: SIGTERM (and SIGCONT) with SIGKILL at
+    /// `kill_at`, or SIGKILL at once when `kill_at` has come.
+    fn stop(&mut self, kill_at: Instant, deadline_kill: Instant) {
+        // Signal first, then say so: a message cannot delay the stop.
+        if kill_at <= Instant::now() {
+            // No grace (see next_step): a paused command is not continued
+            // first.
+            self.spawned.signal_group(libc::SIGKILL);
+            self.phase.killed = true;
+        } else {
+            self.spawned.signal_group(libc::SIGTERM);
+            self.spawned.signal_group(libc::SIGCONT);
         }
-        let events = platform::reap(spawned.pgid, watchdog.pid());
+        self.phase.kill_at = Some(kill_at);
+        self.phase.pause = None;
+        // The watchdog learns the SIGKILL time before any message: a write
+        // to a stderr that blocks (a full pipe nobody reads) must not put
+        // the kill off until the lease's own kill time.
+        let _ = self.tell_watchdog(kill_by(&self.phase, deadline_kill));
+        let name = self.name();
+        match self.why.get_or_insert(Why::Expiring) {
+            Why::Expiring => say!(
+                "awsflock: {name}: the lease could not be renewed and expires soon; stopping the command"
+            ),
+            other => say!("awsflock: {name}: {other}; stopping the command"),
+        }
+    }
+
+    /// What [`platform::reap`] saw: the command ended, stopped or was
+    /// continued, or the watchdog died.
+    fn on_events(&mut self, events: Vec<platform::Event>) {
         let ends = events
             .iter()
             .any(|e| matches!(e, platform::Event::Ended(_)));
         for event in events {
             match event {
-                platform::Event::Ended(e) => ended = Some(e),
+                platform::Event::Ended(e) => self.ended = Some(e),
                 platform::Event::WatchdogGone => {
-                    if why.is_none() {
-                        why = Some(Why::Unprotected);
+                    if self.why.is_none() {
+                        self.why = Some(Why::Unprotected);
                     }
                 }
-                platform::Event::Continued => match on_continued(&phase) {
+                platform::Event::Continued => match on_continued(&self.phase) {
                     // Someone else continued it: the lease is still in doubt.
-                    Answer::StopAgain => spawned.signal_group(libc::SIGSTOP),
-                    Answer::Resumed => phase.pause = None,
+                    Answer::StopAgain => self.spawned.signal_group(libc::SIGSTOP),
+                    Answer::Resumed => self.phase.pause = None,
                     _ => {}
                 },
                 platform::Event::Stopped(sig) => {
                     tracing::debug!(sig, "the command stopped");
                     // Not if it has ended or been continued meanwhile.
-                    let stopped = !ends && platform::still_stopped(spawned.pgid);
-                    if on_stopped(&phase, stopped, platform::is_init) == Answer::StopAsAJob {
+                    let stopped = !ends && platform::still_stopped(self.spawned.pgid);
+                    if on_stopped(&self.phase, stopped, platform::is_init) == Answer::StopAsAJob {
                         // Job control (Ctrl-Z, SIGTTIN, kill -STOP): stop as a
                         // job ourselves, so that the shell sees it. While we
                         // are stopped the watchdog still fires at the deadline.
-                        spawned.take_terminal();
-                        let _ = watchdog.job_stop();
+                        self.spawned.take_terminal();
+                        let _ = self.watchdog.job_stop();
                         platform::stop_self();
-                        let _ = watchdog.resumed();
+                        let _ = self.watchdog.resumed();
                         // Continued (fg, bg): renew before the command goes on.
-                        phase.pause = Some(Pause::Resuming);
-                        paused_lease = state.borrow().lease.lease_id.clone();
-                        guard.renew_now();
+                        self.phase.pause = Some(Pause::Resuming);
+                        self.paused_lease = self.state.borrow().lease.lease_id.clone();
+                        self.guard.renew_now();
                     }
                 }
             }
         }
     }
-    let ended = ended.unwrap_or(platform::Ended::Code(crate::exit::ERROR));
-    // A command that ended after its kill time (awsflock was stopped, and
-    // the watchdog killed it) ran to the end of its lease: that is a loss.
-    let (_, deadline_kill) = times(state.borrow().lease.deadline);
-    if why.is_none() && ended_past_its_lease(Instant::now(), deadline_kill) {
-        why = Some(Why::Lost(Lost::Expired(
-            "awsflock could not renew it in time; the command was killed at its deadline".into(),
-        )));
-    }
-    if why.is_some() {
-        // The command is gone; anything it left in its group must not go on
-        // running without the lock.
-        spawned.signal_group(libc::SIGKILL);
-    } else if !opts.leave_leftovers {
-        let grace = opts
-            .kill_after
-            .min(deadline_kill.saturating_duration_since(Instant::now()));
-        stop_leftovers(&spawned, grace, &mut state).await;
-    }
-    watchdog.disarm();
-    spawned.take_terminal();
-    platform::reap_orphans();
-    match why {
-        Some(w) => {
-            say!("awsflock: error: lease on {} lost: {w}", lease.name);
-            let l = match w {
-                Why::Lost(l) => l,
-                other => Lost::Expired(other.to_string()),
-            };
-            finish_release(guard, Some(l)).await;
-            opts.lost_exit_code
+
+    /// After the command ended: a loss if it outlived its kill time; stops
+    /// its leftovers (or kills them, when lost); releases; the exit code.
+    async fn finish(mut self) -> i32 {
+        let name = self.name();
+        let ended = self
+            .ended
+            .take()
+            .unwrap_or(platform::Ended::Code(crate::exit::ERROR));
+        // A command that ended after its kill time (awsflock was stopped,
+        // and the watchdog killed it) ran to the end of its lease: a loss.
+        let (_, deadline_kill) = self.times(self.state.borrow().lease.deadline);
+        if self.why.is_none() && ended_past_its_lease(Instant::now(), deadline_kill) {
+            self.why = Some(Why::Lost(Lost::Expired(
+                "awsflock could not renew it in time; the command was killed at its deadline"
+                    .into(),
+            )));
         }
-        None => {
-            finish_release(guard, None).await;
-            if let platform::Ended::Signal(sig) = ended {
-                EXIT_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
+        if self.why.is_some() {
+            // The command is gone; anything it left in its group must not go
+            // on running without the lock.
+            self.spawned.signal_group(libc::SIGKILL);
+        } else if !self.opts.leave_leftovers {
+            let grace = self
+                .opts
+                .kill_after
+                .min(deadline_kill.saturating_duration_since(Instant::now()));
+            stop_leftovers(&self.spawned, grace, &mut self.state).await;
+        }
+        self.watchdog.disarm();
+        self.spawned.take_terminal();
+        platform::reap_orphans();
+        match self.why {
+            Some(w) => {
+                say!("awsflock: error: lease on {name} lost: {w}");
+                let l = match w {
+                    Why::Lost(l) => l,
+                    other => Lost::Expired(other.to_string()),
+                };
+                finish_release(self.guard, Some(l)).await;
+                self.opts.lost_exit_code
             }
-            platform::exit_code(ended)
+            None => {
+                finish_release(self.guard, None).await;
+                if let platform::Ended::Signal(sig) = ended {
+                    EXIT_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
+                }
+                platform::exit_code(ended)
+            }
         }
     }
 }
