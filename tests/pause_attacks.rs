@@ -676,3 +676,80 @@ fn pause_during_the_grace_kills_the_command_on_waking() {
         out.describe()
     );
 }
+
+/// A lease that turned suspect (the wall clock jumped ahead of the
+/// boot-time clock: a VM pause, as far as this machine can tell) and that
+/// no renewal confirmed by its SIGTERM time (every renewal hangs) is killed
+/// at once, and awsflock says why: time passed unseen and the lease could
+/// not be confirmed, not merely that it "could not be renewed".
+#[test]
+fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
+    if libfaketime().is_none() {
+        println!("note: libfaketime is not installed; unconfirmed_suspect_lease skipped");
+        return;
+    }
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let name = lock();
+    let f = files();
+    let mut groups = Groups::default();
+    // Lease 9 s, renewed every 3 s, grace 2 s: SIGTERM time about 5.4 s in.
+    let holder = spawn(holder_at(&proxy.endpoint, Some(&f.wall)).args([
+        "run",
+        &name,
+        "--table",
+        &t,
+        "-v",
+        "--lease-duration",
+        "9",
+        "--kill-after",
+        "2",
+        "-c",
+        &stamping(&f.ready, &f.ours, "''"),
+    ]));
+    groups.0.push(holder.pid() as i32);
+    let Some(child) = first_line(&f.ready, Duration::from_secs(30)) else {
+        let out = holder.wait(Duration::from_secs(10));
+        panic!("the command never started:\n{}", out.describe())
+    };
+    groups
+        .0
+        .push(child.trim().parse().expect("the command's pid"));
+    proxy.fault(
+        Some("UpdateItem"),
+        Fault::Hold(Duration::from_secs(20)),
+        None,
+    );
+    thread::sleep(Duration::from_millis(500));
+    std::fs::write(&f.wall, "+30s\n").unwrap();
+    let out = holder.wait(Duration::from_secs(30));
+    let said: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("awsflock:"))
+        .collect();
+    figures(format!(
+        "unconfirmed_suspect_lease exit={} messages={said:?}",
+        out.code
+    ));
+    assert_eq!(out.code, 4, "{}", out.describe());
+    let stop = said
+        .iter()
+        .find(|l| l.contains("stopping the command"))
+        .unwrap_or_else(|| panic!("no stop message:\n{}", out.describe()));
+    assert!(
+        !stop.contains("could not be renewed")
+            && stop.contains("wall clock jumped")
+            && stop.contains("no renewal confirmed"),
+        "the stop message must say that time passed unseen and no renewal confirmed the lease: {stop}"
+    );
+    let lost = said
+        .iter()
+        .find(|l| l.contains("lost:"))
+        .unwrap_or_else(|| panic!("no final message:\n{}", out.describe()));
+    assert!(
+        lost.contains("no renewal confirmed"),
+        "the final message must say why: {lost}"
+    );
+}

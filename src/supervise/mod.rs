@@ -86,6 +86,9 @@ enum Why {
     Lost(Lost),
     /// No renewal succeeded in time: the lease is about to expire.
     Expiring,
+    /// Time passed unseen (the lease turned suspect, saying why) and no
+    /// renewal confirmed the lease by its SIGTERM time.
+    Unconfirmed(String),
     /// The watchdog died: nothing would stop the command if awsflock were
     /// stopped or killed now.
     Unprotected,
@@ -96,6 +99,10 @@ impl std::fmt::Display for Why {
         match self {
             Why::Lost(l) => write!(f, "{l}"),
             Why::Expiring => write!(f, "no renewal succeeded in time"),
+            Why::Unconfirmed(why) => write!(
+                f,
+                "the lease may have expired ({why}) and no renewal confirmed it in time"
+            ),
             Why::Unprotected => write!(
                 f,
                 "the watchdog that kills the command if awsflock stops has died"
@@ -287,7 +294,12 @@ pub async fn run(
                     let _ = watchdog.deadline(dead_by);
                     told = dead_by;
                 }
-                let w = why.get_or_insert(Why::Expiring);
+                // Not lost: either no renewal came in time, or time passed
+                // unseen and none confirmed the lease since.
+                let w = why.get_or_insert_with(|| match &st.suspect {
+                    Some(s) => Why::Unconfirmed(s.clone()),
+                    None => Why::Expiring,
+                });
                 match w {
                     Why::Expiring => say!(
                         "awsflock: {}: the lease could not be renewed and expires soon; stopping the command",
