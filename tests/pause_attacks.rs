@@ -753,3 +753,90 @@ fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
         "the final message must say why: {lost}"
     );
 }
+
+/// A VM pause noticed while awsflock's stderr is a full pipe that nobody
+/// reads: the warning about the unseen time must not hold up the pause of
+/// the command. awsflock runs on one thread; a write to such a stderr
+/// blocks it, and the watchdog's kill time came from clocks that missed
+/// the pause, so whatever is written must come after the command is
+/// stopped (as for the other messages: signals first, then words).
+///
+/// The pause is played by the wall clock jumping ahead of the boot-time
+/// clock (libfaketime); the stderr pipe is filled by the test before.
+#[test]
+fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
+    use std::io::{Read, Write};
+    if libfaketime().is_none() {
+        println!("note: libfaketime is not installed; full_stderr_pipe skipped");
+        return;
+    }
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let f = files();
+    let mut groups = Groups::default();
+    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let mut filler = writer.try_clone().expect("dup");
+    // No -v: nothing is written to stderr before the warning.
+    let mut cmd = holder_at(&moto.endpoint, Some(&f.wall));
+    cmd.args([
+        "run",
+        &name,
+        "--table",
+        &t,
+        "--lease-duration",
+        "20",
+        "-c",
+        &stamping(&f.ready, &f.ours, "''"),
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(writer);
+    let mut holder = cmd.spawn().expect("spawn awsflock");
+    drop(cmd);
+    groups.0.push(holder.id() as i32);
+    let child = first_line(&f.ready, Duration::from_secs(30)).expect("the command never started");
+    groups
+        .0
+        .push(child.trim().parse().expect("the command's pid"));
+    // Fill the pipe: this thread blocks once it is full.
+    thread::spawn(move || {
+        let block = [b'.'; 4096];
+        while filler.write_all(&block).is_ok() {}
+    });
+    thread::sleep(Duration::from_millis(500));
+    let jumped_ns = now_ns();
+    std::fs::write(&f.wall, "+30s\n").unwrap();
+    thread::sleep(Duration::from_secs(3));
+    let after: Vec<i128> = stamps(&f.ours)
+        .into_iter()
+        .filter(|&s| s > jumped_ns + 1_000_000_000)
+        .collect();
+    // Drain stderr, so that awsflock can go on, then end it.
+    let drained = thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut text = Vec::new();
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.extend(buf[..n].iter().filter(|&&b| b != b'.'));
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    thread::sleep(Duration::from_secs(1));
+    drop(groups);
+    let _ = holder.wait();
+    let _ = drained;
+    figures(format!(
+        "full_stderr_pipe stamps_later_than_1s_after_the_jump={} last_after_jump_s={:.2}",
+        after.len(),
+        after.last().map_or(0.0, |&s| secs(s - jumped_ns))
+    ));
+    assert!(
+        after.is_empty(),
+        "the command went on acting {:.2} s after the wall clock jumped ahead ({} stamps later than 1 s): the warning blocked on the full stderr before the command was paused",
+        after.last().map_or(0.0, |&s| secs(s - jumped_ns)),
+        after.len()
+    );
+}
