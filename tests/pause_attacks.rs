@@ -40,7 +40,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Seconds the holder's clocks miss (see the module's docs).
-const LAG: i64 = 12;
+const LAG: i64 = 14;
 
 /// Seconds the clocks miss while a grant lands: more than its lease.
 const GRANT_LAG: i64 = 24;
@@ -320,7 +320,7 @@ fn renewal_held_while_paused(
     let mut groups = Groups::default();
     proxy.shift_date(-LAG);
     // Lease 20 s on the holder's clocks, renewed every 6.7 s, SIGTERM grace
-    // 3 s; 8 s on the store's clock.
+    // 3 s; 6 s on the store's clock.
     let holder = spawn(
         holder_at(&proxy.endpoint, resync_wall.then_some(f.wall.as_path())).args([
             "run",
@@ -426,14 +426,14 @@ fn renewal_held_while_paused(
     assert_eq!(other.code, 0, "{}", other.describe());
 }
 
-/// A renewal in flight when the machine paused, let through to the store
-/// while it is still paused, after a second worker took the lock; the
-/// machine wakes 6.5 s into a 20 s lease (on its own clocks; the store's
-/// clock says the lease ended 1.5 s before the pause). The renewal's "not
-/// held" comes right after waking and shows the store's clock ahead (time
-/// went unseen): the command must be killed at once, not given its 3 s
-/// SIGTERM grace up to a kill time that missed the pause (the holder's own
-/// deadline is still 13 s away).
+/// A renewal in flight when the machine paused (6.7 s into a 20 s lease on
+/// the holder's clocks; on the store's clock the lease ended 0.7 s before),
+/// let through to the store while it is still paused, after a second
+/// worker took the lock; the machine wakes 6.5 s later, about 2 s before
+/// its own SIGTERM time. The renewal's "not held" comes right after waking
+/// and shows the store's clock ahead (time went unseen): the command must
+/// be killed at once, not given its 3 s SIGTERM grace up to a kill time
+/// that missed the pause.
 #[test]
 fn renewal_refused_on_waking_kills_the_command_at_once() {
     renewal_held_while_paused(
