@@ -799,10 +799,15 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
     groups
         .0
         .push(child.trim().parse().expect("the command's pid"));
-    // Fill the pipe: this thread blocks once it is full.
+    // Fill the pipe: this thread blocks once it is full (64 KiB), and ends
+    // once the rest is drained.
     thread::spawn(move || {
         let block = [b'.'; 4096];
-        while filler.write_all(&block).is_ok() {}
+        for _ in 0..64 {
+            if filler.write_all(&block).is_err() {
+                break;
+            }
+        }
     });
     thread::sleep(Duration::from_millis(500));
     let jumped_ns = now_ns();
@@ -820,14 +825,23 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
             if n == 0 {
                 break;
             }
-            text.extend(buf[..n].iter().filter(|&&b| b != b'.'));
+            text.extend_from_slice(&buf[..n]);
         }
-        String::from_utf8_lossy(&text).into_owned()
+        String::from_utf8_lossy(&text)
+            .lines()
+            .map(|l| l.trim_start_matches('.'))
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
     });
     thread::sleep(Duration::from_secs(1));
     drop(groups);
     let _ = holder.wait();
-    let _ = drained;
+    // Ends at end of file, once the filler, awsflock and the command are gone.
+    let said = drained.join().unwrap_or_default();
+    println!("awsflock's stderr:\n{}", tail(&said, 10));
+    let paused_at = said.find("command paused");
+    let warned_at = said.find("the lease may be gone");
     figures(format!(
         "full_stderr_pipe stamps_later_than_1s_after_the_jump={} last_after_jump_s={:.2}",
         after.len(),
@@ -838,6 +852,10 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
         "the command went on acting {:.2} s after the wall clock jumped ahead ({} stamps later than 1 s): the warning blocked on the full stderr before the command was paused",
         after.last().map_or(0.0, |&s| secs(s - jumped_ns)),
         after.len()
+    );
+    assert!(
+        paused_at.is_some() && warned_at.is_some() && paused_at < warned_at,
+        "the command must be paused (and said so) before the lease's warning:\n{said}"
     );
 }
 
