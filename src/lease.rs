@@ -518,8 +518,8 @@ async fn renew_loop(
             }
         }
         if let Some(w) = why {
-            tracing::warn!("{w}: the lease may be gone; renewing now");
-            tx.send_modify(|s| s.suspect = Some(w));
+            tx.send_modify(|s| s.suspect = Some(w.clone()));
+            warn_after_acting(format!("{w}: the lease may be gone; renewing now")).await;
         }
         let mut renew_at_once = false;
         let current = tx.borrow().lease.clone();
@@ -557,12 +557,12 @@ async fn renew_loop(
                         biased;
                         out = &mut renew => break out,
                         _ = tokio::time::sleep(boottime::MAX_NAP) => {
-                            look_again(&tx, &mut seen, &mut flagged);
+                            look_again(&tx, &mut seen, &mut flagged).await;
                         }
                     }
                 }
             };
-            look_again(&tx, &mut seen, &mut flagged);
+            look_again(&tx, &mut seen, &mut flagged).await;
             match attempt {
                 Ok(Ok(lease)) => {
                     tracing::debug!(lease_id = %lease.lease_id, "renewed");
@@ -575,16 +575,16 @@ async fn renew_loop(
                     let now = Look::now();
                     let why = unseen_time(&look, &now).or(flagged);
                     look = now;
-                    if let Some(w) = &why {
-                        tracing::warn!("{w}: the lease may be shorter than written; renewing now");
-                    }
-                    let again = why.is_some();
                     tx.send_modify(|s| {
                         s.lease = lease;
-                        s.suspect = why;
+                        s.suspect = why.clone();
                     });
-                    if again {
+                    if let Some(w) = why {
                         renew_at_once = true;
+                        warn_after_acting(format!(
+                            "{w}: the lease may be shorter than written; renewing now"
+                        ))
+                        .await;
                     }
                     break;
                 }
@@ -616,7 +616,7 @@ async fn renew_loop(
                 + backoff.min(current.deadline.saturating_duration_since(Instant::now()));
             while !until.remaining().is_zero() {
                 tokio::time::sleep(until.remaining().min(boottime::MAX_NAP)).await;
-                look_again(&tx, &mut seen, &mut flagged);
+                look_again(&tx, &mut seen, &mut flagged).await;
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
@@ -630,16 +630,30 @@ async fn renew_loop(
 
 /// Looks at the clocks while renewing: time unseen since `seen` makes the
 /// lease suspect at once (said once per renewal).
-fn look_again(tx: &watch::Sender<GuardState>, seen: &mut Look, flagged: &mut Option<String>) {
+async fn look_again(tx: &watch::Sender<GuardState>, seen: &mut Look, flagged: &mut Option<String>) {
     let now = Look::now();
-    if let Some(w) = unseen_time(seen, &now) {
-        if flagged.is_none() {
-            tracing::warn!("{w}: the lease may be gone; still renewing");
-        }
+    let before = std::mem::replace(seen, now);
+    if let Some(w) = unseen_time(&before, &now) {
+        let first = flagged.is_none();
         tx.send_modify(|s| s.suspect = Some(w.clone()));
-        *flagged = Some(w);
+        *flagged = Some(w.clone());
+        if first {
+            warn_after_acting(format!("{w}: the lease may be gone; still renewing")).await;
+        }
     }
-    *seen = now;
+}
+
+/// Warns, once whoever acts under the lease has had its turn: awsflock runs
+/// on one thread, and a warning written to a stderr that blocks (a full pipe
+/// nobody reads) would otherwise hold up the pause or kill of the command
+/// that the state just published calls for, until the watchdog's kill time,
+/// which may have missed the very time the warning is about. Call right
+/// after publishing the state.
+async fn warn_after_acting(msg: String) {
+    // The supervisor's task, woken by the published state, runs before
+    // this one is polled again.
+    tokio::task::yield_now().await;
+    tracing::warn!("{msg}");
 }
 
 #[cfg(test)]

@@ -86,6 +86,9 @@ enum Why {
     Lost(Lost),
     /// No renewal succeeded in time: the lease is about to expire.
     Expiring,
+    /// Time passed unseen (the lease turned suspect, saying why) and no
+    /// renewal confirmed the lease by its SIGTERM time.
+    Unconfirmed(String),
     /// The watchdog died: nothing would stop the command if awsflock were
     /// stopped or killed now.
     Unprotected,
@@ -96,6 +99,10 @@ impl std::fmt::Display for Why {
         match self {
             Why::Lost(l) => write!(f, "{l}"),
             Why::Expiring => write!(f, "no renewal succeeded in time"),
+            Why::Unconfirmed(why) => write!(
+                f,
+                "the lease may have expired ({why}) and no renewal confirmed it in time"
+            ),
             Why::Unprotected => write!(
                 f,
                 "the watchdog that kills the command if awsflock stops has died"
@@ -377,7 +384,7 @@ impl Supervision {
                 self.spawned.signal_group(libc::SIGCONT);
                 self.phase.pause = None;
             }
-            Step::Stop { kill_at } => self.stop(kill_at, deadline_kill),
+            Step::Stop { kill_at } => self.stop(kill_at, st, deadline_kill),
             Step::Kill => {
                 self.spawned.signal_group(libc::SIGKILL);
                 self.phase.killed = true;
@@ -387,7 +394,7 @@ impl Supervision {
 
     /// Stops the command: SIGTERM (and SIGCONT) with SIGKILL at
     /// `kill_at`, or SIGKILL at once when `kill_at` has come.
-    fn stop(&mut self, kill_at: Instant, deadline_kill: Instant) {
+    fn stop(&mut self, kill_at: Instant, st: &crate::lease::GuardState, deadline_kill: Instant) {
         // Signal first, then say so: a message cannot delay the stop.
         if kill_at <= Instant::now() {
             // No grace (see next_step): a paused command is not continued
@@ -405,7 +412,13 @@ impl Supervision {
         // the kill off until the lease's own kill time.
         let _ = self.tell_watchdog(kill_by(&self.phase, deadline_kill));
         let name = self.name();
-        match self.why.get_or_insert(Why::Expiring) {
+        // Not lost: either no renewal came in time, or time passed unseen
+        // and none confirmed the lease since.
+        let w = self.why.get_or_insert_with(|| match &st.suspect {
+            Some(s) => Why::Unconfirmed(s.clone()),
+            None => Why::Expiring,
+        });
+        match w {
             Why::Expiring => say!(
                 "awsflock: {name}: the lease could not be renewed and expires soon; stopping the command"
             ),

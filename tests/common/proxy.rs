@@ -370,10 +370,7 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) {
         let op = req
             .header("x-amz-target")
             .unwrap_or_else(|| method_of(&req.head));
-        let (fault, shift) = {
-            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-            (st.admit(&op), st.date_shift)
-        };
+        let fault = state.lock().unwrap_or_else(|e| e.into_inner()).admit(&op);
         if let Some(Fault::Hold(d)) = fault {
             thread::sleep(d);
         }
@@ -406,6 +403,9 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) {
                 }
             }
         };
+        // The shift in force when the answer leaves (a held request is
+        // answered with the `Date` of the time it is let through).
+        let shift = state.lock().unwrap_or_else(|e| e.into_inner()).date_shift;
         let answer = if shift != 0 {
             with_date(&answer, SystemTime::now(), shift)
         } else {
