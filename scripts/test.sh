@@ -13,6 +13,8 @@ if ! command -v protoc >/dev/null 2>&1 && [ ! -x "${PROTOC:-}" ]; then
     echo "test:     sudo apt-get update && sudo apt-get install -y protobuf-compiler" >&2
     exit 1
 fi
+# Tests that need a tool setup.sh installs fail, rather than skip, without it.
+export AWSFLOCK_TEST_ALL=1
 if [ $# -gt 0 ]; then
     exec cargo test --features etcd --all-targets --no-fail-fast "$@"
 fi

@@ -512,7 +512,7 @@ fn clock_skew_neither_steals_a_live_lock_nor_delays_a_dead_one_forever() {
     let moto = Moto::start();
     let t = table(&moto);
     let Some(_) = awsflock_faketime(&moto, "+1h") else {
-        println!("note: faketime is not installed; clock skew test skipped");
+        skip("faketime is not installed (clock skew test)");
         return;
     };
     let ahead = || awsflock_faketime(&moto, "+1h").unwrap();
@@ -1572,7 +1572,7 @@ fn wall_clock_jumping_ahead_of_the_boot_clock_makes_the_holder_renew_at_once() {
     let (ready, stamp_file) = (dir.path().join("ready"), dir.path().join("faketime"));
     std::fs::write(&stamp_file, "+0s\n").unwrap();
     let Some(mut cmd) = faketime_file_at(&proxy.endpoint, &stamp_file) else {
-        println!("note: libfaketime is not installed; wall-clock jump test skipped");
+        skip("libfaketime is not installed (wall-clock jump test)");
         return;
     };
     let script = format!("echo $$ > {}; sleep 8", p(&ready));
@@ -1643,7 +1643,7 @@ fn ours(moto: &Moto, skew: Option<&str>, args: &[&str]) -> Out {
 #[test]
 fn no_wait_reclaims_a_dead_holders_lock_within_seconds_under_skew() {
     if which("faketime").is_none() {
-        println!("note: faketime is not installed; skew test skipped");
+        skip("faketime is not installed (skew test)");
         return;
     }
     let moto = Moto::start();
@@ -1716,7 +1716,7 @@ fn no_wait_reclaims_a_dead_holders_lock_within_seconds_under_skew() {
 #[test]
 fn a_grant_taken_over_before_its_rewrite_is_not_reported_and_the_wait_goes_on() {
     if which("faketime").is_none() {
-        println!("note: faketime is not installed; skew test skipped");
+        skip("faketime is not installed (skew test)");
         return;
     }
     let moto = Moto::start();
@@ -1793,7 +1793,7 @@ fn a_grant_taken_over_before_its_rewrite_is_not_reported_and_the_wait_goes_on() 
 #[test]
 fn renew_from_a_clock_an_hour_behind_never_writes_an_expired_looking_lease() {
     if which("faketime").is_none() {
-        println!("note: faketime is not installed; skew test skipped");
+        skip("faketime is not installed (skew test)");
         return;
     }
     let moto = Moto::start();

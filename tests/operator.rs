@@ -81,7 +81,7 @@ fn quiet_silences_the_waiting_line() {
 #[test]
 fn a_waiter_on_a_terminal_redraws_one_line_in_place() {
     let Some(script) = which("script") else {
-        eprintln!("skipped: `script` (util-linux) is not installed");
+        skip("`script` (util-linux) is not installed");
         return;
     };
     let d = dir();

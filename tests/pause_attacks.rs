@@ -309,7 +309,7 @@ fn renewal_held_while_paused(
     label: &str,
 ) {
     if resync_wall && libfaketime().is_none() {
-        println!("note: libfaketime is not installed; {label} skipped");
+        skip(&format!("libfaketime is not installed ({label})"));
         return;
     }
     let moto = Moto::start();
@@ -480,7 +480,7 @@ fn renewal_refused_after_waking_kills_the_command_without_grace() {
 #[test]
 fn grant_landing_while_paused_never_starts_the_command() {
     if libfaketime().is_none() {
-        println!("note: libfaketime is not installed; grant_landing_while_paused skipped");
+        skip("libfaketime is not installed (grant_landing_while_paused)");
         return;
     }
     let moto = Moto::start();
@@ -595,7 +595,7 @@ fn grant_landing_while_paused_never_starts_the_command() {
 #[test]
 fn pause_during_the_grace_kills_the_command_on_waking() {
     if libfaketime().is_none() {
-        println!("note: libfaketime is not installed; pause_during_the_grace skipped");
+        skip("libfaketime is not installed (pause_during_the_grace)");
         return;
     }
     let moto = Moto::start();
@@ -685,7 +685,7 @@ fn pause_during_the_grace_kills_the_command_on_waking() {
 #[test]
 fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
     if libfaketime().is_none() {
-        println!("note: libfaketime is not installed; unconfirmed_suspect_lease skipped");
+        skip("libfaketime is not installed (unconfirmed_suspect_lease)");
         return;
     }
     let moto = Moto::start();
@@ -767,7 +767,7 @@ fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
 fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
     use std::io::{Read, Write};
     if libfaketime().is_none() {
-        println!("note: libfaketime is not installed; full_stderr_pipe skipped");
+        skip("libfaketime is not installed (full_stderr_pipe)");
         return;
     }
     let moto = Moto::start();
@@ -870,9 +870,7 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
 #[test]
 fn grant_answer_waiting_out_a_long_stop_is_not_reported() {
     if libfaketime().is_none() {
-        println!(
-            "note: libfaketime is not installed; grant_answer_waiting_out_a_long_stop skipped"
-        );
+        skip("libfaketime is not installed (grant_answer_waiting_out_a_long_stop)");
         return;
     }
     let moto = Moto::start();

@@ -693,3 +693,14 @@ pub fn store_requests(stderr: &str) -> Vec<&str> {
         .filter(|l| l.contains("store_request"))
         .collect()
 }
+
+/// A test that needs a tool `scripts/setup.sh` installs (faketime,
+/// `script`) and does not find it: a note and a skip when run by hand, a
+/// failure in the full run (`scripts/test.sh` sets `AWSFLOCK_TEST_ALL`), so
+/// that no test passes there without having run.
+pub fn skip(why: &str) {
+    if std::env::var_os("AWSFLOCK_TEST_ALL").is_some() {
+        panic!("{why}: install it with scripts/setup.sh");
+    }
+    println!("note: {why}; skipped");
+}
