@@ -220,4 +220,35 @@ mod tests {
             assert_eq!(a.trace, b.trace, "seed {seed} ran differently twice");
         }
     }
+
+    /// For measuring a deliberately broken S3 store (DESIGN.md,
+    /// "Simulation"): runs `AWSFLOCK_SIM_SEEDS` (2,000) S3 schedules and
+    /// counts those that fail, by invariant, without stopping at the first.
+    #[test]
+    #[ignore = "a measurement: run with --ignored --nocapture"]
+    fn s3_failure_census() {
+        let first = env_u64("AWSFLOCK_SIM_SEED").unwrap_or(0);
+        let count = env_u64("AWSFLOCK_SIM_SEEDS").unwrap_or(2_000);
+        let mut failed = 0u64;
+        let mut first_failure = None;
+        let mut by_kind = std::collections::BTreeMap::<String, u64>::new();
+        for seed in first..first + count {
+            let r = run_seed_on(seed, true);
+            if r.violations.is_empty() {
+                continue;
+            }
+            failed += 1;
+            first_failure.get_or_insert((seed, r.violations[0].clone()));
+            for v in &r.violations {
+                let kind = v
+                    .find("(invariant")
+                    .map(|i| v[i..].chars().take(13).collect())
+                    .unwrap_or_else(|| v.chars().take(40).collect());
+                *by_kind.entry(kind).or_default() += 1;
+            }
+        }
+        eprintln!(
+            "S3 census: {failed} of {count} schedules from seed {first} failed; first: {first_failure:?}; violations: {by_kind:?}"
+        );
+    }
 }
