@@ -165,13 +165,13 @@ mod tests {
         std::env::var(name).ok().and_then(|v| v.parse().ok())
     }
 
-    /// How many S3 schedules `schedules_s3` runs by default: about 20 s
-    /// on a shared 2-core machine under load (170-210 schedules/s);
-    /// `AWSFLOCK_SIM_SEEDS` runs more.
-    const DEFAULT_SEEDS: u64 = 4_000;
+    /// How many S3 schedules `schedules_s3` runs by default: 14 s on the
+    /// shared 2-core machine at a load of 3.5 (711 schedules/s), up to a
+    /// minute under heavy load; `AWSFLOCK_SIM_SEEDS` runs more.
+    const DEFAULT_SEEDS: u64 = 10_000;
 
     /// Schedules with our clients on the S3 store, from seed
-    /// `AWSFLOCK_SIM_SEED` (0), `AWSFLOCK_SIM_SEEDS` of them (4,000), on
+    /// `AWSFLOCK_SIM_SEED` (0), `AWSFLOCK_SIM_SEEDS` of them (10,000), on
     /// two threads (each schedule runs on its own runtime, so a seed runs
     /// the same on either); panics with the first failure's seed, trace
     /// and how to rerun it.
