@@ -193,10 +193,14 @@ mod tests {
             (a.join().unwrap(), b.join().unwrap())
         });
         if let Some(r) = a.or(b) {
+            // Not `Report::explain`: its rerun command is DynamoDB's.
             panic!(
-                "S3 store: {}\nrerun this S3 schedule: AWSFLOCK_SIM_SEED={} AWSFLOCK_SIM_SEEDS=1 \
+                "S3 simulation seed {} failed:\n  {}\ntrace (true time, store time, client, event):\n{}\n\
+                 rerun: AWSFLOCK_SIM_SEED={} AWSFLOCK_SIM_SEEDS=1 \
                  cargo test --lib sim::objects::tests::schedules_s3 -- --nocapture",
-                r.explain(),
+                r.seed,
+                r.violations.join("\n  "),
+                r.trace.join("\n"),
                 r.seed
             );
         }
