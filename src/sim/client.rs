@@ -144,11 +144,13 @@ impl Who {
 }
 
 /// Draws and runs the schedule of `seed`.
-pub async fn schedule(seed: u64) -> Report {
+pub async fn schedule(seed: u64, s3: bool) -> Report {
     let mut r = fastrand::Rng::with_seed(seed);
     let start = tokio::time::Instant::now();
     let n_clients = r.usize(2..=4);
-    let v020s: Vec<bool> = (0..n_clients).map(|i| i > 0 && r.f64() < 0.3).collect();
+    let v020s: Vec<bool> = (0..n_clients)
+        .map(|i| !s3 && i > 0 && r.f64() < 0.3)
+        .collect();
     let lease = Duration::from_secs(r.u64(2..=6));
     let p = Params {
         lease,
@@ -199,6 +201,7 @@ pub async fn schedule(seed: u64) -> Report {
         violations: Mutex::new(Vec::new()),
         intervals: Mutex::new(Vec::new()),
         blocked: Mutex::new(None),
+        s3,
     });
     w.log(
         "sim",
@@ -403,12 +406,12 @@ fn check_deadline(who: &Who, lease: &crate::store::Lease) {
 }
 
 async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
-    let store = Arc::new(SimStore::into_store(SimStore::new(
-        who.w.clone(),
-        who.mach.clone(),
-        who.name.clone(),
-    )));
-    let shared: Arc<dyn LockStore> = store.clone();
+    let net = SimStore::new(who.w.clone(), who.mach.clone(), who.name.clone());
+    let shared: Arc<dyn LockStore> = if who.w.s3 {
+        Arc::new(super::objects::s3_store(net))
+    } else {
+        Arc::new(net.into_store())
+    };
     for cycle in 0..spec.cycles {
         tokio::time::sleep(spec.think[cycle as usize]).await;
         let req = AcquireRequest {

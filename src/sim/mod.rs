@@ -14,6 +14,7 @@
 //! `AWSFLOCK_SIM_SEED`).
 
 mod client;
+mod objects;
 mod store;
 mod world;
 
@@ -63,6 +64,9 @@ pub struct World {
     /// Why the lock may stay blocked for hours (a documented availability
     /// cost), if it may.
     pub blocked: Mutex<Option<String>>,
+    /// Our clients use the S3 store (over [`Table::objects`]) instead of
+    /// DynamoDB; there are no awsflock 0.2.0 clients then.
+    pub s3: bool,
 }
 
 impl World {
@@ -199,13 +203,18 @@ impl Report {
 
 /// Runs the schedule of `seed` on a fresh runtime with virtual time.
 pub fn run_seed(seed: u64) -> Report {
+    run_seed_on(seed, false)
+}
+
+/// Runs the schedule of `seed`, with our clients on the S3 store when `s3`.
+pub fn run_seed_on(seed: u64, s3: bool) -> Report {
     fastrand::seed(seed);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("runtime");
-    rt.block_on(client::schedule(seed))
+    rt.block_on(client::schedule(seed, s3))
 }
 
 #[cfg(test)]

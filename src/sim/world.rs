@@ -194,6 +194,8 @@ pub struct Table {
     pub max_fence: HashMap<String, u64>,
     /// The expiry each lease id was first written with (store ms).
     pub written_expiry: HashMap<String, i64>,
+    /// The S3 bucket, for schedules with the S3 store.
+    pub objects: super::objects::Bucket,
 }
 
 fn num_eq(item: &Item, k: &str, v: i64) -> bool {

@@ -67,25 +67,58 @@ pub type Record = (LeaseRecord, String);
 
 /// What a conditional PUT requires of the object it replaces.
 #[derive(Debug, Clone, Copy)]
-enum Cond<'a> {
+pub enum Cond<'a> {
     /// The object must not exist (`If-None-Match: *`).
     Absent,
     /// The object must be exactly this version (`If-Match: ETAG`).
     Is(&'a str),
 }
 
-/// The S3 store.
-pub struct S3Store {
+/// The object requests the S3 store sends, and the clock their answers
+/// calibrate: the seam between the store's record logic ([`S3Store`]) and
+/// the wire. [`SdkObjects`] sends them to S3 with the AWS SDK; the
+/// simulation (`src/sim/objects.rs`) sends them to an in-memory bucket
+/// through a simulated network, so the same record logic runs in both.
+#[async_trait::async_trait]
+pub trait Objects: Send + Sync {
+    /// The store's clock as this client knows it (calibrated from every
+    /// answer's `Date`).
+    fn clock(&self) -> &ServerClock;
+
+    /// GetObject: its body and ETag, or `None` when it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, String)>>;
+
+    /// PutObject of a JSON body on condition `cond`: the new ETag, or
+    /// `None` when the condition failed (HTTP 412, or 409 for a
+    /// conflicting concurrent write).
+    async fn put(&self, key: &str, body: Vec<u8>, cond: Cond<'_>) -> Result<Option<String>>;
+
+    /// ListObjectsV2, every page: the keys under `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Creates the bucket when it does not exist.
+    async fn create_bucket(&self) -> Result<()>;
+}
+
+/// The S3 store: the record logic, over the object requests of `O`.
+pub struct S3Store<O: Objects = SdkObjects> {
+    objects: O,
+    bucket: String,
+    prefix: String,
+    /// This process's own writes: lease id → the record written and its ETag.
+    own: Mutex<HashMap<String, Record>>,
+}
+
+/// [`Objects`] sent to S3 with the AWS SDK.
+pub struct SdkObjects {
     client: Client,
     bucket: String,
     prefix: String,
     clock: Arc<ServerClock>,
     interceptor: StoreInterceptor,
-    /// This process's own writes: lease id → the record written and its ETag.
-    own: Mutex<HashMap<String, Record>>,
 }
 
-impl S3Store {
+impl S3Store<SdkObjects> {
     /// Connects (lazily: no request is sent) to `bucket`, keeping locks under
     /// `prefix` (empty, or ending with `/`), with the standard AWS
     /// configuration and an optional endpoint override.
@@ -103,48 +136,26 @@ impl S3Store {
             .interceptor(interceptor.clone())
             .force_path_style(custom_endpoint)
             .build();
-        Ok(Self {
+        let objects = SdkObjects {
             client: Client::from_conf(conf),
-            bucket,
-            prefix,
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
             clock,
             interceptor,
-            own: Mutex::new(HashMap::new()),
-        })
+        };
+        Ok(Self::over(objects, bucket, prefix))
     }
 
     /// HTTP attempts sent so far (for benchmarks and tests).
     #[allow(dead_code)] // for benchmarks and tests
     pub fn requests(&self) -> u64 {
-        self.interceptor.requests()
+        self.objects.interceptor.requests()
     }
+}
 
+impl SdkObjects {
     fn name(&self) -> String {
-        format!("S3 bucket '{}' prefix '{}'", self.bucket, self.prefix)
-    }
-
-    fn lock_key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
-    fn fence_key(&self, name: &str) -> String {
-        format!("{}{RESERVED_PREFIX}fence/{name}", self.prefix)
-    }
-
-    /// Checks a lock name, and that both of its keys fit in S3's key limit.
-    fn check_keys(&self, name: &str) -> Result<()> {
-        super::validate_name(name)?;
-        let longest = self.fence_key(name).len();
-        if longest > MAX_KEY_BYTES {
-            return Err(Error::usage(format!(
-                "the lock name is {} bytes long; under prefix '{}' its S3 keys would reach {longest} bytes, \
-                 over S3's limit of {MAX_KEY_BYTES}; use a name of at most {} bytes",
-                name.len(),
-                self.prefix,
-                MAX_KEY_BYTES - (longest - name.len())
-            )));
-        }
-        Ok(())
+        store_name(&self.bucket, &self.prefix)
     }
 
     /// Maps an SDK error, turning a missing bucket into advice.
@@ -171,8 +182,18 @@ impl S3Store {
         }
         aws::sdk_error_at(err, &self.name(), "S3", endpoint.as_deref())
     }
+}
 
-    /// GETs an object: its body and ETag, or `None` when it does not exist.
+fn store_name(bucket: &str, prefix: &str) -> String {
+    format!("S3 bucket '{bucket}' prefix '{prefix}'")
+}
+
+#[async_trait::async_trait]
+impl Objects for SdkObjects {
+    fn clock(&self) -> &ServerClock {
+        &self.clock
+    }
+
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
         let res = self
             .client
@@ -217,7 +238,6 @@ impl S3Store {
         Ok(Some((body.into_bytes().to_vec(), etag)))
     }
 
-    /// A conditional PUT: the new ETag, or `None` when the condition failed.
     async fn put(&self, key: &str, body: Vec<u8>, cond: Cond<'_>) -> Result<Option<String>> {
         let req = self
             .client
@@ -235,6 +255,113 @@ impl S3Store {
             Err(err) if condition_failed(&err) => Ok(None),
             Err(err) => Err(self.error(err)),
         }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .map(String::from),
+            );
+        }
+        Ok(keys)
+    }
+
+    async fn create_bucket(&self) -> Result<()> {
+        let head = self.client.head_bucket().bucket(&self.bucket).send().await;
+        match head {
+            Ok(_) => return Ok(()),
+            Err(err) if status_of(&err) == Some(404) || err.code() == Some("NotFound") => {}
+            Err(err) if status_of(&err) == Some(403) => {
+                return Err(Error::store(format!(
+                    "bucket {} exists but these credentials may not use it (403 Forbidden); \
+                     choose another bucket or check IAM permissions",
+                    self.bucket
+                )));
+            }
+            Err(err) => return Err(self.error(err)),
+        }
+        let mut create = self.client.create_bucket().bucket(&self.bucket);
+        let region = self.client.config().region().map(|r| r.to_string());
+        if let Some(r) = region.filter(|r| r != "us-east-1") {
+            create = create.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(r.as_str()))
+                    .build(),
+            );
+        }
+        match create.send().await {
+            Ok(_) => {
+                tracing::info!("created bucket '{}'", self.bucket);
+                Ok(())
+            }
+            Err(err) if err.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(err) if err.code() == Some("BucketAlreadyExists") => Err(Error::store(format!(
+                "bucket {} already exists and belongs to another account; bucket names are global, choose another",
+                self.bucket
+            ))),
+            Err(err) => Err(self.error(err)),
+        }
+    }
+}
+
+impl<O: Objects> S3Store<O> {
+    /// The store over `objects`, keeping locks under `prefix` of `bucket`
+    /// (both for keys and messages only).
+    pub fn over(objects: O, bucket: String, prefix: String) -> Self {
+        Self {
+            objects,
+            bucket,
+            prefix,
+            own: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn name(&self) -> String {
+        store_name(&self.bucket, &self.prefix)
+    }
+
+    fn lock_key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn fence_key(&self, name: &str) -> String {
+        format!("{}{RESERVED_PREFIX}fence/{name}", self.prefix)
+    }
+
+    /// Checks a lock name, and that both of its keys fit in S3's key limit.
+    fn check_keys(&self, name: &str) -> Result<()> {
+        super::validate_name(name)?;
+        let longest = self.fence_key(name).len();
+        if longest > MAX_KEY_BYTES {
+            return Err(Error::usage(format!(
+                "the lock name is {} bytes long; under prefix '{}' its S3 keys would reach {longest} bytes, \
+                 over S3's limit of {MAX_KEY_BYTES}; use a name of at most {} bytes",
+                name.len(),
+                self.prefix,
+                MAX_KEY_BYTES - (longest - name.len())
+            )));
+        }
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        self.objects.get(key).await
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>, cond: Cond<'_>) -> Result<Option<String>> {
+        self.objects.put(key, body, cond).await
     }
 
     /// Reads and parses the lock record of `name`.
@@ -320,7 +447,7 @@ impl S3Store {
             None => cas::absent_info(name),
             Some(rec @ (r, _)) => {
                 let held = cas::is_held(self, rec);
-                let mut info = r.info(held, Some(r.expires_ms - self.clock.lower_ms()));
+                let mut info = r.info(held, Some(r.expires_ms - self.objects.clock().lower_ms()));
                 info.name = name.to_string();
                 info
             }
@@ -493,7 +620,7 @@ impl S3Store {
         // A record that already carries `next_id` is a retry of a renewal
         // that landed.
         let (rec, etag) = self.current(name, &lease.lease_id, Some(next_id)).await?;
-        let st = Stamp::now(&self.clock, duration);
+        let st = Stamp::now(self.objects.clock(), duration);
         let written = if rec.lease_id == next_id {
             rec
         } else {
@@ -540,7 +667,7 @@ impl S3Store {
         // The fresh lease id written by this call doubles as its nonce: only
         // an earlier attempt of *this* call leaves it behind.
         let nonce = uuid::Uuid::new_v4().to_string();
-        let new = rec.released(&nonce, self.clock.lower_ms());
+        let new = rec.released(&nonce, self.objects.clock().lower_ms());
         let landed = self
             .put(&self.lock_key(name), new.to_json(), Cond::Is(&etag))
             .await?;
@@ -581,7 +708,7 @@ fn condition_failed<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) ->
 }
 
 #[async_trait::async_trait]
-impl CasStore for S3Store {
+impl<O: Objects> CasStore for S3Store<O> {
     type Record = Record;
 
     fn describe_store(&self) -> String {
@@ -594,7 +721,7 @@ impl CasStore for S3Store {
     }
 
     fn clock(&self) -> &ServerClock {
-        &self.clock
+        self.objects.clock()
     }
 
     /// S3 answers a failed condition without the object, so the blind step
@@ -648,23 +775,12 @@ impl CasStore for S3Store {
     async fn records(&self) -> Result<Vec<(String, Record)>> {
         let reserved = format!("{}{RESERVED_PREFIX}", self.prefix);
         let mut names = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error(e))?;
-            for obj in page.contents() {
-                let Some(key) = obj.key() else { continue };
-                if key.starts_with(&reserved) {
-                    continue;
-                }
-                if let Some(name) = key.strip_prefix(&self.prefix).filter(|n| !n.is_empty()) {
-                    names.push(name.to_string());
-                }
+        for key in self.objects.list(&self.prefix).await? {
+            if key.starts_with(&reserved) {
+                continue;
+            }
+            if let Some(name) = key.strip_prefix(&self.prefix).filter(|n| !n.is_empty()) {
+                names.push(name.to_string());
             }
         }
         let found: Vec<Result<Option<(String, Record)>>> = futures_util::stream::iter(names)
@@ -680,39 +796,6 @@ impl CasStore for S3Store {
     }
 
     async fn create_store(&self) -> Result<()> {
-        let head = self.client.head_bucket().bucket(&self.bucket).send().await;
-        match head {
-            Ok(_) => return Ok(()),
-            Err(err) if status_of(&err) == Some(404) || err.code() == Some("NotFound") => {}
-            Err(err) if status_of(&err) == Some(403) => {
-                return Err(Error::store(format!(
-                    "bucket {} exists but these credentials may not use it (403 Forbidden); \
-                     choose another bucket or check IAM permissions",
-                    self.bucket
-                )));
-            }
-            Err(err) => return Err(self.error(err)),
-        }
-        let mut create = self.client.create_bucket().bucket(&self.bucket);
-        let region = self.client.config().region().map(|r| r.to_string());
-        if let Some(r) = region.filter(|r| r != "us-east-1") {
-            create = create.create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(r.as_str()))
-                    .build(),
-            );
-        }
-        match create.send().await {
-            Ok(_) => {
-                tracing::info!("created bucket '{}'", self.bucket);
-                Ok(())
-            }
-            Err(err) if err.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
-            Err(err) if err.code() == Some("BucketAlreadyExists") => Err(Error::store(format!(
-                "bucket {} already exists and belongs to another account; bucket names are global, choose another",
-                self.bucket
-            ))),
-            Err(err) => Err(self.error(err)),
-        }
+        self.objects.create_bucket().await
     }
 }
