@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::lease::LockGuard;
 use crate::store::dynamodb::{Item, attr, get_i64, get_s, n, s};
 use crate::store::{AcquireRequest, LockStore};
-use crate::supervise::{Facts, Pause, Phase, Step, next_step, stop_times, too_late};
+use crate::supervise::{Facts, Pause, Phase, Step, confirmed_by, next_step, stop_times, too_late};
 use crate::timebase::{self, TimeSource};
 
 const LOCK: &str = "L";
@@ -469,7 +469,19 @@ async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
                 who.pause_for(len, kind).await;
             }
         }
-        if too_late(BootInstant::now(), term_at) {
+        // As `run`: a lease suspect from its grant starts the command only
+        // once a renewal confirms it, and the SIGTERM time is that of the
+        // lease as it is then.
+        let confirmed = confirmed_by(&guard, term_at).await;
+        let (term_at, _) = stop_times(
+            guard.watch().borrow().lease.deadline,
+            p.lease,
+            p.renew_every,
+            p.kill_after,
+        );
+        if !confirmed {
+            who.log("suspect from its grant and not confirmed: the command is not started");
+        } else if too_late(BootInstant::now(), term_at) {
             who.log("too late to start the command");
         } else {
             supervise(who, &guard, spec, p, spec.work[cycle as usize]).await;

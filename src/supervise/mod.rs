@@ -193,10 +193,26 @@ async fn confirm_suspect_grant(
     guard: &LockGuard,
     opts: &RunOptions,
 ) -> Result<(), (i32, Option<Lost>)> {
-    if guard.watch().borrow().suspect.is_none() {
+    let (term_at, _) = times_for(guard, opts, guard.watch().borrow().lease.deadline);
+    if confirmed_by(guard, term_at).await {
         return Ok(());
     }
-    let (term_at, _) = times_for(guard, opts, guard.watch().borrow().lease.deadline);
+    let st = guard.watch().borrow().clone();
+    say!(
+        "awsflock: {}: the lease may have expired while it was granted ({}) and no renewal confirmed it; the command was not started",
+        guard.lease().name,
+        st.suspect.as_deref().unwrap_or("it was lost")
+    );
+    Err((opts.lost_exit_code, st.lost))
+}
+
+/// Whether the lease may be acted on by `term_at`: at once when it is not
+/// suspect (a loss is the supervisor's to handle), else when a renewal
+/// clears the suspicion before `term_at` and before the lease is lost.
+pub(crate) async fn confirmed_by(guard: &LockGuard, term_at: Instant) -> bool {
+    if guard.watch().borrow().suspect.is_none() {
+        return true;
+    }
     let mut w = guard.watch();
     let _ = boottime::timeout_at(term_at, async {
         loop {
@@ -213,15 +229,7 @@ async fn confirm_suspect_grant(
     })
     .await;
     let st = guard.watch().borrow().clone();
-    if st.lost.is_none() && st.suspect.is_none() {
-        return Ok(());
-    }
-    say!(
-        "awsflock: {}: the lease may have expired while it was granted ({}) and no renewal confirmed it; the command was not started",
-        guard.lease().name,
-        st.suspect.as_deref().unwrap_or("it was lost")
-    );
-    Err((opts.lost_exit_code, st.lost))
+    st.lost.is_none() && st.suspect.is_none()
 }
 
 /// Arms the watchdog, checks the grant is not too late, and spawns the
