@@ -640,7 +640,12 @@ mod tests {
     fn run_range(first: u64, count: u64) -> u64 {
         let t0 = std::time::Instant::now();
         let mut slowest = (0.0f64, 0u64);
+        let show = std::env::var_os("AWSFLOCK_SIM_TRACE").is_some();
         for seed in first..first + count {
+            if show {
+                let r = run_seed_traced(seed);
+                eprintln!("seed {seed}:\n{}", r.trace.join("\n"));
+            }
             let t = std::time::Instant::now();
             let r = run_seed(seed);
             let took = t.elapsed().as_secs_f64();

@@ -286,7 +286,9 @@ impl Table {
         seen: Option<&str>,
         violations: &mut Vec<String>,
     ) -> Result<u64, Option<Item>> {
-        let cur = self.items.get(name).cloned();
+        // Changed in place: the item is cloned only for a failed condition
+        // (its answer carries the item).
+        let cur = self.items.get_mut(name);
         let ok = cur.as_ref().is_some_and(|i| {
             let first = match seen {
                 None => num_eq(i, attr::EXPIRATION_TIME, 0),
@@ -298,19 +300,17 @@ impl Table {
             );
             first && counter
         });
-        if !ok {
-            return Err(cur);
-        }
-        let mut item = cur.unwrap();
+        let Some(item) = cur.filter(|_| ok) else {
+            return Err(self.items.get(name).cloned());
+        };
         for (k, v) in attrs {
             item.insert(k.to_string(), v.clone());
         }
         item.remove(attr::REASON);
         item.remove(attr::RELEASED_LEASE);
         item.remove(attr::RELEASED_MS);
-        let fence = get_u64(&item, attr::FENCE).unwrap_or(0) + 1;
+        let fence = get_u64(item, attr::FENCE).unwrap_or(0) + 1;
         item.insert(attr::FENCE.into(), n(fence));
-        self.items.insert(name.to_string(), item);
         if let Err(e) = self.grant_fence(name, fence) {
             violations.push(e);
         }
@@ -412,22 +412,20 @@ impl Table {
         nonce: &str,
         released_ms: i64,
     ) -> Result<(), Option<Item>> {
-        let item = self.items.get(name).cloned();
+        let item = self.items.get_mut(name);
         let ok = item.as_ref().is_some_and(|i| {
             get_s(i, attr::LEASE_ID) == Some(id)
                 && get_i64(i, attr::EXPIRATION_TIME).is_some_and(|e| e != 0)
         });
-        if !ok {
-            return Err(item);
-        }
-        let mut item = item.unwrap();
+        let Some(item) = item.filter(|_| ok) else {
+            return Err(self.items.get(name).cloned());
+        };
         use crate::store::dynamodb::s;
         item.insert(attr::LEASE_ID.into(), s(nonce));
         item.insert(attr::EXPIRES_MS.into(), n(0));
         item.insert(attr::RELEASED_LEASE.into(), s(id));
         item.insert(attr::RELEASED_MS.into(), n(released_ms));
         item.insert(attr::EXPIRATION_TIME.into(), n(0));
-        self.items.insert(name.to_string(), item);
         self.note_state(name);
         Ok(())
     }
