@@ -62,6 +62,9 @@ for pid in "${pids[@]}"; do
     wait "$pid" || status=1
 done
 t1=$(date +%s.%N)
+if [ "$status" -ne 0 ]; then
+    echo "sim.sh: a schedule failed (above); each process stops at its first failure" >&2
+    exit "$status"
+fi
 python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); n=int(sys.argv[3]); print(f'sim.sh: {n} schedules from seed {sys.argv[4]} in {s:.1f}s: {n/s:.0f} schedules/s over {sys.argv[5]} processes')" \
     "$t0" "$t1" "$seeds" "$start" "${#pids[@]}"
-exit "$status"

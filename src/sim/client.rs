@@ -103,8 +103,15 @@ impl Who {
     }
 
     fn close(&self) {
-        let iv = self.act.lock().unwrap().open.take();
+        let (iv, now_excused) = {
+            let mut a = self.act.lock().unwrap();
+            (a.open.take(), a.stale.then_some(a.stale_until))
+        };
         if let Some((start, fence, excused_until)) = iv {
+            // A wall step back within one nap of waking extends the excuse
+            // of a hold that was excused already (`stale_until`, see the
+            // wall-jump fault), also when it came after the command started.
+            let excused_until = excused_until.and(excused_until.max(now_excused));
             let end = self.w.t();
             if end > start {
                 self.w.intervals.lock().unwrap().push(Interval {
