@@ -4,10 +4,12 @@
 //!
 //! Each schedule is one seed: a fresh current-thread tokio runtime with
 //! paused (virtual) time, 2–4 clients (some of them awsflock 0.2.0) taking
-//! one lock a few times, under faults drawn from the seed. Invariants are
-//! checked as the schedule runs; a failure prints the seed, the trace, and
-//! how to rerun it. DESIGN.md, "Simulation", lists what is real and what is
-//! modelled.
+//! one lock a few times, under faults drawn from the seed. The safety
+//! invariants are checked as the schedule runs, the liveness ones
+//! ([`World::check_liveness`]) when it has ended. A schedule runs without
+//! its trace; a failing seed is rerun with it (a seed reproduces exactly),
+//! and the failure prints the seed, the trace, and how to rerun it.
+//! DESIGN.md, "Simulation", lists what is real and what is modelled.
 //!
 //! `cargo test --lib sim` runs the default number of schedules;
 //! `scripts/sim.sh SEEDS [START]` runs more (`AWSFLOCK_SIM_SEEDS`,
