@@ -1,12 +1,13 @@
 //! The simulated clients: ours through the real `LockGuard` and the real
 //! supervisor decisions, and a model of awsflock 0.2.0.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::store::SimStore;
 use super::world::{PauseKind, SimClock};
-use super::{Faults, Interval, Report, World};
+use super::{AcqEnd, Attempt, Faults, Interval, Report, World};
 use crate::boottime::{self, BootInstant};
 use crate::error::Error;
 use crate::lease::LockGuard;
@@ -89,7 +90,7 @@ struct Who {
 }
 
 impl Who {
-    fn log(&self, what: impl AsRef<str>) {
+    fn log(&self, what: std::fmt::Arguments<'_>) {
         self.w.log(&self.name, what);
     }
 
@@ -101,8 +102,15 @@ impl Who {
     }
 
     fn close(&self) {
-        let iv = self.act.lock().unwrap().open.take();
+        let (iv, now_excused) = {
+            let mut a = self.act.lock().unwrap();
+            (a.open.take(), a.stale.then_some(a.stale_until))
+        };
         if let Some((start, fence, excused_until)) = iv {
+            // A wall step back within one nap of waking extends the excuse
+            // of a hold that was excused already (`stale_until`, see the
+            // wall-jump fault), also when it came after the command started.
+            let excused_until = excused_until.and(excused_until.max(now_excused));
             let end = self.w.t();
             if end > start {
                 self.w.intervals.lock().unwrap().push(Interval {
@@ -121,12 +129,22 @@ impl Who {
         if self.mach.paused() {
             return; // one pause at a time
         }
-        self.log(format!("paused ({kind:?}) for {:.3}s", len.as_secs_f64()));
+        self.log(format_args!(
+            "paused ({kind:?}) for {:.3}s",
+            len.as_secs_f64()
+        ));
         self.close();
-        self.act.lock().unwrap().paused_at = self.w.t();
+        let began = self.w.t();
+        self.act.lock().unwrap().paused_at = began;
+        let rec = {
+            let mut live = self.w.live.lock().unwrap();
+            live.pauses.push((self.i, began, None));
+            live.pauses.len() - 1
+        };
         self.mach.pause(kind);
         tokio::time::sleep(len).await;
         self.mach.resume();
+        self.w.live.lock().unwrap().pauses[rec].2 = Some(self.w.t());
         let mut a = self.act.lock().unwrap();
         if kind == PauseKind::Vm {
             a.vm_paused = true;
@@ -139,12 +157,12 @@ impl Who {
             a.woke_at = Some(self.w.t());
         }
         drop(a);
-        self.log("woke");
+        self.log(format_args!("woke"));
     }
 }
 
 /// Draws and runs the schedule of `seed`.
-pub async fn schedule(seed: u64, s3: bool) -> Report {
+pub async fn schedule(seed: u64, s3: bool, tracing: bool) -> Report {
     let mut r = fastrand::Rng::with_seed(seed);
     let start = tokio::time::Instant::now();
     let n_clients = r.usize(2..=4);
@@ -194,18 +212,21 @@ pub async fn schedule(seed: u64, s3: bool) -> Report {
     let w = Arc::new(World {
         start,
         rng: Mutex::new(fastrand::Rng::with_seed(r.u64(..))),
-        table: Mutex::new(super::Table::default()),
+        table: Mutex::new(super::Table::new(start)),
         store_jumps,
         faults,
+        tracing,
         trace: Mutex::new(Vec::new()),
+        events: AtomicU64::new(0),
         violations: Mutex::new(Vec::new()),
         intervals: Mutex::new(Vec::new()),
         blocked: Mutex::new(None),
         s3,
+        live: Mutex::new(super::LiveLog::default()),
     });
     w.log(
         "sim",
-        format!(
+        format_args!(
             "seed {seed}: {n_clients} clients, lease {}s, renew every {:.3}s, kill-after {:.3}s, {:?}, store clock steps {:?}",
             lease.as_secs(),
             p.renew_every.as_secs_f64(),
@@ -281,10 +302,15 @@ pub async fn schedule(seed: u64, s3: bool) -> Report {
             }),
         });
         who.mach.jump_wall(spec.skew_ms);
+        w.live.lock().unwrap().clients.push((
+            Arc::as_ptr(&who.mach) as *const () as usize,
+            v020,
+            spec.skew_ms.abs() <= 1000 && spec.wall_jump.is_none(),
+        ));
         if spec.crash_at.is_some() && spec.skew_ms > 600_000 {
             blocked_by_skew_ahead = true;
         }
-        who.log(format!("{spec:?}"));
+        who.log(format_args!("{spec:?}"));
         handles.push(tokio::spawn(run_client(who, spec, p)));
     }
     let all = futures_util::future::join_all(handles);
@@ -294,7 +320,7 @@ pub async fn schedule(seed: u64, s3: bool) -> Report {
         // blocks the lock for the skew plus the lease.
         Err(_) if blocked_by_skew_ahead || w.blocked.lock().unwrap().is_some() => w.log(
             "sim",
-            format!(
+            format_args!(
                 "stopped after 10 min: {}",
                 w.blocked.lock().unwrap().clone().unwrap_or_else(|| "a client with its clock far ahead died mid-acquire (the documented availability cost)".into())
             ),
@@ -308,12 +334,15 @@ pub async fn schedule(seed: u64, s3: bool) -> Report {
             }
         }
     }
+    w.check_liveness(w.t(), lease);
     let violations = w.violations.lock().unwrap().clone();
-    let trace = w.trace.lock().unwrap().clone();
+    let trace = std::mem::take(&mut *w.trace.lock().unwrap());
     Report {
         seed,
         violations,
         trace,
+        events: w.events.load(Ordering::Relaxed),
+        ended: w.t(),
     }
 }
 
@@ -341,7 +370,7 @@ async fn run_client(who: Arc<Who>, spec: Spec, p: Params) {
                     a.stale_until = a.stale_until.max(t + a.unresynced);
                 }
             }
-            who.log(format!("wall clock jumps {:+.3}s", d as f64 / 1000.0));
+            who.log(format_args!("wall clock jumps {:+.3}s", d as f64 / 1000.0));
         }));
     }
     let src: Arc<dyn TimeSource> = who.mach.clone();
@@ -362,8 +391,9 @@ async fn run_client(who: Arc<Who>, spec: Spec, p: Params) {
                 biased;
                 _ = body => {}
                 _ = tokio::time::sleep(at) => {
+                    who.w.live.lock().unwrap().crashes.push((who.i, who.w.t()));
                     who.close();
-                    who.log("CRASHES");
+                    who.log(format_args!("CRASHES"));
                 }
             }
         }
@@ -423,20 +453,36 @@ async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
             on_wait: None,
             supervised: true,
         };
-        who.log(format!("acquire (wait {:?})", spec.wait));
+        who.log(format_args!("acquire (wait {:?})", spec.wait));
         {
             let mut a = who.act.lock().unwrap();
             a.busy = true;
             a.stale = false;
         }
-        let guard = match LockGuard::acquire(
+        let attempt = {
+            let mut live = who.w.live.lock().unwrap();
+            live.attempts.push(Attempt {
+                client: who.i,
+                wait: spec.wait,
+                start: who.w.t(),
+                end: None,
+            });
+            live.attempts.len() - 1
+        };
+        let acquired = LockGuard::acquire(
             shared.clone(),
             &req,
             p.renew_every,
             Box::pin(std::future::pending()),
         )
-        .await
-        {
+        .await;
+        let how = match &acquired {
+            Ok(_) => AcqEnd::Granted,
+            Err(Error::NotAcquired { .. }) => AcqEnd::NotAcquired,
+            Err(_) => AcqEnd::Failed,
+        };
+        who.w.live.lock().unwrap().attempts[attempt].end = Some((who.w.t(), how));
+        let guard = match acquired {
             Ok(g) => g,
             Err(e) => {
                 who.act.lock().unwrap().busy = false;
@@ -451,12 +497,12 @@ async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
                         spec.skew_ms / 1000
                     ));
                 }
-                who.log(format!("not acquired: {}", short(&e)));
+                who.log(format_args!("not acquired: {}", short(&e)));
                 continue;
             }
         };
         let lease = guard.lease();
-        who.log(format!(
+        who.log(format_args!(
             "granted, fence {:?}, deadline in {:.3}s",
             lease.fence,
             lease.deadline.remaining().as_secs_f64()
@@ -480,9 +526,11 @@ async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
             p.kill_after,
         );
         if !confirmed {
-            who.log("suspect from its grant and not confirmed: the command is not started");
+            who.log(format_args!(
+                "suspect from its grant and not confirmed: the command is not started"
+            ));
         } else if too_late(BootInstant::now(), term_at) {
-            who.log("too late to start the command");
+            who.log(format_args!("too late to start the command"));
         } else {
             supervise(who, &guard, spec, p, spec.work[cycle as usize]).await;
         }
@@ -493,9 +541,12 @@ async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
             Duration::from_secs(15)
         };
         match tokio::time::timeout(limit, guard.release()).await {
-            Ok(Ok(())) => who.log("released"),
-            Ok(Err(e)) => who.log(format!("release: {}", short(&e))),
-            Err(_) => who.log("release timed out"),
+            Ok(Ok(())) => {
+                who.w.live.lock().unwrap().releases.push((who.i, who.w.t()));
+                who.log(format_args!("released"))
+            }
+            Ok(Err(e)) => who.log(format_args!("release: {}", short(&e))),
+            Err(_) => who.log(format_args!("release timed out")),
         }
         who.act.lock().unwrap().busy = false;
     }
@@ -522,7 +573,7 @@ async fn supervise(who: &Arc<Who>, guard: &LockGuard, spec: &Spec, p: Params, wo
     let mut renewed_since_pause = false;
     let mut work_left = work;
     let mut state_open = true;
-    who.log(format!(
+    who.log(format_args!(
         "command starts ({:.3}s of work)",
         work.as_secs_f64()
     ));
@@ -540,7 +591,7 @@ async fn supervise(who: &Arc<Who>, guard: &LockGuard, spec: &Spec, p: Params, wo
         let st = rx.borrow_and_update().clone();
         if st.lease.lease_id != cur.lease_id {
             cur = st.lease.clone();
-            who.log(format!(
+            who.log(format_args!(
                 "renewed: expires {:.3}s (store), deadline in {:.3}s",
                 (cur.expires_at_ms - super::world::EPOCH_MS) as f64 / 1000.0,
                 cur.deadline.since_origin().as_secs_f64()
@@ -571,16 +622,16 @@ async fn supervise(who: &Arc<Who>, guard: &LockGuard, spec: &Spec, p: Params, wo
             Step::Pause => {
                 phase.pause = Some(Pause::Suspect);
                 renewed_since_pause = false;
-                who.log("SIGSTOP: the lease is suspect");
+                who.log(format_args!("SIGSTOP: the lease is suspect"));
             }
             Step::Continue => {
                 phase.pause = None;
-                who.log("SIGCONT: the lease is confirmed");
+                who.log(format_args!("SIGCONT: the lease is confirmed"));
             }
             Step::Stop { kill_at: k } => {
                 phase.kill_at = Some(k);
                 phase.pause = None;
-                who.log(format!(
+                who.log(format_args!(
                     "SIGTERM ({}){}",
                     st.lost
                         .as_ref()
@@ -597,7 +648,7 @@ async fn supervise(who: &Arc<Who>, guard: &LockGuard, spec: &Spec, p: Params, wo
             }
             Step::Kill => {
                 who.close();
-                who.log("SIGKILL");
+                who.log(format_args!("SIGKILL"));
                 return;
             }
         }
@@ -619,7 +670,7 @@ async fn supervise(who: &Arc<Who>, guard: &LockGuard, spec: &Spec, p: Params, wo
         }
         if work_left.is_zero() {
             who.close();
-            who.log("command exits");
+            who.log(format_args!("command exits"));
             return;
         }
         let wake = phase.kill_at.unwrap_or(term_at);
@@ -663,7 +714,7 @@ async fn v020_client(who: &Arc<Who>, spec: &Spec, p: Params) {
         item.insert(attr::LEASE_DURATION.into(), n(p.lease.as_secs()));
         item.insert(attr::OWNER.into(), s(&who.name));
         item.insert(attr::EXPIRATION_TIME.into(), n(exp_s));
-        who.log("0.2.0 acquire");
+        who.log(format_args!("0.2.0 acquire"));
         let mut backoff = ms(500);
         let mut granted = false;
         loop {
@@ -706,17 +757,19 @@ async fn v020_client(who: &Arc<Who>, spec: &Spec, p: Params) {
             }
         }
         if !granted {
-            who.log("0.2.0 gave up");
+            who.log(format_args!("0.2.0 gave up"));
             continue;
         }
         let g = who.mach.wall_ms();
         if g - start_wall > 3000 {
             // Outside 0.2.0's own assumption (it waited so long that its
             // lease, stamped at the start, is mostly gone): not modelled.
-            who.log("0.2.0 granted after a long wait; does not act");
+            who.log(format_args!(
+                "0.2.0 granted after a long wait; does not act"
+            ));
             continue;
         }
-        who.log(format!(
+        who.log(format_args!(
             "0.2.0 granted, expiration_time {:.3}s (store)",
             (exp_s * 1000 - super::world::EPOCH_MS) as f64 / 1000.0
         ));
@@ -728,9 +781,11 @@ async fn v020_client(who: &Arc<Who>, spec: &Spec, p: Params) {
         if work < believed {
             let id = lease_id.clone();
             let _ = store.call(move |t, _, _| t.delete_v020(LOCK, &id)).await;
-            who.log("0.2.0 released");
+            who.log(format_args!("0.2.0 released"));
         } else {
-            who.log("0.2.0 stops: its lease ended by its own clock");
+            who.log(format_args!(
+                "0.2.0 stops: its lease ended by its own clock"
+            ));
         }
     }
 }

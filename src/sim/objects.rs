@@ -156,7 +156,7 @@ pub fn s3_store(net: SimStore) -> S3Store<SimObjects> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::run_seed_on;
+    use super::super::{run_seed_on, run_seed_traced};
 
     fn env_u64(name: &str) -> Option<u64> {
         std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -190,6 +190,8 @@ mod tests {
             (a.join().unwrap(), b.join().unwrap())
         });
         if let Some(r) = a.or(b) {
+            // The same seed again, keeping its trace.
+            let r = run_seed_traced(r.seed, true);
             // Not `Report::explain`: its rerun command is DynamoDB's.
             panic!(
                 "S3 simulation seed {} failed:\n  {}\ntrace (true time, store time, client, event):\n{}\n\
@@ -207,7 +209,7 @@ mod tests {
             count as f64 / secs.max(1e-9)
         );
         if count == 1 {
-            eprintln!("{}", run_seed_on(first, true).trace.join("\n"));
+            eprintln!("{}", run_seed_traced(first, true).trace.join("\n"));
         }
     }
 
@@ -215,8 +217,8 @@ mod tests {
     #[test]
     fn an_s3_seed_reproduces_its_run_exactly() {
         for seed in [1u64, 7, 42, 1234] {
-            let a = run_seed_on(seed, true);
-            let b = run_seed_on(seed, true);
+            let a = run_seed_traced(seed, true);
+            let b = run_seed_traced(seed, true);
             assert!(a.trace.len() > 5, "seed {seed}: {:?}", a.trace);
             assert_eq!(a.trace, b.trace, "seed {seed} ran differently twice");
         }

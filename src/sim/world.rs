@@ -186,6 +186,11 @@ pub enum TxAnswer {
 /// The store's table, applied one request at a time (linearizable).
 #[derive(Default)]
 pub struct Table {
+    /// The schedule's start: writes are recorded in true time.
+    pub start: Option<tokio::time::Instant>,
+    /// The lock record's state after each write that changed it (true
+    /// time), for the liveness invariants.
+    pub writes: Vec<(Duration, super::RecState)>,
     pub items: HashMap<String, Item>,
     pub hw: HashMap<String, u64>,
     /// ClientRequestTokens of transactions that landed (idempotency).
@@ -202,8 +207,51 @@ fn num_eq(item: &Item, k: &str, v: i64) -> bool {
     get_i64(item, k) == Some(v)
 }
 
+/// The record as a waiter judges it, with the real `dynamodb::expiry_ms`
+/// and `takeover_margin_of` (released: `expiration_time = 0`, as
+/// `SimStore::is_released`).
+pub fn state_of(item: Option<&Item>) -> super::RecState {
+    use super::RecState;
+    let Some(i) = item else {
+        return RecState::Absent;
+    };
+    if get_i64(i, attr::EXPIRATION_TIME) == Some(0) {
+        return RecState::Released;
+    }
+    RecState::Held {
+        // No expiry the waiter can read: it never judges it expired.
+        exp_ms: crate::store::dynamodb::expiry_ms(i).unwrap_or(i64::MAX / 4),
+        margin_ms: crate::store::dynamodb::takeover_margin_of(i),
+        owner: get_s(i, attr::OWNER)
+            .and_then(|o| o.strip_prefix('c'))
+            .and_then(|n| n.parse().ok()),
+        lease: {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            get_s(i, attr::LEASE_ID).hash(&mut h);
+            h.finish()
+        },
+    }
+}
+
 impl Table {
+    /// An empty table for a schedule that started at `start`.
+    pub fn new(start: tokio::time::Instant) -> Table {
+        Table {
+            start: Some(start),
+            ..Table::default()
+        }
+    }
+
+    /// Records the record's state after a write that landed.
+    fn note_state(&mut self, name: &str) {
+        let t = self.start.map(true_now).unwrap_or_default();
+        let st = state_of(self.items.get(name));
+        self.writes.push((t, st));
+    }
+
     fn note_write(&mut self, name: &str) -> Result<(), String> {
+        self.note_state(name);
         let Some(item) = self.items.get(name) else {
             return Ok(());
         };
@@ -240,7 +288,9 @@ impl Table {
         seen: Option<&str>,
         violations: &mut Vec<String>,
     ) -> Result<u64, Option<Item>> {
-        let cur = self.items.get(name).cloned();
+        // Changed in place: the item is cloned only for a failed condition
+        // (its answer carries the item).
+        let cur = self.items.get_mut(name);
         let ok = cur.as_ref().is_some_and(|i| {
             let first = match seen {
                 None => num_eq(i, attr::EXPIRATION_TIME, 0),
@@ -252,19 +302,17 @@ impl Table {
             );
             first && counter
         });
-        if !ok {
-            return Err(cur);
-        }
-        let mut item = cur.unwrap();
+        let Some(item) = cur.filter(|_| ok) else {
+            return Err(self.items.get(name).cloned());
+        };
         for (k, v) in attrs {
             item.insert(k.to_string(), v.clone());
         }
         item.remove(attr::REASON);
         item.remove(attr::RELEASED_LEASE);
         item.remove(attr::RELEASED_MS);
-        let fence = get_u64(&item, attr::FENCE).unwrap_or(0) + 1;
+        let fence = get_u64(item, attr::FENCE).unwrap_or(0) + 1;
         item.insert(attr::FENCE.into(), n(fence));
-        self.items.insert(name.to_string(), item);
         if let Err(e) = self.grant_fence(name, fence) {
             violations.push(e);
         }
@@ -366,22 +414,21 @@ impl Table {
         nonce: &str,
         released_ms: i64,
     ) -> Result<(), Option<Item>> {
-        let item = self.items.get(name).cloned();
+        let item = self.items.get_mut(name);
         let ok = item.as_ref().is_some_and(|i| {
             get_s(i, attr::LEASE_ID) == Some(id)
                 && get_i64(i, attr::EXPIRATION_TIME).is_some_and(|e| e != 0)
         });
-        if !ok {
-            return Err(item);
-        }
-        let mut item = item.unwrap();
+        let Some(item) = item.filter(|_| ok) else {
+            return Err(self.items.get(name).cloned());
+        };
         use crate::store::dynamodb::s;
         item.insert(attr::LEASE_ID.into(), s(nonce));
         item.insert(attr::EXPIRES_MS.into(), n(0));
         item.insert(attr::RELEASED_LEASE.into(), s(id));
         item.insert(attr::RELEASED_MS.into(), n(released_ms));
         item.insert(attr::EXPIRATION_TIME.into(), n(0));
-        self.items.insert(name.to_string(), item);
+        self.note_state(name);
         Ok(())
     }
 
@@ -395,6 +442,7 @@ impl Table {
         };
         if ok {
             self.items.insert(name.to_string(), item);
+            self.note_state(name);
         }
         ok
     }
@@ -407,6 +455,7 @@ impl Table {
             .is_some_and(|i| get_s(i, attr::LEASE_ID) == Some(id));
         if ok {
             self.items.remove(name);
+            self.note_state(name);
         }
         ok
     }
