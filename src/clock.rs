@@ -71,6 +71,8 @@ struct Bounds {
     hi: i64,
     /// mono_ms when the bounds were last narrowed.
     at: i64,
+    /// This machine's wall clock then (ms since the epoch).
+    wall: i64,
 }
 
 /// The offset between the local monotonic clock and the store's clock.
@@ -106,11 +108,25 @@ impl ServerClock {
     /// Records one response: sent at `sent`, received at `received`, with the
     /// server's `Date` header as whole seconds since the epoch.
     pub fn observe(&self, sent: Instant, received: Instant, date_secs: i64) {
+        self.observe_at(sent, received, date_secs, local_wall_ms());
+    }
+
+    /// [`ServerClock::observe`], with this machine's wall clock read at
+    /// `received`.
+    ///
+    /// The bounds are offsets from the boot-time clock, which a paused VM
+    /// stops while the store's clock goes on: the wall clock, set right on
+    /// waking, shows the time the boot-time clock missed since the bounds
+    /// were last narrowed. The store's clock may be that much further ahead,
+    /// so the old upper bound is raised by it before the answer narrows it
+    /// (the lower bound stays true: the store's clock did not go back).
+    fn observe_at(&self, sent: Instant, received: Instant, date_secs: i64, wall_ms: i64) {
         let (t0, t1) = (mono_ms(sent), mono_ms(received));
         let sample = Bounds {
             lo: date_secs * 1000 - t1,
             hi: date_secs * 1000 + 1000 - t0,
             at: t1,
+            wall: wall_ms,
         };
         let mut b = self.bounds.lock().unwrap_or_else(|e| e.into_inner());
         *b = Some(match *b {
@@ -118,12 +134,33 @@ impl ServerClock {
             Some(old) => {
                 let age_s = (t1 - old.at).max(0) as f64 / 1000.0;
                 let widen = (age_s * DRIFT_PER_SEC_MS).ceil() as i64;
+                let missed = ((wall_ms - old.wall) - (t1 - old.at)).max(0);
                 let (lo, hi) = (
                     (old.lo - widen).max(sample.lo),
-                    (old.hi + widen).min(sample.hi),
+                    (old.hi + widen + missed).min(sample.hi),
                 );
-                if lo <= hi {
-                    Bounds { lo, hi, at: t1 }
+                if lo <= hi && sample.lo <= old.hi + widen {
+                    Bounds {
+                        lo,
+                        hi,
+                        at: t1,
+                        wall: wall_ms,
+                    }
+                } else if lo <= hi {
+                    // Ahead of where the bounds allowed, but by no more than
+                    // the time the boot-time clock missed: leases stamped
+                    // before are shorter on the store's clock than their
+                    // holders believed, as after a jump of the store's clock.
+                    self.jumps.fetch_add(1, Ordering::SeqCst);
+                    if !crate::timebase::note_forward_jump() {
+                        JUMPS_ANYWHERE.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Bounds {
+                        lo,
+                        hi,
+                        at: t1,
+                        wall: wall_ms,
+                    }
                 } else {
                     // The server's clock stepped (or a proxy rewrote Date): trust
                     // only what it says now.
@@ -243,6 +280,42 @@ mod tests {
         assert!(c.local_skew_ms(t0, 2_000_000_000 - an_hour).unwrap() < -3_500_000);
         assert!(c.local_skew_ms(t0, 2_000_000_000 + an_hour).unwrap() > 3_500_000);
         assert_eq!(c.local_skew_ms(t0, 2_000_000_500).unwrap(), 0);
+    }
+
+    /// A VM pause stops the boot-time clock, not the store's: the time it
+    /// missed (shown by the wall clock, set right on waking) must not let a
+    /// later answer narrow the bounds below the store's true time.
+    #[test]
+    fn time_the_boot_clock_missed_keeps_the_store_clock_within_the_bounds() {
+        let c = ServerClock::new();
+        let t0 = Instant::now();
+        let wall0 = 4_000_000_000;
+        // The store's clock reads 4,000,000.010 s at t0 + 5 ms: the Date
+        // leaves the bounds almost a second of room above it.
+        c.observe_at(t0, t0 + Duration::from_millis(5), 4_000_000, wall0 + 5);
+        // 1 s later on the boot clock, but the machine was paused for
+        // 1.98 s in between: the store's clock reads 4,000,002.990 s. Its
+        // Date says 4,000,002, which fits bounds that took the boot clock's
+        // word for the time that passed.
+        let t1 = t0 + Duration::from_millis(1_000);
+        c.observe_at(t1, t1 + Duration::from_millis(5), 4_000_002, wall0 + 2_985);
+        let true_ms = 4_000_002_990;
+        let now = mono_ms(t1 + Duration::from_millis(5));
+        let b = (*c.bounds.lock().unwrap()).unwrap();
+        assert!(
+            now + b.lo <= true_ms && true_ms <= now + b.hi,
+            "store at {true_ms} outside [{}, {}]",
+            now + b.lo,
+            now + b.hi
+        );
+        // A lease expiring at the store's 4,000,010 s ends 7.010 s from
+        // now: the deadline must come no later.
+        let deadline = c.deadline_for(4_000_010_000).unwrap();
+        assert!(
+            deadline <= t1 + Duration::from_millis(5 + 7_010),
+            "deadline {:?} after the true expiry",
+            deadline.saturating_duration_since(t1)
+        );
     }
 
     #[test]
