@@ -305,10 +305,13 @@ impl Table {
         let Some(item) = cur.filter(|_| ok) else {
             return Err(self.items.get(name).cloned());
         };
+        // As the UpdateItem: REMOVE reason only when the grant sets none.
+        if !attrs.iter().any(|(k, _)| *k == attr::REASON) {
+            item.remove(attr::REASON);
+        }
         for (k, v) in attrs {
             item.insert(k.to_string(), v.clone());
         }
-        item.remove(attr::REASON);
         item.remove(attr::RELEASED_LEASE);
         item.remove(attr::RELEASED_MS);
         let fence = get_u64(item, attr::FENCE).unwrap_or(0) + 1;
