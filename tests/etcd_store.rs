@@ -109,13 +109,6 @@ fn read_ns(path: &Path) -> i128 {
         .expect("a timestamp in ns")
 }
 
-fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i128
-}
-
 #[test]
 fn lease_cycle_and_exit_codes() {
     let Some(etcd) = Etcd::start() else { return };

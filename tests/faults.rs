@@ -19,22 +19,11 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------- helpers
 
 /// Wall-clock nanoseconds since the epoch, as `date +%s%N` prints them.
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i128
-}
-
-fn secs(ns: i128) -> f64 {
-    ns as f64 / 1e9
-}
-
 /// Waits up to `timeout` for `path` to hold a complete first line and
 /// returns it; `None` if it does not, or if `running` finished first.
 fn first_line(path: &Path, timeout: Duration, running: &mut Running) -> Option<String> {
@@ -122,10 +111,6 @@ fn tail(text: &str, n: usize) -> String {
         out.push('\n');
     }
     out
-}
-
-fn figures(line: String) {
-    println!("figures: {line}");
 }
 
 fn kinds(proxy: &Proxy) -> String {
@@ -1485,13 +1470,7 @@ fn lost_renewal_answer_does_not_move_the_deadline_past_the_stored_expiry() {
 /// from `stamp_file` (e.g. "+0s", changed while it runs), its monotonic
 /// and boot-time clocks untouched. `None` when libfaketime is missing.
 fn faketime_file_at(endpoint: &str, stamp_file: &Path) -> Option<Command> {
-    let lib = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-    ]
-    .into_iter()
-    .find(|l| Path::new(l).exists())?;
+    let lib = libfaketime()?;
     let mut cmd = awsflock_at(endpoint);
     cmd.env("LD_PRELOAD", lib)
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")

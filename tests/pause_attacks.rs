@@ -37,7 +37,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Seconds the holder's clocks miss (see the module's docs).
 const LAG: i64 = 14;
@@ -49,17 +49,6 @@ const GRANT_LAG: i64 = 24;
 /// command may still act: a first look at the clocks (250 ms naps) and a
 /// SIGKILL, on a busy two-core machine.
 const TOLERANCE_S: f64 = 0.5;
-
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i128
-}
-
-fn secs(ns: i128) -> f64 {
-    ns as f64 / 1e9
-}
 
 /// The `date +%s%N` stamps in a file.
 fn stamps(path: &Path) -> Vec<i128> {
@@ -91,23 +80,9 @@ fn sleep_until(t: Instant) {
     }
 }
 
-fn figures(line: String) {
-    println!("figures: {line}");
-}
-
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn libfaketime() -> Option<&'static str> {
-    [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-    ]
-    .into_iter()
-    .find(|l| Path::new(l).exists())
 }
 
 /// Our binary aimed at `endpoint`, in a process group of its own (so that

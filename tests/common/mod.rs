@@ -704,3 +704,33 @@ pub fn skip(why: &str) {
     }
     println!("note: {why}; skipped");
 }
+
+/// Now on the wall clock, in ns since the epoch: the unit of the stamps the
+/// tests' commands write with `date +%s%N`.
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i128
+}
+
+/// Seconds, for messages, from ns.
+pub fn secs(ns: i128) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// A measured figure, printed where `--nocapture` shows it.
+pub fn figures(line: String) {
+    println!("figures: {line}");
+}
+
+/// Where Debian's faketime package puts libfaketime, if it is installed.
+pub fn libfaketime() -> Option<&'static str> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|l| std::path::Path::new(l).exists())
+}
