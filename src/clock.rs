@@ -63,6 +63,34 @@ pub fn local_wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// One instant on both local clocks: the boot-time clock (deadlines) and the
+/// wall clock (which is set right after a VM pause that the boot-time clock
+/// missed).
+#[derive(Debug, Clone, Copy)]
+pub struct Moment {
+    /// On the boot-time clock.
+    pub at: Instant,
+    /// On the wall clock, ms since the epoch.
+    pub wall_ms: i64,
+}
+
+impl Moment {
+    /// Now, on both clocks.
+    pub fn now() -> Moment {
+        Moment {
+            at: Instant::now(),
+            wall_ms: local_wall_ms(),
+        }
+    }
+}
+
+/// Time the boot-time clock may have missed between `from` and `to`: how
+/// much further the wall clock went (never negative: a wall clock stepped
+/// back hides nothing the boot-time clock missed, DESIGN.md's limit).
+fn missed_ms(from_boot: i64, from_wall: i64, to_boot: i64, to_wall: i64) -> i64 {
+    ((to_wall - from_wall) - (to_boot - from_boot)).max(0)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bounds {
     /// server_ms - mono_ms is at least this...
@@ -107,34 +135,31 @@ impl ServerClock {
 
     /// Records one response: sent at `sent`, received at `received`, with the
     /// server's `Date` header as whole seconds since the epoch.
-    pub fn observe(&self, sent: Instant, received: Instant, date_secs: i64) {
-        self.observe_at(sent, received, date_secs, local_wall_ms());
-    }
-
-    /// [`ServerClock::observe`], with this machine's wall clock read at
-    /// `received`.
     ///
     /// The bounds are offsets from the boot-time clock, which a paused VM
     /// stops while the store's clock goes on: the wall clock, set right on
-    /// waking, shows the time the boot-time clock missed since the bounds
-    /// were last narrowed. The store's clock may be that much further ahead,
-    /// so the old upper bound is raised by it before the answer narrows it
-    /// (the lower bound stays true: the store's clock did not go back).
-    fn observe_at(&self, sent: Instant, received: Instant, date_secs: i64, wall_ms: i64) {
-        let (t0, t1) = (mono_ms(sent), mono_ms(received));
+    /// waking, shows the time the boot-time clock missed. Time missed while
+    /// the request was out raises the answer's own upper bound; time missed
+    /// since the bounds were last narrowed raises the old upper bound before
+    /// the answer narrows it. The lower bounds stay true: the store's clock
+    /// did not go back.
+    pub fn observe(&self, sent: Moment, received: Moment, date_secs: i64) {
+        let (t0, t1) = (mono_ms(sent.at), mono_ms(received.at));
+        let in_flight = missed_ms(t0, sent.wall_ms, t1, received.wall_ms);
         let sample = Bounds {
             lo: date_secs * 1000 - t1,
-            hi: date_secs * 1000 + 1000 - t0,
+            hi: date_secs * 1000 + 1000 - t0 + in_flight,
             at: t1,
-            wall: wall_ms,
+            wall: received.wall_ms,
         };
+        let wall_ms = received.wall_ms;
         let mut b = self.bounds.lock().unwrap_or_else(|e| e.into_inner());
         *b = Some(match *b {
             None => sample,
             Some(old) => {
                 let age_s = (t1 - old.at).max(0) as f64 / 1000.0;
                 let widen = (age_s * DRIFT_PER_SEC_MS).ceil() as i64;
-                let missed = ((wall_ms - old.wall) - (t1 - old.at)).max(0);
+                let missed = missed_ms(old.at, old.wall, t1, wall_ms);
                 let (lo, hi) = (
                     (old.lo - widen).max(sample.lo),
                     (old.hi + widen + missed).min(sample.hi),
@@ -254,16 +279,29 @@ impl ServerClock {
 mod tests {
     use super::*;
 
+    /// `t` on both clocks, with a wall clock that missed nothing.
+    fn m(t: Instant) -> Moment {
+        Moment {
+            at: t,
+            wall_ms: 1_700_000_000_000 + mono_ms(t),
+        }
+    }
+
+    /// `t` on the boot clock, `wall_ms` on the wall clock.
+    fn mw(t: Instant, wall_ms: i64) -> Moment {
+        Moment { at: t, wall_ms }
+    }
+
     #[test]
     fn bounds_bracket_the_server_time_and_narrow() {
         let c = ServerClock::new();
         let t0 = Instant::now() - Duration::from_secs(2);
-        c.observe(t0, t0 + Duration::from_millis(20), 1_000_000);
+        c.observe(m(t0), m(t0 + Duration::from_millis(20)), 1_000_000);
         let b = c.bounds.lock().unwrap().unwrap();
         assert_eq!(b.hi - b.lo, 1020, "{b:?}");
         // A second sample 600 ms later, one Date second later, narrows it.
         let t2 = t0 + Duration::from_millis(600);
-        c.observe(t2, t2 + Duration::from_millis(10), 1_000_001);
+        c.observe(m(t2), m(t2 + Duration::from_millis(10)), 1_000_001);
         let b = c.bounds.lock().unwrap().unwrap();
         assert!(b.hi - b.lo <= 1000 - 380, "{b:?}");
         // Now-bounds contain the true offset and widen only by the drift allowance.
@@ -275,11 +313,44 @@ mod tests {
     fn skew_is_measured_against_the_server() {
         let c = ServerClock::new();
         let t0 = Instant::now();
-        c.observe(t0, t0 + Duration::from_millis(5), 2_000_000);
+        c.observe(m(t0), m(t0 + Duration::from_millis(5)), 2_000_000);
         let an_hour = 3_600_000;
         assert!(c.local_skew_ms(t0, 2_000_000_000 - an_hour).unwrap() < -3_500_000);
         assert!(c.local_skew_ms(t0, 2_000_000_000 + an_hour).unwrap() > 3_500_000);
         assert_eq!(c.local_skew_ms(t0, 2_000_000_500).unwrap(), 0);
+    }
+
+    /// A pause while the answer is on its way back: the Date was stamped
+    /// before it, so the answer's own upper bound must take the time the
+    /// boot-time clock missed in flight.
+    #[test]
+    fn time_missed_while_an_answer_was_out_raises_its_upper_bound() {
+        let c = ServerClock::new();
+        let t0 = Instant::now();
+        let wall0 = 4_000_000_000;
+        c.observe(
+            mw(t0, wall0),
+            mw(t0 + Duration::from_millis(5), wall0 + 5),
+            4_000_000,
+        );
+        // Sent 1 s later; the store stamps 4,000,001; then the machine is
+        // paused 1.98 s before the answer arrives: the store's clock reads
+        // 4,000,002.995 s on arrival.
+        let t1 = t0 + Duration::from_millis(1_000);
+        c.observe(
+            mw(t1, wall0 + 1_000),
+            mw(t1 + Duration::from_millis(5), wall0 + 2_985),
+            4_000_001,
+        );
+        let true_ms = 4_000_002_995;
+        let now = mono_ms(t1 + Duration::from_millis(5));
+        let b = (*c.bounds.lock().unwrap()).unwrap();
+        assert!(
+            now + b.lo <= true_ms && true_ms <= now + b.hi,
+            "store at {true_ms} outside [{}, {}]",
+            now + b.lo,
+            now + b.hi
+        );
     }
 
     /// A VM pause stops the boot-time clock, not the store's: the time it
@@ -292,13 +363,21 @@ mod tests {
         let wall0 = 4_000_000_000;
         // The store's clock reads 4,000,000.010 s at t0 + 5 ms: the Date
         // leaves the bounds almost a second of room above it.
-        c.observe_at(t0, t0 + Duration::from_millis(5), 4_000_000, wall0 + 5);
+        c.observe(
+            mw(t0, wall0),
+            mw(t0 + Duration::from_millis(5), wall0 + 5),
+            4_000_000,
+        );
         // 1 s later on the boot clock, but the machine was paused for
         // 1.98 s in between: the store's clock reads 4,000,002.990 s. Its
         // Date says 4,000,002, which fits bounds that took the boot clock's
         // word for the time that passed.
         let t1 = t0 + Duration::from_millis(1_000);
-        c.observe_at(t1, t1 + Duration::from_millis(5), 4_000_002, wall0 + 2_985);
+        c.observe(
+            mw(t1, wall0 + 2_980),
+            mw(t1 + Duration::from_millis(5), wall0 + 2_985),
+            4_000_002,
+        );
         let true_ms = 4_000_002_990;
         let now = mono_ms(t1 + Duration::from_millis(5));
         let b = (*c.bounds.lock().unwrap()).unwrap();
@@ -322,15 +401,15 @@ mod tests {
     fn a_store_clock_seen_ahead_of_the_bounds_is_counted() {
         let c = ServerClock::new();
         let t0 = Instant::now();
-        c.observe(t0, t0 + Duration::from_millis(5), 4_000_000);
+        c.observe(m(t0), m(t0 + Duration::from_millis(5)), 4_000_000);
         let t1 = t0 + Duration::from_millis(500);
-        c.observe(t1, t1 + Duration::from_millis(5), 4_000_001);
+        c.observe(m(t1), m(t1 + Duration::from_millis(5)), 4_000_001);
         assert_eq!(c.forward_jumps(), 0);
         // 20 s ahead of what half a second could explain.
-        c.observe(t1, t1 + Duration::from_millis(5), 4_000_021);
+        c.observe(m(t1), m(t1 + Duration::from_millis(5)), 4_000_021);
         assert_eq!(c.forward_jumps(), 1);
         // Back again: recalibrated, not counted as ahead.
-        c.observe(t1, t1 + Duration::from_millis(5), 4_000_001);
+        c.observe(m(t1), m(t1 + Duration::from_millis(5)), 4_000_001);
         assert_eq!(c.forward_jumps(), 1);
         let (lo, _) = c.bounds_now().unwrap();
         assert!(lo < 4_000_002_000, "{lo}");
@@ -340,7 +419,7 @@ mod tests {
     fn deadline_is_no_later_than_the_upper_bound_allows() {
         let c = ServerClock::new();
         let t0 = Instant::now();
-        c.observe(t0, t0 + Duration::from_millis(5), 3_000_000);
+        c.observe(m(t0), m(t0 + Duration::from_millis(5)), 3_000_000);
         let expires = c.upper_ms() + 10_000;
         let d = c.deadline_for(expires).unwrap();
         let left = d.saturating_duration_since(Instant::now());

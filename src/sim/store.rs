@@ -16,8 +16,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::World;
 use super::world::{SimClock, TxAnswer};
-use crate::boottime::BootInstant;
-use crate::clock::ServerClock;
+use crate::clock::{Moment, ServerClock};
 use crate::error::{Error, Result};
 use crate::store::dynamodb::{DynamoDb, FENCE_BLOCK, FreshAnswer, Item, Requests};
 
@@ -75,7 +74,7 @@ impl SimStore {
     {
         // A paused machine sends nothing.
         self.mach.awake().await;
-        let sent = BootInstant::now();
+        let sent = Moment::now();
         let (fate, there, back) = self.world.draw_fate();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let w = self.world.clone();
@@ -106,7 +105,7 @@ impl SimStore {
         tokio::time::sleep(back).await;
         // A paused machine receives nothing until it wakes.
         self.mach.awake().await;
-        let received = BootInstant::now();
+        let received = Moment::now();
         match fate {
             Fate::RequestLost | Fate::AnswerLost => {
                 Err(Error::Unavailable("simulated timeout".into()))

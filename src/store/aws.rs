@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::boottime::BootInstant as Instant;
-
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -25,7 +23,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
-use crate::clock::ServerClock;
+use crate::clock::{Moment, ServerClock};
 use crate::error::{Error, Result, words};
 
 /// Per-attempt and per-call time limits. An unreachable endpoint fails a call
@@ -289,7 +287,7 @@ impl StoreInterceptor {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct SentAt(Instant);
+struct SentAt(Moment);
 
 impl Storable for SentAt {
     type Storer = StoreReplace<Self>;
@@ -314,7 +312,7 @@ impl Intercept for StoreInterceptor {
         if let Ok(mut e) = self.endpoint.lock() {
             *e = Some(uri[..origin_end].to_string());
         }
-        cfg.interceptor_state().store_put(SentAt(Instant::now()));
+        cfg.interceptor_state().store_put(SentAt(Moment::now()));
         self.requests.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -325,7 +323,7 @@ impl Intercept for StoreInterceptor {
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> std::result::Result<(), BoxError> {
-        let received = Instant::now();
+        let received = Moment::now();
         let Some(SentAt(sent)) = cfg.load::<SentAt>().copied() else {
             return Ok(()); // failed before transmission: nothing was sent
         };
@@ -338,7 +336,7 @@ impl Intercept for StoreInterceptor {
             .load::<Metadata>()
             .map(|m| m.name().to_string())
             .unwrap_or_default();
-        let ms = received.saturating_duration_since(sent).as_millis() as u64;
+        let ms = received.at.saturating_duration_since(sent.at).as_millis() as u64;
         match context.response() {
             Some(resp) => {
                 let status = resp.status().as_u16();

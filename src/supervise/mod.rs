@@ -159,6 +159,7 @@ pub async fn run(
     };
     let mut s = Supervision {
         state: guard.watch(),
+        duration: guard.lease().duration,
         guard,
         opts,
         spawned,
@@ -174,12 +175,14 @@ pub async fn run(
     s.finish().await
 }
 
-/// When to send SIGTERM and SIGKILL for `guard`'s lease with local
-/// deadline `deadline` (see [`stop_times`]).
-fn times_for(guard: &LockGuard, opts: &RunOptions, deadline: Instant) -> (Instant, Instant) {
+/// When to send SIGTERM and SIGKILL for `guard`'s lease as it is now (see
+/// [`stop_times`]).
+fn times_now(guard: &LockGuard, opts: &RunOptions) -> (Instant, Instant) {
+    // One read of the lease state: no second borrow while one is held.
+    let lease = guard.lease();
     stop_times(
-        deadline,
-        guard.lease().duration,
+        lease.deadline,
+        lease.duration,
         opts.renew_every,
         opts.kill_after,
     )
@@ -193,7 +196,7 @@ async fn confirm_suspect_grant(
     guard: &LockGuard,
     opts: &RunOptions,
 ) -> Result<(), (i32, Option<Lost>)> {
-    let (term_at, _) = times_for(guard, opts, guard.watch().borrow().lease.deadline);
+    let (term_at, _) = times_now(guard, opts);
     if confirmed_by(guard, term_at).await {
         return Ok(());
     }
@@ -244,7 +247,7 @@ fn start(
     if let Some(f) = lease.fence {
         env.push(("AWSFLOCK_FENCE", f.to_string()));
     }
-    let (term_at, first_kill) = times_for(guard, opts, guard.watch().borrow().lease.deadline);
+    let (term_at, first_kill) = times_now(guard, opts);
     // The dead man's switch is armed before the command can run.
     let watchdog = match platform::Watchdog::start(first_kill) {
         Ok(w) => w,
@@ -284,6 +287,8 @@ fn start(
 struct Supervision {
     guard: LockGuard,
     opts: RunOptions,
+    /// The lease's duration (the same at every renewal).
+    duration: Duration,
     spawned: platform::Spawned,
     watchdog: platform::Watchdog,
     state: tokio::sync::watch::Receiver<crate::lease::GuardState>,
@@ -300,8 +305,15 @@ struct Supervision {
 }
 
 impl Supervision {
+    /// When to send SIGTERM and SIGKILL for a lease whose local deadline is
+    /// `deadline`.
     fn times(&self, deadline: Instant) -> (Instant, Instant) {
-        times_for(&self.guard, &self.opts, deadline)
+        stop_times(
+            deadline,
+            self.duration,
+            self.opts.renew_every,
+            self.opts.kill_after,
+        )
     }
 
     fn name(&self) -> String {
@@ -486,7 +498,8 @@ impl Supervision {
             .unwrap_or(platform::Ended::Code(crate::exit::ERROR));
         // A command that ended after its kill time (awsflock was stopped,
         // and the watchdog killed it) ran to the end of its lease: a loss.
-        let (_, deadline_kill) = self.times(self.state.borrow().lease.deadline);
+        let deadline = self.state.borrow().lease.deadline;
+        let (_, deadline_kill) = self.times(deadline);
         if self.why.is_none() && ended_past_its_lease(Instant::now(), deadline_kill) {
             self.why = Some(Why::Lost(Lost::Expired(
                 "awsflock could not renew it in time; the command was killed at its deadline"
