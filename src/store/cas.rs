@@ -581,6 +581,15 @@ pub async fn finish<S: CasStore + ?Sized>(
     st: Stamp,
 ) -> Result<Lease> {
     let clock = s.clock();
+    let mut granted = Lease {
+        name: name.to_string(),
+        lease_id,
+        fence,
+        duration: lease,
+        acquired_at_ms: Some(st.shown_ms),
+        expires_at_ms: st.expires_ms,
+        deadline: st.sent,
+    };
     if !st.calibrated {
         if let Some(skew) = clock.local_skew_ms(st.sent, st.sent_wall_ms) {
             if skew.abs() > SKEW_TOLERANCE_MS {
@@ -589,35 +598,18 @@ pub async fn finish<S: CasStore + ?Sized>(
                     "this machine's clock is {}s off the store's; the lease was rewritten on the store's clock",
                     skew / 1000
                 );
-                let held = Lease {
-                    name: name.to_string(),
-                    lease_id,
-                    fence,
-                    duration: lease,
-                    acquired_at_ms: Some(st.shown_ms),
-                    expires_at_ms: st.expires_ms,
-                    deadline: st.sent,
-                };
                 let next = uuid::Uuid::new_v4().to_string();
-                let mut renewed = s.renew_to(&held, lease, &next).await?;
+                let mut renewed = s.renew_to(&granted, lease, &next).await?;
                 renewed.acquired_at_ms = Some(clock.lower_ms());
                 return Ok(renewed);
             }
         }
     }
-    let deadline = clock
+    granted.deadline = clock
         .deadline_for(st.expires_ms)
         .unwrap_or(st.sent + lease)
         .min(st.sent + lease + Duration::from_millis(SKEW_TOLERANCE_MS as u64));
-    Ok(Lease {
-        name: name.to_string(),
-        lease_id,
-        fence,
-        duration: lease,
-        acquired_at_ms: Some(st.shown_ms),
-        expires_at_ms: st.expires_ms,
-        deadline,
-    })
+    Ok(granted)
 }
 
 /// " (held by alice, reason: ..., fence 7)" for messages.
