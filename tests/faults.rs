@@ -85,19 +85,6 @@ impl Drop for ContOnDrop {
     }
 }
 
-/// SIGKILLs process groups when dropped (workers started in groups of
-/// their own), so that a failing test leaves nothing running.
-#[derive(Default)]
-struct Groups(Vec<i32>);
-
-impl Drop for Groups {
-    fn drop(&mut self) {
-        for g in &self.0 {
-            let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
-        }
-    }
-}
-
 /// At most the last `n` lines of `text`, for failure messages.
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

@@ -167,20 +167,6 @@ impl Drop for Paused {
     }
 }
 
-/// SIGKILLs process groups when dropped, so that a failing test leaves
-/// nothing running.
-#[derive(Default)]
-struct Groups(Vec<i32>);
-
-impl Drop for Groups {
-    fn drop(&mut self) {
-        for g in &self.0 {
-            let _ = killpg(Pid::from_raw(*g), Signal::SIGCONT);
-            let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
-        }
-    }
-}
-
 /// When the proxy admitted the last `op` request.
 fn last_seen(proxy: &Proxy, op: &str) -> Instant {
     proxy
@@ -248,6 +234,20 @@ struct Files {
     wall: PathBuf,
 }
 
+/// Waits for the holder's command to start, and counts the holder and its
+/// command among the process groups of the paused "machine".
+fn started(holder: Running, f: &Files, groups: &mut Groups) -> Running {
+    groups.0.push(holder.pid() as i32);
+    let Some(child) = first_line(&f.ready, Duration::from_secs(30)) else {
+        let out = holder.wait(Duration::from_secs(10));
+        panic!("the command never started:\n{}", out.describe())
+    };
+    groups
+        .0
+        .push(child.trim().parse().expect("the command's pid"));
+    holder
+}
+
 fn files() -> Files {
     let dir = scratch();
     let at = |n: &str| dir.path().join(n);
@@ -311,14 +311,7 @@ fn renewal_held_while_paused(
             &stamping(&f.ready, &f.ours, "''"),
         ]),
     );
-    groups.0.push(holder.pid() as i32);
-    let Some(child) = first_line(&f.ready, Duration::from_secs(30)) else {
-        let out = holder.wait(Duration::from_secs(10));
-        panic!("the command never started:\n{}", out.describe())
-    };
-    groups
-        .0
-        .push(child.trim().parse().expect("the command's pid"));
+    let holder = started(holder, &f, &mut groups);
     let base = proxy.count(Some("UpdateItem"));
     proxy.fault(Some("UpdateItem"), Fault::Hold(held_for), Some(1));
     if let Some(d) = retry_held_for {
@@ -597,14 +590,7 @@ fn pause_during_the_grace_kills_the_command_on_waking() {
             &format!("'date +%s%N >> {}'", p(&f.term)),
         ),
     ]));
-    groups.0.push(holder.pid() as i32);
-    let Some(child) = first_line(&f.ready, Duration::from_secs(30)) else {
-        let out = holder.wait(Duration::from_secs(10));
-        panic!("the command never started:\n{}", out.describe())
-    };
-    groups
-        .0
-        .push(child.trim().parse().expect("the command's pid"));
+    let holder = started(holder, &f, &mut groups);
     // Every renewal attempt hangs in the proxy (each is given up by the SDK
     // after 3 s and sent again): no renewal succeeds, SIGTERM comes.
     proxy.fault(
@@ -683,14 +669,7 @@ fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
         "-c",
         &stamping(&f.ready, &f.ours, "''"),
     ]));
-    groups.0.push(holder.pid() as i32);
-    let Some(child) = first_line(&f.ready, Duration::from_secs(30)) else {
-        let out = holder.wait(Duration::from_secs(10));
-        panic!("the command never started:\n{}", out.describe())
-    };
-    groups
-        .0
-        .push(child.trim().parse().expect("the command's pid"));
+    let holder = started(holder, &f, &mut groups);
     proxy.fault(
         Some("UpdateItem"),
         Fault::Hold(Duration::from_secs(20)),

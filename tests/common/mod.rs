@@ -734,3 +734,20 @@ pub fn libfaketime() -> Option<&'static str> {
     .into_iter()
     .find(|l| std::path::Path::new(l).exists())
 }
+
+/// Process groups (workers started in groups of their own) that are
+/// continued and SIGKILLed when this is dropped, so that a failing test
+/// leaves nothing running, stopped or not.
+#[derive(Default)]
+pub struct Groups(pub Vec<i32>);
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, killpg};
+        use nix::unistd::Pid;
+        for g in &self.0 {
+            let _ = killpg(Pid::from_raw(*g), Signal::SIGCONT);
+            let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
+        }
+    }
+}
