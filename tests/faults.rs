@@ -1581,26 +1581,10 @@ fn wall_clock_jumping_ahead_of_the_boot_clock_makes_the_holder_renew_at_once() {
     assert_eq!(out.code, 0, "{}", out.describe());
 }
 
-/// Our binary under faketime with a fixed offset, aimed at `endpoint`.
-fn faketime_at(endpoint: &str, offset: &str) -> Option<Command> {
-    let faketime = which("faketime")?;
-    let mut cmd = Command::new(faketime);
-    let base = awsflock_at(endpoint);
-    for (k, v) in base.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .args(["-f", offset, bin_path()]);
-    Some(cmd)
-}
-
 /// `awsflock ARGS` under an optional clock offset.
 fn ours(moto: &Moto, skew: Option<&str>, args: &[&str]) -> Out {
     let mut cmd = match skew {
-        Some(o) => faketime_at(&moto.endpoint, o).expect("faketime"),
+        Some(o) => awsflock_faketime(moto, o).expect("libfaketime"),
         None => awsflock(moto),
     };
     run(cmd.args(args))
@@ -1701,7 +1685,7 @@ fn a_grant_taken_over_before_its_rewrite_is_not_reported_and_the_wait_goes_on() 
         Fault::Hold(Duration::from_secs(3)),
         Some(1),
     );
-    let mut cmd = faketime_at(&proxy.endpoint, "-1h").expect("faketime");
+    let mut cmd = clock_offset(awsflock_at(&proxy.endpoint), "-1h").expect("libfaketime");
     cmd.args([
         "acquire",
         &name,
@@ -1776,7 +1760,7 @@ fn renew_from_a_clock_an_hour_behind_never_writes_an_expired_looking_lease() {
         Fault::Hold(Duration::from_secs(3)),
         Some(1),
     );
-    let mut cmd = faketime_at(&proxy.endpoint, "-1h").expect("faketime");
+    let mut cmd = clock_offset(awsflock_at(&proxy.endpoint), "-1h").expect("libfaketime");
     cmd.args([
         "renew",
         &name,

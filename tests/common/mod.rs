@@ -270,17 +270,25 @@ pub fn awsflock(moto: &Moto) -> Command {
     awsflock_at(&moto.endpoint)
 }
 
-/// Our binary run under faketime with the given offset (e.g. "+1h"), or
-/// None when faketime is not installed.
+/// Our binary aimed at `moto`, its wall clock moved by `offset` (e.g.
+/// "+1h"), or None when libfaketime is not installed.
 pub fn awsflock_faketime(moto: &Moto, offset: &str) -> Option<Command> {
-    let faketime = which("faketime")?;
-    let mut cmd = Command::new(faketime);
-    scrub_env(&mut cmd);
-    fake_creds(&mut cmd);
-    cmd.env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("RUST_BACKTRACE", "1")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .args(["-f", offset, bin_path()]);
+    clock_offset(awsflock(moto), offset)
+}
+
+/// `cmd` with its wall clock moved by `offset` ("+1h", "-40s") by
+/// libfaketime, or None when libfaketime is not installed. The boot-time
+/// and monotonic clocks stay real, as they do when an administrator or NTP
+/// steps the wall clock.
+///
+/// libfaketime is preloaded directly, not through the `faketime` wrapper:
+/// the wrapper names a semaphore after its own pid and leaves it in
+/// /dev/shm when it is killed, so a later wrapper given the same pid fails
+/// with "sem_open: File exists" before our binary starts.
+pub fn clock_offset(mut cmd: Command, offset: &str) -> Option<Command> {
+    cmd.env("LD_PRELOAD", libfaketime()?)
+        .env("FAKETIME", offset)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     Some(cmd)
 }
 
