@@ -605,7 +605,7 @@ pub(crate) fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
-    init_logging(cli.global.verbose);
+    let stderr = init_logging(cli.global.verbose);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -624,6 +624,8 @@ pub(crate) fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
         }
     };
     drop(rt);
+    // What is still queued for stderr is written before awsflock exits.
+    drop(stderr);
     // `run` whose command was killed by a signal ends by the same signal,
     // now that the lock is released, so that the caller sees it.
     match supervise::take_exit_signal() {
@@ -663,7 +665,9 @@ fn clap_exit(e: clap::Error) -> i32 {
     }
 }
 
-fn init_logging(verbose: u8) {
+/// Sets up the log, and stderr's writer thread ([`crate::output`]); the
+/// guard writes what is queued when dropped.
+fn init_logging(verbose: u8) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "awsflock=warn",
@@ -675,12 +679,14 @@ fn init_logging(verbose: u8) {
     } else {
         EnvFilter::new(default)
     };
+    let (writer, guard) = crate::output::detach();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
         .with_ansi(colour())
         .try_init();
+    guard
 }
 
 /// Whether to colour stderr: on a terminal, unless `NO_COLOR` is set to

@@ -643,12 +643,13 @@ async fn look_again(tx: &watch::Sender<GuardState>, seen: &mut Look, flagged: &m
     }
 }
 
-/// Warns, once whoever acts under the lease has had its turn: awsflock runs
-/// on one thread, and a warning written to a stderr that blocks (a full pipe
-/// nobody reads) would otherwise hold up the pause or kill of the command
-/// that the state just published calls for, until the watchdog's kill time,
-/// which may have missed the very time the warning is about. Call right
-/// after publishing the state.
+/// Warns, once whoever acts under the lease has had its turn: signals
+/// first, then words. The command line's log never blocks (its stderr is
+/// written by a thread of its own, `src/output.rs`), but a program using
+/// the library may log to a writer that does, on the runtime's one thread;
+/// such a write would otherwise hold up the pause or kill of the command
+/// that the state just published calls for. Call right after publishing
+/// the state.
 async fn warn_after_acting(msg: String) {
     // The supervisor's task, woken by the published state, runs before
     // this one is polled again.

@@ -1528,6 +1528,89 @@ fn store_clock_jumping_ahead_makes_the_holder_renew_at_once() {
     assert_eq!(out.code, 0, "{}", out.describe());
 }
 
+/// awsflock runs on one thread, so a message written to a stderr nobody
+/// reads (a full pipe) must not hold it up: here the warning about the
+/// store's clock jumping ahead is written while the renewal that saw the
+/// jump is answered. The holder must still renew at once, and the warning
+/// must come out once stderr is read again.
+#[test]
+fn store_clock_jump_seen_while_stderr_is_full_still_renews_at_once() {
+    use std::io::Read;
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let ready = dir.path().join("ready");
+    let script = format!("echo $$ > {}; sleep 14", p(&ready));
+    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let mut filler = writer.try_clone().expect("dup");
+    // Lease 30 s: renewals every 10 s; the jump leaves about 10 s of the
+    // lease, time enough for a renewal to confirm it before the command's
+    // 1 s grace. No -v: stderr stays empty until the warning.
+    let mut holder = run_at(
+        &proxy.endpoint,
+        &t,
+        &name,
+        &["--lease-duration", "30", "--kill-after", "1", "-c", &script],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(writer)
+    .process_group(0)
+    .spawn()
+    .expect("spawn awsflock");
+    let group = holder.id() as i32;
+    let _groups = Groups(vec![group]);
+    let started = Instant::now();
+    while std::fs::read_to_string(&ready).map_or(true, |s| !s.contains('\n')) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the command never started"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Fill the pipe: this thread blocks once it is full (64 KiB) and ends
+    // once the rest is drained.
+    thread::spawn(move || {
+        let block = [b'.'; 4096];
+        for _ in 0..64 {
+            if filler.write_all(&block).is_err() {
+                break;
+            }
+        }
+    });
+    thread::sleep(Duration::from_millis(300));
+    proxy.shift_date(20);
+    let base = proxy.count(Some("UpdateItem"));
+    let seen_jump = proxy.wait_count(Some("UpdateItem"), base + 1, Duration::from_secs(15));
+    let renewed_again = proxy.wait_count(Some("UpdateItem"), base + 2, Duration::from_secs(3));
+    let drained = thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = reader.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).replace('.', "")
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = holder.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the holder never ended");
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = drained.join().expect("drain");
+    assert!(seen_jump, "no renewal within 15 s:\n{stderr}");
+    assert!(
+        renewed_again,
+        "with stderr full, the holder did not renew at once after the store's clock was seen 20 s ahead:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("store clock jumped ahead"),
+        "the warning was lost:\n{stderr}"
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
 #[test]
 fn wall_clock_jumping_ahead_of_the_boot_clock_makes_the_holder_renew_at_once() {
     let moto = Moto::start();
@@ -1882,7 +1965,7 @@ fn a_release_that_landed_but_failed_is_not_reported_as_a_failure() {
         &proxy.endpoint,
         &t,
         &name,
-        &["--lease-duration", "30", "-c", &script],
+        &["-v", "--lease-duration", "30", "-c", &script],
     ));
     first_line(&ready, Duration::from_secs(30), &mut running).expect("the command never started");
     // The next UpdateItem is the release (renewals come every 10 s).

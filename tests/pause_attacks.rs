@@ -716,7 +716,9 @@ fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
 /// stopped (as for the other messages: signals first, then words).
 ///
 /// The pause is played by the wall clock jumping ahead of the boot-time
-/// clock (libfaketime); the stderr pipe is filled by the test before.
+/// clock (libfaketime); the stderr pipe is filled by the test before. The
+/// renewal that would confirm the lease is held back 5 s by the proxy, so
+/// the command must stay paused through the 3 s looked at.
 #[test]
 fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
     use std::io::{Read, Write};
@@ -725,6 +727,7 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
         return;
     }
     let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
     let t = table(&moto);
     let name = lock();
     let f = files();
@@ -732,7 +735,7 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
     let (mut reader, writer) = std::io::pipe().expect("pipe");
     let mut filler = writer.try_clone().expect("dup");
     // No -v: nothing is written to stderr before the warning.
-    let mut cmd = holder_at(&moto.endpoint, Some(&f.wall));
+    let mut cmd = holder_at(&proxy.endpoint, Some(&f.wall));
     cmd.args([
         "run",
         &name,
@@ -764,6 +767,11 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
         }
     });
     thread::sleep(Duration::from_millis(500));
+    proxy.fault(
+        Some("UpdateItem"),
+        Fault::Hold(Duration::from_secs(5)),
+        Some(1),
+    );
     let jumped_ns = now_ns();
     std::fs::write(&f.wall, "+30s\n").unwrap();
     thread::sleep(Duration::from_secs(3));
