@@ -334,11 +334,9 @@ pub async fn schedule(seed: u64, s3: bool, tracing: bool) -> Report {
             }
         }
     }
-    // Liveness is judged from the table's write log, which only the
-    // DynamoDB store writes; S3 schedules are checked for safety only.
-    if !w.s3 {
-        w.check_liveness(w.t(), lease);
-    }
+    // Liveness is judged from the lock record's write log, which the
+    // simulated table and bucket both keep.
+    w.check_liveness(w.t(), lease);
     let violations = w.violations.lock().unwrap().clone();
     let trace = std::mem::take(&mut *w.trace.lock().unwrap());
     Report {

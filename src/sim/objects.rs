@@ -77,6 +77,8 @@ fn put(t: &mut Table, key: &str, body: &[u8], want: &Want, v: &mut Vec<String>) 
     let before = lock_record(t, key);
     let etag = t.objects.put(key, body, want)?;
     if let Some(new) = lock_record(t, key) {
+        let at = t.start.map(super::world::true_now).unwrap_or_default();
+        t.writes.push((at, state_of(&new)));
         if new.state == RecordState::Held {
             t.written_expiry
                 .entry(new.lease_id.clone())
@@ -101,6 +103,28 @@ fn put(t: &mut Table, key: &str, body: &[u8], want: &Want, v: &mut Vec<String>) 
         }
     }
     Some(etag)
+}
+
+/// The record as a waiter of the S3 store judges it (for the liveness
+/// invariants): its expiry, and the same takeover margin as every record
+/// of ours (`CasStore::takeover_margin_ms`'s default, which `S3Store`
+/// keeps).
+fn state_of(rec: &LeaseRecord) -> super::RecState {
+    use super::RecState;
+    if rec.state == RecordState::Released {
+        return RecState::Released;
+    }
+    RecState::Held {
+        exp_ms: rec.expires_ms,
+        margin_ms: crate::store::cas::EXPIRY_MARGIN_MS,
+        owner: rec.owner.strip_prefix('c').and_then(|n| n.parse().ok()),
+        lease: {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            rec.lease_id.hash(&mut h);
+            h.finish()
+        },
+    }
 }
 
 /// The lock record stored at `key`, if `key` is a lock's and it parses.
