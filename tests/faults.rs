@@ -1202,6 +1202,36 @@ fn injected_lost_release_answer_still_releases() {
     assert_free(&moto, &t, &name, "the release");
 }
 
+/// A break-glass release whose write landed but whose answer was lost: it
+/// must still say it released the holder's lease (exit 0), not that the
+/// lock is free with nothing to break (exit 3), and leave the lock free.
+#[test]
+fn injected_lost_force_release_answer_still_reports_the_release() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let name = lock();
+    let _lease = acquire(&moto, &t, &name, &["--lease-duration", "60"]);
+    proxy.fault(Some("UpdateItem"), Fault::DropResponse, Some(1));
+    let out = run(awsflock_at(&proxy.endpoint)
+        .args(["release", &name, "--force", "--yes", "--table", &t])
+        .stdin(Stdio::null()));
+    proxy.clear();
+    figures(format!(
+        "fault_drop_force_release exit={} injected={}",
+        out.code,
+        kinds(&proxy)
+    ));
+    assert_eq!(proxy.injected().get("drop"), Some(&1), "{}", kinds(&proxy));
+    assert_eq!(
+        out.code,
+        0,
+        "a force-release that landed but whose answer was lost:\n{}",
+        out.describe()
+    );
+    assert_free(&moto, &t, &name, "the force-release");
+}
+
 // ------------------------------------------------------------ a paused holder
 
 #[test]
