@@ -1694,6 +1694,96 @@ fn wall_clock_jumping_ahead_of_the_boot_clock_makes_the_holder_renew_at_once() {
     assert_eq!(out.code, 0, "{}", out.describe());
 }
 
+/// An administrator or NTP steps the holder's wall clock back an hour
+/// while it holds (renewals every 2 s): expiry is judged on the store's
+/// clock and the boot-time clock, so the holder keeps its lease, renews on
+/// time and exits 0, and a waiter with a true clock gets the lock only
+/// after the holder's command ended, and soon after.
+#[test]
+fn wall_clock_stepped_back_while_holding_neither_loses_nor_frees_the_lock() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let (ready, stamps, stamp_file) = (
+        dir.path().join("ready"),
+        dir.path().join("stamps"),
+        dir.path().join("faketime"),
+    );
+    std::fs::write(&stamp_file, "+0s\n").unwrap();
+    let Some(mut cmd) = faketime_file_at(&moto.endpoint, &stamp_file) else {
+        skip("libfaketime is not installed (wall-clock step test)");
+        return;
+    };
+    // The command's own clock is the true one: its stamps are compared
+    // with the waiter's.
+    let script = format!(
+        "unset LD_PRELOAD; echo $$ > {r}; i=0; while [ $i -lt 80 ]; do date +%s%N >> {s}; sleep 0.1; i=$((i+1)); done",
+        r = p(&ready),
+        s = p(&stamps)
+    );
+    cmd.args([
+        "run",
+        &name,
+        "--table",
+        &t,
+        "--lease-duration",
+        "6",
+        "-c",
+        &script,
+    ]);
+    let mut holder = spawn(&mut cmd);
+    first_line(&ready, Duration::from_secs(30), &mut holder).expect("the command never started");
+    thread::sleep(Duration::from_secs(1));
+    std::fs::write(&stamp_file, "-3600s\n").unwrap();
+    let got = dir.path().join("got");
+    let waiter = spawn(
+        awsflock(&moto)
+            .args(["run", &name, "--table", &t, "--wait-time", "40", "--"])
+            .args(["sh", "-c", &format!("date +%s%N > {}", p(&got))]),
+    );
+    let out = holder.wait(Duration::from_secs(60));
+    let w = waiter.wait(Duration::from_secs(60));
+    let all = stamps_of(&stamps);
+    let last = *all.last().expect("no stamps");
+    let got_ns = stamps_of(&got).first().copied();
+    figures(format!(
+        "wall_clock_step_back step_s=-3600 holder_exit={} waiter_exit={} stamps={} handover_ms={}",
+        out.code,
+        w.code,
+        all.len(),
+        got_ns.map_or("none".into(), |g| ((g - last) / 1_000_000).to_string())
+    ));
+    assert_eq!(
+        out.code,
+        0,
+        "the holder lost its lease after its wall clock stepped back:\n{}",
+        out.describe()
+    );
+    assert_eq!(all.len(), 80, "the holder's command was cut short");
+    assert_eq!(w.code, 0, "the waiter never ran:\n{}", w.describe());
+    let got_ns = got_ns.expect("the waiter's command wrote no stamp");
+    assert!(
+        got_ns > last,
+        "the waiter's command ran {} ms before the holder's last write",
+        (last - got_ns) / 1_000_000
+    );
+    assert!(
+        got_ns - last < 5_000_000_000,
+        "the lock reached the waiter {} ms after the holder's command ended",
+        (got_ns - last) / 1_000_000
+    );
+}
+
+/// The stamps (ns since the epoch) the command wrote, one per line.
+fn stamps_of(path: &Path) -> Vec<i128> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
 /// `awsflock ARGS` under an optional clock offset.
 fn ours(moto: &Moto, skew: Option<&str>, args: &[&str]) -> Out {
     let mut cmd = match skew {
