@@ -106,17 +106,20 @@ fn put(t: &mut Table, key: &str, body: &[u8], want: &Want, v: &mut Vec<String>) 
 }
 
 /// The record as a waiter of the S3 store judges it (for the liveness
-/// invariants): its expiry, and the same takeover margin as every record
-/// of ours (`CasStore::takeover_margin_ms`'s default, which `S3Store`
-/// keeps).
+/// invariants), with the store's own `is_released`, `expiry_ms` and
+/// `takeover_margin_ms`.
 fn state_of(rec: &LeaseRecord) -> super::RecState {
     use super::RecState;
-    if rec.state == RecordState::Released {
+    use crate::store::cas::CasStore;
+    type S3 = S3Store<SimObjects>;
+    let judged = (rec.clone(), String::new());
+    if S3::is_released(&judged) {
         return RecState::Released;
     }
     RecState::Held {
-        exp_ms: rec.expires_ms,
-        margin_ms: crate::store::cas::EXPIRY_MARGIN_MS,
+        // No expiry the waiter can read: it never judges it expired.
+        exp_ms: S3::expiry_ms(&judged).unwrap_or(i64::MAX / 4),
+        margin_ms: S3::takeover_margin_ms(&judged),
         owner: rec.owner.strip_prefix('c').and_then(|n| n.parse().ok()),
         lease: {
             use std::hash::{Hash, Hasher};
