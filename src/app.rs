@@ -572,6 +572,8 @@ fn print_lease(lease: &Lease, json: bool, owner: &str, reason: Option<&str>) -> 
 
 /// Writes a line to stdout; a closed pipe (`| head`) is not an error worth a panic.
 pub(crate) fn out(line: &str) -> Result<()> {
+    // What awsflock said on stderr comes first (`2>&1`).
+    crate::output::flush(std::time::Duration::from_millis(100));
     let mut o = std::io::stdout().lock();
     match writeln!(o, "{line}").and_then(|_| o.flush()) {
         Ok(()) => Ok(()),
@@ -605,7 +607,7 @@ pub(crate) fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
-    let stderr = init_logging(cli.global.verbose);
+    init_logging(cli.global.verbose);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -624,8 +626,9 @@ pub(crate) fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
         }
     };
     drop(rt);
-    // What is still queued for stderr is written before awsflock exits.
-    drop(stderr);
+    // What is still queued for stderr is written before awsflock exits
+    // (waiting at most a second for a stderr that does not drain).
+    crate::output::flush(std::time::Duration::from_secs(1));
     // `run` whose command was killed by a signal ends by the same signal,
     // now that the lock is released, so that the caller sees it.
     match supervise::take_exit_signal() {
@@ -665,9 +668,8 @@ fn clap_exit(e: clap::Error) -> i32 {
     }
 }
 
-/// Sets up the log, and stderr's writer thread ([`crate::output`]); the
-/// guard writes what is queued when dropped.
-fn init_logging(verbose: u8) -> tracing_appender::non_blocking::WorkerGuard {
+/// Sets up stderr's writer thread ([`crate::output`]) and the log.
+fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "awsflock=warn",
@@ -679,14 +681,13 @@ fn init_logging(verbose: u8) -> tracing_appender::non_blocking::WorkerGuard {
     } else {
         EnvFilter::new(default)
     };
-    let (writer, guard) = crate::output::detach();
+    crate::output::detach();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(|| crate::output::Stderr)
         .with_target(false)
         .with_ansi(colour())
         .try_init();
-    guard
 }
 
 /// Whether to colour stderr: on a terminal, unless `NO_COLOR` is set to

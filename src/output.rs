@@ -11,39 +11,98 @@
 //! 64 KiB. awsflock runs on one thread, so a blocked write would stop the
 //! renewals, the pause or kill of the command, and the release, until the
 //! watchdog's kill time. Once [`detach`] has run (the command line runs it
-//! first), every line, [`say!`]'s and the log's, goes to a queue that a
-//! thread of its own writes to stderr, in order; when the queue is full
-//! (128,000 lines), lines are dropped rather than waited for.
+//! first), every message, [`say!`]'s and the log's ([`Stderr`]), goes to a
+//! queue that a thread of its own writes to stderr, in order; when the
+//! queue is full ([`QUEUE`] messages), new ones are dropped rather than
+//! waited for. [`flush`] waits, for a bounded time, until what was queued
+//! is written: before the command starts (so that awsflock's messages come
+//! before the command's), before writing to stdout, and before exiting.
+//! Should no thread start, messages are written directly, as before.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::OnceLock;
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant};
 
-static DETACHED: OnceLock<NonBlocking> = OnceLock::new();
+/// How many messages may wait for stderr; past this, new ones are dropped.
+pub const QUEUE: usize = 4096;
 
-/// Sends stderr through a writer thread from now on, and returns that
-/// writer for the log. Dropping the guard writes what is queued, waiting
-/// at most about a second for a stderr that does not drain; drop it
-/// before exiting.
-pub fn detach() -> (NonBlocking, WorkerGuard) {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .thread_name("awsflock-stderr")
-        .finish(std::io::stderr());
-    let _ = DETACHED.set(writer.clone());
-    (writer, guard)
+struct Detached {
+    tx: SyncSender<Vec<u8>>,
+    /// Messages queued, and written (or failed) by the writer thread.
+    queued: AtomicU64,
+    written: Arc<AtomicU64>,
 }
 
+static DETACHED: OnceLock<Detached> = OnceLock::new();
+
+/// Sends stderr through a writer thread from now on (see the module docs).
+/// Without a thread (none could start), messages stay direct.
+pub fn detach() {
+    if DETACHED.get().is_some() {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE);
+    let written = Arc::new(AtomicU64::new(0));
+    let counted = written.clone();
+    let spawned = std::thread::Builder::new()
+        .name("awsflock-stderr".into())
+        .spawn(move || {
+            let mut err = std::io::stderr();
+            for msg in rx {
+                let _ = err.write_all(&msg);
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    if spawned.is_ok() {
+        let _ = DETACHED.set(Detached {
+            tx,
+            queued: AtomicU64::new(0),
+            written,
+        });
+    }
+}
+
+/// Waits until every message queued so far is written, or `within` has
+/// passed (a stderr that does not drain). Returns at once when stderr is
+/// not detached.
+pub fn flush(within: Duration) {
+    let Some(d) = DETACHED.get() else { return };
+    let target = d.queued.load(Ordering::SeqCst);
+    let until = Instant::now() + within;
+    while d.written.load(Ordering::SeqCst) < target && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One message for stderr: queued when detached, else written at once.
 fn write_stderr(bytes: &[u8]) {
     match DETACHED.get() {
-        // One queued message per call: lines are never interleaved.
-        Some(w) => {
-            let _ = w.clone().write_all(bytes);
+        Some(d) => {
+            if d.tx.try_send(bytes.to_vec()).is_ok() {
+                d.queued.fetch_add(1, Ordering::SeqCst);
+            }
         }
         None => {
             let mut e = std::io::stderr().lock();
             let _ = e.write_all(bytes).and_then(|_| e.flush());
         }
+    }
+}
+
+/// The log's writer: each event, formatted whole, is one message.
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        write_stderr(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -708,3 +708,69 @@ fn a_command_paused_and_resumed_by_its_pid_runs_on_under_its_lease() {
         h.describe()
     );
 }
+
+/// A machine where awsflock cannot start another thread (a user at its
+/// process limit): a one-line error and exit 1, never a panic.
+#[test]
+fn no_thread_to_spare_is_a_one_line_error_not_a_panic() {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        println!("note: needs root to run as another user under a process limit; skipped");
+        return;
+    }
+    let d = dir();
+    for p in [d.tmp.path(), d.path.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let out = run(&mut wrapped(
+        &d,
+        "prlimit",
+        &[
+            "--nproc=1:1",
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            bin_path(),
+            "status",
+            "x",
+        ],
+    ));
+    assert!(!out.stderr.contains("panicked"), "{}", out.describe());
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.describe());
+    assert!(
+        out.stderr.contains("cannot start a thread"),
+        "{}",
+        out.describe()
+    );
+}
+
+/// On a stderr it shares with the command, awsflock's own messages come
+/// before the command's: they are written by a thread of their own, and
+/// the command starts only once what was said before it is written.
+#[test]
+fn awsflock_messages_come_before_the_commands_own() {
+    let d = dir();
+    for i in 0..50 {
+        let out = run(cmd(&d).args([
+            "-v",
+            "run",
+            "ordered",
+            "--",
+            "sh",
+            "-c",
+            "echo child-says >&2",
+        ]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        let granted = out.stderr.find("lease granted");
+        let child = out.stderr.find("child-says");
+        assert!(
+            granted.is_some() && child.is_some() && granted < child,
+            "run {i}: the command's line came first:\n{}",
+            out.stderr
+        );
+    }
+}

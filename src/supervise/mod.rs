@@ -264,6 +264,9 @@ fn start(
         kill_in = ?first_kill.saturating_duration_since(Instant::now()),
         "lease granted"
     );
+    // What awsflock said comes before what the command says (bounded: a
+    // stderr nobody reads holds up the start by this much at most).
+    crate::output::flush(Duration::from_millis(100));
     if too_late(Instant::now(), term_at) {
         watchdog.disarm();
         say!(
