@@ -271,12 +271,25 @@ fn awsflock_stopped_right_after_the_fork_still_has_its_command_killed_in_time() 
     ));
     let awsflock_pid = running.pid();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let child = loop {
+    // The watchdog, forked first, carries awsflock's command line until it
+    // execs: a child found in that window may be the watchdog. Once
+    // awsflock is stopped, a child that turns out to be the watchdog is
+    // passed over, and awsflock continued, until the command is caught.
+    let mut watchdogs = Vec::new();
+    let (child, stopped) = loop {
         if let Some((c, _)) = children_of(awsflock_pid)
             .into_iter()
-            .find(|(_, cmdline)| !cmdline.contains("__watchdog"))
+            .find(|(c, cmdline)| !cmdline.contains("__watchdog") && !watchdogs.contains(c))
         {
-            break c;
+            signal(awsflock_pid, Signal::SIGSTOP);
+            let stopped = Instant::now();
+            thread::sleep(Duration::from_millis(50));
+            let now = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
+            if !String::from_utf8_lossy(&now).contains("__watchdog") {
+                break (c, stopped);
+            }
+            watchdogs.push(c);
+            signal(awsflock_pid, Signal::SIGCONT);
         }
         assert!(
             Instant::now() < deadline && !running.finished(),
@@ -284,8 +297,6 @@ fn awsflock_stopped_right_after_the_fork_still_has_its_command_killed_in_time() 
         );
         thread::yield_now();
     };
-    signal(awsflock_pid, Signal::SIGSTOP);
-    let stopped = Instant::now();
     let _guard = KillOnDrop::new(&[child]);
     let dead = gone_within(child, Duration::from_secs(10));
     let dead_after = stopped.elapsed();
