@@ -201,6 +201,9 @@ pub struct Table {
     pub written_expiry: HashMap<String, i64>,
     /// The S3 bucket, for schedules with the S3 store.
     pub objects: super::objects::Bucket,
+    /// The directory and its host's processes, for schedules with the
+    /// directory store.
+    pub dir: super::dir::Files,
 }
 
 fn num_eq(item: &Item, k: &str, v: i64) -> bool {
