@@ -32,6 +32,9 @@ struct Spec {
     crash_at: Option<Duration>,
     pause: Option<(Duration, Duration, PauseKind)>,
     pause_after_grant: Option<(u32, Duration, PauseKind)>,
+    /// On the directory store's host: the `run` process and its command
+    /// stopped (a job stop; its watchdog runs on) at a time, for a time.
+    stop: Option<(Duration, Duration)>,
     wall_jump: Option<(Duration, i64)>,
     ignores_term: bool,
     work: Vec<Duration>,
@@ -130,8 +133,8 @@ impl Who {
     }
 
     async fn pause_for(&self, len: Duration, kind: PauseKind) {
-        if self.mach.paused() {
-            return; // one pause at a time (on the directory's host, all alike)
+        if self.mach.paused() || (self.w.dir && super::dir::any_paused(&self.w)) {
+            return; // one pause at a time (on the directory's host, of any process)
         }
         self.log(format_args!(
             "paused ({kind:?}) for {:.3}s",
@@ -140,8 +143,9 @@ impl Who {
         self.close();
         let began = self.w.t();
         self.act.lock().unwrap().paused_at = began;
-        // On the directory store's one host, the pause is every client's.
-        let paused: Vec<usize> = if self.w.dir {
+        // On the directory store's one host, the pause is every client's
+        // (but a process's stop).
+        let paused: Vec<usize> = if self.w.dir && kind != PauseKind::Stop {
             (0..self.w.live.lock().unwrap().clients.len()).collect()
         } else {
             vec![self.i]
@@ -156,7 +160,19 @@ impl Who {
                 })
                 .collect()
         };
-        if self.w.dir {
+        if kind == PauseKind::Stop {
+            // Continued whatever becomes of the process.
+            super::dir::stop_process(&self.w, self.i, &self.mach, began + len);
+            let (w, i, mach) = (self.w.clone(), self.i, self.mach.clone());
+            let _ = tokio::spawn(async move {
+                tokio::time::sleep(len).await;
+                super::dir::continue_process(&w, i, &mach);
+                for rec in recs {
+                    w.live.lock().unwrap().pauses[rec].2 = Some(w.t());
+                }
+            })
+            .await;
+        } else if self.w.dir {
             // The host's pause ends whatever becomes of this process.
             super::dir::pause_host(&self.w, kind, began + len);
             let w = self.w.clone();
@@ -324,6 +340,7 @@ pub async fn schedule(seed: u64, store: super::Store, tracing: bool) -> Report {
                     },
                 )
             }),
+            stop: None,
             pause_after_grant: (!v020 && r.f64() < 0.15).then(|| {
                 (
                     r.u32(0..cycles),
@@ -343,6 +360,8 @@ pub async fn schedule(seed: u64, store: super::Store, tracing: bool) -> Report {
         };
         if dir {
             spec.skew_ms = 0; // the host's wall clock is skewed once
+            spec.stop =
+                (r.f64() < 0.2).then(|| (ms(r.u64(0..6 * lease_ms)), ms(r.u64(50..2 * lease_ms))));
         }
         let who = Arc::new(Who {
             w: w.clone(),
@@ -421,6 +440,13 @@ async fn run_client(who: Arc<Who>, spec: Spec, p: Params) {
         faults.push(tokio::spawn(async move {
             tokio::time::sleep(at).await;
             who.pause_for(len, kind).await;
+        }));
+    }
+    if let Some((at, len)) = spec.stop {
+        let who = who.clone();
+        faults.push(tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            who.pause_for(len, PauseKind::Stop).await;
         }));
     }
     if let Some((at, d)) = spec.wall_jump {

@@ -45,6 +45,8 @@ const START0: u64 = 70_000;
 struct Proc {
     /// When it ended (crashed, or exited after its last cycle).
     ended: Option<Duration>,
+    /// While it is stopped (SIGSTOP): when it is continued.
+    stopped_until: Option<Duration>,
     /// Until when its watchdog runs: it kills what is left of the command's
     /// process group when its holder dies, then exits.
     watchdog_until: Duration,
@@ -94,6 +96,29 @@ pub fn resume_host(w: &World) {
     }
 }
 
+/// Whether any process's clocks are paused (the host paused, or a
+/// process stopped): one pause at a time.
+pub fn any_paused(w: &World) -> bool {
+    let clocks = w.table.lock().unwrap().dir.clocks.clone();
+    clocks.iter().any(|c| c.paused())
+}
+
+/// Stops process `client` (its clocks, `mach`) until `until`.
+pub fn stop_process(w: &World, client: usize, mach: &SimClock, until: Duration) {
+    let mut t = w.table.lock().unwrap();
+    t.dir.procs.entry(client).or_default().stopped_until = Some(until);
+    drop(t);
+    mach.pause(super::world::PauseKind::Stop);
+}
+
+/// Continues process `client`.
+pub fn continue_process(w: &World, client: usize, mach: &SimClock) {
+    let mut t = w.table.lock().unwrap();
+    t.dir.procs.entry(client).or_default().stopped_until = None;
+    drop(t);
+    mach.resume();
+}
+
 /// Steps the host's wall clock by `delta_ms`.
 pub fn jump_host_wall(w: &World, delta_ms: i64) {
     let clocks = w.table.lock().unwrap().dir.clocks.clone();
@@ -102,12 +127,16 @@ pub fn jump_host_wall(w: &World, delta_ms: i64) {
     }
 }
 
-/// Waits until the host is not paused. Not through the clocks' watch
-/// channel, whose waiters wake in a random order: on the pause's own
-/// timer, in the order the waiters came.
-async fn host_awake(w: &World) {
+/// Waits until the host is not paused and process `client` not stopped.
+/// Not through the clocks' watch channel, whose waiters wake in a random
+/// order: on the pause's own timer, in the order the waiters came.
+async fn host_awake(w: &World, client: usize) {
     loop {
-        let until = w.table.lock().unwrap().dir.paused_until;
+        let until = {
+            let t = w.table.lock().unwrap();
+            let stopped = t.dir.procs.get(&client).and_then(|p| p.stopped_until);
+            t.dir.paused_until.max(stopped)
+        };
         let Some(until) = until else { return };
         let now = w.t();
         if now < until {
@@ -248,10 +277,8 @@ pub fn process_ended(w: &World, client: usize, watchdog: Duration) {
     let mut table = w.table.lock().unwrap();
     let p = table.dir.procs.entry(client).or_default();
     if p.ended.is_none() {
-        *p = Proc {
-            ended: Some(t),
-            watchdog_until: t + watchdog,
-        };
+        p.ended = Some(t);
+        p.watchdog_until = t + watchdog;
     }
 }
 
@@ -269,7 +296,7 @@ impl Dir for SimDir {
         F: FnOnce(&Cancel) -> Result<T> + Send + 'static,
     {
         // A paused host runs nothing.
-        host_awake(&self.world).await;
+        host_awake(&self.world, self.client).await;
         let (fate, there, back) = self.draw();
         let sent = self.world.t();
         self.world.live.lock().unwrap().reqs.push(Req {
@@ -288,7 +315,8 @@ impl Dir for SimDir {
         // under the caller's clocks (the host's).
         crate::timebase::spawn(async move {
             tokio::time::sleep(there).await;
-            host_awake(&w).await;
+            // A thread of a stopped process is stopped.
+            host_awake(&w, i).await;
             if ended(&w, i) {
                 return; // its thread died with its process
             }
@@ -303,7 +331,7 @@ impl Dir for SimDir {
             .await
             .map_err(|_| Error::Unavailable("the process ended".into()))?;
         tokio::time::sleep(back).await;
-        host_awake(&self.world).await;
+        host_awake(&self.world, self.client).await;
         match (fate, out) {
             (Fate::Ok, Some(out)) => out,
             (Fate::FailsBefore, _) => Err(Error::store(
@@ -459,6 +487,7 @@ impl Host for SimHost {
             Some(Proc {
                 ended: Some(_),
                 watchdog_until,
+                ..
             }) => t < *watchdog_until,
             // A live holder's watchdog runs.
             _ => true,
