@@ -207,7 +207,12 @@ impl SimDir {
         let there = match fate {
             Fate::LockBusy => LOCK_WAIT,
             _ if r.f64() < f.slow => Duration::from_millis(r.u64(50..1500)),
-            _ => Duration::from_millis(r.u64(0..5)),
+            // At least 1 ms (a flock, a write, two syncs and a rename): a
+            // process that releases and at once takes the lock again must
+            // not land its grant at the very instant its release returned,
+            // which the liveness check of (f) would read as the release
+            // not having freed the lock.
+            _ => Duration::from_millis(r.u64(1..6)),
         };
         (fate, there, Duration::from_millis(r.u64(0..3)))
     }
@@ -515,7 +520,7 @@ mod tests {
     }
 
     /// How many directory-store schedules `schedules_dir` runs by default.
-    const DEFAULT_SEEDS: u64 = 6_000;
+    const DEFAULT_SEEDS: u64 = 10_000;
 
     fn explain(r: &Report) -> String {
         format!(
@@ -532,7 +537,7 @@ mod tests {
 
     /// Schedules with our clients as processes of one host sharing the
     /// directory store, from seed `AWSFLOCK_SIM_SEED` (0),
-    /// `AWSFLOCK_SIM_SEEDS` of them (6,000), on two threads (each schedule
+    /// `AWSFLOCK_SIM_SEEDS` of them (10,000), on two threads (each schedule
     /// runs on its own runtime, so a seed runs the same on either); panics
     /// with the first failure's seed, trace and how to rerun it. One seed
     /// also prints its trace.
