@@ -11,9 +11,12 @@
 //! and the failure prints the seed, the trace, and how to rerun it.
 //! DESIGN.md, "Simulation", lists what is real and what is modelled.
 //!
+//! Our clients use DynamoDB ([`store`]), S3 ([`objects`]) or the
+//! directory store, all of them processes of one host ([`dir`]).
+//!
 //! `cargo test --lib sim` runs the default number of schedules;
-//! `scripts/sim.sh SEEDS [START]` runs more (`AWSFLOCK_SIM_SEEDS`,
-//! `AWSFLOCK_SIM_SEED`).
+//! `scripts/sim.sh [--s3|--dir] SEEDS [START]` runs more
+//! (`AWSFLOCK_SIM_SEEDS`, `AWSFLOCK_SIM_SEED`).
 
 mod client;
 mod dir;
