@@ -3,15 +3,33 @@
 # seed START (default 0), split over one process per core
 # (AWSFLOCK_SIM_JOBS to choose), printing schedules per second, the slowest
 # seed, and, on a failure, the seed, its trace and how to rerun it.
+# By default our clients use DynamoDB; --s3 runs the S3 store's schedules
+# and --dir the directory store's (all clients on one host).
 #
 #   scripts/sim.sh 1000000          # a million schedules from seed 0
 #   scripts/sim.sh 1 29453          # rerun one seed, printing its trace
+#   scripts/sim.sh --dir 200000     # the directory store's schedules
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+test_name=sim::tests::schedules
+threads=1 # threads per process of the test named
+case "${1:-}" in
+--s3)
+    test_name=sim::objects::tests::schedules_s3
+    threads=2
+    shift
+    ;;
+--dir)
+    test_name=sim::dir::tests::schedules_dir
+    threads=2
+    shift
+    ;;
+esac
+
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-    echo "usage: scripts/sim.sh SEEDS [START]" >&2
+    echo "usage: scripts/sim.sh [--s3|--dir] SEEDS [START]" >&2
     exit 2
 fi
 seeds="$1"
@@ -37,11 +55,13 @@ if [ -z "$bin" ]; then
 fi
 
 if [ "$seeds" -eq 1 ]; then
+    # One seed also prints its trace.
     AWSFLOCK_SIM_TRACE=1 AWSFLOCK_SIM_SEEDS=1 AWSFLOCK_SIM_SEED="$start" \
-        exec "$bin" sim::tests::schedules --exact --nocapture
+        exec "$bin" "$test_name" --exact --nocapture
 fi
 
-jobs="${AWSFLOCK_SIM_JOBS:-$(nproc)}"
+# The S3 and directory tests split their share over two threads.
+jobs="${AWSFLOCK_SIM_JOBS:-$((($(nproc) + threads - 1) / threads))}"
 [ "$jobs" -ge 1 ] || jobs=1
 [ "$jobs" -le "$seeds" ] || jobs="$seeds"
 share=$(((seeds + jobs - 1) / jobs))
@@ -52,7 +72,7 @@ left="$seeds"
 while [ "$left" -gt 0 ]; do
     n=$((left < share ? left : share))
     AWSFLOCK_SIM_SEEDS="$n" AWSFLOCK_SIM_SEED="$first" \
-        "$bin" sim::tests::schedules --exact --nocapture --quiet &
+        "$bin" "$test_name" --exact --nocapture --quiet &
     pids+=("$!")
     first=$((first + n))
     left=$((left - n))

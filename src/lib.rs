@@ -124,7 +124,13 @@ pub(crate) mod timebase;
 
 // The protocol simulation drives the supervisor's decisions and DynamoDB's
 // record logic.
-#[cfg(all(test, feature = "cli", feature = "dynamodb", feature = "s3"))]
+#[cfg(all(
+    test,
+    feature = "cli",
+    feature = "dynamodb",
+    feature = "s3",
+    feature = "file"
+))]
 mod sim;
 
 pub use error::{Error, Result};

@@ -32,6 +32,9 @@ struct Spec {
     crash_at: Option<Duration>,
     pause: Option<(Duration, Duration, PauseKind)>,
     pause_after_grant: Option<(u32, Duration, PauseKind)>,
+    /// On the directory store's host: the `run` process and its command
+    /// stopped (a job stop; its watchdog runs on) at a time, for a time.
+    stop: Option<(Duration, Duration)>,
     wall_jump: Option<(Duration, i64)>,
     ignores_term: bool,
     work: Vec<Duration>,
@@ -102,6 +105,11 @@ impl Who {
     }
 
     fn close(&self) {
+        self.close_at(self.w.t());
+    }
+
+    /// Ends the acting interval at `end` (true time, not before now).
+    fn close_at(&self, end: Duration) {
         let (iv, now_excused) = {
             let mut a = self.act.lock().unwrap();
             (a.open.take(), a.stale.then_some(a.stale_until))
@@ -111,7 +119,6 @@ impl Who {
             // of a hold that was excused already (`stale_until`, see the
             // wall-jump fault), also when it came after the command started.
             let excused_until = excused_until.and(excused_until.max(now_excused));
-            let end = self.w.t();
             if end > start {
                 self.w.intervals.lock().unwrap().push(Interval {
                     client: self.i,
@@ -126,8 +133,8 @@ impl Who {
     }
 
     async fn pause_for(&self, len: Duration, kind: PauseKind) {
-        if self.mach.paused() {
-            return; // one pause at a time
+        if self.mach.paused() || (self.w.dir && super::dir::any_paused(&self.w)) {
+            return; // one pause at a time (on the directory's host, of any process)
         }
         self.log(format_args!(
             "paused ({kind:?}) for {:.3}s",
@@ -136,17 +143,60 @@ impl Who {
         self.close();
         let began = self.w.t();
         self.act.lock().unwrap().paused_at = began;
-        let rec = {
-            let mut live = self.w.live.lock().unwrap();
-            live.pauses.push((self.i, began, None));
-            live.pauses.len() - 1
+        // On the directory store's one host, the pause is every client's
+        // (but a process's stop).
+        let paused: Vec<usize> = if self.w.dir && kind != PauseKind::Stop {
+            (0..self.w.live.lock().unwrap().clients.len()).collect()
+        } else {
+            vec![self.i]
         };
-        self.mach.pause(kind);
-        tokio::time::sleep(len).await;
-        self.mach.resume();
-        self.w.live.lock().unwrap().pauses[rec].2 = Some(self.w.t());
+        let recs: Vec<usize> = {
+            let mut live = self.w.live.lock().unwrap();
+            paused
+                .iter()
+                .map(|&c| {
+                    live.pauses.push((c, began, None));
+                    live.pauses.len() - 1
+                })
+                .collect()
+        };
+        if kind == PauseKind::Stop {
+            // Continued whatever becomes of the process.
+            super::dir::stop_process(&self.w, self.i, &self.mach, began + len);
+            let (w, i, mach) = (self.w.clone(), self.i, self.mach.clone());
+            let _ = tokio::spawn(async move {
+                tokio::time::sleep(len).await;
+                super::dir::continue_process(&w, i, &mach);
+                for rec in recs {
+                    w.live.lock().unwrap().pauses[rec].2 = Some(w.t());
+                }
+            })
+            .await;
+        } else if self.w.dir {
+            // The host's pause ends whatever becomes of this process.
+            super::dir::pause_host(&self.w, kind, began + len);
+            let w = self.w.clone();
+            let _ = tokio::spawn(async move {
+                tokio::time::sleep(len).await;
+                super::dir::resume_host(&w);
+                for rec in recs {
+                    w.live.lock().unwrap().pauses[rec].2 = Some(w.t());
+                }
+            })
+            .await;
+        } else {
+            self.mach.pause(kind);
+            tokio::time::sleep(len).await;
+            self.mach.resume();
+            for rec in recs {
+                self.w.live.lock().unwrap().pauses[rec].2 = Some(self.w.t());
+            }
+        }
         let mut a = self.act.lock().unwrap();
-        if kind == PauseKind::Vm {
+        // The directory store's leases are on the host's boot-time clock,
+        // which a VM pause stops for every process alike: no holder of it
+        // is in the paused-holder case, and none is excused.
+        if kind == PauseKind::Vm && !self.w.dir {
             a.vm_paused = true;
             if a.busy {
                 a.stale = true;
@@ -162,12 +212,13 @@ impl Who {
 }
 
 /// Draws and runs the schedule of `seed`.
-pub async fn schedule(seed: u64, s3: bool, tracing: bool) -> Report {
+pub async fn schedule(seed: u64, store: super::Store, tracing: bool) -> Report {
+    let (s3, dir) = (store == super::Store::S3, store == super::Store::Dir);
     let mut r = fastrand::Rng::with_seed(seed);
     let start = tokio::time::Instant::now();
     let n_clients = r.usize(2..=4);
     let v020s: Vec<bool> = (0..n_clients)
-        .map(|i| !s3 && i > 0 && r.f64() < 0.3)
+        .map(|i| !s3 && !dir && i > 0 && r.f64() < 0.3)
         .collect();
     let lease = Duration::from_secs(r.u64(2..=6));
     let p = Params {
@@ -204,7 +255,9 @@ pub async fn schedule(seed: u64, s3: bool, tracing: bool) -> Report {
     } else {
         Vec::new()
     };
-    let store_jumps = if v020s.contains(&true) {
+    // The directory store has no store clock: its leases are judged on
+    // the host's boot-time clock, which does not step.
+    let store_jumps = if v020s.contains(&true) || dir {
         Vec::new()
     } else {
         store_jumps
@@ -222,6 +275,7 @@ pub async fn schedule(seed: u64, s3: bool, tracing: bool) -> Report {
         intervals: Mutex::new(Vec::new()),
         blocked: Mutex::new(None),
         s3,
+        dir,
         live: Mutex::new(super::LiveLog::default()),
     });
     w.log(
@@ -236,12 +290,31 @@ pub async fn schedule(seed: u64, s3: bool, tracing: bool) -> Report {
         ),
     );
     let lease_ms = lease.as_millis() as u64;
+    // The directory store's clients are processes of one host: one
+    // boot-time clock, one wall clock (off by up to 0.5 s, or by hours).
+    // Each process has a SimClock of its own (tokio's watch channels wake
+    // their waiters in a random order: one clock per process keeps a seed
+    // reproducible), all reading alike and paused and stepped together.
+    let host_clock = dir.then(|| {
+        let boot = Duration::from_secs(1_000_000 + r.u64(0..1_000_000));
+        let mono = Duration::from_secs(1_000_000 + r.u64(0..1_000_000));
+        let skew = if r.f64() < 0.2 {
+            r.i64(-3 * 3_600_000..=3 * 3_600_000)
+        } else {
+            r.i64(-500..=500)
+        };
+        move || {
+            let c = Arc::new(SimClock::new(start, boot, mono, 0));
+            c.jump_wall(skew);
+            c
+        }
+    });
     let mut handles = Vec::new();
     let mut blocked_by_skew_ahead = false;
     for (i, &v020) in v020s.iter().enumerate() {
         let cycles = r.u32(1..=3);
         let big_skew = !v020 && r.f64() < 0.2;
-        let spec = Spec {
+        let mut spec = Spec {
             v020,
             wait: match r.u32(0..4) {
                 0 => Some(Duration::ZERO),
@@ -267,6 +340,7 @@ pub async fn schedule(seed: u64, s3: bool, tracing: bool) -> Report {
                     },
                 )
             }),
+            stop: None,
             pause_after_grant: (!v020 && r.f64() < 0.15).then(|| {
                 (
                     r.u32(0..cycles),
@@ -284,16 +358,24 @@ pub async fn schedule(seed: u64, s3: bool, tracing: bool) -> Report {
             work: (0..cycles).map(|_| ms(r.u64(0..2 * lease_ms))).collect(),
             think: (0..cycles).map(|_| ms(r.u64(0..lease_ms))).collect(),
         };
+        if dir {
+            spec.skew_ms = 0; // the host's wall clock is skewed once
+            spec.stop =
+                (r.f64() < 0.2).then(|| (ms(r.u64(0..6 * lease_ms)), ms(r.u64(50..2 * lease_ms))));
+        }
         let who = Arc::new(Who {
             w: w.clone(),
             i,
             name: format!("c{i}"),
-            mach: Arc::new(SimClock::new(
-                start,
-                Duration::from_secs(1_000_000 + r.u64(0..1_000_000)),
-                Duration::from_secs(1_000_000 + r.u64(0..1_000_000)),
-                0,
-            )),
+            mach: match &host_clock {
+                Some(host) => super::dir::host_clock(&w, host()),
+                None => Arc::new(SimClock::new(
+                    start,
+                    Duration::from_secs(1_000_000 + r.u64(0..1_000_000)),
+                    Duration::from_secs(1_000_000 + r.u64(0..1_000_000)),
+                    0,
+                )),
+            },
             act: Mutex::new(Act {
                 // The next renewal, its answer (slow ones take up to 1.5 s
                 // each way) and the supervisor's reaction.
@@ -305,7 +387,8 @@ pub async fn schedule(seed: u64, s3: bool, tracing: bool) -> Report {
         w.live.lock().unwrap().clients.push((
             Arc::as_ptr(&who.mach) as *const () as usize,
             v020,
-            spec.skew_ms.abs() <= 1000 && spec.wall_jump.is_none(),
+            // The crash bound of (g) is in store time: not for the directory.
+            !dir && spec.skew_ms.abs() <= 1000 && spec.wall_jump.is_none(),
         ));
         if spec.crash_at.is_some() && spec.skew_ms > 600_000 {
             blocked_by_skew_ahead = true;
@@ -357,11 +440,22 @@ async fn run_client(who: Arc<Who>, spec: Spec, p: Params) {
             who.pause_for(len, kind).await;
         }));
     }
+    if let Some((at, len)) = spec.stop {
+        let who = who.clone();
+        faults.push(tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            who.pause_for(len, PauseKind::Stop).await;
+        }));
+    }
     if let Some((at, d)) = spec.wall_jump {
         let who = who.clone();
         faults.push(tokio::spawn(async move {
             tokio::time::sleep(at).await;
-            who.mach.jump_wall(d);
+            if who.w.dir {
+                super::dir::jump_host_wall(&who.w, d); // the host's clock
+            } else {
+                who.mach.jump_wall(d);
+            }
             if d < 0 {
                 let t = who.w.t();
                 let mut a = who.act.lock().unwrap();
@@ -394,12 +488,20 @@ async fn run_client(who: Arc<Who>, spec: Spec, p: Params) {
                 _ = body => {}
                 _ = tokio::time::sleep(at) => {
                     who.w.live.lock().unwrap().crashes.push((who.i, who.w.t()));
-                    who.close();
+                    if who.w.dir {
+                        crash_on_host(&who);
+                    } else {
+                        who.close();
+                    }
                     who.log(format_args!("CRASHES"));
                 }
             }
         }
         None => body.await,
+    }
+    if who.w.dir {
+        // Its process exits (if it did not crash), and its watchdog with it.
+        super::dir::process_ended(&who.w, who.i, Duration::ZERO);
     }
     // A crashed or finished client suffers no more faults.
     for f in faults {
@@ -407,12 +509,37 @@ async fn run_client(who: Arc<Who>, spec: Spec, p: Params) {
     }
 }
 
+/// A `run` process of the directory store's host crashes: the parent-death
+/// signal kills its command at once, but what the command started in its
+/// process group runs on until the watchdog, seeing its holder gone, kills
+/// the group and exits: usually within 50 ms, sometimes (a busy host, the
+/// watchdog not yet scheduled) up to 3 s later; and never past the kill
+/// time, which the watchdog enforces whatever becomes of its holder.
+/// Until the watchdog has exited the holder's record is not free by pid.
+fn crash_on_host(who: &Who) {
+    let wd = {
+        let mut r = who.w.rng.lock().unwrap();
+        if r.f64() < 0.2 {
+            ms(r.u64(500..3000))
+        } else {
+            ms(r.u64(0..50))
+        }
+    };
+    super::dir::process_ended(&who.w, who.i, wd);
+    let now = who.w.t();
+    let kill = who.act.lock().unwrap().kill_true.unwrap_or(now);
+    let end = (now + wd).min(kill.max(now));
+    who.log(format_args!(
+        "its command's group acts until {:.3}s (watchdog exits at {:.3}s)",
+        end.as_secs_f64(),
+        (now + wd).as_secs_f64()
+    ));
+    who.close_at(end);
+}
+
 /// Invariant (c): the holder's local deadline is not beyond the expiry the
 /// store holds for its lease (in store time, at confirmation).
 fn check_deadline(who: &Who, lease: &crate::store::Lease) {
-    if who.act.lock().unwrap().vm_paused {
-        return; // its boot-time clock missed time; checked by (a) instead
-    }
     let written = who
         .w
         .table
@@ -422,6 +549,22 @@ fn check_deadline(who: &Who, lease: &crate::store::Lease) {
         .get(&lease.lease_id)
         .copied();
     let Some(written) = written else { return };
+    if who.w.dir {
+        // The directory store's expiry is on the host's boot-time clock,
+        // which every process reads alike, paused or not.
+        let deadline_ms = lease.deadline.since_origin().as_millis() as i64;
+        if deadline_ms > written {
+            who.w.violation(format!(
+                "{}: deadline {deadline_ms} ms (host boot-time clock) lies beyond the stored expiry {written} ms by {} ms (invariant c)",
+                who.name,
+                deadline_ms - written
+            ));
+        }
+        return;
+    }
+    if who.act.lock().unwrap().vm_paused {
+        return; // its boot-time clock missed time; checked by (a) instead
+    }
     let now_boot = who.mach.boot();
     let ahead = lease.deadline.since_origin().as_millis() as i64 - now_boot.as_millis() as i64;
     let store_at_deadline = who.w.store_ms() + ahead;
@@ -439,7 +582,9 @@ fn check_deadline(who: &Who, lease: &crate::store::Lease) {
 
 async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
     let net = SimStore::new(who.w.clone(), who.mach.clone(), who.name.clone());
-    let shared: Arc<dyn LockStore> = if who.w.s3 {
+    let shared: Arc<dyn LockStore> = if who.w.dir {
+        Arc::new(super::dir::dir_store(who.w.clone(), who.i))
+    } else if who.w.s3 {
         Arc::new(super::objects::s3_store(net))
     } else {
         Arc::new(net.into_store())

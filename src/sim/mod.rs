@@ -11,11 +11,15 @@
 //! and the failure prints the seed, the trace, and how to rerun it.
 //! DESIGN.md, "Simulation", lists what is real and what is modelled.
 //!
+//! Our clients use DynamoDB ([`store`]), S3 ([`objects`]) or the
+//! directory store, all of them processes of one host ([`dir`]).
+//!
 //! `cargo test --lib sim` runs the default number of schedules;
-//! `scripts/sim.sh SEEDS [START]` runs more (`AWSFLOCK_SIM_SEEDS`,
-//! `AWSFLOCK_SIM_SEED`).
+//! `scripts/sim.sh [--s3|--dir] SEEDS [START]` runs more
+//! (`AWSFLOCK_SIM_SEEDS`, `AWSFLOCK_SIM_SEED`).
 
 mod client;
+mod dir;
 mod objects;
 mod store;
 mod world;
@@ -169,6 +173,9 @@ pub struct World {
     /// Our clients use the S3 store (over [`Table::objects`]) instead of
     /// DynamoDB; there are no awsflock 0.2.0 clients then.
     pub s3: bool,
+    /// Our clients are processes of one host sharing the directory store
+    /// (over [`Table::dir`]), with one boot-time and one wall clock.
+    pub dir: bool,
     pub live: Mutex<LiveLog>,
 }
 
@@ -614,29 +621,50 @@ impl Report {
 /// Runs the schedule of `seed` on a fresh runtime with virtual time,
 /// without keeping its trace.
 pub fn run_seed(seed: u64) -> Report {
-    run(seed, false, false)
+    run(seed, Store::DynamoDb, false)
+}
+
+/// Which store a schedule's clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    DynamoDb,
+    S3,
+    /// The directory store, all clients on one host.
+    Dir,
+}
+
+/// Runs the schedule of `seed` with our clients on `store`, without
+/// keeping its trace.
+pub fn run_seed_with(seed: u64, store: Store) -> Report {
+    run(seed, store, false)
+}
+
+/// Runs the schedule of `seed` with our clients on `store`, keeping its
+/// trace.
+pub fn run_seed_traced_with(seed: u64, store: Store) -> Report {
+    run(seed, store, true)
 }
 
 /// Runs the schedule of `seed`, with our clients on the S3 store when `s3`,
 /// without keeping its trace.
 pub fn run_seed_on(seed: u64, s3: bool) -> Report {
-    run(seed, s3, false)
+    run(seed, if s3 { Store::S3 } else { Store::DynamoDb }, false)
 }
 
 /// Runs the schedule of `seed` keeping its trace (for a failure, or to
 /// read what a seed does), on the S3 store when `s3`.
 pub fn run_seed_traced(seed: u64, s3: bool) -> Report {
-    run(seed, s3, true)
+    run(seed, if s3 { Store::S3 } else { Store::DynamoDb }, true)
 }
 
-fn run(seed: u64, s3: bool, tracing: bool) -> Report {
+fn run(seed: u64, store: Store, tracing: bool) -> Report {
     fastrand::seed(seed);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("runtime");
-    rt.block_on(client::schedule(seed, s3, tracing))
+    rt.block_on(client::schedule(seed, store, tracing))
 }
 
 #[cfg(test)]

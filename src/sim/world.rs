@@ -30,6 +30,9 @@ pub enum PauseKind {
     Vm,
     /// Suspend to RAM: the boot-time clock counts it, the monotonic does not.
     Suspend,
+    /// One process stopped (SIGSTOP): it runs nothing, and every clock
+    /// counts the time.
+    Stop,
 }
 
 #[derive(Debug, Default)]
@@ -97,7 +100,9 @@ impl SimClock {
             let mut st = self.st.lock().unwrap();
             if let Some((p, kind)) = st.paused.take() {
                 let d = t.saturating_sub(p);
-                st.mono_lost += d;
+                if kind != PauseKind::Stop {
+                    st.mono_lost += d;
+                }
                 if kind == PauseKind::Vm {
                     st.boot_lost += d;
                 }
@@ -201,6 +206,9 @@ pub struct Table {
     pub written_expiry: HashMap<String, i64>,
     /// The S3 bucket, for schedules with the S3 store.
     pub objects: super::objects::Bucket,
+    /// The directory and its host's processes, for schedules with the
+    /// directory store.
+    pub dir: super::dir::Files,
 }
 
 fn num_eq(item: &Item, k: &str, v: i64) -> bool {

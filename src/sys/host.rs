@@ -220,6 +220,68 @@ pub fn liveness(pid: u32, id: &ProcId) -> Liveness {
     }
 }
 
+/// The facts about this host that the directory store judges leases by,
+/// behind one seam: [`LocalHost`] reads them from the kernel (the functions
+/// above); the simulation (`src/sim/dir.rs`) supplies a simulated host's.
+/// The clock functions take no `self`: the store judges a record's expiry
+/// where it has no instance (`CasStore::expiry_ms`).
+pub trait Host: Send + Sync + 'static {
+    /// This boot's id ([`boot_id`]).
+    fn boot_id() -> Option<&'static str>;
+    /// `t` on the host's boot-time clock, ms rounded down ([`host_ms`]).
+    fn host_ms(t: BootInstant) -> i64;
+    /// The host's boot-time clock now, ms rounded up ([`host_ms_now_ceil`]).
+    fn host_ms_now_ceil() -> i64;
+    /// The local instant at which the host's clock reads `ms` ([`instant_at`]).
+    fn instant_at(ms: i64) -> BootInstant;
+    /// This process ([`me`]).
+    fn me(&self) -> Option<ProcId>;
+    /// This process's pid, as written in the records it grants.
+    fn pid(&self) -> u32;
+    /// Whether `pid`, recorded as `id`, still runs ([`liveness`]).
+    fn liveness(&self, pid: u32, id: &ProcId) -> Liveness;
+    /// Whether a watchdog of that holder may still run ([`watchdog_running`]).
+    fn watchdog_running(&self, pid: u32, start: u64) -> bool;
+}
+
+/// This host, as its kernel describes it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalHost;
+
+impl Host for LocalHost {
+    fn boot_id() -> Option<&'static str> {
+        boot_id()
+    }
+
+    fn host_ms(t: BootInstant) -> i64 {
+        host_ms(t)
+    }
+
+    fn host_ms_now_ceil() -> i64 {
+        host_ms_now_ceil()
+    }
+
+    fn instant_at(ms: i64) -> BootInstant {
+        instant_at(ms)
+    }
+
+    fn me(&self) -> Option<ProcId> {
+        me().cloned()
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn liveness(&self, pid: u32, id: &ProcId) -> Liveness {
+        liveness(pid, id)
+    }
+
+    fn watchdog_running(&self, pid: u32, start: u64) -> bool {
+        watchdog_running(pid, start)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

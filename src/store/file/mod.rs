@@ -30,27 +30,30 @@
 //! the caller stops waiting (a renewal at its deadline) or after
 //! [`LOCK_WAIT`]. Names are stored percent-encoded, so any lock name is a
 //! safe file name.
+//!
+//! The record logic here reaches the files only through [`Dir`] (in
+//! `dir.rs`; [`LocalDir`] is the real directory) and the host only through
+//! [`Host`] (`sys::host`; [`LocalHost`] is this host), so that the
+//! deterministic simulation (`src/sim/dir.rs`) runs it unchanged over an
+//! in-memory directory on a simulated host.
 
-use crate::sys::host;
+pub(crate) mod dir;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::cas::{self, CasStore, EXPIRY_MARGIN_MS, Outcome, Stamp};
-use super::record::{FenceMark, LeaseRecord, RecordState};
+use super::record::{LeaseRecord, RecordState};
 use super::{AcquireRequest, Lease, LockInfo};
 use crate::boottime::BootInstant;
 use crate::clock::{ServerClock, local_wall_ms};
 use crate::error::{Error, Result};
 
-pub use host::{Liveness, ProcId};
+pub use crate::sys::host::{Host, Liveness, LocalHost, ProcId};
+pub use dir::{Cancel, Dir, LocalDir};
 
 /// How long an operation waits for another process to let go of the
 /// directory lock before it reports the store unavailable. Every change
@@ -129,10 +132,10 @@ impl FileRecord {
 
     /// The boot-time stamp, if it belongs to this boot (and so can be
     /// compared with this host's boot-time clock).
-    fn this_boot(&self) -> Option<&BootStamp> {
+    fn this_boot<H: Host>(&self) -> Option<&BootStamp> {
         self.boot
             .as_ref()
-            .filter(|b| Some(b.boot_id.as_str()) == host::boot_id())
+            .filter(|b| Some(b.boot_id.as_str()) == H::boot_id())
     }
 
     fn held(&self) -> bool {
@@ -142,48 +145,40 @@ impl FileRecord {
 
 /// A boot-time stamp for a lease of `lease` from now, or `None` where the
 /// boot id cannot be read (the wall clock is then all there is).
-fn stamp_boot(lease: Duration, holder: Option<ProcId>) -> Option<BootStamp> {
-    let now = host::host_ms_now_ceil();
+fn stamp_boot<H: Host>(lease: Duration, holder: Option<ProcId>) -> Option<BootStamp> {
+    let now = H::host_ms_now_ceil();
     Some(BootStamp {
-        boot_id: host::boot_id()?.to_string(),
+        boot_id: H::boot_id()?.to_string(),
         stamped_ms: now,
         expires_ms: now.saturating_add(lease.as_millis() as i64),
         holder,
     })
 }
 
-/// The file store. Cloning is cheap and shares everything.
-#[derive(Clone)]
-pub struct FileStore {
-    inner: Arc<Inner>,
+/// The file store: its record logic over the files of `D` ([`LocalDir`],
+/// a real directory, but for the simulation), judged by the facts of the
+/// host `H` ([`LocalHost`], but for the simulation). Cloning is cheap and
+/// shares everything.
+pub struct FileStore<D: Dir = LocalDir, H: Host = LocalHost> {
+    inner: Arc<Inner<D, H>>,
 }
 
-struct Inner {
-    dir: PathBuf,
+impl<D: Dir, H: Host> Clone for FileStore<D, H> {
+    fn clone(&self) -> Self {
+        FileStore {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<D, H> {
+    dir: D,
+    /// This host and process.
+    facts: H,
     host: String,
     clock: ServerClock,
     /// Leases whose `run` holder was seen dead, and when first.
     exits: std::sync::Mutex<std::collections::HashMap<String, BootInstant>>,
-}
-
-/// Set when the caller of a file operation stops waiting for it (its future
-/// was dropped): the operation's thread then gives up instead of waiting on
-/// for the directory lock, or writing a change nobody will use.
-#[derive(Clone, Default)]
-struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-struct CancelOnDrop(Cancel);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.0.store(true, Ordering::SeqCst);
-    }
 }
 
 /// Encodes a lock name as a file name: bytes outside `[A-Za-z0-9_-]` (and a
@@ -232,183 +227,79 @@ fn not_held(name: &str, lease_id: &str) -> Error {
 impl FileStore {
     /// Opens the store in `dir` (which `table-create` creates).
     pub fn open(dir: PathBuf) -> Result<Self> {
-        Ok(FileStore {
+        Ok(Self::over(LocalDir::new(dir), LocalHost))
+    }
+}
+
+impl<D: Dir, H: Host> FileStore<D, H> {
+    /// The store over the files of `dir`, on the host `facts`.
+    pub fn over(dir: D, facts: H) -> Self {
+        FileStore {
             inner: Arc::new(Inner {
                 dir,
+                facts,
                 host: gethostname::gethostname().to_string_lossy().into_owned(),
                 clock: ServerClock::new(),
                 exits: Default::default(),
             }),
-        })
+        }
     }
 
-    fn dir(&self) -> &Path {
+    fn dir(&self) -> &D {
         &self.inner.dir
     }
 
-    /// Runs `f` on a thread of its own, so that nothing it waits for (the
-    /// directory lock, the disk) holds up the runtime and its timers. If
+    /// Runs `f` as one operation of the directory ([`Dir::run`]: in the real
+    /// store, on a thread of its own, so that nothing it waits for (the
+    /// directory lock, the disk) holds up the runtime and its timers). If
     /// this future is dropped, `f` is told through its [`Cancel`].
     async fn off_runtime<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&FileStore, &Cancel) -> Result<T> + Send + 'static,
+        F: FnOnce(&Self, &Cancel) -> Result<T> + Send + 'static,
     {
         let me = self.clone();
-        let cancel = Cancel::default();
-        let theirs = cancel.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("awsflock-file".into())
-            .spawn(move || {
-                let _ = tx.send(f(&me, &theirs));
-            })
-            .map_err(|e| Error::store(format!("cannot start a thread: {e}")))?;
-        let _cancel = CancelOnDrop(cancel);
-        rx.await
-            .unwrap_or_else(|_| Err(Error::store("a directory operation stopped unexpectedly")))
-    }
-
-    fn record_path(&self, name: &str) -> PathBuf {
-        self.dir().join(format!("{}.json", file_name(name)))
-    }
-
-    fn mark_path(&self, name: &str) -> PathBuf {
-        self.dir().join(".fence").join(file_name(name))
-    }
-
-    fn io_error(&self, what: &str, path: &Path, e: std::io::Error) -> Error {
-        if e.kind() == std::io::ErrorKind::NotFound && !self.dir().is_dir() {
-            let create = crate::error::words(
-                &format!(
-                    "`awsflock table-create --backend file://{}`",
-                    self.dir().display()
-                ),
-                "`Store::create`",
-            )
-            .to_string();
-            return Error::store(format!(
-                "directory {} does not exist; create it with {create}",
-                self.dir().display()
-            ));
-        }
-        Error::store(format!("cannot {what} {}: {e}", path.display()))
+        self.dir().run(move |cancel| f(&me, cancel)).await
     }
 
     /// Takes the directory's exclusive lock; released when the guard drops.
-    /// Never blocks in the kernel: tries every few ms until it succeeds, the
-    /// caller gives up, or [`LOCK_WAIT`] has passed.
-    fn lock_dir(&self, cancel: &Cancel) -> Result<Flock<File>> {
-        use std::os::unix::fs::MetadataExt;
-        let path = self.dir().join(".awsflock.lock");
-        let started = BootInstant::now();
-        let mut nap = Duration::from_millis(1);
-        loop {
-            let f = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| self.io_error("open", &path, e))?;
-            match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-                Ok(guard) => {
-                    // The file locked must still be the one at the path: if
-                    // it was deleted or replaced meanwhile, another process
-                    // may be locking the new one. Lock that one instead.
-                    let same = match (guard.metadata(), fs::metadata(&path)) {
-                        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-                        _ => false,
-                    };
-                    if same {
-                        return Ok(guard);
-                    }
-                    continue;
-                }
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {}
-                Err((_, e)) => {
-                    return Err(Error::store(format!("cannot lock {}: {e}", path.display())));
-                }
-            }
-            if cancel.is_set() {
-                return Err(Error::Unavailable(format!(
-                    "gave up waiting for {}",
-                    path.display()
-                )));
-            }
-            if started.elapsed() >= LOCK_WAIT {
-                return Err(Error::Unavailable(format!(
-                    "{} has been locked by another process for over {}s; if one is stuck, `fuser -v {}` shows it",
-                    path.display(),
-                    LOCK_WAIT.as_secs(),
-                    path.display()
-                )));
-            }
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(20));
-        }
+    fn lock_dir(&self, cancel: &Cancel) -> Result<D::Guard> {
+        self.dir().lock(cancel)
     }
 
     fn read_record(&self, name: &str) -> Result<Option<FileRecord>> {
-        let path = self.record_path(name);
-        match fs::read(&path) {
-            // An unreadable file is a held stand-in that says what is wrong.
-            Ok(bytes) => Ok(Some(FileRecord::decode(&bytes, name))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.dir().is_dir() => Ok(None),
-            Err(e) => Err(self.io_error("read", &path, e)),
-        }
-    }
-
-    /// Writes `bytes` to `path` atomically: a temporary file in the same
-    /// directory (named `.tmp-*`, which no lock's file is), synced, renamed
-    /// over `path`, and the directory synced so the rename survives a crash.
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let parent = path.parent().unwrap_or(self.dir());
-        let write = || -> std::io::Result<()> {
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".tmp-")
-                .permissions(fs::Permissions::from_mode(0o666))
-                .tempfile_in(parent)?;
-            tmp.write_all(bytes)?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(path).map_err(|e| e.error)?;
-            File::open(parent)?.sync_all()
-        };
-        write().map_err(|e| self.io_error("write", path, e))
+        // An unreadable file is a held stand-in that says what is wrong.
+        Ok(self
+            .dir()
+            .read_record(name)?
+            .map(|bytes| FileRecord::decode(&bytes, name)))
     }
 
     fn read_mark(&self, name: &str) -> Result<u64> {
-        let path = self.mark_path(name);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<FenceMark>(&bytes)
-                .map(|m| m.fence_hw)
-                .map_err(|e| Error::store(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(self.io_error("read", &path, e)),
-        }
+        self.dir().read_mark(name)
     }
 
     /// Past its expiry (plus the margin) on the host's boot-time clock. A
     /// stamp from another boot is not judged here (see [`Self::expiry_ms`]).
     fn boot_expired(rec: &FileRecord) -> bool {
-        rec.this_boot()
-            .is_some_and(|b| host::host_ms(BootInstant::now()) > b.expires_ms + EXPIRY_MARGIN_MS)
+        rec.this_boot::<H>()
+            .is_some_and(|b| H::host_ms(BootInstant::now()) > b.expires_ms + EXPIRY_MARGIN_MS)
     }
 
     /// A `run` holder that provably no longer runs: same host, same boot,
     /// same pid namespace, and its pid exited or names another process.
     fn holder_exited(&self, rec: &FileRecord) -> bool {
-        let (Some(b), Some(pid)) = (rec.this_boot(), rec.lease.pid) else {
+        let (Some(b), Some(pid)) = (rec.this_boot::<H>(), rec.lease.pid) else {
             return false;
         };
         rec.lease.supervised
             && rec.lease.host.as_deref() == Some(self.inner.host.as_str())
             && b.holder.as_ref().is_some_and(|id| {
-                host::liveness(pid, id) == Liveness::Dead
+                self.inner.facts.liveness(pid, id) == Liveness::Dead
                     // Its watchdog kills what is left of the command's group
                     // when it sees the holder die, then exits: until it has,
                     // a grandchild of the command may still be running.
-                    && !host::watchdog_running(pid, id.start)
+                    && !self.inner.facts.watchdog_running(pid, id.start)
             })
     }
 
@@ -429,10 +320,10 @@ impl FileStore {
     fn lease_of(rec: &FileRecord, duration: Duration) -> Lease {
         let wall = local_wall_ms();
         let now = BootInstant::now();
-        let (deadline, expires_at_ms) = match rec.this_boot() {
+        let (deadline, expires_at_ms) = match rec.this_boot::<H>() {
             Some(b) => {
-                let left = b.expires_ms - host::host_ms(now);
-                (host::instant_at(b.expires_ms), wall + left)
+                let left = b.expires_ms - H::host_ms(now);
+                (H::instant_at(b.expires_ms), wall + left)
             }
             // No boot id on this system: the wall clock is all there is.
             None => {
@@ -455,7 +346,7 @@ impl FileStore {
     }
 }
 
-impl FileStore {
+impl<D: Dir, H: Host> FileStore<D, H> {
     fn grant_locked(
         &self,
         req: &AcquireRequest,
@@ -480,23 +371,14 @@ impl FileStore {
             .read_mark(&req.name)?
             .max(cur.as_ref().and_then(|r| r.lease.fence).unwrap_or(0))
             + 1;
-        let mark = self.mark_path(&req.name);
-        if let Some(parent) = mark.parent() {
-            if !parent.is_dir() {
-                fs::create_dir_all(parent).map_err(|e| self.io_error("create", parent, e))?;
-                File::open(self.dir())
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| self.io_error("sync", self.dir(), e))?;
-            }
-        }
-        let mut bytes = serde_json::to_vec(&FenceMark { fence_hw: fence }).unwrap_or_default();
-        bytes.push(b'\n');
-        self.write_atomic(&mark, &bytes)?;
+        self.dir().write_mark(&req.name, fence)?;
+        let mut lease = LeaseRecord::grant(req, lease_id, st, Some(fence), None);
+        lease.pid = Some(self.inner.facts.pid());
         let rec = FileRecord {
-            lease: LeaseRecord::grant(req, lease_id, st, Some(fence), None),
-            boot: stamp_boot(req.lease, host::me().cloned()),
+            lease,
+            boot: stamp_boot::<H>(req.lease, self.inner.facts.me()),
         };
-        self.write_atomic(&self.record_path(&req.name), &rec.to_json())?;
+        self.dir().write_record(&req.name, &rec.to_json())?;
         log_op("grant", "ok", started);
         Ok(Outcome::Granted(Some(fence)))
     }
@@ -531,9 +413,12 @@ impl FileStore {
         let st = Stamp::now(&self.inner.clock, duration);
         let renewed = FileRecord {
             lease: cur.lease.renewed(next_id, &st, duration.as_secs()),
-            boot: stamp_boot(duration, cur.this_boot().and_then(|b| b.holder.clone())),
+            boot: stamp_boot::<H>(
+                duration,
+                cur.this_boot::<H>().and_then(|b| b.holder.clone()),
+            ),
         };
-        self.write_atomic(&self.record_path(&lease.name), &renewed.to_json())?;
+        self.dir().write_record(&lease.name, &renewed.to_json())?;
         log_op("renew", "ok", started);
         Ok(renewed)
     }
@@ -548,7 +433,7 @@ impl FileStore {
                     lease: cur.lease.released(&nonce, local_wall_ms()),
                     boot: cur.boot,
                 };
-                self.write_atomic(&self.record_path(name), &released.to_json())?;
+                self.dir().write_record(name, &released.to_json())?;
                 log_op("release", "ok", started);
                 Ok(())
             }
@@ -560,27 +445,21 @@ impl FileStore {
     }
 
     fn list_records(&self) -> Result<Vec<FileRecord>> {
-        let entries = fs::read_dir(self.dir()).map_err(|e| self.io_error("list", self.dir(), e))?;
-        let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_none_or(|x| x != "json") {
-                continue;
-            }
-            let Ok(bytes) = fs::read(&path) else { continue };
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-            out.push(FileRecord::decode(&bytes, &stem));
-        }
-        Ok(out)
+        Ok(self
+            .dir()
+            .list_records()?
+            .into_iter()
+            .map(|(stem, bytes)| FileRecord::decode(&bytes, &stem))
+            .collect())
     }
 }
 
 #[async_trait::async_trait]
-impl CasStore for FileStore {
+impl<D: Dir, H: Host> CasStore for FileStore<D, H> {
     type Record = FileRecord;
 
     fn describe_store(&self) -> String {
-        format!("directory {}", self.dir().display())
+        self.dir().describe()
     }
 
     fn clock(&self) -> &ServerClock {
@@ -620,7 +499,7 @@ impl CasStore for FileStore {
     /// earlier boot of this host, or another host sharing the directory).
     /// The rest expire through [`CasStore::holder_gone`].
     fn expiry_ms(rec: &FileRecord) -> Option<i64> {
-        match rec.this_boot() {
+        match rec.this_boot::<H>() {
             Some(_) => None,
             None => Some(rec.lease.expires_ms),
         }
@@ -641,12 +520,12 @@ impl CasStore for FileStore {
             && !cas::is_expired(self, r)
             && !Self::boot_expired(r)
             && !self.holder_exited(r);
-        match r.this_boot() {
+        match r.this_boot::<H>() {
             Some(b) => {
                 // "Acquired" is the wall-clock time written at the grant;
                 // the expiry is shown on today's wall clock, from the time
                 // left on the boot-time clock.
-                let now = host::host_ms(BootInstant::now());
+                let now = H::host_ms(BootInstant::now());
                 let wall = local_wall_ms();
                 let mut info = r.lease.info(held, Some(b.expires_ms - now));
                 if info.expires_at_ms.is_some() {
@@ -683,12 +562,7 @@ impl CasStore for FileStore {
     }
 
     async fn create_store(&self) -> Result<()> {
-        self.off_runtime(|s, _| {
-            let fence_dir = s.dir().join(".fence");
-            fs::create_dir_all(&fence_dir)
-                .map_err(|e| Error::store(format!("cannot create {}: {e}", fence_dir.display())))
-        })
-        .await
+        self.off_runtime(|s, _| s.dir().create()).await
     }
 }
 
@@ -791,12 +665,12 @@ mod tests {
         let mut lease = LeaseRecord::grant(&req, "L1", &st, Some(1), None);
         lease.pid = Some(pid);
         let holder = ProcId {
-            pid_ns: host::me().unwrap().pid_ns.clone(),
+            pid_ns: crate::sys::host::me().unwrap().pid_ns.clone(),
             start,
         };
         let rec = FileRecord {
             lease,
-            boot: stamp_boot(req.lease, Some(holder)),
+            boot: stamp_boot::<LocalHost>(req.lease, Some(holder)),
         };
         assert!(!store.info("deploy", Some(&rec)).held, "status: free");
         assert!(!store.holder_gone(&rec), "taken over without the grace");
@@ -834,7 +708,7 @@ mod tests {
             .unwrap();
         store.release("x.y", &other.lease_id).await.unwrap();
         // The record is moved away, as an operator resetting the lock would.
-        fs::remove_file(store.record_path(&victim)).unwrap();
+        std::fs::remove_file(store.dir().record_path(&victim)).unwrap();
         let second = store
             .acquire(&req(&victim), Box::pin(std::future::pending()))
             .await
