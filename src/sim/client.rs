@@ -418,7 +418,7 @@ pub async fn schedule(seed: u64, store: super::Store, tracing: bool) -> Report {
         }
     }
     // Liveness is judged from the lock record's write log, which the
-    // simulated table and bucket both keep.
+    // simulated table, bucket and directory all keep.
     w.check_liveness(w.t(), lease);
     let violations = w.violations.lock().unwrap().clone();
     let trace = std::mem::take(&mut *w.trace.lock().unwrap());
