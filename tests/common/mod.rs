@@ -238,6 +238,26 @@ pub fn scrub_env(cmd: &mut Command) {
     cmd.env("AWS_EC2_METADATA_DISABLED", "true")
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost");
+    default_signals(cmd);
+}
+
+/// Starts `cmd` with SIGINT, SIGQUIT and SIGHUP at their default action.
+/// A test run from a background job of a non-interactive shell (`cmd &`,
+/// `nohup`) inherits them ignored, and awsflock by design leaves a signal
+/// its caller ignores ignored, for itself and its command: the tests of
+/// how signals reach a command would then see none. A test that wants one
+/// ignored sets that after this, in its own `pre_exec`.
+pub fn default_signals(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal() with SIG_DFL in the forked child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
 }
 
 fn fake_creds(cmd: &mut Command) {
