@@ -1574,7 +1574,7 @@ fn store_clock_jump_seen_while_stderr_is_full_still_renews_at_once() {
     let ready = dir.path().join("ready");
     let script = format!("echo $$ > {}; sleep 14", p(&ready));
     let (mut reader, writer) = std::io::pipe().expect("pipe");
-    let mut filler = writer.try_clone().expect("dup");
+    let filler = writer.try_clone().expect("dup");
     // Lease 30 s: renewals every 10 s; the jump leaves about 10 s of the
     // lease, time enough for a renewal to confirm it before the command's
     // 1 s grace. No -v: stderr stays empty until the warning.
@@ -1600,16 +1600,7 @@ fn store_clock_jump_seen_while_stderr_is_full_still_renews_at_once() {
         );
         thread::sleep(Duration::from_millis(10));
     }
-    // Fill the pipe: this thread blocks once it is full (64 KiB) and ends
-    // once the rest is drained.
-    thread::spawn(move || {
-        let block = [b'.'; 4096];
-        for _ in 0..64 {
-            if filler.write_all(&block).is_err() {
-                break;
-            }
-        }
-    });
+    fill_pipe(filler);
     thread::sleep(Duration::from_millis(300));
     proxy.shift_date(20);
     let base = proxy.count(Some("UpdateItem"));

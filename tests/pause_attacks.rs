@@ -721,7 +721,7 @@ fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
 /// the command must stay paused through the 3 s looked at.
 #[test]
 fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     if libfaketime().is_none() {
         skip("libfaketime is not installed (full_stderr_pipe)");
         return;
@@ -733,7 +733,7 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
     let f = files();
     let mut groups = Groups::default();
     let (mut reader, writer) = std::io::pipe().expect("pipe");
-    let mut filler = writer.try_clone().expect("dup");
+    let filler = writer.try_clone().expect("dup");
     // No -v: nothing is written to stderr before the warning.
     let mut cmd = holder_at(&proxy.endpoint, Some(&f.wall));
     cmd.args([
@@ -756,16 +756,7 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
     groups
         .0
         .push(child.trim().parse().expect("the command's pid"));
-    // Fill the pipe: this thread blocks once it is full (64 KiB), and ends
-    // once the rest is drained.
-    thread::spawn(move || {
-        let block = [b'.'; 4096];
-        for _ in 0..64 {
-            if filler.write_all(&block).is_err() {
-                break;
-            }
-        }
-    });
+    fill_pipe(filler);
     thread::sleep(Duration::from_millis(500));
     proxy.fault(
         Some("UpdateItem"),

@@ -752,6 +752,21 @@ pub fn figures(line: String) {
     println!("figures: {line}");
 }
 
+/// Fills the pipe `w` writes to with 256 KiB of dots, on a thread that
+/// blocks once the pipe is full (64 KiB) and ends once its reader has
+/// drained the rest: a stderr nobody reads, for the process given a clone
+/// of `w`. The reader sees dots before whatever that process writes.
+pub fn fill_pipe(mut w: std::io::PipeWriter) {
+    std::thread::spawn(move || {
+        let block = [b'.'; 4096];
+        for _ in 0..64 {
+            if w.write_all(&block).is_err() {
+                break;
+            }
+        }
+    });
+}
+
 /// Where Debian's faketime package puts libfaketime, if it is installed.
 pub fn libfaketime() -> Option<&'static str> {
     [
