@@ -292,6 +292,18 @@ mod tests {
         Moment { at: t, wall_ms }
     }
 
+    /// The bounds, at `at`, hold the store's true time `true_ms`.
+    fn assert_brackets(c: &ServerClock, at: Instant, true_ms: i64) {
+        let now = mono_ms(at);
+        let b = (*c.bounds.lock().unwrap()).unwrap();
+        assert!(
+            now + b.lo <= true_ms && true_ms <= now + b.hi,
+            "store at {true_ms} outside [{}, {}]",
+            now + b.lo,
+            now + b.hi
+        );
+    }
+
     #[test]
     fn bounds_bracket_the_server_time_and_narrow() {
         let c = ServerClock::new();
@@ -342,15 +354,7 @@ mod tests {
             mw(t1 + Duration::from_millis(5), wall0 + 2_985),
             4_000_001,
         );
-        let true_ms = 4_000_002_995;
-        let now = mono_ms(t1 + Duration::from_millis(5));
-        let b = (*c.bounds.lock().unwrap()).unwrap();
-        assert!(
-            now + b.lo <= true_ms && true_ms <= now + b.hi,
-            "store at {true_ms} outside [{}, {}]",
-            now + b.lo,
-            now + b.hi
-        );
+        assert_brackets(&c, t1 + Duration::from_millis(5), 4_000_002_995);
     }
 
     /// A VM pause stops the boot-time clock, not the store's: the time it
@@ -378,15 +382,7 @@ mod tests {
             mw(t1 + Duration::from_millis(5), wall0 + 2_985),
             4_000_002,
         );
-        let true_ms = 4_000_002_990;
-        let now = mono_ms(t1 + Duration::from_millis(5));
-        let b = (*c.bounds.lock().unwrap()).unwrap();
-        assert!(
-            now + b.lo <= true_ms && true_ms <= now + b.hi,
-            "store at {true_ms} outside [{}, {}]",
-            now + b.lo,
-            now + b.hi
-        );
+        assert_brackets(&c, t1 + Duration::from_millis(5), 4_000_002_990);
         // A lease expiring at the store's 4,000,010 s ends 7.010 s from
         // now: the deadline must come no later.
         let deadline = c.deadline_for(4_000_010_000).unwrap();
