@@ -30,6 +30,8 @@ pub(crate) mod aws;
     allow(dead_code)
 )]
 pub(crate) mod cas;
+// Not yet used by a store: the holder table for semaphores, shared locks
+// and waiting in order.
 #[cfg(feature = "dynamodb")]
 pub(crate) mod dynamodb;
 #[cfg(feature = "etcd")]
@@ -44,6 +46,8 @@ pub(crate) mod file;
 pub(crate) mod record;
 #[cfg(feature = "s3")]
 pub(crate) mod s3;
+#[allow(dead_code)]
+pub(crate) mod slots;
 
 mod handle;
 pub use handle::Store;

@@ -1,0 +1,502 @@
+//! The holders of one name when more than one may hold it: semaphores
+//! (`--max-holders N`), shared locks (`--shared`), and waiting in order.
+//!
+//! This module is pure: given the record as read and the store's clock
+//! (as bounds, [`Now`]), it says whether a waiter is admitted and what the
+//! record becomes. Each store keeps a [`Slots`] in its one record per name
+//! and writes it back with one compare-and-swap on the version it read, as
+//! it does the single-holder record, so the acquire loop's rules still
+//! hold: a lost answer is recognised by our own ids in the record read
+//! again, a grant is never inferred from time alone, and a holder's
+//! deadline comes from the expiry the record stores.
+//!
+//! A name is in one [`Mode`] while anyone holds it or waits for it:
+//! - [`Mode::Lock`]: exclusive holders alone, or any number of shared
+//!   holders (`--shared`, as `flock -s`);
+//! - [`Mode::Semaphore`]: at most N holders.
+//!
+//! Waiters queue as [`Ticket`]s, each kept alive by a heartbeat expiry that
+//! its waiter refreshes; a dead waiter's ticket lapses like a dead holder's
+//! lease. Admission follows the queue: a waiter is admitted only when every
+//! live ticket ahead of it could be admitted with it.
+//!
+//! Every expiry is judged as the single-holder record's: alive until the
+//! store's clock, at the earliest ([`Now::lo`]), is past the expiry plus
+//! [`super::cas::EXPIRY_MARGIN_MS`].
+
+use super::cas::EXPIRY_MARGIN_MS;
+
+/// How a name may be shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One exclusive holder, or any number of shared ones.
+    Lock,
+    /// At most this many holders (2 or more; 1 is [`Mode::Lock`]).
+    Semaphore(u32),
+}
+
+impl Mode {
+    /// The mode `--max-holders N` asks for (`None`: not given).
+    pub fn from_max_holders(n: Option<u32>) -> Mode {
+        match n {
+            Some(n) if n >= 2 => Mode::Semaphore(n),
+            _ => Mode::Lock,
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mode::Lock => write!(f, "a lock (--max-holders 1)"),
+            Mode::Semaphore(n) => write!(f, "a semaphore of {n} (--max-holders {n})"),
+        }
+    }
+}
+
+/// What a waiter asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Alone ([`Mode::Lock`]).
+    Exclusive,
+    /// Beside other shared holders ([`Mode::Lock`], `--shared`), or one of
+    /// a semaphore's N ([`Mode::Semaphore`]).
+    Shared,
+}
+
+/// The store's clock as the client knows it (ms since the epoch).
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// The earliest it can read now.
+    pub lo: i64,
+    /// The latest it can read now.
+    pub hi: i64,
+}
+
+/// One holder's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Changes at every renewal, so that a renewal is conditioned on it.
+    pub lease_id: String,
+    pub kind: Kind,
+    pub owner: String,
+    pub reason: Option<String>,
+    /// This grant's fencing token: above every token granted before on
+    /// this name.
+    pub fence: u64,
+    /// When the lease expires on the store's clock (ms).
+    pub expires_ms: i64,
+}
+
+/// One waiter's place in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// Chosen by the waiter; becomes the lease id it is granted under, so
+    /// that a grant whose answer was lost is recognised.
+    pub id: String,
+    pub kind: Kind,
+    /// When the ticket lapses unless its waiter refreshes it (store ms).
+    pub expires_ms: i64,
+}
+
+/// Everyone who holds or waits for one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slots {
+    pub mode: Mode,
+    pub holders: Vec<Holder>,
+    /// In order of arrival.
+    pub queue: Vec<Ticket>,
+    /// The token the next grant gets.
+    pub next_fence: u64,
+}
+
+/// Why a waiter is not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Held (or queued for) in another mode: a usage error that names both.
+    ModeMismatch { stored: Mode, asked: Mode },
+    /// Not now: this many live holders and live tickets ahead of it.
+    Wait { holders: usize, ahead: usize },
+}
+
+/// Whether `expires_ms` is still alive at `now` (see the module docs).
+fn alive(expires_ms: i64, now: Now) -> bool {
+    now.lo <= expires_ms.saturating_add(EXPIRY_MARGIN_MS)
+}
+
+impl Slots {
+    /// A name nobody holds or waits for, whose next token is `next_fence`.
+    pub fn free(mode: Mode, next_fence: u64) -> Slots {
+        Slots {
+            mode,
+            holders: Vec::new(),
+            queue: Vec::new(),
+            next_fence,
+        }
+    }
+
+    /// Drops the holders and tickets that are surely dead at `now`.
+    pub fn prune(&mut self, now: Now) {
+        self.holders.retain(|h| alive(h.expires_ms, now));
+        self.queue.retain(|t| alive(t.expires_ms, now));
+    }
+
+    /// Whether nobody holds or waits (after [`Slots::prune`]).
+    pub fn is_empty(&self) -> bool {
+        self.holders.is_empty() && self.queue.is_empty()
+    }
+
+    /// The expiry to show a client that reads one expiry per name
+    /// (awsflock 0.2.0's `expiration_time`): the latest of the holders'
+    /// (0 when none holds), so such a client sees the name held while any
+    /// holder may still act.
+    pub fn latest_expiry_ms(&self) -> i64 {
+        self.holders.iter().map(|h| h.expires_ms).max().unwrap_or(0)
+    }
+
+    /// Whether a waiter of `kind`, `ahead` live tickets of the given kinds
+    /// in front of it, may be admitted beside the live holders.
+    fn fits(&self, kind: Kind, ahead: &[Kind]) -> bool {
+        match self.mode {
+            Mode::Semaphore(n) => self.holders.len() + ahead.len() < n as usize,
+            Mode::Lock => match kind {
+                Kind::Exclusive => self.holders.is_empty() && ahead.is_empty(),
+                Kind::Shared => {
+                    self.holders.iter().all(|h| h.kind == Kind::Shared)
+                        && ahead.iter().all(|k| *k == Kind::Shared)
+                }
+            },
+        }
+    }
+
+    /// Whether the waiter with ticket `id` (queued or not: a waiter not
+    /// queued stands behind every ticket) may be admitted now, in `asked`
+    /// mode. Prunes first.
+    pub fn judge(&mut self, id: &str, kind: Kind, asked: Mode, now: Now) -> Result<(), Refusal> {
+        self.prune(now);
+        if self.mode != asked && !self.is_empty() {
+            return Err(Refusal::ModeMismatch {
+                stored: self.mode,
+                asked,
+            });
+        }
+        let kind = match asked {
+            Mode::Semaphore(_) => Kind::Shared,
+            Mode::Lock => kind,
+        };
+        let ahead: Vec<Kind> = self
+            .queue
+            .iter()
+            .take_while(|t| t.id != id)
+            .map(|t| t.kind)
+            .collect();
+        // With the mode now ours (the name was free), fits() judges in it.
+        let mut judged = self.clone();
+        judged.mode = asked;
+        if judged.fits(kind, &ahead) {
+            Ok(())
+        } else {
+            Err(Refusal::Wait {
+                holders: self.holders.len(),
+                ahead: ahead.len(),
+            })
+        }
+    }
+
+    /// Admits the waiter with ticket `id` (see [`Slots::judge`]): removes
+    /// its ticket and adds it as a holder under lease id `id`, with the
+    /// next token, which it returns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn admit(
+        &mut self,
+        id: &str,
+        kind: Kind,
+        asked: Mode,
+        owner: &str,
+        reason: Option<&str>,
+        expires_ms: i64,
+        now: Now,
+    ) -> Result<u64, Refusal> {
+        // Already admitted: an earlier attempt of this write landed, its
+        // answer was lost.
+        if let Some(h) = self.holders.iter().find(|h| h.lease_id == id) {
+            return Ok(h.fence);
+        }
+        self.judge(id, kind, asked, now)?;
+        self.mode = asked;
+        self.queue.retain(|t| t.id != id);
+        let fence = self.next_fence;
+        self.next_fence += 1;
+        self.holders.push(Holder {
+            lease_id: id.to_string(),
+            kind: match asked {
+                Mode::Semaphore(_) => Kind::Shared,
+                Mode::Lock => kind,
+            },
+            owner: owner.to_string(),
+            reason: reason.map(str::to_string),
+            fence,
+            expires_ms,
+        });
+        Ok(fence)
+    }
+
+    /// Puts (or keeps) the waiter `id` in the queue, its ticket alive until
+    /// `expires_ms`; a ticket already there keeps its place. `Err` when the
+    /// name is held or queued for in another mode.
+    pub fn enqueue(
+        &mut self,
+        id: &str,
+        kind: Kind,
+        asked: Mode,
+        expires_ms: i64,
+        now: Now,
+    ) -> Result<(), Refusal> {
+        self.prune(now);
+        if self.mode != asked && !self.is_empty() {
+            return Err(Refusal::ModeMismatch {
+                stored: self.mode,
+                asked,
+            });
+        }
+        self.mode = asked;
+        match self.queue.iter_mut().find(|t| t.id == id) {
+            Some(t) => t.expires_ms = t.expires_ms.max(expires_ms),
+            None => self.queue.push(Ticket {
+                id: id.to_string(),
+                kind,
+                expires_ms,
+            }),
+        }
+        Ok(())
+    }
+
+    /// Leaves the queue (a waiter that gives up). Whether it was there.
+    pub fn leave(&mut self, id: &str) -> bool {
+        let before = self.queue.len();
+        self.queue.retain(|t| t.id != id);
+        self.queue.len() != before
+    }
+
+    /// Renews holder `lease_id` as `next_id`, until `expires_ms` (never
+    /// shorter than it was). `false` when it holds no more (a renewal
+    /// must then report the lease lost).
+    pub fn renew(&mut self, lease_id: &str, next_id: &str, expires_ms: i64) -> bool {
+        match self.holders.iter_mut().find(|h| h.lease_id == lease_id) {
+            Some(h) => {
+                h.lease_id = next_id.to_string();
+                h.expires_ms = h.expires_ms.max(expires_ms);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Releases holder `lease_id`. Whether it held.
+    pub fn release(&mut self, lease_id: &str) -> bool {
+        let before = self.holders.len();
+        self.holders.retain(|h| h.lease_id != lease_id);
+        self.holders.len() != before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_800_000_000_000;
+
+    fn now(ms: i64) -> Now {
+        Now {
+            lo: T0 + ms,
+            hi: T0 + ms + 1000,
+        }
+    }
+
+    fn admit(s: &mut Slots, id: &str, kind: Kind, mode: Mode, at: i64) -> Result<u64, Refusal> {
+        s.admit(id, kind, mode, "o", None, T0 + at + 10_000, now(at))
+    }
+
+    #[test]
+    fn a_semaphore_admits_n_and_queues_the_rest_in_order() {
+        let sem = Mode::Semaphore(2);
+        let mut s = Slots::free(sem, 1);
+        assert_eq!(admit(&mut s, "a", Kind::Shared, sem, 0), Ok(1));
+        assert_eq!(admit(&mut s, "b", Kind::Shared, sem, 0), Ok(2));
+        assert!(matches!(
+            admit(&mut s, "c", Kind::Shared, sem, 0),
+            Err(Refusal::Wait { holders: 2, .. })
+        ));
+        s.enqueue("c", Kind::Shared, sem, T0 + 5_000, now(0))
+            .unwrap();
+        s.enqueue("d", Kind::Shared, sem, T0 + 5_000, now(0))
+            .unwrap();
+        assert!(s.release("a"));
+        // d may not pass c.
+        assert!(admit(&mut s, "d", Kind::Shared, sem, 1).is_err());
+        assert_eq!(admit(&mut s, "c", Kind::Shared, sem, 1), Ok(3));
+        assert!(s.queue.iter().all(|t| t.id != "c"));
+    }
+
+    #[test]
+    fn a_mismatched_n_is_refused_while_anyone_holds_or_waits() {
+        let mut s = Slots::free(Mode::Semaphore(3), 1);
+        admit(&mut s, "a", Kind::Shared, Mode::Semaphore(3), 0).unwrap();
+        assert_eq!(
+            admit(&mut s, "b", Kind::Shared, Mode::Semaphore(4), 0),
+            Err(Refusal::ModeMismatch {
+                stored: Mode::Semaphore(3),
+                asked: Mode::Semaphore(4)
+            })
+        );
+        assert!(admit(&mut s, "b", Kind::Exclusive, Mode::Lock, 0).is_err());
+        s.release("a");
+        // Free again: the next holder sets the mode.
+        assert_eq!(admit(&mut s, "b", Kind::Exclusive, Mode::Lock, 0), Ok(2));
+    }
+
+    #[test]
+    fn readers_share_and_a_queued_writer_holds_back_later_readers() {
+        let l = Mode::Lock;
+        let mut s = Slots::free(l, 1);
+        admit(&mut s, "r1", Kind::Shared, l, 0).unwrap();
+        admit(&mut s, "r2", Kind::Shared, l, 0).unwrap();
+        assert!(admit(&mut s, "w", Kind::Exclusive, l, 0).is_err());
+        s.enqueue("w", Kind::Exclusive, l, T0 + 5_000, now(0))
+            .unwrap();
+        // A reader arriving after the writer queues behind it.
+        assert!(admit(&mut s, "r3", Kind::Shared, l, 0).is_err());
+        s.enqueue("r3", Kind::Shared, l, T0 + 5_000, now(0))
+            .unwrap();
+        s.release("r1");
+        s.release("r2");
+        assert!(admit(&mut s, "r3", Kind::Shared, l, 1).is_err());
+        assert!(admit(&mut s, "w", Kind::Exclusive, l, 1).is_ok());
+        assert!(admit(&mut s, "r3", Kind::Shared, l, 1).is_err());
+        s.release("w");
+        assert!(admit(&mut s, "r3", Kind::Shared, l, 2).is_ok());
+    }
+
+    #[test]
+    fn dead_holders_and_waiters_lapse_after_their_expiry_and_the_margin() {
+        let l = Mode::Lock;
+        let mut s = Slots::free(l, 1);
+        admit(&mut s, "a", Kind::Exclusive, l, 0).unwrap(); // expires at +10 s
+        s.enqueue("dead", Kind::Exclusive, l, T0 + 2_000, now(0))
+            .unwrap();
+        s.enqueue("b", Kind::Exclusive, l, T0 + 60_000, now(0))
+            .unwrap();
+        // Past the ticket's expiry and margin, but not the holder's.
+        assert!(admit(&mut s, "b", Kind::Exclusive, l, 3_001).is_err());
+        assert_eq!(s.queue.len(), 1, "the dead waiter's ticket lapsed");
+        // The holder's margin: 10 s + 1 s on the store's earliest clock.
+        assert!(admit(&mut s, "b", Kind::Exclusive, l, 11_000).is_err());
+        assert_eq!(admit(&mut s, "b", Kind::Exclusive, l, 11_001), Ok(2));
+    }
+
+    #[test]
+    fn renew_and_release_need_the_current_lease_id() {
+        let l = Mode::Lock;
+        let mut s = Slots::free(l, 7);
+        admit(&mut s, "a", Kind::Exclusive, l, 0).unwrap();
+        assert!(s.renew("a", "a2", T0 + 20_000));
+        assert!(!s.renew("a", "a3", T0 + 30_000), "an old id renews nothing");
+        assert_eq!(s.latest_expiry_ms(), T0 + 20_000);
+        assert!(!s.release("a"));
+        assert!(s.release("a2"));
+        assert_eq!(s.latest_expiry_ms(), 0);
+    }
+
+    /// Random operations by 6 waiters on one name, each judged on a store
+    /// clock known to within 1 s, with lapses: at no instant of the store's
+    /// clock do more holders act than the mode allows, never an exclusive
+    /// holder beside another, tokens strictly increase, and a waiter is
+    /// never admitted ahead of a live ticket that was queued before it and
+    /// could have been admitted.
+    #[test]
+    fn random_histories_keep_the_invariants() {
+        for seed in 0..3_000u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mode = if rng.bool() {
+                Mode::Lock
+            } else {
+                Mode::Semaphore(rng.u32(2..=4))
+            };
+            let mut s = Slots::free(mode, 1);
+            let mut t = 0i64;
+            let mut last_fence = 0;
+            // (id, kind, acting until (store ms)) of the clients that were
+            // admitted: each acts until its lease's expiry at most.
+            let mut acting: Vec<(String, Kind, i64)> = Vec::new();
+            for step in 0..200 {
+                t += rng.i64(0..800);
+                let at = now(t);
+                let c = rng.usize(0..6);
+                let id = format!("c{c}-{}", step / 40);
+                let kind = if rng.u8(0..4) == 0 {
+                    Kind::Exclusive
+                } else {
+                    Kind::Shared
+                };
+                match rng.u8(0..6) {
+                    0 | 1 if !s.holders.iter().any(|h| h.lease_id == id) => {
+                        let exp = at.hi + rng.i64(500..4_000);
+                        let ahead_before: Vec<Ticket> = s.queue.clone();
+                        if let Ok(f) = s.admit(&id, kind, mode, "o", None, exp, at) {
+                            assert!(f > last_fence, "seed {seed}: token {f} after {last_fence}");
+                            last_fence = f;
+                            // FIFO: every live ticket queued ahead of it was
+                            // admissible with it.
+                            let pos = ahead_before.iter().position(|x| x.id == id);
+                            if let Some(p) = pos {
+                                assert!(
+                                    ahead_before[..p].iter().all(|x| !alive(x.expires_ms, at)
+                                        || mode != Mode::Lock
+                                        || (x.kind == Kind::Shared && kind == Kind::Shared)),
+                                    "seed {seed}: admitted ahead of the queue"
+                                );
+                            }
+                            // An id admitted again after its lease lapsed
+                            // is a new holder.
+                            let k = s.holders.last().unwrap().kind;
+                            acting.retain(|a| a.0 != id);
+                            acting.push((id.clone(), k, exp));
+                        }
+                    }
+                    2 => {
+                        let _ = s.enqueue(&id, kind, mode, at.hi + rng.i64(500..4_000), at);
+                    }
+                    3 => {
+                        s.release(&id);
+                        acting.retain(|a| a.0 != id);
+                    }
+                    4 => {
+                        let exp = at.hi + rng.i64(500..4_000);
+                        if s.renew(&id, &id, exp) {
+                            for a in acting.iter_mut().filter(|a| a.0 == id) {
+                                a.2 = a.2.max(exp);
+                            }
+                        }
+                    }
+                    _ => {
+                        s.leave(&id);
+                    }
+                }
+                // Those that may act at the store's latest time now.
+                let live: Vec<&(String, Kind, i64)> =
+                    acting.iter().filter(|a| a.2 >= at.hi).collect();
+                match mode {
+                    Mode::Semaphore(n) => assert!(
+                        live.len() <= n as usize,
+                        "seed {seed}: {} holders of a semaphore of {n}",
+                        live.len()
+                    ),
+                    Mode::Lock => assert!(
+                        live.iter().all(|a| a.1 == Kind::Shared) || live.len() <= 1,
+                        "seed {seed}: an exclusive holder beside another: {live:?}"
+                    ),
+                }
+            }
+        }
+    }
+}
