@@ -275,6 +275,8 @@ pub(crate) fn request(
         reason: a.reason.clone().filter(|r| !r.is_empty()),
         on_wait,
         supervised: false,
+        max_holders: a.max_holders,
+        shared: a.shared,
     })
 }
 
@@ -379,7 +381,26 @@ fn shown(info: &LockInfo) -> LockInfo {
         client: p(&info.client),
         problem: p(&info.problem),
         lease_id: p(&info.lease_id),
+        holders: info
+            .holders
+            .iter()
+            .map(|h| store::HolderInfo {
+                owner: printable(&h.owner),
+                reason: p(&h.reason),
+                host: p(&h.host),
+                ..h.clone()
+            })
+            .collect(),
         ..info.clone()
+    }
+}
+
+/// "alice", or "alice and 2 more" for a name with several holders.
+fn holders_text(info: &LockInfo) -> String {
+    let owner = info.owner.clone().unwrap_or_else(|| "unknown".into());
+    match info.holders.len() {
+        0 | 1 => owner,
+        n => format!("{owner} and {} more", n - 1),
     }
 }
 
@@ -390,7 +411,11 @@ fn list_table(locks: &[LockInfo]) -> String {
         .map(|l| {
             [
                 l.name.clone(),
-                l.owner.clone().unwrap_or_default(),
+                if l.holders.len() > 1 {
+                    holders_text(l)
+                } else {
+                    l.owner.clone().unwrap_or_default()
+                },
                 l.fence.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
                 l.expires_in_ms
                     .map(|ms| crate::duration::short(Duration::from_millis(ms.max(0) as u64)))
@@ -434,10 +459,7 @@ pub(crate) fn default_owner() -> String {
 /// `waiting for Deploy: held by alice@ci-7 since 10:02:07Z (terraform apply), expires in 1h58m`
 pub(crate) fn waiting_line(name: &str, info: &LockInfo) -> String {
     let info = &shown(info);
-    let mut s = format!(
-        "waiting for {name}: held by {}",
-        info.owner.as_deref().unwrap_or("unknown")
-    );
+    let mut s = format!("waiting for {name}: held by {}", holders_text(info));
     if let Some(t) = info.acquired_at_ms {
         s.push_str(&format!(" since {}", clock_time(t)));
     }
@@ -491,7 +513,7 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 
 /// The JSON shape shared by `status`, `list` and waiters.
 pub(crate) fn info_json(info: &LockInfo) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "name": info.name,
         "held": info.held,
         "owner": info.owner,
@@ -505,7 +527,28 @@ pub(crate) fn info_json(info: &LockInfo) -> serde_json::Value {
         "host": info.host,
         "client": info.client,
         "problem": info.problem,
-    })
+    });
+    if !info.holders.is_empty() || info.max_holders.is_some() || info.waiting > 0 {
+        v["max_holders"] = serde_json::json!(info.max_holders);
+        v["waiting"] = serde_json::json!(info.waiting);
+        v["holders"] = info
+            .holders
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "owner": h.owner,
+                    "reason": h.reason,
+                    "fence": h.fence,
+                    "shared": h.shared,
+                    "acquired_at": rfc3339(h.acquired_at_ms),
+                    "expires_at": rfc3339(h.expires_at_ms),
+                    "host": h.host,
+                    "pid": h.pid,
+                })
+            })
+            .collect();
+    }
+    v
 }
 
 fn describe_info(info: &LockInfo) -> String {
@@ -516,8 +559,44 @@ fn describe_info(info: &LockInfo) -> String {
             info.name
         )
     });
+    let queue = match info.waiting {
+        0 => String::new(),
+        n => format!("\n  waiting:  {n}"),
+    };
     if !info.held {
-        return format!("{}: free{}", info.name, unreadable.unwrap_or_default());
+        return format!(
+            "{}: free{}{queue}",
+            info.name,
+            unreadable.unwrap_or_default()
+        );
+    }
+    if !info.holders.is_empty() {
+        let mut s = match info.max_holders {
+            Some(n) => format!(
+                "{}: held by {} of {n} (semaphore, --max-holders {n})",
+                info.name,
+                info.holders.len()
+            ),
+            None if info.holders.iter().all(|h| h.shared) => {
+                format!("{}: held shared by {}", info.name, info.holders.len())
+            }
+            None => format!("{}: held exclusively", info.name),
+        };
+        for h in &info.holders {
+            s.push_str(&format!("\n  {} (fence {})", h.owner, h.fence));
+            if let Some(host) = &h.host {
+                s.push_str(&format!(" on {host}"));
+            }
+            if let Some(p) = h.pid {
+                s.push_str(&format!(" pid {p}"));
+            }
+            s.push_str(&format!(", expires {}", rfc3339(h.expires_at_ms)));
+            if let Some(r) = &h.reason {
+                s.push_str(&format!(": {r}"));
+            }
+        }
+        s.push_str(&queue);
+        return s;
     }
     let mut s = format!(
         "{}: held by {}",
@@ -549,6 +628,7 @@ fn describe_info(info: &LockInfo) -> String {
         ));
     }
     s.push_str(&unreadable.unwrap_or_default());
+    s.push_str(&queue);
     s
 }
 

@@ -333,6 +333,14 @@ pub struct LockArgs {
     /// Why the lock is held, shown to others
     #[arg(long, env = "AWSFLOCK_REASON", value_name = "S")]
     pub reason: Option<String>,
+
+    /// A semaphore: at most N holders at once, 1 to 256 (every holder of the name must give the same N)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256), env = "AWSFLOCK_MAX_HOLDERS", value_name = "N")]
+    pub max_holders: Option<u32>,
+
+    /// Take the lock shared, as flock -s: any number of shared holders, or one exclusive holder
+    #[arg(short = 's', long, conflicts_with = "max_holders", env = "AWSFLOCK_SHARED", value_parser = boolish)]
+    pub shared: bool,
 }
 
 /// `awsflock acquire`.

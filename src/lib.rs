@@ -135,4 +135,6 @@ mod sim;
 
 pub use error::{Error, Result};
 pub use lease::{LockGuard, Lost, safety_margin};
-pub use store::{AcquireRequest, EtcdOptions, Lease, LockInfo, OnWait, Store, StoreOptions};
+pub use store::{
+    AcquireRequest, EtcdOptions, HolderInfo, Lease, LockInfo, OnWait, Store, StoreOptions,
+};

@@ -20,7 +20,8 @@ use crate::boottime::BootInstant as Instant;
 
 use futures_util::FutureExt;
 
-use super::{AcquireRequest, BoxFuture, Lease, LockInfo, LockStore, poll_pause};
+use super::slots::{Kind, Mode, Now, Slots};
+use super::{AcquireRequest, BoxFuture, Lease, LockInfo, LockStore, multi, poll_pause};
 use crate::clock::{ServerClock, local_wall_ms};
 use crate::error::{Error, Result};
 
@@ -192,6 +193,61 @@ pub trait CasStore: Send + Sync {
 
     /// Creates what the store needs (see [`LockStore::create`]).
     async fn create_store(&self) -> Result<()>;
+
+    /// The holder table a record keeps, when it keeps a current one
+    /// (its version is the record's own): a semaphore or shared lock.
+    fn slots_of(_rec: &Self::Record) -> Option<Slots> {
+        None
+    }
+
+    /// The store's time as holder tables are judged and stamped: the
+    /// store's clock, as bounds.
+    fn table_now(&self) -> Now {
+        Now {
+            lo: self.clock().lower_ms(),
+            hi: self.clock().upper_ms(),
+        }
+    }
+
+    /// A time of [`CasStore::table_now`]'s clock on the wall clock, for
+    /// people.
+    fn table_wall_ms(&self, ms: i64) -> i64 {
+        ms
+    }
+
+    /// The local instant by which a holder whose entry in a table expires
+    /// at `expires_ms` must have stopped, the write having been sent at
+    /// `sent` for `lease`.
+    fn table_deadline(&self, expires_ms: i64, sent: Instant, lease: Duration) -> Instant {
+        multi::clock_deadline(self.clock(), expires_ms, sent, lease)
+    }
+
+    /// The last fencing token a single-holder record issued, when it can
+    /// issue the next one itself.
+    fn last_fence(_rec: &Self::Record) -> Option<u64> {
+        None
+    }
+
+    /// The first fencing token for a name whose record is absent or keeps
+    /// no counter: above every token issued for it before.
+    async fn fence_floor(&self, _name: &str) -> Result<u64> {
+        Ok(1)
+    }
+
+    /// Writes `table` as the name's record (its version is `table.version`),
+    /// on the condition that the record is still `seen` (`None`: absent).
+    /// `Ok(Err(current))` when it is not.
+    async fn write_slots(
+        &self,
+        _name: &str,
+        _seen: Option<&Self::Record>,
+        _table: &Slots,
+    ) -> Result<std::result::Result<(), Option<Self::Record>>> {
+        Err(Error::usage(format!(
+            "{} keeps no semaphores or shared locks; drop --max-holders and --shared",
+            self.describe_store()
+        )))
+    }
 }
 
 /// The one way a compare-and-swap store is a [`LockStore`]: names checked,
@@ -205,34 +261,62 @@ impl<S: CasStore> LockStore for S {
 
     async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
         self.check_name(&req.name)?;
-        let res = acquire(self, req, cancel).await;
+        let mut cancel = cancel.fuse();
+        let res = match multi::wanted(req)? {
+            Some((kind, mode)) => multi::acquire(self, req, kind, mode, &mut cancel).await,
+            None => acquire(self, req, &mut cancel).await,
+        };
         explained(self, res).await
     }
 
     async fn renew(&self, lease: &Lease, duration: Duration, next_id: &str) -> Result<Lease> {
         self.check_name(&lease.name)?;
-        let res = self.renew_to(lease, duration, next_id).await;
+        let res = if lease.slotted {
+            multi::renew(self, lease, duration, next_id).await
+        } else {
+            match self.renew_to(lease, duration, next_id).await {
+                // Given only a lease id: it may be one holder of several.
+                Err(e @ Error::NotHeld { .. }) => {
+                    if multi::holds(self, &lease.name, &lease.lease_id).await {
+                        multi::renew(self, lease, duration, next_id).await
+                    } else {
+                        Err(e)
+                    }
+                }
+                other => other,
+            }
+        };
         explained(self, res).await
     }
 
     /// One conditional write, its error as the store gave it (no extra
-    /// request to explain it: DESIGN.md, "Failure cases").
+    /// request to explain it: DESIGN.md, "Failure cases"); a lease id the
+    /// record does not hold may be one holder of several, in its table.
     async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
         self.check_name(name)?;
-        self.release_id(name, lease_id).await
+        match self.release_id(name, lease_id).await {
+            Err(e @ Error::NotHeld { .. }) => {
+                if multi::holds(self, name, lease_id).await {
+                    multi::release(self, name, lease_id).await
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
     }
 
     async fn inspect(&self, name: &str) -> Result<LockInfo> {
         self.check_name(name)?;
         let rec = explained(self, self.read(name).await).await?;
-        Ok(self.info(name, rec.as_ref()))
+        Ok(info_of(self, name, rec.as_ref()))
     }
 
     async fn list(&self) -> Result<Vec<LockInfo>> {
         let records = explained(self, self.records().await).await?;
         let mut out: Vec<LockInfo> = records
             .iter()
-            .map(|(name, rec)| self.info(name, Some(rec)))
+            .map(|(name, rec)| info_of(self, name, Some(rec)))
             .filter(|i| i.held)
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -247,11 +331,15 @@ impl<S: CasStore> LockStore for S {
             let Some(rec) = explained(self, self.read(name).await).await? else {
                 return Ok(None);
             };
-            let info = self.info(name, Some(&rec));
+            let info = info_of(self, name, Some(&rec));
             if !info.held {
                 return Ok(None);
             }
-            match explained(self, self.release_record(name, &rec).await).await {
+            let released = match Self::slots_of(&rec) {
+                Some(table) => multi::release_all(self, name, &rec, &table).await,
+                None => self.release_record(name, &rec).await,
+            };
+            match explained(self, released).await {
                 Ok(()) => return Ok(Some(info)),
                 Err(Error::NotHeld { .. }) => continue,
                 Err(e) => return Err(e),
@@ -268,6 +356,16 @@ impl<S: CasStore> LockStore for S {
 }
 
 /// `res`, its error made clearer by [`CasStore::explain`].
+/// What a record says, for people: with every holder and the queue when
+/// it keeps a holder table.
+pub fn info_of<S: CasStore + ?Sized>(s: &S, name: &str, rec: Option<&S::Record>) -> LockInfo {
+    let mut info = s.info(name, rec);
+    if let Some(table) = rec.and_then(S::slots_of) {
+        multi::describe(&table, s.table_now(), |ms| s.table_wall_ms(ms), &mut info);
+    }
+    info
+}
+
 async fn explained<S: CasStore + ?Sized, T>(s: &S, res: Result<T>) -> Result<T> {
     match res {
         Err(e) => Err(s.explain(e).await),
@@ -342,23 +440,38 @@ pub fn next<S: CasStore + ?Sized>(
 
 /// Takes the lock as `req` says: the whole acquire of a compare-and-swap
 /// store. [`next`] decides each step; [`Acquiring`] carries it out.
-pub async fn acquire<S: CasStore + ?Sized>(
+pub async fn acquire<'c, S: CasStore + ?Sized>(
     s: &S,
     req: &AcquireRequest,
-    cancel: BoxFuture<'_, i32>,
+    cancel: &mut Cancel<'c>,
 ) -> Result<Lease> {
     super::validate_name(&req.name)?;
     let mut a = Acquiring {
         s,
         req,
         give_up: req.wait.map(|w| Instant::now() + w),
-        cancel: cancel.fuse(),
+        cancel,
         contacted: false,
         quick_retries: 0,
         unconfirmed: Vec::new(),
         seen: None,
     };
     loop {
+        let table = a
+            .seen
+            .as_ref()
+            .and_then(|r| r.as_ref())
+            .and_then(S::slots_of);
+        if table.is_some() && a.unconfirmed.is_empty() {
+            // The name keeps a holder table (shared holders, or a
+            // semaphore): queue in it as an exclusive holder, for what is
+            // left of the wait.
+            let mut rest = req.clone();
+            rest.wait = a
+                .give_up
+                .map(|g| g.saturating_duration_since(Instant::now()));
+            return multi::acquire(s, &rest, Kind::Exclusive, Mode::Lock, a.cancel).await;
+        }
         match next(s, a.seen.as_ref(), &a.unconfirmed) {
             Next::GiveBack(id) => a.give_back_one(id).await,
             Next::Wait => {
@@ -377,13 +490,17 @@ pub async fn acquire<S: CasStore + ?Sized>(
     }
 }
 
+/// The cancellation signal of an acquire, fused (polled after it fired, it
+/// stays pending).
+pub type Cancel<'c> = futures_util::future::Fuse<BoxFuture<'c, i32>>;
+
 /// One acquire in progress: what it has seen and what it must remember.
-struct Acquiring<'a, S: CasStore + ?Sized> {
+struct Acquiring<'a, 'c, S: CasStore + ?Sized> {
     s: &'a S,
     req: &'a AcquireRequest,
     /// When the wait runs out (`None`: never).
     give_up: Option<Instant>,
-    cancel: futures_util::future::Fuse<BoxFuture<'a, i32>>,
+    cancel: &'a mut Cancel<'c>,
     /// The store has answered at least once (if only with a record).
     contacted: bool,
     /// Grants lost to a race in a row, retried without a pause.
@@ -396,7 +513,7 @@ struct Acquiring<'a, S: CasStore + ?Sized> {
     seen: Option<Option<S::Record>>,
 }
 
-impl<S: CasStore + ?Sized> Acquiring<'_, S> {
+impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
     fn out_of_time(&self) -> bool {
         self.give_up.is_some_and(|g| Instant::now() >= g)
     }
@@ -589,6 +706,7 @@ pub async fn finish<S: CasStore + ?Sized>(
         acquired_at_ms: Some(st.shown_ms),
         expires_at_ms: st.expires_ms,
         deadline: st.sent,
+        slotted: false,
     };
     if !st.calibrated {
         if let Some(skew) = clock.local_skew_ms(st.sent, st.sent_wall_ms) {
@@ -635,5 +753,6 @@ pub fn absent_info(name: &str) -> LockInfo {
         host: None,
         client: None,
         problem: None,
+        ..LockInfo::default()
     }
 }

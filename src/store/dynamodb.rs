@@ -961,6 +961,7 @@ impl<R: Requests> DynamoDb<R> {
                     .unwrap_or_else(|| "awsflock 0.2.0".into()),
             ),
             problem: problems(item),
+            ..LockInfo::default()
         }
     }
 

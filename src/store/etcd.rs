@@ -688,6 +688,7 @@ impl EtcdStore {
             host: h.host,
             client: h.client,
             problem: None,
+            ..LockInfo::default()
         }
     }
 
@@ -1195,6 +1196,7 @@ impl EtcdStore {
             acquired_at_ms: holder.acquired_ms,
             expires_at_ms,
             deadline,
+            slotted: false,
         }))
     }
 }
@@ -1545,6 +1547,7 @@ impl LockStore for EtcdStore {
             acquired_at_ms: Holder::from_value(kv.value()).acquired_ms,
             expires_at_ms,
             deadline,
+            slotted: false,
         })
     }
 

@@ -43,6 +43,12 @@ pub(crate) mod file;
     not(all(feature = "dynamodb", feature = "s3", feature = "file")),
     allow(dead_code)
 )]
+pub(crate) mod multi;
+#[cfg(any(feature = "dynamodb", feature = "s3", feature = "file"))]
+#[cfg_attr(
+    not(all(feature = "dynamodb", feature = "s3", feature = "file")),
+    allow(dead_code)
+)]
 pub(crate) mod record;
 #[cfg(feature = "s3")]
 pub(crate) mod s3;
@@ -130,6 +136,13 @@ pub struct AcquireRequest {
     /// gone. False when the lease is meant to outlive the process (the
     /// command line's `acquire`). [`AcquireRequest::new`] sets it.
     pub supervised: bool,
+    /// At most this many may hold the name at once: a semaphore
+    /// (`--max-holders N`). `None` or 1: a lock. Every holder of a name
+    /// must ask for the same number.
+    pub max_holders: Option<u32>,
+    /// Take the lock as a reader (`--shared`, as `flock -s`): any number of
+    /// shared holders at once, or one exclusive holder.
+    pub shared: bool,
 }
 
 impl AcquireRequest {
@@ -145,6 +158,8 @@ impl AcquireRequest {
             reason: None,
             on_wait: None,
             supervised: true,
+            max_holders: None,
+            shared: false,
         }
     }
 }
@@ -168,6 +183,8 @@ impl std::fmt::Debug for AcquireRequest {
             .field("owner", &self.owner)
             .field("reason", &self.reason)
             .field("supervised", &self.supervised)
+            .field("max_holders", &self.max_holders)
+            .field("shared", &self.shared)
             .finish()
     }
 }
@@ -193,6 +210,10 @@ pub struct Lease {
     /// The local instant by which the lease must be renewed or everything done
     /// under it stopped: computed conservatively from the store's clock.
     pub(crate) deadline: Instant,
+    /// Held as one of several holders of the name (a semaphore, or a lock
+    /// taken `--shared`): renewed and released through the name's holder
+    /// table.
+    pub(crate) slotted: bool,
 }
 
 impl Lease {
@@ -206,7 +227,11 @@ impl Lease {
 
 /// What a store says about one lock ([`crate::Store::inspect`],
 /// [`crate::Store::list`], and [`crate::Error::NotAcquired`] for waiters).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+///
+/// For a name that more than one may hold (a semaphore, or a lock taken
+/// `--shared`), the single-holder fields describe the holder whose lease
+/// ends last, and `holders` lists every one.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct LockInfo {
     /// The lock's name.
     pub name: String,
@@ -239,6 +264,42 @@ pub struct LockInfo {
     /// e.g. "expiration_time is not a number". A record whose expiry cannot
     /// be read counts as held (DESIGN.md, "Unreadable records").
     pub problem: Option<String>,
+    /// At most this many may hold the name at once (a semaphore,
+    /// `--max-holders`); `None` for a lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_holders: Option<u32>,
+    /// Every live holder of a semaphore or of a lock held `--shared`
+    /// (empty for a lock held the ordinary way: see the fields above).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<HolderInfo>,
+    /// How many wait in the name's queue.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub waiting: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// One holder of a semaphore or shared lock ([`LockInfo::holders`]).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct HolderInfo {
+    /// The holder as it named itself.
+    pub owner: String,
+    /// Its reason.
+    pub reason: Option<String>,
+    /// Its fencing token.
+    pub fence: u64,
+    /// True for a shared holder (`--shared`, or any holder of a semaphore).
+    pub shared: bool,
+    /// When it was granted (ms since the epoch, store's clock).
+    pub acquired_at_ms: i64,
+    /// When its lease expires (ms since the epoch, store's clock).
+    pub expires_at_ms: i64,
+    /// Its host.
+    pub host: Option<String>,
+    /// Its process id.
+    pub pid: Option<u32>,
 }
 
 /// A boxed future, for the cancellation signal passed to [`LockStore::acquire`].
@@ -300,6 +361,7 @@ pub(crate) trait LockStore: Send + Sync {
             acquired_at_ms: None,
             expires_at_ms: 0,
             deadline: Instant::now(),
+            slotted: false,
         }
     }
 }

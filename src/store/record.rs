@@ -74,6 +74,11 @@ pub struct LeaseRecord {
     /// read ([`LeaseRecord::decode`]): what is wrong with it. Never stored.
     #[serde(skip)]
     pub problem: Option<String>,
+    /// The holders and waiters of a semaphore or shared lock; current only
+    /// while its `version` is this record's `lease_id` (a client that
+    /// knows no tables rewrites the record under a new lease id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<super::slots::Slots>,
 }
 
 /// The latest instant a stored time may name: 9999-12-31T23:59:59.999Z, the
@@ -133,6 +138,7 @@ impl LeaseRecord {
             released_lease: None,
             released_ms: None,
             problem: None,
+            slots: None,
         }
     }
 
@@ -150,6 +156,7 @@ impl LeaseRecord {
             lease_id: next_id.to_string(),
             expires_ms: st.expires_ms,
             lease_duration: duration_s,
+            slots: None,
             ..self.clone()
         }
     }
@@ -163,6 +170,7 @@ impl LeaseRecord {
             state: RecordState::Released,
             released_ms: Some(now_ms),
             problem: None,
+            slots: None,
             ..self.clone()
         }
     }
@@ -204,6 +212,7 @@ impl LeaseRecord {
             host: self.host.clone(),
             client: Some(self.client.clone()),
             problem: None,
+            ..LockInfo::default()
         }
     }
 
@@ -261,6 +270,7 @@ impl LeaseRecord {
                     released_lease: None,
                     released_ms: None,
                     problem: Some(e.0),
+                    slots: None,
                 }
             }
         }

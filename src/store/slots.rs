@@ -24,15 +24,39 @@
 //! store's clock, at the earliest ([`Now::lo`]), is past the expiry plus
 //! [`super::cas::EXPIRY_MARGIN_MS`].
 
+use serde::{Deserialize, Serialize};
+
 use super::cas::EXPIRY_MARGIN_MS;
 
-/// How a name may be shared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a name may be shared. Stored as `max_holders`: 1 for a lock, N for
+/// a semaphore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "u32", try_from = "u32")]
 pub enum Mode {
     /// One exclusive holder, or any number of shared ones.
     Lock,
     /// At most this many holders (2 or more; 1 is [`Mode::Lock`]).
     Semaphore(u32),
+}
+
+impl From<Mode> for u32 {
+    fn from(m: Mode) -> u32 {
+        match m {
+            Mode::Lock => 1,
+            Mode::Semaphore(n) => n,
+        }
+    }
+}
+
+impl TryFrom<u32> for Mode {
+    type Error = String;
+    fn try_from(n: u32) -> Result<Mode, String> {
+        match n {
+            0 => Err("max_holders is 0".to_string()),
+            1 => Ok(Mode::Lock),
+            n => Ok(Mode::Semaphore(n)),
+        }
+    }
 }
 
 impl Mode {
@@ -55,7 +79,8 @@ impl std::fmt::Display for Mode {
 }
 
 /// What a waiter asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Alone ([`Mode::Lock`]).
     Exclusive,
@@ -74,7 +99,7 @@ pub struct Now {
 }
 
 /// One holder's lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     /// Changes at every renewal, so that a renewal is conditioned on it.
     pub lease_id: String,
@@ -86,10 +111,19 @@ pub struct Holder {
     pub fence: u64,
     /// When the lease expires on the store's clock (ms).
     pub expires_ms: i64,
+    /// When it was granted (store's clock, ms).
+    #[serde(default)]
+    pub acquired_ms: i64,
+    /// The holder's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The holder's process id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 /// One waiter's place in the queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     /// Chosen by the waiter; becomes the lease id it is granted under, so
     /// that a grant whose answer was lost is recognised.
@@ -100,7 +134,7 @@ pub struct Ticket {
 }
 
 /// Everyone who holds or waits for one name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slots {
     pub mode: Mode,
     pub holders: Vec<Holder>,
@@ -108,6 +142,16 @@ pub struct Slots {
     pub queue: Vec<Ticket>,
     /// The token the next grant gets.
     pub next_fence: u64,
+    /// The version (lease id) of the record this table was written with.
+    /// A record whose version differs was rewritten since by a client that
+    /// knows nothing of holder tables (awsflock 0.2.0, or a plain lock
+    /// of ours), so the table in it is stale and is not read.
+    #[serde(default)]
+    pub version: String,
+    /// The boot of the host whose boot-time clock the expiries are on
+    /// (the directory store); `None` for the store's own clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 /// Why a waiter is not admitted.
@@ -132,6 +176,8 @@ impl Slots {
             holders: Vec::new(),
             queue: Vec::new(),
             next_fence,
+            version: String::new(),
+            boot_id: None,
         }
     }
 
@@ -237,6 +283,9 @@ impl Slots {
             reason: reason.map(str::to_string),
             fence,
             expires_ms,
+            acquired_ms: now.lo,
+            host: None,
+            pid: None,
         });
         Ok(fence)
     }

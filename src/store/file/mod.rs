@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cas::{self, CasStore, EXPIRY_MARGIN_MS, Outcome, Stamp};
 use super::record::{LeaseRecord, RecordState};
+use super::slots::{Now, Slots};
 use super::{AcquireRequest, Lease, LockInfo};
 use crate::boottime::BootInstant;
 use crate::clock::{ServerClock, local_wall_ms};
@@ -342,6 +343,7 @@ impl<D: Dir, H: Host> FileStore<D, H> {
             acquired_at_ms: Some(rec.lease.acquired_ms),
             expires_at_ms,
             deadline,
+            slotted: false,
         }
     }
 }
@@ -563,6 +565,133 @@ impl<D: Dir, H: Host> CasStore for FileStore<D, H> {
 
     async fn create_store(&self) -> Result<()> {
         self.off_runtime(|s, _| s.dir().create()).await
+    }
+
+    /// A table written in another boot of the host holds nobody: every
+    /// process of that boot is gone (the directory store is for one host).
+    fn slots_of(rec: &FileRecord) -> Option<Slots> {
+        let t = rec.lease.slots.as_ref()?;
+        if t.version != rec.lease.lease_id || rec.lease.problem.is_some() {
+            return None;
+        }
+        let mut t = t.clone();
+        if t.boot_id.as_deref() != H::boot_id() {
+            t.holders.clear();
+            t.queue.clear();
+        }
+        Some(t)
+    }
+
+    async fn fence_floor(&self, name: &str) -> Result<u64> {
+        let name = name.to_string();
+        self.off_runtime(move |s, _| s.read_mark(&name))
+            .await
+            .map(|m| m + 1)
+    }
+
+    /// Tables are judged on the host's boot-time clock, as leases are.
+    fn table_now(&self) -> Now {
+        let lo = H::host_ms(BootInstant::now());
+        Now {
+            lo,
+            hi: H::host_ms_now_ceil().max(lo),
+        }
+    }
+
+    fn table_wall_ms(&self, ms: i64) -> i64 {
+        local_wall_ms() + (ms - H::host_ms(BootInstant::now()))
+    }
+
+    fn table_deadline(&self, expires_ms: i64, _sent: BootInstant, _lease: Duration) -> BootInstant {
+        H::instant_at(expires_ms)
+    }
+
+    async fn write_slots(
+        &self,
+        name: &str,
+        seen: Option<&FileRecord>,
+        table: &Slots,
+    ) -> Result<std::result::Result<(), Option<FileRecord>>> {
+        let (name, seen_id, table) = (
+            name.to_string(),
+            seen.map(|r| r.lease.lease_id.clone()),
+            table.clone(),
+        );
+        self.off_runtime(move |s, cancel| s.write_slots_locked(&name, seen_id, table, cancel))
+            .await
+    }
+}
+
+impl<D: Dir, H: Host> FileStore<D, H> {
+    /// Writes a holder table under the directory lock, if the record is
+    /// still the one seen (by lease id; `None`: absent).
+    fn write_slots_locked(
+        &self,
+        name: &str,
+        seen_id: Option<String>,
+        mut table: Slots,
+        cancel: &Cancel,
+    ) -> Result<std::result::Result<(), Option<FileRecord>>> {
+        let started = BootInstant::now();
+        let _guard = self.lock_dir(cancel)?;
+        let cur = self.read_record(name)?;
+        if cur.as_ref().map(|r| r.lease.lease_id.clone()) != seen_id {
+            log_op("write_slots", "condition_failed", started);
+            return Ok(Err(cur));
+        }
+        if cancel.is_set() {
+            return Err(Error::Unavailable("gave up writing".into()));
+        }
+        let Some(boot_id) = H::boot_id() else {
+            return Err(Error::usage(
+                "this system has no boot id (/proc/sys/kernel/random/boot_id), which the \
+                 directory store's semaphores and shared locks are judged by; use a plain lock",
+            ));
+        };
+        table.boot_id = Some(boot_id.to_string());
+        let last = table.next_fence.saturating_sub(1);
+        if last > self.read_mark(name)? {
+            self.dir().write_mark(name, last)?;
+        }
+        let host_now = H::host_ms(BootInstant::now());
+        let wall = local_wall_ms();
+        let latest = table.holders.iter().max_by_key(|h| h.expires_ms).cloned();
+        let expires = latest.as_ref().map_or(host_now, |h| h.expires_ms);
+        let rec = FileRecord {
+            lease: LeaseRecord {
+                name: name.to_string(),
+                lease_id: table.version.clone(),
+                state: if latest.is_some() {
+                    RecordState::Held
+                } else {
+                    RecordState::Released
+                },
+                owner: latest.as_ref().map(|h| h.owner.clone()).unwrap_or_default(),
+                reason: latest.as_ref().and_then(|h| h.reason.clone()),
+                pid: None,
+                host: None,
+                supervised: false,
+                client: crate::store::CLIENT_TAG.to_string(),
+                fence: (last > 0).then_some(last),
+                fence_limit: None,
+                acquired_ms: wall,
+                expires_ms: wall + (expires - host_now).max(0),
+                lease_duration: 0,
+                released_lease: None,
+                released_ms: None,
+                problem: None,
+                slots: Some(table),
+            },
+            boot: Some(BootStamp {
+                boot_id: boot_id.to_string(),
+                stamped_ms: host_now,
+                expires_ms: expires,
+                holder: None,
+            }),
+        };
+        self.dir().write_record(name, &rec.to_json())?;
+        log_op("write_slots", "ok", started);
+        Ok(Ok(()))
     }
 }
 

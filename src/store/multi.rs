@@ -1,0 +1,544 @@
+//! Acquire, renew and release for names that more than one may hold: a
+//! semaphore (`--max-holders N`) or a lock taken `--shared`. The table of
+//! holders and waiters ([`Slots`]) lives in the name's one record and is
+//! changed only by compare-and-swap on the version read, like the
+//! single-holder record ([`super::cas`]):
+//!
+//! ```text
+//!   read ── our id among the holders ──► granted (an answer was lost)
+//!     │
+//!     ▼
+//!   admit? ── yes ──► write the table with us as a holder ──► granted
+//!     │ (lost the race: read again)
+//!     └── wait ──► keep our ticket in the queue ──► sleep ──► read …
+//! ```
+//!
+//! A record written by a client that knows no holder tables (a plain lock
+//! of ours, awsflock 0.2.0) is judged as one exclusive holder, and taken
+//! over only when it is free, on its exact version. DESIGN.md ("Semaphores
+//! and shared locks") gives every rule and failure case.
+
+use std::time::Duration;
+
+use crate::boottime::BootInstant as Instant;
+
+use super::cas::{self, Cancel, CasStore, SKEW_TOLERANCE_MS};
+use super::slots::{Kind, Mode, Now, Refusal, Slots};
+use super::{AcquireRequest, Lease, poll_pause};
+use crate::error::{Error, Result};
+
+/// How long a waiter's ticket lasts unless its waiter refreshes it: a dead
+/// waiter leaves the queue this long (plus the margin) after its last poll.
+pub const TICKET_LIFE_MS: i64 = 15_000;
+
+/// A ticket is refreshed when less than this is left of it: about one
+/// write per waiter every 7.5 s.
+pub const TICKET_REFRESH_MS: i64 = TICKET_LIFE_MS / 2;
+
+/// How many lost races a renewal or release rides out before it reports
+/// the store as too busy.
+const MAX_RACES: u32 = 30;
+
+/// What a request asks for: `None` for an ordinary lock (the single-holder
+/// record), else the kind of holder and the name's mode.
+pub fn wanted(req: &AcquireRequest) -> Result<Option<(Kind, Mode)>> {
+    match (req.max_holders, req.shared) {
+        (Some(0), _) => Err(Error::usage(
+            "--max-holders must be at least 1; give the number of holders allowed at once",
+        )),
+        (Some(n), true) if n > 1 => Err(Error::usage(
+            "--shared and --max-holders do not go together: every holder of a semaphore \
+             shares it already; drop one of them",
+        )),
+        (Some(n), false) if n > 1 => Ok(Some((Kind::Shared, Mode::Semaphore(n)))),
+        (_, true) => Ok(Some((Kind::Shared, Mode::Lock))),
+        _ => Ok(None),
+    }
+}
+
+/// One write of a holder's expiry: when it was sent, and the expiry it
+/// carries on the table's clock.
+#[derive(Clone, Copy)]
+struct Sent {
+    at: Instant,
+    now: Now,
+    expires_ms: i64,
+}
+
+impl Sent {
+    fn now<S: CasStore + ?Sized>(s: &S, lease: Duration) -> Sent {
+        let now = s.table_now();
+        Sent {
+            at: Instant::now(),
+            now,
+            expires_ms: now.hi.saturating_add(lease.as_millis() as i64),
+        }
+    }
+
+    /// This write, recognised as landed by an earlier attempt: the lease
+    /// ends when the table says.
+    fn as_stored(self, expires_ms: i64) -> Sent {
+        Sent { expires_ms, ..self }
+    }
+}
+
+/// What the record read says, for a client of holder tables.
+enum Table {
+    /// A table we may change (absent and free records become empty ones).
+    Slots(Slots),
+    /// A live single-holder record: one exclusive holder we cannot queue
+    /// behind in its record.
+    Plain,
+}
+
+async fn table_of<S: CasStore + ?Sized>(
+    s: &S,
+    name: &str,
+    rec: Option<&S::Record>,
+    mode: Mode,
+) -> Result<Table> {
+    match rec {
+        None => Ok(Table::Slots(Slots::free(mode, s.fence_floor(name).await?))),
+        Some(r) => match S::slots_of(r) {
+            Some(t) => Ok(Table::Slots(t)),
+            None if cas::is_held(s, r) => Ok(Table::Plain),
+            None => {
+                let next = match S::last_fence(r) {
+                    Some(f) => f + 1,
+                    None => s.fence_floor(name).await?,
+                };
+                Ok(Table::Slots(Slots::free(mode, next)))
+            }
+        },
+    }
+}
+
+fn mismatch(name: &str, stored: Mode, asked: Mode) -> Error {
+    Error::usage(format!(
+        "lock {name:?} is in use as {stored}; you asked for it as {asked}; \
+         every holder of a name must give the same --max-holders"
+    ))
+}
+
+/// Takes `req.name` as a `kind` holder of a name in `mode`, waiting in the
+/// name's queue as the request says.
+pub async fn acquire<S: CasStore + ?Sized>(
+    s: &S,
+    req: &AcquireRequest,
+    kind: Kind,
+    mode: Mode,
+    cancel: &mut Cancel<'_>,
+) -> Result<Lease> {
+    let name = req.name.as_str();
+    let id = uuid::Uuid::new_v4().to_string();
+    let give_up = req.wait.map(|w| Instant::now() + w);
+    let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
+    // The stamp of the last grant attempt whose answer was lost: it may have
+    // landed, and the next read recognises it by our id.
+    let mut maybe: Option<Sent> = None;
+    let mut contacted = false;
+    let mut races = 0u32;
+    loop {
+        let rec = match s.read(name).await {
+            Ok(r) => r,
+            Err(Error::Unavailable(msg)) if contacted && !out_of_time() => {
+                tracing::warn!("{msg}; still waiting");
+                pause(cancel, poll_pause(), s, name, &id, maybe.is_some()).await?;
+                continue;
+            }
+            Err(e) => {
+                give_back(s, name, &id, maybe.is_some()).await;
+                return Err(e);
+            }
+        };
+        contacted = true;
+        let now = s.table_now();
+        let table = match table_of(s, name, rec.as_ref(), mode).await? {
+            Table::Slots(t) => t,
+            Table::Plain => {
+                if let Mode::Semaphore(_) = mode {
+                    return Err(mismatch(name, Mode::Lock, mode));
+                }
+                let info = cas::info_of(s, name, rec.as_ref());
+                wait_turn(req, cancel, &info, false, &out_of_time).await?;
+                continue;
+            }
+        };
+        if let Some(h) = table.holders.iter().find(|h| h.lease_id == id) {
+            // An earlier attempt landed; its answer was lost.
+            let st = maybe.unwrap_or_else(|| Sent::now(s, req.lease));
+            return Ok(granted(s, req, &id, h.fence, st.as_stored(h.expires_ms)));
+        }
+        let st = Sent::now(s, req.lease);
+        let mut next = table.clone();
+        let refusal = match next.admit(
+            &id,
+            kind,
+            mode,
+            &req.owner,
+            req.reason.as_deref(),
+            st.expires_ms,
+            now,
+        ) {
+            Ok(fence) => {
+                if let Some(h) = next.holders.iter_mut().find(|h| h.lease_id == id) {
+                    h.acquired_ms = st.now.lo;
+                    h.host = Some(gethostname::gethostname().to_string_lossy().into_owned());
+                    h.pid = Some(std::process::id());
+                }
+                next.version = uuid::Uuid::new_v4().to_string();
+                match s.write_slots(name, rec.as_ref(), &next).await {
+                    Ok(Ok(())) => {
+                        if let std::task::Poll::Ready(sig) = futures_util::poll!(&mut *cancel) {
+                            give_back(s, name, &id, true).await;
+                            return Err(Error::Interrupted(sig));
+                        }
+                        return Ok(granted(s, req, &id, fence, st));
+                    }
+                    Ok(Err(_)) => {
+                        races += 1;
+                        if races % 5 == 0 {
+                            pause(cancel, poll_pause(), s, name, &id, maybe.is_some()).await?;
+                        }
+                        continue;
+                    }
+                    Err(Error::Unavailable(msg)) if !out_of_time() => {
+                        tracing::warn!("{msg}; retrying");
+                        maybe = Some(st);
+                        pause(cancel, poll_pause(), s, name, &id, true).await?;
+                        continue;
+                    }
+                    Err(e) => {
+                        give_back(s, name, &id, true).await;
+                        return Err(e);
+                    }
+                }
+            }
+            Err(r) => r,
+        };
+        match refusal {
+            Refusal::ModeMismatch { stored, asked } => {
+                give_back(s, name, &id, maybe.is_some()).await;
+                return Err(mismatch(name, stored, asked));
+            }
+            Refusal::Wait { .. } => {}
+        }
+        // Not admitted: keep our ticket in the queue fresh, then wait.
+        let ours = table.queue.iter().find(|t| t.id == id);
+        let mut info = cas::info_of(s, name, rec.as_ref());
+        info.waiting = table.queue.len();
+        if !out_of_time() && ours.is_none_or(|t| t.expires_ms - now.hi < TICKET_REFRESH_MS) {
+            let mut queued = table.clone();
+            if let Err(Refusal::ModeMismatch { stored, asked }) =
+                queued.enqueue(&id, kind, mode, now.hi + TICKET_LIFE_MS, now)
+            {
+                give_back(s, name, &id, maybe.is_some()).await;
+                return Err(mismatch(name, stored, asked));
+            }
+            queued.version = uuid::Uuid::new_v4().to_string();
+            match s.write_slots(name, rec.as_ref(), &queued).await {
+                Ok(Ok(())) => {}
+                // Someone else wrote first: read again at once.
+                Ok(Err(_)) => continue,
+                Err(Error::Unavailable(msg)) => tracing::warn!("{msg}; still waiting"),
+                Err(e) => {
+                    give_back(s, name, &id, maybe.is_some()).await;
+                    return Err(e);
+                }
+            }
+        }
+        let head = table
+            .queue
+            .iter()
+            .take_while(|t| t.id != id)
+            .all(|t| t.expires_ms + cas::EXPIRY_MARGIN_MS < now.lo);
+        let r = wait_turn(req, cancel, &info, !head, &out_of_time).await;
+        if r.is_err() {
+            give_back(s, name, &id, maybe.is_some()).await;
+        }
+        r?;
+    }
+}
+
+/// One pause of a waiter: the head of the queue polls every 100–300 ms,
+/// the rest every 1–2 s. Out of time: [`Error::NotAcquired`].
+async fn wait_turn(
+    req: &AcquireRequest,
+    cancel: &mut Cancel<'_>,
+    info: &super::LockInfo,
+    behind: bool,
+    out_of_time: &impl Fn() -> bool,
+) -> Result<()> {
+    if out_of_time() {
+        return Err(Error::NotAcquired {
+            name: req.name.clone(),
+            holder: Some(Box::new(info.clone())),
+        });
+    }
+    if let Some(cb) = &req.on_wait {
+        cb(info);
+    }
+    let mut d = if behind {
+        Duration::from_millis(1000 + fastrand::u64(0..1000))
+    } else {
+        poll_pause()
+    };
+    if let Some(w) = req.wait {
+        // Never sleep past the end of the wait.
+        d = d.min(w);
+    }
+    tokio::select! {
+        biased;
+        sig = &mut *cancel => Err(Error::Interrupted(sig)),
+        _ = tokio::time::sleep(d) => Ok(()),
+    }
+}
+
+async fn pause<S: CasStore + ?Sized>(
+    cancel: &mut Cancel<'_>,
+    d: Duration,
+    s: &S,
+    name: &str,
+    id: &str,
+    maybe: bool,
+) -> Result<()> {
+    tokio::select! {
+        biased;
+        sig = &mut *cancel => {
+            give_back(s, name, id, maybe).await;
+            Err(Error::Interrupted(sig))
+        }
+        _ = tokio::time::sleep(d) => Ok(()),
+    }
+}
+
+/// Leaves the queue and gives back a grant that may have landed unseen:
+/// best effort, within 2 s (a ticket left behind lapses by itself).
+async fn give_back<S: CasStore + ?Sized>(s: &S, name: &str, id: &str, maybe_granted: bool) {
+    let all = async {
+        for _ in 0..MAX_RACES {
+            let Ok(rec) = s.read(name).await else { return };
+            let Some(table) = rec.as_ref().and_then(S::slots_of) else {
+                return;
+            };
+            let mut next = table.clone();
+            let left = next.leave(id);
+            let released = maybe_granted && next.release(id);
+            if !left && !released {
+                return;
+            }
+            next.version = uuid::Uuid::new_v4().to_string();
+            match s.write_slots(name, rec.as_ref(), &next).await {
+                Ok(Ok(())) => {
+                    if released {
+                        tracing::info!("gave back a grant whose answer was lost");
+                    }
+                    return;
+                }
+                Ok(Err(_)) => continue,
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), all).await;
+}
+
+fn granted<S: CasStore + ?Sized>(
+    s: &S,
+    req: &AcquireRequest,
+    id: &str,
+    fence: u64,
+    st: Sent,
+) -> Lease {
+    Lease {
+        name: req.name.clone(),
+        lease_id: id.to_string(),
+        fence: Some(fence),
+        duration: req.lease,
+        acquired_at_ms: Some(s.table_wall_ms(st.now.lo)),
+        expires_at_ms: s.table_wall_ms(st.expires_ms),
+        deadline: s.table_deadline(st.expires_ms, st.at, req.lease),
+        slotted: true,
+    }
+}
+
+/// [`CasStore::table_deadline`] for a table on the store's clock: from
+/// the expiry the record stores, judged conservatively, and never later
+/// than the lease counted from the send.
+pub fn clock_deadline(
+    clock: &crate::clock::ServerClock,
+    expires_ms: i64,
+    sent: Instant,
+    lease: Duration,
+) -> Instant {
+    let cap = sent + lease + Duration::from_millis(SKEW_TOLERANCE_MS as u64);
+    clock
+        .deadline_for(expires_ms)
+        .unwrap_or(sent + lease)
+        .min(cap)
+}
+
+/// Renews a holder of a table to `next_id` for `duration`.
+pub async fn renew<S: CasStore + ?Sized>(
+    s: &S,
+    lease: &Lease,
+    duration: Duration,
+    next_id: &str,
+) -> Result<Lease> {
+    let name = lease.name.as_str();
+    let not_held = |detail: &str| Error::NotHeld {
+        name: name.to_string(),
+        lease_id: lease.lease_id.clone(),
+        detail: detail.to_string(),
+    };
+    for _ in 0..MAX_RACES {
+        let rec = s.read(name).await?;
+        let Some(table) = rec.as_ref().and_then(S::slots_of) else {
+            return Err(not_held(" (the name has no holder table any more)"));
+        };
+        let st = Sent::now(s, duration);
+        if let Some(h) = table.holders.iter().find(|h| h.lease_id == next_id) {
+            // An earlier attempt of this renewal landed.
+            return Ok(renewed(
+                s,
+                lease,
+                next_id,
+                duration,
+                st.as_stored(h.expires_ms),
+            ));
+        }
+        let mut next = table.clone();
+        if !next.renew(&lease.lease_id, next_id, st.expires_ms) {
+            return Err(not_held(" (it is not among the holders)"));
+        }
+        let stored = next
+            .holders
+            .iter()
+            .find(|h| h.lease_id == next_id)
+            .map_or(st.expires_ms, |h| h.expires_ms);
+        next.version = uuid::Uuid::new_v4().to_string();
+        match s.write_slots(name, rec.as_ref(), &next).await? {
+            Ok(()) => return Ok(renewed(s, lease, next_id, duration, st.as_stored(stored))),
+            Err(_) => continue,
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "lock {name:?} changed at every attempt to renew it; try again"
+    )))
+}
+
+fn renewed<S: CasStore + ?Sized>(
+    s: &S,
+    lease: &Lease,
+    next_id: &str,
+    duration: Duration,
+    st: Sent,
+) -> Lease {
+    Lease {
+        lease_id: next_id.to_string(),
+        duration,
+        expires_at_ms: s.table_wall_ms(st.expires_ms),
+        deadline: s.table_deadline(st.expires_ms, st.at, duration),
+        slotted: true,
+        ..lease.clone()
+    }
+}
+
+/// Releases one holder of a table.
+pub async fn release<S: CasStore + ?Sized>(s: &S, name: &str, lease_id: &str) -> Result<()> {
+    for _ in 0..MAX_RACES {
+        let rec = s.read(name).await?;
+        let Some(table) = rec.as_ref().and_then(S::slots_of) else {
+            return Err(Error::NotHeld {
+                name: name.to_string(),
+                lease_id: lease_id.to_string(),
+                detail: String::new(),
+            });
+        };
+        let mut next = table.clone();
+        if !next.release(lease_id) {
+            return Err(Error::NotHeld {
+                name: name.to_string(),
+                lease_id: lease_id.to_string(),
+                detail: " (it is not among the holders)".to_string(),
+            });
+        }
+        next.version = uuid::Uuid::new_v4().to_string();
+        match s.write_slots(name, rec.as_ref(), &next).await? {
+            Ok(()) => return Ok(()),
+            Err(_) => continue,
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "lock {name:?} changed at every attempt to release it; try again"
+    )))
+}
+
+/// Whether `lease_id` holds `name` through its table (for a renewal or
+/// release given only a lease id).
+pub async fn holds<S: CasStore + ?Sized>(s: &S, name: &str, lease_id: &str) -> bool {
+    match s.read(name).await {
+        Ok(Some(rec)) => {
+            S::slots_of(&rec).is_some_and(|t| t.holders.iter().any(|h| h.lease_id == lease_id))
+        }
+        _ => false,
+    }
+}
+
+/// Force-release of a table: every holder removed (waiters stay queued).
+pub async fn release_all<S: CasStore + ?Sized>(
+    s: &S,
+    name: &str,
+    rec: &S::Record,
+    table: &Slots,
+) -> Result<()> {
+    let mut next = table.clone();
+    next.holders.clear();
+    next.version = uuid::Uuid::new_v4().to_string();
+    match s.write_slots(name, Some(rec), &next).await? {
+        Ok(()) => Ok(()),
+        Err(_) => Err(Error::NotHeld {
+            name: name.to_string(),
+            lease_id: String::new(),
+            detail: " (it changed while being released)".to_string(),
+        }),
+    }
+}
+
+/// A table's live holders and waiters, for `status` and `list`.
+pub fn describe(table: &Slots, now: Now, wall: impl Fn(i64) -> i64, info: &mut super::LockInfo) {
+    let mut t = table.clone();
+    t.prune(now);
+    info.max_holders = match t.mode {
+        Mode::Semaphore(n) => Some(n),
+        Mode::Lock => None,
+    };
+    info.waiting = t.queue.len();
+    info.holders = t
+        .holders
+        .iter()
+        .map(|h| super::HolderInfo {
+            owner: h.owner.clone(),
+            reason: h.reason.clone(),
+            fence: h.fence,
+            shared: h.kind == Kind::Shared,
+            acquired_at_ms: wall(h.acquired_ms),
+            expires_at_ms: wall(h.expires_ms),
+            host: h.host.clone(),
+            pid: h.pid,
+        })
+        .collect();
+    info.held = !info.holders.is_empty();
+    if let Some(last) = t.holders.iter().max_by_key(|h| h.expires_ms) {
+        info.owner = Some(last.owner.clone());
+        info.reason = last.reason.clone();
+        info.fence = Some(last.fence);
+        info.expires_at_ms = Some(wall(last.expires_ms));
+        info.acquired_at_ms = Some(wall(last.acquired_ms));
+        info.expires_in_ms = Some(last.expires_ms - now.lo);
+        info.host = last.host.clone();
+        info.pid = last.pid;
+    }
+    info.lease_id = None;
+    info.lease_duration_s = None;
+}
