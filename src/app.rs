@@ -891,6 +891,7 @@ mod properties {
                     host: None,
                     client: None,
                     problem,
+                    ..Default::default()
                 },
             )
     }

@@ -69,6 +69,7 @@ mod tests {
             host: None,
             client: None,
             problem: Some("expiration_time is not a number".into()),
+            ..Default::default()
         };
         let e = Error::NotAcquired {
             name: "deploy".into(),

@@ -599,6 +599,8 @@ async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
             reason: None,
             on_wait: None,
             supervised: true,
+            max_holders: None,
+            shared: false,
         };
         who.log(format_args!("acquire (wait {:?})", spec.wait));
         {

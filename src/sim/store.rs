@@ -208,4 +208,23 @@ impl Requests for SimStore {
     async fn create(&self) -> Result<()> {
         Ok(())
     }
+
+    async fn put_slots(
+        &self,
+        name: &str,
+        attrs: Vec<(&'static str, AttributeValue)>,
+        removes: Vec<&'static str>,
+        seen: Option<&str>,
+    ) -> Result<std::result::Result<(), Option<Item>>> {
+        let (name, seen) = (name.to_string(), seen.map(String::from));
+        self.call(move |t, _, v| t.put_slots(&name, &attrs, &removes, seen.as_deref(), v))
+            .await
+    }
+
+    async fn reserve(&self, name: &str) -> Result<u64> {
+        let name = name.to_string();
+        self.call(move |t, _, _| Ok::<u64, Option<Item>>(t.reserve(&name, FENCE_BLOCK)))
+            .await
+            .map(|r| r.unwrap_or(0))
+    }
 }

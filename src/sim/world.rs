@@ -386,6 +386,63 @@ impl Table {
         TxAnswer::Ok
     }
 
+    /// `UpdateItem` of a holder table: on `attribute_not_exists(lock_id)`
+    /// (`seen` `None`) or `lease_id = :seen`, sets `attrs` and removes
+    /// `removes`; ALL_OLD on failure. Every token the table grants is
+    /// checked against every earlier one (invariant b).
+    pub fn put_slots(
+        &mut self,
+        name: &str,
+        attrs: &[(&'static str, aws_sdk_dynamodb::types::AttributeValue)],
+        removes: &[&'static str],
+        seen: Option<&str>,
+        violations: &mut Vec<String>,
+    ) -> Result<(), Option<Item>> {
+        let cur = self.items.get(name);
+        let ok = match seen {
+            None => cur.is_none(),
+            Some(id) => cur.is_some_and(|i| get_s(i, attr::LEASE_ID) == Some(id)),
+        };
+        if !ok {
+            return Err(cur.cloned());
+        }
+        let before: std::collections::HashSet<u64> = cur
+            .and_then(<crate::store::dynamodb::DynamoDb<super::store::SimStore> as crate::store::cas::CasStore>::slots_of)
+            .map(|t| t.holders.iter().map(|h| h.fence).collect())
+            .unwrap_or_default();
+        let item = self.items.entry(name.to_string()).or_insert_with(|| {
+            let mut i = Item::new();
+            i.insert(attr::LOCK_ID.into(), crate::store::dynamodb::s(name));
+            i
+        });
+        for k in removes {
+            item.remove(*k);
+        }
+        for (k, v) in attrs {
+            item.insert(k.to_string(), v.clone());
+        }
+        let after: Vec<u64> = <crate::store::dynamodb::DynamoDb<super::store::SimStore> as crate::store::cas::CasStore>::slots_of(item)
+            .map(|t| t.holders.iter().map(|h| h.fence).collect())
+            .unwrap_or_default();
+        let mut new: Vec<u64> = after.into_iter().filter(|f| !before.contains(f)).collect();
+        new.sort_unstable();
+        for f in new {
+            if let Err(e) = self.grant_fence(name, f) {
+                violations.push(e);
+            }
+        }
+        let _ = self.note_write(name);
+        Ok(())
+    }
+
+    /// `UpdateItem` `ADD fence_hw :block` on the high-water mark; its old value.
+    pub fn reserve(&mut self, name: &str, block: u64) -> u64 {
+        let hw = self.hw.entry(name.to_string()).or_insert(0);
+        let old = *hw;
+        *hw += block;
+        old
+    }
+
     /// `UpdateItem` of a renewal: `lease_id = :cur AND expiration_time <> 0`
     /// [`AND expiration_time <= :new_s AND (attribute_not_exists(expires_ms)
     /// OR expires_ms <= :new_ms)`]; returns ALL_NEW, or ALL_OLD on failure.

@@ -222,16 +222,18 @@ pub trait CasStore: Send + Sync {
         multi::clock_deadline(self.clock(), expires_ms, sent, lease)
     }
 
-    /// The last fencing token a single-holder record issued, when it can
-    /// issue the next one itself.
-    fn last_fence(_rec: &Self::Record) -> Option<u64> {
+    /// The last fencing token a single-holder record issued and the last
+    /// of its block, when it can issue the next one itself.
+    fn last_fence(_rec: &Self::Record) -> Option<(u64, Option<u64>)> {
         None
     }
 
-    /// The first fencing token for a name whose record is absent or keeps
-    /// no counter: above every token issued for it before.
-    async fn fence_floor(&self, _name: &str) -> Result<u64> {
-        Ok(1)
+    /// The first fencing token for a name whose record is absent, keeps no
+    /// counter, or has used up its block: above every token issued for it
+    /// before; with the last token of the block now reserved for it
+    /// (`None`: no blocks, the store's mark is moved at each write).
+    async fn fence_floor(&self, _name: &str) -> Result<(u64, Option<u64>)> {
+        Ok((1, None))
     }
 
     /// Writes `table` as the name's record (its version is `table.version`),

@@ -31,6 +31,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use super::aws::{self, StoreInterceptor};
 use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
 use super::record::{self, MAX_DURATION_S, MAX_TIME_MS};
+use super::slots::Slots;
 use super::{AcquireRequest, CLIENT_TAG, Lease, LockInfo, RESERVED_PREFIX};
 use crate::clock::ServerClock;
 use crate::error::{Error, Result, words};
@@ -53,6 +54,7 @@ pub(crate) mod attr {
     pub const RELEASED_LEASE: &str = "released_lease";
     pub const RELEASED_MS: &str = "released_ms";
     pub const FENCE_HW: &str = "fence_hw";
+    pub const SLOTS: &str = "slots";
 }
 
 /// How many fencing tokens one reservation from the high-water mark covers.
@@ -308,6 +310,21 @@ pub(crate) trait Requests: Send + Sync {
 
     /// Every item of the table but the reserved ones, with its name.
     async fn scan(&self) -> Result<Vec<(String, Item)>>;
+
+    /// A write of a holder table, one UpdateItem: sets `attrs` and
+    /// removes `removes`, on `attribute_not_exists(lock_id)` (`seen`
+    /// `None`) or `lease_id = seen`; the item when the condition failed.
+    async fn put_slots(
+        &self,
+        name: &str,
+        attrs: Vec<(&'static str, AttributeValue)>,
+        removes: Vec<&'static str>,
+        seen: Option<&str>,
+    ) -> Result<std::result::Result<(), Option<Item>>>;
+
+    /// Moves the high-water mark of `name` up by one block (ADD, creating
+    /// it at one block) and returns its old value.
+    async fn reserve(&self, name: &str) -> Result<u64>;
 
     /// Creates the table (see [`LockStore::create`]).
     async fn create(&self) -> Result<()>;
@@ -820,6 +837,54 @@ impl Requests for Sdk {
         Ok(out)
     }
 
+    async fn put_slots(
+        &self,
+        name: &str,
+        attrs: Vec<(&'static str, AttributeValue)>,
+        removes: Vec<&'static str>,
+        seen: Option<&str>,
+    ) -> Result<std::result::Result<(), Option<Item>>> {
+        let mut e = Expr::default();
+        for (k, v) in attrs {
+            e.set(k, v);
+        }
+        for k in removes {
+            e.remove(k);
+        }
+        let condition = match seen {
+            None => {
+                let key = e.name(attr::LOCK_ID);
+                format!("attribute_not_exists({key})")
+            }
+            Some(id) => {
+                let lid = e.name(attr::LEASE_ID);
+                let seen = e.value("seen", s(id));
+                format!("{lid} = {seen}")
+            }
+        };
+        Ok(self.update(name, e, condition, None).await?.map(|_| ()))
+    }
+
+    async fn reserve(&self, name: &str) -> Result<u64> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(hw_key(name)))
+            .update_expression("ADD #hw :block")
+            .expression_attribute_names("#hw", attr::FENCE_HW)
+            .expression_attribute_values(":block", n(FENCE_BLOCK))
+            .return_values(ReturnValue::UpdatedOld)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(out
+            .attributes
+            .as_ref()
+            .and_then(|a| get_u64(a, attr::FENCE_HW))
+            .unwrap_or(0))
+    }
+
     async fn create(&self) -> Result<()> {
         self.create_table().await?;
         self.wait_until_active().await?;
@@ -1170,6 +1235,85 @@ impl<R: Requests> CasStore for DynamoDb<R> {
 
     async fn create_store(&self) -> Result<()> {
         self.req.create().await
+    }
+
+    fn slots_of(rec: &Item) -> Option<Slots> {
+        let table: Slots = serde_json::from_str(get_s(rec, attr::SLOTS)?).ok()?;
+        (Some(table.version.as_str()) == get_s(rec, attr::LEASE_ID)).then_some(table)
+    }
+
+    fn last_fence(rec: &Item) -> Option<(u64, Option<u64>)> {
+        match (get_u64(rec, attr::FENCE), get_u64(rec, attr::FENCE_LIMIT)) {
+            (Some(f), Some(l)) if f < l => Some((f, Some(l))),
+            _ => None,
+        }
+    }
+
+    /// A fresh block of tokens from the high-water mark.
+    async fn fence_floor(&self, name: &str) -> Result<(u64, Option<u64>)> {
+        let h = self.req.reserve(name).await?;
+        if let Ok(mut hint) = self.hw_hint.lock() {
+            *hint = Some(h + FENCE_BLOCK);
+        }
+        Ok((h + 1, Some(h + FENCE_BLOCK)))
+    }
+
+    /// One UpdateItem of the item keeping `table`: awsflock 0.2.0's
+    /// attributes say "held until the latest holder's expiry" while anyone
+    /// holds (so it never takes the name), "released" when nobody does.
+    async fn write_slots(
+        &self,
+        name: &str,
+        seen: Option<&Item>,
+        table: &Slots,
+    ) -> Result<std::result::Result<(), Option<Item>>> {
+        let seen_id = match seen {
+            None => None,
+            Some(item) => match get_s(item, attr::LEASE_ID) {
+                Some(id) => Some(id),
+                None => return Ok(Err(Some(item.clone()))),
+            },
+        };
+        let latest = table.holders.iter().max_by_key(|h| h.expires_ms);
+        let expires = latest.map_or(0, |h| h.expires_ms);
+        let last = table.next_fence.saturating_sub(1);
+        let mut attrs = vec![
+            (attr::LEASE_ID, s(table.version.clone())),
+            (
+                attr::EXPIRATION_TIME,
+                n(if expires > 0 { ceil_secs(expires) } else { 0 }),
+            ),
+            (attr::EXPIRES_MS, n(expires)),
+            (attr::ACQUIRED_MS, n(self.clock.lower_ms())),
+            (
+                attr::OWNER,
+                s(latest
+                    .map(|h| h.owner.clone())
+                    .unwrap_or_else(|| "NULL".into())),
+            ),
+            (attr::LEASE_DURATION, n(0)),
+            (attr::CLIENT, s(CLIENT_TAG)),
+            (attr::FENCE, n(last)),
+            (
+                attr::SLOTS,
+                s(serde_json::to_string(table).unwrap_or_default()),
+            ),
+        ];
+        let mut removes = vec![
+            attr::RELEASED_LEASE,
+            attr::RELEASED_MS,
+            attr::PID,
+            attr::HOST,
+        ];
+        match table.fence_limit {
+            Some(l) => attrs.push((attr::FENCE_LIMIT, n(l))),
+            None => removes.push(attr::FENCE_LIMIT),
+        }
+        match latest.and_then(|h| h.reason.clone()) {
+            Some(r) => attrs.push((attr::REASON, s(r))),
+            None => removes.push(attr::REASON),
+        }
+        self.req.put_slots(name, attrs, removes, seen_id).await
     }
 }
 

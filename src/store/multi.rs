@@ -104,7 +104,7 @@ async fn table_of<S: CasStore + ?Sized>(
             None if cas::is_held(s, r) => Ok(Table::Plain),
             None => {
                 let next = match S::last_fence(r) {
-                    Some(f) => f + 1,
+                    Some((f, limit)) => (f + 1, limit),
                     None => s.fence_floor(name).await?,
                 };
                 Ok(Table::Slots(Slots::free(mode, next)))
@@ -153,7 +153,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
         };
         contacted = true;
         let now = s.table_now();
-        let table = match table_of(s, name, rec.as_ref(), mode).await? {
+        let mut table = match table_of(s, name, rec.as_ref(), mode).await? {
             Table::Slots(t) => t,
             Table::Plain => {
                 if let Mode::Semaphore(_) = mode {
@@ -168,6 +168,12 @@ pub async fn acquire<S: CasStore + ?Sized>(
             // An earlier attempt landed; its answer was lost.
             let st = maybe.unwrap_or_else(|| Sent::now(s, req.lease));
             return Ok(granted(s, req, &id, h.fence, st.as_stored(h.expires_ms)));
+        }
+        if table.fence_limit.is_some_and(|l| table.next_fence > l) {
+            // The record's block of tokens is used up: reserve another.
+            let (first, limit) = s.fence_floor(name).await?;
+            table.next_fence = table.next_fence.max(first);
+            table.fence_limit = limit;
         }
         let st = Sent::now(s, req.lease);
         let mut next = table.clone();
@@ -197,7 +203,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     }
                     Ok(Err(_)) => {
                         races += 1;
-                        if races % 5 == 0 {
+                        if races.is_multiple_of(5) {
                             pause(cancel, poll_pause(), s, name, &id, maybe.is_some()).await?;
                         }
                         continue;

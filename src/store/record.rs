@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::slots::Slots;
 use super::{AcquireRequest, LockInfo};
 use crate::store::cas::Stamp;
 
@@ -78,7 +79,7 @@ pub struct LeaseRecord {
     /// while its `version` is this record's `lease_id` (a client that
     /// knows no tables rewrites the record under a new lease id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slots: Option<super::slots::Slots>,
+    pub slots: Option<Slots>,
 }
 
 /// The latest instant a stored time may name: 9999-12-31T23:59:59.999Z, the
@@ -140,6 +141,48 @@ impl LeaseRecord {
             problem: None,
             slots: None,
         }
+    }
+
+    /// The record that keeps a holder table: its lease id is the table's
+    /// version; held (until `expires_ms`, the latest holder's expiry) while
+    /// anyone holds, so that a client that knows no tables sees the name
+    /// held, and released when only waiters are left. Its fence is the last
+    /// token issued, so a plain grant continues the count.
+    pub fn of_table(name: &str, table: &Slots, acquired_ms: i64, expires_ms: i64) -> Self {
+        let latest = table.holders.iter().max_by_key(|h| h.expires_ms);
+        let last = table.next_fence.saturating_sub(1);
+        LeaseRecord {
+            name: name.to_string(),
+            lease_id: table.version.clone(),
+            state: if latest.is_some() {
+                RecordState::Held
+            } else {
+                RecordState::Released
+            },
+            owner: latest.map(|h| h.owner.clone()).unwrap_or_default(),
+            reason: latest.and_then(|h| h.reason.clone()),
+            pid: None,
+            host: None,
+            supervised: false,
+            client: super::CLIENT_TAG.to_string(),
+            fence: (last > 0).then_some(last),
+            fence_limit: table.fence_limit,
+            acquired_ms,
+            expires_ms,
+            lease_duration: 0,
+            released_lease: None,
+            released_ms: None,
+            problem: None,
+            slots: Some(table.clone()),
+        }
+    }
+
+    /// The holder table this record keeps, when it is current: its version
+    /// is the record's lease id (see [`LeaseRecord::slots`]).
+    pub fn current_slots(&self) -> Option<&Slots> {
+        self.slots
+            .as_ref()
+            .filter(|t| t.version == self.lease_id && self.problem.is_none())
     }
 
     /// The next token from this record's own block, if it has one left.
@@ -363,6 +406,8 @@ mod tests {
             reason: Some("terraform apply".into()),
             on_wait: None,
             supervised: false,
+            max_holders: None,
+            shared: false,
         }
     }
 
@@ -506,6 +551,7 @@ mod properties {
                     released_lease: None,
                     released_ms: None,
                     problem: None,
+                    slots: None,
                 },
             )
     }

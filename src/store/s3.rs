@@ -48,6 +48,7 @@ use futures_util::StreamExt;
 use super::aws::{self, StoreInterceptor};
 use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
 use super::record::{FENCE_BLOCK, FenceMark, LeaseRecord, RecordState};
+use super::slots::Slots;
 use super::{AcquireRequest, Lease, LockInfo, RESERVED_PREFIX};
 use crate::clock::ServerClock;
 use crate::error::{Error, Result};
@@ -797,5 +798,49 @@ impl<O: Objects> CasStore for S3Store<O> {
 
     async fn create_store(&self) -> Result<()> {
         self.objects.create_bucket().await
+    }
+
+    fn slots_of(rec: &Record) -> Option<Slots> {
+        rec.0.current_slots().cloned()
+    }
+
+    fn last_fence(rec: &Record) -> Option<(u64, Option<u64>)> {
+        rec.0
+            .next_counter_fence()
+            .map(|next| (next - 1, rec.0.fence_limit))
+    }
+
+    /// A fresh block of tokens from the high-water mark.
+    async fn fence_floor(&self, name: &str) -> Result<(u64, Option<u64>)> {
+        let h = self.reserve(name).await?;
+        Ok((h + 1, Some(h + FENCE_BLOCK)))
+    }
+
+    /// One PUT of the record keeping `table`, on the ETag seen (or on
+    /// absence). A failed condition is reported without reading again:
+    /// the caller reads anyway.
+    async fn write_slots(
+        &self,
+        name: &str,
+        seen: Option<&Record>,
+        table: &Slots,
+    ) -> Result<std::result::Result<(), Option<Record>>> {
+        let expires = table
+            .holders
+            .iter()
+            .map(|h| h.expires_ms)
+            .max()
+            .unwrap_or(0);
+        let rec = LeaseRecord::of_table(name, table, self.objects.clock().lower_ms(), expires);
+        let cond = match seen {
+            None => Cond::Absent,
+            Some((_, etag)) => Cond::Is(etag),
+        };
+        Ok(
+            match self.put(&self.lock_key(name), rec.to_json(), cond).await? {
+                Some(_) => Ok(()),
+                None => Err(None),
+            },
+        )
     }
 }

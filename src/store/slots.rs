@@ -148,6 +148,10 @@ pub struct Slots {
     /// of ours), so the table in it is stale and is not read.
     #[serde(default)]
     pub version: String,
+    /// The last token of the block of fencing tokens reserved for this
+    /// record (`None`: no block; the store's mark is moved at each grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_limit: Option<u64>,
     /// The boot of the host whose boot-time clock the expiries are on
     /// (the directory store); `None` for the store's own clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,13 +174,14 @@ fn alive(expires_ms: i64, now: Now) -> bool {
 
 impl Slots {
     /// A name nobody holds or waits for, whose next token is `next_fence`.
-    pub fn free(mode: Mode, next_fence: u64) -> Slots {
+    pub fn free(mode: Mode, (next_fence, fence_limit): (u64, Option<u64>)) -> Slots {
         Slots {
             mode,
             holders: Vec::new(),
             queue: Vec::new(),
             next_fence,
             version: String::new(),
+            fence_limit,
             boot_id: None,
         }
     }
@@ -369,7 +374,7 @@ mod tests {
     #[test]
     fn a_semaphore_admits_n_and_queues_the_rest_in_order() {
         let sem = Mode::Semaphore(2);
-        let mut s = Slots::free(sem, 1);
+        let mut s = Slots::free(sem, (1, None));
         assert_eq!(admit(&mut s, "a", Kind::Shared, sem, 0), Ok(1));
         assert_eq!(admit(&mut s, "b", Kind::Shared, sem, 0), Ok(2));
         assert!(matches!(
@@ -389,7 +394,7 @@ mod tests {
 
     #[test]
     fn a_mismatched_n_is_refused_while_anyone_holds_or_waits() {
-        let mut s = Slots::free(Mode::Semaphore(3), 1);
+        let mut s = Slots::free(Mode::Semaphore(3), (1, None));
         admit(&mut s, "a", Kind::Shared, Mode::Semaphore(3), 0).unwrap();
         assert_eq!(
             admit(&mut s, "b", Kind::Shared, Mode::Semaphore(4), 0),
@@ -407,7 +412,7 @@ mod tests {
     #[test]
     fn readers_share_and_a_queued_writer_holds_back_later_readers() {
         let l = Mode::Lock;
-        let mut s = Slots::free(l, 1);
+        let mut s = Slots::free(l, (1, None));
         admit(&mut s, "r1", Kind::Shared, l, 0).unwrap();
         admit(&mut s, "r2", Kind::Shared, l, 0).unwrap();
         assert!(admit(&mut s, "w", Kind::Exclusive, l, 0).is_err());
@@ -429,7 +434,7 @@ mod tests {
     #[test]
     fn dead_holders_and_waiters_lapse_after_their_expiry_and_the_margin() {
         let l = Mode::Lock;
-        let mut s = Slots::free(l, 1);
+        let mut s = Slots::free(l, (1, None));
         admit(&mut s, "a", Kind::Exclusive, l, 0).unwrap(); // expires at +10 s
         s.enqueue("dead", Kind::Exclusive, l, T0 + 2_000, now(0))
             .unwrap();
@@ -446,7 +451,7 @@ mod tests {
     #[test]
     fn renew_and_release_need_the_current_lease_id() {
         let l = Mode::Lock;
-        let mut s = Slots::free(l, 7);
+        let mut s = Slots::free(l, (7, None));
         admit(&mut s, "a", Kind::Exclusive, l, 0).unwrap();
         assert!(s.renew("a", "a2", T0 + 20_000));
         assert!(!s.renew("a", "a3", T0 + 30_000), "an old id renews nothing");
@@ -471,7 +476,7 @@ mod tests {
             } else {
                 Mode::Semaphore(rng.u32(2..=4))
             };
-            let mut s = Slots::free(mode, 1);
+            let mut s = Slots::free(mode, (1, None));
             let mut t = 0i64;
             let mut last_fence = 0;
             // (id, kind, acting until (store ms)) of the clients that were

@@ -570,11 +570,7 @@ impl<D: Dir, H: Host> CasStore for FileStore<D, H> {
     /// A table written in another boot of the host holds nobody: every
     /// process of that boot is gone (the directory store is for one host).
     fn slots_of(rec: &FileRecord) -> Option<Slots> {
-        let t = rec.lease.slots.as_ref()?;
-        if t.version != rec.lease.lease_id || rec.lease.problem.is_some() {
-            return None;
-        }
-        let mut t = t.clone();
+        let mut t = rec.lease.current_slots()?.clone();
         if t.boot_id.as_deref() != H::boot_id() {
             t.holders.clear();
             t.queue.clear();
@@ -582,11 +578,10 @@ impl<D: Dir, H: Host> CasStore for FileStore<D, H> {
         Some(t)
     }
 
-    async fn fence_floor(&self, name: &str) -> Result<u64> {
+    async fn fence_floor(&self, name: &str) -> Result<(u64, Option<u64>)> {
         let name = name.to_string();
-        self.off_runtime(move |s, _| s.read_mark(&name))
-            .await
-            .map(|m| m + 1)
+        let mark = self.off_runtime(move |s, _| s.read_mark(&name)).await?;
+        Ok((mark + 1, None))
     }
 
     /// Tables are judged on the host's boot-time clock, as leases are.
@@ -655,33 +650,14 @@ impl<D: Dir, H: Host> FileStore<D, H> {
         }
         let host_now = H::host_ms(BootInstant::now());
         let wall = local_wall_ms();
-        let latest = table.holders.iter().max_by_key(|h| h.expires_ms).cloned();
-        let expires = latest.as_ref().map_or(host_now, |h| h.expires_ms);
+        let expires = table
+            .holders
+            .iter()
+            .map(|h| h.expires_ms)
+            .max()
+            .unwrap_or(host_now);
         let rec = FileRecord {
-            lease: LeaseRecord {
-                name: name.to_string(),
-                lease_id: table.version.clone(),
-                state: if latest.is_some() {
-                    RecordState::Held
-                } else {
-                    RecordState::Released
-                },
-                owner: latest.as_ref().map(|h| h.owner.clone()).unwrap_or_default(),
-                reason: latest.as_ref().and_then(|h| h.reason.clone()),
-                pid: None,
-                host: None,
-                supervised: false,
-                client: crate::store::CLIENT_TAG.to_string(),
-                fence: (last > 0).then_some(last),
-                fence_limit: None,
-                acquired_ms: wall,
-                expires_ms: wall + (expires - host_now).max(0),
-                lease_duration: 0,
-                released_lease: None,
-                released_ms: None,
-                problem: None,
-                slots: Some(table),
-            },
+            lease: LeaseRecord::of_table(name, &table, wall, wall + (expires - host_now).max(0)),
             boot: Some(BootStamp {
                 boot_id: boot_id.to_string(),
                 stamped_ms: host_now,
@@ -746,6 +722,8 @@ mod tests {
             reason: None,
             on_wait: None,
             supervised: false,
+            max_holders: None,
+            shared: false,
         };
         let lease = store
             .acquire(&req, Box::pin(std::future::pending()))
@@ -789,6 +767,8 @@ mod tests {
             reason: None,
             on_wait: None,
             supervised: true,
+            max_holders: None,
+            shared: false,
         };
         let st = Stamp::now(&store.inner.clock, req.lease);
         let mut lease = LeaseRecord::grant(&req, "L1", &st, Some(1), None);
@@ -824,6 +804,8 @@ mod tests {
             reason: None,
             on_wait: None,
             supervised: false,
+            max_holders: None,
+            shared: false,
         };
         let victim = format!("x.tmp.{}", std::process::id());
         let first = store
