@@ -421,6 +421,276 @@ mod cases {
     }
 }
 
+/// Semaphores (`--max-holders N`) and shared locks (`--shared`): the stores
+/// that keep them.
+mod slot_cases {
+    use super::*;
+
+    /// Runs `n` workers at once, each `run NAME ARGS -- sh -c` logging
+    /// `begin KIND t` and `end KIND t`; returns the log's events in order.
+    fn logged_runs(
+        f: &impl Fixture,
+        name: &str,
+        workers: &[(&str, Vec<&str>, f64, Duration)],
+    ) -> Vec<(String, String, u128)> {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut running = Vec::new();
+        for (kind, args, hold, delay) in workers {
+            std::thread::sleep(*delay);
+            let script = format!(
+                "echo \"begin {kind} $(date +%s%N)\" >> {log}; sleep {hold}; echo \"end {kind} $(date +%s%N)\" >> {log}",
+                log = log.display()
+            );
+            running.push(spawn(
+                f.cmd()
+                    .args(["-q", "run", name, "--wait-time", "60"])
+                    .args(args)
+                    .args(["--", "sh", "-c", &script]),
+            ));
+        }
+        for w in running {
+            let out = w.wait(Duration::from_secs(120));
+            assert_eq!(out.code, 0, "{}", out.describe());
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut events: Vec<(String, String, u128)> = text
+            .lines()
+            .map(|l| {
+                let mut p = l.split(' ');
+                (
+                    p.next().unwrap().to_string(),
+                    p.next().unwrap().to_string(),
+                    p.next().unwrap().parse().expect("timestamp"),
+                )
+            })
+            .collect();
+        events.sort_by_key(|e| e.2);
+        assert_eq!(
+            events.len(),
+            workers.len() * 2,
+            "every section ran:\n{text}"
+        );
+        events
+    }
+
+    /// The most sections of `kinds` open at once.
+    fn most_at_once(events: &[(String, String, u128)], kinds: &[&str]) -> usize {
+        let (mut open, mut most) = (0usize, 0usize);
+        for (e, k, _) in events {
+            if !kinds.contains(&k.as_str()) {
+                continue;
+            }
+            if e == "begin" {
+                open += 1;
+                most = most.max(open);
+            } else {
+                open -= 1;
+            }
+        }
+        most
+    }
+
+    pub fn a_semaphore_admits_n_at_once_and_no_more(f: &impl Fixture) {
+        let name = unique_name("sem");
+        let w: Vec<_> = (0..7)
+            .map(|_| ("s", vec!["--max-holders", "3"], 1.0, Duration::ZERO))
+            .collect();
+        let events = logged_runs(f, &name, &w);
+        let most = most_at_once(&events, &["s"]);
+        assert_eq!(most, 3, "at most 3 at once, and 3 reached: {events:?}");
+    }
+
+    pub fn readers_share_and_a_writer_excludes_everyone(f: &impl Fixture) {
+        let name = unique_name("rw");
+        let ms = Duration::from_millis;
+        let w = vec![
+            ("r", vec!["--shared"], 2.0, Duration::ZERO),
+            ("r", vec!["--shared"], 2.0, Duration::ZERO),
+            ("r", vec!["--shared"], 2.0, Duration::ZERO),
+            // A writer asks while the readers hold, then a later reader.
+            ("w", vec![], 0.5, ms(1000)),
+            ("late", vec!["--shared"], 0.2, ms(700)),
+        ];
+        let events = logged_runs(f, &name, &w);
+        assert!(
+            most_at_once(&events, &["r"]) >= 2,
+            "readers must share: {events:?}"
+        );
+        let at = |e: &str, k: &str| events.iter().find(|x| x.0 == e && x.1 == k).unwrap().2;
+        let (wb, we) = (at("begin", "w"), at("end", "w"));
+        for (e, k, t) in &events {
+            if k != "w" {
+                assert!(
+                    *t <= wb || *t >= we,
+                    "{e} {k} inside the writer's section: {events:?}"
+                );
+            }
+        }
+        assert!(
+            at("begin", "late") >= we,
+            "a reader that came after a waiting writer goes after it: {events:?}"
+        );
+    }
+
+    pub fn holders_of_a_semaphore_are_shown_renewed_and_released_by_lease_id(f: &impl Fixture) {
+        let name = unique_name("semid");
+        let take = |extra: &[&str]| {
+            run(f
+                .cmd()
+                .args(["acquire", &name, "--max-holders", "2", "--json"])
+                .args(extra))
+        };
+        let a = take(&["--owner", "alice"]);
+        assert_eq!(a.code, 0, "{}", a.describe());
+        let b = take(&["--owner", "bob"]);
+        assert_eq!(b.code, 0, "{}", b.describe());
+        let (a, b) = (a.json(), b.json());
+        assert!(b["fence"].as_i64() > a["fence"].as_i64(), "{a} {b}");
+        let third = take(&["--no-wait"]);
+        assert_eq!(third.code, 3, "a third holder of 2:\n{}", third.describe());
+        let v = run(f.cmd().args(["status", &name, "--json"])).json();
+        assert_eq!(v["held"], true, "{v}");
+        assert_eq!(v["max_holders"], 2, "{v}");
+        let owners: Vec<&str> = v["holders"]
+            .as_array()
+            .unwrap_or_else(|| panic!("holders: {v}"))
+            .iter()
+            .map(|h| h["owner"].as_str().unwrap())
+            .collect();
+        assert_eq!(owners.len(), 2, "{v}");
+        assert!(owners.contains(&"alice") && owners.contains(&"bob"), "{v}");
+        let text = run(f.cmd().args(["status", &name])).stdout;
+        assert!(text.contains("2 of 2"), "{text}");
+        let a_id = a["lease_id"].as_str().unwrap();
+        let out = run(f.cmd().args(["renew", &name, a_id]));
+        assert_eq!(out.code, 0, "renew one holder:\n{}", out.describe());
+        let a2 = out.line().to_string();
+        assert_eq!(run(f.cmd().args(["release", &name, a_id])).code, 3);
+        assert_eq!(run(f.cmd().args(["release", &name, &a2])).code, 0);
+        let out = take(&["--no-wait"]);
+        assert_eq!(out.code, 0, "a freed slot is free:\n{}", out.describe());
+        let c_id = out.json()["lease_id"].as_str().unwrap().to_string();
+        for id in [b["lease_id"].as_str().unwrap(), &c_id] {
+            assert_eq!(run(f.cmd().args(["release", &name, id])).code, 0);
+        }
+        let v = run(f.cmd().args(["status", &name, "--json"])).json();
+        assert_eq!(v["held"], false, "{v}");
+        // Free again: a plain lock may take the name.
+        assert_eq!(run(f.cmd().args(["acquire", &name, "--no-wait"])).code, 0);
+    }
+
+    pub fn a_different_max_holders_is_a_usage_error(f: &impl Fixture) {
+        let name = unique_name("mismatch");
+        let out = run(f
+            .cmd()
+            .args(["acquire", &name, "--max-holders", "2", "--json"]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        let id = out.json()["lease_id"].as_str().unwrap().to_string();
+        for extra in [
+            vec!["--max-holders", "3"],
+            vec![],
+            vec!["--shared"],
+            vec!["--max-holders", "1"],
+        ] {
+            let out = run(f
+                .cmd()
+                .args(["acquire", &name, "--wait-time", "5"])
+                .args(&extra));
+            assert_eq!(out.code, 2, "{extra:?}:\n{}", out.describe());
+            assert_clean_error(&out);
+            assert!(
+                out.stderr.contains("--max-holders 2"),
+                "names the holders' N:\n{}",
+                out.describe()
+            );
+        }
+        assert_eq!(run(f.cmd().args(["release", &name, &id])).code, 0);
+        let out = run(f
+            .cmd()
+            .args(["acquire", &name, "--max-holders", "3", "--no-wait"]));
+        assert_eq!(
+            out.code,
+            0,
+            "N may change once nobody holds:\n{}",
+            out.describe()
+        );
+        for bad in [
+            vec!["--max-holders", "0"],
+            vec!["--max-holders", "x"],
+            vec!["--max-holders", "2", "--shared"],
+        ] {
+            let out = run(f.cmd().args(["acquire", &name]).args(&bad));
+            assert_eq!(out.code, 2, "{bad:?}:\n{}", out.describe());
+            assert_clean_error(&out);
+        }
+    }
+
+    pub fn a_dead_holders_slot_is_taken_after_its_lease(f: &impl Fixture) {
+        let name = unique_name("semdead");
+        for _ in 0..2 {
+            // `acquire` does not renew: these two leases just run out.
+            let out = run(f.cmd().args([
+                "acquire",
+                &name,
+                "--max-holders",
+                "2",
+                "--lease-duration",
+                "2",
+            ]));
+            assert_eq!(out.code, 0, "{}", out.describe());
+        }
+        let started = Instant::now();
+        let out = run(f
+            .cmd()
+            .args(["acquire", &name, "--max-holders", "2", "--wait-time", "30"]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1000) && waited < Duration::from_secs(20),
+            "waited {waited:?} for a slot whose lease ran out"
+        );
+    }
+}
+
+macro_rules! slot_conformance {
+    ($store:ident, $fixture:ty) => {
+        mod $store {
+            use super::*;
+
+            #[test]
+            fn a_semaphore_admits_n_at_once_and_no_more() {
+                slot_cases::a_semaphore_admits_n_at_once_and_no_more(&<$fixture>::start());
+            }
+            #[test]
+            fn readers_share_and_a_writer_excludes_everyone() {
+                slot_cases::readers_share_and_a_writer_excludes_everyone(&<$fixture>::start());
+            }
+            #[test]
+            fn holders_of_a_semaphore_are_shown_renewed_and_released_by_lease_id() {
+                slot_cases::holders_of_a_semaphore_are_shown_renewed_and_released_by_lease_id(
+                    &<$fixture>::start(),
+                );
+            }
+            #[test]
+            fn a_different_max_holders_is_a_usage_error() {
+                slot_cases::a_different_max_holders_is_a_usage_error(&<$fixture>::start());
+            }
+            #[test]
+            fn a_dead_holders_slot_is_taken_after_its_lease() {
+                slot_cases::a_dead_holders_slot_is_taken_after_its_lease(&<$fixture>::start());
+            }
+        }
+    };
+}
+
+mod slots {
+    use super::*;
+    slot_conformance!(dynamodb, DynamoDb);
+    slot_conformance!(s3, S3);
+    slot_conformance!(file, File);
+}
+
 macro_rules! conformance {
     ($store:ident, $fixture:ty) => {
         mod $store {
