@@ -4,32 +4,39 @@
 # (AWSFLOCK_SIM_JOBS to choose), printing schedules per second, the slowest
 # seed, and, on a failure, the seed, its trace and how to rerun it.
 # By default our clients use DynamoDB; --s3 runs the S3 store's schedules
-# and --dir the directory store's (all clients on one host).
+# and --dir the directory store's (all clients on one host). --slots runs
+# the schedules whose clients share the name through its holder table (a
+# semaphore, or readers and writers), on the store chosen.
 #
 #   scripts/sim.sh 1000000          # a million schedules from seed 0
 #   scripts/sim.sh 1 29453          # rerun one seed, printing its trace
 #   scripts/sim.sh --dir 200000     # the directory store's schedules
+#   scripts/sim.sh --slots --s3 50000  # semaphores and shared locks on S3
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 test_name=sim::tests::schedules
 threads=1 # threads per process of the test named
-case "${1:-}" in
---s3)
-    test_name=sim::objects::tests::schedules_s3
-    threads=2
+store=dynamodb
+slots=
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --s3) store=s3 ;;
+    --dir) store=dir ;;
+    --slots) slots=1 ;;
+    *) break ;;
+    esac
     shift
-    ;;
---dir)
-    test_name=sim::dir::tests::schedules_dir
-    threads=2
-    shift
-    ;;
+done
+case "$store$slots" in
+s3) test_name=sim::objects::tests::schedules_s3 threads=2 ;;
+dir) test_name=sim::dir::tests::schedules_dir threads=2 ;;
+*1) test_name=sim::slot_tests::slot_schedules_$store ;;
 esac
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-    echo "usage: scripts/sim.sh [--s3|--dir] SEEDS [START]" >&2
+    echo "usage: scripts/sim.sh [--s3|--dir] [--slots] SEEDS [START]" >&2
     exit 2
 fi
 seeds="$1"

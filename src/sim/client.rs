@@ -97,6 +97,17 @@ impl Who {
         self.w.log(&self.name, what);
     }
 
+    /// Whether this client is an awsflock 0.2.0.
+    fn v020(&self) -> bool {
+        self.w
+            .live
+            .lock()
+            .unwrap()
+            .clients
+            .get(self.i)
+            .is_some_and(|c| c.1)
+    }
+
     fn open(&self, fence: Option<u64>) {
         let mut a = self.act.lock().unwrap();
         if a.open.is_none() {
@@ -120,12 +131,18 @@ impl Who {
             // wall-jump fault), also when it came after the command started.
             let excused_until = excused_until.and(excused_until.max(now_excused));
             if end > start {
+                let shared = match &self.w.sharing {
+                    super::Sharing::Lock => false,
+                    super::Sharing::Semaphore(_) => !self.v020(),
+                    super::Sharing::ReadWrite(kinds) => !self.v020() && kinds[self.i],
+                };
                 self.w.intervals.lock().unwrap().push(Interval {
                     client: self.i,
                     start,
                     end,
                     fence,
                     excused_until,
+                    shared,
                 });
                 self.w.check_overlaps_of(self.i, start, end, excused_until);
             }
@@ -212,7 +229,7 @@ impl Who {
 }
 
 /// Draws and runs the schedule of `seed`.
-pub async fn schedule(seed: u64, store: super::Store, tracing: bool) -> Report {
+pub async fn schedule(seed: u64, store: super::Store, slots: bool, tracing: bool) -> Report {
     let (s3, dir) = (store == super::Store::S3, store == super::Store::Dir);
     let mut r = fastrand::Rng::with_seed(seed);
     let start = tokio::time::Instant::now();
@@ -262,7 +279,20 @@ pub async fn schedule(seed: u64, store: super::Store, tracing: bool) -> Report {
     } else {
         store_jumps
     };
+    // Drawn apart from the rest, so that a seed's ordinary schedule is the
+    // same whether or not holder-table schedules exist.
+    let sharing = if slots {
+        let mut rs = fastrand::Rng::with_seed(seed ^ 0x5107_5107_5107_5107);
+        if rs.bool() {
+            super::Sharing::Semaphore(rs.u32(2..=3))
+        } else {
+            super::Sharing::ReadWrite((0..n_clients).map(|_| rs.f64() < 0.6).collect())
+        }
+    } else {
+        super::Sharing::Lock
+    };
     let w = Arc::new(World {
+        sharing,
         start,
         rng: Mutex::new(fastrand::Rng::with_seed(r.u64(..))),
         table: Mutex::new(super::Table::new(start)),
@@ -281,7 +311,8 @@ pub async fn schedule(seed: u64, store: super::Store, tracing: bool) -> Report {
     w.log(
         "sim",
         format_args!(
-            "seed {seed}: {n_clients} clients, lease {}s, renew every {:.3}s, kill-after {:.3}s, {:?}, store clock steps {:?}",
+            "seed {seed}: {n_clients} clients, {:?}, lease {}s, renew every {:.3}s, kill-after {:.3}s, {:?}, store clock steps {:?}",
+            w.sharing,
             lease.as_secs(),
             p.renew_every.as_secs_f64(),
             p.kill_after.as_secs_f64(),
@@ -418,8 +449,13 @@ pub async fn schedule(seed: u64, store: super::Store, tracing: bool) -> Report {
         }
     }
     // Liveness is judged from the lock record's write log, which the
-    // simulated table, bucket and directory all keep.
-    w.check_liveness(w.t(), lease);
+    // simulated table, bucket and directory all keep: for one holder at a
+    // time. A shared name's liveness is (e), the schedule ending.
+    if w.sharing == super::Sharing::Lock {
+        w.check_liveness(w.t(), lease);
+    } else {
+        w.check_sharing();
+    }
     let violations = w.violations.lock().unwrap().clone();
     let trace = std::mem::take(&mut *w.trace.lock().unwrap());
     Report {
@@ -599,8 +635,11 @@ async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
             reason: None,
             on_wait: None,
             supervised: true,
-            max_holders: None,
-            shared: false,
+            max_holders: match &who.w.sharing {
+                super::Sharing::Semaphore(n) => Some(*n),
+                _ => None,
+            },
+            shared: matches!(&who.w.sharing, super::Sharing::ReadWrite(k) if k[who.i]),
         };
         who.log(format_args!("acquire (wait {:?})", spec.wait));
         {

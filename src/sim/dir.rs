@@ -231,7 +231,12 @@ impl SimDir {
             .and_then(|b| serde_json::from_slice(b).ok());
         let Some(new) = new else { return };
         let mut violation = None;
-        if new.lease.state == RecordState::Held {
+        if let Some(table) = new.lease.current_slots() {
+            let old = before.as_ref().and_then(|b| b.lease.current_slots());
+            let mut found = Vec::new();
+            t.note_table(name, old, Some(table), &mut found);
+            violation = found.into_iter().next();
+        } else if new.lease.state == RecordState::Held {
             if let Some(b) = &new.boot {
                 t.written_expiry
                     .entry(new.lease.lease_id.clone())

@@ -55,6 +55,20 @@ pub struct Interval {
     /// fencing tokens cover it, and they are checked). Past it, the
     /// holder must have noticed the unseen time.
     pub excused_until: Option<Duration>,
+    /// Held as a shared holder (`--shared`, or a semaphore's holder).
+    pub shared: bool,
+}
+
+/// How the clients of a schedule share the name: one holder (the lock
+/// protocol), or through the holder table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sharing {
+    /// Every client takes the lock the ordinary way.
+    Lock,
+    /// Our clients take a semaphore of N (`--max-holders N`).
+    Semaphore(u32),
+    /// Our clients take the lock shared (`true`) or exclusive, per client.
+    ReadWrite(Vec<bool>),
 }
 
 /// The lock's record as a waiter judges it, after a write (true time).
@@ -177,6 +191,8 @@ pub struct World {
     /// (over [`Table::dir`]), with one boot-time and one wall clock.
     pub dir: bool,
     pub live: Mutex<LiveLog>,
+    /// How the clients share the name.
+    pub sharing: Sharing,
 }
 
 impl World {
@@ -314,6 +330,66 @@ impl World {
         (fate, there, back)
     }
 
+    /// Invariant (a) for names shared through the holder table, judged on
+    /// every acting interval once the schedule ended: at no instant more
+    /// than N holders of a semaphore, and never an exclusive holder (ours
+    /// or awsflock 0.2.0's) beside anyone. The part of an interval excused
+    /// as the paused-holder case (see [`Interval::excused_until`]) is left
+    /// out.
+    fn check_sharing(&self) {
+        let ivs = self.intervals.lock().unwrap().clone();
+        let limit = match &self.sharing {
+            Sharing::Lock => return,
+            Sharing::Semaphore(n) => *n as usize,
+            Sharing::ReadWrite(_) => usize::MAX,
+        };
+        let parts: Vec<(Duration, Duration, &Interval)> = ivs
+            .iter()
+            .map(|iv| {
+                (
+                    iv.start.max(iv.excused_until.unwrap_or_default()),
+                    iv.end,
+                    iv,
+                )
+            })
+            .filter(|(s, e, _)| s < e)
+            .collect();
+        for (s, e, a) in &parts {
+            let beside: Vec<&Interval> = parts
+                .iter()
+                .filter(|(s2, e2, b)| b.client != a.client && s2 < e && s < e2)
+                .map(|x| x.2)
+                .collect();
+            if let Some(b) = beside.iter().find(|b| !a.shared || !b.shared) {
+                self.violation(format!(
+                    "an exclusive holder beside another (invariant a): c{} ({}) {:.3}-{:.3}s and c{} ({}) {:.3}-{:.3}s",
+                    a.client,
+                    if a.shared { "shared" } else { "exclusive" },
+                    s.as_secs_f64(),
+                    e.as_secs_f64(),
+                    b.client,
+                    if b.shared { "shared" } else { "exclusive" },
+                    b.start.as_secs_f64(),
+                    b.end.as_secs_f64()
+                ));
+                return;
+            }
+            // The most holders at once while `a` begins (a sweep point).
+            let at = *s;
+            let n = parts
+                .iter()
+                .filter(|(s2, e2, _)| *s2 <= at && at < *e2)
+                .count();
+            if n > limit {
+                self.violation(format!(
+                    "{n} holders of a semaphore of {limit} at {:.3}s (invariant a)",
+                    at.as_secs_f64()
+                ));
+                return;
+            }
+        }
+    }
+
     /// Checks invariant (a) for an interval just closed against every
     /// interval recorded before it.
     fn check_overlaps_of(
@@ -323,6 +399,9 @@ impl World {
         end: Duration,
         excused_until: Option<Duration>,
     ) {
+        if self.sharing != Sharing::Lock {
+            return; // judged by `check_sharing` once the schedule ended
+        }
         let clash = self
             .intervals
             .lock()
@@ -658,13 +737,28 @@ pub fn run_seed_traced(seed: u64, s3: bool) -> Report {
 }
 
 fn run(seed: u64, store: Store, tracing: bool) -> Report {
+    run_sharing(seed, store, false, tracing)
+}
+
+/// Runs the schedule of `seed` on `store` with the name shared through the
+/// holder table (a semaphore, or readers and writers), without its trace.
+pub fn run_slots_seed(seed: u64, store: Store) -> Report {
+    run_sharing(seed, store, true, false)
+}
+
+/// [`run_slots_seed`], keeping the trace.
+pub fn run_slots_seed_traced(seed: u64, store: Store) -> Report {
+    run_sharing(seed, store, true, true)
+}
+
+fn run_sharing(seed: u64, store: Store, slots: bool, tracing: bool) -> Report {
     fastrand::seed(seed);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("runtime");
-    rt.block_on(client::schedule(seed, store, tracing))
+    rt.block_on(client::schedule(seed, store, slots, tracing))
 }
 
 #[cfg(test)]
@@ -753,5 +847,84 @@ mod tests {
             run_seed_traced(1, false).trace,
             run_seed_traced(2, false).trace
         );
+    }
+}
+
+/// Schedules whose clients share the name through the holder table: a
+/// semaphore of 2 or 3, or readers and writers; on DynamoDB beside
+/// awsflock 0.2.0 clients, on S3 and on the directory store.
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    fn env_u64(name: &str) -> Option<u64> {
+        std::env::var(name).ok().and_then(|v| v.parse().ok())
+    }
+
+    /// Runs `count` holder-table schedules on `store` from `first`,
+    /// panicking with the first failure's seed and trace.
+    fn run_range(store: Store, first: u64, count: u64) {
+        let t0 = std::time::Instant::now();
+        for seed in first..first + count {
+            let r = run_slots_seed(seed, store);
+            if !r.violations.is_empty() {
+                let traced = run_slots_seed_traced(seed, store);
+                panic!(
+                    "{}\n  (a holder-table schedule: rerun with scripts/sim.sh --slots{} 1 {seed})",
+                    traced.explain(),
+                    match store {
+                        Store::DynamoDb => "",
+                        Store::S3 => " --s3",
+                        Store::Dir => " --dir",
+                    }
+                );
+            }
+        }
+        eprintln!(
+            "simulation: {count} holder-table schedules on {store:?} from seed {first} in {:.1}s",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+
+    /// `AWSFLOCK_SIM_SEEDS`/`AWSFLOCK_SIM_SEED` pick the range; with one
+    /// seed, its trace is printed.
+    fn range(store: Store, default: u64) {
+        let first = env_u64("AWSFLOCK_SIM_SEED").unwrap_or(0);
+        let count = env_u64("AWSFLOCK_SIM_SEEDS").unwrap_or(default);
+        if count == 1 && std::env::var_os("AWSFLOCK_SIM_TRACE").is_some() {
+            eprintln!("{}", run_slots_seed_traced(first, store).trace.join("\n"));
+        }
+        run_range(store, first, count);
+    }
+
+    #[test]
+    fn slot_schedules_dynamodb() {
+        range(Store::DynamoDb, 10_000);
+    }
+
+    #[test]
+    fn slot_schedules_s3() {
+        range(Store::S3, 4_000);
+    }
+
+    #[test]
+    fn slot_schedules_dir() {
+        range(Store::Dir, 4_000);
+    }
+
+    #[test]
+    fn slot_schedules_use_every_kind_of_sharing() {
+        let (mut sem, mut rw) = (0, 0);
+        for seed in 0..200 {
+            let r = run_slots_seed_traced(seed, Store::DynamoDb);
+            let head = r.trace.first().cloned().unwrap_or_default();
+            if head.contains("Semaphore") {
+                sem += 1;
+            }
+            if head.contains("ReadWrite") {
+                rw += 1;
+            }
+        }
+        assert!(sem > 50 && rw > 50, "semaphores {sem}, read-write {rw}");
     }
 }

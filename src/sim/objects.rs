@@ -79,7 +79,10 @@ fn put(t: &mut Table, key: &str, body: &[u8], want: &Want, v: &mut Vec<String>) 
     if let Some(new) = lock_record(t, key) {
         let at = t.start.map(super::world::true_now).unwrap_or_default();
         t.writes.push((at, state_of(&new)));
-        if new.state == RecordState::Held {
+        if let Some(table) = new.current_slots() {
+            let old = before.as_ref().and_then(|b| b.current_slots());
+            t.note_table(&new.name.clone(), old, Some(table), v);
+        } else if new.state == RecordState::Held {
             t.written_expiry
                 .entry(new.lease_id.clone())
                 .or_insert(new.expires_ms);

@@ -273,7 +273,7 @@ impl Table {
     }
 
     /// Records a granted fence; an error when it is not above every earlier one.
-    fn grant_fence(&mut self, name: &str, fence: u64) -> Result<(), String> {
+    pub(crate) fn grant_fence(&mut self, name: &str, fence: u64) -> Result<(), String> {
         let max = self.max_fence.entry(name.to_string()).or_insert(0);
         if fence <= *max {
             return Err(format!(
@@ -406,10 +406,8 @@ impl Table {
         if !ok {
             return Err(cur.cloned());
         }
-        let before: std::collections::HashSet<u64> = cur
-            .and_then(<crate::store::dynamodb::DynamoDb<super::store::SimStore> as crate::store::cas::CasStore>::slots_of)
-            .map(|t| t.holders.iter().map(|h| h.fence).collect())
-            .unwrap_or_default();
+        type Ddb = crate::store::dynamodb::DynamoDb<super::store::SimStore>;
+        let before = cur.and_then(<Ddb as crate::store::cas::CasStore>::slots_of);
         let item = self.items.entry(name.to_string()).or_insert_with(|| {
             let mut i = Item::new();
             i.insert(attr::LOCK_ID.into(), crate::store::dynamodb::s(name));
@@ -421,18 +419,48 @@ impl Table {
         for (k, v) in attrs {
             item.insert(k.to_string(), v.clone());
         }
-        let after: Vec<u64> = <crate::store::dynamodb::DynamoDb<super::store::SimStore> as crate::store::cas::CasStore>::slots_of(item)
+        let after = <Ddb as crate::store::cas::CasStore>::slots_of(item);
+        self.note_table(name, before.as_ref(), after.as_ref(), violations);
+        let _ = self.note_write(name);
+        Ok(())
+    }
+
+    /// The bookkeeping of a write of a holder table: (b) every holder it
+    /// admits (one whose token the table before it did not have) has a
+    /// token above every token granted before; (c) the expiry written with
+    /// each grant or renewal, by lease id (a waiter keeps its id across
+    /// attempts, so a re-admission under the same id overwrites it).
+    pub fn note_table(
+        &mut self,
+        name: &str,
+        before: Option<&crate::store::slots::Slots>,
+        after: Option<&crate::store::slots::Slots>,
+        violations: &mut Vec<String>,
+    ) {
+        let Some(after) = after else { return };
+        let had: std::collections::HashSet<u64> = before
             .map(|t| t.holders.iter().map(|h| h.fence).collect())
             .unwrap_or_default();
-        let mut new: Vec<u64> = after.into_iter().filter(|f| !before.contains(f)).collect();
-        new.sort_unstable();
-        for f in new {
-            if let Err(e) = self.grant_fence(name, f) {
+        let mut admitted: Vec<&crate::store::slots::Holder> = after
+            .holders
+            .iter()
+            .filter(|h| !had.contains(&h.fence))
+            .collect();
+        admitted.sort_by_key(|h| h.fence);
+        for h in &after.holders {
+            if had.contains(&h.fence) {
+                self.written_expiry
+                    .entry(h.lease_id.clone())
+                    .or_insert(h.expires_ms);
+            } else {
+                self.written_expiry.insert(h.lease_id.clone(), h.expires_ms);
+            }
+        }
+        for h in admitted {
+            if let Err(e) = self.grant_fence(name, h.fence) {
                 violations.push(e);
             }
         }
-        let _ = self.note_write(name);
-        Ok(())
     }
 
     /// `UpdateItem` `ADD fence_hw :block` on the high-water mark; its old value.
