@@ -80,8 +80,11 @@ fn put(t: &mut Table, key: &str, body: &[u8], want: &Want, v: &mut Vec<String>) 
         let at = t.start.map(super::world::true_now).unwrap_or_default();
         t.writes.push((at, state_of(&new)));
         if let Some(table) = new.current_slots() {
-            let old = before.as_ref().and_then(|b| b.current_slots());
-            t.note_table(&new.name.clone(), old, Some(table), v);
+            // A plain lease of ours moved into a table keeps its token.
+            let old = before
+                .as_ref()
+                .and_then(|b| b.current_slots().cloned().or_else(|| b.as_table()));
+            t.note_table(&new.name.clone(), old.as_ref(), Some(table), v);
         } else if new.state == RecordState::Held {
             t.written_expiry
                 .entry(new.lease_id.clone())
@@ -116,6 +119,25 @@ fn state_of(rec: &LeaseRecord) -> super::RecState {
     use crate::store::cas::CasStore;
     type S3 = S3Store<SimObjects>;
     let judged = (rec.clone(), String::new());
+    if let Some(t) = rec.current_slots() {
+        // Free to the next waiter in turn once the holders and the tickets
+        // ahead of it are gone: held until the last of them lapses.
+        let last = t
+            .holders
+            .iter()
+            .map(|h| h.expires_ms)
+            .chain(t.queue.iter().map(|q| q.expires_ms))
+            .max();
+        return match last {
+            None => RecState::Released,
+            Some(exp_ms) => RecState::Held {
+                exp_ms,
+                margin_ms: crate::store::cas::EXPIRY_MARGIN_MS,
+                owner: None,
+                lease: 0,
+            },
+        };
+    }
     if S3::is_released(&judged) {
         return RecState::Released;
     }

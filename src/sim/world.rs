@@ -223,6 +223,27 @@ pub fn state_of(item: Option<&Item>) -> super::RecState {
     let Some(i) = item else {
         return RecState::Absent;
     };
+    type Ddb = crate::store::dynamodb::DynamoDb<super::store::SimStore>;
+    if let Some(t) = <Ddb as crate::store::cas::CasStore>::slots_of(i) {
+        // Free to the next waiter in turn once its holders and the tickets
+        // ahead of it are gone: judged as held until the last of them
+        // lapses (a dead waiter's ticket holds the queue up that long).
+        let last = t
+            .holders
+            .iter()
+            .map(|h| h.expires_ms)
+            .chain(t.queue.iter().map(|q| q.expires_ms))
+            .max();
+        return match last {
+            None => RecState::Released,
+            Some(exp_ms) => RecState::Held {
+                exp_ms,
+                margin_ms: crate::store::cas::EXPIRY_MARGIN_MS,
+                owner: None,
+                lease: 0,
+            },
+        };
+    }
     if get_i64(i, attr::EXPIRATION_TIME) == Some(0) {
         return RecState::Released;
     }
@@ -301,7 +322,7 @@ impl Table {
         let cur = self.items.get_mut(name);
         let ok = cur.as_ref().is_some_and(|i| {
             let first = match seen {
-                None => num_eq(i, attr::EXPIRATION_TIME, 0),
+                None => num_eq(i, attr::EXPIRATION_TIME, 0) && !i.contains_key(attr::SLOTS),
                 Some(id) => get_s(i, attr::LEASE_ID) == Some(id),
             };
             let counter = matches!(
@@ -322,6 +343,7 @@ impl Table {
         }
         item.remove(attr::RELEASED_LEASE);
         item.remove(attr::RELEASED_MS);
+        item.remove(attr::SLOTS);
         let fence = get_u64(item, attr::FENCE).unwrap_or(0) + 1;
         item.insert(attr::FENCE.into(), n(fence));
         if let Err(e) = self.grant_fence(name, fence) {
@@ -407,7 +429,12 @@ impl Table {
             return Err(cur.cloned());
         }
         type Ddb = crate::store::dynamodb::DynamoDb<super::store::SimStore>;
-        let before = cur.and_then(<Ddb as crate::store::cas::CasStore>::slots_of);
+        // A plain lease of ours moved into a table keeps its token: it is
+        // no new grant.
+        let before = cur.and_then(|c| {
+            <Ddb as crate::store::cas::CasStore>::slots_of(c)
+                .or_else(|| <Ddb as crate::store::cas::CasStore>::as_table(c))
+        });
         let item = self.items.entry(name.to_string()).or_insert_with(|| {
             let mut i = Item::new();
             i.insert(attr::LOCK_ID.into(), crate::store::dynamodb::s(name));

@@ -222,6 +222,17 @@ pub trait CasStore: Send + Sync {
         multi::clock_deadline(self.clock(), expires_ms, sent, lease)
     }
 
+    /// A single-holder record written by this client (not by awsflock
+    /// 0.2.0), held, and with a counter of tokens, as the one exclusive
+    /// holder of a holder table: its lease id, owner, reason, fence and
+    /// stored expiry exactly as the record has them, so that its holder's
+    /// next renewal, refused by the record, finds itself in the table and
+    /// goes on there. `None`: waiters may not queue in this record (they
+    /// poll it). Returns the table with that holder.
+    fn as_table(_rec: &Self::Record) -> Option<Slots> {
+        None
+    }
+
     /// The last fencing token a single-holder record issued and the last
     /// of its block, when it can issue the next one itself.
     fn last_fence(_rec: &Self::Record) -> Option<(u64, Option<u64>)> {
@@ -278,8 +289,10 @@ impl<S: CasStore> LockStore for S {
         } else {
             match self.renew_to(lease, duration, next_id).await {
                 // Given only a lease id: it may be one holder of several.
+                // A renewal that landed may have been moved into the table
+                // before its answer came: look for either id.
                 Err(e @ Error::NotHeld { .. }) => {
-                    if multi::holds(self, &lease.name, &lease.lease_id).await {
+                    if multi::holds(self, &lease.name, &[&lease.lease_id, next_id]).await {
                         multi::renew(self, lease, duration, next_id).await
                     } else {
                         Err(e)
@@ -298,7 +311,7 @@ impl<S: CasStore> LockStore for S {
         self.check_name(name)?;
         match self.release_id(name, lease_id).await {
             Err(e @ Error::NotHeld { .. }) => {
-                if multi::holds(self, name, lease_id).await {
+                if multi::holds(self, name, &[lease_id]).await {
                     multi::release(self, name, lease_id).await
                 } else {
                     Err(e)
@@ -465,9 +478,10 @@ pub async fn acquire<'c, S: CasStore + ?Sized>(
             .and_then(|r| r.as_ref())
             .and_then(S::slots_of);
         if table.is_some() && a.unconfirmed.is_empty() {
-            // The name keeps a holder table (shared holders, or a
-            // semaphore): queue in it as an exclusive holder, for what is
-            // left of the wait.
+            // The name keeps a holder table (shared holders, a semaphore, or
+            // a queue), or will once we queue behind its holder: take it as
+            // an exclusive holder through the table, for what is left of
+            // the wait.
             let mut rest = req.clone();
             rest.wait = a
                 .give_up

@@ -31,7 +31,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use super::aws::{self, StoreInterceptor};
 use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
 use super::record::{self, MAX_DURATION_S, MAX_TIME_MS};
-use super::slots::Slots;
+use super::slots::{Holder, Kind, Slots};
 use super::{AcquireRequest, CLIENT_TAG, Lease, LockInfo, RESERVED_PREFIX};
 use crate::clock::ServerClock;
 use crate::error::{Error, Result, words};
@@ -255,9 +255,9 @@ pub(crate) trait Requests: Send + Sync {
     async fn get(&self, name: &str) -> Result<Option<Item>>;
 
     /// A counter grant, one UpdateItem: sets `attrs` (and removes `reason`
-    /// when `attrs` has none, and `released_*`), adds one to `fence`, on
-    /// `expiration_time = 0` (`seen` `None`) or `lease_id = seen`, and
-    /// `fence < fence_limit`. The new fence, or the item when the
+    /// when `attrs` has none, `released_*` and `slots`), adds one to
+    /// `fence`, on `expiration_time = 0 AND attribute_not_exists(slots)`
+    /// (`seen` `None`) or `lease_id = seen`, and `fence < fence_limit`. The new fence, or the item when the
     /// condition failed (`ALL_OLD`).
     async fn grant_counter(
         &self,
@@ -626,14 +626,18 @@ impl Requests for Sdk {
         }
         e.remove(attr::RELEASED_LEASE);
         e.remove(attr::RELEASED_MS);
+        e.remove(attr::SLOTS);
         let (fence, limit) = (e.name(attr::FENCE), e.name(attr::FENCE_LIMIT));
         let one = e.value("one", n(1));
         e.sets.push(format!("{fence} = {fence} + {one}"));
         let first = match seen {
+            // Released, and no holder table: a table with only waiters
+            // left is released too, and is theirs in turn.
             None => {
                 let exp = e.name(attr::EXPIRATION_TIME);
                 let zero = e.value("zero", n(0));
-                format!("{exp} = {zero}")
+                let slots = e.name(attr::SLOTS);
+                format!("{exp} = {zero} AND attribute_not_exists({slots})")
             }
             Some(id) => {
                 let lid = e.name(attr::LEASE_ID);
@@ -1240,6 +1244,29 @@ impl<R: Requests> CasStore for DynamoDb<R> {
     fn slots_of(rec: &Item) -> Option<Slots> {
         let table: Slots = serde_json::from_str(get_s(rec, attr::SLOTS)?).ok()?;
         (Some(table.version.as_str()) == get_s(rec, attr::LEASE_ID)).then_some(table)
+    }
+
+    /// Our own lease (written by awsflock-rs, with a counter), held.
+    fn as_table(rec: &Item) -> Option<Slots> {
+        if written_by_v020(rec)
+            || !get_s(rec, attr::CLIENT).is_some_and(|c| c.starts_with("awsflock-rs"))
+            || problems(rec).is_some()
+        {
+            return None;
+        }
+        let (fence, limit) = Self::last_fence(rec)?;
+        let holder = Holder {
+            lease_id: get_s(rec, attr::LEASE_ID)?.to_string(),
+            kind: Kind::Exclusive,
+            owner: get_s(rec, attr::OWNER).unwrap_or("NULL").to_string(),
+            reason: get_s(rec, attr::REASON).map(String::from),
+            fence,
+            expires_ms: expiry_ms(rec)?,
+            acquired_ms: get_i64(rec, attr::ACQUIRED_MS).unwrap_or(0),
+            host: get_s(rec, attr::HOST).map(String::from),
+            pid: get_u64(rec, attr::PID).and_then(|p| u32::try_from(p).ok()),
+        };
+        Some(Slots::of_holder(holder, (fence + 1, limit)))
     }
 
     fn last_fence(rec: &Item) -> Option<(u64, Option<u64>)> {

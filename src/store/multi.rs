@@ -87,7 +87,7 @@ enum Table {
     /// A table we may change (absent and free records become empty ones).
     Slots(Slots),
     /// A live single-holder record: one exclusive holder we cannot queue
-    /// behind in its record.
+    /// behind in its record (awsflock 0.2.0's).
     Plain,
 }
 
@@ -101,7 +101,8 @@ async fn table_of<S: CasStore + ?Sized>(
         None => Ok(Table::Slots(Slots::free(mode, s.fence_floor(name).await?))),
         Some(r) => match S::slots_of(r) {
             Some(t) => Ok(Table::Slots(t)),
-            None if cas::is_held(s, r) => Ok(Table::Plain),
+            // Held by one of ours: its holder becomes the table's.
+            None if cas::is_held(s, r) => Ok(S::as_table(r).map_or(Table::Plain, Table::Slots)),
             None => {
                 let next = match S::last_fence(r) {
                     Some((f, limit)) => (f + 1, limit),
@@ -480,13 +481,13 @@ pub async fn release<S: CasStore + ?Sized>(s: &S, name: &str, lease_id: &str) ->
     )))
 }
 
-/// Whether `lease_id` holds `name` through its table (for a renewal or
-/// release given only a lease id).
-pub async fn holds<S: CasStore + ?Sized>(s: &S, name: &str, lease_id: &str) -> bool {
+/// Whether one of `ids` holds `name` through its table (for a renewal or
+/// release whose record refused it: the lease may have been moved into a
+/// table since, or be one holder of several).
+pub async fn holds<S: CasStore + ?Sized>(s: &S, name: &str, ids: &[&str]) -> bool {
     match s.read(name).await {
-        Ok(Some(rec)) => {
-            S::slots_of(&rec).is_some_and(|t| t.holders.iter().any(|h| h.lease_id == lease_id))
-        }
+        Ok(Some(rec)) => S::slots_of(&rec)
+            .is_some_and(|t| t.holders.iter().any(|h| ids.contains(&h.lease_id.as_str()))),
         _ => false,
     }
 }

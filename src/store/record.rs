@@ -173,8 +173,36 @@ impl LeaseRecord {
             released_lease: None,
             released_ms: None,
             problem: None,
-            slots: Some(table.clone()),
+            // Nobody holds or waits: a released record, as a plain release
+            // leaves it.
+            slots: (!table.is_empty()).then(|| table.clone()),
         }
+    }
+
+    /// This record, when it is our own held lease with a counter of
+    /// tokens, as the one exclusive holder of a table (see
+    /// `CasStore::as_table`).
+    pub fn as_table(&self) -> Option<Slots> {
+        if self.state != RecordState::Held
+            || self.problem.is_some()
+            || self.slots.is_some()
+            || !self.client.starts_with("awsflock-rs")
+        {
+            return None;
+        }
+        let next = self.next_counter_fence()?;
+        let holder = super::slots::Holder {
+            lease_id: self.lease_id.clone(),
+            kind: super::slots::Kind::Exclusive,
+            owner: self.owner.clone(),
+            reason: self.reason.clone(),
+            fence: next - 1,
+            expires_ms: self.expires_ms,
+            acquired_ms: self.acquired_ms,
+            host: self.host.clone(),
+            pid: self.pid,
+        };
+        Some(Slots::of_holder(holder, (next, self.fence_limit)))
     }
 
     /// The holder table this record keeps, when it is current: its version

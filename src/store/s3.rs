@@ -804,6 +804,10 @@ impl<O: Objects> CasStore for S3Store<O> {
         rec.0.current_slots().cloned()
     }
 
+    fn as_table(rec: &Record) -> Option<Slots> {
+        rec.0.as_table()
+    }
+
     fn last_fence(rec: &Record) -> Option<(u64, Option<u64>)> {
         rec.0
             .next_counter_fence()

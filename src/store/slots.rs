@@ -186,6 +186,15 @@ impl Slots {
         }
     }
 
+    /// A table whose one holder is an exclusive lock holder that was
+    /// granted in a single-holder record (see `CasStore::as_table`).
+    pub fn of_holder(holder: Holder, (next_fence, fence_limit): (u64, Option<u64>)) -> Slots {
+        Slots {
+            holders: vec![holder],
+            ..Slots::free(Mode::Lock, (next_fence, fence_limit))
+        }
+    }
+
     /// Drops the holders and tickets that are surely dead at `now`.
     pub fn prune(&mut self, now: Now) {
         self.holders.retain(|h| alive(h.expires_ms, now));

@@ -360,7 +360,9 @@ impl<D: Dir, H: Host> FileStore<D, H> {
         let _guard = self.lock_dir(cancel)?;
         let cur = self.read_record(&req.name)?;
         if let Some(rec) = &cur {
-            if cas::judge(self, Some(rec)) == cas::Judged::Held {
+            // A holder table (even one with only waiters left) is granted
+            // from only through the table, in turn.
+            if cas::judge(self, Some(rec)) == cas::Judged::Held || Self::slots_of(rec).is_some() {
                 log_op("grant", "condition_failed", started);
                 return Ok(Outcome::Lost(cur));
             }
