@@ -653,6 +653,122 @@ mod slot_cases {
     }
 }
 
+/// First come, first served for plain locks: the stores where waiters
+/// queue (DynamoDB and S3; etcd by its own recipe).
+mod fifo_cases {
+    use super::*;
+
+    /// Starts `run NAME -- sh -c 'echo TAG >> log; sleep HOLD'`.
+    fn section(
+        f: &impl Fixture,
+        name: &str,
+        log: &std::path::Path,
+        tag: &str,
+        hold: f64,
+    ) -> Running {
+        spawn(f.cmd().args([
+            "-q",
+            "run",
+            name,
+            "--wait-time",
+            "90",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo {tag} >> {}; sleep {hold}", log.display()),
+        ]))
+    }
+
+    fn wait_for_holder(f: &impl Fixture, name: &str) {
+        let t = Instant::now();
+        loop {
+            let out = run(f.cmd().args(["status", name, "--json"]));
+            if out.json()["held"] == true {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "nobody took {name}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn waiters_are_served_in_order_and_a_returning_holder_goes_last(f: &impl Fixture) {
+        let name = unique_name("fifo");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("order");
+        let first = section(f, &name, &log, "A1", 2.0);
+        wait_for_holder(f, &name);
+        let mut waiters = Vec::new();
+        for tag in ["W1", "W2", "W3"] {
+            waiters.push(section(f, &name, &log, tag, 0.3));
+            // Each is queued before the next asks.
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        let out = first.wait(Duration::from_secs(30));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        // The worker that just released asks again at once.
+        let again = section(f, &name, &log, "A2", 0.1);
+        for w in waiters.into_iter().chain([again]) {
+            let out = w.wait(Duration::from_secs(60));
+            assert_eq!(out.code, 0, "{}", out.describe());
+        }
+        let order = std::fs::read_to_string(&log).unwrap();
+        let order: Vec<&str> = order.lines().collect();
+        assert_eq!(order, ["A1", "W1", "W2", "W3", "A2"], "served out of turn");
+    }
+
+    pub fn a_dead_waiter_leaves_the_queue(f: &impl Fixture) {
+        let name = unique_name("fifodead");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("order");
+        let holder = section(f, &name, &log, "H", 1.0);
+        wait_for_holder(f, &name);
+        let doomed = section(f, &name, &log, "DEAD", 0.1);
+        std::thread::sleep(Duration::from_millis(600));
+        signal(doomed.pid(), nix::sys::signal::Signal::SIGKILL);
+        let out = doomed.wait(Duration::from_secs(10));
+        assert_eq!(out.code, 137, "{}", out.describe());
+        let started = Instant::now();
+        let next = section(f, &name, &log, "NEXT", 0.1);
+        assert_eq!(holder.wait(Duration::from_secs(30)).code, 0);
+        let out = next.wait(Duration::from_secs(60));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(30),
+            "the dead waiter's place held the queue for {waited:?}"
+        );
+        let order = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(order.lines().collect::<Vec<_>>(), ["H", "NEXT"]);
+    }
+}
+
+macro_rules! fifo_conformance {
+    ($store:ident, $fixture:ty) => {
+        mod $store {
+            use super::*;
+
+            #[test]
+            fn waiters_are_served_in_order_and_a_returning_holder_goes_last() {
+                fifo_cases::waiters_are_served_in_order_and_a_returning_holder_goes_last(
+                    &<$fixture>::start(),
+                );
+            }
+            #[test]
+            fn a_dead_waiter_leaves_the_queue() {
+                fifo_cases::a_dead_waiter_leaves_the_queue(&<$fixture>::start());
+            }
+        }
+    };
+}
+
+mod fifo {
+    use super::*;
+    fifo_conformance!(dynamodb, DynamoDb);
+    fifo_conformance!(s3, S3);
+    #[cfg(feature = "etcd")]
+    fifo_conformance!(etcd, Etcd);
+}
+
 macro_rules! slot_conformance {
     ($store:ident, $fixture:ty) => {
         mod $store {

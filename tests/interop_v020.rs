@@ -273,3 +273,48 @@ fn expired_old_client_lease_is_taken_only_after_its_own_five_second_margin() {
     );
     assert!(after < 9000, "taken {after} ms after expiration_time");
 }
+
+/// Semaphore and shared holders keep the item "held" for awsflock 0.2.0
+/// while any of them holds, and it takes the name once the last has gone.
+#[test]
+fn old_client_never_joins_our_semaphore_or_shared_holders() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    for flags in [vec!["--max-holders", "2"], vec!["--shared"]] {
+        let name = lock();
+        let a = acquire(&moto, &t, &name, &flags);
+        let b = acquire(&moto, &t, &name, &flags);
+        let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
+        assert_no_traceback(&out);
+        assert_eq!(
+            out.code,
+            3,
+            "{flags:?}, two of ours hold:\n{}",
+            out.describe()
+        );
+        release(&moto, &t, &name, &a);
+        let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
+        assert_eq!(
+            out.code,
+            3,
+            "{flags:?}, one of ours holds:\n{}",
+            out.describe()
+        );
+        release(&moto, &t, &name, &b);
+        let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
+        assert_no_traceback(&out);
+        assert_eq!(out.code, 0, "{flags:?}, nobody holds:\n{}", out.describe());
+        // And ours see 0.2.0's lease as an exclusive holder: a reader
+        // waits for it; a semaphore's holder is told the name is a lock.
+        let ours = run(awsflock(&moto)
+            .args(["acquire", &name, "--table", &t, "--no-wait"])
+            .args(&flags));
+        let want = if flags[0] == "--shared" { 3 } else { 2 };
+        assert_eq!(
+            ours.code,
+            want,
+            "{flags:?} beside 0.2.0:\n{}",
+            ours.describe()
+        );
+    }
+}

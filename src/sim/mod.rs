@@ -158,6 +158,11 @@ pub struct LiveLog {
 /// A waiter's poll pause is at most this ([`crate::store::poll_pause`]:
 /// 100 ms plus up to 199 ms).
 pub const POLL_MAX: Duration = Duration::from_millis(300);
+/// A waiter behind others in a holder table's queue polls every 1 to 2 s
+/// ([`crate::store::multi`]); on DynamoDB and S3 every waiter behind one of
+/// our leases queues, and may be behind a ticket that is gone by the time
+/// the lock is free.
+pub const POLL_BEHIND_MAX: Duration = Duration::from_millis(2000);
 /// Timer rounding (tokio rounds every sleep up to the next millisecond) and
 /// the steps of a waiter's loop that take no time in the simulation.
 pub const SLACK: Duration = Duration::from_millis(50);
@@ -431,21 +436,21 @@ impl World {
     /// more: the retry waits one), plus any pause of its machine and a poll
     /// pause after it.
     fn waiter_bound(&self, live: &LiveLog, c: usize, from: Duration) -> Duration {
+        // Waiters queue (and those behind poll slowly) except on the
+        // directory store, whose plain locks are not queued for.
+        let poll = if self.dir { POLL_MAX } else { POLL_BEHIND_MAX };
         let mut items: Vec<(Duration, Duration, Duration)> = Vec::new();
         for r in live.reqs.iter().filter(|r| r.client == c) {
             let cost = r.there + r.back + if r.failed { POLL_MAX } else { Duration::ZERO };
+            // (A failed request is retried after a poll pause.)
             items.push((r.sent, r.sent + r.there + r.back, cost));
         }
         for &(_, ps, pe) in live.pauses.iter().filter(|p| p.0 == c) {
             let pe = pe.unwrap_or(Duration::MAX);
-            items.push((
-                ps,
-                pe,
-                pe.saturating_sub(ps.max(from)).saturating_add(POLL_MAX),
-            ));
+            items.push((ps, pe, pe.saturating_sub(ps.max(from)).saturating_add(poll)));
         }
         items.sort_by_key(|i| i.0);
-        let mut by = from + POLL_MAX + SLACK;
+        let mut by = from + poll + SLACK;
         for (start, end, cost) in items {
             if end <= from {
                 continue;

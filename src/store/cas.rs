@@ -292,10 +292,10 @@ impl<S: CasStore> LockStore for S {
                 // A renewal that landed may have been moved into the table
                 // before its answer came: look for either id.
                 Err(e @ Error::NotHeld { .. }) => {
-                    if multi::holds(self, &lease.name, &[&lease.lease_id, next_id]).await {
-                        multi::renew(self, lease, duration, next_id).await
-                    } else {
-                        Err(e)
+                    match multi::holds(self, &lease.name, &[&lease.lease_id, next_id]).await {
+                        Ok(true) => multi::renew(self, lease, duration, next_id).await,
+                        Ok(false) => Err(e),
+                        Err(read) => Err(read),
                     }
                 }
                 other => other,
@@ -309,16 +309,7 @@ impl<S: CasStore> LockStore for S {
     /// record does not hold may be one holder of several, in its table.
     async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
         self.check_name(name)?;
-        match self.release_id(name, lease_id).await {
-            Err(e @ Error::NotHeld { .. }) => {
-                if multi::holds(self, name, &[lease_id]).await {
-                    multi::release(self, name, lease_id).await
-                } else {
-                    Err(e)
-                }
-            }
-            other => other,
-        }
+        release_anywhere(self, name, lease_id).await
     }
 
     async fn inspect(&self, name: &str) -> Result<LockInfo> {
@@ -371,6 +362,23 @@ impl<S: CasStore> LockStore for S {
 }
 
 /// `res`, its error made clearer by [`CasStore::explain`].
+/// Releases `lease_id` in the record, or, when the record refuses it, in
+/// the table it may have been moved into.
+pub async fn release_anywhere<S: CasStore + ?Sized>(
+    s: &S,
+    name: &str,
+    lease_id: &str,
+) -> Result<()> {
+    match s.release_id(name, lease_id).await {
+        Err(e @ Error::NotHeld { .. }) => match multi::holds(s, name, &[lease_id]).await {
+            Ok(true) => multi::release(s, name, lease_id).await,
+            Ok(false) => Err(e),
+            Err(read) => Err(read),
+        },
+        other => other,
+    }
+}
+
 /// What a record says, for people: with every holder and the queue when
 /// it keeps a holder table.
 pub fn info_of<S: CasStore + ?Sized>(s: &S, name: &str, rec: Option<&S::Record>) -> LockInfo {
@@ -447,6 +455,15 @@ pub fn next<S: CasStore + ?Sized>(
     {
         return Next::GiveBack(id);
     }
+    // A grant of ours that nobody was told of, moved into a table by a
+    // waiter since: give it back there.
+    if let Some(id) = rec.as_ref().and_then(S::slots_of).and_then(|t| {
+        t.holders
+            .into_iter()
+            .find(|h| unconfirmed.contains(&h.lease_id))
+    }) {
+        return Next::GiveBack(id.lease_id);
+    }
     match judge(s, rec.as_ref()) {
         Judged::Free => Next::Grant,
         Judged::Held => Next::Wait,
@@ -472,23 +489,24 @@ pub async fn acquire<'c, S: CasStore + ?Sized>(
         seen: None,
     };
     loop {
-        let table = a
-            .seen
-            .as_ref()
-            .and_then(|r| r.as_ref())
-            .and_then(S::slots_of);
-        if table.is_some() && a.unconfirmed.is_empty() {
+        let step = next(s, a.seen.as_ref(), &a.unconfirmed);
+        let rec = a.seen.as_ref().and_then(|r| r.as_ref());
+        let table = rec.and_then(S::slots_of);
+        // Held by one of ours: wait in a queue, in order, not by polling.
+        let queue = rec.is_some_and(|r| is_held(s, r) && S::as_table(r).is_some());
+        if (table.is_some() || queue) && !matches!(step, Next::GiveBack(_)) {
             // The name keeps a holder table (shared holders, a semaphore, or
             // a queue), or will once we queue behind its holder: take it as
             // an exclusive holder through the table, for what is left of
-            // the wait.
+            // the wait (grants of ours nobody was told of are given back
+            // first).
             let mut rest = req.clone();
             rest.wait = a
                 .give_up
                 .map(|g| g.saturating_duration_since(Instant::now()));
             return multi::acquire(s, &rest, Kind::Exclusive, Mode::Lock, a.cancel).await;
         }
-        match next(s, a.seen.as_ref(), &a.unconfirmed) {
+        match step {
             Next::GiveBack(id) => a.give_back_one(id).await,
             Next::Wait => {
                 a.wait().await?;
@@ -550,7 +568,7 @@ impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
     async fn give_back_one(&mut self, id: String) {
         tracing::info!("an earlier grant attempt landed although it failed; giving it back");
         self.unconfirmed.retain(|u| u != &id);
-        match self.s.release_id(&self.req.name, &id).await {
+        match release_anywhere(self.s, &self.req.name, &id).await {
             Ok(()) | Err(Error::NotHeld { .. }) => self.seen = None,
             Err(e) => tracing::warn!("{e}; still waiting"),
         }
@@ -607,7 +625,7 @@ impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
             Ok(Outcome::Granted(fence)) => {
                 if let Poll::Ready(sig) = futures_util::poll!(&mut self.cancel) {
                     // A grant raced with the signal: give it back.
-                    let _ = s.release_id(name, &lease_id).await;
+                    let _ = release_anywhere(s, name, &lease_id).await;
                     return Some(Err(Error::Interrupted(sig)));
                 }
                 match finish(s, name, lease_id.clone(), fence, self.req.lease, st).await {
@@ -615,8 +633,11 @@ impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
                         // The write was stamped on this machine's clock, which
                         // was off; before it could be rewritten on the store's
                         // clock another worker judged it expired and took it.
-                        // Nothing was reported: go on waiting.
+                        // Nothing was reported: go on waiting. (Or a waiter
+                        // moved it into a holder table: then it is found
+                        // there and given back.)
                         tracing::info!("the grant was taken over before it was confirmed; waiting");
+                        self.unconfirmed.push(lease_id);
                         self.contacted = true;
                         match s.read(name).await {
                             Ok(rec) => self.seen = Some(rec),
@@ -688,7 +709,7 @@ async fn give_back<S: CasStore + ?Sized>(s: &S, name: &str, unconfirmed: &[Strin
     }
     let all = async {
         for id in unconfirmed {
-            match s.release_id(name, id).await {
+            match release_anywhere(s, name, id).await {
                 Ok(()) => tracing::info!("gave back a grant whose answer was lost"),
                 Err(e) => tracing::debug!(error = %e, "no grant to give back"),
             }

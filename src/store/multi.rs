@@ -483,13 +483,13 @@ pub async fn release<S: CasStore + ?Sized>(s: &S, name: &str, lease_id: &str) ->
 
 /// Whether one of `ids` holds `name` through its table (for a renewal or
 /// release whose record refused it: the lease may have been moved into a
-/// table since, or be one holder of several).
-pub async fn holds<S: CasStore + ?Sized>(s: &S, name: &str, ids: &[&str]) -> bool {
-    match s.read(name).await {
-        Ok(Some(rec)) => S::slots_of(&rec)
-            .is_some_and(|t| t.holders.iter().any(|h| ids.contains(&h.lease_id.as_str()))),
-        _ => false,
-    }
+/// table since, or be one holder of several). A read that fails is that
+/// error, never "not held": the caller retries.
+pub async fn holds<S: CasStore + ?Sized>(s: &S, name: &str, ids: &[&str]) -> Result<bool> {
+    Ok(s.read(name).await?.is_some_and(|rec| {
+        S::slots_of(&rec)
+            .is_some_and(|t| t.holders.iter().any(|h| ids.contains(&h.lease_id.as_str())))
+    }))
 }
 
 /// Force-release of a table: every holder removed (waiters stay queued).
