@@ -507,7 +507,7 @@ pub async fn acquire<'c, S: CasStore + ?Sized>(
             return multi::acquire(s, &rest, Kind::Exclusive, Mode::Lock, a.cancel).await;
         }
         match step {
-            Next::GiveBack(id) => a.give_back_one(id).await,
+            Next::GiveBack(id) => a.give_back_one(id).await?,
             Next::Wait => {
                 a.wait().await?;
                 a.read_again().await?;
@@ -565,12 +565,23 @@ impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
 
     /// An earlier grant of ours landed although its call failed: give it
     /// back (nobody believes in it) and take the lock anew.
-    async fn give_back_one(&mut self, id: String) {
+    async fn give_back_one(&mut self, id: String) -> Result<()> {
         tracing::info!("an earlier grant attempt landed although it failed; giving it back");
-        self.unconfirmed.retain(|u| u != &id);
         match release_anywhere(self.s, &self.req.name, &id).await {
-            Ok(()) | Err(Error::NotHeld { .. }) => self.seen = None,
-            Err(e) => tracing::warn!("{e}; still waiting"),
+            Ok(()) | Err(Error::NotHeld { .. }) => {
+                self.unconfirmed.retain(|u| u != &id);
+                self.seen = None;
+                Ok(())
+            }
+            // Not given back: it stays ours to give back, after a pause.
+            // (Forgetting it would leave a grant that nobody knows of
+            // holding the lock until its expiry, which a clock far ahead
+            // may have put hours away.)
+            Err(e) if self.out_of_time() => Err(e),
+            Err(e) => {
+                tracing::warn!("{e}; still waiting");
+                self.pause(poll_pause()).await
+            }
         }
     }
 
