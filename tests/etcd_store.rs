@@ -1190,3 +1190,70 @@ fn connecting_during_a_leader_election_waits_for_the_new_leader() {
     );
     eprintln!("granted {:?} after the leader froze", out.elapsed);
 }
+
+/// `etcdctl lock` is an exclusive holder: it waits while our shared
+/// holders hold, and our shared contenders wait while it holds.
+#[test]
+fn etcdctl_lock_waits_for_our_shared_holders_and_they_for_it() {
+    let Some(etcd) = Etcd::start() else { return };
+    let name = unique_name("ctlrw");
+    let dir = tempfile::tempdir().unwrap();
+    let (readers_done, ctl_start) = (dir.path().join("r"), dir.path().join("c"));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            spawn(aw(&etcd, "").args([
+                "run",
+                &name,
+                "--shared",
+                "--",
+                "sh",
+                "-c",
+                &format!("sleep 2; date +%s%N >> {}", readers_done.display()),
+            ]))
+        })
+        .collect();
+    let v = wait_held(&etcd, "", &name, Duration::from_secs(10));
+    let start = Instant::now();
+    while status(&etcd, "", &name)["holders"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "two readers never held: {v}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let ctl = spawn(etcd.etcdctl().args([
+        "lock",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        &format!("date +%s%N > {}; sleep 1", ctl_start.display()),
+    ]));
+    for r in readers {
+        let out = r.wait(Duration::from_secs(20));
+        assert_eq!(out.code, 0, "{}", out.describe());
+    }
+    let out = ctl.wait(Duration::from_secs(20));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let last_reader = std::fs::read_to_string(&readers_done)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse::<i128>().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        read_ns(&ctl_start) >= last_reader,
+        "etcdctl's command started while our readers held the lock"
+    );
+    // And a reader waits for etcdctl's holder.
+    let ctl = spawn(etcd.etcdctl().args(["lock", &name, "--", "sleep", "2"]));
+    let v = wait_held(&etcd, "", &name, Duration::from_secs(10));
+    assert_eq!(v["owner"], "etcdctl", "{v}");
+    let out = run(aw(&etcd, "").args(["acquire", &name, "--shared", "--no-wait"]));
+    assert_eq!(out.code, 3, "{}", out.describe());
+    assert_eq!(ctl.wait(Duration::from_secs(20)).code, 0);
+}

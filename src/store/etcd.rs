@@ -78,6 +78,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 
 use super::cas::absent_info;
+use super::slots::{self, Kind, Mode};
 use super::{AcquireRequest, BoxFuture, EtcdOptions, Lease, LockInfo, LockStore, poll_pause};
 use crate::clock::local_wall_ms;
 use crate::error::{Error, Result};
@@ -242,10 +243,21 @@ struct Holder {
     client: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     acquired_ms: Option<i64>,
+    /// A semaphore's contender: its N (`--max-holders`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_holders: Option<u32>,
+    /// A shared contender (`--shared`, or a semaphore's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    shared: bool,
 }
 
 impl Holder {
     fn of_request(req: &AcquireRequest) -> Holder {
+        let (shared, max_holders) = match slots::wanted(req).ok().flatten() {
+            Some((_, Mode::Semaphore(n))) => (true, Some(n)),
+            Some((kind, Mode::Lock)) => (kind == Kind::Shared, None),
+            None => (false, None),
+        };
         Holder {
             owner: Some(req.owner.clone()),
             reason: req.reason.clone(),
@@ -253,6 +265,18 @@ impl Holder {
             host: Some(gethostname::gethostname().to_string_lossy().into_owned()),
             client: Some(super::CLIENT_TAG.to_string()),
             acquired_ms: Some(local_wall_ms()),
+            max_holders,
+            shared,
+        }
+    }
+
+    /// The kind of contender and the mode it asked for (`etcdctl lock`'s
+    /// keys, with no value, are exclusive).
+    fn mode(&self) -> (Kind, Mode) {
+        match self.max_holders {
+            Some(n) if n >= 2 => (Kind::Shared, Mode::Semaphore(n)),
+            _ if self.shared => (Kind::Shared, Mode::Lock),
+            _ => (Kind::Exclusive, Mode::Lock),
         }
     }
 
@@ -692,6 +716,66 @@ impl EtcdStore {
         }
     }
 
+    /// Every holder of a semaphore or of a lock held shared, and how many
+    /// wait: the contenders in queue order, holding while admitted (the
+    /// first N of a semaphore; the shared ones before the first exclusive
+    /// one, or that one alone when it is first).
+    async fn describe_holders(&self, name: &str, info: &mut LockInfo) -> Result<()> {
+        let mp = self.mutex_prefix(name);
+        let opts = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend);
+        let resp = self
+            .call("read the lock", |c| {
+                let (mp, opts) = (mp.clone(), opts.clone());
+                async move { c.kv_client().get(mp, Some(opts)).await }
+            })
+            .await?;
+        let all: Vec<&KeyValue> = resp
+            .kvs()
+            .iter()
+            .filter(|kv| is_contender(kv, &mp))
+            .collect();
+        let mut holding = Vec::new();
+        for (i, kv) in all.iter().enumerate() {
+            let (kind, mode) = Holder::from_value(kv.value()).mode();
+            let admitted = match mode {
+                Mode::Semaphore(n) => i < n as usize,
+                Mode::Lock => (kind == Kind::Shared || i == 0) && holding.len() == i,
+            };
+            if !admitted {
+                break;
+            }
+            holding.push(*kv);
+            if kind == Kind::Exclusive {
+                break;
+            }
+        }
+        let ttls =
+            futures_util::future::join_all(holding.iter().map(|kv| self.ttl_of(kv.lease()))).await;
+        info.holders.clear();
+        for (kv, ttl) in holding.iter().zip(ttls) {
+            let Some((left, _)) = ttl? else { continue };
+            let h = Holder::from_value(kv.value());
+            let (kind, mode) = h.mode();
+            if let Mode::Semaphore(n) = mode {
+                info.max_holders = Some(n);
+            }
+            info.holders.push(super::HolderInfo {
+                owner: h.owner.clone().unwrap_or_default(),
+                reason: h.reason.clone(),
+                fence: u64::try_from(kv.mod_revision()).unwrap_or(0),
+                shared: kind == Kind::Shared,
+                acquired_at_ms: h.acquired_ms.unwrap_or(0),
+                expires_at_ms: local_wall_ms() + left * 1000,
+                host: h.host.clone(),
+                pid: h.pid,
+            });
+        }
+        info.waiting = all.len().saturating_sub(holding.len());
+        Ok(())
+    }
+
     /// (remaining, granted) TTL of lease `id`, `None` if it is gone.
     async fn ttl_of(&self, id: i64) -> Result<Option<(i64, i64)>> {
         let r = self
@@ -818,7 +902,16 @@ impl EtcdStore {
             Take::Held => {}
         }
         let last_info = first.map(|kv| self.info_of(name, kv, None));
-        if give_up.is_some_and(|g| Instant::now() >= g) {
+        // A plain lock asked of a semaphore's name: the holders' N differs.
+        if let (None, Some(kv)) = (slots::wanted(req).ok().flatten(), first) {
+            if let (_, stored @ Mode::Semaphore(_)) = Holder::from_value(kv.value()).mode() {
+                return Pass::Done(Err(slots::mismatch(name, stored, Mode::Lock)));
+            }
+        }
+        // (A semaphore or shared contender may be admitted beside those
+        // there: it queues and looks once, even with no time to wait.)
+        let shares = slots::wanted(req).ok().flatten().is_some();
+        if !shares && give_up.is_some_and(|g| Instant::now() >= g) {
             return not_acquired(name, &last_info);
         }
         let (q, my_rev) = match self.enqueue(&my_key, lease, &holder, queue_lease).await {
@@ -832,8 +925,186 @@ impl EtcdStore {
             queue_lease: &q,
             holder: &holder,
         };
-        self.wait_for_head(req, cancel, give_up, queued, last_info)
-            .await
+        match slots::wanted(req) {
+            Ok(Some((kind, mode))) => {
+                self.wait_for_slot(req, cancel, give_up, queued, last_info, kind, mode)
+                    .await
+            }
+            _ => {
+                self.wait_for_head(req, cancel, give_up, queued, last_info)
+                    .await
+            }
+        }
+    }
+
+    /// [`Self::wait_for_head`] for a semaphore's or a shared contender:
+    /// admitted once fewer than N contenders are ahead of it (all of the
+    /// same N), or, shared, once no exclusive contender is ahead of it. Both
+    /// only grow true: contenders ahead can only leave (a new one is
+    /// always behind), so the judgement of one read stands, and the grant
+    /// is one transaction on our key still being queued. A contender ahead
+    /// in another mode is a usage error. Waits for a deletion under the
+    /// name (semaphore), or of the last exclusive contender ahead (shared).
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_for_slot(
+        &self,
+        req: &AcquireRequest,
+        cancel: &mut futures_util::future::Fuse<BoxFuture<'_, i32>>,
+        give_up: Option<Instant>,
+        me: Queued<'_>,
+        mut last_info: Option<LockInfo>,
+        kind: Kind,
+        mode: Mode,
+    ) -> Pass {
+        let name = &req.name;
+        let mp = self.mutex_prefix(name);
+        let (my_key, my_rev) = (me.key, me.rev);
+        let interrupted = |sig| Pass::Done(Err(Error::Interrupted(sig)));
+        let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
+        let (lost_tx, mut lost_rx) = tokio::sync::mpsc::channel::<()>(2);
+        let mut keepers = vec![self.keeper(me.lease, lost_tx.clone())];
+        if me.queue_lease.id != me.lease.id {
+            keepers.push(self.keeper(me.queue_lease, lost_tx));
+        }
+        let give_up_at = async {
+            match give_up {
+                Some(g) => boottime::sleep_until(g).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(give_up_at);
+        loop {
+            let ahead_opts = GetOptions::new()
+                .with_prefix()
+                .with_max_create_revision(my_rev - 1)
+                .with_sort(SortTarget::Create, SortOrder::Ascend);
+            let read = Txn::new()
+                .when([Compare::create_revision(my_key, CompareOp::Equal, my_rev)])
+                .and_then([TxnOp::get(mp.clone(), Some(ahead_opts))]);
+            let attempt = tokio::select! {
+                sig = &mut *cancel => return interrupted(sig),
+                r = self.txn(&read) => r,
+            };
+            let resp = match attempt {
+                Ok(r) => r,
+                Err(Failed::Answer(e)) if is_lease_gone(&e) => return Pass::Requeue,
+                Err(e) => match self.error("read the lock", e) {
+                    e @ Error::Unavailable(_) => {
+                        tracing::warn!("{e}; still waiting");
+                        if out_of_time() {
+                            return not_acquired(name, &last_info);
+                        }
+                        tokio::select! {
+                            sig = &mut *cancel => return interrupted(sig),
+                            _ = &mut give_up_at => return not_acquired(name, &last_info),
+                            _ = tokio::time::sleep(poll_pause()) => continue,
+                        }
+                    }
+                    e => return Pass::Done(Err(e)),
+                },
+            };
+            if !resp.succeeded() {
+                tracing::warn!("our place in the queue for {name} expired; queueing again");
+                return Pass::Requeue;
+            }
+            let ahead: Vec<KeyValue> = match resp.op_responses().first() {
+                Some(TxnOpResponse::Get(g)) => g
+                    .kvs()
+                    .iter()
+                    .filter(|kv| is_contender(kv, &mp))
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let mut last_exclusive = None;
+            for kv in &ahead {
+                let (k, m) = Holder::from_value(kv.value()).mode();
+                let clash = match mode {
+                    Mode::Semaphore(_) => m != mode,
+                    Mode::Lock => m != Mode::Lock,
+                };
+                if clash {
+                    return Pass::Done(Err(slots::mismatch(name, m, mode)));
+                }
+                if k == Kind::Exclusive {
+                    last_exclusive = Some(kv.key().to_vec());
+                }
+            }
+            let admitted = match mode {
+                Mode::Semaphore(n) => ahead.len() < n as usize,
+                Mode::Lock => kind == Kind::Shared && last_exclusive.is_none(),
+            };
+            if admitted {
+                let stamped = Holder {
+                    acquired_ms: Some(local_wall_ms()),
+                    ..me.holder.clone()
+                };
+                let take = Txn::new()
+                    .when([Compare::create_revision(my_key, CompareOp::Equal, my_rev)])
+                    .and_then([TxnOp::put(
+                        my_key,
+                        stamped.to_json(),
+                        Some(PutOptions::new().with_lease(me.lease.id)),
+                    )]);
+                let attempt = tokio::select! {
+                    sig = &mut *cancel => return interrupted(sig),
+                    r = self.txn(&take) => r,
+                };
+                match attempt {
+                    Ok(r) if r.succeeded() => {
+                        drop(keepers);
+                        return self
+                            .granted(req, cancel, me.lease, header_revision(&r), &stamped, true)
+                            .await;
+                    }
+                    Ok(_) => return Pass::Requeue,
+                    Err(Failed::Answer(e)) if is_lease_gone(&e) => return Pass::Requeue,
+                    // Unknown: look again (a put that landed leaves our key
+                    // queued and admitted, and is simply made again).
+                    Err(e) => {
+                        tracing::warn!("{}; looking again", self.error("take the lock", e));
+                        tokio::select! {
+                            sig = &mut *cancel => return interrupted(sig),
+                            _ = tokio::time::sleep(poll_pause()) => continue,
+                        }
+                    }
+                }
+            }
+            if let Some(first) = ahead.first() {
+                let mut info = self.info_of(name, first, None);
+                info.waiting = ahead.len();
+                if let Some(cb) = &req.on_wait {
+                    cb(&info);
+                }
+                last_info = Some(info);
+            }
+            if out_of_time() {
+                return not_acquired(name, &last_info);
+            }
+            let from = header_revision(&resp) + 1;
+            let (watched, prefix) = match (&mode, &last_exclusive) {
+                (Mode::Lock, Some(key)) => (key.clone(), false),
+                _ => (mp.clone().into_bytes(), true),
+            };
+            tokio::select! {
+                sig = &mut *cancel => return interrupted(sig),
+                _ = &mut give_up_at => return not_acquired(name, &last_info),
+                Some(()) = lost_rx.recv() => {
+                    tracing::warn!("our place in the queue for {name} expired; queueing again");
+                    return Pass::Requeue;
+                }
+                r = self.watch_deletes(&watched, from, prefix) => {
+                    if let Err(e) = r {
+                        tracing::warn!("watching the lock: {e}; looking again");
+                        tokio::select! {
+                            sig = &mut *cancel => return interrupted(sig),
+                            _ = &mut give_up_at => return not_acquired(name, &last_info),
+                            _ = tokio::time::sleep(poll_pause()) => {}
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Puts our key in the queue, keeping its place if an earlier attempt
@@ -1046,11 +1317,23 @@ impl EtcdStore {
     /// is asked for a progress report; one that has not answered by the next
     /// check is frozen or cut off, and is left.
     async fn watch_delete(&self, key: &[u8], from: i64) -> std::result::Result<(), String> {
+        self.watch_deletes(key, from, false).await
+    }
+
+    /// [`Self::watch_delete`] for any key under `key` as a prefix when
+    /// `prefix`.
+    async fn watch_deletes(
+        &self,
+        key: &[u8],
+        from: i64,
+        prefix: bool,
+    ) -> std::result::Result<(), String> {
         let Some((i, client)) = self.members.pick() else {
             return Err("no member is connected".into());
         };
         let ep = &self.members.endpoints[i];
         let opts = WatchOptions::new().with_start_revision(from);
+        let opts = if prefix { opts.with_prefix() } else { opts };
         let started = tokio::time::timeout(
             ATTEMPT_MAX,
             client.watch_client().watch(key.to_vec(), Some(opts)),
@@ -1467,6 +1750,7 @@ impl LockStore for EtcdStore {
 
     async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
         super::validate_name(&req.name)?;
+        slots::wanted(req)?;
         let give_up = req.wait.map(|w| Instant::now() + w);
         let mut cancel = cancel.fuse();
         loop {
@@ -1602,7 +1886,11 @@ impl LockStore for EtcdStore {
             // The lease ended between the two reads.
             return Ok(absent_info(name));
         }
-        Ok(self.info_of(name, &kv, ttl))
+        let mut info = self.info_of(name, &kv, ttl);
+        if Holder::from_value(kv.value()).mode() != (Kind::Exclusive, Mode::Lock) {
+            self.describe_holders(name, &mut info).await?;
+        }
+        Ok(info)
     }
 
     async fn list(&self) -> Result<Vec<LockInfo>> {
@@ -1647,7 +1935,11 @@ impl LockStore for EtcdStore {
         let mut out = Vec::new();
         for ((name, kv), ttl) in holders.iter().zip(ttls) {
             if let Some(ttl) = ttl? {
-                out.push(self.info_of(name, kv, Some(ttl)));
+                let mut info = self.info_of(name, kv, Some(ttl));
+                if Holder::from_value(kv.value()).mode() != (Kind::Exclusive, Mode::Lock) {
+                    self.describe_holders(name, &mut info).await?;
+                }
+                out.push(info);
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -38,7 +38,12 @@ pub(crate) mod dynamodb;
 pub(crate) mod etcd;
 #[cfg(feature = "file")]
 pub(crate) mod file;
-#[cfg(any(feature = "dynamodb", feature = "s3", feature = "file"))]
+#[cfg(any(
+    feature = "dynamodb",
+    feature = "s3",
+    feature = "file",
+    feature = "etcd"
+))]
 #[cfg_attr(
     not(all(feature = "dynamodb", feature = "s3", feature = "file")),
     allow(dead_code)

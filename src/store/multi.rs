@@ -24,6 +24,7 @@ use crate::boottime::BootInstant as Instant;
 
 use super::cas::{self, Cancel, CasStore, SKEW_TOLERANCE_MS};
 use super::slots::{Kind, Mode, Now, Refusal, Slots};
+pub use super::slots::{mismatch, wanted};
 use super::{AcquireRequest, Lease, poll_pause};
 use crate::error::{Error, Result};
 
@@ -38,23 +39,6 @@ pub const TICKET_REFRESH_MS: i64 = TICKET_LIFE_MS / 2;
 /// How many lost races a renewal or release rides out before it reports
 /// the store as too busy.
 const MAX_RACES: u32 = 30;
-
-/// What a request asks for: `None` for an ordinary lock (the single-holder
-/// record), else the kind of holder and the name's mode.
-pub fn wanted(req: &AcquireRequest) -> Result<Option<(Kind, Mode)>> {
-    match (req.max_holders, req.shared) {
-        (Some(0), _) => Err(Error::usage(
-            "--max-holders must be at least 1; give the number of holders allowed at once",
-        )),
-        (Some(n), true) if n > 1 => Err(Error::usage(
-            "--shared and --max-holders do not go together: every holder of a semaphore \
-             shares it already; drop one of them",
-        )),
-        (Some(n), false) if n > 1 => Ok(Some((Kind::Shared, Mode::Semaphore(n)))),
-        (_, true) => Ok(Some((Kind::Shared, Mode::Lock))),
-        _ => Ok(None),
-    }
-}
 
 /// One write of a holder's expiry: when it was sent, and the expiry it
 /// carries on the table's clock.
@@ -112,13 +96,6 @@ async fn table_of<S: CasStore + ?Sized>(
             }
         },
     }
-}
-
-fn mismatch(name: &str, stored: Mode, asked: Mode) -> Error {
-    Error::usage(format!(
-        "lock {name:?} is in use as {stored}; you asked for it as {asked}; \
-         every holder of a name must give the same --max-holders"
-    ))
 }
 
 /// Takes `req.name` as a `kind` holder of a name in `mode`, waiting in the

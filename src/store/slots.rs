@@ -26,7 +26,34 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::AcquireRequest;
 use super::cas::EXPIRY_MARGIN_MS;
+use crate::error::{Error, Result};
+
+/// What a request asks for: `None` for an ordinary lock (the single-holder
+/// record), else the kind of holder and the name's mode.
+pub fn wanted(req: &AcquireRequest) -> Result<Option<(Kind, Mode)>> {
+    match (req.max_holders, req.shared) {
+        (Some(0), _) => Err(Error::usage(
+            "--max-holders must be at least 1; give the number of holders allowed at once",
+        )),
+        (Some(n), true) if n > 1 => Err(Error::usage(
+            "--shared and --max-holders do not go together: every holder of a semaphore \
+             shares it already; drop one of them",
+        )),
+        (Some(n), false) if n > 1 => Ok(Some((Kind::Shared, Mode::Semaphore(n)))),
+        (_, true) => Ok(Some((Kind::Shared, Mode::Lock))),
+        _ => Ok(None),
+    }
+}
+
+/// The usage error for a name held or waited for in another mode.
+pub fn mismatch(name: &str, stored: Mode, asked: Mode) -> Error {
+    Error::usage(format!(
+        "lock {name:?} is in use as {stored}; you asked for it as {asked}; \
+         every holder of a name must give the same --max-holders"
+    ))
+}
 
 /// How a name may be shared. Stored as `max_holders`: 1 for a lock, N for
 /// a semaphore.
