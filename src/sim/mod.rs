@@ -109,6 +109,28 @@ impl std::fmt::Display for RecState {
     }
 }
 
+/// A holder table's record as a waiter judges it, for the liveness
+/// invariants: free to the next waiter in turn once the holders and the
+/// tickets ahead of it are gone, so held until the last of them lapses (a
+/// dead waiter's ticket holds the queue up that long).
+pub fn table_state(t: &crate::store::slots::Slots) -> RecState {
+    let last = t
+        .holders
+        .iter()
+        .map(|h| h.expires_ms)
+        .chain(t.queue.iter().map(|q| q.expires_ms))
+        .max();
+    match last {
+        None => RecState::Released,
+        Some(exp_ms) => RecState::Held {
+            exp_ms,
+            margin_ms: crate::store::cas::EXPIRY_MARGIN_MS,
+            owner: None,
+            lease: 0,
+        },
+    }
+}
+
 /// One request a client sent (true time), as the network treated it.
 #[derive(Debug, Clone, Copy)]
 pub struct Req {

@@ -120,23 +120,7 @@ fn state_of(rec: &LeaseRecord) -> super::RecState {
     type S3 = S3Store<SimObjects>;
     let judged = (rec.clone(), String::new());
     if let Some(t) = rec.current_slots() {
-        // Free to the next waiter in turn once the holders and the tickets
-        // ahead of it are gone: held until the last of them lapses.
-        let last = t
-            .holders
-            .iter()
-            .map(|h| h.expires_ms)
-            .chain(t.queue.iter().map(|q| q.expires_ms))
-            .max();
-        return match last {
-            None => RecState::Released,
-            Some(exp_ms) => RecState::Held {
-                exp_ms,
-                margin_ms: crate::store::cas::EXPIRY_MARGIN_MS,
-                owner: None,
-                lease: 0,
-            },
-        };
+        return super::table_state(&t);
     }
     if S3::is_released(&judged) {
         return RecState::Released;

@@ -225,24 +225,7 @@ pub fn state_of(item: Option<&Item>) -> super::RecState {
     };
     type Ddb = crate::store::dynamodb::DynamoDb<super::store::SimStore>;
     if let Some(t) = <Ddb as crate::store::cas::CasStore>::slots_of(i) {
-        // Free to the next waiter in turn once its holders and the tickets
-        // ahead of it are gone: judged as held until the last of them
-        // lapses (a dead waiter's ticket holds the queue up that long).
-        let last = t
-            .holders
-            .iter()
-            .map(|h| h.expires_ms)
-            .chain(t.queue.iter().map(|q| q.expires_ms))
-            .max();
-        return match last {
-            None => RecState::Released,
-            Some(exp_ms) => RecState::Held {
-                exp_ms,
-                margin_ms: crate::store::cas::EXPIRY_MARGIN_MS,
-                owner: None,
-                lease: 0,
-            },
-        };
+        return super::table_state(&t);
     }
     if get_i64(i, attr::EXPIRATION_TIME) == Some(0) {
         return RecState::Released;
