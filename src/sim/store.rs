@@ -220,11 +220,4 @@ impl Requests for SimStore {
         self.call(move |t, _, v| t.put_slots(&name, &attrs, &removes, seen.as_deref(), v))
             .await
     }
-
-    async fn reserve(&self, name: &str) -> Result<u64> {
-        let name = name.to_string();
-        self.call(move |t, _, _| Ok::<u64, Option<Item>>(t.reserve(&name, FENCE_BLOCK)))
-            .await
-            .map(|r| r.unwrap_or(0))
-    }
 }

@@ -381,10 +381,20 @@ impl Table {
         for (k, v) in attrs {
             item.insert(k.to_string(), v.clone());
         }
+        type Ddb = crate::store::dynamodb::DynamoDb<super::store::SimStore>;
+        let before = cur.as_ref().and_then(|c| {
+            <Ddb as crate::store::cas::CasStore>::slots_of(c)
+                .or_else(|| <Ddb as crate::store::cas::CasStore>::as_table(c))
+        });
+        let after = <Ddb as crate::store::cas::CasStore>::slots_of(&item);
         self.items.insert(name.to_string(), item);
         self.hw.insert(name.to_string(), old + block);
         self.tokens.insert(token.to_string());
-        if let Err(e) = self.grant_fence(name, old + 1) {
+        if after.is_some() {
+            // A holder table starting a fresh block: its admissions are
+            // the grants.
+            self.note_table(name, before.as_ref(), after.as_ref(), violations);
+        } else if let Err(e) = self.grant_fence(name, old + 1) {
             violations.push(e);
         }
         let _ = self.note_write(name);
@@ -471,14 +481,6 @@ impl Table {
                 violations.push(e);
             }
         }
-    }
-
-    /// `UpdateItem` `ADD fence_hw :block` on the high-water mark; its old value.
-    pub fn reserve(&mut self, name: &str, block: u64) -> u64 {
-        let hw = self.hw.entry(name.to_string()).or_insert(0);
-        let old = *hw;
-        *hw += block;
-        old
     }
 
     /// `UpdateItem` of a renewal: `lease_id = :cur AND expiration_time <> 0`

@@ -322,10 +322,6 @@ pub(crate) trait Requests: Send + Sync {
         seen: Option<&str>,
     ) -> Result<std::result::Result<(), Option<Item>>>;
 
-    /// Moves the high-water mark of `name` up by one block (ADD, creating
-    /// it at one block) and returns its old value.
-    async fn reserve(&self, name: &str) -> Result<u64>;
-
     /// Creates the table (see [`LockStore::create`]).
     async fn create(&self) -> Result<()>;
 }
@@ -869,26 +865,6 @@ impl Requests for Sdk {
         Ok(self.update(name, e, condition, None).await?.map(|_| ()))
     }
 
-    async fn reserve(&self, name: &str) -> Result<u64> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(attr::LOCK_ID, s(hw_key(name)))
-            .update_expression("ADD #hw :block")
-            .expression_attribute_names("#hw", attr::FENCE_HW)
-            .expression_attribute_values(":block", n(FENCE_BLOCK))
-            .return_values(ReturnValue::UpdatedOld)
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(out
-            .attributes
-            .as_ref()
-            .and_then(|a| get_u64(a, attr::FENCE_HW))
-            .unwrap_or(0))
-    }
-
     async fn create(&self) -> Result<()> {
         self.create_table().await?;
         self.wait_until_active().await?;
@@ -1276,12 +1252,20 @@ impl<R: Requests> CasStore for DynamoDb<R> {
         }
     }
 
-    /// A fresh block of tokens from the high-water mark.
+    /// The block of tokens above the high-water mark as last learnt (read
+    /// once when not known). The table's write reserves it in the same
+    /// transaction, on the mark still being that (see `write_slots`).
     async fn fence_floor(&self, name: &str) -> Result<(u64, Option<u64>)> {
-        let h = self.req.reserve(name).await?;
-        if let Ok(mut hint) = self.hw_hint.lock() {
-            *hint = Some(h + FENCE_BLOCK);
-        }
+        let known = self.hw_hint.lock().ok().and_then(|h| *h);
+        let h = match known {
+            Some(h) => h,
+            None => self
+                .req
+                .get(&hw_key(name))
+                .await?
+                .and_then(|i| get_u64(&i, attr::FENCE_HW))
+                .unwrap_or(0),
+        };
         Ok((h + 1, Some(h + FENCE_BLOCK)))
     }
 
@@ -1339,6 +1323,33 @@ impl<R: Requests> CasStore for DynamoDb<R> {
         match latest.and_then(|h| h.reason.clone()) {
             Some(r) => attrs.push((attr::REASON, s(r))),
             None => removes.push(attr::REASON),
+        }
+        // A table that starts a fresh block of tokens (the item is absent,
+        // or kept no counter, or used its block up) reserves it from the
+        // high-water mark in the same transaction as a fresh grant does, on
+        // the mark being what the block was computed from: an item deleted
+        // since (by awsflock 0.2.0's release, or TTL) and granted again
+        // meanwhile can never make a token go back.
+        let seen_limit = seen.and_then(|i| get_u64(i, attr::FENCE_LIMIT));
+        if let Some(limit) = table.fence_limit.filter(|l| Some(*l) != seen_limit) {
+            let hw = limit.saturating_sub(FENCE_BLOCK);
+            let guess = (hw > 0).then_some(hw);
+            return Ok(
+                match self
+                    .req
+                    .grant_fresh(name, attrs, seen_id, guess, &table.version)
+                    .await?
+                {
+                    FreshAnswer::Ok => Ok(()),
+                    FreshAnswer::LockFailed(item) => Err(item),
+                    FreshAnswer::HwFailed(h) => {
+                        if let Ok(mut hint) = self.hw_hint.lock() {
+                            *hint = h.or(Some(0));
+                        }
+                        Err(None)
+                    }
+                },
+            );
         }
         self.req.put_slots(name, attrs, removes, seen_id).await
     }
