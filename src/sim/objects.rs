@@ -120,7 +120,7 @@ fn state_of(rec: &LeaseRecord) -> super::RecState {
     type S3 = S3Store<SimObjects>;
     let judged = (rec.clone(), String::new());
     if let Some(t) = rec.current_slots() {
-        return super::table_state(&t);
+        return super::table_state(t);
     }
     if S3::is_released(&judged) {
         return RecState::Released;
