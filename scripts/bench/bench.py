@@ -1539,10 +1539,10 @@ def section_sharing(ctx):
     for name in ("DynamoDB", "S3", "etcd"):
         backend = ctx.backends[name]
         try:
-            sem = sharing_run(ctx, backend, [("s", ["--max-holders", "3"], 0.3)] * 9)
+            sem = sharing_run(ctx, backend, [("s", ["--max-holders", "3"], 1.0)] * 9)
             rw = sharing_run(
                 ctx, backend,
-                [("r", ["--shared"], 0.3)] * 6 + [("w", [], 0.1)] * 2,
+                [("r", ["--shared"], 1.0)] * 6 + [("w", [], 0.3)] * 2,
             )
         except RuntimeError as e:
             log(f"  sharing {name}: {e}")
@@ -1586,10 +1586,10 @@ def section_sharing(ctx):
             )
     sec.detail += [
         f"Semaphore: 9 workers at once, each running `awsflock -q run L --max-holders 3 "
-        f"--wait-time 0 -- sh -c 'date +%s%N; sleep 0.3; date +%s%N'` {SHARE_SECTIONS} times "
+        f"--wait-time 0 -- sh -c 'date +%s%N; sleep 1; date +%s%N'` {SHARE_SECTIONS} times "
         "in sequence; the sections' timestamps give how many ran at once, and for what share "
-        "of the run's span. Shared: 6 workers run the same with `--shared` (0.3 s each) and 2 "
-        "with no flag (exclusive, 0.1 s each); a wait is from spawning `awsflock` to the "
+        "of the run's span. Shared: 6 workers run the same with `--shared` (1 s each) and 2 "
+        "with no flag (exclusive, 0.3 s each); a wait is from spawning `awsflock` to the "
         "command's first timestamp.",
         "",
         "| Store | semaphore: most at once | share of time at 3 | readers at once | writer overlaps | longest writer wait | longest reader wait |",

@@ -231,12 +231,8 @@ pub async fn acquire<S: CasStore + ?Sized>(
                 }
             }
         }
-        let head = table
-            .queue
-            .iter()
-            .take_while(|t| t.id != id)
-            .all(|t| t.expires_ms + cas::EXPIRY_MARGIN_MS < now.lo);
-        let r = wait_turn(req, cancel, &info, !head, &out_of_time).await;
+        let soon = table.next_in_turn(&id, kind, now);
+        let r = wait_turn(req, cancel, &info, !soon, &out_of_time).await;
         if r.is_err() {
             give_back(s, name, &id, maybe.is_some()).await;
         }
@@ -244,8 +240,8 @@ pub async fn acquire<S: CasStore + ?Sized>(
     }
 }
 
-/// One pause of a waiter: the head of the queue polls every 100–300 ms,
-/// the rest every 1–2 s. Out of time: [`Error::NotAcquired`].
+/// One pause of a waiter: those next in turn ([`Slots::next_in_turn`])
+/// poll every 100–300 ms, the rest every 1–2 s. Out of time: [`Error::NotAcquired`].
 async fn wait_turn(
     req: &AcquireRequest,
     cancel: &mut Cancel<'_>,

@@ -256,6 +256,23 @@ impl Slots {
         }
     }
 
+    /// Whether the waiter with ticket `id` is next in turn: it would be
+    /// admitted as soon as the holders left, whatever their number (the
+    /// first N waiters of a semaphore, the readers before the first writer,
+    /// the writer at the head). Those poll quickly; the rest slowly.
+    pub fn next_in_turn(&self, id: &str, kind: Kind, now: Now) -> bool {
+        let mut t = self.clone();
+        t.prune(now);
+        let ahead: Vec<Kind> = t
+            .queue
+            .iter()
+            .take_while(|q| q.id != id)
+            .map(|q| q.kind)
+            .collect();
+        t.holders.clear();
+        t.fits(kind, &ahead)
+    }
+
     /// Whether the waiter with ticket `id` (queued or not: a waiter not
     /// queued stands behind every ticket) may be admitted now, in `asked`
     /// mode. Prunes first.
