@@ -1257,3 +1257,312 @@ fn etcdctl_lock_waits_for_our_shared_holders_and_they_for_it() {
     assert_eq!(out.code, 3, "{}", out.describe());
     assert_eq!(ctl.wait(Duration::from_secs(20)).code, 0);
 }
+
+/// `sh -c` that records its start and end (ns) as `dir/TAG.start` and
+/// `dir/TAG.end`, sleeping `secs` between.
+fn timed(dir: &Path, tag: &str, secs: f64) -> String {
+    let d = dir.display();
+    format!("date +%s%N > {d}/{tag}.start; sleep {secs}; date +%s%N > {d}/{tag}.end")
+}
+
+/// (start, end) in ns of the command recorded by [`timed`] as `tag`.
+fn span(dir: &Path, tag: &str) -> (i128, i128) {
+    (
+        read_ns(&dir.join(format!("{tag}.start"))),
+        read_ns(&dir.join(format!("{tag}.end"))),
+    )
+}
+
+/// The largest number of spans running at one instant.
+fn max_overlap(spans: &[(i128, i128)]) -> usize {
+    spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_semaphore_of_two_runs_two_commands_at_once_never_three() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "sem/";
+    let name = unique_name("sem");
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<_> = (0..3)
+        .map(|i| {
+            spawn(aw(&etcd, p).args([
+                "-q",
+                "run",
+                &name,
+                "--max-holders",
+                "2",
+                "--wait-time",
+                "60",
+                "--",
+                "sh",
+                "-c",
+                &timed(dir.path(), &format!("r{i}"), 2.0),
+            ]))
+        })
+        .collect();
+    for r in runs {
+        let out = r.wait(Duration::from_secs(60));
+        assert_eq!(out.code, 0, "{}", out.describe());
+    }
+    let spans: Vec<_> = (0..3).map(|i| span(dir.path(), &format!("r{i}"))).collect();
+    assert_eq!(max_overlap(&spans), 2, "spans {spans:?}");
+}
+
+#[test]
+fn shared_holders_overlap_and_a_writer_waits_for_all_of_them() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "rw/";
+    let name = unique_name("rw");
+    let mp = format!("{p}{name}/");
+    let dir = tempfile::tempdir().unwrap();
+    let reader = |tag: &str, secs: f64| {
+        spawn(aw(&etcd, p).args([
+            "-q",
+            "run",
+            &name,
+            "--shared",
+            "--wait-time",
+            "60",
+            "--",
+            "sh",
+            "-c",
+            &timed(dir.path(), tag, secs),
+        ]))
+    };
+    let readers: Vec<_> = (0..3).map(|i| reader(&format!("r{i}"), 3.0)).collect();
+    // All three readers running before the writer comes.
+    let start = Instant::now();
+    while !(0..3).all(|i| dir.path().join(format!("r{i}.start")).exists()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the three readers did not all start: {:?}",
+            queued(&etcd, &mp)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let writer = spawn(aw(&etcd, p).args([
+        "-q",
+        "run",
+        &name,
+        "--wait-time",
+        "60",
+        "--",
+        "sh",
+        "-c",
+        &timed(dir.path(), "w", 1.0),
+    ]));
+    wait_queued(&etcd, &mp, 4);
+    let late = reader("late", 0.5);
+    let mut outs: Vec<_> = readers
+        .into_iter()
+        .map(|r| r.wait(Duration::from_secs(60)))
+        .collect();
+    outs.push(writer.wait(Duration::from_secs(60)));
+    outs.push(late.wait(Duration::from_secs(60)));
+    for out in &outs {
+        assert_eq!(out.code, 0, "{}", out.describe());
+    }
+    let rs: Vec<_> = (0..3).map(|i| span(dir.path(), &format!("r{i}"))).collect();
+    let w = span(dir.path(), "w");
+    let late = span(dir.path(), "late");
+    assert_eq!(max_overlap(&rs), 3, "readers did not overlap: {rs:?}");
+    let last_reader_end = rs.iter().map(|r| r.1).max().unwrap();
+    assert!(
+        w.0 >= last_reader_end,
+        "writer {w:?} overlapped readers {rs:?}"
+    );
+    assert!(
+        late.0 >= w.1,
+        "late reader {late:?} overtook the writer {w:?}"
+    );
+}
+
+#[test]
+fn a_different_max_holders_is_a_usage_error_naming_both() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "mm/";
+    let name = unique_name("mm");
+    for _ in 0..2 {
+        let out =
+            run(aw(&etcd, p).args(["acquire", &name, "--max-holders", "2", "--wait-time", "10"]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+    }
+    let out = run(aw(&etcd, p).args(["acquire", &name, "--max-holders", "3", "--wait-time", "10"]));
+    assert_eq!(out.code, 2, "{}", out.describe());
+    let err = out.stderr.trim();
+    assert_eq!(err.lines().count(), 1, "{}", out.describe());
+    assert!(
+        err.contains("--max-holders 2") && err.contains("--max-holders 3"),
+        "{err}"
+    );
+    // Our key went with the refusal: two keys remain.
+    assert_eq!(queued(&etcd, &format!("{p}{name}/")).len(), 2);
+}
+
+#[test]
+fn status_shows_every_holder_of_a_semaphore_and_its_waiters() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "st/";
+    let name = unique_name("st");
+    for who in ["ann", "bob"] {
+        let out = run(aw(&etcd, p).args([
+            "acquire",
+            &name,
+            "--max-holders",
+            "2",
+            "--owner",
+            who,
+            "--wait-time",
+            "10",
+        ]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+    }
+    let third =
+        spawn(aw(&etcd, p).args(["acquire", &name, "--max-holders", "2", "--wait-time", "3"]));
+    wait_queued(&etcd, &format!("{p}{name}/"), 3);
+    let v = status(&etcd, p, &name);
+    assert_eq!(v["held"], true, "{v}");
+    assert_eq!(v["max_holders"], 2, "{v}");
+    assert_eq!(v["waiting"], 1, "{v}");
+    let owners: Vec<&str> = v["holders"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no holders: {v}"))
+        .iter()
+        .map(|h| h["owner"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(owners, vec!["ann", "bob"], "{v}");
+    let text = run(aw(&etcd, p).args(["status", &name]));
+    assert_eq!(text.code, 0, "{}", text.describe());
+    assert!(
+        text.stdout.contains("ann") && text.stdout.contains("bob"),
+        "{}",
+        text.stdout
+    );
+    eprintln!("{}", text.stdout);
+    // `list` shows the name once, with both holders.
+    let ls = run(aw(&etcd, p).args(["list", "--json"]));
+    assert_eq!(ls.code, 0, "{}", ls.describe());
+    let all = ls.json();
+    let mine: Vec<_> = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|v| v["name"] == name.as_str())
+        .collect();
+    assert_eq!(mine.len(), 1, "{}", ls.stdout);
+    assert_eq!(
+        mine[0]["holders"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        ls.stdout
+    );
+    assert_eq!(mine[0]["waiting"], 1, "{}", ls.stdout);
+    let out = third.wait(Duration::from_secs(30));
+    assert_eq!(out.code, 3, "{}", out.describe());
+}
+
+#[test]
+fn etcdctl_lock_waits_for_our_shared_holders() {
+    let Some(etcd) = Etcd::start() else { return };
+    let prefix = format!("{}/", unique_name("realm"));
+    let name = unique_name("shared");
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let out =
+                run(aw(&etcd, &prefix).args(["acquire", &name, "--shared", "--wait-time", "10"]));
+            assert_eq!(out.code, 0, "{}", out.describe());
+            out.line().to_string()
+        })
+        .collect();
+    let mut ctl = spawn(
+        etcd.etcdctl()
+            .args(["lock", &format!("{prefix}{name}"), "echo", "got"]),
+    );
+    thread::sleep(Duration::from_millis(1500));
+    assert!(!ctl.finished(), "etcdctl took a lock our readers hold");
+    assert_eq!(
+        run(aw(&etcd, &prefix).args(["release", &name, &ids[0]])).code,
+        0
+    );
+    thread::sleep(Duration::from_millis(1000));
+    assert!(!ctl.finished(), "etcdctl took it with one reader left");
+    assert_eq!(
+        run(aw(&etcd, &prefix).args(["release", &name, &ids[1]])).code,
+        0
+    );
+    let out = ctl.wait(Duration::from_secs(10));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_eq!(out.line(), "got");
+}
+
+#[test]
+fn a_lock_and_a_semaphore_on_one_name_refuse_each_other() {
+    let Some(etcd) = Etcd::start() else { return };
+    let prefix = format!("{}/", unique_name("realm"));
+    let name = unique_name("mix");
+    let mp = format!("{prefix}{name}/");
+    let out = run(aw(&etcd, &prefix).args(["acquire", &name, "--max-holders", "2"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let sem = out.line().to_string();
+    // Our exclusive contender behind a semaphore holder: exit 2, not a wait.
+    let out = run(aw(&etcd, &prefix).args(["acquire", &name, "--wait-time", "10"]));
+    assert_eq!(out.code, 2, "{}", out.describe());
+    assert!(out.stderr.contains("--max-holders 2"), "{}", out.describe());
+    assert_eq!(queued(&etcd, &mp).len(), 1);
+    assert_eq!(
+        run(aw(&etcd, &prefix).args(["release", &name, &sem])).code,
+        0
+    );
+    // A semaphore contender behind etcdctl's (exclusive) key: exit 2.
+    let mut ctl = spawn(
+        etcd.etcdctl()
+            .args(["lock", &format!("{prefix}{name}"), "sleep", "5"]),
+    );
+    wait_queued(&etcd, &mp, 1);
+    let out =
+        run(aw(&etcd, &prefix).args(["acquire", &name, "--max-holders", "2", "--wait-time", "10"]));
+    assert_eq!(out.code, 2, "{}", out.describe());
+    assert!(out.stderr.contains("--max-holders 1"), "{}", out.describe());
+    assert!(!ctl.finished());
+    assert_eq!(queued(&etcd, &mp).len(), 1);
+    let out = ctl.wait(Duration::from_secs(20));
+    assert_eq!(out.code, 0, "{}", out.describe());
+}
+
+#[test]
+fn a_semaphore_place_left_by_a_dead_holder_goes_to_a_waiter_when_its_lease_ends() {
+    let Some(etcd) = Etcd::start() else { return };
+    let p = "dead/";
+    let name = unique_name("dead");
+    // `acquire` exits without renewing: its holder is as good as dead,
+    // and its key goes when its 3 s lease ends.
+    for secs in ["3", "60"] {
+        let out = run(aw(&etcd, p).args([
+            "acquire",
+            &name,
+            "--max-holders",
+            "2",
+            "--lease-duration",
+            secs,
+            "--wait-time",
+            "10",
+        ]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+    }
+    let out = run(aw(&etcd, p).args(["acquire", &name, "--max-holders", "2", "--wait-time", "30"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(
+        out.elapsed > Duration::from_millis(1000) && out.elapsed < Duration::from_secs(15),
+        "granted after {:?}",
+        out.elapsed
+    );
+    eprintln!(
+        "the waiter got the dead holder's place after {:?}",
+        out.elapsed
+    );
+}
