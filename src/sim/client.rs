@@ -308,6 +308,12 @@ pub async fn schedule(seed: u64, store: super::Store, slots: bool, tracing: bool
         dir,
         live: Mutex::new(super::LiveLog::default()),
     });
+    w.table.lock().unwrap().back_ms = w
+        .store_jumps
+        .iter()
+        .filter(|(_, d)| *d < 0)
+        .map(|(_, d)| -d)
+        .sum();
     w.log(
         "sim",
         format_args!(

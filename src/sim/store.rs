@@ -141,7 +141,7 @@ impl Requests for SimStore {
     ) -> Result<std::result::Result<Option<u64>, Option<Item>>> {
         let (name, seen) = (name.to_string(), seen.map(String::from));
         let res = self
-            .call(move |t, _, v| t.grant_counter(&name, &attrs, seen.as_deref(), v))
+            .call(move |t, now, v| t.grant_counter(&name, &attrs, seen.as_deref(), now, v))
             .await?;
         Ok(res.map(Some))
     }
@@ -217,7 +217,7 @@ impl Requests for SimStore {
         seen: Option<&str>,
     ) -> Result<std::result::Result<(), Option<Item>>> {
         let (name, seen) = (name.to_string(), seen.map(String::from));
-        self.call(move |t, _, v| t.put_slots(&name, &attrs, &removes, seen.as_deref(), v))
+        self.call(move |t, now, v| t.put_slots(&name, &attrs, &removes, seen.as_deref(), now, v))
             .await
     }
 }

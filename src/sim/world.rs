@@ -193,6 +193,11 @@ pub enum TxAnswer {
 pub struct Table {
     /// The schedule's start: writes are recorded in true time.
     pub start: Option<tokio::time::Instant>,
+    /// How far the store's clock steps back over the whole schedule (ms):
+    /// a client may judge by its clock as it read before a step, so the
+    /// queue order checks count an entry as alive only while it is by this
+    /// much more.
+    pub back_ms: i64,
     /// The lock record's state after each write that changed it (true
     /// time), for the liveness invariants.
     pub writes: Vec<(Duration, super::RecState)>,
@@ -243,6 +248,44 @@ pub fn state_of(item: Option<&Item>) -> super::RecState {
             get_s(i, attr::LEASE_ID).hash(&mut h);
             h.finish()
         },
+    }
+}
+
+type Ddb = crate::store::dynamodb::DynamoDb<super::store::SimStore>;
+
+/// Queue order: every holder a table write admits (`after` against
+/// `before`) is one that fits beside the holders and before the tickets
+/// still alive on the store's true clock. A client judges with its lower
+/// bound of that clock, which sees everything alive that truly is, so this
+/// fails only for an admission that skipped its turn.
+pub fn check_turn(
+    before: &crate::store::slots::Slots,
+    after: &crate::store::slots::Slots,
+    now_ms: i64,
+    back_ms: i64,
+    violations: &mut Vec<String>,
+) {
+    let alive = |exp: i64| now_ms + back_ms <= exp + crate::store::cas::EXPIRY_MARGIN_MS;
+    let had: std::collections::HashSet<u64> = before.holders.iter().map(|h| h.fence).collect();
+    for h in after.holders.iter().filter(|h| !had.contains(&h.fence)) {
+        let mut t = before.clone();
+        t.mode = after.mode;
+        t.holders.retain(|x| alive(x.expires_ms));
+        let ahead: Vec<crate::store::slots::Kind> = before
+            .queue
+            .iter()
+            .take_while(|q| q.id != h.lease_id)
+            .filter(|q| alive(q.expires_ms))
+            .map(|q| q.kind)
+            .collect();
+        if !t.fits(h.kind, &ahead) {
+            violations.push(format!(
+                "token {} admitted out of turn: {} live holders, {} live tickets ahead (queue order)",
+                h.fence,
+                t.holders.len(),
+                ahead.len()
+            ));
+        }
     }
 }
 
@@ -298,8 +341,13 @@ impl Table {
         name: &str,
         attrs: &[(&'static str, aws_sdk_dynamodb::types::AttributeValue)],
         seen: Option<&str>,
+        now_ms: i64,
         violations: &mut Vec<String>,
     ) -> Result<u64, Option<Item>> {
+        let jumped = self
+            .items
+            .get(name)
+            .and_then(<Ddb as crate::store::cas::CasStore>::slots_of);
         // Changed in place: the item is cloned only for a failed condition
         // (its answer carries the item).
         let cur = self.items.get_mut(name);
@@ -327,6 +375,20 @@ impl Table {
         item.remove(attr::RELEASED_LEASE);
         item.remove(attr::RELEASED_MS);
         item.remove(attr::SLOTS);
+        // Queue order: a plain grant never takes a name from a holder
+        // table with anyone alive in it (holders or waiters in line).
+        if let Some(t) = jumped {
+            let back = self.back_ms;
+            let alive = |exp: i64| now_ms + back <= exp + crate::store::cas::EXPIRY_MARGIN_MS;
+            if t.holders.iter().any(|h| alive(h.expires_ms))
+                || t.queue.iter().any(|q| alive(q.expires_ms))
+            {
+                violations.push(
+                    "a plain grant took the name over live holders or waiters of its table (queue order)"
+                        .to_string(),
+                );
+            }
+        }
         let fence = get_u64(item, attr::FENCE).unwrap_or(0) + 1;
         item.insert(attr::FENCE.into(), n(fence));
         if let Err(e) = self.grant_fence(name, fence) {
@@ -411,6 +473,7 @@ impl Table {
         attrs: &[(&'static str, aws_sdk_dynamodb::types::AttributeValue)],
         removes: &[&'static str],
         seen: Option<&str>,
+        now_ms: i64,
         violations: &mut Vec<String>,
     ) -> Result<(), Option<Item>> {
         let cur = self.items.get(name);
@@ -441,6 +504,9 @@ impl Table {
         }
         let after = <Ddb as crate::store::cas::CasStore>::slots_of(item);
         self.note_table(name, before.as_ref(), after.as_ref(), violations);
+        if let (Some(b), Some(a)) = (&before, &after) {
+            check_turn(b, a, now_ms, self.back_ms, violations);
+        }
         let _ = self.note_write(name);
         Ok(())
     }

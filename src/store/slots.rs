@@ -243,7 +243,7 @@ impl Slots {
 
     /// Whether a waiter of `kind`, `ahead` live tickets of the given kinds
     /// in front of it, may be admitted beside the live holders.
-    fn fits(&self, kind: Kind, ahead: &[Kind]) -> bool {
+    pub(crate) fn fits(&self, kind: Kind, ahead: &[Kind]) -> bool {
         match self.mode {
             Mode::Semaphore(n) => self.holders.len() + ahead.len() < n as usize,
             Mode::Lock => match kind {
