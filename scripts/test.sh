@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The test command: prepare the machine, then run every test target, with
 # the etcd store built in (cargo feature `etcd`, which needs protoc).
-# Every target runs even when an earlier one fails. Extra arguments go to
-# `cargo test`, e.g. `scripts/test.sh --test interop_v020`.
+#
+# Tests run side by side under cargo-nextest (.config/nextest.toml) when it
+# is installed, else under `cargo test`. Tests that only talk to moto share
+# one server, started here on a free loopback port and stopped by pid at
+# the end (AWSFLOCK_TEST_MOTO); tests that stop or kill their server start
+# their own. Every target runs even when an earlier one fails. Extra
+# arguments go to the runner, e.g. `scripts/test.sh --test interop_v020`.
+# TESTING.md has the time each part takes.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,12 +21,65 @@ if ! command -v protoc >/dev/null 2>&1 && [ ! -x "${PROTOC:-}" ]; then
 fi
 # Tests that need a tool setup.sh installs fail, rather than skip, without it.
 export AWSFLOCK_TEST_ALL=1
-if [ $# -gt 0 ]; then
-    exec cargo test --features etcd --all-targets --no-fail-fast "$@"
+
+TOOLS="${AWSFLOCK_TOOLS:-$HOME/.cache/awsflock}"
+moto_pid=
+moto_log="$(mktemp -t awsflock-moto.XXXXXX)"
+stop_moto() {
+    if [ -n "$moto_pid" ]; then
+        kill "$moto_pid" 2>/dev/null || true
+        wait "$moto_pid" 2>/dev/null || true
+    fi
+    rm -f "$moto_log"
+}
+trap stop_moto EXIT
+
+# start_moto: the run's shared moto server (serialised: scripts/moto-server.py).
+start_moto() {
+    local port i
+    port="$("$TOOLS/moto/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    AWSFLOCK_MOTO_EXIT_WITH_PARENT=1 "$TOOLS/moto/bin/python" scripts/moto-server.py -H 127.0.0.1 -p "$port" </dev/null >"$moto_log" 2>&1 &
+    moto_pid=$!
+    for i in $(seq 1 300); do
+        if ! kill -0 "$moto_pid" 2>/dev/null; then
+            cat "$moto_log" >&2
+            echo "test: the shared moto server exited during start-up" >&2
+            exit 1
+        fi
+        if "$TOOLS/moto/bin/python" -c "import urllib.request, sys; urllib.request.urlopen('http://127.0.0.1:$port/', timeout=1)" 2>/dev/null; then
+            export AWSFLOCK_TEST_MOTO="http://127.0.0.1:$port"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "test: the shared moto server did not answer on port $port" >&2
+    exit 1
+}
+start_moto
+
+nextest=
+if cargo nextest --version >/dev/null 2>&1; then
+    nextest=1
 fi
-# `--all-targets` leaves out the documentation's examples: run them too.
+
+if [ $# -gt 0 ]; then
+    if [ -n "$nextest" ]; then
+        cargo nextest run --features etcd --lib --bins --tests "$@"
+    else
+        cargo test --features etcd --lib --bins --tests --no-fail-fast "$@"
+    fi
+    exit
+fi
+
 status=0
-cargo test --features etcd --all-targets --no-fail-fast || status=$?
+if [ -n "$nextest" ]; then
+    cargo nextest run --features etcd --lib --bins --tests || status=$?
+else
+    cargo test --features etcd --lib --bins --tests --no-fail-fast || status=$?
+fi
+# The documentation's examples (the same build profile as the tests, so
+# only the examples themselves compile). The programs in examples/ are
+# built and run by tests/examples.rs.
 cargo test --features etcd --doc || status=$?
 # What a library dependent builds: one store, no command line.
 cargo check --lib --no-default-features --features dynamodb || status=$?

@@ -51,7 +51,7 @@ fn bucket_at(endpoint: &str, bucket: &str) -> bool {
 
 #[test]
 fn service_specific_endpoint_beats_aws_endpoint_url() {
-    let (a, b) = (Moto::start(), Moto::start());
+    let (a, b) = (Moto::start(), Moto::private());
     let t = unique_name("tbl");
     let out = run(bare()
         .env("AWS_REGION", "us-east-1")
@@ -84,7 +84,7 @@ fn service_specific_endpoint_beats_aws_endpoint_url() {
 
 #[test]
 fn endpoint_url_option_beats_every_variable() {
-    let (a, b) = (Moto::start(), Moto::start());
+    let (a, b) = (Moto::start(), Moto::private());
     let t = unique_name("tbl");
     let out = run(bare()
         .env("AWS_REGION", "us-east-1")
@@ -110,7 +110,7 @@ fn endpoint_url_option_beats_every_variable() {
 
 #[test]
 fn dynamo_endpoint_url_applies_to_dynamodb_only() {
-    let (a, b) = (Moto::start(), Moto::start());
+    let (a, b) = (Moto::start(), Moto::private());
     // awsflock 0.2.0's variable names the DynamoDB endpoint, and beats the
     // SDK's variables as it did there.
     let t = unique_name("tbl");
@@ -186,7 +186,7 @@ fn aws_files(dir: &Path, name: &str, region: &str, endpoint: &str) {
 
 #[test]
 fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() {
-    let (a, b) = (Moto::start(), Moto::start());
+    let (a, b) = (Moto::start(), Moto::private());
     let home = scratch();
     aws_files(home.path(), "lab", "eu-central-1", &a.endpoint);
     let with_files = |cmd: &mut Command| {

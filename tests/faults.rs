@@ -606,7 +606,7 @@ while :; do sleep 0.1; done"#,
 
 #[test]
 fn outage_frozen_store_while_holding_stops_the_child_in_time() {
-    let moto = Moto::start();
+    let moto = Moto::private();
     let t = table(&moto);
     let name = lock();
     let dir = scratch();
@@ -654,7 +654,7 @@ fn outage_frozen_store_while_holding_stops_the_child_in_time() {
 
 #[test]
 fn outage_frozen_store_while_waiting_then_the_waiter_gets_the_lock() {
-    let moto = Moto::start();
+    let moto = Moto::private();
     let t = table(&moto);
     let name = lock();
 
@@ -758,7 +758,7 @@ impl Drop for Restarted {
 
 #[test]
 fn outage_store_killed_and_restarted_empty_holder_fails_safe() {
-    let moto = Moto::start();
+    let moto = Moto::private();
     let t = table(&moto);
     let name = lock();
     let dir = scratch();
@@ -822,7 +822,7 @@ fn outage_store_killed_and_restarted_empty_holder_fails_safe() {
 /// command still runs, until that renewal; the test measures that window.
 #[test]
 fn outage_store_restarted_empty_holder_notices_at_its_next_renewal() {
-    let moto = Moto::start();
+    let moto = Moto::private();
     let t = table(&moto);
     let name = lock();
     let dir = scratch();

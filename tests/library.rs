@@ -80,7 +80,7 @@ async fn acquire_renew_release() {
 /// still says the lease is not held, naming the lease the guard saw.
 #[tokio::test(flavor = "current_thread")]
 async fn expiring_comes_before_lost_and_release_after_loss_is_not_ok() {
-    let moto = Moto::start();
+    let moto = Moto::private();
     let store = store(&moto).await;
     let guard = store.acquire(&request("frozen", 4)).await.unwrap();
     let known = guard.lease();
@@ -168,7 +168,7 @@ async fn work_is_cancelled_when_the_lock_is_released_by_force() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn release_is_bounded_in_time() {
-    let moto = Moto::start();
+    let moto = Moto::private();
     let store = store(&moto).await;
     let guard = store.acquire(&request("slow", 30)).await.unwrap();
     moto.pause();

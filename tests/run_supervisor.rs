@@ -457,7 +457,7 @@ fn no_wait_on_a_held_lock_never_starts_the_command() {
 
 #[test]
 fn frozen_backend_stops_the_child_before_the_lease_expires() {
-    let moto = Moto::start();
+    let moto = Moto::private();
     let t = table(&moto);
     let name = lock();
     let dir = scratch();

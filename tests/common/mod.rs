@@ -1,6 +1,7 @@
-//! Shared harness for the integration tests: a private moto server per test,
-//! commands for our binary, the awsflock 0.2.0 Python client and boto3, and
-//! helpers to run them with a time bound.
+//! Shared harness for the integration tests: moto servers (the test run's
+//! shared one, or a private one per test), commands for our binary, the
+//! awsflock 0.2.0 Python client and boto3, and helpers to run them with a
+//! time bound.
 //!
 //! The Python tools live in `$AWSFLOCK_TOOLS` (default `~/.cache/awsflock`)
 //! and are installed by `scripts/setup.sh`.
@@ -102,16 +103,52 @@ fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A moto server on a free loopback port, killed when dropped.
+/// A moto server on a loopback port: the test run's shared server, or a
+/// private one that is killed when dropped.
 pub struct Moto {
     pub endpoint: String,
     pub port: u16,
-    child: Child,
-    log: PathBuf,
+    /// The private server's process and log; `None` for the shared one.
+    own: Option<(Child, PathBuf)>,
 }
 
+/// The variable through which the test command (`scripts/test.sh`) hands
+/// every test process the loopback endpoint of the one moto server it
+/// started for the run, and stops by pid after the last test.
+pub const SHARED_MOTO_VAR: &str = "AWSFLOCK_TEST_MOTO";
+
 impl Moto {
+    /// A moto server for a test that only talks to it: the run's shared
+    /// server when the test command started one (tests keep apart by
+    /// unique table, bucket and lock names), else a private one. A test
+    /// that stops, kills or reads the log of its server uses
+    /// [`Moto::private`].
     pub fn start() -> Moto {
+        if let Some(endpoint) = std::env::var(SHARED_MOTO_VAR)
+            .ok()
+            .filter(|e| !e.is_empty())
+        {
+            let port = endpoint
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.trim_end_matches('/').parse().ok())
+                .unwrap_or_else(|| panic!("{SHARED_MOTO_VAR}={endpoint}: no port"));
+            assert!(
+                endpoint.starts_with("http://127.0.0.1:"),
+                "{SHARED_MOTO_VAR}={endpoint}: only a loopback endpoint is used"
+            );
+            return Moto {
+                endpoint,
+                port,
+                own: None,
+            };
+        }
+        Moto::private()
+    }
+
+    /// A moto server of this test's own on a free loopback port, killed
+    /// when dropped.
+    pub fn private() -> Moto {
         // moto behind scripts/moto-server.py, which makes its conditional
         // writes atomic as the real services' are.
         let server = tool("moto/bin/python");
@@ -122,6 +159,7 @@ impl Moto {
             let log = scratch_dir().join(format!("moto-{}.log", unique_name("m")));
             let log_file = std::fs::File::create(&log).expect("create moto log");
             let mut child = Command::new(&server)
+                .env("AWSFLOCK_MOTO_EXIT_WITH_PARENT", "1")
                 .arg(&launcher)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
@@ -140,8 +178,7 @@ impl Moto {
                     return Moto {
                         endpoint: format!("http://127.0.0.1:{port}"),
                         port,
-                        child,
-                        log,
+                        own: Some((child, log)),
                     };
                 }
                 thread::sleep(Duration::from_millis(100));
@@ -158,7 +195,10 @@ impl Moto {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.own {
+            Some((child, _)) => child.id(),
+            None => panic!("the shared moto server is not this test's to signal: use Moto::private()"),
+        }
     }
 
     /// SIGSTOP the server: connections are accepted by the kernel but never
@@ -172,14 +212,19 @@ impl Moto {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        match &self.own {
+            Some((_, log)) => std::fs::read_to_string(log).unwrap_or_default(),
+            None => panic!("the shared moto server's log is not this test's: use Moto::private()"),
+        }
     }
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        terminate(&mut self.child);
-        let _ = std::fs::remove_file(&self.log);
+        if let Some((child, log)) = &mut self.own {
+            terminate(child);
+            let _ = std::fs::remove_file(log);
+        }
     }
 }
 
