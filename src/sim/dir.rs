@@ -525,7 +525,7 @@ mod tests {
     }
 
     /// How many directory-store schedules `schedules_dir` runs by default.
-    const DEFAULT_SEEDS: u64 = 10_000;
+    const DEFAULT_SEEDS: u64 = 4_000;
 
     fn explain(r: &Report) -> String {
         format!(

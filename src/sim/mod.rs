@@ -834,7 +834,7 @@ mod tests {
     }
 
     /// The default run is split over two tests so that both cores work.
-    const DEFAULT_SEEDS: u64 = 100_000;
+    const DEFAULT_SEEDS: u64 = 24_000;
 
     #[test]
     fn schedules() {
@@ -926,17 +926,17 @@ mod slot_tests {
 
     #[test]
     fn slot_schedules_dynamodb() {
-        range(Store::DynamoDb, 10_000);
+        range(Store::DynamoDb, 4_000);
     }
 
     #[test]
     fn slot_schedules_s3() {
-        range(Store::S3, 4_000);
+        range(Store::S3, 2_000);
     }
 
     #[test]
     fn slot_schedules_dir() {
-        range(Store::Dir, 4_000);
+        range(Store::Dir, 2_000);
     }
 
     #[test]

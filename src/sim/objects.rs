@@ -201,7 +201,7 @@ mod tests {
     /// How many S3 schedules `schedules_s3` runs by default: 14 s on the
     /// shared 2-core machine at a load of 3.5 (711 schedules/s), up to a
     /// minute under heavy load; `AWSFLOCK_SIM_SEEDS` runs more.
-    const DEFAULT_SEEDS: u64 = 10_000;
+    const DEFAULT_SEEDS: u64 = 4_000;
 
     /// Schedules with our clients on the S3 store, from seed
     /// `AWSFLOCK_SIM_SEED` (0), `AWSFLOCK_SIM_SEEDS` of them (10,000), on
