@@ -38,6 +38,7 @@
 //! in-memory directory on a simulated host.
 
 pub(crate) mod dir;
+mod nofollow;
 
 use std::path::PathBuf;
 use std::sync::Arc;
