@@ -31,6 +31,12 @@
 //! [`LOCK_WAIT`]. Names are stored percent-encoded, so any lock name is a
 //! safe file name.
 //!
+//! Nothing in the directory is reached through a link, nor is anything
+//! but what the store writes there read (`nofollow.rs`): whoever may write
+//! to the directory could otherwise make a root `run` write or read a file
+//! anywhere. Files take the directory's group and permissions, so a
+//! group-owned directory works for every member.
+//!
 //! The record logic here reaches the files only through [`Dir`] (in
 //! `dir.rs`; [`LocalDir`] is the real directory) and the host only through
 //! [`Host`] (`sys::host`; [`LocalHost`] is this host), so that the
