@@ -146,7 +146,10 @@ impl OpenDir {
         let flags = flags | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         match openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600)) {
             Ok(fd) => {
-                self.adopt(&fd, self.mode & 0o666, false)?;
+                if let Err(e) = self.adopt(&fd, self.mode & 0o666, false) {
+                    let _ = unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir);
+                    return Err(e);
+                }
                 Ok(Some(File::from(fd)))
             }
             Err(Errno::EEXIST) => Ok(None),
