@@ -774,3 +774,224 @@ fn awsflock_messages_come_before_the_commands_own() {
         );
     }
 }
+
+// Links, FIFOs and directories shared by several users. These tests run
+// commands as other users (uid 65533 and 65534, which need no account), so
+// they need root and `setpriv` (util-linux); elsewhere they say why they
+// skip.
+
+/// True when this test may run commands as other users; else prints why not.
+fn can_switch_users(what: &str) -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        println!("note: needs root to {what}; skipped");
+        return false;
+    }
+    if which("setpriv").is_none() {
+        println!("note: needs setpriv (util-linux) to {what}; skipped");
+        return false;
+    }
+    true
+}
+
+/// `prog args...` as `uid`, with primary group `uid` as well, the
+/// supplementary `groups` and umask `umask`, in a clean environment aimed
+/// at the store `url`.
+fn as_user(uid: u32, groups: &[u32], umask: u32, url: &str, prog: &str, args: &[&str]) -> Command {
+    let groups = groups.iter().map(u32::to_string).collect::<Vec<_>>();
+    let mut c = Command::new("setpriv");
+    scrub_env(&mut c);
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"));
+    if groups.is_empty() {
+        c.arg("--clear-groups");
+    } else {
+        c.arg(format!("--groups={}", groups.join(",")));
+    }
+    c.args([
+        "sh",
+        "-c",
+        &format!("umask {umask:03o}; exec \"$@\""),
+        "sh",
+        prog,
+    ])
+    .args(args)
+    .env("AWSFLOCK_BACKEND", url)
+    .env("RUST_BACKTRACE", "1");
+    c
+}
+
+/// Our binary as `uid` (see [`as_user`]).
+fn awsflock_as(uid: u32, groups: &[u32], umask: u32, url: &str, args: &[&str]) -> Command {
+    as_user(uid, groups, umask, url, bin_path(), args)
+}
+
+/// A scratch directory that every user may enter, holding the store
+/// directory `locks` (mode `mode`, group `gid`, created here and not by
+/// awsflock).
+fn shared_dir(mode: u32, gid: u32) -> (tempfile::TempDir, PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = tmp.path().join("locks");
+    std::fs::create_dir(&path).unwrap();
+    std::os::unix::fs::chown(&path, None, Some(gid)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let url = format!("file://{}", path.display());
+    (tmp, path, url)
+}
+
+/// The names and contents of the files in `dir`, to show that nothing
+/// there changed.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).unwrap_or_default())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A link planted in the store directory by a user who may write there
+/// (uid 65534) is never followed by a `run` as root: it is refused in one
+/// line that names it and says to remove it, the command does not run,
+/// and nothing appears or changes where the link points. `status` and
+/// `list`, which only read, refuse it too (root would otherwise read any
+/// file the planter names). A FIFO planted as the directory lock is
+/// refused, not waited on forever.
+#[test]
+fn a_planted_link_is_refused_not_followed() {
+    const PLANTER: u32 = 65534;
+    if !can_switch_users("plant links as another user") {
+        return;
+    }
+    let long = "x".repeat(250);
+    let long_file = format!("{}~3b5ad17216035bad.json", "x".repeat(180));
+    // (lock name, what is planted in the store directory, where it points)
+    let cases = [
+        ("x", ".awsflock.lock", "victim/nologin"),
+        ("x", ".fence", "victim"),
+        ("x", "x.json", "victim/secret"),
+        ("x", "x.json", "victim/new.json"),
+        ("x", ".fence/x", "victim/fence"),
+        (long.as_str(), long_file.as_str(), "victim/long"),
+        ("x", ".awsflock.lock", "FIFO"),
+    ];
+    for (name, planted, target) in cases {
+        let (tmp, path, url) = shared_dir(0o777, 0);
+        let victim = tmp.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("secret"), "root's own file\n").unwrap();
+        if planted != ".fence" {
+            std::fs::create_dir(path.join(".fence")).unwrap();
+            std::os::unix::fs::chown(path.join(".fence"), Some(PLANTER), None).unwrap();
+        }
+        let link = path.join(planted);
+        let plant = if target == "FIFO" {
+            as_user(PLANTER, &[], 0o022, &url, "mkfifo", &[p(&link)])
+        } else {
+            let to = tmp.path().join(target);
+            as_user(PLANTER, &[], 0o022, &url, "ln", &["-s", p(&to), p(&link)])
+        };
+        let out = run(&mut { plant });
+        assert_eq!(out.code, 0, "planting {planted}: {}", out.describe());
+        let before = snapshot(&victim);
+        let ran = tmp.path().join("ran");
+        let mut commands = vec![vec!["run", name, "--", "touch", p(&ran)]];
+        if planted.ends_with(".json") {
+            commands.push(vec!["status", name]);
+            commands.push(vec!["list"]);
+        }
+        for args in commands {
+            let mut c = awsflock_at(&dead_endpoint());
+            c.env("AWSFLOCK_BACKEND", &url).args(&args);
+            let out = run_timeout(&mut c, Duration::from_secs(20));
+            let what = format!("{planted} -> {target}, `{}`", args.join(" "));
+            assert_eq!(out.code, 1, "{what}: {}", out.describe());
+            assert_clean_error(&out);
+            assert!(
+                out.stderr.contains(p(&link)) && out.stderr.contains("remove"),
+                "{what}: the error does not name {} and say to remove it: {}",
+                link.display(),
+                out.describe()
+            );
+            assert!(!ran.exists(), "{what}: the command ran");
+            assert_eq!(
+                snapshot(&victim),
+                before,
+                "{what}: written through the link"
+            );
+        }
+    }
+}
+
+/// A group-owned directory (setgid or not) works for every member of the
+/// group, whatever their umask: each user's files (the directory lock, the
+/// records, `.fence` and its marks) take the directory's group and
+/// permissions, so the next user can lock, read, and replace them.
+#[test]
+fn a_group_directory_works_for_every_member_whatever_their_umask() {
+    const GROUP: u32 = 4242;
+    if !can_switch_users("run as two users of one group") {
+        return;
+    }
+    for mode in [0o2770, 0o0770] {
+        let (_tmp, path, url) = shared_dir(mode, GROUP);
+        let steps: [(u32, &[&str]); 6] = [
+            (65534, &["run", "x", "--", "true"]),
+            (65533, &["run", "x", "--", "true"]),
+            (65534, &["run", "x", "--", "true"]),
+            (65533, &["status", "x"]),
+            (65534, &["list"]),
+            (65533, &["run", "y", "--", "true"]),
+        ];
+        for (uid, args) in steps {
+            let out = run(&mut awsflock_as(uid, &[GROUP], 0o077, &url, args));
+            assert_eq!(
+                out.code,
+                0,
+                "mode {mode:o}: `{}` as uid {uid}: {}",
+                args.join(" "),
+                out.describe()
+            );
+        }
+        let rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path.join("x.json")).unwrap()).unwrap();
+        assert_eq!(rec["fence"], 3, "mode {mode:o}: a token was reused: {rec}");
+    }
+}
+
+/// A sticky directory that others may write to (as /tmp) cannot be shared
+/// (a user may not replace another's record there), so it is refused for
+/// everyone, in one line that says what to use instead.
+#[test]
+fn a_sticky_shared_directory_is_refused_with_advice() {
+    if !can_switch_users("run as another user") {
+        return;
+    }
+    let (tmp, _path, url) = shared_dir(0o1777, 0);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let ran = out.join("ran");
+    for uid in [65534, 0] {
+        let out = run(&mut awsflock_as(
+            uid,
+            &[],
+            0o022,
+            &url,
+            &["run", "x", "--", "touch", p(&ran)],
+        ));
+        assert_eq!(out.code, 1, "uid {uid}: {}", out.describe());
+        assert_clean_error(&out);
+        assert!(
+            out.stderr.contains("sticky") && out.stderr.contains("install -d -m 2775"),
+            "uid {uid}: no advice: {}",
+            out.describe()
+        );
+        assert!(!ran.exists(), "uid {uid}: the command ran");
+    }
+}

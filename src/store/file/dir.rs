@@ -4,15 +4,16 @@
 //! Everything that decides (what to write, when a record is free) is
 //! [`super::FileStore`]'s, over whichever `Dir` it has.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 
+use super::nofollow::{OpenDir, io_failure};
 use super::{LOCK_WAIT, file_name};
 use crate::boottime::BootInstant;
 use crate::error::{Error, Result};
@@ -80,10 +81,16 @@ pub trait Dir: Send + Sync + 'static {
     fn create(&self) -> Result<()>;
 }
 
-/// A real directory.
+/// A real directory, whose files are reached only relative to it and never
+/// through a link (`nofollow.rs`).
 pub struct LocalDir {
     dir: PathBuf,
 }
+
+/// The directory lock's file.
+const LOCK_FILE: &str = ".awsflock.lock";
+/// The directory of fence marks.
+const FENCE_DIR: &str = ".fence";
 
 impl LocalDir {
     pub fn new(dir: PathBuf) -> Self {
@@ -94,16 +101,14 @@ impl LocalDir {
         &self.dir
     }
 
+    #[cfg(test)]
     pub(super) fn record_path(&self, name: &str) -> PathBuf {
-        self.dir().join(format!("{}.json", file_name(name)))
+        self.dir().join(record_file(name))
     }
 
-    fn mark_path(&self, name: &str) -> PathBuf {
-        self.dir().join(".fence").join(file_name(name))
-    }
-
-    fn io_error(&self, what: &str, path: &Path, e: std::io::Error) -> Error {
-        if e.kind() == std::io::ErrorKind::NotFound && !self.dir().is_dir() {
+    /// Opens the store directory, or says how to create it.
+    fn open(&self) -> Result<OpenDir> {
+        OpenDir::store(self.dir(), || {
             let create = crate::error::words(
                 &format!(
                     "`awsflock table-create --backend file://{}`",
@@ -112,32 +117,41 @@ impl LocalDir {
                 "`Store::create`",
             )
             .to_string();
-            return Error::store(format!(
+            Error::store(format!(
                 "directory {} does not exist; create it with {create}",
                 self.dir().display()
-            ));
-        }
-        Error::store(format!("cannot {what} {}: {e}", path.display()))
+            ))
+        })
     }
 
-    /// Writes `bytes` to `path` atomically: a temporary file in the same
-    /// directory (named `.tmp-*`, which no lock's file is), synced, renamed
-    /// over `path`, and the directory synced so the rename survives a crash.
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let parent = path.parent().unwrap_or(self.dir());
-        let write = || -> std::io::Result<()> {
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".tmp-")
-                .permissions(fs::Permissions::from_mode(0o666))
-                .tempfile_in(parent)?;
-            tmp.write_all(bytes)?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(path).map_err(|e| e.error)?;
-            File::open(parent)?.sync_all()
+    /// The whole of the file `name` in `dir`, `None` if there is none.
+    fn read_in(dir: &OpenDir, name: &str) -> Result<Option<Vec<u8>>> {
+        let Some(mut f) = dir.open_file(name, OFlag::O_RDONLY)? else {
+            return Ok(None);
         };
-        write().map_err(|e| self.io_error("write", path, e))
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)
+            .map_err(|e| io_failure("read", &dir.path().join(name), e))?;
+        Ok(Some(bytes))
     }
+
+    /// The directory lock's file, opened to be locked (read-only: a lock
+    /// needs no more, and a file another user created is readable).
+    fn lock_file(dir: &OpenDir) -> Result<File> {
+        loop {
+            if let Some(f) = dir.open_file(LOCK_FILE, OFlag::O_RDONLY)? {
+                return Ok(f);
+            }
+            if let Some(f) = dir.create_file(LOCK_FILE, OFlag::O_RDONLY)? {
+                return Ok(f);
+            }
+        }
+    }
+}
+
+/// Lock `name`'s record file.
+fn record_file(name: &str) -> String {
+    format!("{}.json", file_name(name))
 }
 
 #[async_trait::async_trait]
@@ -173,27 +187,18 @@ impl Dir for LocalDir {
     /// Never blocks in the kernel: tries every few ms until it succeeds, the
     /// caller gives up, or [`LOCK_WAIT`] has passed.
     fn lock(&self, cancel: &Cancel) -> Result<Flock<File>> {
-        use std::os::unix::fs::MetadataExt;
-        let path = self.dir().join(".awsflock.lock");
+        let dir = self.open()?;
+        let path = dir.path().join(LOCK_FILE);
         let started = BootInstant::now();
         let mut nap = Duration::from_millis(1);
         loop {
-            let f = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| self.io_error("open", &path, e))?;
+            let f = Self::lock_file(&dir)?;
             match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
                 Ok(guard) => {
                     // The file locked must still be the one at the path: if
                     // it was deleted or replaced meanwhile, another process
                     // may be locking the new one. Lock that one instead.
-                    let same = match (guard.metadata(), fs::metadata(&path)) {
-                        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-                        _ => false,
-                    };
-                    if same {
+                    if dir.still_names(LOCK_FILE, &guard) {
                         return Ok(guard);
                     }
                     continue;
@@ -223,62 +228,61 @@ impl Dir for LocalDir {
     }
 
     fn read_record(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let path = self.record_path(name);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.dir().is_dir() => Ok(None),
-            Err(e) => Err(self.io_error("read", &path, e)),
-        }
+        Self::read_in(&self.open()?, &record_file(name))
     }
 
     fn write_record(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        self.write_atomic(&self.record_path(name), bytes)
+        self.open()?.replace(&record_file(name), bytes)
     }
 
     fn read_mark(&self, name: &str) -> Result<u64> {
-        let path = self.mark_path(name);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<FenceMark>(&bytes)
+        let Some(fence) = self.open()?.sub_dir(FENCE_DIR, false)? else {
+            return Ok(0);
+        };
+        let file = file_name(name);
+        match Self::read_in(&fence, &file)? {
+            Some(bytes) => serde_json::from_slice::<FenceMark>(&bytes)
                 .map(|m| m.fence_hw)
-                .map_err(|e| Error::store(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(self.io_error("read", &path, e)),
+                .map_err(|e| Error::store(format!("{}: {e}", fence.path().join(&file).display()))),
+            None => Ok(0),
         }
     }
 
     fn write_mark(&self, name: &str, fence: u64) -> Result<()> {
-        let mark = self.mark_path(name);
-        if let Some(parent) = mark.parent() {
-            if !parent.is_dir() {
-                fs::create_dir_all(parent).map_err(|e| self.io_error("create", parent, e))?;
-                File::open(self.dir())
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| self.io_error("sync", self.dir(), e))?;
-            }
-        }
+        let dir = self.open()?.sub_dir(FENCE_DIR, true)?;
+        let dir = dir.ok_or_else(|| Error::store("the fence directory vanished"))?;
         let mut bytes = serde_json::to_vec(&FenceMark { fence_hw: fence }).unwrap_or_default();
         bytes.push(b'\n');
-        self.write_atomic(&mark, &bytes)
+        dir.replace(&file_name(name), &bytes)
     }
 
+    /// Every `*.json` file's record; a link or other stranger among them is
+    /// refused, as everywhere.
     fn list_records(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let entries = fs::read_dir(self.dir()).map_err(|e| self.io_error("list", self.dir(), e))?;
+        let dir = self.open()?;
+        let entries = fs::read_dir(self.dir()).map_err(|e| io_failure("list", self.dir(), e))?;
         let mut out = Vec::new();
         for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_none_or(|x| x != "json") {
+            let file = entry.file_name();
+            let (Some(file), Some(stem)) = (
+                file.to_str(),
+                Path::new(&file).file_stem().and_then(|s| s.to_str()),
+            ) else {
+                continue;
+            };
+            if !file.ends_with(".json") || file.starts_with('.') {
                 continue;
             }
-            let Ok(bytes) = fs::read(&path) else { continue };
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-            out.push((stem.into_owned(), bytes));
+            // Gone since the listing: released and removed by an operator.
+            if let Some(bytes) = Self::read_in(&dir, file)? {
+                out.push((stem.to_string(), bytes));
+            }
         }
         Ok(out)
     }
 
     fn create(&self) -> Result<()> {
-        let fence_dir = self.dir().join(".fence");
-        fs::create_dir_all(&fence_dir)
-            .map_err(|e| Error::store(format!("cannot create {}: {e}", fence_dir.display())))
+        fs::create_dir_all(self.dir()).map_err(|e| io_failure("create", self.dir(), e))?;
+        self.open()?.sub_dir(FENCE_DIR, true).map(drop)
     }
 }

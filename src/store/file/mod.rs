@@ -31,6 +31,12 @@
 //! [`LOCK_WAIT`]. Names are stored percent-encoded, so any lock name is a
 //! safe file name.
 //!
+//! Nothing in the directory is reached through a link, nor is anything
+//! but what the store writes there read (`nofollow.rs`): whoever may write
+//! to the directory could otherwise make a root `run` write or read a file
+//! anywhere. Files take the directory's group and permissions, so a
+//! group-owned directory works for every member.
+//!
 //! The record logic here reaches the files only through [`Dir`] (in
 //! `dir.rs`; [`LocalDir`] is the real directory) and the host only through
 //! [`Host`] (`sys::host`; [`LocalHost`] is this host), so that the
@@ -38,6 +44,7 @@
 //! in-memory directory on a simulated host.
 
 pub(crate) mod dir;
+mod nofollow;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -787,6 +794,45 @@ mod tests {
         assert!(!store.holder_gone(&rec), "taken over without the grace");
         std::thread::sleep(EXITED_HOLDER_GRACE);
         assert!(store.holder_gone(&rec), "not free after the grace");
+    }
+
+    /// Only files the store wrote are read: a hard link to a file elsewhere,
+    /// a FIFO or a directory where a record or a fence mark belongs is
+    /// refused in one line that names it and says to remove it, never read
+    /// (or waited on, for a FIFO). Links are refused as well: see
+    /// `tests/file_store.rs`, `a_planted_link_is_refused_not_followed`.
+    #[test]
+    fn strangers_in_the_directory_are_refused_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("locks");
+        std::fs::create_dir_all(path.join(".fence")).unwrap();
+        let elsewhere = tmp.path().join("secret");
+        std::fs::write(&elsewhere, "not the store's\n").unwrap();
+        std::fs::hard_link(&elsewhere, path.join("linked.json")).unwrap();
+        std::fs::hard_link(&elsewhere, path.join(".fence/linked")).unwrap();
+        let fifo = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        nix::unistd::mkfifo(&path.join("fifo.json"), fifo).unwrap();
+        nix::unistd::mkfifo(&path.join(".fence/fifo"), fifo).unwrap();
+        std::fs::create_dir(path.join("dir.json")).unwrap();
+        let d = LocalDir::new(path.clone());
+        let refused = |what: &str, got: Result<String>, file: &str| {
+            let e = got.expect_err(&format!("{what} of {file} was not refused"));
+            let msg = e.to_string();
+            let shown = path.join(file).display().to_string();
+            assert!(
+                msg.contains(&shown) && msg.contains("remove it") && !msg.contains('\n'),
+                "{what} of {file}: {msg}"
+            );
+        };
+        for name in ["linked", "fifo", "dir"] {
+            let file = format!("{name}.json");
+            refused("read", d.read_record(name).map(|b| format!("{b:?}")), &file);
+            let mark = format!(".fence/{name}");
+            if name != "dir" {
+                refused("read", d.read_mark(name).map(|m| m.to_string()), &mark);
+            }
+        }
+        assert!(d.list_records().is_err(), "list read the strangers");
     }
 
     /// A temporary file must never have the name of another lock's file.
