@@ -461,11 +461,28 @@ pub fn die_by_signal(sig: i32) -> i32 {
     exit::SIGNAL_BASE + sig
 }
 
-/// The exit code and message for a command that could not be started.
+/// The exit code and message for a command that could not be started,
+/// told as a shell would tell it: a directory is "not executable" (126),
+/// and a file that exists but whose `#!` interpreter does not (the kernel's
+/// ENOENT) is named with that interpreter (127), not as a command not found.
 pub fn spawn_failure(program: &OsString, err: &io::Error) -> (i32, String) {
     let name = program.to_string_lossy();
+    let found = resolve(program);
     match err.kind() {
-        io::ErrorKind::NotFound => (exit::NOT_FOUND, format!("command not found: {name}")),
+        io::ErrorKind::NotFound => match &found {
+            Some(path) => {
+                let why = match interpreter(path) {
+                    Some(i) => format!("its interpreter {i} was not found"),
+                    None => "its interpreter (the program loader it names) was not found".into(),
+                };
+                (exit::NOT_FOUND, format!("cannot execute {name}: {why}"))
+            }
+            None => (exit::NOT_FOUND, format!("command not found: {name}")),
+        },
+        _ if found.as_ref().is_some_and(|p| p.is_dir()) => (
+            exit::CANNOT_EXECUTE,
+            format!("cannot execute {name}: it is a directory"),
+        ),
         io::ErrorKind::PermissionDenied => (
             exit::CANNOT_EXECUTE,
             format!("cannot execute {name}: permission denied"),
@@ -475,6 +492,32 @@ pub fn spawn_failure(program: &OsString, err: &io::Error) -> (i32, String) {
             format!("cannot execute {name}: {err}"),
         ),
     }
+}
+
+/// Where `program` is, as exec would look for it: the path itself when it
+/// names a directory (contains `/`), else the first `PATH` entry holding a
+/// file of that name.
+fn resolve(program: &OsString) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::path::Path::new(program);
+    if program.as_bytes().contains(&b'/') {
+        return p.symlink_metadata().is_ok().then(|| p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(p))
+        .find(|c| c.is_file())
+}
+
+/// The interpreter named on the `#!` line of the file at `path`, if any.
+fn interpreter(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace().next().map(str::to_string)
 }
 
 /// The dead man's switch: a helper process (`awsflock __watchdog`) that
