@@ -491,6 +491,45 @@ impl Supervision {
         }
     }
 
+    /// After the command ended: a loss if the watchdog's kill time passed
+    /// (awsflock was stopped, and the watchdog killed the command or what
+    /// it left in its group); after a loss, SIGKILL whatever is left in
+    /// the group, else stop the leftovers (unless `--leave-leftovers`).
+    async fn settle_the_group(&mut self) {
+        const KILLED: &str =
+            "awsflock could not renew it in time; the command was killed at its deadline";
+        const LEFT: &str = "awsflock was held up past it; what the command left running in its process group was killed at the lease's deadline";
+        // The watchdog fires at the last kill time it was told: once that
+        // has passed, it killed the command's group there, at the end of the
+        // lease, whatever a renewal since may say.
+        if self.why.is_none() && ended_past_its_lease(Instant::now(), self.told) {
+            self.why = Some(Why::Lost(Lost::Expired(KILLED.into())));
+        }
+        if self.why.is_some() {
+            // The command is gone; anything it left in its group must not go
+            // on running without the lock.
+            self.spawned.signal_group(libc::SIGKILL);
+            return;
+        }
+        if self.opts.leave_leftovers {
+            return;
+        }
+        // The leftovers' grace ends by the kill time the watchdog holds
+        // (told afresh: a renewal may have come since the last turn).
+        let (_, deadline_kill) = self.times(self.state.borrow().lease.deadline);
+        let _ = self.tell_watchdog(deadline_kill);
+        let grace = self
+            .opts
+            .kill_after
+            .min(self.told.saturating_duration_since(Instant::now()));
+        let had_leftovers = stop_leftovers(&self.spawned, grace, &mut self.state).await;
+        // awsflock was held up (stopped) while it waited for them, past that
+        // kill time: the watchdog killed them there.
+        if had_leftovers && ended_past_its_lease(Instant::now(), self.told) {
+            self.why = Some(Why::Lost(Lost::Expired(LEFT.into())));
+        }
+    }
+
     /// After the command ended: a loss if it outlived its kill time; stops
     /// its leftovers (or kills them, when lost); releases; the exit code.
     async fn finish(mut self) -> i32 {
@@ -499,27 +538,7 @@ impl Supervision {
             .ended
             .take()
             .unwrap_or(platform::Ended::Code(crate::exit::ERROR));
-        // A command that ended after its kill time (awsflock was stopped,
-        // and the watchdog killed it) ran to the end of its lease: a loss.
-        let deadline = self.state.borrow().lease.deadline;
-        let (_, deadline_kill) = self.times(deadline);
-        if self.why.is_none() && ended_past_its_lease(Instant::now(), deadline_kill) {
-            self.why = Some(Why::Lost(Lost::Expired(
-                "awsflock could not renew it in time; the command was killed at its deadline"
-                    .into(),
-            )));
-        }
-        if self.why.is_some() {
-            // The command is gone; anything it left in its group must not go
-            // on running without the lock.
-            self.spawned.signal_group(libc::SIGKILL);
-        } else if !self.opts.leave_leftovers {
-            let grace = self
-                .opts
-                .kill_after
-                .min(deadline_kill.saturating_duration_since(Instant::now()));
-            stop_leftovers(&self.spawned, grace, &mut self.state).await;
-        }
+        self.settle_the_group().await;
         self.watchdog.disarm();
         self.spawned.take_terminal();
         platform::reap_orphans();
@@ -546,14 +565,15 @@ impl Supervision {
 
 /// Stops what the command left running in its group (a `cmd &` in a
 /// script), before the lock is released: SIGTERM (and SIGCONT), `grace`,
-/// SIGKILL. Nothing the command started runs on without the lock.
+/// SIGKILL. Nothing the command started runs on without the lock. Whether
+/// there was anything to stop.
 async fn stop_leftovers(
     spawned: &platform::Spawned,
     grace: Duration,
     state: &mut tokio::sync::watch::Receiver<crate::lease::GuardState>,
-) {
+) -> bool {
     if !spawned.group_alive() {
-        return;
+        return false;
     }
     tracing::info!("stopping what the command left running in its process group");
     spawned.signal_group(libc::SIGTERM);
@@ -569,6 +589,7 @@ async fn stop_leftovers(
     if spawned.group_alive() {
         spawned.signal_group(libc::SIGKILL);
     }
+    true
 }
 
 /// Whether a command that ended at `now` outlived its lease's kill time
