@@ -125,6 +125,16 @@ pub fn take_exit_signal() -> Option<i32> {
     }
 }
 
+/// A signal that ended a wait for the lock ([`Error::Interrupted`]) ends
+/// awsflock too, once everything is done (see [`take_exit_signal`]): a
+/// shell whose loop got Ctrl-C stops only if its child died of the signal;
+/// an exit with 130 reads as a child that handled Ctrl-C and went on.
+pub fn end_by_signal_if_interrupted(e: &Error) {
+    if let Error::Interrupted(sig) = e {
+        EXIT_SIGNAL.store(*sig, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Runs the command under `guard` and returns awsflock's exit code: the
 /// command's, or `lost_exit_code` if the lease was lost. The lock is released
 /// (or, if lost, left to the store) before returning. When the command was
@@ -170,6 +180,8 @@ pub async fn run(
         paused_lease: String::new(),
         told: first_kill,
         ended: None,
+        forwarded: 0,
+        held_stopped: false,
     };
     s.supervise(signals, own_signals).await;
     s.finish().await
@@ -305,6 +317,11 @@ struct Supervision {
     told: Instant,
     /// How the command ended, once it has.
     ended: Option<platform::Ended>,
+    /// The signals awsflock forwarded to the command (bit N: signal N).
+    forwarded: u64,
+    /// Held stopped by someone else, with no job-control shell to stop
+    /// awsflock for (see [`Answer::HoldOn`]): said once per stop.
+    held_stopped: bool,
 }
 
 impl Supervision {
@@ -365,14 +382,13 @@ impl Supervision {
             }
             let wake = wake_at(&self.phase, term_at, Instant::now());
             tokio::select! {
-                Some(sig) = signals.next() => {
-                    tracing::debug!(sig, "forwarding signal to the command's group");
-                    self.spawned.signal_group(sig);
-                }
+                Some(sig) = signals.next() => self.forward(sig),
                 Some(sig) = own_signals.next() => {
                     if sig == libc::SIGTSTP {
-                        // Stopping the command stops awsflock too, below.
+                        // Stopping the command stops awsflock too, below:
+                        // whoever asked awsflock to stop will continue it.
                         tracing::debug!("forwarding SIGTSTP to the command's group");
+                        self.forwarded |= bit(sig);
                         self.spawned.signal_group(sig);
                     }
                 }
@@ -385,6 +401,18 @@ impl Supervision {
             }
             let events = platform::reap(self.spawned.pgid, self.watchdog.pid());
             self.on_events(events);
+        }
+    }
+
+    /// Forwards a signal sent to awsflock to the command's group, once. A
+    /// command held stopped by someone else is continued after it, so
+    /// that `kill awsflock` ends it, as timeout(1) does.
+    fn forward(&mut self, sig: i32) {
+        tracing::debug!(sig, "forwarding signal to the command's group");
+        self.forwarded |= bit(sig);
+        self.spawned.signal_group(sig);
+        if self.held_stopped {
+            self.spawned.signal_group(libc::SIGCONT);
         }
     }
 
@@ -464,6 +492,7 @@ impl Supervision {
                     }
                 }
                 platform::Event::Continued => match on_continued(&self.phase) {
+                    _ if std::mem::take(&mut self.held_stopped) => {}
                     // Someone else continued it: the lease is still in doubt.
                     Answer::StopAgain => self.spawned.signal_group(libc::SIGSTOP),
                     Answer::Resumed => self.phase.pause = None,
@@ -473,20 +502,58 @@ impl Supervision {
                     tracing::debug!(sig, "the command stopped");
                     // Not if it has ended or been continued meanwhile.
                     let stopped = !ends && platform::still_stopped(self.spawned.pgid);
-                    if on_stopped(&self.phase, stopped, platform::is_init) == Answer::StopAsAJob {
-                        // Job control (Ctrl-Z, SIGTTIN, kill -STOP): stop as a
-                        // job ourselves, so that the shell sees it. While we
-                        // are stopped the watchdog still fires at the deadline.
-                        self.spawned.take_terminal();
-                        let _ = self.watchdog.job_stop();
-                        platform::stop_self();
-                        let _ = self.watchdog.resumed();
-                        // Continued (fg, bg): renew before the command goes on.
-                        self.phase.pause = Some(Pause::Resuming);
-                        self.paused_lease = self.state.borrow().lease.lease_id.clone();
-                        self.guard.renew_now();
+                    let asked = self.forwarded & bit(libc::SIGTSTP) != 0;
+                    let can_stop =
+                        || !platform::is_init() && (asked || platform::job_control_shell());
+                    match on_stopped(&self.phase, stopped, can_stop) {
+                        Answer::StopAsAJob => self.stop_as_a_job(),
+                        Answer::HoldOn => self.hold_on(sig),
+                        _ => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// Job control (Ctrl-Z, SIGTTIN, kill -STOP) stopped the command: stop
+    /// as a job ourselves, so that the shell sees it. While we are stopped
+    /// the watchdog still fires at the deadline.
+    fn stop_as_a_job(&mut self) {
+        self.spawned.take_terminal();
+        let _ = self.watchdog.job_stop();
+        platform::stop_self();
+        let _ = self.watchdog.resumed();
+        self.forwarded &= !bit(libc::SIGTSTP);
+        // Continued (fg, bg): renew before the command goes on.
+        self.phase.pause = Some(Pause::Resuming);
+        self.paused_lease = self.state.borrow().lease.lease_id.clone();
+        self.guard.renew_now();
+    }
+
+    /// The command was stopped and no job-control shell could continue
+    /// awsflock: keep the lease (renewing, as flock(1) keeps its lock)
+    /// until the command is continued or ends, and say so once per stop.
+    fn hold_on(&mut self, sig: i32) {
+        if std::mem::replace(&mut self.held_stopped, true) {
+            return;
+        }
+        let how = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+        say!(
+            "awsflock: {}: the command was stopped ({how}) and no job-control shell can continue awsflock; the lease is kept and renewed until the command is continued (kill -CONT {}) or ends",
+            self.name(),
+            self.spawned.pgid
+        );
+    }
+
+    /// The command, in the terminal's foreground, died of the terminal's
+    /// SIGINT or SIGQUIT (not one awsflock forwarded): with the command in
+    /// the caller's own group, that signal would have reached the caller
+    /// (a script's shell) too, and a shell stops its loop only if it got
+    /// the signal itself. So awsflock ends by it in its whole group.
+    fn replay_the_terminals_signal(&self, ended: platform::Ended) {
+        if let platform::Ended::Signal(sig) = ended {
+            if is_terminal_signal(sig, self.forwarded) && self.spawned.has_terminal() {
+                platform::replay_to_own_group();
             }
         }
     }
@@ -539,6 +606,7 @@ impl Supervision {
             .take()
             .unwrap_or(platform::Ended::Code(crate::exit::ERROR));
         self.settle_the_group().await;
+        self.replay_the_terminals_signal(ended);
         self.watchdog.disarm();
         self.spawned.take_terminal();
         platform::reap_orphans();
@@ -590,6 +658,17 @@ async fn stop_leftovers(
         spawned.signal_group(libc::SIGKILL);
     }
     true
+}
+
+/// The bit of signal `sig` in a set of signals.
+fn bit(sig: i32) -> u64 {
+    1u64.checked_shl(sig as u32).unwrap_or(0)
+}
+
+/// Whether the command's death by `sig` came from the terminal: SIGINT
+/// (Ctrl-C) or SIGQUIT (Ctrl-\\) that awsflock did not forward itself.
+pub fn is_terminal_signal(sig: i32, forwarded: u64) -> bool {
+    matches!(sig, libc::SIGINT | libc::SIGQUIT) && forwarded & bit(sig) == 0
 }
 
 /// Whether a command that ended at `now` outlived its lease's kill time
@@ -739,6 +818,10 @@ pub enum Answer {
     /// Job control (Ctrl-Z, SIGTTIN, kill -STOP) stopped the command: stop
     /// awsflock too, as a job, so that the shell sees it.
     StopAsAJob,
+    /// The command was stopped, and nothing would continue a stopped
+    /// awsflock (no job-control shell, or PID 1): keep renewing the lease
+    /// until the command is continued or ends.
+    HoldOn,
 }
 
 /// The answer to the group being continued, given what was done so far.
@@ -751,16 +834,19 @@ pub fn on_continued(p: &Phase) -> Answer {
 }
 
 /// The answer to the command stopping: `still_stopped` says it has
-/// neither ended nor been continued meanwhile; `is_init` whether awsflock
-/// runs as PID 1 (no shell to stop to; asked only when it matters). A stop
-/// we caused (a suspect lease, or SIGTERM's SIGCONT not yet landed) is
-/// not job control.
-pub fn on_stopped(p: &Phase, still_stopped: bool, is_init: impl FnOnce() -> bool) -> Answer {
+/// neither ended nor been continued meanwhile; `can_stop` whether someone
+/// would continue awsflock if it stopped itself (a job-control shell, or
+/// whoever sent awsflock SIGTSTP; never as PID 1; asked only when it
+/// matters). A stop we caused (a suspect lease, or SIGTERM's SIGCONT not
+/// yet landed) is not job control.
+pub fn on_stopped(p: &Phase, still_stopped: bool, can_stop: impl FnOnce() -> bool) -> Answer {
     let ours = p.pause == Some(Pause::Suspect) || p.kill_at.is_some();
-    if !ours && still_stopped && !is_init() {
+    if ours || !still_stopped {
+        Answer::Nothing
+    } else if can_stop() {
         Answer::StopAsAJob
     } else {
-        Answer::Nothing
+        Answer::HoldOn
     }
 }
 
@@ -1012,20 +1098,32 @@ mod tests {
     #[test]
     fn only_a_stop_we_did_not_cause_is_job_control() {
         let free = Phase::default();
-        assert_eq!(on_stopped(&free, true, || false), Answer::StopAsAJob);
-        // Ended or continued meanwhile, or no shell to stop to (PID 1).
-        assert_eq!(on_stopped(&free, false, || false), Answer::Nothing);
-        assert_eq!(on_stopped(&free, true, || true), Answer::Nothing);
+        assert_eq!(on_stopped(&free, true, || true), Answer::StopAsAJob);
+        // Ended or continued meanwhile.
+        assert_eq!(on_stopped(&free, false, || true), Answer::Nothing);
+        // Nobody to continue awsflock (no job-control shell, PID 1): it
+        // keeps the lease for the stopped command.
+        assert_eq!(on_stopped(&free, true, || false), Answer::HoldOn);
         let suspect = Phase {
             pause: Some(Pause::Suspect),
             ..Phase::default()
         };
-        assert_eq!(on_stopped(&suspect, true, || false), Answer::Nothing);
+        assert_eq!(on_stopped(&suspect, true, || true), Answer::Nothing);
         let stopping = Phase {
             kill_at: Some(Instant::now()),
             ..Phase::default()
         };
-        assert_eq!(on_stopped(&stopping, true, || false), Answer::Nothing);
+        assert_eq!(on_stopped(&stopping, true, || true), Answer::Nothing);
+    }
+
+    #[test]
+    fn only_the_terminals_own_interrupt_is_passed_on_to_the_callers_group() {
+        assert!(is_terminal_signal(libc::SIGINT, 0));
+        assert!(is_terminal_signal(libc::SIGQUIT, bit(libc::SIGTERM)));
+        // Forwarded by awsflock: someone signalled awsflock, not the terminal.
+        assert!(!is_terminal_signal(libc::SIGINT, bit(libc::SIGINT)));
+        assert!(!is_terminal_signal(libc::SIGTERM, 0));
+        assert!(!is_terminal_signal(libc::SIGKILL, 0));
     }
 
     #[test]
