@@ -436,6 +436,19 @@ sys.stdout.write(str(code) + "\n" + seen.decode("utf-8", "replace"))
 /// script, as it does with flock(1); the second command never starts.
 #[test]
 fn ctrl_c_during_the_command_stops_the_calling_scripts_loop() {
+    ctrl_c_stops_the_loop("sleep 10");
+}
+
+/// The same with a command that cleans up on Ctrl-C and exits 130 rather
+/// than dying of SIGINT.
+#[test]
+fn ctrl_c_during_a_command_that_exits_130_stops_the_calling_scripts_loop() {
+    ctrl_c_stops_the_loop("trap 'echo cleaning-up; exit 130' INT; sleep 10 & wait");
+}
+
+/// Runs a loop of two `run`s of `sh -c "echo start-$env; BODY; echo
+/// end-$env"` on a terminal, types Ctrl-C during the first: the loop stops.
+fn ctrl_c_stops_the_loop(body: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let backend = format!("file://{}", tmp.path().join("locks").display());
     assert_eq!(
@@ -444,7 +457,7 @@ fn ctrl_c_during_the_command_stops_the_calling_scripts_loop() {
     );
     let bin = bin_path();
     let script = format!(
-        "for env in staging prod; do {bin} --backend {backend} run tf --lease-duration 5 -- sh -c \"echo start-$env; sleep 10; echo end-$env\"; echo \"rc-$env=$?\"; done; echo LOOP-WENT-ON"
+        "for env in staging prod; do {bin} --backend {backend} run tf --lease-duration 5 -- sh -c \"echo start-$env; {body}; echo end-$env\"; echo \"rc-$env=$?\"; done; echo LOOP-WENT-ON"
     );
     let (code, seen) = script_on_terminal(&script, "start-staging", "\\x03");
     assert!(

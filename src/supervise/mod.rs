@@ -9,10 +9,15 @@
 //!     ├─ term time reached without a renewal ──► SIGTERM+SIGCONT, then
 //!     │                                          SIGKILL at the kill time
 //!     ├─ lease suspect ───────► SIGSTOP the group until renewed (SIGCONT) or lost
-//!     ├─ CMD stops (Ctrl-Z) ──► stop awsflock too; when continued: renew,
-//!     │                         hand back the terminal, SIGCONT
+//!     ├─ CMD stops (Ctrl-Z) ──► stop awsflock too if a job-control shell
+//!     │                         (or a SIGTSTP sender) can continue it; when
+//!     │                         continued: renew, hand back the terminal,
+//!     │                         SIGCONT. Nobody to continue it: keep
+//!     │                         renewing, say so
 //!     ├─ watchdog died ───────► as lease lost
 //!     └─ CMD exits ───────────► stop its leftovers, release, exit as CMD did
+//!                               (died of the terminal's Ctrl-C: end by
+//!                               SIGINT in the caller's whole group)
 //!  awsflock stopped, hung or killed ──► the watchdog SIGKILLs the group at
 //!                                       the last kill time it was told
 //! ```
@@ -22,7 +27,7 @@
 //! every process in the group is dead before the lease can expire for
 //! anyone else, whether awsflock is running or not. The decisions are pure
 //! functions ([`stop_times`], [`too_late`], [`next_step`], [`kill_by`],
-//! [`wake_at`], [`on_continued`], [`on_stopped`],
+//! [`wake_at`], [`on_continued`], [`on_stopped`], [`interrupted_at_the_terminal`],
 //! [`ended_past_its_lease`]); processes, signals and the terminal are in
 //! [`unix`]. DESIGN.md has the argument and its limits.
 
@@ -546,14 +551,17 @@ impl Supervision {
     }
 
     /// The command, in the terminal's foreground, died of the terminal's
-    /// SIGINT or SIGQUIT (not one awsflock forwarded): with the command in
-    /// the caller's own group, that signal would have reached the caller
-    /// (a script's shell) too, and a shell stops its loop only if it got
-    /// the signal itself. So awsflock ends by it in its whole group.
+    /// SIGINT or SIGQUIT, or exited with the code that says so (130, 131),
+    /// and awsflock forwarded no such signal: with the command in the
+    /// caller's own group, that signal would have reached the caller (a
+    /// script's shell) too, and a shell stops its loop only if it got the
+    /// signal itself. So awsflock ends by it in its whole group (`$?` is
+    /// 128+N either way).
     fn replay_the_terminals_signal(&self, ended: platform::Ended) {
-        if let platform::Ended::Signal(sig) = ended {
-            if is_terminal_signal(sig, self.forwarded) && self.spawned.has_terminal() {
+        if let Some(sig) = interrupted_at_the_terminal(ended, self.forwarded) {
+            if self.spawned.has_terminal() {
                 platform::replay_to_own_group();
+                EXIT_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
             }
         }
     }
@@ -665,10 +673,16 @@ fn bit(sig: i32) -> u64 {
     1u64.checked_shl(sig as u32).unwrap_or(0)
 }
 
-/// Whether the command's death by `sig` came from the terminal: SIGINT
-/// (Ctrl-C) or SIGQUIT (Ctrl-\\) that awsflock did not forward itself.
-pub fn is_terminal_signal(sig: i32, forwarded: u64) -> bool {
-    matches!(sig, libc::SIGINT | libc::SIGQUIT) && forwarded & bit(sig) == 0
+/// The terminal's signal that ended the command, if any: it died of
+/// SIGINT (Ctrl-C) or SIGQUIT (Ctrl-\\), or exited 128 + one of them as
+/// programs that clean up on Ctrl-C do, and awsflock did not forward that
+/// signal itself (`forwarded`, bit N for signal N).
+pub fn interrupted_at_the_terminal(ended: platform::Ended, forwarded: u64) -> Option<i32> {
+    let sig = match ended {
+        platform::Ended::Signal(sig) => sig,
+        platform::Ended::Code(code) => code - crate::exit::SIGNAL_BASE,
+    };
+    (matches!(sig, libc::SIGINT | libc::SIGQUIT) && forwarded & bit(sig) == 0).then_some(sig)
 }
 
 /// Whether a command that ended at `now` outlived its lease's kill time
@@ -1118,12 +1132,26 @@ mod tests {
 
     #[test]
     fn only_the_terminals_own_interrupt_is_passed_on_to_the_callers_group() {
-        assert!(is_terminal_signal(libc::SIGINT, 0));
-        assert!(is_terminal_signal(libc::SIGQUIT, bit(libc::SIGTERM)));
+        use platform::Ended::{Code, Signal};
+        let int = libc::SIGINT;
+        assert_eq!(interrupted_at_the_terminal(Signal(int), 0), Some(int));
+        assert_eq!(interrupted_at_the_terminal(Code(130), 0), Some(int));
+        assert_eq!(
+            interrupted_at_the_terminal(Signal(libc::SIGQUIT), bit(libc::SIGTERM)),
+            Some(libc::SIGQUIT)
+        );
         // Forwarded by awsflock: someone signalled awsflock, not the terminal.
-        assert!(!is_terminal_signal(libc::SIGINT, bit(libc::SIGINT)));
-        assert!(!is_terminal_signal(libc::SIGTERM, 0));
-        assert!(!is_terminal_signal(libc::SIGKILL, 0));
+        assert_eq!(interrupted_at_the_terminal(Signal(int), bit(int)), None);
+        assert_eq!(interrupted_at_the_terminal(Code(130), bit(int)), None);
+        for other in [
+            Signal(libc::SIGTERM),
+            Signal(libc::SIGKILL),
+            Code(0),
+            Code(1),
+            Code(143),
+        ] {
+            assert_eq!(interrupted_at_the_terminal(other, 0), None, "{other:?}");
+        }
     }
 
     #[test]
