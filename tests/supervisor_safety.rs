@@ -798,3 +798,53 @@ fn leftovers_killed_at_the_deadline_while_awsflock_was_stopped_mean_a_lost_lease
     );
     assert!(out.stderr.contains("lost"), "{}", out.describe());
 }
+
+/// The same unattended run with its command stopped: `kill awsflock`
+/// still ends it (the forwarded SIGTERM is followed by SIGCONT), as
+/// timeout(1) does, instead of waiting for a command that cannot act on it.
+#[test]
+fn a_signal_to_awsflock_ends_a_command_held_stopped() {
+    let (tmp, backend) = dir_store();
+    let ready = tmp.path().join("ready");
+    let mut cmd = awsflock_at(&dead_endpoint());
+    cmd.args([
+        "--backend",
+        &backend,
+        "run",
+        "K",
+        "--lease-duration",
+        "4",
+        "--",
+    ])
+    .args(["sh", "-c"])
+    .arg(format!("echo $$ > {}; exec sleep 30", p(&ready)))
+    .stdin(Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut running = spawn(&mut cmd);
+    wait_for_file(&ready, &mut running);
+    let child = read_pid(&ready);
+    let _guard = KillOnDrop::new(&[child]);
+    signal(child as u32, Signal::SIGSTOP);
+    thread::sleep(Duration::from_secs(1));
+    signal(running.pid(), Signal::SIGTERM);
+    let start = Instant::now();
+    let out = running.wait(Duration::from_secs(20));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "awsflock took {:?} to end after SIGTERM:\n{}",
+        start.elapsed(),
+        out.describe()
+    );
+    assert_eq!(out.code, 143, "{}", out.describe());
+    assert!(
+        gone_within(child, Duration::from_secs(2)),
+        "{}",
+        out.describe()
+    );
+}

@@ -416,7 +416,7 @@ impl Supervision {
         tracing::debug!(sig, "forwarding signal to the command's group");
         self.forwarded |= bit(sig);
         self.spawned.signal_group(sig);
-        if self.held_stopped {
+        if self.held_stopped && self.phase.pause.is_none() {
             self.spawned.signal_group(libc::SIGCONT);
         }
     }
@@ -496,13 +496,15 @@ impl Supervision {
                         self.why = Some(Why::Unprotected);
                     }
                 }
-                platform::Event::Continued => match on_continued(&self.phase) {
-                    _ if std::mem::take(&mut self.held_stopped) => {}
-                    // Someone else continued it: the lease is still in doubt.
-                    Answer::StopAgain => self.spawned.signal_group(libc::SIGSTOP),
-                    Answer::Resumed => self.phase.pause = None,
-                    _ => {}
-                },
+                platform::Event::Continued => {
+                    self.held_stopped = false;
+                    match on_continued(&self.phase) {
+                        // Someone else continued it: the lease is still in doubt.
+                        Answer::StopAgain => self.spawned.signal_group(libc::SIGSTOP),
+                        Answer::Resumed => self.phase.pause = None,
+                        _ => {}
+                    }
+                }
                 platform::Event::Stopped(sig) => {
                     tracing::debug!(sig, "the command stopped");
                     // Not if it has ended or been continued meanwhile.
