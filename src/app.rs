@@ -702,6 +702,7 @@ pub(crate) fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
         Ok(code) => code,
         Err(e) => {
             say!("awsflock: error: {}", exit::message(&e));
+            supervise::end_by_signal_if_interrupted(&e);
             exit::code(&e)
         }
     };

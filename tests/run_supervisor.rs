@@ -600,3 +600,83 @@ fn uncontended_run_exits_0_quickly() {
     );
     assert_free(&moto, &t, &name, "the run");
 }
+
+// ---------------------------------------------------------------- spawn errors
+
+/// A fresh directory store (no server needed) and its `--backend` URL.
+fn dir_store() -> (tempfile::TempDir, String) {
+    let tmp = scratch();
+    let backend = format!("file://{}", tmp.path().join("locks").display());
+    let out = run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    (tmp, backend)
+}
+
+/// `awsflock --backend file://DIR run NAME -- ARGS` on a fresh directory store.
+fn run_on_dir(args: &[&str]) -> Out {
+    let (_tmp, backend) = dir_store();
+    let mut c = awsflock_at(&dead_endpoint());
+    c.args(["--backend", &backend, "run", "spawn-error", "--"])
+        .args(args);
+    run(&mut c)
+}
+
+#[test]
+fn a_directory_as_the_command_is_not_executable_126_as_in_bash() {
+    let tmp = scratch();
+    let out = run_on_dir(&[p(tmp.path())]);
+    assert_eq!(out.code, 126, "{}", out.describe());
+    assert!(
+        out.stderr.contains("is a directory") && !out.stderr.contains("permission denied"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn a_script_whose_interpreter_is_missing_names_the_interpreter_127() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = scratch();
+    let script = tmp.path().join("deploy.sh");
+    std::fs::write(&script, "#!/nonexistent/bin/interp -e\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run_on_dir(&[p(&script)]);
+    assert_eq!(out.code, 127, "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("its interpreter /nonexistent/bin/interp was not found")
+            && !out.stderr.contains("command not found"),
+        "{}",
+        out.describe()
+    );
+    // A command that does not exist is still "not found".
+    let out = run_on_dir(&[p(&tmp.path().join("no-such-command"))]);
+    assert_eq!(out.code, 127, "{}", out.describe());
+    assert!(
+        out.stderr.contains("command not found"),
+        "{}",
+        out.describe()
+    );
+    // Found through PATH, too.
+    let (_tmp2, backend) = dir_store();
+    let path = format!(
+        "{}:{}",
+        p(tmp.path()),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(awsflock_at(&dead_endpoint()).env("PATH", path).args([
+        "--backend",
+        &backend,
+        "run",
+        "spawn-error",
+        "--",
+        "deploy.sh",
+    ]));
+    assert_eq!(out.code, 127, "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("its interpreter /nonexistent/bin/interp was not found"),
+        "{}",
+        out.describe()
+    );
+}

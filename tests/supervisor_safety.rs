@@ -648,3 +648,203 @@ fn forced_release_with_stderr_a_broken_pipe_still_terms_then_kills_and_exits_4()
         cmd.stderr(Stdio::from(w));
     });
 }
+
+/// A fresh directory store (no server needed) and its `--backend` URL.
+fn dir_store() -> (tempfile::TempDir, String) {
+    let tmp = scratch();
+    let backend = format!("file://{}", tmp.path().join("locks").display());
+    let out = run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    (tmp, backend)
+}
+
+/// The state letter of process `pid` (`/proc/PID/stat`), if it exists.
+fn state_of(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let i = stat.rfind(')')?;
+    stat[i + 1..].trim_start().chars().next()
+}
+
+/// Waits up to 20 s for `path` to exist and returns its contents.
+fn wait_for_file(path: &Path, running: &mut Running) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline && !running.finished(),
+            "{} never appeared",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An unattended run (own session, no terminal: cron, CI) whose command
+/// someone stops with SIGSTOP: no job-control shell can continue awsflock,
+/// so awsflock does not stop itself; it keeps renewing and says so, the
+/// command is not killed, and once continued it runs to its end.
+#[test]
+fn a_command_stopped_with_no_job_control_shell_keeps_its_lease_and_awsflock_runs_on() {
+    let (tmp, backend) = dir_store();
+    let ready = tmp.path().join("ready");
+    let mut cmd = awsflock_at(&dead_endpoint());
+    cmd.args([
+        "--backend",
+        &backend,
+        "run",
+        "J",
+        "--lease-duration",
+        "4",
+        "--",
+    ])
+    .args(["sh", "-c"])
+    .arg(format!("echo $$ > {}; sleep 1; exit 5", p(&ready)))
+    .stdin(Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut running = spawn(&mut cmd);
+    wait_for_file(&ready, &mut running);
+    let child = read_pid(&ready);
+    let _guard = KillOnDrop::new(&[child]);
+    signal(child as u32, Signal::SIGSTOP);
+    // Past the lease (4 s) and its kill time.
+    thread::sleep(Duration::from_secs(6));
+    let awsflock_state = state_of(running.pid() as i32);
+    let command_state = state_of(child);
+    let held =
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "status", "J", "--json"]))
+            .json();
+    signal(child as u32, Signal::SIGCONT);
+    if awsflock_state == Some('T') {
+        signal(running.pid(), Signal::SIGCONT);
+    }
+    let out = running.wait(Duration::from_secs(20));
+    assert_ne!(
+        awsflock_state,
+        Some('T'),
+        "awsflock stopped itself with no shell to continue it:\n{}",
+        out.describe()
+    );
+    assert_eq!(
+        command_state,
+        Some('T'),
+        "the stopped command was killed although its lease was renewed:\n{}",
+        out.describe()
+    );
+    assert_eq!(held["held"], true, "the lease was not kept: {held}");
+    assert_eq!(
+        out.code,
+        5,
+        "the command ran to its end:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("was stopped") && out.stderr.contains("kill -CONT"),
+        "awsflock should say that it holds the lock for a stopped command:\n{}",
+        out.describe()
+    );
+}
+
+/// The command exits 0 but leaves a process that ignores SIGTERM in its
+/// group; awsflock is stopped while it waits for that leftover, past its
+/// lease: the watchdog kills the leftover at the lease's kill time, and
+/// awsflock, continued, reports the lease lost (exit 4), not a success.
+#[test]
+fn leftovers_killed_at_the_deadline_while_awsflock_was_stopped_mean_a_lost_lease() {
+    let (tmp, backend) = dir_store();
+    let left = tmp.path().join("left");
+    let done = tmp.path().join("done");
+    let mut running = spawn(awsflock_at(&dead_endpoint()).args([
+        "--backend",
+        &backend,
+        "run",
+        "L",
+        "--lease-duration",
+        "4",
+        "--kill-after",
+        "3",
+        "-c",
+        &format!(
+            "sh -c 'trap \"\" TERM; echo $$ > {left}; while :; do sleep 0.1; done' & \
+             while [ ! -s {left} ]; do sleep 0.05; done; echo > {done}; exit 0",
+            left = p(&left),
+            done = p(&done)
+        ),
+    ]));
+    wait_for_file(&done, &mut running);
+    let leftover = read_pid(&left);
+    let _guard = KillOnDrop::new(&[leftover]);
+    thread::sleep(Duration::from_millis(200));
+    signal(running.pid(), Signal::SIGSTOP);
+    let dead = gone_within(leftover, Duration::from_secs(10));
+    thread::sleep(Duration::from_secs(1));
+    signal(running.pid(), Signal::SIGCONT);
+    let out = running.wait(Duration::from_secs(30));
+    assert!(dead, "the leftover outlived the lease:\n{}", out.describe());
+    assert_eq!(out.code, 4, "the lease was lost:\n{}", out.describe());
+    assert!(
+        !out.stderr.contains("frees itself"),
+        "the lease had already expired:\n{}",
+        out.describe()
+    );
+    assert!(out.stderr.contains("lost"), "{}", out.describe());
+}
+
+/// The same unattended run with its command stopped: `kill awsflock`
+/// still ends it (the forwarded SIGTERM is followed by SIGCONT), as
+/// timeout(1) does, instead of waiting for a command that cannot act on it.
+#[test]
+fn a_signal_to_awsflock_ends_a_command_held_stopped() {
+    let (tmp, backend) = dir_store();
+    let ready = tmp.path().join("ready");
+    let mut cmd = awsflock_at(&dead_endpoint());
+    cmd.args([
+        "--backend",
+        &backend,
+        "run",
+        "K",
+        "--lease-duration",
+        "4",
+        "--",
+    ])
+    .args(["sh", "-c"])
+    .arg(format!("echo $$ > {}; exec sleep 30", p(&ready)))
+    .stdin(Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut running = spawn(&mut cmd);
+    wait_for_file(&ready, &mut running);
+    let child = read_pid(&ready);
+    let _guard = KillOnDrop::new(&[child]);
+    signal(child as u32, Signal::SIGSTOP);
+    thread::sleep(Duration::from_secs(1));
+    signal(running.pid(), Signal::SIGTERM);
+    let start = Instant::now();
+    let out = running.wait(Duration::from_secs(20));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "awsflock took {:?} to end after SIGTERM:\n{}",
+        start.elapsed(),
+        out.describe()
+    );
+    assert_eq!(out.code, 143, "{}", out.describe());
+    assert!(
+        gone_within(child, Duration::from_secs(2)),
+        "{}",
+        out.describe()
+    );
+}

@@ -390,3 +390,133 @@ fn a_job_left_stopped_past_its_lease_is_killed_and_fg_reports_the_loss() {
     .json();
     assert_eq!(v["held"], false, "free after the lost job");
 }
+
+/// Runs `bash -c SCRIPT` on a fresh pseudo-terminal, types `keys` (Python
+/// escapes) 0.5 s after `after` appears, and returns (how bash ended as
+/// Python reports it: the exit code, or minus the signal, and the screen).
+fn script_on_terminal(script: &str, after: &str, keys: &str) -> (i32, String) {
+    let driver = r#"
+import os, pty, sys, time, select
+after = sys.argv[2].encode(); keys = sys.argv[3].encode().decode("unicode_escape").encode()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("bash", ["bash", "-c", sys.argv[1]])
+seen = b""; sent = False; deadline = time.time() + 40
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.1)
+    if r:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    if not sent and after in seen:
+        time.sleep(0.5)
+        os.write(fd, keys); sent = True
+else:
+    seen += b"\n(driver: bash still running after 40 s, killed)\n"
+    os.kill(pid, 9)
+_, status = os.waitpid(pid, 0)
+code = os.waitstatus_to_exitcode(status)
+sys.stdout.write(str(code) + "\n" + seen.decode("utf-8", "replace"))
+"#;
+    let mut c = Command::new("python3");
+    scrub_env(&mut c);
+    c.args(["-c", driver, script, after, keys]);
+    let out = run(&mut c);
+    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
+    let (code, seen) = out.stdout.split_once('\n').unwrap();
+    (code.parse().unwrap(), seen.to_string())
+}
+
+/// A deploy script's loop (`for env in staging prod; do awsflock run ...;
+/// done`) typed at a terminal: Ctrl-C during the first command stops the
+/// script, as it does with flock(1); the second command never starts.
+#[test]
+fn ctrl_c_during_the_command_stops_the_calling_scripts_loop() {
+    ctrl_c_stops_the_loop("sleep 10");
+}
+
+/// The same with a command that cleans up on Ctrl-C and exits 130 rather
+/// than dying of SIGINT.
+#[test]
+fn ctrl_c_during_a_command_that_exits_130_stops_the_calling_scripts_loop() {
+    ctrl_c_stops_the_loop("trap 'echo cleaning-up; exit 130' INT; sleep 10 & wait");
+}
+
+/// Runs a loop of two `run`s of `sh -c "echo start-$env; BODY; echo
+/// end-$env"` on a terminal, types Ctrl-C during the first: the loop stops.
+fn ctrl_c_stops_the_loop(body: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = format!("file://{}", tmp.path().join("locks").display());
+    assert_eq!(
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
+        0
+    );
+    let bin = bin_path();
+    let script = format!(
+        "for env in staging prod; do {bin} --backend {backend} run tf --lease-duration 5 -- sh -c \"echo start-$env; {body}; echo end-$env\"; echo \"rc-$env=$?\"; done; echo LOOP-WENT-ON"
+    );
+    let (code, seen) = script_on_terminal(&script, "start-staging", "\\x03");
+    assert!(
+        !seen.contains("start-prod") && !seen.contains("LOOP-WENT-ON"),
+        "the loop went on after Ctrl-C:\n{seen}"
+    );
+    assert!(
+        !seen.contains("end-staging"),
+        "Ctrl-C did not stop the command:\n{seen}"
+    );
+    assert_eq!(
+        code, -2,
+        "bash should end by SIGINT, as with flock(1):\n{seen}"
+    );
+    let v =
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "status", "tf", "--json"]))
+            .json();
+    assert_eq!(v["held"], false, "released after Ctrl-C");
+}
+
+/// The same loop, with Ctrl-C typed while the first `run` waits for the lock
+/// (held by another): the script stops too.
+#[test]
+fn ctrl_c_while_waiting_for_the_lock_stops_the_calling_scripts_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = format!("file://{}", tmp.path().join("locks").display());
+    assert_eq!(
+        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
+        0
+    );
+    let ready = tmp.path().join("held");
+    let holder = spawn(awsflock_at(&dead_endpoint()).args([
+        "--backend",
+        &backend,
+        "run",
+        "tf",
+        "--",
+        "sh",
+        "-c",
+        &format!("touch {}; sleep 30", ready.display()),
+    ]));
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed().as_secs() < 20, "the holder never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let bin = bin_path();
+    let script = format!(
+        "for env in staging prod; do echo waiting-$env; {bin} --backend {backend} run tf -- echo ran-$env; echo \"rc-$env=$?\"; done; echo LOOP-WENT-ON"
+    );
+    let (code, seen) = script_on_terminal(&script, "waiting-staging", "\\x03");
+    signal(holder.pid(), nix::sys::signal::Signal::SIGTERM);
+    let _ = holder.wait(std::time::Duration::from_secs(20));
+    assert!(
+        !seen.contains("waiting-prod") && !seen.contains("LOOP-WENT-ON"),
+        "the loop went on after Ctrl-C:\n{seen}"
+    );
+    assert_eq!(
+        code, -2,
+        "bash should end by SIGINT, as with flock(1):\n{seen}"
+    );
+}

@@ -9,10 +9,15 @@
 //!     ├─ term time reached without a renewal ──► SIGTERM+SIGCONT, then
 //!     │                                          SIGKILL at the kill time
 //!     ├─ lease suspect ───────► SIGSTOP the group until renewed (SIGCONT) or lost
-//!     ├─ CMD stops (Ctrl-Z) ──► stop awsflock too; when continued: renew,
-//!     │                         hand back the terminal, SIGCONT
+//!     ├─ CMD stops (Ctrl-Z) ──► stop awsflock too if a job-control shell
+//!     │                         (or a SIGTSTP sender) can continue it; when
+//!     │                         continued: renew, hand back the terminal,
+//!     │                         SIGCONT. Nobody to continue it: keep
+//!     │                         renewing, say so
 //!     ├─ watchdog died ───────► as lease lost
 //!     └─ CMD exits ───────────► stop its leftovers, release, exit as CMD did
+//!                               (died of the terminal's Ctrl-C: end by
+//!                               SIGINT in the caller's whole group)
 //!  awsflock stopped, hung or killed ──► the watchdog SIGKILLs the group at
 //!                                       the last kill time it was told
 //! ```
@@ -22,7 +27,7 @@
 //! every process in the group is dead before the lease can expire for
 //! anyone else, whether awsflock is running or not. The decisions are pure
 //! functions ([`stop_times`], [`too_late`], [`next_step`], [`kill_by`],
-//! [`wake_at`], [`on_continued`], [`on_stopped`],
+//! [`wake_at`], [`on_continued`], [`on_stopped`], [`interrupted_at_the_terminal`],
 //! [`ended_past_its_lease`]); processes, signals and the terminal are in
 //! [`unix`]. DESIGN.md has the argument and its limits.
 
@@ -125,6 +130,16 @@ pub fn take_exit_signal() -> Option<i32> {
     }
 }
 
+/// A signal that ended a wait for the lock ([`Error::Interrupted`]) ends
+/// awsflock too, once everything is done (see [`take_exit_signal`]): a
+/// shell whose loop got Ctrl-C stops only if its child died of the signal;
+/// an exit with 130 reads as a child that handled Ctrl-C and went on.
+pub fn end_by_signal_if_interrupted(e: &Error) {
+    if let Error::Interrupted(sig) = e {
+        EXIT_SIGNAL.store(*sig, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Runs the command under `guard` and returns awsflock's exit code: the
 /// command's, or `lost_exit_code` if the lease was lost. The lock is released
 /// (or, if lost, left to the store) before returning. When the command was
@@ -170,6 +185,8 @@ pub async fn run(
         paused_lease: String::new(),
         told: first_kill,
         ended: None,
+        forwarded: 0,
+        held_stopped: false,
     };
     s.supervise(signals, own_signals).await;
     s.finish().await
@@ -305,6 +322,11 @@ struct Supervision {
     told: Instant,
     /// How the command ended, once it has.
     ended: Option<platform::Ended>,
+    /// The signals awsflock forwarded to the command (bit N: signal N).
+    forwarded: u64,
+    /// Held stopped by someone else, with no job-control shell to stop
+    /// awsflock for (see [`Answer::HoldOn`]): said once per stop.
+    held_stopped: bool,
 }
 
 impl Supervision {
@@ -365,14 +387,13 @@ impl Supervision {
             }
             let wake = wake_at(&self.phase, term_at, Instant::now());
             tokio::select! {
-                Some(sig) = signals.next() => {
-                    tracing::debug!(sig, "forwarding signal to the command's group");
-                    self.spawned.signal_group(sig);
-                }
+                Some(sig) = signals.next() => self.forward(sig),
                 Some(sig) = own_signals.next() => {
                     if sig == libc::SIGTSTP {
-                        // Stopping the command stops awsflock too, below.
+                        // Stopping the command stops awsflock too, below:
+                        // whoever asked awsflock to stop will continue it.
                         tracing::debug!("forwarding SIGTSTP to the command's group");
+                        self.forwarded |= bit(sig);
                         self.spawned.signal_group(sig);
                     }
                 }
@@ -385,6 +406,18 @@ impl Supervision {
             }
             let events = platform::reap(self.spawned.pgid, self.watchdog.pid());
             self.on_events(events);
+        }
+    }
+
+    /// Forwards a signal sent to awsflock to the command's group, once. A
+    /// command held stopped by someone else is continued after it, so
+    /// that `kill awsflock` ends it, as timeout(1) does.
+    fn forward(&mut self, sig: i32) {
+        tracing::debug!(sig, "forwarding signal to the command's group");
+        self.forwarded |= bit(sig);
+        self.spawned.signal_group(sig);
+        if self.held_stopped && self.phase.pause.is_none() {
+            self.spawned.signal_group(libc::SIGCONT);
         }
     }
 
@@ -463,31 +496,114 @@ impl Supervision {
                         self.why = Some(Why::Unprotected);
                     }
                 }
-                platform::Event::Continued => match on_continued(&self.phase) {
-                    // Someone else continued it: the lease is still in doubt.
-                    Answer::StopAgain => self.spawned.signal_group(libc::SIGSTOP),
-                    Answer::Resumed => self.phase.pause = None,
-                    _ => {}
-                },
+                platform::Event::Continued => {
+                    self.held_stopped = false;
+                    match on_continued(&self.phase) {
+                        // Someone else continued it: the lease is still in doubt.
+                        Answer::StopAgain => self.spawned.signal_group(libc::SIGSTOP),
+                        Answer::Resumed => self.phase.pause = None,
+                        _ => {}
+                    }
+                }
                 platform::Event::Stopped(sig) => {
                     tracing::debug!(sig, "the command stopped");
                     // Not if it has ended or been continued meanwhile.
                     let stopped = !ends && platform::still_stopped(self.spawned.pgid);
-                    if on_stopped(&self.phase, stopped, platform::is_init) == Answer::StopAsAJob {
-                        // Job control (Ctrl-Z, SIGTTIN, kill -STOP): stop as a
-                        // job ourselves, so that the shell sees it. While we
-                        // are stopped the watchdog still fires at the deadline.
-                        self.spawned.take_terminal();
-                        let _ = self.watchdog.job_stop();
-                        platform::stop_self();
-                        let _ = self.watchdog.resumed();
-                        // Continued (fg, bg): renew before the command goes on.
-                        self.phase.pause = Some(Pause::Resuming);
-                        self.paused_lease = self.state.borrow().lease.lease_id.clone();
-                        self.guard.renew_now();
+                    let asked = self.forwarded & bit(libc::SIGTSTP) != 0;
+                    let can_stop =
+                        || !platform::is_init() && (asked || platform::job_control_shell());
+                    match on_stopped(&self.phase, stopped, can_stop) {
+                        Answer::StopAsAJob => self.stop_as_a_job(),
+                        Answer::HoldOn => self.hold_on(sig),
+                        _ => {}
                     }
                 }
             }
+        }
+    }
+
+    /// Job control (Ctrl-Z, SIGTTIN, kill -STOP) stopped the command: stop
+    /// as a job ourselves, so that the shell sees it. While we are stopped
+    /// the watchdog still fires at the deadline.
+    fn stop_as_a_job(&mut self) {
+        self.spawned.take_terminal();
+        let _ = self.watchdog.job_stop();
+        platform::stop_self();
+        let _ = self.watchdog.resumed();
+        self.forwarded &= !bit(libc::SIGTSTP);
+        // Continued (fg, bg): renew before the command goes on.
+        self.phase.pause = Some(Pause::Resuming);
+        self.paused_lease = self.state.borrow().lease.lease_id.clone();
+        self.guard.renew_now();
+    }
+
+    /// The command was stopped and no job-control shell could continue
+    /// awsflock: keep the lease (renewing, as flock(1) keeps its lock)
+    /// until the command is continued or ends, and say so once per stop.
+    fn hold_on(&mut self, sig: i32) {
+        if std::mem::replace(&mut self.held_stopped, true) {
+            return;
+        }
+        let how = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+        say!(
+            "awsflock: {}: the command was stopped ({how}) and no job-control shell can continue awsflock; the lease is kept and renewed until the command is continued (kill -CONT {}) or ends",
+            self.name(),
+            self.spawned.pgid
+        );
+    }
+
+    /// The command, in the terminal's foreground, died of the terminal's
+    /// SIGINT or SIGQUIT, or exited with the code that says so (130, 131),
+    /// and awsflock forwarded no such signal: with the command in the
+    /// caller's own group, that signal would have reached the caller (a
+    /// script's shell) too, and a shell stops its loop only if it got the
+    /// signal itself. So awsflock ends by it in its whole group (`$?` is
+    /// 128+N either way).
+    fn replay_the_terminals_signal(&self, ended: platform::Ended) {
+        if let Some(sig) = interrupted_at_the_terminal(ended, self.forwarded) {
+            if self.spawned.has_terminal() {
+                platform::replay_to_own_group();
+                EXIT_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// After the command ended: a loss if the watchdog's kill time passed
+    /// (awsflock was stopped, and the watchdog killed the command or what
+    /// it left in its group); after a loss, SIGKILL whatever is left in
+    /// the group, else stop the leftovers (unless `--leave-leftovers`).
+    async fn settle_the_group(&mut self) {
+        const KILLED: &str =
+            "awsflock could not renew it in time; the command was killed at its deadline";
+        const LEFT: &str = "awsflock was held up past it; what the command left running in its process group was killed at the lease's deadline";
+        // The watchdog fires at the last kill time it was told: once that
+        // has passed, it killed the command's group there, at the end of the
+        // lease, whatever a renewal since may say.
+        if self.why.is_none() && ended_past_its_lease(Instant::now(), self.told) {
+            self.why = Some(Why::Lost(Lost::Expired(KILLED.into())));
+        }
+        if self.why.is_some() {
+            // The command is gone; anything it left in its group must not go
+            // on running without the lock.
+            self.spawned.signal_group(libc::SIGKILL);
+            return;
+        }
+        if self.opts.leave_leftovers {
+            return;
+        }
+        // The leftovers' grace ends by the kill time the watchdog holds
+        // (told afresh: a renewal may have come since the last turn).
+        let (_, deadline_kill) = self.times(self.state.borrow().lease.deadline);
+        let _ = self.tell_watchdog(deadline_kill);
+        let grace = self
+            .opts
+            .kill_after
+            .min(self.told.saturating_duration_since(Instant::now()));
+        let had_leftovers = stop_leftovers(&self.spawned, grace, &mut self.state).await;
+        // awsflock was held up (stopped) while it waited for them, past that
+        // kill time: the watchdog killed them there.
+        if had_leftovers && ended_past_its_lease(Instant::now(), self.told) {
+            self.why = Some(Why::Lost(Lost::Expired(LEFT.into())));
         }
     }
 
@@ -499,27 +615,8 @@ impl Supervision {
             .ended
             .take()
             .unwrap_or(platform::Ended::Code(crate::exit::ERROR));
-        // A command that ended after its kill time (awsflock was stopped,
-        // and the watchdog killed it) ran to the end of its lease: a loss.
-        let deadline = self.state.borrow().lease.deadline;
-        let (_, deadline_kill) = self.times(deadline);
-        if self.why.is_none() && ended_past_its_lease(Instant::now(), deadline_kill) {
-            self.why = Some(Why::Lost(Lost::Expired(
-                "awsflock could not renew it in time; the command was killed at its deadline"
-                    .into(),
-            )));
-        }
-        if self.why.is_some() {
-            // The command is gone; anything it left in its group must not go
-            // on running without the lock.
-            self.spawned.signal_group(libc::SIGKILL);
-        } else if !self.opts.leave_leftovers {
-            let grace = self
-                .opts
-                .kill_after
-                .min(deadline_kill.saturating_duration_since(Instant::now()));
-            stop_leftovers(&self.spawned, grace, &mut self.state).await;
-        }
+        self.settle_the_group().await;
+        self.replay_the_terminals_signal(ended);
         self.watchdog.disarm();
         self.spawned.take_terminal();
         platform::reap_orphans();
@@ -546,14 +643,15 @@ impl Supervision {
 
 /// Stops what the command left running in its group (a `cmd &` in a
 /// script), before the lock is released: SIGTERM (and SIGCONT), `grace`,
-/// SIGKILL. Nothing the command started runs on without the lock.
+/// SIGKILL. Nothing the command started runs on without the lock. Whether
+/// there was anything to stop.
 async fn stop_leftovers(
     spawned: &platform::Spawned,
     grace: Duration,
     state: &mut tokio::sync::watch::Receiver<crate::lease::GuardState>,
-) {
+) -> bool {
     if !spawned.group_alive() {
-        return;
+        return false;
     }
     tracing::info!("stopping what the command left running in its process group");
     spawned.signal_group(libc::SIGTERM);
@@ -569,6 +667,24 @@ async fn stop_leftovers(
     if spawned.group_alive() {
         spawned.signal_group(libc::SIGKILL);
     }
+    true
+}
+
+/// The bit of signal `sig` in a set of signals.
+fn bit(sig: i32) -> u64 {
+    1u64.checked_shl(sig as u32).unwrap_or(0)
+}
+
+/// The terminal's signal that ended the command, if any: it died of
+/// SIGINT (Ctrl-C) or SIGQUIT (Ctrl-\\), or exited 128 + one of them as
+/// programs that clean up on Ctrl-C do, and awsflock did not forward that
+/// signal itself (`forwarded`, bit N for signal N).
+pub fn interrupted_at_the_terminal(ended: platform::Ended, forwarded: u64) -> Option<i32> {
+    let sig = match ended {
+        platform::Ended::Signal(sig) => sig,
+        platform::Ended::Code(code) => code - crate::exit::SIGNAL_BASE,
+    };
+    (matches!(sig, libc::SIGINT | libc::SIGQUIT) && forwarded & bit(sig) == 0).then_some(sig)
 }
 
 /// Whether a command that ended at `now` outlived its lease's kill time
@@ -718,6 +834,10 @@ pub enum Answer {
     /// Job control (Ctrl-Z, SIGTTIN, kill -STOP) stopped the command: stop
     /// awsflock too, as a job, so that the shell sees it.
     StopAsAJob,
+    /// The command was stopped, and nothing would continue a stopped
+    /// awsflock (no job-control shell, or PID 1): keep renewing the lease
+    /// until the command is continued or ends.
+    HoldOn,
 }
 
 /// The answer to the group being continued, given what was done so far.
@@ -730,16 +850,19 @@ pub fn on_continued(p: &Phase) -> Answer {
 }
 
 /// The answer to the command stopping: `still_stopped` says it has
-/// neither ended nor been continued meanwhile; `is_init` whether awsflock
-/// runs as PID 1 (no shell to stop to; asked only when it matters). A stop
-/// we caused (a suspect lease, or SIGTERM's SIGCONT not yet landed) is
-/// not job control.
-pub fn on_stopped(p: &Phase, still_stopped: bool, is_init: impl FnOnce() -> bool) -> Answer {
+/// neither ended nor been continued meanwhile; `can_stop` whether someone
+/// would continue awsflock if it stopped itself (a job-control shell, or
+/// whoever sent awsflock SIGTSTP; never as PID 1; asked only when it
+/// matters). A stop we caused (a suspect lease, or SIGTERM's SIGCONT not
+/// yet landed) is not job control.
+pub fn on_stopped(p: &Phase, still_stopped: bool, can_stop: impl FnOnce() -> bool) -> Answer {
     let ours = p.pause == Some(Pause::Suspect) || p.kill_at.is_some();
-    if !ours && still_stopped && !is_init() {
+    if ours || !still_stopped {
+        Answer::Nothing
+    } else if can_stop() {
         Answer::StopAsAJob
     } else {
-        Answer::Nothing
+        Answer::HoldOn
     }
 }
 
@@ -991,20 +1114,46 @@ mod tests {
     #[test]
     fn only_a_stop_we_did_not_cause_is_job_control() {
         let free = Phase::default();
-        assert_eq!(on_stopped(&free, true, || false), Answer::StopAsAJob);
-        // Ended or continued meanwhile, or no shell to stop to (PID 1).
-        assert_eq!(on_stopped(&free, false, || false), Answer::Nothing);
-        assert_eq!(on_stopped(&free, true, || true), Answer::Nothing);
+        assert_eq!(on_stopped(&free, true, || true), Answer::StopAsAJob);
+        // Ended or continued meanwhile.
+        assert_eq!(on_stopped(&free, false, || true), Answer::Nothing);
+        // Nobody to continue awsflock (no job-control shell, PID 1): it
+        // keeps the lease for the stopped command.
+        assert_eq!(on_stopped(&free, true, || false), Answer::HoldOn);
         let suspect = Phase {
             pause: Some(Pause::Suspect),
             ..Phase::default()
         };
-        assert_eq!(on_stopped(&suspect, true, || false), Answer::Nothing);
+        assert_eq!(on_stopped(&suspect, true, || true), Answer::Nothing);
         let stopping = Phase {
             kill_at: Some(Instant::now()),
             ..Phase::default()
         };
-        assert_eq!(on_stopped(&stopping, true, || false), Answer::Nothing);
+        assert_eq!(on_stopped(&stopping, true, || true), Answer::Nothing);
+    }
+
+    #[test]
+    fn only_the_terminals_own_interrupt_is_passed_on_to_the_callers_group() {
+        use platform::Ended::{Code, Signal};
+        let int = libc::SIGINT;
+        assert_eq!(interrupted_at_the_terminal(Signal(int), 0), Some(int));
+        assert_eq!(interrupted_at_the_terminal(Code(130), 0), Some(int));
+        assert_eq!(
+            interrupted_at_the_terminal(Signal(libc::SIGQUIT), bit(libc::SIGTERM)),
+            Some(libc::SIGQUIT)
+        );
+        // Forwarded by awsflock: someone signalled awsflock, not the terminal.
+        assert_eq!(interrupted_at_the_terminal(Signal(int), bit(int)), None);
+        assert_eq!(interrupted_at_the_terminal(Code(130), bit(int)), None);
+        for other in [
+            Signal(libc::SIGTERM),
+            Signal(libc::SIGKILL),
+            Code(0),
+            Code(1),
+            Code(143),
+        ] {
+            assert_eq!(interrupted_at_the_terminal(other, 0), None, "{other:?}");
+        }
     }
 
     #[test]

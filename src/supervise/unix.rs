@@ -98,6 +98,68 @@ pub fn is_init() -> bool {
     std::process::id() == 1
 }
 
+/// Whether a job-control shell can continue awsflock if it stops itself as
+/// a job: awsflock has a controlling terminal and its process group is not
+/// orphaned (a member's parent is in another group of the same session: the
+/// shell that made the job). It is the kernel's own rule, which discards
+/// the terminal's stop signals for an orphaned group since nobody would
+/// continue it. Run from cron, CI, `setsid` or a service: no. Assumed
+/// elsewhere than Linux.
+pub fn job_control_shell() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Some(me) = proc_ids("self") else {
+            return false;
+        };
+        if me.tty == 0 {
+            return false;
+        }
+        let Some(pids) = crate::sys::host::pids() else {
+            return true;
+        };
+        let procs: Vec<ProcIds> = pids.filter_map(|p| proc_ids(&p)).collect();
+        procs.iter().filter(|p| p.pgrp == me.pgrp).any(|member| {
+            procs.iter().any(|parent| {
+                parent.pid == member.ppid && parent.pgrp != me.pgrp && parent.session == me.session
+            })
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        true
+    }
+}
+
+/// The ids of a process, from `/proc/PID/stat`.
+#[cfg(target_os = "linux")]
+struct ProcIds {
+    pid: i32,
+    ppid: i32,
+    pgrp: i32,
+    session: i32,
+    tty: i32,
+}
+
+#[cfg(target_os = "linux")]
+fn proc_ids(pid: &str) -> Option<ProcIds> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let own: i32 = stat.split_whitespace().next()?.parse().ok()?;
+    let i = stat.rfind(')')?;
+    let f: Vec<i32> = stat[i + 1..]
+        .split_whitespace()
+        .skip(1)
+        .take(5)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    (f.len() == 5).then(|| ProcIds {
+        pid: own,
+        ppid: f[0],
+        pgrp: f[1],
+        session: f[2],
+        tty: f[3],
+    })
+}
+
 /// A spawned command: its process (and group) id.
 pub struct Spawned {
     /// The child's pid, which is also its process group id.
@@ -203,8 +265,9 @@ impl Spawned {
         }
     }
 
-    /// Whether the command's group has the terminal now.
-    fn has_terminal(&self) -> bool {
+    /// Whether the command's group has the terminal now (also once the
+    /// command is gone, until the terminal is taken back).
+    pub fn has_terminal(&self) -> bool {
         io::stdin().is_terminal() && tcgetpgrp(io::stdin()).is_ok_and(|pg| pg == self.pgid)
     }
 
@@ -438,11 +501,24 @@ pub fn exit_code(ended: Ended) -> i32 {
     }
 }
 
+static REPLAY: AtomicBool = AtomicBool::new(false);
+
+/// Asks [`die_by_signal`] to send its signal to awsflock's whole process
+/// group (the caller's job: the script's shell, a pipeline's other
+/// members), as the terminal would have sent the Ctrl-C (or Ctrl-\\) that
+/// ended the command had the command been in that group (see DESIGN.md,
+/// "the terminal").
+pub fn replay_to_own_group() {
+    REPLAY.store(true, Ordering::SeqCst);
+}
+
 /// Ends awsflock by signal `sig`, as its command ended (so that a shell
 /// loop or script that got Ctrl-C stops too), the way timeout(1) does: no
-/// core dump, default action, unblocked, raised. Returns 128+N if the
-/// signal did not end the process (PID 1 ignores it), for the caller to
-/// exit with.
+/// core dump, default action, unblocked, raised; to awsflock's whole
+/// process group first when [`replay_to_own_group`] asked for it (the
+/// kernel queues it to every member before awsflock itself dies of it).
+/// Returns 128+N if the signal did not end the process (PID 1 ignores it),
+/// for the caller to exit with.
 pub fn die_by_signal(sig: i32) -> i32 {
     // SAFETY: plain libc calls with valid arguments.
     unsafe {
@@ -456,16 +532,36 @@ pub fn die_by_signal(sig: i32) -> i32 {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, sig);
         libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        if REPLAY.load(Ordering::SeqCst) && !is_init() {
+            libc::killpg(libc::getpgrp(), sig);
+        }
         libc::raise(sig);
     }
     exit::SIGNAL_BASE + sig
 }
 
-/// The exit code and message for a command that could not be started.
+/// The exit code and message for a command that could not be started,
+/// told as a shell would tell it: a directory is "not executable" (126),
+/// and a file that exists but whose `#!` interpreter does not (the kernel's
+/// ENOENT) is named with that interpreter (127), not as a command not found.
 pub fn spawn_failure(program: &OsString, err: &io::Error) -> (i32, String) {
     let name = program.to_string_lossy();
+    let found = resolve(program);
     match err.kind() {
-        io::ErrorKind::NotFound => (exit::NOT_FOUND, format!("command not found: {name}")),
+        io::ErrorKind::NotFound => match &found {
+            Some(path) => {
+                let why = match interpreter(path) {
+                    Some(i) => format!("its interpreter {i} was not found"),
+                    None => "its interpreter (the program loader it names) was not found".into(),
+                };
+                (exit::NOT_FOUND, format!("cannot execute {name}: {why}"))
+            }
+            None => (exit::NOT_FOUND, format!("command not found: {name}")),
+        },
+        _ if found.as_ref().is_some_and(|p| p.is_dir()) => (
+            exit::CANNOT_EXECUTE,
+            format!("cannot execute {name}: it is a directory"),
+        ),
         io::ErrorKind::PermissionDenied => (
             exit::CANNOT_EXECUTE,
             format!("cannot execute {name}: permission denied"),
@@ -475,6 +571,32 @@ pub fn spawn_failure(program: &OsString, err: &io::Error) -> (i32, String) {
             format!("cannot execute {name}: {err}"),
         ),
     }
+}
+
+/// Where `program` is, as exec would look for it: the path itself when it
+/// names a directory (contains `/`), else the first `PATH` entry holding a
+/// file of that name.
+fn resolve(program: &OsString) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::path::Path::new(program);
+    if program.as_bytes().contains(&b'/') {
+        return p.symlink_metadata().is_ok().then(|| p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(p))
+        .find(|c| c.is_file())
+}
+
+/// The interpreter named on the `#!` line of the file at `path`, if any.
+fn interpreter(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace().next().map(str::to_string)
 }
 
 /// The dead man's switch: a helper process (`awsflock __watchdog`) that
