@@ -147,6 +147,14 @@ pub struct Holder {
     /// The holder's process id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// A supervisor renews it (`run`, a `LockGuard`): a forced release
+    /// revokes it instead of removing it (see `super::revoke`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supervised: bool,
+    /// Released by force by this one: its renewals are refused, and it
+    /// holds until it releases (confirms) or its lease ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
 }
 
 /// One waiter's place in the queue.
@@ -344,6 +352,8 @@ impl Slots {
             acquired_ms: now.lo,
             host: None,
             pid: None,
+            supervised: false,
+            revoked_by: None,
         });
         Ok(fence)
     }
@@ -397,6 +407,36 @@ impl Slots {
             }
             None => false,
         }
+    }
+
+    /// A forced release of every holder, by `force`'s rule
+    /// ([`super::revoke::action`]): released holders leave the table,
+    /// revoked ones stay (marked) until they confirm or expire. Returns how
+    /// many were released and how many are left revoked.
+    pub fn force(&mut self, force: &super::revoke::Force) -> (usize, usize) {
+        use super::revoke::{Action, action};
+        let (mut released, mut revoked) = (0, 0);
+        self.holders.retain_mut(|h| {
+            match action(force.mode, h.supervised, h.revoked_by.is_some()) {
+                Action::Release => {
+                    released += 1;
+                    return false;
+                }
+                Action::Revoke => h.revoked_by = Some(force.by.clone()),
+                Action::Keep => {}
+            }
+            revoked += 1;
+            true
+        });
+        (released, revoked)
+    }
+
+    /// Who revoked holder `lease_id`, when it was (its renewal is refused).
+    pub fn revoked(&self, lease_id: &str) -> Option<&str> {
+        self.holders
+            .iter()
+            .find(|h| h.lease_id == lease_id)
+            .and_then(|h| h.revoked_by.as_deref())
     }
 
     /// Releases holder `lease_id`. Whether it held.
