@@ -407,10 +407,11 @@ fn force_prompt(info: &LockInfo, mode: store::revoke::ForceMode) -> (String, Opt
         ),
         (ForceMode::Revoke, false) => (
             format!("release {name} from {owner} at once?"),
-            Some(format!(
+            Some(
                 "nothing supervises this lease (acquire, awsflock 0.2.0, etcdctl): \
                  its holder may still be working when the next one starts"
-            )),
+                    .to_string(),
+            ),
         ),
         (ForceMode::Immediately, _) => (
             format!("release {name} from {owner} at once?"),

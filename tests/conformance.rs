@@ -790,9 +790,9 @@ mod force_cases {
     }
 
     /// A `run` holder ticking, a `run` waiter queued behind it, and
-    /// `release --force --yes` (with `extra`): returns the holder's and the
-    /// waiter's outcomes, the release's, how long the release took, and the
-    /// ticks of each.
+    /// `release --force --yes` (with `extra`): the release's outcome and
+    /// how long it took, the holder's and the waiter's, and the ticks of
+    /// each.
     fn holder_waiter_force(f: &impl Fixture, extra: &[&str]) -> Forced {
         let name = unique_name("revoke");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -818,13 +818,11 @@ mod force_cases {
             Duration::from_secs(30),
         );
         let took = started.elapsed();
-        let still_held = held(f, &name);
         let holder = holder.wait(Duration::from_secs(30));
         let waiter = waiter.wait(Duration::from_secs(30));
         Forced {
             release,
             took,
-            still_held,
             holder,
             waiter,
             h: stamps(&log, "H"),
@@ -835,7 +833,6 @@ mod force_cases {
     struct Forced {
         release: Out,
         took: Duration,
-        still_held: bool,
         holder: Out,
         waiter: Out,
         h: Vec<u128>,
