@@ -872,6 +872,11 @@ mod force_cases {
 
     pub fn a_run_holder_stops_before_the_lock_is_handed_on(f: &impl Fixture) {
         let r = holder_waiter_force(f, &[]);
+        eprintln!(
+            "the forced release returned after {:?}; the holder's last tick came {:.3}s before the waiter's first",
+            r.took,
+            (*r.w.iter().min().unwrap_or(&0) as f64 - *r.h.iter().max().unwrap_or(&0) as f64) / 1e9
+        );
         assert_eq!(r.release.code, 0, "release:\n{}", r.release.describe());
         r.assert_holder_stopped_by_force();
         r.assert_no_overlap();
