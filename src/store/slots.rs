@@ -465,6 +465,40 @@ mod tests {
     }
 
     #[test]
+    fn a_revoked_holder_keeps_its_place_until_it_releases_and_its_renewal_is_refused() {
+        use crate::store::revoke::{Force, ForceMode};
+        let mut s = Slots::free(Mode::Semaphore(3), (1, None));
+        admit(&mut s, "run", Kind::Shared, Mode::Semaphore(3), 0).unwrap();
+        admit(&mut s, "acquire", Kind::Shared, Mode::Semaphore(3), 0).unwrap();
+        s.holders[0].supervised = true;
+        let force = Force {
+            mode: ForceMode::Revoke,
+            by: "bob".into(),
+        };
+        // The unsupervised holder leaves at once; the supervised one stays, marked.
+        assert_eq!(s.force(&force), (1, 1));
+        assert_eq!(s.holders.len(), 1);
+        assert_eq!(s.revoked("run"), Some("bob"));
+        // Forcing again keeps the mark and the holder.
+        assert_eq!(s.force(&force), (0, 1));
+        // Until it releases or expires, it is counted by waiters.
+        let mut lock = Slots::free(Mode::Lock, (1, None));
+        admit(&mut lock, "run", Kind::Exclusive, Mode::Lock, 0).unwrap();
+        lock.holders[0].supervised = true;
+        lock.force(&force);
+        assert!(admit(&mut lock, "next", Kind::Exclusive, Mode::Lock, 1_000).is_err());
+        assert!(lock.release("run"));
+        assert!(admit(&mut lock, "next", Kind::Exclusive, Mode::Lock, 1_000).is_ok());
+        // Break glass removes every holder.
+        let immediately = Force {
+            mode: ForceMode::Immediately,
+            ..force
+        };
+        assert_eq!(s.force(&immediately), (1, 0));
+        assert!(s.holders.is_empty());
+    }
+
+    #[test]
     fn a_semaphore_admits_n_and_queues_the_rest_in_order() {
         let sem = Mode::Semaphore(2);
         let mut s = Slots::free(sem, (1, None));
