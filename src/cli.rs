@@ -160,7 +160,7 @@ pub enum Command {
 
     /// Release a lease so others can take the lock at once
     #[command(
-        after_help = "Examples:\n  awsflock release LockFoo \"$LEASE_ID\"\n  awsflock release LockFoo --force     # break glass: whoever holds it"
+        after_help = "Examples:\n  awsflock release LockFoo \"$LEASE_ID\"\n  awsflock release LockFoo --force     # ask whoever holds it to stop, then free it\n  awsflock release LockFoo --force --immediately   # break glass: free it now"
     )]
     Release(ReleaseArgs),
 
@@ -393,6 +393,15 @@ pub struct ReleaseArgs {
     /// With --force: do not ask for confirmation on a terminal
     #[arg(long, short = 'y', requires = "force", env = "AWSFLOCK_YES", value_parser = boolish)]
     pub yes: bool,
+    /// With --force: return once a `run` holder was asked to stop, without
+    /// waiting for it to confirm (the lock is handed on when it does, or
+    /// when its lease ends)
+    #[arg(long, short = 'n', requires = "force")]
+    pub no_wait: bool,
+    /// With --force: break glass, free the lock at once even from a `run`
+    /// holder, which goes on until its next renewal (for a holder known to be gone)
+    #[arg(long, visible_alias = "break", requires = "force")]
+    pub immediately: bool,
 }
 
 /// `awsflock list`.

@@ -588,14 +588,15 @@ async fn renew_loop(
                     }
                     break;
                 }
-                Ok(Err(Error::NotHeld { .. })) => {
+                Ok(Err(Error::NotHeld { detail, .. })) => {
                     // Time that passed unseen (a renewal held up by a paused
                     // VM answers before the next look at the clocks) makes
                     // the loss suspect too: the deadline missed that time,
                     // so whoever acts under the lease stops at once.
                     let why = unseen_time(&look, &Look::now()).or(flagged.take());
                     tx.send_modify(|s| {
-                        s.lost = Some(Lost::Taken("taken over or released by force".into()));
+                        // Released by force: the store may say by whom.
+                        s.lost = Some(Lost::Taken(crate::store::revoke::lost_reason(&detail)));
                         if why.is_some() {
                             s.suspect = why;
                         }

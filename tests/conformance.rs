@@ -745,6 +745,243 @@ mod fifo_cases {
     }
 }
 
+/// `release --force` per kind of holder: a `run` is asked to stop and the
+/// lock handed on after it confirmed (or its lease ended), a lease nothing
+/// supervises is freed at once, and `--immediately` breaks glass.
+mod force_cases {
+    use super::*;
+
+    fn held(f: &impl Fixture, name: &str) -> bool {
+        let out = run(f.cmd().args(["status", name, "--json"]));
+        assert_eq!(out.code, 0, "status failed:\n{}", out.describe());
+        out.json()["held"].as_bool().expect("held is a bool")
+    }
+
+    fn wait_held(f: &impl Fixture, name: &str) {
+        let started = Instant::now();
+        while !held(f, name) {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{name} was never taken"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A command that appends `TAG <ns since the epoch>` to `log` every 50 ms
+    /// for as long as it runs (`rounds` times, or forever when 0).
+    fn ticking(log: &std::path::Path, tag: &str, rounds: u32) -> String {
+        let log = log.display();
+        let tick = format!("echo \"{tag} $(date +%s%N)\" >> {log}; sleep 0.05");
+        if rounds == 0 {
+            format!("while :; do {tick}; done")
+        } else {
+            format!("i=0; while [ $i -lt {rounds} ]; do {tick}; i=$((i+1)); done")
+        }
+    }
+
+    fn stamps(log: &std::path::Path, tag: &str) -> Vec<u128> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{tag} ")))
+            .filter_map(|t| t.trim().parse().ok())
+            .collect()
+    }
+
+    /// A `run` holder ticking, a `run` waiter queued behind it, and
+    /// `release --force --yes` (with `extra`): the release's outcome and
+    /// how long it took, the holder's and the waiter's, and the ticks of
+    /// each.
+    fn holder_waiter_force(f: &impl Fixture, extra: &[&str]) -> Forced {
+        let name = unique_name("revoke");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("ticks");
+        let holder = spawn(
+            f.cmd()
+                .args(["run", &name, "--lease-duration", "5", "--"])
+                .args(["sh", "-c", &ticking(&log, "H", 0)]),
+        );
+        wait_held(f, &name);
+        let waiter = spawn(
+            f.cmd()
+                .args(["run", &name, "--lease-duration", "5", "--"])
+                .args(["sh", "-c", &ticking(&log, "W", 5)]),
+        );
+        // Let the waiter queue behind the holder, and the holder tick.
+        std::thread::sleep(Duration::from_millis(800));
+        let started = Instant::now();
+        let release = run_timeout(
+            f.cmd()
+                .args(["release", &name, "--force", "--yes"])
+                .args(extra),
+            Duration::from_secs(30),
+        );
+        let took = started.elapsed();
+        let holder = holder.wait(Duration::from_secs(30));
+        let waiter = waiter.wait(Duration::from_secs(30));
+        Forced {
+            release,
+            took,
+            holder,
+            waiter,
+            h: stamps(&log, "H"),
+            w: stamps(&log, "W"),
+        }
+    }
+
+    struct Forced {
+        release: Out,
+        took: Duration,
+        holder: Out,
+        waiter: Out,
+        h: Vec<u128>,
+        w: Vec<u128>,
+    }
+
+    impl Forced {
+        fn assert_no_overlap(&self) {
+            let (Some(last_h), Some(first_w)) = (self.h.iter().max(), self.w.iter().min()) else {
+                panic!(
+                    "both commands must have run: {} and {} ticks\nholder:\n{}\nwaiter:\n{}",
+                    self.h.len(),
+                    self.w.len(),
+                    self.holder.describe(),
+                    self.waiter.describe()
+                );
+            };
+            assert!(
+                last_h < first_w,
+                "the waiter's command started {:.3}s before the holder's stopped\nrelease:\n{}\nholder:\n{}",
+                (*last_h as f64 - *first_w as f64) / 1e9,
+                self.release.describe(),
+                self.holder.describe()
+            );
+        }
+
+        fn assert_holder_stopped_by_force(&self) {
+            assert_eq!(self.holder.code, 4, "holder:\n{}", self.holder.describe());
+            assert!(
+                self.holder.stderr.contains("released by force"),
+                "the holder must say why it stopped:\n{}",
+                self.holder.describe()
+            );
+            assert_eq!(self.waiter.code, 0, "waiter:\n{}", self.waiter.describe());
+        }
+    }
+
+    pub fn a_run_holder_stops_before_the_lock_is_handed_on(f: &impl Fixture) {
+        let r = holder_waiter_force(f, &[]);
+        eprintln!(
+            "the forced release returned after {:?}; the holder's last tick came {:.3}s before the waiter's first",
+            r.took,
+            (*r.w.iter().min().unwrap_or(&0) as f64 - *r.h.iter().max().unwrap_or(&0) as f64) / 1e9
+        );
+        assert_eq!(r.release.code, 0, "release:\n{}", r.release.describe());
+        r.assert_holder_stopped_by_force();
+        r.assert_no_overlap();
+        assert!(
+            r.took < Duration::from_secs(10),
+            "the release waited {:?}",
+            r.took
+        );
+    }
+
+    pub fn no_wait_returns_at_once_and_still_hands_on_safely(f: &impl Fixture) {
+        let r = holder_waiter_force(f, &["--no-wait"]);
+        assert_eq!(r.release.code, 0, "release:\n{}", r.release.describe());
+        assert!(
+            r.took < Duration::from_secs(3),
+            "--no-wait took {:?}:\n{}",
+            r.took,
+            r.release.describe()
+        );
+        r.assert_holder_stopped_by_force();
+        r.assert_no_overlap();
+    }
+
+    pub fn an_unsupervised_lease_is_freed_at_once(f: &impl Fixture) {
+        let name = unique_name("unsup");
+        let out = run(f.cmd().args(["acquire", &name, "--lease-duration", "60"]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        let started = Instant::now();
+        let out = run(f.cmd().args(["release", &name, "--force", "--yes"]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        assert!(
+            out.stderr.contains("may still be working"),
+            "the release must warn that the holder may go on:\n{}",
+            out.describe()
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
+        assert_eq!(out.code, 0, "free at once:\n{}", out.describe());
+    }
+
+    pub fn immediately_breaks_glass_for_a_run_holder(f: &impl Fixture) {
+        let name = unique_name("glass");
+        let holder = spawn(f.cmd().args([
+            "run",
+            &name,
+            "--lease-duration",
+            "30",
+            "--",
+            "sh",
+            "-c",
+            "while :; do sleep 0.1; done",
+        ]));
+        wait_held(f, &name);
+        let out = run(f
+            .cmd()
+            .args(["release", &name, "--force", "--immediately", "--yes"]));
+        assert_eq!(out.code, 0, "{}", out.describe());
+        assert!(
+            out.stderr.contains("overlap"),
+            "the break-glass release must name the overlap:\n{}",
+            out.describe()
+        );
+        let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
+        assert_eq!(out.code, 0, "free at once:\n{}", out.describe());
+        let out = holder.wait(Duration::from_secs(30));
+        assert_eq!(out.code, 4, "{}", out.describe());
+    }
+}
+
+macro_rules! force_conformance {
+    ($store:ident, $fixture:ty) => {
+        mod $store {
+            use super::*;
+
+            #[test]
+            fn a_run_holder_stops_before_the_lock_is_handed_on() {
+                force_cases::a_run_holder_stops_before_the_lock_is_handed_on(&<$fixture>::start());
+            }
+            #[test]
+            fn no_wait_returns_at_once_and_still_hands_on_safely() {
+                force_cases::no_wait_returns_at_once_and_still_hands_on_safely(
+                    &<$fixture>::start(),
+                );
+            }
+            #[test]
+            fn an_unsupervised_lease_is_freed_at_once() {
+                force_cases::an_unsupervised_lease_is_freed_at_once(&<$fixture>::start());
+            }
+            #[test]
+            fn immediately_breaks_glass_for_a_run_holder() {
+                force_cases::immediately_breaks_glass_for_a_run_holder(&<$fixture>::start());
+            }
+        }
+    };
+}
+
+mod force {
+    use super::*;
+    force_conformance!(dynamodb, DynamoDb);
+    force_conformance!(s3, S3);
+    force_conformance!(file, File);
+    #[cfg(feature = "etcd")]
+    force_conformance!(etcd, Etcd);
+}
+
 macro_rules! fifo_conformance {
     ($store:ident, $fixture:ty) => {
         mod $store {

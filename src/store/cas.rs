@@ -20,6 +20,7 @@ use crate::boottime::BootInstant as Instant;
 
 use futures_util::FutureExt;
 
+use super::revoke::{self, Action, Force, Forced};
 use super::slots::{Kind, Mode, Now, Slots};
 use super::{AcquireRequest, BoxFuture, Lease, LockInfo, LockStore, multi, poll_pause};
 use crate::clock::{ServerClock, local_wall_ms};
@@ -187,6 +188,29 @@ pub trait CasStore: Send + Sync {
         }
     }
 
+    /// Whether a supervisor renews the record's lease (`run`, a
+    /// `LockGuard`): a forced release then revokes it instead of freeing
+    /// the lock under it (see `super::revoke`).
+    fn supervised(_rec: &Self::Record) -> bool {
+        false
+    }
+
+    /// Who revoked the single-holder record's lease, when it was revoked in
+    /// place ([`CasStore::revoke_record`]).
+    fn revoked_by(_rec: &Self::Record) -> Option<String> {
+        None
+    }
+
+    /// Marks the single-holder record's lease revoked by `by`, on the
+    /// condition that it is still `rec`: its renewals are then refused and
+    /// it holds until it releases or expires. `Ok(false)` when the store
+    /// cannot mark a single-holder record (the caller then moves the lease
+    /// into a holder table and marks it there, [`CasStore::as_table`]);
+    /// [`Error::NotHeld`] when the record changed meanwhile.
+    async fn revoke_record(&self, _name: &str, _rec: &Self::Record, _by: &str) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Every lock record in the store, with its name (reserved names
     /// left out), in any order.
     async fn records(&self) -> Result<Vec<(String, Self::Record)>>;
@@ -329,24 +353,22 @@ impl<S: CasStore> LockStore for S {
         Ok(out)
     }
 
-    /// Reads the record and releases the lease it holds; a renewal in
-    /// between changes the record, so read again and retry a few times.
-    async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
+    /// Reads the record and releases or revokes the lease(s) it holds
+    /// ([`force_once`]); a renewal in between changes the record, so read
+    /// again and retry a few times.
+    async fn force_release(&self, name: &str, force: &Force) -> Result<Forced> {
         self.check_name(name)?;
         for _ in 0..5 {
             let Some(rec) = explained(self, self.read(name).await).await? else {
-                return Ok(None);
+                return Ok(Forced::NotHeld);
             };
             let info = info_of(self, name, Some(&rec));
             if !info.held {
-                return Ok(None);
+                return Ok(Forced::NotHeld);
             }
-            let released = match Self::slots_of(&rec) {
-                Some(table) => multi::release_all(self, name, &rec, &table).await,
-                None => self.release_record(name, &rec).await,
-            };
-            match explained(self, released).await {
-                Ok(()) => return Ok(Some(info)),
+            match explained(self, force_once(self, name, &rec, force).await).await {
+                Ok(true) => return Ok(Forced::Revoked(info)),
+                Ok(false) => return Ok(Forced::Released(info)),
                 Err(Error::NotHeld { .. }) => continue,
                 Err(e) => return Err(e),
             }
@@ -358,6 +380,38 @@ impl<S: CasStore> LockStore for S {
 
     async fn create(&self) -> Result<()> {
         self.create_store().await
+    }
+}
+
+/// One forced release of the held record `rec`, conditioned on it: a
+/// holder table's holders each released or revoked ([`multi::force`]); a
+/// single holder released, or revoked in place ([`CasStore::revoke_record`])
+/// or, where the store cannot, moved into a holder table as its one
+/// exclusive holder, marked revoked there. `Ok(true)` when a revoked holder
+/// is left. A supervised record that can be neither (no counter of tokens
+/// left) is released at once, as before revocation existed.
+async fn force_once<S: CasStore + ?Sized>(
+    s: &S,
+    name: &str,
+    rec: &S::Record,
+    force: &Force,
+) -> Result<bool> {
+    if let Some(table) = S::slots_of(rec) {
+        return multi::force(s, name, rec, &table, force).await;
+    }
+    let revoked = S::revoked_by(rec).is_some();
+    match revoke::action(force.mode, S::supervised(rec), revoked) {
+        Action::Release => s.release_record(name, rec).await.map(|()| false),
+        Action::Keep => Ok(true),
+        Action::Revoke => {
+            if s.revoke_record(name, rec, &force.by).await? {
+                return Ok(true);
+            }
+            match S::as_table(rec) {
+                Some(table) => multi::force(s, name, rec, &table, force).await,
+                None => s.release_record(name, rec).await.map(|()| false),
+            }
+        }
     }
 }
 

@@ -55,6 +55,7 @@ pub(crate) mod attr {
     pub const RELEASED_MS: &str = "released_ms";
     pub const FENCE_HW: &str = "fence_hw";
     pub const SLOTS: &str = "slots";
+    pub const SUPERVISED: &str = "supervised";
 }
 
 /// How many fencing tokens one reservation from the high-water mark covers.
@@ -901,6 +902,7 @@ impl<R: Requests> DynamoDb<R> {
             (attr::PID, n(std::process::id())),
             (attr::HOST, s(self.host.clone())),
             (attr::CLIENT, s(CLIENT_TAG)),
+            (attr::SUPERVISED, AttributeValue::Bool(req.supervised)),
         ];
         if let Some(r) = &req.reason {
             v.push((attr::REASON, s(r.clone())));
@@ -1006,6 +1008,7 @@ impl<R: Requests> DynamoDb<R> {
                     .unwrap_or_else(|| "awsflock 0.2.0".into()),
             ),
             problem: problems(item),
+            supervised: !released && supervised_item(item),
             ..LockInfo::default()
         }
     }
@@ -1096,6 +1099,13 @@ pub(crate) fn expiry_ms(item: &Item) -> Option<i64> {
             .map(|s| s * 1000 + 1000),
         Err(_) => None,
     }
+}
+
+/// Whether the item's lease is renewed by a supervisor (`run`, a
+/// `LockGuard`): written by a grant of ours with `supervised = true`
+/// (awsflock 0.2.0 rewrites whole items, so its leases never are).
+fn supervised_item(item: &Item) -> bool {
+    matches!(item.get(attr::SUPERVISED), Some(AttributeValue::Bool(true)))
 }
 
 /// Whether the item's lease was last written by awsflock 0.2.0: it
@@ -1241,8 +1251,17 @@ impl<R: Requests> CasStore for DynamoDb<R> {
             acquired_ms: get_i64(rec, attr::ACQUIRED_MS).unwrap_or(0),
             host: get_s(rec, attr::HOST).map(String::from),
             pid: get_u64(rec, attr::PID).and_then(|p| u32::try_from(p).ok()),
+            supervised: supervised_item(rec),
+            revoked_by: None,
         };
         Some(Slots::of_holder(holder, (fence + 1, limit)))
+    }
+
+    /// A revoked single holder is moved into a holder table and marked
+    /// there (see `cas::force_once`): the lock item's own attributes and
+    /// conditions are those of awsflock 0.2.0's table, plus `supervised`.
+    fn supervised(rec: &Item) -> bool {
+        supervised_item(rec)
     }
 
     fn last_fence(rec: &Item) -> Option<(u64, Option<u64>)> {

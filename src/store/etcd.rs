@@ -249,6 +249,10 @@ struct Holder {
     /// A shared contender (`--shared`, or a semaphore's).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     shared: bool,
+    /// Renewed by a supervisor (`run`, a `LockGuard`): a forced release
+    /// marks it revoked instead of revoking its etcd lease.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    supervised: bool,
 }
 
 impl Holder {
@@ -267,6 +271,7 @@ impl Holder {
             acquired_ms: Some(local_wall_ms()),
             max_holders,
             shared,
+            supervised: req.supervised,
         }
     }
 
@@ -712,8 +717,98 @@ impl EtcdStore {
             host: h.host,
             client: h.client,
             problem: None,
+            supervised: h.supervised,
             ..LockInfo::default()
         }
+    }
+
+    /// `PREFIX __awsflock__/revoked/LEASE`: the revocation mark of the
+    /// contender holding etcd lease `id`, attached to that lease (so it goes
+    /// with the lease: at the holder's release, or its expiry).
+    fn mark_key(&self, id: i64) -> String {
+        format!(
+            "{}{}revoked/{}",
+            self.prefix,
+            super::RESERVED_PREFIX,
+            lease_hex(id)
+        )
+    }
+
+    /// Who revoked the contender holding etcd lease `id`, if anyone did.
+    async fn revoked_by(&self, id: i64) -> Result<Option<String>> {
+        let key = self.mark_key(id);
+        let got = self
+            .call("read the lock", |c| {
+                let key = key.clone();
+                async move { c.kv_client().get(key, None).await }
+            })
+            .await?;
+        Ok(got
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    /// Writes the revocation mark of the holder `kv` (by `by`), on the
+    /// condition that its key is still the one read. Whether it was.
+    async fn mark_revoked(&self, kv: &KeyValue, by: &str) -> Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                kv.key().to_vec(),
+                CompareOp::Equal,
+                kv.create_revision(),
+            )])
+            .and_then([TxnOp::put(
+                self.mark_key(kv.lease()),
+                by,
+                Some(PutOptions::new().with_lease(kv.lease())),
+            )]);
+        let resp = self
+            .txn(&txn)
+            .await
+            .map_err(|e| self.error("mark the lease revoked", e))?;
+        Ok(resp.succeeded())
+    }
+
+    /// A forced release of an exclusive holder, as `force` says
+    /// ([`super::revoke`]): a supervised one is marked revoked (it stops at
+    /// its next renewal and releases); any other has its etcd lease revoked.
+    /// Semaphores and shared holders are released one at a time, as before
+    /// revocation existed.
+    async fn force_exclusive(
+        &self,
+        name: &str,
+        force: &super::revoke::Force,
+    ) -> Result<super::revoke::Forced> {
+        use super::revoke::{Action, Forced, action};
+        for _ in 0..5 {
+            let Some(kv) = self.holder_kv(name).await? else {
+                return Ok(Forced::NotHeld);
+            };
+            let info = self.inspect(name).await?;
+            if !info.held {
+                return Ok(Forced::NotHeld);
+            }
+            let h = Holder::from_value(kv.value());
+            let exclusive = h.mode() == (Kind::Exclusive, Mode::Lock);
+            let revoked = info.revoked_by.is_some();
+            let lease_id = lease_hex(kv.lease());
+            match action(force.mode, h.supervised && exclusive, revoked) {
+                Action::Keep => return Ok(Forced::Revoked(info)),
+                Action::Revoke if self.mark_revoked(&kv, &force.by).await? => {
+                    return Ok(Forced::Revoked(info));
+                }
+                Action::Revoke => continue,
+                Action::Release => match self.release(name, &lease_id).await {
+                    Ok(()) => return Ok(Forced::Released(info)),
+                    Err(Error::NotHeld { .. }) => continue,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "lock {name:?} kept changing hands while being released; try again"
+        )))
     }
 
     /// Every holder of a semaphore or of a lock held shared, and how many
@@ -1793,16 +1888,38 @@ impl LockStore for EtcdStore {
         } else {
             lease.deadline
         };
-        let read = self.members.call(end, |c| {
-            let key = key.clone();
-            async move { c.kv_client().get(key, None).await }
+        // Our key and its revocation mark, in one read, before the
+        // keep-alive: a revoked lease is not extended (it ends when it
+        // would have, unless its holder releases it first).
+        let read = Txn::new().and_then([
+            TxnOp::get(key.clone(), None),
+            TxnOp::get(self.mark_key(id), None),
+        ]);
+        let got = self
+            .members
+            .call(end, |c| {
+                let read = read.clone();
+                async move { c.kv_client().txn(read).await }
+            })
+            .await
+            .map_err(|e| self.error("read the lock", e))?;
+        let mut reads = got.op_responses().into_iter().map(|op| match op {
+            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
         });
-        let (alive, got) = tokio::join!(self.members.keep_alive(id, end), read);
-        let Some(sent) = alive.map_err(|e| self.error("renew the lease", e))? else {
+        let (kv, mark) = (reads.next().flatten(), reads.next().flatten());
+        let Some(kv) = kv.filter(|kv| kv.lease() == id) else {
             return Err(Self::not_held(name, &lease.lease_id));
         };
-        let got = got.map_err(|e| self.error("read the lock", e))?;
-        let Some(kv) = got.kvs().first().filter(|kv| kv.lease() == id) else {
+        if let Some(mark) = mark {
+            return Err(Error::NotHeld {
+                name: name.clone(),
+                lease_id: lease.lease_id.clone(),
+                detail: super::revoke::refusal_detail(&String::from_utf8_lossy(mark.value())),
+            });
+        }
+        let alive = self.members.keep_alive(id, end).await;
+        let Some(sent) = alive.map_err(|e| self.error("renew the lease", e))? else {
             return Err(Self::not_held(name, &lease.lease_id));
         };
         let granted = if lease.duration.is_zero() {
@@ -1890,7 +2007,17 @@ impl LockStore for EtcdStore {
         if Holder::from_value(kv.value()).mode() != (Kind::Exclusive, Mode::Lock) {
             self.describe_holders(name, &mut info).await?;
         }
+        info.revoked_by = self.revoked_by(kv.lease()).await?;
         Ok(info)
+    }
+
+    async fn force_release(
+        &self,
+        name: &str,
+        force: &super::revoke::Force,
+    ) -> Result<super::revoke::Forced> {
+        super::validate_name(name)?;
+        self.force_exclusive(name, force).await
     }
 
     async fn list(&self) -> Result<Vec<LockInfo>> {
@@ -1922,6 +2049,10 @@ impl LockStore for EtcdStore {
             else {
                 continue;
             };
+            // Revocation marks live under the reserved prefix.
+            if rest.starts_with(super::RESERVED_PREFIX) {
+                continue;
+            }
             let Some((name, _)) = split_key(rest) else {
                 continue;
             };

@@ -110,8 +110,16 @@ impl Store {
     /// Break glass: releases whatever lease holds the lock `name` and returns
     /// what it looked like, or `None` if the lock was not held. The holder's
     /// guard notices at its next renewal ([`LockGuard::lost`]).
+    ///
+    /// This is the break-glass release (`release --force --immediately`):
+    /// a holder still running goes on until its next renewal.
     pub async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
+        use super::revoke::{Force, ForceMode, Forced};
         super::validate_name(name)?;
-        self.inner.force_release(name).await
+        let force = Force::here(ForceMode::Immediately);
+        Ok(match self.inner.force_release(name, &force).await? {
+            Forced::NotHeld => None,
+            Forced::Released(info) | Forced::Revoked(info) => Some(info),
+        })
     }
 }

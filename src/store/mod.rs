@@ -55,6 +55,7 @@ pub(crate) mod multi;
     allow(dead_code)
 )]
 pub(crate) mod record;
+pub(crate) mod revoke;
 #[cfg(feature = "s3")]
 pub(crate) mod s3;
 #[allow(dead_code)]
@@ -280,6 +281,19 @@ pub struct LockInfo {
     /// How many wait in the name's queue.
     #[serde(skip_serializing_if = "is_zero")]
     pub waiting: usize,
+    /// A supervisor renews the holder's lease (`run`, a
+    /// [`crate::LockGuard`]): a forced release asks it to stop instead of
+    /// freeing the lock under it.
+    #[serde(skip_serializing_if = "is_false")]
+    pub supervised: bool,
+    /// A holder was released by force by this one and has not confirmed
+    /// yet: it still holds until it does or its lease ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -343,11 +357,12 @@ pub(crate) trait LockStore: Send + Sync {
     /// Every held lock in the store.
     async fn list(&self) -> Result<Vec<LockInfo>>;
 
-    /// Break-glass release without the lease id: releases whatever lease is
-    /// current and returns what it looked like, or `None` if the lock was
-    /// not held. The holder's `run` notices at its next renewal and stops its
-    /// command.
-    async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
+    /// Release without the lease id, as `force` says ([`revoke`]): a
+    /// supervised holder is revoked (it stops at its next renewal and
+    /// confirms), any other holder released at once. Says what it did and
+    /// what the lock looked like before.
+    async fn force_release(&self, name: &str, force: &revoke::Force) -> Result<revoke::Forced> {
+        let _ = force;
         force_release_by_lease_id(self, name).await
     }
 
@@ -371,22 +386,22 @@ pub(crate) trait LockStore: Send + Sync {
     }
 }
 
-/// [`LockStore::force_release`] as most stores do it: read the current lease
-/// id, release that lease.
+/// [`LockStore::force_release`] for a store that keeps no revocation mark:
+/// read the current lease id, release that lease at once.
 pub async fn force_release_by_lease_id<B: LockStore + ?Sized>(
     store: &B,
     name: &str,
-) -> Result<Option<LockInfo>> {
+) -> Result<revoke::Forced> {
     validate_name(name)?;
     // A renewal between our read and our release changes the lease id;
     // read again and retry a few times.
     for _ in 0..5 {
         let info = store.inspect(name).await?;
         let Some(id) = info.lease_id.clone().filter(|_| info.held) else {
-            return Ok(None);
+            return Ok(revoke::Forced::NotHeld);
         };
         match store.release(name, &id).await {
-            Ok(()) => return Ok(Some(info)),
+            Ok(()) => return Ok(revoke::Forced::Released(info)),
             Err(Error::NotHeld { .. }) => continue,
             Err(e) => return Err(e),
         }

@@ -169,6 +169,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     h.acquired_ms = st.now.lo;
                     h.host = Some(gethostname::gethostname().to_string_lossy().into_owned());
                     h.pid = Some(std::process::id());
+                    h.supervised = req.supervised;
                 }
                 next.version = uuid::Uuid::new_v4().to_string();
                 match s.write_slots(name, rec.as_ref(), &next).await {
@@ -387,6 +388,9 @@ pub async fn renew<S: CasStore + ?Sized>(
                 st.as_stored(h.expires_ms),
             ));
         }
+        if let Some(by) = table.revoked(&lease.lease_id) {
+            return Err(not_held(&super::revoke::refusal_detail(by)));
+        }
         let mut next = table.clone();
         if !next.renew(&lease.lease_id, next_id, st.expires_ms) {
             return Err(not_held(" (it is not among the holders)"));
@@ -465,18 +469,23 @@ pub async fn holds<S: CasStore + ?Sized>(s: &S, name: &str, ids: &[&str]) -> Res
     }))
 }
 
-/// Force-release of a table: every holder removed (waiters stay queued).
-pub async fn release_all<S: CasStore + ?Sized>(
+/// A forced release of a table, conditioned on the record `rec` it was
+/// read from: each holder released or revoked as `force` says
+/// ([`Slots::force`]); waiters stay queued. `Ok(true)` when a revoked
+/// holder is left (the lock is handed on when it confirms or expires).
+pub async fn force<S: CasStore + ?Sized>(
     s: &S,
     name: &str,
     rec: &S::Record,
     table: &Slots,
-) -> Result<()> {
+    force: &super::revoke::Force,
+) -> Result<bool> {
     let mut next = table.clone();
-    next.holders.clear();
+    next.prune(s.table_now());
+    let (_, revoked) = next.force(force);
     next.version = uuid::Uuid::new_v4().to_string();
     match s.write_slots(name, Some(rec), &next).await? {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(revoked > 0),
         Err(_) => Err(Error::NotHeld {
             name: name.to_string(),
             lease_id: String::new(),
@@ -518,7 +527,9 @@ pub fn describe(table: &Slots, now: Now, wall: impl Fn(i64) -> i64, info: &mut s
         info.expires_in_ms = Some(last.expires_ms - now.lo);
         info.host = last.host.clone();
         info.pid = last.pid;
+        info.supervised = last.supervised;
     }
+    info.revoked_by = t.holders.iter().find_map(|h| h.revoked_by.clone());
     info.lease_id = None;
     info.lease_duration_s = None;
 }

@@ -49,6 +49,11 @@ pub struct LeaseRecord {
     /// The holder's process holds the lease for as long as it lives (`run`).
     #[serde(default)]
     pub supervised: bool,
+    /// Released by force by this one (see `super::revoke`): renewals are
+    /// refused, and the lease holds until its holder releases it or it
+    /// expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
     /// The client that wrote the record.
     #[serde(default)]
     pub client: String,
@@ -130,6 +135,7 @@ impl LeaseRecord {
             pid: Some(std::process::id()),
             host: Some(gethostname::gethostname().to_string_lossy().into_owned()),
             supervised: req.supervised,
+            revoked_by: None,
             client: super::CLIENT_TAG.to_string(),
             fence,
             fence_limit,
@@ -164,6 +170,7 @@ impl LeaseRecord {
             pid: None,
             host: None,
             supervised: false,
+            revoked_by: None,
             client: super::CLIENT_TAG.to_string(),
             fence: (last > 0).then_some(last),
             fence_limit: table.fence_limit,
@@ -176,6 +183,15 @@ impl LeaseRecord {
             // Nobody holds or waits: a released record, as a plain release
             // leaves it.
             slots: (!table.is_empty()).then(|| table.clone()),
+        }
+    }
+
+    /// This record revoked by `by` (see `super::revoke`): the same lease,
+    /// its renewals refused from now on.
+    pub fn revoked(&self, by: &str) -> Self {
+        LeaseRecord {
+            revoked_by: Some(by.to_string()),
+            ..self.clone()
         }
     }
 
@@ -201,6 +217,8 @@ impl LeaseRecord {
             acquired_ms: self.acquired_ms,
             host: self.host.clone(),
             pid: self.pid,
+            supervised: self.supervised,
+            revoked_by: self.revoked_by.clone(),
         };
         Some(Slots::of_holder(holder, (next, self.fence_limit)))
     }
@@ -236,6 +254,7 @@ impl LeaseRecord {
     /// release call can recognise its own lost answer).
     pub fn released(&self, nonce: &str, now_ms: i64) -> Self {
         LeaseRecord {
+            revoked_by: None,
             released_lease: Some(self.lease_id.clone()),
             lease_id: nonce.to_string(),
             state: RecordState::Released,
@@ -283,6 +302,12 @@ impl LeaseRecord {
             host: self.host.clone(),
             client: Some(self.client.clone()),
             problem: None,
+            supervised: self.supervised && !released,
+            revoked_by: if released {
+                None
+            } else {
+                self.revoked_by.clone()
+            },
             ..LockInfo::default()
         }
     }
@@ -332,6 +357,7 @@ impl LeaseRecord {
                     pid: None,
                     host: None,
                     supervised: false,
+                    revoked_by: None,
                     client: String::new(),
                     fence: None,
                     fence_limit: None,
@@ -367,7 +393,7 @@ fn check_fields(obj: &serde_json::Map<String, serde_json::Value>) -> Result<(), 
             Some(v) => return Err(format!("{k} is not a string ({})", shown(v))),
         }
     }
-    for k in ["reason", "host", "client", "released_lease"] {
+    for k in ["reason", "host", "client", "released_lease", "revoked_by"] {
         match obj.get(k) {
             None | Some(Value::Null | Value::String(_)) => {}
             Some(v) => return Err(format!("{k} is not a string ({})", shown(v))),
@@ -570,6 +596,7 @@ mod properties {
                     pid,
                     host: Some("h".into()),
                     supervised: held,
+                    revoked_by: None,
                     client: "c".into(),
                     fence,
                     fence_limit: fence.map(|f| f.saturating_add(10).min(i64::MAX as u64)),

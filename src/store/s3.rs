@@ -808,6 +808,12 @@ impl<O: Objects> CasStore for S3Store<O> {
         rec.0.as_table()
     }
 
+    /// A revoked single holder is moved into a holder table and marked
+    /// there (see `cas::force_once`): no mark is written in the record.
+    fn supervised(rec: &Record) -> bool {
+        rec.0.supervised
+    }
+
     fn last_fence(rec: &Record) -> Option<(u64, Option<u64>)> {
         rec.0
             .next_counter_fence()

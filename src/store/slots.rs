@@ -147,6 +147,14 @@ pub struct Holder {
     /// The holder's process id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// A supervisor renews it (`run`, a `LockGuard`): a forced release
+    /// revokes it instead of removing it (see `super::revoke`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supervised: bool,
+    /// Released by force by this one: its renewals are refused, and it
+    /// holds until it releases (confirms) or its lease ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
 }
 
 /// One waiter's place in the queue.
@@ -344,6 +352,8 @@ impl Slots {
             acquired_ms: now.lo,
             host: None,
             pid: None,
+            supervised: false,
+            revoked_by: None,
         });
         Ok(fence)
     }
@@ -399,6 +409,36 @@ impl Slots {
         }
     }
 
+    /// A forced release of every holder, by `force`'s rule
+    /// ([`super::revoke::action`]): released holders leave the table,
+    /// revoked ones stay (marked) until they confirm or expire. Returns how
+    /// many were released and how many are left revoked.
+    pub fn force(&mut self, force: &super::revoke::Force) -> (usize, usize) {
+        use super::revoke::{Action, action};
+        let (mut released, mut revoked) = (0, 0);
+        self.holders.retain_mut(|h| {
+            match action(force.mode, h.supervised, h.revoked_by.is_some()) {
+                Action::Release => {
+                    released += 1;
+                    return false;
+                }
+                Action::Revoke => h.revoked_by = Some(force.by.clone()),
+                Action::Keep => {}
+            }
+            revoked += 1;
+            true
+        });
+        (released, revoked)
+    }
+
+    /// Who revoked holder `lease_id`, when it was (its renewal is refused).
+    pub fn revoked(&self, lease_id: &str) -> Option<&str> {
+        self.holders
+            .iter()
+            .find(|h| h.lease_id == lease_id)
+            .and_then(|h| h.revoked_by.as_deref())
+    }
+
     /// Releases holder `lease_id`. Whether it held.
     pub fn release(&mut self, lease_id: &str) -> bool {
         let before = self.holders.len();
@@ -422,6 +462,40 @@ mod tests {
 
     fn admit(s: &mut Slots, id: &str, kind: Kind, mode: Mode, at: i64) -> Result<u64, Refusal> {
         s.admit(id, kind, mode, "o", None, T0 + at + 10_000, now(at))
+    }
+
+    #[test]
+    fn a_revoked_holder_keeps_its_place_until_it_releases_and_its_renewal_is_refused() {
+        use crate::store::revoke::{Force, ForceMode};
+        let mut s = Slots::free(Mode::Semaphore(3), (1, None));
+        admit(&mut s, "run", Kind::Shared, Mode::Semaphore(3), 0).unwrap();
+        admit(&mut s, "acquire", Kind::Shared, Mode::Semaphore(3), 0).unwrap();
+        s.holders[0].supervised = true;
+        let force = Force {
+            mode: ForceMode::Revoke,
+            by: "bob".into(),
+        };
+        // The unsupervised holder leaves at once; the supervised one stays, marked.
+        assert_eq!(s.force(&force), (1, 1));
+        assert_eq!(s.holders.len(), 1);
+        assert_eq!(s.revoked("run"), Some("bob"));
+        // Forcing again keeps the mark and the holder.
+        assert_eq!(s.force(&force), (0, 1));
+        // Until it releases or expires, it is counted by waiters.
+        let mut lock = Slots::free(Mode::Lock, (1, None));
+        admit(&mut lock, "run", Kind::Exclusive, Mode::Lock, 0).unwrap();
+        lock.holders[0].supervised = true;
+        lock.force(&force);
+        assert!(admit(&mut lock, "next", Kind::Exclusive, Mode::Lock, 1_000).is_err());
+        assert!(lock.release("run"));
+        assert!(admit(&mut lock, "next", Kind::Exclusive, Mode::Lock, 1_000).is_ok());
+        // Break glass removes every holder.
+        let immediately = Force {
+            mode: ForceMode::Immediately,
+            ..force
+        };
+        assert_eq!(s.force(&immediately), (1, 0));
+        assert!(s.holders.is_empty());
     }
 
     #[test]

@@ -418,6 +418,14 @@ impl<D: Dir, H: Host> FileStore<D, H> {
             log_op("renew", "condition_failed", started);
             return Err(not_held(&lease.name, &lease.lease_id));
         }
+        if let Some(by) = &cur.lease.revoked_by {
+            log_op("renew", "revoked", started);
+            return Err(Error::NotHeld {
+                name: lease.name.clone(),
+                lease_id: lease.lease_id.clone(),
+                detail: crate::store::revoke::refusal_detail(by),
+            });
+        }
         if cancel.is_set() {
             return Err(Error::Unavailable("gave up renewing".into()));
         }
@@ -450,6 +458,28 @@ impl<D: Dir, H: Host> FileStore<D, H> {
             }
             _ => {
                 log_op("release", "condition_failed", started);
+                Err(not_held(name, lease_id))
+            }
+        }
+    }
+
+    /// Marks the lease `lease_id` revoked under the directory lock, if the
+    /// record still holds it.
+    fn revoke_locked(&self, name: &str, lease_id: &str, by: &str, cancel: &Cancel) -> Result<()> {
+        let started = BootInstant::now();
+        let _guard = self.lock_dir(cancel)?;
+        match self.read_record(name)? {
+            Some(cur) if cur.lease.lease_id == lease_id && cur.held() => {
+                let revoked = FileRecord {
+                    lease: cur.lease.revoked(by),
+                    boot: cur.boot,
+                };
+                self.dir().write_record(name, &revoked.to_json())?;
+                log_op("revoke", "ok", started);
+                Ok(())
+            }
+            _ => {
+                log_op("revoke", "condition_failed", started);
                 Err(not_held(name, lease_id))
             }
         }
@@ -562,6 +592,23 @@ impl<D: Dir, H: Host> CasStore for FileStore<D, H> {
         let (name, id) = (name.to_string(), lease_id.to_string());
         self.off_runtime(move |s, cancel| s.release_locked(&name, &id, cancel))
             .await
+    }
+
+    fn supervised(rec: &FileRecord) -> bool {
+        rec.lease.supervised
+    }
+
+    fn revoked_by(rec: &FileRecord) -> Option<String> {
+        rec.lease.revoked_by.clone()
+    }
+
+    /// In place: the record is the lease (holder tables are for semaphores
+    /// and shared locks here; waiters poll a single holder's record).
+    async fn revoke_record(&self, name: &str, rec: &FileRecord, by: &str) -> Result<bool> {
+        let (name, id, by) = (name.to_string(), rec.lease.lease_id.clone(), by.to_string());
+        self.off_runtime(move |s, cancel| s.revoke_locked(&name, &id, &by, cancel))
+            .await?;
+        Ok(true)
     }
 
     async fn records(&self) -> Result<Vec<(String, FileRecord)>> {
