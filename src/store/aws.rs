@@ -467,12 +467,13 @@ fn wraps_tls_error(io: &std::io::Error) -> bool {
 }
 
 /// Whether an answer that the SDK could not read as the service's comes from
-/// something else: a success it could not parse, or a body that is neither
-/// XML nor JSON (an HTML page, plain text). A bodiless error (a HEAD's 403)
-/// is not judged.
+/// something else: a success it could not parse, a body that is neither XML
+/// nor JSON (an HTML page, plain text), or a 5xx without the service's own
+/// marks (a proxy's or load balancer's `502 Bad Gateway` page). A bodiless
+/// 4xx (a HEAD's 403) is not judged.
 fn foreign_answer(status: u16, headers: &aws_smithy_runtime_api::http::Headers) -> bool {
     if (500..=599).contains(&status) {
-        return false;
+        return !aws_server_error(headers);
     }
     if (200..=299).contains(&status) {
         return true;
@@ -481,6 +482,19 @@ fn foreign_answer(status: u16, headers: &aws_smithy_runtime_api::http::Headers) 
         let t = t.to_ascii_lowercase();
         !(t.contains("xml") || t.contains("json"))
     })
+}
+
+/// Whether a 5xx carries what DynamoDB's and S3's own do, whatever its body:
+/// a request id (`x-amzn-RequestId`, S3's `x-amz-request-id`) and no web
+/// page. Only those are "overloaded, try again"; anything else answering
+/// 5xx is a proxy or load balancer in between, or not the service at all.
+fn aws_server_error(headers: &aws_smithy_runtime_api::http::Headers) -> bool {
+    let request_id =
+        headers.contains_key("x-amzn-requestid") || headers.contains_key("x-amz-request-id");
+    let page = headers
+        .get("content-type")
+        .is_some_and(|t| t.to_ascii_lowercase().contains("html"));
+    request_id && !page
 }
 
 /// "region R at ENDPOINT" (or "region (none)"): where a missing table or
@@ -519,9 +533,14 @@ where
     );
     let not_the_service = |status: u16, headers: &aws_smithy_runtime_api::http::Headers| {
         let ctype = headers.get("content-type").unwrap_or("no content type");
+        let proxy = if status >= 500 {
+            " (as a proxy or load balancer answers when what is behind it fails)"
+        } else {
+            ""
+        };
         Error::store(format!(
             "the endpoint{} answered something that is not {service} (HTTP {status}, {ctype}) \
-             for {store}; {check}",
+             for {store}{proxy}; {check}",
             endpoint.map(|e| format!(" {e}")).unwrap_or_default()
         ))
     };
@@ -669,6 +688,39 @@ mod tests {
             io::Error::other("connection refused"),
         );
         assert!(matches!(classify_unreached(&words), Unreached::Other(_)));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> aws_smithy_runtime_api::http::Headers {
+        let mut h = aws_smithy_runtime_api::http::Headers::new();
+        for (k, v) in pairs {
+            h.insert(*k, *v);
+        }
+        h
+    }
+
+    #[test]
+    fn only_a_5xx_with_the_services_marks_is_the_service_failing() {
+        let json = ("content-type", "application/x-amz-json-1.0");
+        let xml = ("content-type", "application/xml");
+        let html = ("content-type", "text/html");
+        let dynamodb_id = ("x-amzn-RequestId", "ABC");
+        let s3_id = ("x-amz-request-id", "DEF");
+        // DynamoDB's and S3's own, with or without a body: retried.
+        assert!(!foreign_answer(500, &headers(&[json, dynamodb_id])));
+        assert!(!foreign_answer(503, &headers(&[xml, s3_id])));
+        assert!(!foreign_answer(503, &headers(&[s3_id])));
+        // A proxy's page, or an answer without a request id: not the service.
+        assert!(foreign_answer(502, &headers(&[html])));
+        assert!(foreign_answer(502, &headers(&[html, dynamodb_id])));
+        assert!(foreign_answer(503, &headers(&[])));
+        assert!(foreign_answer(500, &headers(&[json])));
+        // 2xx that could not be read, 4xx pages; a bodiless 4xx is not judged.
+        assert!(foreign_answer(200, &headers(&[json, dynamodb_id])));
+        assert!(foreign_answer(
+            404,
+            &headers(&[("content-type", "text/plain")])
+        ));
+        assert!(!foreign_answer(403, &headers(&[])));
     }
 
     #[test]
