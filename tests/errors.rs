@@ -281,3 +281,60 @@ fn the_services_own_5xx_is_retried_with_one_warning_and_none_under_q() {
         proxy.clear();
     }
 }
+
+#[test]
+fn a_named_profile_that_does_not_exist_is_refused_even_with_credentials_in_the_environment() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let dir = scratch();
+    let (config, credentials) = (dir.path().join("config"), dir.path().join("credentials"));
+    std::fs::write(&config, "[profile in-config]\nregion = us-east-1\n").unwrap();
+    std::fs::write(
+        &credentials,
+        "[in-credentials]\naws_access_key_id = test\naws_secret_access_key = test\n",
+    )
+    .unwrap();
+    // awsflock(&moto) has AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set.
+    let with_files = |cmd: &mut std::process::Command| {
+        cmd.env("AWS_CONFIG_FILE", &config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .args(["status", "x", "--table", &t]);
+    };
+    for named in [["--profile", "nosuch"], ["--profile", "in-confg"]] {
+        let mut cmd = awsflock(&moto);
+        with_files(&mut cmd);
+        let out = run(cmd.args(named));
+        assert_store_error(
+            &out,
+            &[&format!("profile '{}'", named[1]), "does not exist"],
+        );
+    }
+    let mut cmd = awsflock(&moto);
+    with_files(&mut cmd);
+    let out = run(cmd.env("AWS_PROFILE", "nosuch"));
+    assert_store_error(&out, &["profile 'nosuch'", "does not exist"]);
+
+    // A profile in either file works, with and without credentials in the
+    // environment; so do `default` (as in the AWS CLI, it may be absent)
+    // and no profile at all.
+    for profile in ["in-config", "in-credentials", "default"] {
+        let mut cmd = awsflock(&moto);
+        with_files(&mut cmd);
+        let out = run(cmd.args(["--profile", profile]));
+        assert_eq!(out.code, 0, "{profile}:\n{}", out.describe());
+        let mut cmd = awsflock(&moto);
+        with_files(&mut cmd);
+        let out = run(cmd.env("AWS_PROFILE", profile));
+        assert_eq!(out.code, 0, "{profile}:\n{}", out.describe());
+    }
+    let mut cmd = awsflock(&moto);
+    with_files(&mut cmd);
+    let out = run(cmd
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["--profile", "in-credentials"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let mut cmd = awsflock(&moto);
+    with_files(&mut cmd);
+    assert_eq!(run(&mut cmd).code, 0);
+}

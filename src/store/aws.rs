@@ -133,22 +133,18 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
         loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
     }
     let mut config = loader.load().await;
+    // A profile that was named must exist, as in the AWS CLI, even when the
+    // environment's credentials would do without it: a mistyped name must
+    // not act with other credentials (another account). Read only when a
+    // profile is named; `default` may be missing, as in the AWS CLI.
+    if let Some(p) = missing_profile(settings.profile.as_deref()).await {
+        return Err(no_such_profile(&p));
+    }
     let in_profile = settings
         .profile
         .as_deref()
         .map(|p| format!(" (profile {p:?})"))
         .unwrap_or_default();
-    let fail = |msg: String| async {
-        match missing_profile(settings.profile.as_deref()).await {
-            Some(p) => Err(Error::store(format!(
-                "the AWS profile '{p}' does not exist in AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE \
-                 (default ~/.aws/config, ~/.aws/credentials); check {} / AWS_PROFILE, \
-                 or create it with `aws configure --profile {p}`",
-                words("--profile", "the profile option")
-            ))),
-            None => Err(Error::store(msg)),
-        }
-    };
     if config.region().is_none() {
         // A local endpoint needs no real region; pick the usual one.
         let has_endpoint = endpoint.is_some()
@@ -156,11 +152,10 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
             || env_nonempty("AWS_ENDPOINT_URL").is_some()
             || config.endpoint_url().is_some();
         if !has_endpoint {
-            return fail(format!(
+            return Err(Error::store(format!(
                 "no AWS region is configured{in_profile}; {}, set AWS_REGION, or set a region in the AWS profile",
                 words("give --region", "give a region")
-            ))
-            .await;
+            )));
         }
         config = config
             .into_builder()
@@ -174,13 +169,12 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
     };
     if let Err(e) = provider.provide_credentials().await {
         tracing::debug!(error = %DisplayErrorContext(&e), "credential chain failed");
-        return fail(format!(
+        return Err(Error::store(format!(
             "no AWS credentials found{in_profile}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
              give {} (a profile in ~/.aws/config or AWS_CONFIG_FILE), configure SSO, \
              or run with an instance role",
             words("--profile", "a profile")
-        ))
-        .await;
+        )));
     }
     Ok(config)
 }
@@ -224,13 +218,24 @@ async fn from_given(
     Ok(config)
 }
 
+/// The error for a profile named but in neither file.
+fn no_such_profile(p: &str) -> Error {
+    Error::store(format!(
+        "the AWS profile '{p}' does not exist in AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE \
+         (default ~/.aws/config, ~/.aws/credentials); check {} / AWS_PROFILE, \
+         or create it with `aws configure --profile {p}`",
+        words("--profile", "the profile option")
+    ))
+}
+
 /// The profile named in the options (or else `AWS_PROFILE`) when the AWS
-/// config and credentials files do not have it; read only to explain a
-/// failed load.
+/// config and credentials files do not have it. `default` is never
+/// missing: without it the standard chain goes on as if none was named.
 async fn missing_profile(option: Option<&str>) -> Option<String> {
     let name = option
         .map(String::from)
-        .or_else(|| env_nonempty("AWS_PROFILE"))?;
+        .or_else(|| env_nonempty("AWS_PROFILE"))
+        .filter(|n| n != "default")?;
     #[allow(deprecated)] // the replacement lives in aws-runtime, not a dependency
     let files = aws_config::profile::profile_file::ProfileFiles::default();
     let set = aws_config::profile::load(
