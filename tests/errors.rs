@@ -273,11 +273,19 @@ fn the_services_own_5xx_is_retried_with_one_warning_and_none_under_q() {
             out.describe()
         );
         let most = if quiet { 0 } else { 1 };
+        let warned = warnings(&out);
         assert!(
-            warnings(&out).len() <= most,
+            warned.len() <= most,
             "{store}: quiet={quiet}:\n{}",
             out.describe()
         );
+        // The warning says where and what.
+        for w in warned {
+            assert!(
+                w.contains(&proxy.endpoint) && w.contains("HTTP 500"),
+                "{store}: {w}"
+            );
+        }
         proxy.clear();
     }
 }

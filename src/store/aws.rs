@@ -595,8 +595,8 @@ where
             }
             if is_throttling_or_server(code, Some(status)) {
                 Error::Unavailable(format!(
-                    "{store} is overloaded or failing ({}); try again later",
-                    code.unwrap_or("HTTP error")
+                    "{store}{at} is overloaded or failing (HTTP {status}{}); try again later",
+                    code.map(|c| format!(" {c}")).unwrap_or_default()
                 ))
             } else if matches!(
                 code,
