@@ -810,7 +810,7 @@ pub(crate) fn main_with(parsed: std::result::Result<Cli, clap::Error>) -> i32 {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
-    init_logging(cli.global.verbose);
+    init_logging(cli.global.verbose, cli.global.quiet);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -872,10 +872,13 @@ fn clap_exit(e: clap::Error) -> i32 {
     }
 }
 
-/// Sets up stderr's writer thread ([`crate::output`]) and the log.
-fn init_logging(verbose: u8) {
+/// Sets up stderr's writer thread ([`crate::output`]) and the log. `-q`
+/// silences warnings (a store retried, a renewal that failed): errors still
+/// end the command with their one line.
+fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
+        0 if quiet => "awsflock=error",
         0 => "awsflock=warn",
         1 => "awsflock=debug",
         _ => "debug",

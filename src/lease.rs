@@ -399,7 +399,7 @@ async fn release_with_retry(store: &dyn LockStore, name: &str, id: &str) -> Resu
     for attempt in 0..4u32 {
         match store.release(name, id).await {
             Err(Error::Unavailable(m)) => {
-                tracing::warn!("release failed ({m}); retrying");
+                crate::store::warn_retrying(&format!("release failed ({m})"), "retrying");
                 last = Some(Error::Unavailable(m));
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
@@ -604,7 +604,7 @@ async fn renew_loop(
                     return;
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!("renewal failed: {e}; retrying");
+                    crate::store::warn_retrying(&format!("renewal failed: {e}"), "retrying");
                 }
                 Err(_) => {
                     tx.send_modify(|s| {

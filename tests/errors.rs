@@ -31,8 +31,10 @@ fn closed_port_says_nothing_listens_at_the_endpoint() {
     assert_store_error(&out, &["connection refused", &ep, "nothing listens"]);
 }
 
-/// A server that answers every request `HTTP/1.1 200 OK` with a text body.
-fn hello_server() -> String {
+/// A server that answers every request with `status` (e.g. "200 OK"), the
+/// given content type (none if empty) and body, a `Date` (as web servers
+/// send), and `Connection: close`.
+fn answering(status: &'static str, content_type: &'static str, body: &'static str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let ep = format!("http://{}", listener.local_addr().unwrap());
     thread::spawn(move || {
@@ -41,13 +43,28 @@ fn hello_server() -> String {
             thread::spawn(move || {
                 let mut buf = [0u8; 65536];
                 let _ = conn.read(&mut buf);
+                let ctype = match content_type {
+                    "" => String::new(),
+                    t => format!("Content-Type: {t}\r\n"),
+                };
                 let _ = conn.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                    format!(
+                        "HTTP/1.1 {status}\r\nDate: {}\r\n{ctype}Content-Length: {}\r\n\
+                         Connection: close\r\n\r\n{body}",
+                        common::proxy::http_date(std::time::SystemTime::now()),
+                        body.len()
+                    )
+                    .as_bytes(),
                 );
             });
         }
     });
     ep
+}
+
+/// A server that answers every request `HTTP/1.1 200 OK` with a text body.
+fn hello_server() -> String {
+    answering("200 OK", "text/plain", "hello")
 }
 
 #[test]
@@ -182,4 +199,150 @@ fn a_profile_that_does_not_exist_is_named() {
         .args(["status", "x"]));
     assert_store_error(&out, &["no AWS credentials"]);
     assert!(!out.stderr.contains("does not exist"), "{}", out.describe());
+}
+
+/// What a proxy or load balancer says when what is behind it fails.
+const BAD_GATEWAY_PAGE: &str = "<html><head><title>502 Bad Gateway</title></head>\
+    <body><center><h1>502 Bad Gateway</h1></center></body></html>";
+
+#[test]
+fn a_proxy_answering_502_with_a_page_is_named_at_once() {
+    let ep = answering("502 Bad Gateway", "text/html", BAD_GATEWAY_PAGE);
+    for args in [
+        vec!["acquire", "x"],
+        vec!["run", "x", "--", "true"],
+        vec!["status", "x"],
+        vec!["--backend", "s3://bucket/p", "acquire", "x"],
+        vec!["--backend", "s3://bucket/p", "run", "x", "--", "true"],
+        vec!["--backend", "s3://bucket/p", "status", "x"],
+    ] {
+        let out = run_timeout(
+            awsflock_at(&ep).args(&args),
+            std::time::Duration::from_secs(90),
+        );
+        assert_store_error(&out, &[&ep, "HTTP 502", "text/html"]);
+        assert!(
+            out.elapsed < std::time::Duration::from_secs(6),
+            "{args:?}: not at once:\n{}",
+            out.describe()
+        );
+    }
+    // No content type and no AWS request id: not the service either.
+    let ep = answering("503 Service Unavailable", "", "");
+    let out = run(awsflock_at(&ep).args(["acquire", "x", "-q"]));
+    assert_store_error(&out, &[&ep, "HTTP 503"]);
+    assert!(
+        out.elapsed < std::time::Duration::from_secs(6),
+        "{}",
+        out.describe()
+    );
+}
+
+/// The WARN lines of a command's stderr.
+fn warnings(out: &Out) -> Vec<&str> {
+    out.stderr.lines().filter(|l| l.contains("WARN")).collect()
+}
+
+#[test]
+fn the_services_own_5xx_is_retried_with_one_warning_and_none_under_q() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let bucket = format!("s3://{}/p", unique_name("bkt"));
+    let out = run(awsflock(&moto).args(["--backend", &bucket, "table-create"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let proxy = common::proxy::Proxy::start(&moto.endpoint);
+    for (store, quiet) in [(&t, false), (&t, true), (&bucket, false), (&bucket, true)] {
+        // Several calls' worth of the service's own 500s (a request id, an
+        // AWS error body; the SDK tries each call 3 times), then the store
+        // answers again.
+        proxy.fault(None, common::proxy::Fault::Status(500), Some(12));
+        let mut cmd = awsflock_at(&proxy.endpoint);
+        match store.strip_prefix("s3://") {
+            Some(_) => cmd.args(["--backend", store]),
+            None => cmd.args(["--table", store]),
+        };
+        cmd.args(["acquire", &lock(), "-w", "60"]);
+        if quiet {
+            cmd.arg("-q");
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.code, 0, "{store}: not ridden out:\n{}", out.describe());
+        assert!(
+            !proxy.pending(),
+            "{store}: the 500s were not all sent:\n{}",
+            out.describe()
+        );
+        let most = if quiet { 0 } else { 1 };
+        let warned = warnings(&out);
+        assert!(
+            warned.len() <= most,
+            "{store}: quiet={quiet}:\n{}",
+            out.describe()
+        );
+        // The warning says where and what.
+        for w in warned {
+            assert!(
+                w.contains(&proxy.endpoint) && w.contains("HTTP 500"),
+                "{store}: {w}"
+            );
+        }
+        proxy.clear();
+    }
+}
+
+#[test]
+fn a_named_profile_that_does_not_exist_is_refused_even_with_credentials_in_the_environment() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let dir = scratch();
+    let (config, credentials) = (dir.path().join("config"), dir.path().join("credentials"));
+    std::fs::write(&config, "[profile in-config]\nregion = us-east-1\n").unwrap();
+    std::fs::write(
+        &credentials,
+        "[in-credentials]\naws_access_key_id = test\naws_secret_access_key = test\n",
+    )
+    .unwrap();
+    // awsflock(&moto) has AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set.
+    let with_files = |cmd: &mut std::process::Command| {
+        cmd.env("AWS_CONFIG_FILE", &config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .args(["status", "x", "--table", &t]);
+    };
+    for named in [["--profile", "nosuch"], ["--profile", "in-confg"]] {
+        let mut cmd = awsflock(&moto);
+        with_files(&mut cmd);
+        let out = run(cmd.args(named));
+        assert_store_error(
+            &out,
+            &[&format!("profile '{}'", named[1]), "does not exist"],
+        );
+    }
+    let mut cmd = awsflock(&moto);
+    with_files(&mut cmd);
+    let out = run(cmd.env("AWS_PROFILE", "nosuch"));
+    assert_store_error(&out, &["profile 'nosuch'", "does not exist"]);
+
+    // A profile in either file works, with and without credentials in the
+    // environment; so do `default` (as in the AWS CLI, it may be absent)
+    // and no profile at all.
+    for profile in ["in-config", "in-credentials", "default"] {
+        let mut cmd = awsflock(&moto);
+        with_files(&mut cmd);
+        let out = run(cmd.args(["--profile", profile]));
+        assert_eq!(out.code, 0, "{profile}:\n{}", out.describe());
+        let mut cmd = awsflock(&moto);
+        with_files(&mut cmd);
+        let out = run(cmd.env("AWS_PROFILE", profile));
+        assert_eq!(out.code, 0, "{profile}:\n{}", out.describe());
+    }
+    let mut cmd = awsflock(&moto);
+    with_files(&mut cmd);
+    let out = run(cmd
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["--profile", "in-credentials"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let mut cmd = awsflock(&moto);
+    with_files(&mut cmd);
+    assert_eq!(run(&mut cmd).code, 0);
 }

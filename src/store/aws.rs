@@ -133,22 +133,18 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
         loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
     }
     let mut config = loader.load().await;
+    // A profile that was named must exist, as in the AWS CLI, even when the
+    // environment's credentials would do without it: a mistyped name must
+    // not act with other credentials (another account). Read only when a
+    // profile is named; `default` may be missing, as in the AWS CLI.
+    if let Some(p) = missing_profile(settings.profile.as_deref()).await {
+        return Err(no_such_profile(&p));
+    }
     let in_profile = settings
         .profile
         .as_deref()
         .map(|p| format!(" (profile {p:?})"))
         .unwrap_or_default();
-    let fail = |msg: String| async {
-        match missing_profile(settings.profile.as_deref()).await {
-            Some(p) => Err(Error::store(format!(
-                "the AWS profile '{p}' does not exist in AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE \
-                 (default ~/.aws/config, ~/.aws/credentials); check {} / AWS_PROFILE, \
-                 or create it with `aws configure --profile {p}`",
-                words("--profile", "the profile option")
-            ))),
-            None => Err(Error::store(msg)),
-        }
-    };
     if config.region().is_none() {
         // A local endpoint needs no real region; pick the usual one.
         let has_endpoint = endpoint.is_some()
@@ -156,11 +152,10 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
             || env_nonempty("AWS_ENDPOINT_URL").is_some()
             || config.endpoint_url().is_some();
         if !has_endpoint {
-            return fail(format!(
+            return Err(Error::store(format!(
                 "no AWS region is configured{in_profile}; {}, set AWS_REGION, or set a region in the AWS profile",
                 words("give --region", "give a region")
-            ))
-            .await;
+            )));
         }
         config = config
             .into_builder()
@@ -174,13 +169,12 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
     };
     if let Err(e) = provider.provide_credentials().await {
         tracing::debug!(error = %DisplayErrorContext(&e), "credential chain failed");
-        return fail(format!(
+        return Err(Error::store(format!(
             "no AWS credentials found{in_profile}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
              give {} (a profile in ~/.aws/config or AWS_CONFIG_FILE), configure SSO, \
              or run with an instance role",
             words("--profile", "a profile")
-        ))
-        .await;
+        )));
     }
     Ok(config)
 }
@@ -224,13 +218,24 @@ async fn from_given(
     Ok(config)
 }
 
+/// The error for a profile named but in neither file.
+fn no_such_profile(p: &str) -> Error {
+    Error::store(format!(
+        "the AWS profile '{p}' does not exist in AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE \
+         (default ~/.aws/config, ~/.aws/credentials); check {} / AWS_PROFILE, \
+         or create it with `aws configure --profile {p}`",
+        words("--profile", "the profile option")
+    ))
+}
+
 /// The profile named in the options (or else `AWS_PROFILE`) when the AWS
-/// config and credentials files do not have it; read only to explain a
-/// failed load.
+/// config and credentials files do not have it. `default` is never
+/// missing: without it the standard chain goes on as if none was named.
 async fn missing_profile(option: Option<&str>) -> Option<String> {
     let name = option
         .map(String::from)
-        .or_else(|| env_nonempty("AWS_PROFILE"))?;
+        .or_else(|| env_nonempty("AWS_PROFILE"))
+        .filter(|n| n != "default")?;
     #[allow(deprecated)] // the replacement lives in aws-runtime, not a dependency
     let files = aws_config::profile::profile_file::ProfileFiles::default();
     let set = aws_config::profile::load(
@@ -467,12 +472,13 @@ fn wraps_tls_error(io: &std::io::Error) -> bool {
 }
 
 /// Whether an answer that the SDK could not read as the service's comes from
-/// something else: a success it could not parse, or a body that is neither
-/// XML nor JSON (an HTML page, plain text). A bodiless error (a HEAD's 403)
-/// is not judged.
+/// something else: a success it could not parse, a body that is neither XML
+/// nor JSON (an HTML page, plain text), or a 5xx without the service's own
+/// marks (a proxy's or load balancer's `502 Bad Gateway` page). A bodiless
+/// 4xx (a HEAD's 403) is not judged.
 fn foreign_answer(status: u16, headers: &aws_smithy_runtime_api::http::Headers) -> bool {
     if (500..=599).contains(&status) {
-        return false;
+        return !aws_server_error(headers);
     }
     if (200..=299).contains(&status) {
         return true;
@@ -481,6 +487,19 @@ fn foreign_answer(status: u16, headers: &aws_smithy_runtime_api::http::Headers) 
         let t = t.to_ascii_lowercase();
         !(t.contains("xml") || t.contains("json"))
     })
+}
+
+/// Whether a 5xx carries what DynamoDB's and S3's own do, whatever its body:
+/// a request id (`x-amzn-RequestId`, S3's `x-amz-request-id`) and no web
+/// page. Only those are "overloaded, try again"; anything else answering
+/// 5xx is a proxy or load balancer in between, or not the service at all.
+fn aws_server_error(headers: &aws_smithy_runtime_api::http::Headers) -> bool {
+    let request_id =
+        headers.contains_key("x-amzn-requestid") || headers.contains_key("x-amz-request-id");
+    let page = headers
+        .get("content-type")
+        .is_some_and(|t| t.to_ascii_lowercase().contains("html"));
+    request_id && !page
 }
 
 /// "region R at ENDPOINT" (or "region (none)"): where a missing table or
@@ -519,9 +538,14 @@ where
     );
     let not_the_service = |status: u16, headers: &aws_smithy_runtime_api::http::Headers| {
         let ctype = headers.get("content-type").unwrap_or("no content type");
+        let proxy = if status >= 500 {
+            " (as a proxy or load balancer answers when what is behind it fails)"
+        } else {
+            ""
+        };
         Error::store(format!(
             "the endpoint{} answered something that is not {service} (HTTP {status}, {ctype}) \
-             for {store}; {check}",
+             for {store}{proxy}; {check}",
             endpoint.map(|e| format!(" {e}")).unwrap_or_default()
         ))
     };
@@ -571,8 +595,8 @@ where
             }
             if is_throttling_or_server(code, Some(status)) {
                 Error::Unavailable(format!(
-                    "{store} is overloaded or failing ({}); try again later",
-                    code.unwrap_or("HTTP error")
+                    "{store}{at} is overloaded or failing (HTTP {status}{}); try again later",
+                    code.map(|c| format!(" {c}")).unwrap_or_default()
                 ))
             } else if matches!(
                 code,
@@ -669,6 +693,39 @@ mod tests {
             io::Error::other("connection refused"),
         );
         assert!(matches!(classify_unreached(&words), Unreached::Other(_)));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> aws_smithy_runtime_api::http::Headers {
+        let mut h = aws_smithy_runtime_api::http::Headers::new();
+        for (k, v) in pairs {
+            h.insert(*k, *v);
+        }
+        h
+    }
+
+    #[test]
+    fn only_a_5xx_with_the_services_marks_is_the_service_failing() {
+        let json = ("content-type", "application/x-amz-json-1.0");
+        let xml = ("content-type", "application/xml");
+        let html = ("content-type", "text/html");
+        let dynamodb_id = ("x-amzn-RequestId", "ABC");
+        let s3_id = ("x-amz-request-id", "DEF");
+        // DynamoDB's and S3's own, with or without a body: retried.
+        assert!(!foreign_answer(500, &headers(&[json, dynamodb_id])));
+        assert!(!foreign_answer(503, &headers(&[xml, s3_id])));
+        assert!(!foreign_answer(503, &headers(&[s3_id])));
+        // A proxy's page, or an answer without a request id: not the service.
+        assert!(foreign_answer(502, &headers(&[html])));
+        assert!(foreign_answer(502, &headers(&[html, dynamodb_id])));
+        assert!(foreign_answer(503, &headers(&[])));
+        assert!(foreign_answer(500, &headers(&[json])));
+        // 2xx that could not be read, 4xx pages; a bodiless 4xx is not judged.
+        assert!(foreign_answer(200, &headers(&[json, dynamodb_id])));
+        assert!(foreign_answer(
+            404,
+            &headers(&[("content-type", "text/plain")])
+        ));
+        assert!(!foreign_answer(403, &headers(&[])));
     }
 
     #[test]

@@ -633,7 +633,7 @@ impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
             // may have put hours away.)
             Err(e) if self.out_of_time() => Err(e),
             Err(e) => {
-                tracing::warn!("{e}; still waiting");
+                super::warn_retrying(&e.to_string(), "still waiting");
                 self.pause(poll_pause()).await
             }
         }
@@ -671,7 +671,7 @@ impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
                 Ok(())
             }
             Err(Error::Unavailable(msg)) if self.contacted => {
-                tracing::warn!("{msg}; still waiting");
+                super::warn_retrying(&msg, "still waiting");
                 Ok(())
             }
             Err(e) => Err(e),
@@ -706,7 +706,9 @@ impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
                         self.contacted = true;
                         match s.read(name).await {
                             Ok(rec) => self.seen = Some(rec),
-                            Err(Error::Unavailable(msg)) => tracing::warn!("{msg}; still waiting"),
+                            Err(Error::Unavailable(msg)) => {
+                                super::warn_retrying(&msg, "still waiting")
+                            }
                             Err(e) => return Some(Err(e)),
                         }
                         None
@@ -743,7 +745,7 @@ impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
                 // The store answered (if only with errors): the write may
                 // have landed. Read, and recognise it if it did.
                 self.unconfirmed.push(lease_id);
-                tracing::warn!("{msg}; retrying");
+                super::warn_retrying(&msg, "retrying");
                 if let Err(e) = self.pause(poll_pause()).await {
                     return Some(Err(e));
                 }

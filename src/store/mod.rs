@@ -707,6 +707,22 @@ pub(crate) async fn open(opts: &StoreOptions) -> Result<Arc<dyn LockStore>> {
     }
 }
 
+/// Warns that the store failed and the call is being retried (`then`:
+/// "retrying", "still waiting"), once per outage: a failure within a
+/// minute of the previous one goes to the debug log (`-v`) only, so that a
+/// store overloaded for a minute says so in one line, not one per retry.
+pub(crate) fn warn_retrying(msg: &str, then: &str) {
+    const OUTAGE_GAP: Duration = Duration::from_secs(60);
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let now = std::time::Instant::now();
+    let last = LAST.lock().map(|mut l| l.replace(now)).unwrap_or_default();
+    if last.is_some_and(|t| now.duration_since(t) < OUTAGE_GAP) {
+        tracing::debug!("{msg}; {then}");
+    } else {
+        tracing::warn!("{msg}; {then}");
+    }
+}
+
 /// A jittered pause between polls: 100 to 300 ms, so that a waiter notices a
 /// release in about 200 ms + one round trip, and waiters don't poll in step.
 #[cfg(any(

@@ -120,7 +120,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
         let rec = match s.read(name).await {
             Ok(r) => r,
             Err(Error::Unavailable(msg)) if contacted && !out_of_time() => {
-                tracing::warn!("{msg}; still waiting");
+                super::warn_retrying(&msg, "still waiting");
                 pause(cancel, poll_pause(), s, name, &id, maybe.is_some()).await?;
                 continue;
             }
@@ -188,7 +188,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
                         continue;
                     }
                     Err(Error::Unavailable(msg)) if !out_of_time() => {
-                        tracing::warn!("{msg}; retrying");
+                        super::warn_retrying(&msg, "retrying");
                         maybe = Some(st);
                         pause(cancel, poll_pause(), s, name, &id, true).await?;
                         continue;
@@ -225,7 +225,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
                 Ok(Ok(())) => {}
                 // Someone else wrote first: read again at once.
                 Ok(Err(_)) => continue,
-                Err(Error::Unavailable(msg)) => tracing::warn!("{msg}; still waiting"),
+                Err(Error::Unavailable(msg)) => super::warn_retrying(&msg, "still waiting"),
                 Err(e) => {
                     give_back(s, name, &id, maybe.is_some()).await;
                     return Err(e);
