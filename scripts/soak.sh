@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long variant of the contention test in tests/faults.rs: six workers
+# The long variant of the contention test in tests/faults.rs (e2e binary): six workers
 # (four of ours, two awsflock 0.2.0 clients) take turns at one lock for
 # SECTIONS critical sections in all, a holder is SIGKILLed mid-section about
 # once every 150 sections, and the log is checked for overlapping sections.
@@ -20,7 +20,7 @@ esac
 
 scripts/setup.sh
 AWSFLOCK_SOAK_SECTIONS="$sections" \
-  cargo test --release --test faults contention -- --nocapture 2>&1 \
+  cargo test --release --test e2e faults::contention -- --nocapture 2>&1 \
   | tee "${TMPDIR:-/tmp}/awsflock-soak-$$.log" \
   | grep -E '^(figures:|test |test result:)|panicked|overlap'
 echo "full output: ${TMPDIR:-/tmp}/awsflock-soak-$$.log"

@@ -7,7 +7,7 @@
 # one server, started here on a free loopback port and stopped by pid at
 # the end (AWSFLOCK_TEST_MOTO); tests that stop or kill their server start
 # their own. Every target runs even when an earlier one fails. Extra
-# arguments go to the runner, e.g. `scripts/test.sh --test interop_v020`.
+# arguments go to the runner, e.g. `scripts/test.sh -E "test(/^interop_v020::/)"` under nextest.
 # TESTING.md has the time each part takes.
 set -euo pipefail
 

@@ -4,7 +4,7 @@
 //! wrongly. None of it may panic, break `list` for the other locks, or leave
 //! a lock that `release --force` cannot free.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -2,7 +2,7 @@
 //! DynamoDB server. Every test starts its own server and uses its own table
 //! and lock names.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::thread;

@@ -3,7 +3,7 @@
 //! A store joins by implementing [`Fixture`] (start what it needs, give a
 //! command aimed at it) and adding one `conformance!` line at the bottom.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! reach real AWS. Every test runs the real binary against real local
 //! servers (moto on free loopback ports).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

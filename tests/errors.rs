@@ -3,7 +3,7 @@
 //! table of another shape, a profile that does not exist. Each is one line
 //! that names the cause and what to do next, with exit code 1.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::io::{Read, Write};

@@ -7,7 +7,7 @@
 
 #![cfg(feature = "etcd")]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

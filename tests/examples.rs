@@ -5,7 +5,7 @@
 //! `StoreOptions::from_env`, so this also shows that a library user reads
 //! the same variables as the command line.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -19,8 +19,9 @@ use common::{Moto, scrub_env, unique_name};
 fn example(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
-        // `cargo test` builds the examples, but `cargo test --test examples`
-        // does not: build them (a no-op when they are fresh).
+        // `cargo test` builds the examples, but `cargo test --tests` (as
+        // scripts/test.sh runs it) does not: build them (a no-op when they
+        // are fresh).
         let mut features = vec!["dynamodb"];
         for (on, f) in [
             (cfg!(feature = "cli"), "cli"),

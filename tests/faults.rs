@@ -7,7 +7,7 @@
 //! (run with `--nocapture` to see them). `AWSFLOCK_SOAK_SECTIONS=N` makes the
 //! contention test run about N critical sections (see `scripts/soak.sh`).
 
-mod common;
+use crate::common;
 
 use common::proxy::{Fault, Proxy};
 use common::*;

@@ -7,7 +7,7 @@
 //! Debian system) and root, as CI runs; the clock tests need `faketime`,
 //! which `scripts/setup.sh` installs.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Interoperability with the awsflock 0.2.0 Python client sharing the same
 //! table: each side must respect, renew and release the other's leases.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::thread;

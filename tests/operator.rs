@@ -2,7 +2,7 @@
 //! glass, completions, the man page, help and one-line errors. These run on
 //! the local-directory store: what they check does not depend on the store.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

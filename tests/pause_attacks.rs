@@ -27,7 +27,7 @@
 //!
 //! Each test prints what it measured on one line starting with `figures:`.
 
-mod common;
+use crate::common;
 
 use common::proxy::{Fault, Proxy};
 use common::*;

@@ -3,7 +3,7 @@
 //! is lost. Every test starts its own moto server and uses its own table and
 //! lock names.
 
-mod common;
+use crate::common;
 
 use common::*;
 use nix::sys::signal::{Signal, kill};

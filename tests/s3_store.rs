@@ -4,7 +4,7 @@
 //! tests/conformance.rs. Every test starts its own server and uses its own
 //! bucket and lock names.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::Command;

@@ -6,7 +6,7 @@
 //!
 //! Real binary, real processes and signals, a private moto server per test.
 
-mod common;
+use crate::common;
 
 use common::*;
 use nix::sys::signal::{Signal, kill};

@@ -3,7 +3,7 @@
 //! it exactly once. A real pseudo-terminal is made with Python's `pty`
 //! module; the lock lives in a local directory.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
