@@ -197,7 +197,9 @@ impl Moto {
     pub fn pid(&self) -> u32 {
         match &self.own {
             Some((child, _)) => child.id(),
-            None => panic!("the shared moto server is not this test's to signal: use Moto::private()"),
+            None => {
+                panic!("the shared moto server is not this test's to signal: use Moto::private()")
+            }
         }
     }
 
