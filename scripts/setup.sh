@@ -67,16 +67,22 @@ make_venv() {
     fi
 }
 
+# The two virtualenvs install side by side while cargo builds below (pip
+# waits mostly on the network; the build on the CPU).
+venv_pids=()
+
 # moto is pinned: scripts/moto-server.py patches one of its private APIs.
 # A venv with another version is made again.
 MOTO_VERSION=5.2.5
 make_venv moto \
     "import os, sys, boto3, moto.server, importlib.metadata as m; sys.exit(0 if m.version('moto') == '$MOTO_VERSION' and os.access(os.path.join(sys.prefix, 'bin', 'moto_server'), os.X_OK) else 1)" \
-    "moto[server]==$MOTO_VERSION"
+    "moto[server]==$MOTO_VERSION" &
+venv_pids+=($!)
 
 make_venv peer \
     "import os, sys, importlib.metadata as m, awsflock.main; sys.exit(0 if m.version('awsflock') == '0.2.0' and os.access(os.path.join(sys.prefix, 'bin', 'awsflock'), os.X_OK) else 1)" \
-    'awsflock==0.2.0'
+    'awsflock==0.2.0' &
+venv_pids+=($!)
 
 # The etcd store needs protoc to build; everything else does not.
 if command -v protoc >/dev/null 2>&1 || [ -x "${PROTOC:-}" ]; then
@@ -86,3 +92,9 @@ else
     log "scripts/test.sh need it: sudo apt-get install -y protobuf-compiler)"
     cargo build --quiet
 fi
+
+# Wait for the virtualenvs by pid (a bare `wait` would also wait for
+# anything else this shell started).
+for pid in "${venv_pids[@]}"; do
+    wait "$pid" || { log "a Python tool failed to install (see above)"; exit 1; }
+done

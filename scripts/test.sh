@@ -57,6 +57,9 @@ start_moto() {
 }
 start_moto
 
+# The programs in examples/, which tests/examples.rs runs.
+cargo build --quiet --features etcd --examples
+
 nextest=
 if cargo nextest --version >/dev/null 2>&1; then
     nextest=1
