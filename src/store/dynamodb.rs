@@ -1241,6 +1241,10 @@ impl<R: Requests> CasStore for DynamoDb<R> {
             acquired_ms: get_i64(rec, attr::ACQUIRED_MS).unwrap_or(0),
             host: get_s(rec, attr::HOST).map(String::from),
             pid: get_u64(rec, attr::PID).and_then(|p| u32::try_from(p).ok()),
+            lease_ms: get_num(rec, attr::LEASE_DURATION, 1, MAX_DURATION_S)
+                .ok()
+                .flatten()
+                .map(|d| d.saturating_mul(1000)),
         };
         Some(Slots::of_holder(holder, (fence + 1, limit)))
     }

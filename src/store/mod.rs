@@ -280,6 +280,11 @@ pub struct LockInfo {
     /// How many wait in the name's queue.
     #[serde(skip_serializing_if = "is_zero")]
     pub waiting: usize,
+    /// How long past its expiry (store's clock) the lease still counts as
+    /// held, when the store knows: a lease inside this margin is "expired,
+    /// free in ..." for people.
+    #[serde(skip)]
+    pub takeover_margin_ms: Option<i64>,
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -169,6 +169,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     h.acquired_ms = st.now.lo;
                     h.host = Some(gethostname::gethostname().to_string_lossy().into_owned());
                     h.pid = Some(std::process::id());
+                    h.lease_ms = Some(req.lease.as_millis() as i64);
                 }
                 next.version = uuid::Uuid::new_v4().to_string();
                 match s.write_slots(name, rec.as_ref(), &next).await {
@@ -391,11 +392,13 @@ pub async fn renew<S: CasStore + ?Sized>(
         if !next.renew(&lease.lease_id, next_id, st.expires_ms) {
             return Err(not_held(" (it is not among the holders)"));
         }
-        let stored = next
-            .holders
-            .iter()
-            .find(|h| h.lease_id == next_id)
-            .map_or(st.expires_ms, |h| h.expires_ms);
+        let stored = match next.holders.iter_mut().find(|h| h.lease_id == next_id) {
+            Some(h) => {
+                h.lease_ms = Some(duration.as_millis() as i64);
+                h.expires_ms
+            }
+            None => st.expires_ms,
+        };
         next.version = uuid::Uuid::new_v4().to_string();
         match s.write_slots(name, rec.as_ref(), &next).await? {
             Ok(()) => return Ok(renewed(s, lease, next_id, duration, st.as_stored(stored))),
@@ -518,7 +521,15 @@ pub fn describe(table: &Slots, now: Now, wall: impl Fn(i64) -> i64, info: &mut s
         info.expires_in_ms = Some(last.expires_ms - now.lo);
         info.host = last.host.clone();
         info.pid = last.pid;
+        // One holder: its lease, as a record without a table shows it.
+        info.lease_id = (t.holders.len() == 1).then(|| last.lease_id.clone());
+        info.lease_duration_s = last
+            .lease_ms
+            .filter(|_| t.holders.len() == 1)
+            .map(|ms| (ms / 1000).max(0) as u64);
+    } else {
+        info.lease_id = None;
+        info.lease_duration_s = None;
     }
-    info.lease_id = None;
-    info.lease_duration_s = None;
+    info.takeover_margin_ms = Some(super::cas::EXPIRY_MARGIN_MS);
 }

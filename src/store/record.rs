@@ -201,6 +201,7 @@ impl LeaseRecord {
             acquired_ms: self.acquired_ms,
             host: self.host.clone(),
             pid: self.pid,
+            lease_ms: Some(self.lease_duration.saturating_mul(1000) as i64),
         };
         Some(Slots::of_holder(holder, (next, self.fence_limit)))
     }

@@ -147,6 +147,10 @@ pub struct Holder {
     /// The holder's process id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The lease of its latest grant or renewal (ms), so that `status` can
+    /// show the lease and when it was last renewed (`expires_ms - lease_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<i64>,
 }
 
 /// One waiter's place in the queue.
@@ -344,6 +348,7 @@ impl Slots {
             acquired_ms: now.lo,
             host: None,
             pid: None,
+            lease_ms: None,
         });
         Ok(fence)
     }
