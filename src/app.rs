@@ -177,9 +177,10 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
         (Some(script), _) => ("sh".into(), vec!["-c".into(), script.into()]),
         (None, Some((p, rest))) => (p.clone(), rest.to_vec()),
         (None, None) => {
-            return Err(Error::usage(
-                "no command given; use `awsflock run NAME -- CMD ARGS...` or -c 'shell command'",
-            ));
+            let name = shell_word(&r.name);
+            return Err(Error::usage(format!(
+                "no command given; give one: `awsflock run {name} -- CMD ARGS...` or `awsflock run {name} -c 'shell command'`"
+            )));
         }
     };
     // From here on awsflock may hold a lock: a write to the terminal from
@@ -226,6 +227,16 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
         leave_leftovers: r.leave_leftovers,
     };
     Ok(supervise::run(guard, opts, &mut signals).await)
+}
+
+/// `word` as a shell reads it back: as is when plain, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-/:@+=,".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// Whether a lock not acquired goes unsaid: with `-q`, unless the record

@@ -138,7 +138,7 @@ pub struct Global {
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
 
-    /// Say nothing on stderr while waiting
+    /// Say nothing on stderr while waiting, nor when the lock is not acquired (for cron)
     #[arg(short, long, global = true, env = "AWSFLOCK_QUIET", value_parser = boolish)]
     pub quiet: bool,
 }
@@ -275,8 +275,7 @@ pub struct RunArgs {
     #[arg(
         trailing_var_arg = true,
         num_args = 1..,
-        value_name = "CMD",
-        required_unless_present = "shell"
+        value_name = "CMD"
     )]
     pub cmd: Vec<std::ffi::OsString>,
 }

@@ -1077,6 +1077,12 @@ fn run_takes_the_command_right_after_the_name_as_flock_does() {
         .args(["run", &name]));
     assert_eq!(out.code, 2, "{}", out.describe());
     assert_clean_error(&out);
+    assert!(
+        out.stderr
+            .contains(&format!("`awsflock run {name} -- CMD ARGS...`")),
+        "{}",
+        out.describe()
+    );
 }
 
 /// On a terminal (PTY-based CI logs), a lock that was free draws nothing:
