@@ -573,6 +573,10 @@ pub(crate) fn waiting_line(name: &str, info: &LockInfo) -> String {
 /// `held by alice@ci-7 since 10:02 UTC (terraform apply), expires in 1h58m`
 fn holder_line(info: &LockInfo) -> String {
     let info = &shown(info);
+    if !info.held {
+        // Free, with waiters ahead of us in the queue.
+        return format!("free, {} waiting in turn", info.waiting);
+    }
     let mut s = format!("held by {}", holders_text(info));
     if let Some(t) = info.acquired_at_ms {
         s.push_str(&format!(" since {}", clock_time(t)));

@@ -528,8 +528,43 @@ pub fn describe(table: &Slots, now: Now, wall: impl Fn(i64) -> i64, info: &mut s
             .filter(|_| t.holders.len() == 1)
             .map(|ms| (ms / 1000).max(0) as u64);
     } else {
+        // Nobody holds (waiters may be queued): the record's own owner,
+        // reason, host and pid name a placeholder ("NULL"), not a holder.
+        info.owner = None;
+        info.reason = None;
+        info.host = None;
+        info.pid = None;
         info.lease_id = None;
         info.lease_duration_s = None;
     }
     info.takeover_margin_ms = Some(super::cas::EXPIRY_MARGIN_MS);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::slots::{Now, Ticket};
+    use super::*;
+
+    /// A table with a waiter and no live holder describes nobody as the
+    /// holder, whatever placeholder the record carries.
+    #[test]
+    fn a_table_with_waiters_only_names_no_holder() {
+        let now = Now {
+            lo: 1_800_000_000_000,
+            hi: 1_800_000_001_000,
+        };
+        let mut table = Slots::free(Mode::Lock, (5, None));
+        table.queue.push(Ticket {
+            id: "w".into(),
+            kind: Kind::Exclusive,
+            expires_ms: now.hi + 10_000,
+        });
+        let mut info = super::super::cas::absent_info("x");
+        info.owner = Some("NULL".into());
+        info.held = true;
+        describe(&table, now, |ms| ms, &mut info);
+        assert!(!info.held);
+        assert_eq!(info.owner, None);
+        assert_eq!(info.waiting, 1);
+    }
 }
