@@ -368,6 +368,22 @@ fn the_man_page_lists_every_exit_code() {
     assert!(help.stdout.contains("128+N"), "{}", help.stdout);
 }
 
+/// The first `status()` for which `ok` holds, within 10 s.
+fn status_when(
+    status: impl Fn() -> serde_json::Value,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = status();
+        if ok(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "not reached: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `status` has the same shape before and after a waiter queued behind the
 /// holder (which moves the lease into the record's holder table): holder,
 /// host, pid (and whether it runs), acquired, renewed, expires, lease and
@@ -389,12 +405,7 @@ fn status_keeps_its_shape_once_someone_has_waited() {
         "30",
     ]));
     let status = || run(on_moto(&moto, &t).args(["status", &name, "--json"])).json();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while status()["held"] != true {
-        assert!(std::time::Instant::now() < deadline, "never held");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let before = status();
+    let before = status_when(status, |v| v["held"] == true);
     let check = |v: &serde_json::Value, waiting: u64| {
         for key in [
             "lease_id",
@@ -416,16 +427,7 @@ fn status_keeps_its_shape_once_someone_has_waited() {
     check(&before, 0);
     let text = run(on_moto(&moto, &t).args(["status", &name])).stdout;
     let waiter = spawn(on_moto(&moto, &t).args(["acquire", &name, "--wait-time", "20", "-q"]));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while status()["waiting"] != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never queued: {}",
-            status()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let after = status();
+    let after = status_when(status, |v| v["waiting"] == 1);
     check(&after, 1);
     let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&before), keys(&after));
