@@ -19,8 +19,18 @@ use crate::supervise;
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(2 * 3600);
 /// Default lease for `run`: short, because it is renewed while the command runs.
 pub(crate) const DEFAULT_RUN_LEASE: Duration = Duration::from_secs(60);
-/// Default wait for a held lock, as in awsflock 0.2.0.
+/// Default wait of `acquire` for a held lock, as in awsflock 0.2.0. `run`
+/// waits until it gets the lock, as flock(1), `consul lock` and `etcdctl
+/// lock` do (a CI system has its own job timeout).
 pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// When a waiter off a terminal first says it is still waiting, and how
+/// often after that: often enough for a CI system that kills a step silent
+/// for ten minutes, rarely enough not to flood a log.
+const STILL_WAITING_FIRST: Duration = Duration::from_secs(60);
+const STILL_WAITING_EVERY: Duration = Duration::from_secs(300);
+/// For tests only (not documented to users): a duration that replaces
+/// both intervals above, so that a test need not wait minutes.
+const STILL_WAITING_TEST_ENV: &str = "AWSFLOCK_TEST_STILL_WAITING_EVERY";
 
 /// Runs the parsed command line and returns the exit code.
 pub(crate) async fn run(cli: Cli) -> Result<i32> {
@@ -49,7 +59,7 @@ async fn table_create(g: &Global) -> Result<i32> {
 /// `acquire`: takes the lock and prints the lease (0.2.0's LEASE_ID).
 async fn acquire(g: &Global, a: AcquireArgs) -> Result<i32> {
     let store = open(g).await?;
-    let req = request(&a.name, &a.lock, DEFAULT_LEASE, g)?;
+    let req = request(&a.name, &a.lock, DEFAULT_LEASE, Some(DEFAULT_WAIT), g)?;
     // A signal ends the wait holding nothing (a queued etcd key is
     // revoked, a grant that raced with it is released), exit 128+N.
     let mut signals = supervise::unix::signals()
@@ -58,9 +68,11 @@ async fn acquire(g: &Global, a: AcquireArgs) -> Result<i32> {
     waiting_done();
     match lease {
         Ok(lease) => print_lease(&lease, a.json, &req.owner, req.reason.as_deref())?,
-        // -E/--conflict-exit-code, as flock(1)'s.
-        Err(e @ Error::NotAcquired { .. }) if a.conflict_exit_code != exit::NOT_HELD => {
-            say!("awsflock: error: {}", exit::message(&e));
+        // -E/--conflict-exit-code, as flock(1)'s; -q: the exit code says it.
+        Err(e @ Error::NotAcquired { .. }) => {
+            if !quiet_conflict(g, &e) {
+                say!("awsflock: error: {}", exit::message(&e));
+            }
             return Ok(a.conflict_exit_code);
         }
         Err(e) => return Err(e),
@@ -165,16 +177,17 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
         (Some(script), _) => ("sh".into(), vec!["-c".into(), script.into()]),
         (None, Some((p, rest))) => (p.clone(), rest.to_vec()),
         (None, None) => {
-            return Err(Error::usage(
-                "no command given; use `awsflock run NAME -- CMD ARGS...` or -c 'shell command'",
-            ));
+            let name = shell_word(&r.name);
+            return Err(Error::usage(format!(
+                "no command given; give one: `awsflock run {name} -- CMD ARGS...` or `awsflock run {name} -c 'shell command'`"
+            )));
         }
     };
     // From here on awsflock may hold a lock: a write to the terminal from
     // the background (`stty tostop`: the waiting line, a message) must not
     // stop it with SIGTTOU. The command gets the caller's disposition back.
     supervise::unix::ignore_ttou();
-    let mut req = request(&r.name, &r.lock, DEFAULT_RUN_LEASE, g)?;
+    let mut req = request(&r.name, &r.lock, DEFAULT_RUN_LEASE, None, g)?;
     req.supervised = true;
     let renew_every = r.renew_every.unwrap_or(req.lease / 3);
     if renew_every >= req.lease {
@@ -193,11 +206,14 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
     waiting_done();
     let guard = match acquired {
         Ok(guard) => guard,
+        // -q: silent, as `flock -n -E 0` is (cron mails every line).
         Err(e @ Error::NotAcquired { .. }) => {
-            say!(
-                "awsflock: {}; the command was not started",
-                exit::message(&e)
-            );
+            if !quiet_conflict(g, &e) {
+                say!(
+                    "awsflock: {}; the command was not started",
+                    exit::message(&e)
+                );
+            }
             return Ok(r.conflict_exit_code);
         }
         Err(e) => return Err(e),
@@ -211,6 +227,23 @@ async fn run_command(g: &Global, r: crate::cli::RunArgs) -> Result<i32> {
         leave_leftovers: r.leave_leftovers,
     };
     Ok(supervise::run(guard, opts, &mut signals).await)
+}
+
+/// `word` as a shell reads it back: as is when plain, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-/:@+=,".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// Whether a lock not acquired goes unsaid: with `-q`, unless the record
+/// cannot be read (that one needs `release --force`, and no wait will end it).
+fn quiet_conflict(g: &Global, e: &Error) -> bool {
+    let unreadable = matches!(e, Error::NotAcquired { holder: Some(h), .. } if h.problem.is_some());
+    g.quiet && !unreadable
 }
 
 /// The next forwarded signal, as the cancellation of a wait.
@@ -243,11 +276,13 @@ async fn open(g: &Global) -> Result<Arc<dyn LockStore>> {
     store::open(&store_options(g)).await
 }
 
-/// Builds an acquire request from `acquire`/`run` options.
+/// Builds an acquire request from `acquire`/`run` options; `default_wait`
+/// applies when no wait option is given (`None`: forever).
 pub(crate) fn request(
     name: &str,
     a: &LockArgs,
     default_lease: Duration,
+    default_wait: Option<Duration>,
     g: &Global,
 ) -> Result<AcquireRequest> {
     store::validate_name(name)?;
@@ -256,7 +291,7 @@ pub(crate) fn request(
     } else if let Some(t) = a.timeout {
         Some(t) // flock(1)'s -w: 0 does not wait
     } else {
-        a.wait_time.map(|w| w.0).unwrap_or(Some(DEFAULT_WAIT))
+        a.wait_time.map_or(default_wait, |w| w.0)
     };
     let on_wait: Option<OnWait> = if g.quiet {
         None
@@ -281,38 +316,91 @@ pub(crate) fn request(
 }
 
 /// What a waiter shows on stderr: on a terminal, one live line redrawn in
-/// place; otherwise one line, and another each time the holder changes.
+/// place, drawn only once the lock was found held (a free lock draws
+/// nothing); otherwise one line, another each time the holder changes, and
+/// a "still waiting" line now and then ([`WaitLog`]).
 fn waiting_display(name: &str) -> OnWait {
     let name = name.to_string();
     if stderr_is_terminal() {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(Duration::from_millis(250));
-        WAIT_BAR.with(|b| *b.borrow_mut() = Some(bar.clone()));
-        Arc::new(move |info: &LockInfo| bar.set_message(waiting_line(&name, info)))
-    } else {
-        let last = std::sync::Mutex::new(None::<(Option<String>, Option<i64>)>);
         Arc::new(move |info: &LockInfo| {
-            let key = Some((info.owner.clone(), info.acquired_at_ms));
-            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-            if *last != key {
-                say!("awsflock: {}", waiting_line(&name, info));
-                *last = key;
-            }
+            let mut slot = WAIT_BAR.lock().unwrap_or_else(|e| e.into_inner());
+            let bar = slot.get_or_insert_with(|| {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_message(waiting_line(&name, info));
+                bar.enable_steady_tick(Duration::from_millis(250));
+                bar
+            });
+            bar.set_message(waiting_line(&name, info));
+        })
+    } else {
+        let log = std::sync::Mutex::new(WaitLog::new(still_waiting_intervals()));
+        Arc::new(move |info: &LockInfo| {
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+            log.seen(&name, info);
         })
     }
 }
 
-thread_local! {
-    static WAIT_BAR: std::cell::RefCell<Option<indicatif::ProgressBar>> = const { std::cell::RefCell::new(None) };
+/// The "still waiting" intervals: [`STILL_WAITING_FIRST`] and
+/// [`STILL_WAITING_EVERY`], or both [`STILL_WAITING_TEST_ENV`] in tests.
+fn still_waiting_intervals() -> (Duration, Duration) {
+    std::env::var(STILL_WAITING_TEST_ENV)
+        .ok()
+        .and_then(|v| crate::duration::parse_positive(&v).ok())
+        .map_or((STILL_WAITING_FIRST, STILL_WAITING_EVERY), |d| (d, d))
 }
+
+/// A waiter's lines in a log: one when the holder changes, and one after
+/// the first interval, then every second interval, while it stays the same
+/// (a CI system kills a step that prints nothing for ten minutes).
+struct WaitLog {
+    intervals: (Duration, Duration),
+    /// When the first poll found the lock held.
+    started: Option<std::time::Instant>,
+    next_notice: Option<std::time::Instant>,
+    last: Option<(Option<String>, Option<i64>)>,
+}
+
+impl WaitLog {
+    fn new(intervals: (Duration, Duration)) -> Self {
+        WaitLog {
+            intervals,
+            started: None,
+            next_notice: None,
+            last: None,
+        }
+    }
+
+    fn seen(&mut self, name: &str, info: &LockInfo) {
+        let now = std::time::Instant::now();
+        let started = *self.started.get_or_insert(now);
+        let key = Some((info.owner.clone(), info.acquired_at_ms));
+        if self.last != key {
+            say!("awsflock: {}", waiting_line(name, info));
+            self.last = key;
+            self.next_notice.get_or_insert(started + self.intervals.0);
+        } else if self.next_notice.is_some_and(|t| now >= t) {
+            let waited = crate::duration::short(Duration::from_secs(
+                now.duration_since(started).as_secs().max(1),
+            ));
+            say!(
+                "awsflock: still waiting for {name} after {waited}: {}",
+                holder_line(info)
+            );
+            self.next_notice = Some(now + self.intervals.1);
+        }
+    }
+}
+
+/// The live waiting line on a terminal, once one is drawn.
+static WAIT_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
 
 /// Clears the live waiting line, if one was drawn.
 pub(crate) fn waiting_done() {
-    WAIT_BAR.with(|b| {
-        if let Some(bar) = b.borrow_mut().take() {
-            bar.finish_and_clear();
-        }
-    });
+    let bar = WAIT_BAR.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
 }
 
 /// `release --force`: a holder supervised by `run` is revoked and the
@@ -529,7 +617,7 @@ fn holders_text(info: &LockInfo) -> String {
 
 fn list_table(locks: &[LockInfo]) -> String {
     let locks: Vec<LockInfo> = locks.iter().map(shown).collect();
-    let rows: Vec<[String; 5]> = locks
+    let rows: Vec<[String; 8]> = locks
         .iter()
         .map(|l| {
             [
@@ -539,10 +627,21 @@ fn list_table(locks: &[LockInfo]) -> String {
                 } else {
                     l.owner.clone().unwrap_or_default()
                 },
+                l.host.clone().unwrap_or_default(),
+                match (l.pid, pid_alive(l.host.as_deref(), l.pid)) {
+                    (Some(p), Some(false)) => format!("{p} (gone)"),
+                    (Some(p), _) => p.to_string(),
+                    (None, _) => String::new(),
+                },
                 l.fence.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
-                l.expires_in_ms
-                    .map(|ms| crate::duration::short(Duration::from_millis(ms.max(0) as u64)))
-                    .unwrap_or_default(),
+                match (expired_note(l), l.expires_in_ms) {
+                    (Some(_), _) => "expired".into(),
+                    (None, Some(ms)) => {
+                        crate::duration::short(Duration::from_millis(ms.max(0) as u64))
+                    }
+                    (None, None) => String::new(),
+                },
+                l.waiting.to_string(),
                 match (&l.problem, &l.reason) {
                     (Some(p), _) => format!("unreadable record: {p}"),
                     (None, r) => r.clone().unwrap_or_default(),
@@ -550,7 +649,17 @@ fn list_table(locks: &[LockInfo]) -> String {
             ]
         })
         .collect();
-    let header = ["NAME", "OWNER", "FENCE", "EXPIRES IN", "REASON"].map(String::from);
+    let header = [
+        "NAME",
+        "OWNER",
+        "HOST",
+        "PID",
+        "FENCE",
+        "EXPIRES IN",
+        "WAITING",
+        "REASON",
+    ]
+    .map(String::from);
     // Terminal columns, not chars: CJK and emoji take two.
     let cols = |c: &str| unicode_width::UnicodeWidthStr::width(c);
     let mut widths = header.clone().map(|h| cols(&h));
@@ -579,10 +688,19 @@ pub(crate) fn default_owner() -> String {
     store::default_owner()
 }
 
-/// `waiting for Deploy: held by alice@ci-7 since 10:02:07Z (terraform apply), expires in 1h58m`
+/// `waiting for Deploy: held by alice@ci-7 since 10:02 UTC (terraform apply), expires in 1h58m`
 pub(crate) fn waiting_line(name: &str, info: &LockInfo) -> String {
+    format!("waiting for {}: {}", printable(name), holder_line(info))
+}
+
+/// `held by alice@ci-7 since 10:02 UTC (terraform apply), expires in 1h58m`
+fn holder_line(info: &LockInfo) -> String {
     let info = &shown(info);
-    let mut s = format!("waiting for {name}: held by {}", holders_text(info));
+    if !info.held {
+        // Free, with waiters ahead of us in the queue.
+        return format!("free, {} waiting in turn", info.waiting);
+    }
+    let mut s = format!("held by {}", holders_text(info));
     if let Some(t) = info.acquired_at_ms {
         s.push_str(&format!(" since {}", clock_time(t)));
     }
@@ -605,24 +723,66 @@ pub(crate) fn waiting_line(name: &str, info: &LockInfo) -> String {
     s
 }
 
-/// "10:02" in the local time zone (what people read on a terminal), from ms
-/// since the epoch; falls back to UTC with a "Z" when the zone is unknown.
+/// "10:02 UTC" in the local time zone with its abbreviation (what people
+/// read on a terminal), or "2026-12-06 10:02 UTC" when that is not today,
+/// from ms since the epoch; falls back to UTC when the zone is unknown.
 ///
 /// libc's localtime_r rather than a crate: it is the C library's own answer
 /// (TZ, /etc/localtime), the same as date(1) shows. The `time` crate,
 /// already in the tree, refuses the local offset in a process with more
 /// than one thread (awsflock has the runtime's blocking threads, for DNS),
 /// so it would print UTC at random; `jiff` reads the zone itself, but
-/// would add its crates for these five characters.
+/// would add its crates for these few characters.
 fn clock_time(ms: i64) -> String {
-    let secs = (ms / 1000) as libc::time_t;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    match (local_time(ms), local_time(now_ms)) {
+        (Some((date, hm, zone)), Some((today, _, _))) if date == today => format!("{hm} {zone}"),
+        (Some((date, hm, zone)), _) => format!("{date} {hm} {zone}"),
+        (None, _) => {
+            let t = rfc3339(ms);
+            let same_day = rfc3339(now_ms).get(..10) == t.get(..10);
+            match (t.get(..10), t.get(11..16)) {
+                (Some(_), Some(hm)) if same_day => format!("{hm} UTC"),
+                (Some(d), Some(hm)) => format!("{d} {hm} UTC"),
+                _ => t,
+            }
+        }
+    }
+}
+
+/// ("2026-12-07", "10:52", "UTC") for ms since the epoch, in the local zone.
+fn local_time(ms: i64) -> Option<(String, String, String)> {
+    let secs = ms.div_euclid(1000) as libc::time_t;
     // SAFETY: localtime_r writes only into `tm`, which we own.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
-        let t = rfc3339(ms);
-        return t.get(11..16).map(|hm| format!("{hm}Z")).unwrap_or(t);
+        return None;
     }
-    format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
+    let zone = if tm.tm_zone.is_null() {
+        String::new()
+    } else {
+        // SAFETY: glibc points tm_zone at a NUL-terminated static string.
+        unsafe { std::ffi::CStr::from_ptr(tm.tm_zone) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let zone = match (zone.is_empty(), tm.tm_gmtoff) {
+        (false, _) => zone,
+        (true, 0) => "UTC".into(),
+        (true, off) => format!("{:+03}{:02}", off / 3600, (off.abs() % 3600) / 60),
+    };
+    Some((
+        format!(
+            "{:04}-{:02}-{:02}",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday
+        ),
+        format!("{:02}:{:02}", tm.tm_hour, tm.tm_min),
+        zone,
+    ))
 }
 
 /// RFC 3339 (UTC, milliseconds) for a time in ms since the epoch.
@@ -634,9 +794,10 @@ pub(crate) fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// The JSON shape shared by `status`, `list` and waiters.
+/// The JSON shape shared by `status`, `list` and waiters: the same keys
+/// whether or not anyone waited, and whatever the store keeps the holder in.
 pub(crate) fn info_json(info: &LockInfo) -> serde_json::Value {
-    let mut v = serde_json::json!({
+    serde_json::json!({
         "name": info.name,
         "held": info.held,
         "owner": info.owner,
@@ -644,18 +805,17 @@ pub(crate) fn info_json(info: &LockInfo) -> serde_json::Value {
         "fence": info.fence,
         "lease_id": info.lease_id,
         "acquired_at": info.acquired_at_ms.map(rfc3339),
+        "renewed_at": renewed_at_ms(info).map(rfc3339),
         "expires_at": info.expires_at_ms.map(rfc3339),
         "lease_duration": info.lease_duration_s,
         "pid": info.pid,
+        "pid_alive": pid_alive(info.host.as_deref(), info.pid),
         "host": info.host,
         "client": info.client,
         "problem": info.problem,
-    });
-    if !info.holders.is_empty() || info.max_holders.is_some() || info.waiting > 0 {
-        v["max_holders"] = serde_json::json!(info.max_holders);
-        v["waiting"] = serde_json::json!(info.waiting);
-        v["holders"] = info
-            .holders
+        "max_holders": info.max_holders,
+        "waiting": info.waiting,
+        "holders": holders_of(info)
             .iter()
             .map(|h| {
                 serde_json::json!({
@@ -667,13 +827,95 @@ pub(crate) fn info_json(info: &LockInfo) -> serde_json::Value {
                     "expires_at": rfc3339(h.expires_at_ms),
                     "host": h.host,
                     "pid": h.pid,
+                    "pid_alive": pid_alive(h.host.as_deref(), h.pid),
                 })
             })
-            .collect();
-    }
-    v
+            .collect::<Vec<_>>(),
+    })
 }
 
+/// Every holder: those of a holder table, or the one the record names.
+fn holders_of(info: &LockInfo) -> Vec<store::HolderInfo> {
+    if !info.holders.is_empty() || !info.held || info.problem.is_some() {
+        return info.holders.clone();
+    }
+    vec![store::HolderInfo {
+        owner: info.owner.clone().unwrap_or_default(),
+        reason: info.reason.clone(),
+        fence: info.fence.unwrap_or(0),
+        shared: false,
+        acquired_at_ms: info.acquired_at_ms.unwrap_or(0),
+        expires_at_ms: info.expires_at_ms.unwrap_or(0),
+        host: info.host.clone(),
+        pid: info.pid,
+    }]
+}
+
+/// When the lease was last granted or renewed: its expiry less its length.
+fn renewed_at_ms(info: &LockInfo) -> Option<i64> {
+    let lease = i64::try_from(info.lease_duration_s.filter(|d| *d > 0)?).ok()?;
+    Some(
+        info.expires_at_ms?
+            .saturating_sub(lease.saturating_mul(1000)),
+    )
+}
+
+/// Whether the holder's process still runs, when it runs on this host
+/// (`None` elsewhere: a pid means nothing on another machine).
+fn pid_alive(host: Option<&str>, pid: Option<u32>) -> Option<bool> {
+    let (host, pid) = (host?, pid?);
+    let here = gethostname::gethostname();
+    if here.is_empty() || here.to_string_lossy() != host {
+        return None;
+    }
+    Some(process_runs(pid))
+}
+
+/// A process that exists and is not a zombie.
+fn process_runs(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(status) => !status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
+        Err(_) if std::path::Path::new("/proc/self").exists() => false,
+        // No /proc: ask the kernel (EPERM means it exists).
+        Err(_) => {
+            let Ok(pid) = i32::try_from(pid) else {
+                return false;
+            };
+            // SAFETY: signal 0 only checks that the process exists.
+            let exists = unsafe { libc::kill(pid, 0) } == 0;
+            exists || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        }
+    }
+}
+
+/// " (pid 2976, running)", " (pid 2976, not running)" on this host, or
+/// " (pid 2976)" elsewhere.
+fn pid_text(host: Option<&str>, pid: Option<u32>) -> String {
+    match (pid, pid_alive(host, pid)) {
+        (Some(p), Some(true)) => format!(" (pid {p}, running)"),
+        (Some(p), Some(false)) => format!(" (pid {p}, not running)"),
+        (Some(p), None) => format!(" (pid {p})"),
+        (None, _) => String::new(),
+    }
+}
+
+/// "expired 3s ago; free in 2s" for a lease past its expiry but inside the
+/// store's takeover margin, when it still counts as held.
+fn expired_note(info: &LockInfo) -> Option<String> {
+    let left = info.expires_in_ms.filter(|l| *l < 0 && info.held)?;
+    let margin = info.takeover_margin_ms?;
+    let secs =
+        |ms: i64| crate::duration::short(Duration::from_secs((ms.max(0) as u64).div_ceil(1000)));
+    Some(format!(
+        "expired {} ago; free in {}",
+        secs(left.saturating_neg()),
+        secs(margin.saturating_add(left))
+    ))
+}
+
+/// `status` for people: the same lines whether or not anyone waited.
 fn describe_info(info: &LockInfo) -> String {
     let info = &shown(info);
     let unreadable = info.problem.as_ref().map(|p| {
@@ -682,76 +924,96 @@ fn describe_info(info: &LockInfo) -> String {
             info.name
         )
     });
-    let queue = match info.waiting {
-        0 => String::new(),
-        n => format!("\n  waiting:  {n}"),
-    };
+    let waiting = format!("\n  waiting:  {}", info.waiting);
     if !info.held {
+        let queue = if info.waiting > 0 {
+            waiting
+        } else {
+            String::new()
+        };
         return format!(
             "{}: free{}{queue}",
             info.name,
             unreadable.unwrap_or_default()
         );
     }
-    if !info.holders.is_empty() {
-        let mut s = match info.max_holders {
-            Some(n) => format!(
-                "{}: held by {} of {n} (semaphore, --max-holders {n})",
-                info.name,
-                info.holders.len()
-            ),
-            None if info.holders.iter().all(|h| h.shared) => {
-                format!("{}: held shared by {}", info.name, info.holders.len())
-            }
-            None => format!("{}: held exclusively", info.name),
-        };
-        for h in &info.holders {
-            s.push_str(&format!("\n  {} (fence {})", h.owner, h.fence));
-            if let Some(host) = &h.host {
-                s.push_str(&format!(" on {host}"));
-            }
-            if let Some(p) = h.pid {
-                s.push_str(&format!(" pid {p}"));
-            }
-            s.push_str(&format!(", expires {}", rfc3339(h.expires_at_ms)));
-            if let Some(r) = &h.reason {
-                s.push_str(&format!(": {r}"));
+    let several = info.max_holders.is_some()
+        || info.holders.len() > 1
+        || info.holders.iter().any(|h| h.shared);
+    let mut s = if several {
+        describe_holders(info)
+    } else {
+        describe_holder(info)
+    };
+    s.push_str(&unreadable.unwrap_or_default());
+    s.push_str(&waiting);
+    s
+}
+
+/// A semaphore's or shared lock's holders, one line each.
+fn describe_holders(info: &LockInfo) -> String {
+    let mut s = match info.max_holders {
+        Some(n) => format!(
+            "{}: held by {} of {n} (semaphore, --max-holders {n})",
+            info.name,
+            info.holders.len()
+        ),
+        None if info.holders.iter().all(|h| h.shared) => {
+            format!("{}: held shared by {}", info.name, info.holders.len())
+        }
+        None => format!("{}: held exclusively", info.name),
+    };
+    for h in &info.holders {
+        s.push_str(&format!("\n  {} (fence {})", h.owner, h.fence));
+        if let Some(host) = &h.host {
+            s.push_str(&format!(" on {host}"));
+        }
+        if let Some(p) = h.pid {
+            s.push_str(&format!(" pid {p}"));
+            match pid_alive(h.host.as_deref(), h.pid) {
+                Some(true) => s.push_str(" (running)"),
+                Some(false) => s.push_str(" (not running)"),
+                None => {}
             }
         }
-        s.push_str(&queue);
-        return s;
+        s.push_str(&format!(", expires {}", rfc3339(h.expires_at_ms)));
+        if let Some(r) = &h.reason {
+            s.push_str(&format!(": {r}"));
+        }
     }
-    let mut s = format!(
-        "{}: held by {}",
-        info.name,
-        info.owner.as_deref().unwrap_or("unknown")
-    );
+    s
+}
+
+/// A lock's one holder: who, where, since when, until when.
+fn describe_holder(info: &LockInfo) -> String {
+    let mut holder = info.owner.as_deref().unwrap_or("unknown").to_string();
     if let Some(h) = &info.host {
-        s.push_str(&format!(" on {h}"));
+        holder.push_str(&format!(" on {h}"));
     }
-    if let Some(p) = info.pid {
-        s.push_str(&format!(" (pid {p})"));
-    }
+    holder.push_str(&pid_text(info.host.as_deref(), info.pid));
+    let mut s = match expired_note(info) {
+        Some(note) => format!("{}: {note} (held by {holder})", info.name),
+        None => format!("{}: held by {holder}", info.name),
+    };
+    let mut line = |label: &str, value: String| s.push_str(&format!("\n  {label:<9} {value}"));
     if let Some(r) = &info.reason {
-        s.push_str(&format!("\n  reason:   {r}"));
+        line("reason:", r.clone());
     }
     if let Some(f) = info.fence {
-        s.push_str(&format!("\n  fence:    {f}"));
+        line("fence:", f.to_string());
     }
     if let Some(a) = info.acquired_at_ms {
-        s.push_str(&format!("\n  acquired: {}", rfc3339(a)));
+        line("acquired:", rfc3339(a));
+    }
+    if let Some(r) = renewed_at_ms(info) {
+        line("renewed:", rfc3339(r));
     }
     if let Some(e) = info.expires_at_ms {
-        s.push_str(&format!("\n  expires:  {}", rfc3339(e)));
+        line("expires:", rfc3339(e));
     }
     if let Some(d) = info.lease_duration_s {
-        s.push_str(&format!(
-            "\n  lease:    {}",
-            crate::duration::short(Duration::from_secs(d))
-        ));
+        line("lease:", crate::duration::short(Duration::from_secs(d)));
     }
-    s.push_str(&unreadable.unwrap_or_default());
-    s.push_str(&queue);
     s
 }
 
@@ -1018,6 +1280,7 @@ mod properties {
                     host: None,
                     client: None,
                     problem,
+                    takeover_margin_ms: acq,
                     ..Default::default()
                 },
             )

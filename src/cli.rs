@@ -11,10 +11,13 @@ use crate::duration;
 macro_rules! wait_rules {
     () => {
         "\
-Waiting: --wait-time 0 waits forever (awsflock 0.2.0's meaning); -w/--timeout
-is flock(1)'s, where 0 does not wait; -n/--no-wait does not wait. -n beats -w,
-which beats --wait-time and AWSFLOCK_WAIT_TIME. Without any, awsflock waits 60
-seconds."
+Waiting: run waits until it gets the lock; acquire waits 60 seconds (as
+awsflock 0.2.0). --wait-time 0 waits forever (awsflock 0.2.0's meaning);
+-w/--timeout is flock(1)'s, where 0 does not wait; -n/--no-wait does not wait.
+Both take seconds (2.5) or durations (90s, 2m). -n beats -w, which beats
+--wait-time and AWSFLOCK_WAIT_TIME. A run waiting with stderr not a terminal
+says it is still waiting after a minute, then every 5 minutes; -q silences
+that and the conflict message."
     };
 }
 
@@ -36,7 +39,9 @@ write 5m (minutes) or '5 months'.
 
 Exit codes: 0 ok; 1 error (store unreachable, no table, no credentials); 2 bad
 usage (unknown option, out-of-range duration, lock name with control
-characters); 3 lock not acquired or lease not held; 4 (run) lease lost.
+characters); 3 lock not acquired or lease not held; 4 (run) lease lost; 126
+(run) the command could not be executed; 127 (run) the command was not found;
+128+N a signal N ended the wait, or (run) killed the command.
 
 AWS settings come from the usual places, as in the AWS CLI: --region and
 --profile, else AWS_REGION and AWS_PROFILE, else ~/.aws/config. The endpoint is
@@ -133,7 +138,7 @@ pub struct Global {
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
 
-    /// Say nothing on stderr while waiting
+    /// Say nothing on stderr while waiting, nor when the lock is not acquired (for cron)
     #[arg(short, long, global = true, env = "AWSFLOCK_QUIET", value_parser = boolish)]
     pub quiet: bool,
 }
@@ -197,12 +202,14 @@ awsflock exits with its exit code, or ends by the same signal if a signal
 killed it.
 
 Examples:
-  # CI step: one deploy at a time, waiting up to 30 minutes for the lock
-  awsflock run deploy-prod --wait-time 30m --reason \"$CI_JOB_URL\" -- terraform apply
+  # CI step: one deploy at a time, waiting for the lock as long as it takes
+  awsflock run deploy-prod --reason \"$CI_JOB_URL\" -- terraform apply
   # cron: skip this run if the previous one is still going
-  */5 * * * * awsflock run report --no-wait --conflict-exit-code 0 -- /usr/local/bin/report
+  */5 * * * * awsflock run report --no-wait --conflict-exit-code 0 --quiet -- /usr/local/bin/report
   # the same in flock(1)'s words
-  */5 * * * * awsflock run report -n -E 0 -- /usr/local/bin/report
+  */5 * * * * awsflock run report -n -E 0 -q -- /usr/local/bin/report
+  # flock(1)'s order works too: the command right after the lock's name
+  awsflock run deploy-prod terraform apply
   # a shell pipeline
   awsflock run backup -c 'pg_dump db | gzip > /backup/db.gz'
 
@@ -263,8 +270,13 @@ pub struct RunArgs {
     )]
     pub shell: Option<String>,
 
-    /// The command and its arguments, after `--`, run as given (no shell)
-    #[arg(last = true, value_name = "CMD", required_unless_present = "shell")]
+    /// The command and its arguments, run as given (no shell): after `--`, or
+    /// right after NAME as in flock(1) (everything from CMD on is CMD's)
+    #[arg(
+        trailing_var_arg = true,
+        num_args = 1..,
+        value_name = "CMD"
+    )]
     pub cmd: Vec<std::ffi::OsString>,
 }
 
@@ -314,7 +326,7 @@ pub struct LockArgs {
     #[arg(long, visible_alias = "expiration", value_parser = lease_duration, env = "AWSFLOCK_LEASE_DURATION", value_name = "D")]
     pub lease_duration: Option<Duration>,
 
-    /// How long to wait for a held lock, at most 366 days; 0 waits forever, as in awsflock 0.2.0 [default: 60s]
+    /// How long to wait for a held lock: seconds (2.5) or a duration (15m), at most 366 days; 0 waits forever, as in awsflock 0.2.0 [default: run forever, acquire 60s]
     #[arg(long, value_parser = wait_time, env = "AWSFLOCK_WAIT_TIME", value_name = "D")]
     pub wait_time: Option<Wait>,
 
@@ -337,6 +349,15 @@ pub struct LockArgs {
     /// A semaphore: at most N holders at once, 1 to 256 (every holder of the name must give the same N)
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256), env = "AWSFLOCK_MAX_HOLDERS", value_name = "N")]
     pub max_holders: Option<u32>,
+
+    /// Take the lock exclusively, as flock -x/-e: the default, accepted for flock(1)'s habit
+    #[arg(
+        short = 'x',
+        visible_short_alias = 'e',
+        long,
+        conflicts_with = "shared"
+    )]
+    pub exclusive: bool,
 
     /// Take the lock shared, as flock -s: any number of shared holders, or one exclusive holder
     #[arg(short = 's', long, conflicts_with = "max_holders", env = "AWSFLOCK_SHARED", value_parser = boolish)]

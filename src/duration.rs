@@ -75,6 +75,21 @@ impl From<Refused> for String {
     }
 }
 
+/// `2.5`: seconds with a fraction, as flock(1)'s `-w` takes them. `None`
+/// when `t` is not of that form; `Some(None)` when it is too large.
+fn decimal_seconds(t: &str) -> Option<Option<Duration>> {
+    let (whole, frac) = t.split_once('.')?;
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && frac.is_empty() || !digits(whole) || !digits(frac) {
+        return None;
+    }
+    Some(
+        t.parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+    )
+}
+
 fn parse_any(text: &str) -> Result<Duration, Refused> {
     let d = parse_unbounded(text)?;
     if d > MAX {
@@ -99,6 +114,13 @@ fn parse_unbounded(text: &str) -> Result<Duration, Refused> {
     }
     if t.bytes().all(|b| b.is_ascii_digit()) {
         return t.parse::<u64>().map(Duration::from_secs).map_err(|_| {
+            Refused::TooLong(format!(
+                "duration {text:?} is too long: {BOUNDS} is allowed"
+            ))
+        });
+    }
+    if let Some(d) = decimal_seconds(t) {
+        return d.ok_or_else(|| {
             Refused::TooLong(format!(
                 "duration {text:?} is too long: {BOUNDS} is allowed"
             ))
@@ -244,6 +266,13 @@ mod tests {
         assert_eq!(parse_wait("0"), Ok(None));
         assert_eq!(parse_wait("60"), Ok(Some(Duration::from_secs(60))));
         assert!(parse_wait("-1").is_err());
+        // Fractions of a second, as flock(1)'s -w takes them.
+        assert_eq!(parse_wait("2.5"), Ok(Some(Duration::from_millis(2500))));
+        assert_eq!(parse_wait(".5"), Ok(Some(Duration::from_millis(500))));
+        assert_eq!(parse_wait("0.0"), Ok(None));
+        assert!(parse_wait("1e400").is_err());
+        assert!(parse_wait(".").is_err());
+        assert!(parse_wait("99999999999.5").unwrap_err().contains(BOUNDS));
     }
 
     #[test]

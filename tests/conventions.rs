@@ -864,3 +864,238 @@ fn etcd_urls_in_a_build_without_etcd_say_how_to_get_it() {
     );
     assert_clean_error(&out);
 }
+
+/// `sh -c line` with awsflock first on PATH and the environment
+/// `awsflock(&moto)` gives it, its table `t`: a recipe as a user types it.
+fn shell_recipe(moto: &Moto, t: &str, line: &str) -> Command {
+    let base = awsflock(moto);
+    let mut sh = Command::new("sh");
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    default_signals(&mut sh);
+    let bin_dir = Path::new(bin_path()).parent().unwrap();
+    let path = std::env::var("PATH").unwrap_or_default();
+    sh.env("PATH", format!("{}:{path}", bin_dir.display()))
+        .env("AWSFLOCK_TABLE", t)
+        .args(["-c", line]);
+    sh
+}
+
+/// The README's cron recipe, copied from the README as it stands, is
+/// silent when it skips (cron mails every line); -q and AWSFLOCK_QUIET
+/// silence a conflict, a wait that timed out too; without them, one line.
+#[test]
+fn the_readme_cron_recipe_is_silent_on_a_skip() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("*/5 * * * * awsflock run report -n -E 0 -q -- "))
+        .expect("README's cron recipe in flock(1)'s words");
+    // What cron runs: the line after its five schedule fields.
+    let recipe = line.splitn(6, ' ').nth(5).unwrap();
+    let _lease = acquire(&moto, &t, "report", &[]);
+
+    let out = run(&mut shell_recipe(&moto, &t, recipe));
+    assert_eq!(out.code, 0, "{recipe}: {}", out.describe());
+    assert_eq!(out.stderr, "", "{recipe}: {}", out.describe());
+    assert_eq!(out.stdout, "", "{recipe}: {}", out.describe());
+
+    // AWSFLOCK_QUIET=1 as -q; acquire as run; a wait that ran out as a conflict.
+    for args in [
+        vec!["run", "report", "-n", "-E", "0", "--", "true"],
+        vec!["run", "report", "-w", "1", "--", "true"],
+        vec!["acquire", "report", "-n"],
+        vec!["acquire", "report", "-n", "-E", "0"],
+    ] {
+        let expect = if args.contains(&"-E") { 0 } else { 3 };
+        let out = run(awsflock(&moto)
+            .env("AWSFLOCK_QUIET", "1")
+            .env("AWSFLOCK_TABLE", &t)
+            .args(&args));
+        assert_eq!(out.code, expect, "{args:?}: {}", out.describe());
+        assert_eq!(out.stderr, "", "{args:?}: {}", out.describe());
+        let out = run(awsflock(&moto).env("AWSFLOCK_TABLE", &t).args(&args));
+        assert_eq!(out.code, expect, "{args:?}: {}", out.describe());
+        let said: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| !l.contains("waiting for"))
+            .collect();
+        assert_eq!(said.len(), 1, "{args:?}: {}", out.describe());
+        assert!(
+            said[0].contains("not acquired"),
+            "{args:?}: {}",
+            out.describe()
+        );
+    }
+}
+
+/// `run` waits until it gets the lock, as flock(1) does; `acquire` gives
+/// up after awsflock 0.2.0's 60 s. Both clocks of the waiter run 30 times
+/// faster (libfaketime), so that minutes pass in seconds.
+#[test]
+fn run_waits_forever_by_default_and_acquire_60_seconds() {
+    let Some(lib) = libfaketime() else {
+        skip("libfaketime is not installed");
+        return;
+    };
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let _lease = acquire(&moto, &t, &name, &[]);
+    let fast = |mut c: Command| {
+        c.env("LD_PRELOAD", lib).env("FAKETIME", "+0 x30");
+        c
+    };
+    let out = run_timeout(
+        fast(awsflock(&moto)).args(["acquire", &name, "--table", &t, "-q"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 3, "{}", out.describe());
+    assert!(out.elapsed < Duration::from_secs(20), "{}", out.describe());
+    // Six seconds here are three minutes on its clocks.
+    let mut w =
+        spawn(fast(awsflock(&moto)).args(["run", &name, "--table", &t, "-q", "--", "true"]));
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        !w.finished(),
+        "run gave up: {}",
+        w.wait(Duration::ZERO).describe()
+    );
+    drop(w);
+}
+
+/// One story for the wait options, on every command: --wait-time and -w
+/// both take fractions and durations; --wait-time 0 is forever, -w 0 no
+/// wait; -n beats -w beats --wait-time and AWSFLOCK_WAIT_TIME.
+#[test]
+fn wait_options_take_fractions_and_durations_and_rank_as_documented() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let _lease = acquire(&moto, &t, &name, &[]);
+    let waited = |cmd: &str, opts: &[&str], env: Option<&str>| {
+        let mut c = awsflock(&moto);
+        if let Some(w) = env {
+            c.env("AWSFLOCK_WAIT_TIME", w);
+        }
+        c.arg(cmd).args(opts).args([&name, "--table", &t, "-q"]);
+        if cmd == "run" {
+            c.args(["--", "true"]);
+        }
+        let out = run_timeout(&mut c, Duration::from_secs(60));
+        assert_eq!(out.code, 3, "{cmd} {opts:?}: {}", out.describe());
+        out.elapsed
+    };
+    let secs = Duration::from_secs_f64;
+    for cmd in ["run", "acquire"] {
+        // --wait-time 2.5 and 1500ms (it refused fractions before).
+        let e = waited(cmd, &["--wait-time", "2.5"], None);
+        assert!(e >= secs(2.5) && e < secs(15.0), "{cmd} {e:?}");
+        let e = waited(cmd, &["--wait-time", "1500ms"], None);
+        assert!(e >= secs(1.5) && e < secs(15.0), "{cmd} {e:?}");
+        // AWSFLOCK_WAIT_TIME bounds run's wait too; -w 1s beats it.
+        let e = waited(cmd, &[], Some("1.5"));
+        assert!(e >= secs(1.5) && e < secs(15.0), "{cmd} {e:?}");
+        let e = waited(cmd, &["-w", "1s"], Some("0"));
+        assert!(e >= secs(1.0) && e < secs(15.0), "{cmd} {e:?}");
+        // -w 0 does not wait, even beside --wait-time 0 (forever).
+        let e = waited(cmd, &["-w", "0", "--wait-time", "0"], None);
+        assert!(e < secs(10.0), "{cmd} {e:?}");
+        // -n beats -w.
+        let e = waited(cmd, &["-n", "-w", "30"], None);
+        assert!(e < secs(10.0), "{cmd} {e:?}");
+    }
+    for cmd in ["run", "acquire"] {
+        let help = run(awsflock(&moto).args([cmd, "--help"]));
+        for part in [
+            "run waits until it gets the lock",
+            "acquire waits 60",
+            "2.5",
+        ] {
+            assert!(
+                help.stdout.contains(part),
+                "{cmd} --help: {part:?}\n{}",
+                help.stdout
+            );
+        }
+    }
+}
+
+/// flock(1)'s habits: `run NAME CMD ARGS...` without `--` (everything from
+/// CMD on is CMD's), and -x/-e (exclusive, the default) as no-ops.
+#[test]
+fn run_takes_the_command_right_after_the_name_as_flock_does() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let ok = |args: &[&str]| {
+        let out = run(awsflock(&moto).env("AWSFLOCK_TABLE", &t).args(args));
+        assert_eq!(out.code, 0, "{args:?}: {}", out.describe());
+        out.stdout
+    };
+    // Options after CMD are CMD's.
+    assert_eq!(
+        ok(&["run", &name, "echo", "hi", "--table", "x", "-n"]),
+        "hi --table x -n\n"
+    );
+    assert_eq!(
+        ok(&["run", "-x", &name, "-w", "5", "printf", "%s", "a b"]),
+        "a b"
+    );
+    assert_eq!(ok(&["run", "-e", &name, "--", "echo", "-e", "ok"]), "ok\n");
+    assert_eq!(ok(&["run", &name, "-c", "echo a | tr a b"]), "b\n");
+    assert_eq!(
+        ok(&[
+            "run",
+            &name,
+            "--exclusive",
+            "sh",
+            "-c",
+            "echo $AWSFLOCK_LOCK"
+        ]),
+        format!("{name}\n")
+    );
+    let lease = ok(&["acquire", "-x", &name, "-n"]);
+    release(&moto, &t, &name, lease.trim());
+    // Shared and exclusive at once is a usage error, one line.
+    let out = run(awsflock(&moto)
+        .env("AWSFLOCK_TABLE", &t)
+        .args(["run", "-x", "-s", &name, "true"]));
+    assert_eq!(out.code, 2, "{}", out.describe());
+    assert_clean_error(&out);
+    // No command: says what to type.
+    let out = run(awsflock(&moto)
+        .env("AWSFLOCK_TABLE", &t)
+        .args(["run", &name]));
+    assert_eq!(out.code, 2, "{}", out.describe());
+    assert_clean_error(&out);
+    assert!(
+        out.stderr
+            .contains(&format!("`awsflock run {name} -- CMD ARGS...`")),
+        "{}",
+        out.describe()
+    );
+}
+
+/// On a terminal (PTY-based CI logs), a lock that was free draws nothing:
+/// no spinner frame, no clearing sequence; only the command's output.
+#[test]
+fn a_free_lock_draws_nothing_on_a_terminal() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let (code, seen) = on_pty(
+        &[("AWS_ENDPOINT_URL", &moto.endpoint), ("AWSFLOCK_TABLE", &t)],
+        &["run", &name, "--", "echo", "ran"],
+    );
+    assert_eq!(code, 0, "{seen:?}");
+    assert_eq!(seen.replace("\r\n", "\n"), "ran\n", "{seen:?}");
+}

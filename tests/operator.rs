@@ -272,3 +272,213 @@ fn usage_errors_are_one_line_that_say_what_to_do() {
         );
     }
 }
+
+/// The `run` section's `awsflock` aimed at `moto`, table `t`.
+fn on_moto(moto: &Moto, t: &str) -> Command {
+    let mut c = awsflock(moto);
+    c.env("AWSFLOCK_TABLE", t).env("TZ", "UTC");
+    c
+}
+
+/// A `run` waiting in a log (stderr a pipe, as in CI) says now and then
+/// that it still waits, for which lock, how long, and who holds it; `-q`
+/// silences that too. The interval is shortened for the test.
+#[test]
+fn a_waiting_run_in_a_log_says_now_and_then_that_it_still_waits() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let _lease = acquire(&moto, &t, &name, &["--owner", "alice@ci-7"]);
+    let waiter = |quiet: bool| {
+        let mut c = on_moto(&moto, &t);
+        c.env("AWSFLOCK_TEST_STILL_WAITING_EVERY", "1s").arg("run");
+        if quiet {
+            c.arg("-q");
+        }
+        c.args([&name, "--", "true"]);
+        let w = spawn(&mut c);
+        std::thread::sleep(Duration::from_millis(3800));
+        signal(w.pid(), nix::sys::signal::Signal::SIGTERM);
+        w.wait(Duration::from_secs(10))
+    };
+    let out = waiter(false);
+    let first: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("awsflock: waiting for"))
+        .collect();
+    assert_eq!(first.len(), 1, "{}", out.describe());
+    let still: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains(&format!("still waiting for {name} after ")))
+        .collect();
+    assert!(still.len() >= 2, "{}", out.describe());
+    for l in &still {
+        assert!(l.contains("held by alice@ci-7 since "), "{l}");
+        // The time names its zone.
+        assert!(l.contains(" UTC"), "{l}");
+    }
+    assert!(first[0].contains(" UTC"), "{}", first[0]);
+    let out = waiter(true);
+    assert!(!out.stderr.contains("waiting for"), "{}", out.describe());
+}
+
+/// The waiting line's time: the zone, and the date when not today.
+#[test]
+fn the_waiting_line_names_the_day_and_zone_of_an_old_grant() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let _lease = acquire(&moto, &t, &name, &["--lease-duration", "3 days"]);
+    // Move the grant two days back, as a long-held lock would be.
+    let two_days_ago = (now_epoch() - 2 * 86_400) * 1000;
+    boto(
+        &moto,
+        &format!(
+            r#"c.update_item(TableName="{t}", Key={{"lock_id": {{"S": "{name}"}}}},
+                UpdateExpression="SET acquired_ms = :a", ExpressionAttributeValues={{":a": {{"N": "{two_days_ago}"}}}})"#
+        ),
+    );
+    let out = run(on_moto(&moto, &t).args(["acquire", &name, "--wait-time", "1"]));
+    assert_eq!(out.code, 3, "{}", out.describe());
+    let day = humantime::format_rfc3339(
+        std::time::UNIX_EPOCH + Duration::from_millis(two_days_ago as u64),
+    )
+    .to_string();
+    assert!(
+        out.stderr.contains(&format!("since {} ", &day[..10])) && out.stderr.contains(" UTC"),
+        "{}",
+        out.describe()
+    );
+}
+
+/// The man page lists every exit code the README's table lists.
+#[test]
+fn the_man_page_lists_every_exit_code() {
+    let out = run(Command::new(bin_path()).arg("man"));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for code in ["126", "127", "128+N"] {
+        assert!(
+            out.stdout.contains(code),
+            "{code} missing from the man page"
+        );
+    }
+    let help = run(Command::new(bin_path()).arg("--help"));
+    assert!(help.stdout.contains("128+N"), "{}", help.stdout);
+}
+
+/// The first `status()` for which `ok` holds, within 10 s.
+fn status_when(
+    status: impl Fn() -> serde_json::Value,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = status();
+        if ok(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "not reached: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `status` has the same shape before and after a waiter queued behind the
+/// holder (which moves the lease into the record's holder table): holder,
+/// host, pid (and whether it runs), acquired, renewed, expires, lease and
+/// the number waiting, in text and JSON.
+#[test]
+fn status_keeps_its_shape_once_someone_has_waited() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let holder = spawn(on_moto(&moto, &t).args([
+        "run",
+        &name,
+        "--owner",
+        "alice",
+        "--lease-duration",
+        "30",
+        "--",
+        "sleep",
+        "30",
+    ]));
+    let status = || run(on_moto(&moto, &t).args(["status", &name, "--json"])).json();
+    let before = status_when(status, |v| v["held"] == true);
+    let check = |v: &serde_json::Value, waiting: u64| {
+        for key in [
+            "lease_id",
+            "lease_duration",
+            "acquired_at",
+            "renewed_at",
+            "expires_at",
+            "pid",
+            "host",
+            "owner",
+        ] {
+            assert!(!v[key].is_null(), "{key} is null: {v}");
+        }
+        assert_eq!(v["pid_alive"], true, "{v}");
+        assert_eq!(v["waiting"], waiting, "{v}");
+        assert_eq!(v["lease_duration"], 30, "{v}");
+        assert_eq!(v["holders"].as_array().map(Vec::len), Some(1), "{v}");
+    };
+    check(&before, 0);
+    let text = run(on_moto(&moto, &t).args(["status", &name])).stdout;
+    let waiter = spawn(on_moto(&moto, &t).args(["acquire", &name, "--wait-time", "20", "-q"]));
+    let after = status_when(status, |v| v["waiting"] == 1);
+    check(&after, 1);
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&before), keys(&after));
+    let text_after = run(on_moto(&moto, &t).args(["status", &name])).stdout;
+    let labels = |s: &str| {
+        s.lines()
+            .map(|l| l.trim_start().split(':').next().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        labels(&text)[1..],
+        labels(&text_after)[1..],
+        "{text}\n{text_after}"
+    );
+    for part in [
+        "held by alice on ",
+        ", running)",
+        "acquired:",
+        "renewed:",
+        "expires:",
+        "lease:",
+        "waiting:  1",
+    ] {
+        assert!(text_after.contains(part), "{part:?} missing:\n{text_after}");
+    }
+    let list = run(on_moto(&moto, &t).args(["list"])).stdout;
+    assert!(list.lines().next().unwrap().contains("WAITING"), "{list}");
+    signal(holder.pid(), nix::sys::signal::Signal::SIGTERM);
+    let _ = holder.wait(Duration::from_secs(10));
+    let _ = waiter.wait(Duration::from_secs(10));
+}
+
+/// A lease past its expiry but inside the store's takeover margin (5 s for
+/// awsflock 0.2.0's leases) is "expired Ns ago; free in Ms", not "held".
+#[test]
+fn status_of_a_lease_inside_its_margin_says_expired_and_when_free() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let name = lock();
+    let out = run(peer(&moto).args(["acquire", &name, "--tablename", &t, "--lease-duration", "1"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = run(on_moto(&moto, &t).args(["status", &name]));
+        let first = out.stdout.lines().next().unwrap_or("").to_string();
+        if first.contains("expired") {
+            assert!(first.contains("s ago; free in "), "{first}");
+            break;
+        }
+        assert!(!first.contains(": free"), "never shown as expired: {first}");
+        assert!(std::time::Instant::now() < deadline, "{}", out.describe());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

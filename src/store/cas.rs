@@ -437,6 +437,7 @@ pub async fn release_anywhere<S: CasStore + ?Sized>(
 /// it keeps a holder table.
 pub fn info_of<S: CasStore + ?Sized>(s: &S, name: &str, rec: Option<&S::Record>) -> LockInfo {
     let mut info = s.info(name, rec);
+    info.takeover_margin_ms = rec.map(S::takeover_margin_ms);
     if let Some(table) = rec.and_then(S::slots_of) {
         multi::describe(&table, s.table_now(), |ms| s.table_wall_ms(ms), &mut info);
     }

@@ -1253,6 +1253,10 @@ impl<R: Requests> CasStore for DynamoDb<R> {
             pid: get_u64(rec, attr::PID).and_then(|p| u32::try_from(p).ok()),
             supervised: supervised_item(rec),
             revoked_by: None,
+            lease_ms: get_num(rec, attr::LEASE_DURATION, 1, MAX_DURATION_S)
+                .ok()
+                .flatten()
+                .map(|d| d.saturating_mul(1000)),
         };
         Some(Slots::of_holder(holder, (fence + 1, limit)))
     }

@@ -290,6 +290,11 @@ pub struct LockInfo {
     /// yet: it still holds until it does or its lease ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_by: Option<String>,
+    /// How long past its expiry (store's clock) the lease still counts as
+    /// held, when the store knows: a lease inside this margin is "expired,
+    /// free in ..." for people.
+    #[serde(skip)]
+    pub takeover_margin_ms: Option<i64>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -170,6 +170,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
                     h.host = Some(gethostname::gethostname().to_string_lossy().into_owned());
                     h.pid = Some(std::process::id());
                     h.supervised = req.supervised;
+                    h.lease_ms = Some(req.lease.as_millis() as i64);
                 }
                 next.version = uuid::Uuid::new_v4().to_string();
                 match s.write_slots(name, rec.as_ref(), &next).await {
@@ -395,11 +396,13 @@ pub async fn renew<S: CasStore + ?Sized>(
         if !next.renew(&lease.lease_id, next_id, st.expires_ms) {
             return Err(not_held(" (it is not among the holders)"));
         }
-        let stored = next
-            .holders
-            .iter()
-            .find(|h| h.lease_id == next_id)
-            .map_or(st.expires_ms, |h| h.expires_ms);
+        let stored = match next.holders.iter_mut().find(|h| h.lease_id == next_id) {
+            Some(h) => {
+                h.lease_ms = Some(duration.as_millis() as i64);
+                h.expires_ms
+            }
+            None => st.expires_ms,
+        };
         next.version = uuid::Uuid::new_v4().to_string();
         match s.write_slots(name, rec.as_ref(), &next).await? {
             Ok(()) => return Ok(renewed(s, lease, next_id, duration, st.as_stored(stored))),
@@ -528,8 +531,51 @@ pub fn describe(table: &Slots, now: Now, wall: impl Fn(i64) -> i64, info: &mut s
         info.host = last.host.clone();
         info.pid = last.pid;
         info.supervised = last.supervised;
+        // One holder: its lease, as a record without a table shows it.
+        info.lease_id = (t.holders.len() == 1).then(|| last.lease_id.clone());
+        info.lease_duration_s = last
+            .lease_ms
+            .filter(|_| t.holders.len() == 1)
+            .map(|ms| (ms / 1000).max(0) as u64);
+    } else {
+        // Nobody holds (waiters may be queued): the record's own owner,
+        // reason, host and pid name a placeholder ("NULL"), not a holder.
+        info.owner = None;
+        info.reason = None;
+        info.host = None;
+        info.pid = None;
+        info.lease_id = None;
+        info.lease_duration_s = None;
     }
     info.revoked_by = t.holders.iter().find_map(|h| h.revoked_by.clone());
-    info.lease_id = None;
-    info.lease_duration_s = None;
+    info.takeover_margin_ms = Some(super::cas::EXPIRY_MARGIN_MS);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::slots::{Now, Ticket};
+    use super::*;
+
+    /// A table with a waiter and no live holder describes nobody as the
+    /// holder, whatever placeholder the record carries.
+    #[test]
+    fn a_table_with_waiters_only_names_no_holder() {
+        let now = Now {
+            lo: 1_800_000_000_000,
+            hi: 1_800_000_001_000,
+        };
+        let mut table = Slots::free(Mode::Lock, (5, None));
+        table.queue.push(Ticket {
+            id: "w".into(),
+            kind: Kind::Exclusive,
+            expires_ms: now.hi + 10_000,
+        });
+        let mut info = super::super::cas::absent_info("x");
+        info.owner = Some("NULL".into());
+        info.held = true;
+        describe(&table, now, |ms| ms, &mut info);
+        assert!(!info.held);
+        assert_eq!(info.owner, None);
+        assert_eq!(info.waiting, 1);
+    }
 }

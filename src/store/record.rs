@@ -219,6 +219,7 @@ impl LeaseRecord {
             pid: self.pid,
             supervised: self.supervised,
             revoked_by: self.revoked_by.clone(),
+            lease_ms: Some(self.lease_duration.saturating_mul(1000) as i64),
         };
         Some(Slots::of_holder(holder, (next, self.fence_limit)))
     }

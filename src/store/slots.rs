@@ -155,6 +155,10 @@ pub struct Holder {
     /// holds until it releases (confirms) or its lease ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_by: Option<String>,
+    /// The lease of its latest grant or renewal (ms), so that `status` can
+    /// show the lease and when it was last renewed (`expires_ms - lease_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<i64>,
 }
 
 /// One waiter's place in the queue.
@@ -354,6 +358,7 @@ impl Slots {
             pid: None,
             supervised: false,
             revoked_by: None,
+            lease_ms: None,
         });
         Ok(fence)
     }
