@@ -322,18 +322,30 @@ fn a_named_profile_that_does_not_exist_is_refused_even_with_credentials_in_the_e
     let out = run(cmd.env("AWS_PROFILE", "nosuch"));
     assert_store_error(&out, &["profile 'nosuch'", "does not exist"]);
 
-    // A profile in either file works, with and without credentials in the
-    // environment; so do `default` (as in the AWS CLI, it may be absent)
-    // and no profile at all.
+    // AWS_PROFILE is below the environment's keys, as in the AWS CLI: a
+    // profile in either file works with them; so does `default` (as in the
+    // AWS CLI, it may be absent) and no profile at all.
     for profile in ["in-config", "in-credentials", "default"] {
-        let mut cmd = awsflock(&moto);
-        with_files(&mut cmd);
-        let out = run(cmd.args(["--profile", profile]));
-        assert_eq!(out.code, 0, "{profile}:\n{}", out.describe());
         let mut cmd = awsflock(&moto);
         with_files(&mut cmd);
         let out = run(cmd.env("AWS_PROFILE", profile));
         assert_eq!(out.code, 0, "{profile}:\n{}", out.describe());
+    }
+    // --profile beats the environment's keys, as `aws --profile` does: its
+    // credentials come from the profile alone, so a profile without keys
+    // (or the absent `default`) has none, whatever the environment holds.
+    let mut cmd = awsflock(&moto);
+    with_files(&mut cmd);
+    let out = run(cmd.args(["--profile", "in-credentials"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for profile in ["in-config", "default"] {
+        let mut cmd = awsflock(&moto);
+        with_files(&mut cmd);
+        let out = run(cmd.args(["--profile", profile]));
+        assert_store_error(
+            &out,
+            &[&format!("no AWS credentials found (profile \"{profile}\")")],
+        );
     }
     let mut cmd = awsflock(&moto);
     with_files(&mut cmd);
@@ -345,4 +357,48 @@ fn a_named_profile_that_does_not_exist_is_refused_even_with_credentials_in_the_e
     let mut cmd = awsflock(&moto);
     with_files(&mut cmd);
     assert_eq!(run(&mut cmd).code, 0);
+}
+
+/// `--profile` takes its credentials from the profile, not from keys in
+/// the environment (they would act on whatever account they belong to);
+/// `AWS_PROFILE` yields to the keys, as in the AWS CLI.
+#[test]
+fn the_named_profiles_credentials_beat_keys_in_the_environment() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let dir = scratch();
+    let marker = dir.path().join("profile-credentials-used");
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile lab]\nregion = us-east-1\ncredential_process = sh -c 'touch {}; echo {{\\\"Version\\\":1,\\\"AccessKeyId\\\":\\\"lab\\\",\\\"SecretAccessKey\\\":\\\"lab\\\"}}'\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let status = |profile: &[&str], env_profile: Option<&str>| {
+        let _ = std::fs::remove_file(&marker);
+        // awsflock(&moto) has AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set.
+        let mut cmd = awsflock(&moto);
+        cmd.env("AWS_CONFIG_FILE", &config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+            .args(["status", "x", "--table", &t])
+            .args(profile);
+        if let Some(p) = env_profile {
+            cmd.env("AWS_PROFILE", p);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.code, 0, "{}", out.describe());
+        marker.exists()
+    };
+    assert!(
+        status(&["--profile", "lab"], None),
+        "--profile lab used the environment's keys"
+    );
+    assert!(
+        !status(&[], Some("lab")),
+        "AWS_PROFILE=lab beat the environment's keys"
+    );
+    assert!(!status(&[], None));
 }

@@ -118,7 +118,15 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
         .timeout_config(timeouts())
         .retry_config(retries());
     if let Some(profile) = &settings.profile {
-        loader = loader.profile_name(profile);
+        // A profile named in the options (`--profile`) also beats the
+        // environment's keys, as `aws --profile` does: its credentials come
+        // from the profile alone. `AWS_PROFILE` is below the keys, as in the
+        // AWS CLI, and is left to the SDK's chain.
+        loader = loader.profile_name(profile).credentials_provider(
+            aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .profile_name(profile)
+                .build(),
+        );
     }
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));

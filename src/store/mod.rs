@@ -441,7 +441,8 @@ pub struct StoreOptions {
     pub dynamodb_endpoint_url: Option<String>,
     /// The AWS region: beats `AWS_REGION` and the profile's region.
     pub region: Option<String>,
-    /// The AWS profile: beats `AWS_PROFILE`.
+    /// The AWS profile: beats `AWS_PROFILE`, and its credentials beat the
+    /// environment's keys (`AWS_ACCESS_KEY_ID`), as `aws --profile` does.
     pub profile: Option<String>,
     /// Authentication and TLS for etcd.
     pub etcd: EtcdOptions,
