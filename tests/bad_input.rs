@@ -245,32 +245,48 @@ fn unreadable_dynamodb_records_are_listed_marked_and_never_break_list() {
 fn an_unreadable_expiry_is_not_taken_over_but_release_force_frees_it() {
     let moto = Moto::start();
     let t = table(&moto);
-    for (name, item, _) in bad_items(now_epoch()) {
-        if !name.starts_with("exp-") && name != "no-lease-id" {
-            continue;
+    let items: Vec<_> = bad_items(now_epoch())
+        .into_iter()
+        .filter(|(name, _, _)| name.starts_with("exp-") || *name == "no-lease-id")
+        .collect();
+    // Each record has a name of its own: they wait out their 7 s side by
+    // side.
+    std::thread::scope(|scope| {
+        for (name, item, _) in items {
+            let (moto, t) = (&moto, &t);
+            scope.spawn(move || {
+                plant(moto, t, item);
+                let out = run(awsflock(moto).args([
+                    "-q",
+                    "acquire",
+                    name,
+                    "--table",
+                    t,
+                    "--wait-time",
+                    "7s",
+                ]));
+                assert_eq!(
+                    out.code,
+                    3,
+                    "{name} must not be taken over:\n{}",
+                    out.describe()
+                );
+                assert_clean_error(&out);
+                assert!(out.stderr.contains("unreadable"), "{}", out.describe());
+                let rel =
+                    run(awsflock(moto).args(["release", name, "--force", "-y", "--table", t]));
+                assert_eq!(rel.code, 0, "release --force {name}:\n{}", rel.describe());
+                assert!(!rel.stderr.contains("panicked"), "{}", rel.describe());
+                let got = run(awsflock(moto).args(["acquire", name, "--table", t, "--no-wait"]));
+                assert_eq!(
+                    got.code,
+                    0,
+                    "acquire {name} after --force:\n{}",
+                    got.describe()
+                );
+            });
         }
-        plant(&moto, &t, item);
-        let out =
-            run(awsflock(&moto).args(["-q", "acquire", name, "--table", &t, "--wait-time", "7s"]));
-        assert_eq!(
-            out.code,
-            3,
-            "{name} must not be taken over:\n{}",
-            out.describe()
-        );
-        assert_clean_error(&out);
-        assert!(out.stderr.contains("unreadable"), "{}", out.describe());
-        let rel = run(awsflock(&moto).args(["release", name, "--force", "-y", "--table", &t]));
-        assert_eq!(rel.code, 0, "release --force {name}:\n{}", rel.describe());
-        assert!(!rel.stderr.contains("panicked"), "{}", rel.describe());
-        let got = run(awsflock(&moto).args(["acquire", name, "--table", &t, "--no-wait"]));
-        assert_eq!(
-            got.code,
-            0,
-            "acquire {name} after --force:\n{}",
-            got.describe()
-        );
-    }
+    });
 }
 
 // ------------------------------------------------------------- S3

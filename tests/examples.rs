@@ -22,8 +22,12 @@ fn example(name: &str) -> PathBuf {
         // `cargo test` builds the examples, but `cargo test --tests` (as
         // scripts/test.sh runs it) does not: build them (a no-op when they
         // are fresh).
+        // Exactly this test's features, `default` among them when it is on:
+        // another set (even the same stores named one by one) is another
+        // build of the whole library.
         let mut features = vec!["dynamodb"];
         for (on, f) in [
+            (cfg!(feature = "default"), "default"),
             (cfg!(feature = "cli"), "cli"),
             (cfg!(feature = "s3"), "s3"),
             (cfg!(feature = "file"), "file"),
