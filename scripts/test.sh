@@ -13,6 +13,12 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# phase WHAT: one line with the time since the start, so that a run's log
+# shows where its minutes went (TESTING.md).
+started=$SECONDS
+phase() { echo "test: [$((SECONDS - started)) s] $*" >&2; }
+
+phase "setting up (scripts/setup.sh: packages, Python tools, the build)"
 scripts/setup.sh
 if ! command -v protoc >/dev/null 2>&1 && [ ! -x "${PROTOC:-}" ]; then
     echo "test: the etcd store needs protoc to build; install it with:" >&2
@@ -58,6 +64,7 @@ start_moto() {
 start_moto
 
 # The programs in examples/, which tests/examples.rs runs.
+phase "building the examples"
 cargo build --quiet --features etcd --examples
 
 nextest=
@@ -75,6 +82,14 @@ if [ $# -gt 0 ]; then
 fi
 
 status=0
+# What a library dependent builds: one store, no command line. Checked
+# beside the tests, which leave a core idle much of the time, in a target
+# directory of its own (no wait on the build lock) and at a lower priority.
+check_log="$(mktemp -t awsflock-check.XXXXXX)"
+CARGO_TARGET_DIR=target/check-lib nice -n 10 \
+    cargo check --lib --no-default-features --features dynamodb >"$check_log" 2>&1 &
+check_pid=$!
+phase "building and running the tests"
 if [ -n "$nextest" ]; then
     cargo nextest run --features etcd --lib --bins --tests || status=$?
 else
@@ -83,7 +98,15 @@ fi
 # The documentation's examples (the same build profile as the tests, so
 # only the examples themselves compile). The programs in examples/ are
 # built and run by tests/examples.rs.
+phase "the documentation's examples"
 cargo test --features etcd --doc || status=$?
-# What a library dependent builds: one store, no command line.
-cargo check --lib --no-default-features --features dynamodb || status=$?
+if wait "$check_pid"; then
+    echo "test: the library builds alone with the dynamodb store (cargo check --lib --no-default-features --features dynamodb)"
+else
+    status=1
+    cat "$check_log" >&2
+    echo "test: the library does not build alone with the dynamodb store" >&2
+fi
+rm -f "$check_log"
+phase "done (exit $status)"
 exit "$status"
