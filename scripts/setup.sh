@@ -85,12 +85,17 @@ make_venv peer \
 venv_pids+=($!)
 
 # The etcd store needs protoc to build; everything else does not.
+# AWSFLOCK_SETUP_BUILD adds targets: scripts/test.sh builds the tests and
+# examples here too, in one cargo run while the Python tools install (they
+# build tokio with the dev-dependencies' features, so a build of the binary
+# alone would be a second build of everything that depends on tokio).
+# shellcheck disable=SC2086 # a list of cargo arguments
 if command -v protoc >/dev/null 2>&1 || [ -x "${PROTOC:-}" ]; then
-    cargo build --quiet --features etcd
+    cargo build --quiet --features etcd ${AWSFLOCK_SETUP_BUILD:-}
 else
     log "protoc not found: building without the etcd store (the etcd tests and"
     log "scripts/test.sh need it: sudo apt-get install -y protobuf-compiler)"
-    cargo build --quiet
+    cargo build --quiet ${AWSFLOCK_SETUP_BUILD:-}
 fi
 
 # Wait for the virtualenvs by pid (a bare `wait` would also wait for

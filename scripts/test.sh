@@ -19,7 +19,9 @@ started=$SECONDS
 phase() { echo "test: [$((SECONDS - started)) s] $*" >&2; }
 
 phase "setting up (scripts/setup.sh: packages, Python tools, the build)"
-scripts/setup.sh
+# The build in setup.sh is every target the tests use, examples/ among them
+# (tests/examples.rs runs them).
+AWSFLOCK_SETUP_BUILD="--lib --bins --tests --examples" scripts/setup.sh
 if ! command -v protoc >/dev/null 2>&1 && [ ! -x "${PROTOC:-}" ]; then
     echo "test: the etcd store needs protoc to build; install it with:" >&2
     echo "test:     sudo apt-get update && sudo apt-get install -y protobuf-compiler" >&2
@@ -62,10 +64,6 @@ start_moto() {
     exit 1
 }
 start_moto
-
-# The programs in examples/, which tests/examples.rs runs.
-phase "building the examples"
-cargo build --quiet --features etcd --examples
 
 nextest=
 if cargo nextest --version >/dev/null 2>&1; then

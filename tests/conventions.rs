@@ -9,7 +9,8 @@ use crate::common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -1098,4 +1099,133 @@ fn a_free_lock_draws_nothing_on_a_terminal() {
     );
     assert_eq!(code, 0, "{seen:?}");
     assert_eq!(seen.replace("\r\n", "\n"), "ran\n", "{seen:?}");
+}
+
+/// The README's code block that follows the paragraph starting with
+/// `intro` in its "Three recipes" section.
+fn readme_recipe(intro: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Three recipes\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a \"Three recipes\" section");
+    let after = section
+        .split(intro)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no recipe after {intro:?} in README's recipes"));
+    let block = after
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a ```sh block");
+    block.to_string()
+}
+
+/// The README's deploy script and CI step, copied from the README as they
+/// stand, with `terraform` and `./deploy.sh` as stand-ins that note when
+/// they start and end: the loop deploys each environment in turn, one at a
+/// time beside another worker holding the lock; the CI step waits for the
+/// lock past any fixed time-out of ours, and shows its job's URL as the
+/// reason while it runs.
+#[test]
+fn the_readme_deploy_and_ci_recipes_work_as_written() {
+    let moto = Moto::start();
+    let t = table(&moto);
+    let dir = scratch();
+    let log = dir.path().join("log");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let stand_in = |path: &Path, what: &str| {
+        std::fs::write(
+            path,
+            format!(
+                "#!/bin/sh\necho \"start {what} $*\" >> {log}\nsleep 1\necho \"end {what} $*\" >> {log}\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    };
+    stand_in(&bin.join("terraform"), "terraform");
+    stand_in(&dir.path().join("deploy.sh"), "deploy.sh");
+    let with_stand_ins = |cmd: &mut Command| {
+        let path = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "PATH")
+            .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", bin.display()))
+            .current_dir(dir.path());
+    };
+
+    // The deploy loop, while the CI step of another worker queues for the
+    // same lock behind a holder that keeps it a few seconds.
+    let deploy = readme_recipe("A deploy script:");
+    assert!(deploy.contains("awsflock run deploy -- "), "{deploy}");
+    let ci = readme_recipe("A CI step:").replace("deploy-prod", "deploy");
+    assert!(ci.contains("awsflock run deploy"), "{ci}");
+    let holder = spawn(
+        awsflock(&moto)
+            .env("AWSFLOCK_TABLE", &t)
+            .args(["run", "deploy", "--reason", "first", "--", "sleep", "3"]),
+    );
+    thread::sleep(Duration::from_millis(500));
+    let mut ci_cmd = shell_recipe(&moto, &t, &ci);
+    with_stand_ins(&mut ci_cmd);
+    ci_cmd.env("CI_JOB_URL", "https://ci.example/jobs/42");
+    let ci_run = spawn(&mut ci_cmd);
+    let mut loop_cmd = shell_recipe(&moto, &t, &deploy);
+    with_stand_ins(&mut loop_cmd);
+    let deploys = spawn(&mut loop_cmd);
+
+    // While the CI step runs, waiters and status show its job's URL.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen_reason = false;
+    while Instant::now() < deadline && !seen_reason {
+        let st = status_json(&moto, &t, "deploy");
+        seen_reason = st["reason"] == "https://ci.example/jobs/42";
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        seen_reason,
+        "the CI step's URL was never shown as the reason"
+    );
+    let ci_out = ci_run.wait(Duration::from_secs(60));
+    assert_eq!(ci_out.code, 0, "{ci}: {}", ci_out.describe());
+    let out = deploys.wait(Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{deploy}: {}", out.describe());
+    assert_eq!(holder.wait(Duration::from_secs(30)).code, 0);
+
+    // Each ran, and never two at once.
+    let lines = lines(&log);
+    let mut running = 0;
+    for l in &lines {
+        if l.starts_with("start") {
+            running += 1;
+            assert_eq!(running, 1, "two at once: {lines:?}");
+        } else {
+            running -= 1;
+        }
+    }
+    let starts: Vec<&String> = lines.iter().filter(|l| l.starts_with("start")).collect();
+    assert_eq!(starts.len(), 3, "{lines:?}");
+    let envs: Vec<&&String> = starts
+        .iter()
+        .filter(|l| l.starts_with("start terraform"))
+        .collect();
+    assert_eq!(
+        envs.iter().map(|l| l.as_str()).collect::<Vec<_>>(),
+        [
+            "start terraform apply -var env=staging",
+            "start terraform apply -var env=prod"
+        ],
+        "{lines:?}"
+    );
+    assert!(
+        starts.iter().any(|l| l.starts_with("start deploy.sh")),
+        "{lines:?}"
+    );
 }
