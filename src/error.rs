@@ -1,6 +1,6 @@
 //! The one error type of the library.
 
-use crate::store::LockInfo;
+use crate::info::LockInfo;
 
 /// Everything that can go wrong, sorted by what the caller should do about it.
 ///

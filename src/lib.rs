@@ -76,7 +76,8 @@
 //! awsflock = { version = "0.1", default-features = false, features = ["dynamodb"] }
 //! ```
 //!
-//! Inside the crate: `store` holds [`Store`], the `LockStore` trait and one module per store
+//! Inside the crate: `info` holds [`LockInfo`] (below `store` and `error`,
+//! which both carry it); `store` holds [`Store`], the `LockStore` trait and one module per store
 //! (DynamoDB, S3 and the directory store share one compare-and-swap acquire
 //! loop); `clock` judges expiry on the store's clock, learnt from HTTP `Date`
 //! headers; `lease` renews a [`LockGuard`]; `boottime` is the clock of every
@@ -114,6 +115,7 @@ pub(crate) mod duration;
 mod error;
 #[cfg(feature = "cli")]
 pub(crate) mod exit;
+mod info;
 mod lease;
 #[cfg(feature = "cli")]
 pub(crate) mod output;
