@@ -27,8 +27,9 @@ use crate::clock::{ServerClock, local_wall_ms};
 use crate::error::{Error, Result};
 
 /// Extra time past a lease's expiry before a waiter may take it over (the
-/// default of [`CasStore::takeover_margin_ms`]).
-pub const EXPIRY_MARGIN_MS: i64 = 1000;
+/// default of [`CasStore::takeover_margin_ms`]); defined with the holder
+/// table, which judges every holder's expiry the same way.
+pub use super::slots::EXPIRY_MARGIN_MS;
 
 /// A first write made on the local clock is rewritten when the local clock
 /// turns out to be further than this from the store's.

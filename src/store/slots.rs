@@ -22,13 +22,17 @@
 //!
 //! Every expiry is judged as the single-holder record's: alive until the
 //! store's clock, at the earliest ([`Now::lo`]), is past the expiry plus
-//! [`super::cas::EXPIRY_MARGIN_MS`].
+//! [`EXPIRY_MARGIN_MS`].
 
 use serde::{Deserialize, Serialize};
 
 use super::AcquireRequest;
-use super::cas::EXPIRY_MARGIN_MS;
 use crate::error::{Error, Result};
+
+/// Extra time past a lease's expiry before a waiter may take it over: a
+/// lease is alive until the store's clock, at the earliest, is past its
+/// expiry plus this margin (`cas::CasStore::takeover_margin_ms`'s default).
+pub const EXPIRY_MARGIN_MS: i64 = 1000;
 
 /// What a request asks for: `None` for an ordinary lock (the single-holder
 /// record), else the kind of holder and the name's mode.
