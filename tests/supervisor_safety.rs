@@ -683,26 +683,23 @@ fn wait_for_file(path: &Path, running: &mut Running) -> String {
     }
 }
 
-/// An unattended run (own session, no terminal: cron, CI) whose command
-/// someone stops with SIGSTOP: no job-control shell can continue awsflock,
-/// so awsflock does not stop itself; it keeps renewing and says so, the
-/// command is not killed, and once continued it runs to its end.
-#[test]
-fn a_command_stopped_with_no_job_control_shell_keeps_its_lease_and_awsflock_runs_on() {
-    let (tmp, backend) = dir_store();
-    let ready = tmp.path().join("ready");
+/// `awsflock run NAME --lease-duration 4` in a session of its own (no
+/// terminal, as under cron or CI) on the directory store `backend`, its
+/// command `sh -c 'echo $$ > READY; SCRIPT'`: the run, and the command's
+/// pid once it has written it.
+fn unattended_run(backend: &str, name: &str, script: &str, ready: &Path) -> (Running, i32) {
     let mut cmd = awsflock_at(&dead_endpoint());
     cmd.args([
         "--backend",
-        &backend,
+        backend,
         "run",
-        "J",
+        name,
         "--lease-duration",
         "4",
         "--",
     ])
     .args(["sh", "-c"])
-    .arg(format!("echo $$ > {}; sleep 1; exit 5", p(&ready)))
+    .arg(format!("echo $$ > {}; {script}", p(ready)))
     .stdin(Stdio::null());
     // SAFETY: setsid is async-signal-safe.
     unsafe {
@@ -712,8 +709,19 @@ fn a_command_stopped_with_no_job_control_shell_keeps_its_lease_and_awsflock_runs
         });
     }
     let mut running = spawn(&mut cmd);
-    wait_for_file(&ready, &mut running);
-    let child = read_pid(&ready);
+    wait_for_file(ready, &mut running);
+    (running, read_pid(ready))
+}
+
+/// An unattended run (own session, no terminal: cron, CI) whose command
+/// someone stops with SIGSTOP: no job-control shell can continue awsflock,
+/// so awsflock does not stop itself; it keeps renewing and says so, the
+/// command is not killed, and once continued it runs to its end.
+#[test]
+fn a_command_stopped_with_no_job_control_shell_keeps_its_lease_and_awsflock_runs_on() {
+    let (tmp, backend) = dir_store();
+    let ready = tmp.path().join("ready");
+    let (running, child) = unattended_run(&backend, "J", "sleep 1; exit 5", &ready);
     let _guard = KillOnDrop::new(&[child]);
     signal(child as u32, Signal::SIGSTOP);
     // Past the lease (4 s) and its kill time.
@@ -806,29 +814,7 @@ fn leftovers_killed_at_the_deadline_while_awsflock_was_stopped_mean_a_lost_lease
 fn a_signal_to_awsflock_ends_a_command_held_stopped() {
     let (tmp, backend) = dir_store();
     let ready = tmp.path().join("ready");
-    let mut cmd = awsflock_at(&dead_endpoint());
-    cmd.args([
-        "--backend",
-        &backend,
-        "run",
-        "K",
-        "--lease-duration",
-        "4",
-        "--",
-    ])
-    .args(["sh", "-c"])
-    .arg(format!("echo $$ > {}; exec sleep 30", p(&ready)))
-    .stdin(Stdio::null());
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut running = spawn(&mut cmd);
-    wait_for_file(&ready, &mut running);
-    let child = read_pid(&ready);
+    let (running, child) = unattended_run(&backend, "K", "exec sleep 30", &ready);
     let _guard = KillOnDrop::new(&[child]);
     signal(child as u32, Signal::SIGSTOP);
     thread::sleep(Duration::from_secs(1));
