@@ -603,15 +603,6 @@ fn uncontended_run_exits_0_quickly() {
 
 // ---------------------------------------------------------------- spawn errors
 
-/// A fresh directory store (no server needed) and its `--backend` URL.
-fn dir_store() -> (tempfile::TempDir, String) {
-    let tmp = scratch();
-    let backend = format!("file://{}", tmp.path().join("locks").display());
-    let out = run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
-    (tmp, backend)
-}
-
 /// `awsflock --backend file://DIR run NAME -- ARGS` on a fresh directory store.
 fn run_on_dir(args: &[&str]) -> Out {
     let (_tmp, backend) = dir_store();

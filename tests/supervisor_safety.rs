@@ -649,15 +649,6 @@ fn forced_release_with_stderr_a_broken_pipe_still_terms_then_kills_and_exits_4()
     });
 }
 
-/// A fresh directory store (no server needed) and its `--backend` URL.
-fn dir_store() -> (tempfile::TempDir, String) {
-    let tmp = scratch();
-    let backend = format!("file://{}", tmp.path().join("locks").display());
-    let out = run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
-    (tmp, backend)
-}
-
 /// The state letter of process `pid` (`/proc/PID/stat`), if it exists.
 fn state_of(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -106,12 +106,7 @@ fn ctrl_c_at_a_terminal_reaches_the_command_exactly_once() {
 
 #[test]
 fn an_interactive_prompt_reads_from_the_terminal() {
-    let tmp = tempfile::tempdir().unwrap();
-    let backend = format!("file://{}", tmp.path().join("locks").display());
-    assert_eq!(
-        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
-        0
-    );
+    let (_tmp, backend) = dir_store();
     let child = "printf 'Do you want to perform these actions? '; read answer; echo \"answer=$answer\"; [ \"$answer\" = yes ]";
     let (code, seen) = on_terminal(
         &[
@@ -197,12 +192,7 @@ sys.stdout.write(json.dumps({"ok": ok, "seen": seen.decode("utf-8", "replace")})
 /// command; awsflock then ends by SIGINT as its command did.
 #[test]
 fn job_control_ctrl_z_fg_and_ctrl_c_work_as_for_any_command() {
-    let tmp = tempfile::tempdir().unwrap();
-    let backend = format!("file://{}", tmp.path().join("locks").display());
-    assert_eq!(
-        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
-        0
-    );
+    let (_tmp, backend) = dir_store();
     let bin = bin_path();
     let read_cmd = format!(
         "{bin} --backend {backend} run jc -- sh -c 'echo STARTED; read x; echo \"GOT=$x\"'\\n"
@@ -342,12 +332,7 @@ if ! alive $job; then wait $job; echo "EXIT=$?"; fi
 /// `fg` then finds the lease lost (exit 4) instead of continuing it.
 #[test]
 fn a_job_left_stopped_past_its_lease_is_killed_and_fg_reports_the_loss() {
-    let tmp = tempfile::tempdir().unwrap();
-    let backend = format!("file://{}", tmp.path().join("locks").display());
-    assert_eq!(
-        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
-        0
-    );
+    let (tmp, backend) = dir_store();
     let pidfile = tmp.path().join("pid");
     let bin = bin_path();
     let cmd = format!(
@@ -449,12 +434,7 @@ fn ctrl_c_during_a_command_that_exits_130_stops_the_calling_scripts_loop() {
 /// Runs a loop of two `run`s of `sh -c "echo start-$env; BODY; echo
 /// end-$env"` on a terminal, types Ctrl-C during the first: the loop stops.
 fn ctrl_c_stops_the_loop(body: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let backend = format!("file://{}", tmp.path().join("locks").display());
-    assert_eq!(
-        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
-        0
-    );
+    let (_tmp, backend) = dir_store();
     let bin = bin_path();
     let script = format!(
         "for env in staging prod; do {bin} --backend {backend} run tf --lease-duration 5 -- sh -c \"echo start-$env; {body}; echo end-$env\"; echo \"rc-$env=$?\"; done; echo LOOP-WENT-ON"
@@ -482,12 +462,7 @@ fn ctrl_c_stops_the_loop(body: &str) {
 /// (held by another): the script stops too.
 #[test]
 fn ctrl_c_while_waiting_for_the_lock_stops_the_calling_scripts_loop() {
-    let tmp = tempfile::tempdir().unwrap();
-    let backend = format!("file://{}", tmp.path().join("locks").display());
-    assert_eq!(
-        run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"])).code,
-        0
-    );
+    let (tmp, backend) = dir_store();
     let ready = tmp.path().join("held");
     let holder = spawn(awsflock_at(&dead_endpoint()).args([
         "--backend",

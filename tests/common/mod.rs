@@ -841,3 +841,14 @@ impl Drop for Groups {
         }
     }
 }
+
+/// A fresh directory store (`file://…/locks`, created with `table-create`)
+/// in a scratch directory that lives as long as the returned guard: for a
+/// test where a server is not the point.
+pub fn dir_store() -> (tempfile::TempDir, String) {
+    let tmp = scratch();
+    let backend = format!("file://{}", tmp.path().join("locks").display());
+    let out = run(awsflock_at(&dead_endpoint()).args(["--backend", &backend, "table-create"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    (tmp, backend)
+}
