@@ -111,7 +111,6 @@ fn revoke_after(
 /// and hand the lock on only once it stopped, not free the lock under its
 /// running command.
 #[test]
-#[ignore = "release --force frees a run holding its block's last token at once"]
 fn dynamodb_a_run_holding_the_last_token_of_its_block_is_revoked_not_released() {
     let moto = Moto::start();
     let table = table(&moto);
@@ -144,7 +143,6 @@ c.update_item(TableName={table:?}, Key=k, UpdateExpression="SET fence = :f",
 
 /// The same on S3: the record's last token.
 #[test]
-#[ignore = "release --force frees a run holding its block's last token at once"]
 fn s3_a_run_holding_the_last_token_of_its_block_is_revoked_not_released() {
     let moto = Moto::start();
     let bucket = unique_name("bkt").to_lowercase().replace('_', "-");
@@ -198,7 +196,6 @@ print(r["fence"] == r["fence_limit"])
 /// its running command while a writer waits.
 #[cfg(feature = "etcd")]
 #[test]
-#[ignore = "release --force frees an etcd run --shared holder at once"]
 fn etcd_a_shared_run_holder_is_revoked_not_released() {
     let etcd =
         common::etcd::Etcd::start().expect("this test needs /usr/bin/etcd: run scripts/setup.sh");
