@@ -24,6 +24,7 @@ mod file_store;
 mod interop_v020;
 mod operator;
 mod pause_attacks;
+mod revoke_attacks;
 mod run_supervisor;
 mod s3_store;
 mod supervisor_safety;

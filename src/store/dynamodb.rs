@@ -1232,7 +1232,8 @@ impl<R: Requests> CasStore for DynamoDb<R> {
         (Some(table.version.as_str()) == get_s(rec, attr::LEASE_ID)).then_some(table)
     }
 
-    /// Our own lease (written by awsflock-rs, with a counter), held.
+    /// Our own lease (written by awsflock-rs, with a counter, used up or
+    /// not), held.
     fn as_table(rec: &Item) -> Option<Slots> {
         if written_by_v020(rec)
             || !get_s(rec, attr::CLIENT).is_some_and(|c| c.starts_with("awsflock-rs"))
@@ -1240,7 +1241,12 @@ impl<R: Requests> CasStore for DynamoDb<R> {
         {
             return None;
         }
-        let (fence, limit) = Self::last_fence(rec)?;
+        // A holder that took its block's last token (fence = limit) moves
+        // too: the table's next admission reserves a fresh block.
+        let (fence, limit) = match (get_u64(rec, attr::FENCE), get_u64(rec, attr::FENCE_LIMIT)) {
+            (Some(f), Some(l)) if f <= l => (f, Some(l)),
+            _ => return None,
+        };
         let holder = Holder {
             lease_id: get_s(rec, attr::LEASE_ID)?.to_string(),
             kind: Kind::Exclusive,

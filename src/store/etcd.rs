@@ -770,11 +770,11 @@ impl EtcdStore {
         Ok(resp.succeeded())
     }
 
-    /// A forced release of an exclusive holder, as `force` says
-    /// ([`super::revoke`]): a supervised one is marked revoked (it stops at
-    /// its next renewal and releases); any other has its etcd lease revoked.
-    /// Semaphores and shared holders are released one at a time, as before
-    /// revocation existed.
+    /// A forced release of the first holder, as `force` says
+    /// ([`super::revoke`]): a supervised one (exclusive, shared or of a
+    /// semaphore: every renewal reads the mark) is marked revoked (it stops
+    /// at its next renewal and releases); any other has its etcd lease
+    /// revoked. Several holders (shared, a semaphore) go one at a time.
     async fn force_exclusive(
         &self,
         name: &str,
@@ -790,10 +790,9 @@ impl EtcdStore {
                 return Ok(Forced::NotHeld);
             }
             let h = Holder::from_value(kv.value());
-            let exclusive = h.mode() == (Kind::Exclusive, Mode::Lock);
             let revoked = info.revoked_by.is_some();
             let lease_id = lease_hex(kv.lease());
-            match action(force.mode, h.supervised && exclusive, revoked) {
+            match action(force.mode, h.supervised, revoked) {
                 Action::Keep => return Ok(Forced::Revoked(info)),
                 Action::Revoke if self.mark_revoked(&kv, &force.by).await? => {
                     return Ok(Forced::Revoked(info));

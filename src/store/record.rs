@@ -206,7 +206,12 @@ impl LeaseRecord {
         {
             return None;
         }
-        let next = self.next_counter_fence()?;
+        // A holder that took its block's last token (fence = limit) moves
+        // too: the table's next admission reserves a fresh block.
+        let next = match (self.fence, self.fence_limit) {
+            (Some(f), Some(l)) if f <= l => f + 1,
+            _ => return None,
+        };
         let holder = super::slots::Holder {
             lease_id: self.lease_id.clone(),
             kind: super::slots::Kind::Exclusive,
