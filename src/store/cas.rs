@@ -248,8 +248,9 @@ pub trait CasStore: Send + Sync {
     }
 
     /// A single-holder record written by this client (not by awsflock
-    /// 0.2.0), held, and with a counter of tokens, as the one exclusive
-    /// holder of a holder table: its lease id, owner, reason, fence and
+    /// 0.2.0), held, with a counter of tokens (its block may be used up:
+    /// the table's next admission reserves a fresh one), as the one
+    /// exclusive holder of a holder table: its lease id, owner, reason, fence and
     /// stored expiry exactly as the record has them, so that its holder's
     /// next renewal, refused by the record, finds itself in the table and
     /// goes on there. `None`: waiters may not queue in this record (they
@@ -389,8 +390,8 @@ impl<S: CasStore> LockStore for S {
 /// single holder released, or revoked in place ([`CasStore::revoke_record`])
 /// or, where the store cannot, moved into a holder table as its one
 /// exclusive holder, marked revoked there. `Ok(true)` when a revoked holder
-/// is left. A supervised record that can be neither (no counter of tokens
-/// left) is released at once, as before revocation existed.
+/// is left. A supervised record that can be neither (one with no counter
+/// of tokens) is released at once, as before revocation existed.
 async fn force_once<S: CasStore + ?Sized>(
     s: &S,
     name: &str,
