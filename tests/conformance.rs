@@ -768,27 +768,6 @@ mod force_cases {
         }
     }
 
-    /// A command that appends `TAG <ns since the epoch>` to `log` every 50 ms
-    /// for as long as it runs (`rounds` times, or forever when 0).
-    fn ticking(log: &std::path::Path, tag: &str, rounds: u32) -> String {
-        let log = log.display();
-        let tick = format!("echo \"{tag} $(date +%s%N)\" >> {log}; sleep 0.05");
-        if rounds == 0 {
-            format!("while :; do {tick}; done")
-        } else {
-            format!("i=0; while [ $i -lt {rounds} ]; do {tick}; i=$((i+1)); done")
-        }
-    }
-
-    fn stamps(log: &std::path::Path, tag: &str) -> Vec<u128> {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.strip_prefix(&format!("{tag} ")))
-            .filter_map(|t| t.trim().parse().ok())
-            .collect()
-    }
-
     /// A `run` holder ticking, a `run` waiter queued behind it, and
     /// `release --force --yes` (with `extra`): the release's outcome and
     /// how long it took, the holder's and the waiter's, and the ticks of

@@ -3,31 +3,9 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A command that appends `TAG <ns since the epoch>` to `log` every 50 ms,
-/// `rounds` times, or forever when 0.
-fn ticking(log: &Path, tag: &str, rounds: u32) -> String {
-    let log = log.display();
-    let tick = format!("echo \"{tag} $(date +%s%N)\" >> {log}; sleep 0.05");
-    if rounds == 0 {
-        format!("while :; do {tick}; done")
-    } else {
-        format!("i=0; while [ $i -lt {rounds} ]; do {tick}; i=$((i+1)); done")
-    }
-}
-
-fn stamps(log: &Path, tag: &str) -> Vec<u128> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix(&format!("{tag} ")))
-        .filter_map(|t| t.trim().parse().ok())
-        .collect()
-}
 
 fn n_of(item: &serde_json::Value, attr: &str) -> u64 {
     item[attr]["N"]

@@ -852,3 +852,26 @@ pub fn dir_store() -> (tempfile::TempDir, String) {
     assert_eq!(out.code, 0, "{}", out.describe());
     (tmp, backend)
 }
+
+/// A shell command that appends `TAG <ns since the epoch>` to `log` every
+/// 50 ms for as long as it runs (`rounds` times, or forever when 0): a
+/// critical section whose activity [`stamps`] reads back.
+pub fn ticking(log: &Path, tag: &str, rounds: u32) -> String {
+    let log = log.display();
+    let tick = format!("echo \"{tag} $(date +%s%N)\" >> {log}; sleep 0.05");
+    if rounds == 0 {
+        format!("while :; do {tick}; done")
+    } else {
+        format!("i=0; while [ $i -lt {rounds} ]; do {tick}; i=$((i+1)); done")
+    }
+}
+
+/// The times (ns since the epoch) that [`ticking`] wrote with `tag`.
+pub fn stamps(log: &Path, tag: &str) -> Vec<u128> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{tag} ")))
+        .filter_map(|t| t.trim().parse().ok())
+        .collect()
+}
