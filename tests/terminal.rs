@@ -251,37 +251,10 @@ fn job_control_ctrl_z_fg_and_ctrl_c_work_as_for_any_command() {
     assert_eq!(v["held"], false, "released after the jobs ended");
 }
 
-/// Runs `bash -c SCRIPT` on a fresh pseudo-terminal and returns everything
-/// the terminal showed (up to 60 s).
+/// Runs `bash -c SCRIPT` on a fresh pseudo-terminal, typing nothing, and
+/// returns everything the terminal showed ([`script_on_terminal`]).
 fn bash_on_terminal(script: &str) -> String {
-    let driver = r#"
-import os, pty, sys, time, select
-pid, fd = pty.fork()
-if pid == 0:
-    os.execvp("bash", ["bash", "-c", sys.argv[1]])
-seen = b""; deadline = time.time() + 40
-while time.time() < deadline:
-    r, _, _ = select.select([fd], [], [], 0.1)
-    if r:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-else:
-    seen += b"\n(driver: bash still running after 40 s, killed)\n"
-    os.kill(pid, 9)
-os.waitpid(pid, 0)
-sys.stdout.write(seen.decode("utf-8", "replace"))
-"#;
-    let mut c = Command::new("python3");
-    scrub_env(&mut c);
-    c.args(["-c", driver, script]);
-    let out = run(&mut c);
-    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
-    out.stdout
+    script_on_terminal(script, "", "").1
 }
 
 /// With `stty tostop`, a background job that writes to the terminal gets
