@@ -115,10 +115,22 @@ pub(crate) mod duration;
 mod error;
 #[cfg(feature = "cli")]
 pub(crate) mod exit;
+mod handle;
 mod info;
 mod lease;
 #[cfg(feature = "cli")]
 pub(crate) mod output;
+#[cfg_attr(
+    not(all(
+        feature = "dynamodb",
+        feature = "s3",
+        feature = "file",
+        feature = "etcd"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod protocol;
+mod request;
 #[cfg(feature = "cli")]
 pub(crate) mod supervise;
 pub(crate) mod sys;
@@ -136,7 +148,8 @@ pub(crate) mod timebase;
 mod sim;
 
 pub use error::{Error, Result};
+pub use handle::Store;
+pub use info::{HolderInfo, LockInfo};
 pub use lease::{LockGuard, Lost, safety_margin};
-pub use store::{
-    AcquireRequest, EtcdOptions, HolderInfo, Lease, LockInfo, OnWait, Store, StoreOptions,
-};
+pub use request::{AcquireRequest, Lease, OnWait};
+pub use store::{EtcdOptions, StoreOptions};

@@ -16,7 +16,7 @@
 //! This module holds the pure decisions; each store writes the mark its
 //! own way (DESIGN.md, "Forced release").
 
-use super::LockInfo;
+use crate::info::LockInfo;
 
 /// How a forced release treats a holder that a supervisor could stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub struct Force {
 impl Force {
     /// A forced release asked by this process's user on this host.
     pub fn here(mode: ForceMode) -> Force {
-        let host = super::default_owner();
+        let host = crate::request::default_owner();
         let by = match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
             Ok(u) if !u.is_empty() => format!("{u} on {host}"),
             _ => host,

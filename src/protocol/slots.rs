@@ -26,13 +26,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::AcquireRequest;
+pub use super::expiry::{EXPIRY_MARGIN_MS, Now};
 use crate::error::{Error, Result};
-
-/// Extra time past a lease's expiry before a waiter may take it over: a
-/// lease is alive until the store's clock, at the earliest, is past its
-/// expiry plus this margin (`cas::CasStore::takeover_margin_ms`'s default).
-pub const EXPIRY_MARGIN_MS: i64 = 1000;
+use crate::info::{HolderInfo, LockInfo};
+use crate::request::AcquireRequest;
 
 /// What a request asks for: `None` for an ordinary lock (the single-holder
 /// record), else the kind of holder and the name's mode.
@@ -118,15 +115,6 @@ pub enum Kind {
     /// Beside other shared holders ([`Mode::Lock`], `--shared`), or one of
     /// a semaphore's N ([`Mode::Semaphore`]).
     Shared,
-}
-
-/// The store's clock as the client knows it (ms since the epoch).
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    /// The earliest it can read now.
-    pub lo: i64,
-    /// The latest it can read now.
-    pub hi: i64,
 }
 
 /// One holder's lease.
@@ -247,14 +235,6 @@ impl Slots {
     /// Whether nobody holds or waits (after [`Slots::prune`]).
     pub fn is_empty(&self) -> bool {
         self.holders.is_empty() && self.queue.is_empty()
-    }
-
-    /// The expiry to show a client that reads one expiry per name
-    /// (awsflock 0.2.0's `expiration_time`): the latest of the holders'
-    /// (0 when none holds), so such a client sees the name held while any
-    /// holder may still act.
-    pub fn latest_expiry_ms(&self) -> i64 {
-        self.holders.iter().map(|h| h.expires_ms).max().unwrap_or(0)
     }
 
     /// Whether a waiter of `kind`, `ahead` live tickets of the given kinds
@@ -456,6 +436,60 @@ impl Slots {
     }
 }
 
+/// A table's live holders and waiters, for `status` and `list`.
+pub fn describe(table: &Slots, now: Now, wall: impl Fn(i64) -> i64, info: &mut LockInfo) {
+    let mut t = table.clone();
+    t.prune(now);
+    info.max_holders = match t.mode {
+        Mode::Semaphore(n) => Some(n),
+        Mode::Lock => None,
+    };
+    info.waiting = t.queue.len();
+    info.holders = t
+        .holders
+        .iter()
+        .map(|h| HolderInfo {
+            owner: h.owner.clone(),
+            reason: h.reason.clone(),
+            fence: h.fence,
+            shared: h.kind == Kind::Shared,
+            acquired_at_ms: wall(h.acquired_ms),
+            expires_at_ms: wall(h.expires_ms),
+            host: h.host.clone(),
+            pid: h.pid,
+        })
+        .collect();
+    info.held = !info.holders.is_empty();
+    if let Some(last) = t.holders.iter().max_by_key(|h| h.expires_ms) {
+        info.owner = Some(last.owner.clone());
+        info.reason = last.reason.clone();
+        info.fence = Some(last.fence);
+        info.expires_at_ms = Some(wall(last.expires_ms));
+        info.acquired_at_ms = Some(wall(last.acquired_ms));
+        info.expires_in_ms = Some(last.expires_ms - now.lo);
+        info.host = last.host.clone();
+        info.pid = last.pid;
+        info.supervised = last.supervised;
+        // One holder: its lease, as a record without a table shows it.
+        info.lease_id = (t.holders.len() == 1).then(|| last.lease_id.clone());
+        info.lease_duration_s = last
+            .lease_ms
+            .filter(|_| t.holders.len() == 1)
+            .map(|ms| (ms / 1000).max(0) as u64);
+    } else {
+        // Nobody holds (waiters may be queued): the record's own owner,
+        // reason, host and pid name a placeholder ("NULL"), not a holder.
+        info.owner = None;
+        info.reason = None;
+        info.host = None;
+        info.pid = None;
+        info.lease_id = None;
+        info.lease_duration_s = None;
+    }
+    info.revoked_by = t.holders.iter().find_map(|h| h.revoked_by.clone());
+    info.takeover_margin_ms = Some(EXPIRY_MARGIN_MS);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,7 +509,7 @@ mod tests {
 
     #[test]
     fn a_revoked_holder_keeps_its_place_until_it_releases_and_its_renewal_is_refused() {
-        use crate::store::revoke::{Force, ForceMode};
+        use crate::protocol::revoke::{Force, ForceMode};
         let mut s = Slots::free(Mode::Semaphore(3), (1, None));
         admit(&mut s, "run", Kind::Shared, Mode::Semaphore(3), 0).unwrap();
         admit(&mut s, "acquire", Kind::Shared, Mode::Semaphore(3), 0).unwrap();
@@ -591,10 +625,10 @@ mod tests {
         admit(&mut s, "a", Kind::Exclusive, l, 0).unwrap();
         assert!(s.renew("a", "a2", T0 + 20_000));
         assert!(!s.renew("a", "a3", T0 + 30_000), "an old id renews nothing");
-        assert_eq!(s.latest_expiry_ms(), T0 + 20_000);
+        assert_eq!(s.holders[0].expires_ms, T0 + 20_000);
         assert!(!s.release("a"));
         assert!(s.release("a2"));
-        assert_eq!(s.latest_expiry_ms(), 0);
+        assert!(s.holders.is_empty());
     }
 
     /// Random operations by 6 waiters on one name, each judged on a store
@@ -688,5 +722,34 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::Ticket;
+    use super::*;
+
+    /// A table with a waiter and no live holder describes nobody as the
+    /// holder, whatever placeholder the record carries.
+    #[test]
+    fn a_table_with_waiters_only_names_no_holder() {
+        let now = Now {
+            lo: 1_800_000_000_000,
+            hi: 1_800_000_001_000,
+        };
+        let mut table = Slots::free(Mode::Lock, (5, None));
+        table.queue.push(Ticket {
+            id: "w".into(),
+            kind: Kind::Exclusive,
+            expires_ms: now.hi + 10_000,
+        });
+        let mut info = crate::protocol::expiry::absent_info("x");
+        info.owner = Some("NULL".into());
+        info.held = true;
+        describe(&table, now, |ms| ms, &mut info);
+        assert!(!info.held);
+        assert_eq!(info.owner, None);
+        assert_eq!(info.waiting, 1);
     }
 }

@@ -12,9 +12,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::expiry::Stamp;
 use super::slots::Slots;
-use super::{AcquireRequest, LockInfo};
-use crate::store::cas::Stamp;
+use crate::info::LockInfo;
+use crate::request::{AcquireRequest, CLIENT_TAG};
 
 /// The state of a lock record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,7 +137,7 @@ impl LeaseRecord {
             host: Some(gethostname::gethostname().to_string_lossy().into_owned()),
             supervised: req.supervised,
             revoked_by: None,
-            client: super::CLIENT_TAG.to_string(),
+            client: CLIENT_TAG.to_string(),
             fence,
             fence_limit,
             acquired_ms: st.shown_ms,
@@ -171,7 +172,7 @@ impl LeaseRecord {
             host: None,
             supervised: false,
             revoked_by: None,
-            client: super::CLIENT_TAG.to_string(),
+            client: CLIENT_TAG.to_string(),
             fence: (last > 0).then_some(last),
             fence_limit: table.fence_limit,
             acquired_ms,
@@ -281,7 +282,7 @@ impl LeaseRecord {
                 // The stand-in's own id: what `release --force` releases.
                 lease_id: Some(self.lease_id.clone()),
                 problem: Some(problem.clone()),
-                ..super::cas::absent_info(&self.name)
+                ..super::expiry::absent_info(&self.name)
             };
         }
         let released = self.state == RecordState::Released;

@@ -22,11 +22,12 @@ use std::time::Duration;
 
 use crate::boottime::BootInstant as Instant;
 
-use super::cas::{self, Cancel, CasStore, SKEW_TOLERANCE_MS};
-use super::slots::{Kind, Mode, Now, Refusal, Slots};
-pub use super::slots::{mismatch, wanted};
-use super::{AcquireRequest, Lease, poll_pause};
+use super::backend::{self as cas, Cancel, CasStore};
 use crate::error::{Error, Result};
+use crate::protocol::slots::{Kind, Mode, Now, Refusal, Slots};
+pub use crate::protocol::slots::{mismatch, wanted};
+use crate::request::{AcquireRequest, Lease};
+use crate::store::poll_pause;
 
 /// How long a waiter's ticket lasts unless its waiter refreshes it: a dead
 /// waiter leaves the queue this long (plus the margin) after its last poll.
@@ -120,7 +121,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
         let rec = match s.read(name).await {
             Ok(r) => r,
             Err(Error::Unavailable(msg)) if contacted && !out_of_time() => {
-                super::warn_retrying(&msg, "still waiting");
+                crate::store::warn_retrying(&msg, "still waiting");
                 pause(cancel, poll_pause(), s, name, &id, maybe.is_some()).await?;
                 continue;
             }
@@ -189,7 +190,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
                         continue;
                     }
                     Err(Error::Unavailable(msg)) if !out_of_time() => {
-                        super::warn_retrying(&msg, "retrying");
+                        crate::store::warn_retrying(&msg, "retrying");
                         maybe = Some(st);
                         pause(cancel, poll_pause(), s, name, &id, true).await?;
                         continue;
@@ -226,7 +227,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
                 Ok(Ok(())) => {}
                 // Someone else wrote first: read again at once.
                 Ok(Err(_)) => continue,
-                Err(Error::Unavailable(msg)) => super::warn_retrying(&msg, "still waiting"),
+                Err(Error::Unavailable(msg)) => crate::store::warn_retrying(&msg, "still waiting"),
                 Err(e) => {
                     give_back(s, name, &id, maybe.is_some()).await;
                     return Err(e);
@@ -247,7 +248,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
 async fn wait_turn(
     req: &AcquireRequest,
     cancel: &mut Cancel<'_>,
-    info: &super::LockInfo,
+    info: &crate::info::LockInfo,
     behind: bool,
     out_of_time: &impl Fn() -> bool,
 ) -> Result<()> {
@@ -344,20 +345,21 @@ fn granted<S: CasStore + ?Sized>(
     }
 }
 
-/// [`CasStore::table_deadline`] for a table on the store's clock: from
-/// the expiry the record stores, judged conservatively, and never later
-/// than the lease counted from the send.
-pub fn clock_deadline(
-    clock: &crate::clock::ServerClock,
-    expires_ms: i64,
-    sent: Instant,
-    lease: Duration,
-) -> Instant {
-    let cap = sent + lease + Duration::from_millis(SKEW_TOLERANCE_MS as u64);
-    clock
-        .deadline_for(expires_ms)
-        .unwrap_or(sent + lease)
-        .min(cap)
+/// Releases `lease_id` in the record, or, when the record refuses it, in
+/// the table it may have been moved into.
+pub async fn release_anywhere<S: CasStore + ?Sized>(
+    s: &S,
+    name: &str,
+    lease_id: &str,
+) -> Result<()> {
+    match s.release_id(name, lease_id).await {
+        Err(e @ Error::NotHeld { .. }) => match holds(s, name, &[lease_id]).await {
+            Ok(true) => release(s, name, lease_id).await,
+            Ok(false) => Err(e),
+            Err(read) => Err(read),
+        },
+        other => other,
+    }
 }
 
 /// Renews a holder of a table to `next_id` for `duration`.
@@ -390,7 +392,7 @@ pub async fn renew<S: CasStore + ?Sized>(
             ));
         }
         if let Some(by) = table.revoked(&lease.lease_id) {
-            return Err(not_held(&super::revoke::refusal_detail(by)));
+            return Err(not_held(&crate::protocol::revoke::refusal_detail(by)));
         }
         let mut next = table.clone();
         if !next.renew(&lease.lease_id, next_id, st.expires_ms) {
@@ -481,7 +483,7 @@ pub async fn force<S: CasStore + ?Sized>(
     name: &str,
     rec: &S::Record,
     table: &Slots,
-    force: &super::revoke::Force,
+    force: &crate::protocol::revoke::Force,
 ) -> Result<bool> {
     let mut next = table.clone();
     next.prune(s.table_now());
@@ -494,88 +496,5 @@ pub async fn force<S: CasStore + ?Sized>(
             lease_id: String::new(),
             detail: " (it changed while being released)".to_string(),
         }),
-    }
-}
-
-/// A table's live holders and waiters, for `status` and `list`.
-pub fn describe(table: &Slots, now: Now, wall: impl Fn(i64) -> i64, info: &mut super::LockInfo) {
-    let mut t = table.clone();
-    t.prune(now);
-    info.max_holders = match t.mode {
-        Mode::Semaphore(n) => Some(n),
-        Mode::Lock => None,
-    };
-    info.waiting = t.queue.len();
-    info.holders = t
-        .holders
-        .iter()
-        .map(|h| super::HolderInfo {
-            owner: h.owner.clone(),
-            reason: h.reason.clone(),
-            fence: h.fence,
-            shared: h.kind == Kind::Shared,
-            acquired_at_ms: wall(h.acquired_ms),
-            expires_at_ms: wall(h.expires_ms),
-            host: h.host.clone(),
-            pid: h.pid,
-        })
-        .collect();
-    info.held = !info.holders.is_empty();
-    if let Some(last) = t.holders.iter().max_by_key(|h| h.expires_ms) {
-        info.owner = Some(last.owner.clone());
-        info.reason = last.reason.clone();
-        info.fence = Some(last.fence);
-        info.expires_at_ms = Some(wall(last.expires_ms));
-        info.acquired_at_ms = Some(wall(last.acquired_ms));
-        info.expires_in_ms = Some(last.expires_ms - now.lo);
-        info.host = last.host.clone();
-        info.pid = last.pid;
-        info.supervised = last.supervised;
-        // One holder: its lease, as a record without a table shows it.
-        info.lease_id = (t.holders.len() == 1).then(|| last.lease_id.clone());
-        info.lease_duration_s = last
-            .lease_ms
-            .filter(|_| t.holders.len() == 1)
-            .map(|ms| (ms / 1000).max(0) as u64);
-    } else {
-        // Nobody holds (waiters may be queued): the record's own owner,
-        // reason, host and pid name a placeholder ("NULL"), not a holder.
-        info.owner = None;
-        info.reason = None;
-        info.host = None;
-        info.pid = None;
-        info.lease_id = None;
-        info.lease_duration_s = None;
-    }
-    info.revoked_by = t.holders.iter().find_map(|h| h.revoked_by.clone());
-    info.takeover_margin_ms = Some(super::cas::EXPIRY_MARGIN_MS);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::slots::{Now, Ticket};
-    use super::*;
-
-    /// A table with a waiter and no live holder describes nobody as the
-    /// holder, whatever placeholder the record carries.
-    #[test]
-    fn a_table_with_waiters_only_names_no_holder() {
-        let now = Now {
-            lo: 1_800_000_000_000,
-            hi: 1_800_000_001_000,
-        };
-        let mut table = Slots::free(Mode::Lock, (5, None));
-        table.queue.push(Ticket {
-            id: "w".into(),
-            kind: Kind::Exclusive,
-            expires_ms: now.hi + 10_000,
-        });
-        let mut info = super::super::cas::absent_info("x");
-        info.owner = Some("NULL".into());
-        info.held = true;
-        describe(&table, now, |ms| ms, &mut info);
-        assert!(!info.held);
-        assert_eq!(info.owner, None);
-        assert_eq!(info.waiting, 1);
     }
 }

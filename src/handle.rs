@@ -3,9 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AcquireRequest, LockInfo, LockStore, StoreOptions};
 use crate::error::Result;
+use crate::info::LockInfo;
 use crate::lease::LockGuard;
+use crate::request::{AcquireRequest, validate_name};
+use crate::store::{LockStore, StoreOptions};
 
 /// A store of locks: a DynamoDB table, an S3 prefix, an etcd prefix or a
 /// local directory, named by a URL.
@@ -42,7 +44,7 @@ impl Store {
     /// them as the `awsflock` command line does).
     pub async fn open_with(opts: &StoreOptions) -> Result<Store> {
         Ok(Store {
-            inner: super::open(opts).await?,
+            inner: crate::store::open(opts).await?,
         })
     }
 
@@ -98,7 +100,7 @@ impl Store {
 
     /// What the store says about the lock `name` (held or not, by whom).
     pub async fn inspect(&self, name: &str) -> Result<LockInfo> {
-        super::validate_name(name)?;
+        validate_name(name)?;
         self.inner.inspect(name).await
     }
 
@@ -114,8 +116,8 @@ impl Store {
     /// This is the break-glass release (`release --force --immediately`):
     /// a holder still running goes on until its next renewal.
     pub async fn force_release(&self, name: &str) -> Result<Option<LockInfo>> {
-        use super::revoke::{Force, ForceMode, Forced};
-        super::validate_name(name)?;
+        use crate::protocol::revoke::{Force, ForceMode, Forced};
+        validate_name(name)?;
         let force = Force::here(ForceMode::Immediately);
         Ok(match self.inner.force_release(name, &force).await? {
             Forced::NotHeld => None,
