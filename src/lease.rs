@@ -488,45 +488,84 @@ async fn renew_loop(
     every: Duration,
     pending: Arc<std::sync::Mutex<Option<String>>>,
     renew_now: Arc<tokio::sync::Notify>,
-    mut look: Look,
+    look: Look,
 ) {
-    let mut next_renewal = if tx.borrow().suspect.is_some() {
+    let mut r = Renewer {
+        store,
+        tx,
+        duration,
+        pending,
+        renew_now,
+        look,
+    };
+    let mut next_renewal = if r.tx.borrow().suspect.is_some() {
         Instant::now()
     } else {
         Instant::now() + every
     };
     loop {
-        // Wait for the next renewal, looking at the clocks at every nap.
-        let mut why = None;
+        if let Some(w) = r.nap_until(next_renewal).await {
+            r.tx.send_modify(|s| s.suspect = Some(w.clone()));
+            warn_after_acting(format!("{w}: the lease may be gone; renewing now")).await;
+        }
+        let Some(renew_at_once) = r.renew().await else {
+            return;
+        };
+        next_renewal = if renew_at_once {
+            Instant::now()
+        } else {
+            Instant::now() + every
+        };
+    }
+}
+
+/// The renewal task's state: what it renews with, and the clocks as last
+/// looked at.
+struct Renewer {
+    store: Arc<dyn LockStore>,
+    tx: watch::Sender<GuardState>,
+    duration: Duration,
+    /// The next lease id of the renewal in flight (a release uses it too).
+    pending: Arc<std::sync::Mutex<Option<String>>>,
+    renew_now: Arc<tokio::sync::Notify>,
+    look: Look,
+}
+
+impl Renewer {
+    /// Naps until `due` (or until a renewal is asked for at once), looking
+    /// at the clocks at every nap: says why when time went unseen.
+    async fn nap_until(&mut self, due: Instant) -> Option<String> {
         loop {
-            let left = next_renewal.remaining();
+            let left = due.remaining();
             if left.is_zero() {
-                break;
+                return None;
             }
             tokio::select! {
                 // Biased so that a simulated run is reproducible: either
                 // branch leads to the same look at the clocks.
                 biased;
                 _ = tokio::time::sleep(left.min(boottime::MAX_NAP)) => {}
-                _ = renew_now.notified() => break,
+                _ = self.renew_now.notified() => return None,
             }
             let now = Look::now();
-            why = unseen_time(&look, &now);
-            look = now;
+            let why = unseen_time(&self.look, &now);
+            self.look = now;
             if why.is_some() {
-                break;
+                return why;
             }
         }
-        if let Some(w) = why {
-            tx.send_modify(|s| s.suspect = Some(w.clone()));
-            warn_after_acting(format!("{w}: the lease may be gone; renewing now")).await;
-        }
-        let mut renew_at_once = false;
-        let current = tx.borrow().lease.clone();
+    }
+
+    /// One renewal, retried with back-off until it lands or the lease is
+    /// lost. `Some(true)`: renew again at once (the lease written is
+    /// suspect); `Some(false)`: on the timer; `None`: lost (the state says
+    /// why).
+    async fn renew(&mut self) -> Option<bool> {
+        let current = self.tx.borrow().lease.clone();
         // One next lease id per renewal, reused on every retry, so that a
         // renewal that landed but whose answer was lost is recognised.
         let next_id = uuid::Uuid::new_v4().to_string();
-        if let Ok(mut p) = pending.lock() {
+        if let Ok(mut p) = self.pending.lock() {
             *p = Some(next_id.clone());
         }
         let mut backoff = Duration::from_millis(100);
@@ -535,97 +574,110 @@ async fn renew_loop(
         // flight or between retries) makes the lease suspect at once, not
         // when an answer comes. `flagged` keeps that suspicion for the
         // renewal's outcome.
-        let mut seen = look;
+        let mut seen = self.look;
         let mut flagged: Option<String> = None;
         loop {
             let left = current.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                tx.send_modify(|s| {
-                    s.lost = Some(Lost::Expired("no renewal succeeded in time".into()))
-                });
-                return;
+                self.lose(Lost::Expired("no renewal succeeded in time".into()));
+                return None;
             }
-            let attempt = {
-                let renew = boottime::timeout_at(
-                    current.deadline,
-                    store.renew(&current, duration, &next_id),
-                );
-                tokio::pin!(renew);
-                loop {
-                    tokio::select! {
-                        // Biased: an answer that is ready wins over a look.
-                        biased;
-                        out = &mut renew => break out,
-                        _ = tokio::time::sleep(boottime::MAX_NAP) => {
-                            look_again(&tx, &mut seen, &mut flagged).await;
-                        }
-                    }
-                }
-            };
-            look_again(&tx, &mut seen, &mut flagged).await;
+            let attempt = self
+                .attempt(&current, &next_id, &mut seen, &mut flagged)
+                .await;
+            look_again(&self.tx, &mut seen, &mut flagged).await;
             match attempt {
-                Ok(Ok(lease)) => {
-                    tracing::debug!(lease_id = %lease.lease_id, "renewed");
-                    if let Ok(mut p) = pending.lock() {
-                        *p = None;
-                    }
-                    // Time may have gone unseen during the renewal itself
-                    // (its answer showed the store's clock jumping ahead):
-                    // then the lease it wrote is suspect too.
-                    let now = Look::now();
-                    let why = unseen_time(&look, &now).or(flagged);
-                    look = now;
-                    tx.send_modify(|s| {
-                        s.lease = lease;
-                        s.suspect = why.clone();
-                    });
-                    if let Some(w) = why {
-                        renew_at_once = true;
-                        warn_after_acting(format!(
-                            "{w}: the lease may be shorter than written; renewing now"
-                        ))
-                        .await;
-                    }
-                    break;
-                }
+                Ok(Ok(lease)) => return Some(self.renewed(lease, flagged).await),
                 Ok(Err(Error::NotHeld { detail, .. })) => {
-                    // Time that passed unseen (a renewal held up by a paused
-                    // VM answers before the next look at the clocks) makes
-                    // the loss suspect too: the deadline missed that time,
-                    // so whoever acts under the lease stops at once.
-                    let why = unseen_time(&look, &Look::now()).or(flagged.take());
-                    tx.send_modify(|s| {
-                        // Released by force: the store may say by whom.
-                        s.lost = Some(Lost::Taken(crate::store::revoke::lost_reason(&detail)));
-                        if why.is_some() {
-                            s.suspect = why;
-                        }
-                    });
-                    return;
+                    self.taken(&detail, flagged.take());
+                    return None;
                 }
                 Ok(Err(e)) => {
                     crate::store::warn_retrying(&format!("renewal failed: {e}"), "retrying");
                 }
                 Err(_) => {
-                    tx.send_modify(|s| {
-                        s.lost = Some(Lost::Expired("the store did not answer".into()))
-                    });
-                    return;
+                    self.lose(Lost::Expired("the store did not answer".into()));
+                    return None;
                 }
             }
             let until = Instant::now()
                 + backoff.min(current.deadline.saturating_duration_since(Instant::now()));
             while !until.remaining().is_zero() {
                 tokio::time::sleep(until.remaining().min(boottime::MAX_NAP)).await;
-                look_again(&tx, &mut seen, &mut flagged).await;
+                look_again(&self.tx, &mut seen, &mut flagged).await;
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        next_renewal = if renew_at_once {
-            Instant::now()
-        } else {
-            Instant::now() + every
+    }
+
+    /// One renewal request, given up at the lease's deadline, looking at
+    /// the clocks at every nap while it is in flight.
+    async fn attempt(
+        &self,
+        current: &Lease,
+        next_id: &str,
+        seen: &mut Look,
+        flagged: &mut Option<String>,
+    ) -> std::result::Result<Result<Lease>, ()> {
+        let renew = boottime::timeout_at(
+            current.deadline,
+            self.store.renew(current, self.duration, next_id),
+        );
+        tokio::pin!(renew);
+        loop {
+            tokio::select! {
+                // Biased: an answer that is ready wins over a look.
+                biased;
+                out = &mut renew => break out,
+                _ = tokio::time::sleep(boottime::MAX_NAP) => {
+                    look_again(&self.tx, seen, flagged).await;
+                }
+            }
+        }
+    }
+
+    /// A renewal landed: the new lease in force, suspect if time went
+    /// unseen meanwhile (its answer showed the store's clock jumping
+    /// ahead, or a nap saw it). Says whether to renew again at once.
+    async fn renewed(&mut self, lease: Lease, flagged: Option<String>) -> bool {
+        tracing::debug!(lease_id = %lease.lease_id, "renewed");
+        if let Ok(mut p) = self.pending.lock() {
+            *p = None;
+        }
+        let now = Look::now();
+        let why = unseen_time(&self.look, &now).or(flagged);
+        self.look = now;
+        self.tx.send_modify(|s| {
+            s.lease = lease;
+            s.suspect = why.clone();
+        });
+        let Some(w) = why else {
+            return false;
         };
+        warn_after_acting(format!(
+            "{w}: the lease may be shorter than written; renewing now"
+        ))
+        .await;
+        true
+    }
+
+    /// The store refused the renewal: the lease was taken. Time that passed
+    /// unseen (a renewal held up by a paused VM answers before the next
+    /// look at the clocks) makes the loss suspect too: the deadline missed
+    /// that time, so whoever acts under the lease stops at once.
+    fn taken(&self, detail: &str, flagged: Option<String>) {
+        let why = unseen_time(&self.look, &Look::now()).or(flagged);
+        self.tx.send_modify(|s| {
+            // Released by force: the store may say by whom.
+            s.lost = Some(Lost::Taken(crate::protocol::revoke::lost_reason(detail)));
+            if why.is_some() {
+                s.suspect = why;
+            }
+        });
+    }
+
+    fn lose(&self, lost: Lost) {
+        self.tx.send_modify(|s| s.lost = Some(lost));
     }
 }
 

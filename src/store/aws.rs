@@ -526,8 +526,8 @@ pub fn where_searched(
 }
 
 /// Maps an SDK error that the caller did not handle itself to ours, with a
-/// message that says what to do, naming the store, the service (`DynamoDB`, `S3`) and the endpoint the
-/// request went to, when known.
+/// message that says what to do, naming the store, the service (`DynamoDB`,
+/// `S3`) and the endpoint the request went to, when known.
 pub fn sdk_error_at<E>(
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
     store: &str,
@@ -539,27 +539,20 @@ where
 {
     let detail = DisplayErrorContext(&err).to_string();
     tracing::debug!(error = %detail, "store error");
-    let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
-    let check = words(
-        "check --endpoint-url / AWS_ENDPOINT_URL",
-        "check the endpoint (the options' endpoint_url, AWS_ENDPOINT_URL)",
-    );
-    let not_the_service = |status: u16, headers: &aws_smithy_runtime_api::http::Headers| {
-        let ctype = headers.get("content-type").unwrap_or("no content type");
-        let proxy = if status >= 500 {
-            " (as a proxy or load balancer answers when what is behind it fails)"
-        } else {
-            ""
-        };
-        Error::store(format!(
-            "the endpoint{} answered something that is not {service} (HTTP {status}, {ctype}) \
-             for {store}{proxy}; {check}",
-            endpoint.map(|e| format!(" {e}")).unwrap_or_default()
-        ))
+    let w = Where {
+        store,
+        service,
+        endpoint,
+        at: endpoint.map(|e| format!(" at {e}")).unwrap_or_default(),
+        check: words(
+            "check --endpoint-url / AWS_ENDPOINT_URL",
+            "check the endpoint (the options' endpoint_url, AWS_ENDPOINT_URL)",
+        ),
     };
     match &err {
         SdkError::TimeoutError(_) => Error::Unavailable(format!(
-            "{store}{at} did not answer in time; check the endpoint and network, then try again"
+            "{store}{} did not answer in time; check the endpoint and network, then try again",
+            w.at
         )),
         SdkError::DispatchFailure(df) => {
             let source: &(dyn std::error::Error + 'static) = &err;
@@ -568,28 +561,16 @@ where
             } else {
                 classify_unreached(source.source().unwrap_or(source))
             };
-            let why = match unreached {
-                Unreached::Refused => format!(
-                    "connection refused: nothing listens there; {check}, or start the server"
-                ),
-                Unreached::Dns(d) => {
-                    format!("its host name does not resolve ({d}); {check} and the network's DNS")
-                }
-                Unreached::Timeout => format!("no connection in time; {check} and the network"),
-                Unreached::Tls(d) => format!(
-                    "the TLS handshake failed ({d}); {check} (a local server usually wants http://)"
-                ),
-                Unreached::Other(d) => format!("{d}; {check} and the network"),
-            };
-            Error::Unavailable(format!("cannot reach {store}{at}: {why}"))
+            w.unreached(unreached)
         }
         SdkError::ResponseError(re) => {
             let raw = re.raw();
             if foreign_answer(raw.status().as_u16(), raw.headers()) {
-                not_the_service(raw.status().as_u16(), raw.headers())
+                w.not_the_service(raw.status().as_u16(), raw.headers())
             } else {
                 Error::Unavailable(format!(
-                    "{store}{at} sent an unreadable response; try again"
+                    "{store}{} sent an unreadable response; try again",
+                    w.at
                 ))
             }
         }
@@ -599,38 +580,101 @@ where
             if code.is_none() && foreign_answer(status, se.raw().headers()) {
                 // No error code could be read from the answer: whatever
                 // answered does not speak the service's protocol.
-                return not_the_service(status, se.raw().headers());
+                return w.not_the_service(status, se.raw().headers());
             }
-            if is_throttling_or_server(code, Some(status)) {
-                Error::Unavailable(format!(
-                    "{store}{at} is overloaded or failing (HTTP {status}{}); try again later",
-                    code.map(|c| format!(" {c}")).unwrap_or_default()
-                ))
-            } else if matches!(
-                code,
-                Some(
-                    "UnrecognizedClientException"
-                        | "InvalidSignatureException"
-                        | "AccessDeniedException"
-                        | "AccessDenied"
-                        | "ExpiredTokenException"
-                        | "MissingAuthenticationToken"
-                )
-            ) {
-                Error::store(format!(
-                    "{store} refused the credentials ({}: {}); check AWS credentials and IAM permissions",
-                    code.unwrap_or("?"),
-                    se.err().message().unwrap_or("")
-                ))
-            } else {
-                Error::store(format!(
-                    "{store}: {}: {}",
-                    code.unwrap_or("error"),
-                    se.err().message().unwrap_or("request failed")
-                ))
-            }
+            w.refused(code, status, se.err().message())
         }
         _ => Error::store(format!("{store}: {}", short_cause(&detail))),
+    }
+}
+
+/// Where a failed request went, to say so in its error.
+struct Where<'a> {
+    store: &'a str,
+    service: &'a str,
+    endpoint: Option<&'a str>,
+    /// " at ENDPOINT", or nothing.
+    at: String,
+    /// What to check about the endpoint, in the caller's words.
+    check: &'static str,
+}
+
+impl Where<'_> {
+    /// The endpoint answered, but not as the service does.
+    fn not_the_service(
+        &self,
+        status: u16,
+        headers: &aws_smithy_runtime_api::http::Headers,
+    ) -> Error {
+        let ctype = headers.get("content-type").unwrap_or("no content type");
+        let proxy = if status >= 500 {
+            " (as a proxy or load balancer answers when what is behind it fails)"
+        } else {
+            ""
+        };
+        Error::store(format!(
+            "the endpoint{} answered something that is not {} (HTTP {status}, {ctype}) \
+             for {}{proxy}; {}",
+            self.endpoint.map(|e| format!(" {e}")).unwrap_or_default(),
+            self.service,
+            self.store,
+            self.check
+        ))
+    }
+
+    /// No answer at all.
+    fn unreached(&self, unreached: Unreached) -> Error {
+        let check = self.check;
+        let why = match unreached {
+            Unreached::Refused => {
+                format!("connection refused: nothing listens there; {check}, or start the server")
+            }
+            Unreached::Dns(d) => {
+                format!("its host name does not resolve ({d}); {check} and the network's DNS")
+            }
+            Unreached::Timeout => format!("no connection in time; {check} and the network"),
+            Unreached::Tls(d) => format!(
+                "the TLS handshake failed ({d}); {check} (a local server usually wants http://)"
+            ),
+            Unreached::Other(d) => format!("{d}; {check} and the network"),
+        };
+        Error::Unavailable(format!("cannot reach {}{}: {why}", self.store, self.at))
+    }
+
+    /// The service refused the request with an error code.
+    fn refused(&self, code: Option<&str>, status: u16, message: Option<&str>) -> Error {
+        let store = self.store;
+        if is_throttling_or_server(code, Some(status)) {
+            return Error::Unavailable(format!(
+                "{store}{} is overloaded or failing (HTTP {status}{}); try again later",
+                self.at,
+                code.map(|c| format!(" {c}")).unwrap_or_default()
+            ));
+        }
+        let credentials = matches!(
+            code,
+            Some(
+                "UnrecognizedClientException"
+                    | "InvalidSignatureException"
+                    | "AccessDeniedException"
+                    | "AccessDenied"
+                    | "ExpiredTokenException"
+                    | "MissingAuthenticationToken"
+            )
+        );
+        if credentials {
+            Error::store(format!(
+                "{store} refused the credentials ({}: {}); check AWS credentials and IAM permissions",
+                code.unwrap_or("?"),
+                message.unwrap_or("")
+            ))
+        } else {
+            Error::store(format!(
+                "{store}: {}: {}",
+                code.unwrap_or("error"),
+                message.unwrap_or("request failed")
+            ))
+        }
     }
 }
 

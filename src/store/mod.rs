@@ -317,79 +317,92 @@ impl StoreOptions {
             ))
         })?;
         match scheme {
-            "dynamodb" => {
-                let from_url = rest.trim_end_matches('/');
-                let table = if !from_url.is_empty() {
-                    if let Some(t) = &self.table {
-                        if t != from_url {
-                            return Err(Error::usage(format!(
-                                "table {t:?} disagrees with the store URL {url:?}; give one of them"
-                            )));
-                        }
-                    }
-                    from_url.to_string()
-                } else {
-                    self.table
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_TABLE.to_string())
-                };
-                if table.is_empty() || table.contains('/') {
-                    return Err(Error::usage(format!(
-                        "bad table name {table:?} in backend {url:?}"
-                    )));
-                }
-                Ok(Target::DynamoDb { table })
-            }
-            "s3" => {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return Err(Error::usage(format!(
-                        "no bucket in backend {url:?}; use s3://BUCKET/PREFIX"
-                    )));
-                }
-                let prefix = prefix.trim_matches('/');
-                let prefix = if prefix.is_empty() {
-                    String::new()
-                } else {
-                    format!("{prefix}/")
-                };
-                Ok(Target::S3 {
-                    bucket: bucket.to_string(),
-                    prefix,
-                })
-            }
-            "etcd" => {
-                let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                let endpoints: Vec<String> = hosts
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|h| !h.is_empty())
-                    .map(String::from)
-                    .collect();
-                if endpoints.is_empty() || endpoints.iter().any(|h| !h.contains(':')) {
-                    return Err(Error::usage(format!(
-                        "backend {url:?} needs HOST:PORT endpoints: etcd://HOST:PORT[,HOST:PORT...]/PREFIX"
-                    )));
-                }
-                Ok(Target::Etcd {
-                    endpoints,
-                    prefix: prefix.to_string(),
-                })
-            }
-            "file" => {
-                if !rest.starts_with('/') {
-                    return Err(Error::usage(format!(
-                        "backend {url:?} needs an absolute directory: file:///path/to/dir"
-                    )));
-                }
-                Ok(Target::File {
-                    dir: std::path::PathBuf::from(rest),
-                })
-            }
+            "dynamodb" => Target::dynamodb(url, rest, self.table.as_ref()),
+            "s3" => Target::s3(url, rest),
+            "etcd" => Target::etcd(url, rest),
+            "file" => Target::file(url, rest),
             other => Err(Error::usage(format!(
                 "unknown backend scheme {other:?} in {url:?}; supported: dynamodb://TABLE, s3://BUCKET/PREFIX, etcd://HOST:PORT/PREFIX, file:///DIR"
             ))),
         }
+    }
+}
+
+impl Target {
+    /// `dynamodb://TABLE`, or the table given apart (never both, unless
+    /// they agree).
+    fn dynamodb(url: &str, rest: &str, table: Option<&String>) -> Result<Target> {
+        let from_url = rest.trim_end_matches('/');
+        let table = if !from_url.is_empty() {
+            if let Some(t) = table {
+                if t != from_url {
+                    return Err(Error::usage(format!(
+                        "table {t:?} disagrees with the store URL {url:?}; give one of them"
+                    )));
+                }
+            }
+            from_url.to_string()
+        } else {
+            table.cloned().unwrap_or_else(|| DEFAULT_TABLE.to_string())
+        };
+        if table.is_empty() || table.contains('/') {
+            return Err(Error::usage(format!(
+                "bad table name {table:?} in backend {url:?}"
+            )));
+        }
+        Ok(Target::DynamoDb { table })
+    }
+
+    /// `s3://BUCKET/PREFIX`
+    fn s3(url: &str, rest: &str) -> Result<Target> {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::usage(format!(
+                "no bucket in backend {url:?}; use s3://BUCKET/PREFIX"
+            )));
+        }
+        let prefix = prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        Ok(Target::S3 {
+            bucket: bucket.to_string(),
+            prefix,
+        })
+    }
+
+    /// `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`
+    fn etcd(url: &str, rest: &str) -> Result<Target> {
+        let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let endpoints: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(String::from)
+            .collect();
+        if endpoints.is_empty() || endpoints.iter().any(|h| !h.contains(':')) {
+            return Err(Error::usage(format!(
+                "backend {url:?} needs HOST:PORT endpoints: etcd://HOST:PORT[,HOST:PORT...]/PREFIX"
+            )));
+        }
+        Ok(Target::Etcd {
+            endpoints,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// `file:///DIR`
+    fn file(url: &str, rest: &str) -> Result<Target> {
+        if !rest.starts_with('/') {
+            return Err(Error::usage(format!(
+                "backend {url:?} needs an absolute directory: file:///path/to/dir"
+            )));
+        }
+        Ok(Target::File {
+            dir: std::path::PathBuf::from(rest),
+        })
     }
 }
 

@@ -173,42 +173,7 @@ impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
     ) -> Option<Result<Lease>> {
         let (s, name) = (self.s, &self.req.name);
         match answer {
-            Ok(Outcome::Granted(fence)) => {
-                if let Poll::Ready(sig) = futures_util::poll!(&mut self.cancel) {
-                    // A grant raced with the signal: give it back.
-                    let _ = release_anywhere(s, name, &lease_id).await;
-                    return Some(Err(Error::Interrupted(sig)));
-                }
-                match finish(s, name, lease_id.clone(), fence, self.req.lease, st).await {
-                    Err(Error::NotHeld { .. }) => {
-                        // The write was stamped on this machine's clock, which
-                        // was off; before it could be rewritten on the store's
-                        // clock another worker judged it expired and took it.
-                        // Nothing was reported: go on waiting. (Or a waiter
-                        // moved it into a holder table: then it is found
-                        // there and given back.)
-                        tracing::info!("the grant was taken over before it was confirmed; waiting");
-                        self.unconfirmed.push(lease_id);
-                        self.contacted = true;
-                        match s.read(name).await {
-                            Ok(rec) => self.seen = Some(rec),
-                            Err(Error::Unavailable(msg)) => {
-                                crate::store::warn_retrying(&msg, "still waiting")
-                            }
-                            Err(e) => return Some(Err(e)),
-                        }
-                        None
-                    }
-                    Err(e) => {
-                        // The grant landed but could not be rewritten on the
-                        // store's clock: nobody was told of it; give it back.
-                        self.unconfirmed.push(lease_id);
-                        give_back(s, name, &self.unconfirmed).await;
-                        Some(Err(e))
-                    }
-                    ok => Some(ok),
-                }
-            }
+            Ok(Outcome::Granted(fence)) => self.confirm(lease_id, fence, st).await,
             // The store asks for another attempt at once (a guess it
             // corrected, such as DynamoDB's high-water mark).
             Ok(Outcome::Retry) => None,
@@ -248,6 +213,51 @@ impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
                 give_back(s, name, &self.unconfirmed).await;
                 Some(Err(e))
             }
+        }
+    }
+
+    /// A grant write landed: confirm it on the store's clock ([`finish`]),
+    /// unless the acquire was cancelled meanwhile. `Some` ends the acquire.
+    async fn confirm(
+        &mut self,
+        lease_id: String,
+        fence: Option<u64>,
+        st: Stamp,
+    ) -> Option<Result<Lease>> {
+        let (s, name) = (self.s, &self.req.name);
+        if let Poll::Ready(sig) = futures_util::poll!(&mut self.cancel) {
+            // A grant raced with the signal: give it back.
+            let _ = release_anywhere(s, name, &lease_id).await;
+            return Some(Err(Error::Interrupted(sig)));
+        }
+        match finish(s, name, lease_id.clone(), fence, self.req.lease, st).await {
+            Err(Error::NotHeld { .. }) => {
+                // The write was stamped on this machine's clock, which
+                // was off; before it could be rewritten on the store's
+                // clock another worker judged it expired and took it.
+                // Nothing was reported: go on waiting. (Or a waiter
+                // moved it into a holder table: then it is found
+                // there and given back.)
+                tracing::info!("the grant was taken over before it was confirmed; waiting");
+                self.unconfirmed.push(lease_id);
+                self.contacted = true;
+                match s.read(name).await {
+                    Ok(rec) => self.seen = Some(rec),
+                    Err(Error::Unavailable(msg)) => {
+                        crate::store::warn_retrying(&msg, "still waiting")
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+                None
+            }
+            Err(e) => {
+                // The grant landed but could not be rewritten on the
+                // store's clock: nobody was told of it; give it back.
+                self.unconfirmed.push(lease_id);
+                give_back(s, name, &self.unconfirmed).await;
+                Some(Err(e))
+            }
+            ok => Some(ok),
         }
     }
 }

@@ -108,45 +108,88 @@ pub async fn acquire<S: CasStore + ?Sized>(
     mode: Mode,
     cancel: &mut Cancel<'_>,
 ) -> Result<Lease> {
-    let name = req.name.as_str();
-    let id = uuid::Uuid::new_v4().to_string();
-    let give_up = req.wait.map(|w| Instant::now() + w);
-    let out_of_time = || give_up.is_some_and(|g| Instant::now() >= g);
-    // The stamp of the last grant attempt whose answer was lost: it may have
-    // landed, and the next read recognises it by our id.
-    let mut maybe: Option<Sent> = None;
-    let mut contacted = false;
-    let mut races = 0u32;
+    let mut w = Waiter {
+        s,
+        req,
+        kind,
+        mode,
+        id: uuid::Uuid::new_v4().to_string(),
+        give_up: req.wait.map(|w| Instant::now() + w),
+        cancel,
+        maybe: None,
+        contacted: false,
+        races: 0,
+    };
     loop {
-        let rec = match s.read(name).await {
-            Ok(r) => r,
-            Err(Error::Unavailable(msg)) if contacted && !out_of_time() => {
-                crate::store::warn_retrying(&msg, "still waiting");
-                pause(cancel, poll_pause(), s, name, &id, maybe.is_some()).await?;
-                continue;
-            }
-            Err(e) => {
-                give_back(s, name, &id, maybe.is_some()).await;
-                return Err(e);
-            }
+        if let Some(lease) = w.round().await? {
+            return Ok(lease);
+        }
+    }
+}
+
+/// One waiter of a holder table: what it must remember between rounds.
+struct Waiter<'a, 'c, S: CasStore + ?Sized> {
+    s: &'a S,
+    req: &'a AcquireRequest,
+    kind: Kind,
+    mode: Mode,
+    /// Our ticket's id, and our lease id once admitted.
+    id: String,
+    give_up: Option<Instant>,
+    cancel: &'a mut Cancel<'c>,
+    /// The stamp of the last grant attempt whose answer was lost: it may
+    /// have landed, and the next read recognises it by our id.
+    maybe: Option<Sent>,
+    /// The store has answered at least once.
+    contacted: bool,
+    /// Writes of the table lost to a race.
+    races: u32,
+}
+
+/// What one attempt to be admitted came to.
+enum Admit {
+    Granted(Lease),
+    /// Read again at once (or after a pause already taken).
+    Again,
+    /// Not admitted: keep our place and wait.
+    Wait,
+}
+
+impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
+    fn out_of_time(&self) -> bool {
+        self.give_up.is_some_and(|g| Instant::now() >= g)
+    }
+
+    fn name(&self) -> &str {
+        &self.req.name
+    }
+
+    /// Read, judge, and try to be admitted or keep our place: `Some` once
+    /// granted, `None` to go round again.
+    async fn round(&mut self) -> Result<Option<Lease>> {
+        let Some(rec) = self.read().await? else {
+            return Ok(None);
         };
-        contacted = true;
+        let (s, name) = (self.s, self.req.name.as_str());
         let now = s.table_now();
-        let mut table = match table_of(s, name, rec.as_ref(), mode).await? {
+        let mut table = match table_of(s, name, rec.as_ref(), self.mode).await? {
             Table::Slots(t) => t,
             Table::Plain => {
-                if let Mode::Semaphore(_) = mode {
-                    return Err(mismatch(name, Mode::Lock, mode));
+                if let Mode::Semaphore(_) = self.mode {
+                    return Err(mismatch(name, Mode::Lock, self.mode));
                 }
                 let info = cas::info_of(s, name, rec.as_ref());
-                wait_turn(req, cancel, &info, false, &out_of_time).await?;
-                continue;
+                let give_up = self.give_up;
+                let out_of_time = move || give_up.is_some_and(|g| Instant::now() >= g);
+                wait_turn(self.req, self.cancel, &info, false, &out_of_time).await?;
+                return Ok(None);
             }
         };
-        if let Some(h) = table.holders.iter().find(|h| h.lease_id == id) {
+        if let Some(h) = table.holders.iter().find(|h| h.lease_id == self.id) {
             // An earlier attempt landed; its answer was lost.
-            let st = maybe.unwrap_or_else(|| Sent::now(s, req.lease));
-            return Ok(granted(s, req, &id, h.fence, st.as_stored(h.expires_ms)));
+            let st = self.maybe.unwrap_or_else(|| Sent::now(s, self.req.lease));
+            let lease = granted(s, self.req, &self.id, h.fence, st.as_stored(h.expires_ms));
+            return Ok(Some(lease));
         }
         if table.fence_limit.is_some_and(|l| table.next_fence > l) {
             // The record's block of tokens is used up: reserve another.
@@ -154,92 +197,156 @@ pub async fn acquire<S: CasStore + ?Sized>(
             table.next_fence = table.next_fence.max(first);
             table.fence_limit = limit;
         }
+        match self.try_admit(&table, rec.as_ref(), now).await? {
+            Admit::Granted(lease) => Ok(Some(lease)),
+            Admit::Again => Ok(None),
+            Admit::Wait => self.keep_place_and_wait(&table, rec.as_ref(), now).await,
+        }
+    }
+
+    /// The record, or `None` after a pause for a store that is unavailable
+    /// after having answered once (a waiter rides out an outage).
+    async fn read(&mut self) -> Result<Option<Option<S::Record>>> {
+        match self.s.read(self.name()).await {
+            Ok(r) => {
+                self.contacted = true;
+                Ok(Some(r))
+            }
+            Err(Error::Unavailable(msg)) if self.contacted && !self.out_of_time() => {
+                crate::store::warn_retrying(&msg, "still waiting");
+                self.pause(self.maybe.is_some()).await?;
+                Ok(None)
+            }
+            Err(e) => {
+                give_back(self.s, self.name(), &self.id, self.maybe.is_some()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the table with us admitted, if the table admits us now.
+    async fn try_admit(
+        &mut self,
+        table: &Slots,
+        rec: Option<&S::Record>,
+        now: Now,
+    ) -> Result<Admit> {
+        let (s, req) = (self.s, self.req);
         let st = Sent::now(s, req.lease);
         let mut next = table.clone();
-        let refusal = match next.admit(
-            &id,
-            kind,
-            mode,
+        let admitted = next.admit(
+            &self.id,
+            self.kind,
+            self.mode,
             &req.owner,
             req.reason.as_deref(),
             st.expires_ms,
             now,
-        ) {
-            Ok(fence) => {
-                if let Some(h) = next.holders.iter_mut().find(|h| h.lease_id == id) {
-                    h.acquired_ms = st.now.lo;
-                    h.host = Some(gethostname::gethostname().to_string_lossy().into_owned());
-                    h.pid = Some(std::process::id());
-                    h.supervised = req.supervised;
-                    h.lease_ms = Some(req.lease.as_millis() as i64);
-                }
-                next.version = uuid::Uuid::new_v4().to_string();
-                match s.write_slots(name, rec.as_ref(), &next).await {
-                    Ok(Ok(())) => {
-                        if let std::task::Poll::Ready(sig) = futures_util::poll!(&mut *cancel) {
-                            give_back(s, name, &id, true).await;
-                            return Err(Error::Interrupted(sig));
-                        }
-                        return Ok(granted(s, req, &id, fence, st));
-                    }
-                    Ok(Err(_)) => {
-                        races += 1;
-                        if races.is_multiple_of(5) {
-                            pause(cancel, poll_pause(), s, name, &id, maybe.is_some()).await?;
-                        }
-                        continue;
-                    }
-                    Err(Error::Unavailable(msg)) if !out_of_time() => {
-                        crate::store::warn_retrying(&msg, "retrying");
-                        maybe = Some(st);
-                        pause(cancel, poll_pause(), s, name, &id, true).await?;
-                        continue;
-                    }
-                    Err(e) => {
-                        give_back(s, name, &id, true).await;
-                        return Err(e);
-                    }
-                }
+        );
+        let fence = match admitted {
+            Ok(fence) => fence,
+            Err(Refusal::ModeMismatch { stored, asked }) => {
+                give_back(s, self.name(), &self.id, self.maybe.is_some()).await;
+                return Err(mismatch(self.name(), stored, asked));
             }
-            Err(r) => r,
+            Err(Refusal::Wait { .. }) => return Ok(Admit::Wait),
         };
-        match refusal {
-            Refusal::ModeMismatch { stored, asked } => {
-                give_back(s, name, &id, maybe.is_some()).await;
-                return Err(mismatch(name, stored, asked));
-            }
-            Refusal::Wait { .. } => {}
+        if let Some(h) = next.holders.iter_mut().find(|h| h.lease_id == self.id) {
+            h.acquired_ms = st.now.lo;
+            h.host = Some(gethostname::gethostname().to_string_lossy().into_owned());
+            h.pid = Some(std::process::id());
+            h.supervised = req.supervised;
+            h.lease_ms = Some(req.lease.as_millis() as i64);
         }
-        // Not admitted: keep our ticket in the queue fresh, then wait.
-        let ours = table.queue.iter().find(|t| t.id == id);
-        let mut info = cas::info_of(s, name, rec.as_ref());
-        info.waiting = table.queue.len();
-        if !out_of_time() && ours.is_none_or(|t| t.expires_ms - now.hi < TICKET_REFRESH_MS) {
-            let mut queued = table.clone();
-            if let Err(Refusal::ModeMismatch { stored, asked }) =
-                queued.enqueue(&id, kind, mode, now.hi + TICKET_LIFE_MS, now)
-            {
-                give_back(s, name, &id, maybe.is_some()).await;
-                return Err(mismatch(name, stored, asked));
-            }
-            queued.version = uuid::Uuid::new_v4().to_string();
-            match s.write_slots(name, rec.as_ref(), &queued).await {
-                Ok(Ok(())) => {}
-                // Someone else wrote first: read again at once.
-                Ok(Err(_)) => continue,
-                Err(Error::Unavailable(msg)) => crate::store::warn_retrying(&msg, "still waiting"),
-                Err(e) => {
-                    give_back(s, name, &id, maybe.is_some()).await;
-                    return Err(e);
+        next.version = uuid::Uuid::new_v4().to_string();
+        match s.write_slots(self.name(), rec, &next).await {
+            Ok(Ok(())) => {
+                if let std::task::Poll::Ready(sig) = futures_util::poll!(&mut *self.cancel) {
+                    give_back(s, self.name(), &self.id, true).await;
+                    return Err(Error::Interrupted(sig));
                 }
+                Ok(Admit::Granted(granted(s, req, &self.id, fence, st)))
+            }
+            Ok(Err(_)) => {
+                self.races += 1;
+                if self.races.is_multiple_of(5) {
+                    self.pause(self.maybe.is_some()).await?;
+                }
+                Ok(Admit::Again)
+            }
+            Err(Error::Unavailable(msg)) if !self.out_of_time() => {
+                crate::store::warn_retrying(&msg, "retrying");
+                self.maybe = Some(st);
+                self.pause(true).await?;
+                Ok(Admit::Again)
+            }
+            Err(e) => {
+                give_back(s, self.name(), &self.id, true).await;
+                Err(e)
             }
         }
-        let soon = table.next_in_turn(&id, kind, now);
-        let r = wait_turn(req, cancel, &info, !soon, &out_of_time).await;
-        if r.is_err() {
-            give_back(s, name, &id, maybe.is_some()).await;
+    }
+
+    /// Not admitted: keep our ticket in the queue fresh, then wait our turn.
+    async fn keep_place_and_wait(
+        &mut self,
+        table: &Slots,
+        rec: Option<&S::Record>,
+        now: Now,
+    ) -> Result<Option<Lease>> {
+        let ours = table.queue.iter().find(|t| t.id == self.id);
+        let mut info = cas::info_of(self.s, self.name(), rec);
+        info.waiting = table.queue.len();
+        let stale = ours.is_none_or(|t| t.expires_ms - now.hi < TICKET_REFRESH_MS);
+        if !self.out_of_time() && stale && !self.enqueue(table, rec, now).await? {
+            // Someone else wrote first: read again at once.
+            return Ok(None);
         }
-        r?;
+        let soon = table.next_in_turn(&self.id, self.kind, now);
+        let give_up = self.give_up;
+        let out_of_time = move || give_up.is_some_and(|g| Instant::now() >= g);
+        let r = wait_turn(self.req, self.cancel, &info, !soon, &out_of_time).await;
+        if r.is_err() {
+            give_back(self.s, self.name(), &self.id, self.maybe.is_some()).await;
+        }
+        r.map(|()| None)
+    }
+
+    /// Writes our ticket into the queue (or refreshes it): `false` when
+    /// someone else wrote the record first.
+    async fn enqueue(&mut self, table: &Slots, rec: Option<&S::Record>, now: Now) -> Result<bool> {
+        let mut queued = table.clone();
+        if let Err(Refusal::ModeMismatch { stored, asked }) =
+            queued.enqueue(&self.id, self.kind, self.mode, now.hi + TICKET_LIFE_MS, now)
+        {
+            give_back(self.s, self.name(), &self.id, self.maybe.is_some()).await;
+            return Err(mismatch(self.name(), stored, asked));
+        }
+        queued.version = uuid::Uuid::new_v4().to_string();
+        match self.s.write_slots(self.name(), rec, &queued).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(_)) => Ok(false),
+            Err(Error::Unavailable(msg)) => {
+                crate::store::warn_retrying(&msg, "still waiting");
+                Ok(true)
+            }
+            Err(e) => {
+                give_back(self.s, self.name(), &self.id, self.maybe.is_some()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn pause(&mut self, maybe: bool) -> Result<()> {
+        pause(
+            self.cancel,
+            poll_pause(),
+            self.s,
+            &self.req.name,
+            &self.id,
+            maybe,
+        )
+        .await
     }
 }
 

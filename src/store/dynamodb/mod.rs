@@ -47,6 +47,57 @@ pub struct DynamoDb<R = Sdk> {
     hw_hint: std::sync::Mutex<Option<u64>>,
 }
 
+/// The attributes of an item that keeps a holder table: the table itself,
+/// and 0.2.0's attributes as its latest holder (so that 0.2.0 sees the name
+/// held); those to set and those to remove.
+impl<R: Requests> DynamoDb<R> {
+    fn table_attrs(
+        &self,
+        table: &Slots,
+    ) -> (Vec<(&'static str, AttributeValue)>, Vec<&'static str>) {
+        let latest = table.holders.iter().max_by_key(|h| h.expires_ms);
+        let expires = latest.map_or(0, |h| h.expires_ms);
+        let last = table.next_fence.saturating_sub(1);
+        let mut attrs = vec![
+            (attr::LEASE_ID, s(table.version.clone())),
+            (
+                attr::EXPIRATION_TIME,
+                n(if expires > 0 { ceil_secs(expires) } else { 0 }),
+            ),
+            (attr::EXPIRES_MS, n(expires)),
+            (attr::ACQUIRED_MS, n(self.clock.lower_ms())),
+            (
+                attr::OWNER,
+                s(latest
+                    .map(|h| h.owner.clone())
+                    .unwrap_or_else(|| "NULL".into())),
+            ),
+            (attr::LEASE_DURATION, n(0)),
+            (attr::CLIENT, s(CLIENT_TAG)),
+            (attr::FENCE, n(last)),
+            (
+                attr::SLOTS,
+                s(serde_json::to_string(table).unwrap_or_default()),
+            ),
+        ];
+        let mut removes = vec![
+            attr::RELEASED_LEASE,
+            attr::RELEASED_MS,
+            attr::PID,
+            attr::HOST,
+        ];
+        match table.fence_limit {
+            Some(l) => attrs.push((attr::FENCE_LIMIT, n(l))),
+            None => removes.push(attr::FENCE_LIMIT),
+        }
+        match latest.and_then(|h| h.reason.clone()) {
+            Some(r) => attrs.push((attr::REASON, s(r))),
+            None => removes.push(attr::REASON),
+        }
+        (attrs, removes)
+    }
+}
+
 /// The requests the lock logic sends, each answered with what the logic
 /// reads of the answer. [`Sdk`] sends them to DynamoDB; the simulation
 /// applies them to its in-memory table (same conditions). Every decision
@@ -555,45 +606,7 @@ impl<R: Requests> CasStore for DynamoDb<R> {
                 None => return Ok(Err(Some(item.clone()))),
             },
         };
-        let latest = table.holders.iter().max_by_key(|h| h.expires_ms);
-        let expires = latest.map_or(0, |h| h.expires_ms);
-        let last = table.next_fence.saturating_sub(1);
-        let mut attrs = vec![
-            (attr::LEASE_ID, s(table.version.clone())),
-            (
-                attr::EXPIRATION_TIME,
-                n(if expires > 0 { ceil_secs(expires) } else { 0 }),
-            ),
-            (attr::EXPIRES_MS, n(expires)),
-            (attr::ACQUIRED_MS, n(self.clock.lower_ms())),
-            (
-                attr::OWNER,
-                s(latest
-                    .map(|h| h.owner.clone())
-                    .unwrap_or_else(|| "NULL".into())),
-            ),
-            (attr::LEASE_DURATION, n(0)),
-            (attr::CLIENT, s(CLIENT_TAG)),
-            (attr::FENCE, n(last)),
-            (
-                attr::SLOTS,
-                s(serde_json::to_string(table).unwrap_or_default()),
-            ),
-        ];
-        let mut removes = vec![
-            attr::RELEASED_LEASE,
-            attr::RELEASED_MS,
-            attr::PID,
-            attr::HOST,
-        ];
-        match table.fence_limit {
-            Some(l) => attrs.push((attr::FENCE_LIMIT, n(l))),
-            None => removes.push(attr::FENCE_LIMIT),
-        }
-        match latest.and_then(|h| h.reason.clone()) {
-            Some(r) => attrs.push((attr::REASON, s(r))),
-            None => removes.push(attr::REASON),
-        }
+        let (attrs, removes) = self.table_attrs(table);
         // A table that starts a fresh block of tokens (the item is absent,
         // or kept no counter, or used its block up) reserves it from the
         // high-water mark in the same transaction as a fresh grant does, on

@@ -67,6 +67,90 @@ impl DynamoDb {
 }
 
 impl Sdk {
+    /// The write of the fencing high-water mark in a fresh grant:
+    /// conditioned on the mark read (`None`: absent).
+    fn hw_put(&self, name: &str, hw: Option<u64>, new_hw: u64) -> Result<Put> {
+        let mut hw_names = HashMap::from([("#hw".to_string(), attr::FENCE_HW.to_string())]);
+        let mut hw_values = HashMap::new();
+        let hw_cond = match hw {
+            None => "attribute_not_exists(#hw)".to_string(),
+            Some(h) => {
+                hw_values.insert(":old".to_string(), n(h));
+                "#hw = :old".to_string()
+            }
+        };
+        Put::builder()
+            .table_name(&self.table)
+            .item(attr::LOCK_ID, s(hw_key(name)))
+            .item(attr::FENCE_HW, n(new_hw))
+            .condition_expression(hw_cond)
+            .set_expression_attribute_names(Some(std::mem::take(&mut hw_names)))
+            .set_expression_attribute_values(if hw_values.is_empty() {
+                None
+            } else {
+                Some(hw_values)
+            })
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| Error::store(e.to_string()))
+    }
+
+    /// The write of the lock item in a fresh grant: conditioned on the
+    /// lease id seen (`None`: absent).
+    fn fresh_lock_put(
+        &self,
+        name: &str,
+        attrs: Vec<(&'static str, AttributeValue)>,
+        seen: Option<&str>,
+        fence: u64,
+        new_hw: u64,
+    ) -> Result<Put> {
+        let mut lock = Put::builder()
+            .table_name(&self.table)
+            .item(attr::LOCK_ID, s(name))
+            .item(attr::FENCE, n(fence))
+            .item(attr::FENCE_LIMIT, n(new_hw));
+        for (k, v) in attrs {
+            lock = lock.item(k, v);
+        }
+        lock = match seen {
+            None => lock
+                .condition_expression("attribute_not_exists(#k)")
+                .expression_attribute_names("#k", attr::LOCK_ID),
+            Some(id) => lock
+                .condition_expression("#l = :seen")
+                .expression_attribute_names("#l", attr::LEASE_ID)
+                .expression_attribute_values(":seen", s(id)),
+        };
+        lock.return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| Error::store(e.to_string()))
+    }
+
+    /// Which of a fresh grant's two writes was refused, and what it found.
+    fn fresh_refused(&self, err: TransactErr) -> Result<FreshAnswer> {
+        let Some(tce) = tce_of(&err) else {
+            return Err(self.error(err));
+        };
+        let reasons = tce.cancellation_reasons();
+        let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+        let item = |i: usize| reasons.get(i).and_then(|r| r.item()).cloned();
+        if code(1) == "ConditionalCheckFailed" {
+            return Ok(FreshAnswer::LockFailed(item(1)));
+        }
+        if code(0) == "ConditionalCheckFailed" {
+            return Ok(FreshAnswer::HwFailed(
+                item(0).as_ref().and_then(|i| get_u64(i, attr::FENCE_HW)),
+            ));
+        }
+        Err(Error::Unavailable(format!(
+            "{} cancelled the transaction ({}, {}); try again",
+            self.name(),
+            code(0),
+            code(1)
+        )))
+    }
+
     pub(crate) fn name(&self) -> String {
         format!("DynamoDB table '{}'", self.table)
     }
@@ -316,52 +400,8 @@ impl Requests for Sdk {
         let new_hw = old_hw + FENCE_BLOCK;
         let fence = old_hw + 1;
 
-        let mut hw_names = HashMap::from([("#hw".to_string(), attr::FENCE_HW.to_string())]);
-        let mut hw_values = HashMap::new();
-        let hw_cond = match hw {
-            None => "attribute_not_exists(#hw)".to_string(),
-            Some(h) => {
-                hw_values.insert(":old".to_string(), n(h));
-                "#hw = :old".to_string()
-            }
-        };
-        let hw_put = Put::builder()
-            .table_name(&self.table)
-            .item(attr::LOCK_ID, s(hw_key(name)))
-            .item(attr::FENCE_HW, n(new_hw))
-            .condition_expression(hw_cond)
-            .set_expression_attribute_names(Some(std::mem::take(&mut hw_names)))
-            .set_expression_attribute_values(if hw_values.is_empty() {
-                None
-            } else {
-                Some(hw_values)
-            })
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| Error::store(e.to_string()))?;
-
-        let mut lock = Put::builder()
-            .table_name(&self.table)
-            .item(attr::LOCK_ID, s(name))
-            .item(attr::FENCE, n(fence))
-            .item(attr::FENCE_LIMIT, n(new_hw));
-        for (k, v) in attrs {
-            lock = lock.item(k, v);
-        }
-        lock = match seen {
-            None => lock
-                .condition_expression("attribute_not_exists(#k)")
-                .expression_attribute_names("#k", attr::LOCK_ID),
-            Some(id) => lock
-                .condition_expression("#l = :seen")
-                .expression_attribute_names("#l", attr::LEASE_ID)
-                .expression_attribute_values(":seen", s(id)),
-        };
-        let lock = lock
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| Error::store(e.to_string()))?;
-
+        let hw_put = self.hw_put(name, hw, new_hw)?;
+        let lock = self.fresh_lock_put(name, attrs, seen, fence, new_hw)?;
         let res = self
             .client
             .transact_write_items()
@@ -372,28 +412,7 @@ impl Requests for Sdk {
             .await;
         match res {
             Ok(_) => Ok(FreshAnswer::Ok),
-            Err(err) => {
-                let Some(tce) = tce_of(&err) else {
-                    return Err(self.error(err));
-                };
-                let reasons = tce.cancellation_reasons();
-                let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
-                let item = |i: usize| reasons.get(i).and_then(|r| r.item()).cloned();
-                if code(1) == "ConditionalCheckFailed" {
-                    return Ok(FreshAnswer::LockFailed(item(1)));
-                }
-                if code(0) == "ConditionalCheckFailed" {
-                    return Ok(FreshAnswer::HwFailed(
-                        item(0).as_ref().and_then(|i| get_u64(i, attr::FENCE_HW)),
-                    ));
-                }
-                Err(Error::Unavailable(format!(
-                    "{} cancelled the transaction ({}, {}); try again",
-                    self.name(),
-                    code(0),
-                    code(1)
-                )))
-            }
+            Err(err) => self.fresh_refused(err),
         }
     }
 
