@@ -237,3 +237,42 @@ fn holders_of<'k>(all: &[&'k KeyValue]) -> Vec<&'k KeyValue> {
     holding
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHARED: (Kind, Mode) = (Kind::Shared, Mode::Lock);
+    const EXCLUSIVE: (Kind, Mode) = (Kind::Exclusive, Mode::Lock);
+
+    #[test]
+    fn a_semaphore_contender_is_admitted_while_fewer_than_n_are_ahead() {
+        let of_2 = (Kind::Shared, Mode::Semaphore(2));
+        let judge = |ahead: &[(Kind, Mode)]| judge_ahead(ahead, Kind::Shared, Mode::Semaphore(2));
+        assert!(judge(&[]).unwrap().admitted);
+        assert!(judge(&[of_2]).unwrap().admitted);
+        assert!(!judge(&[of_2, of_2]).unwrap().admitted);
+        // Another N, or a plain lock, ahead: a usage error naming theirs.
+        let of_3 = (Kind::Shared, Mode::Semaphore(3));
+        assert_eq!(judge(&[of_2, of_3]), Err(Mode::Semaphore(3)));
+        assert_eq!(judge(&[EXCLUSIVE]), Err(Mode::Lock));
+    }
+
+    #[test]
+    fn a_shared_contender_waits_for_the_last_exclusive_one_ahead() {
+        let judge = |ahead: &[(Kind, Mode)]| judge_ahead(ahead, Kind::Shared, Mode::Lock);
+        let free = Standing {
+            admitted: true,
+            last_exclusive: None,
+        };
+        assert_eq!(judge(&[SHARED, SHARED]), Ok(free));
+        let behind = |i| Standing {
+            admitted: false,
+            last_exclusive: Some(i),
+        };
+        assert_eq!(judge(&[EXCLUSIVE, SHARED]), Ok(behind(0)));
+        assert_eq!(judge(&[SHARED, EXCLUSIVE, SHARED]), Ok(behind(1)));
+        assert_eq!(judge(&[EXCLUSIVE, SHARED, EXCLUSIVE]), Ok(behind(2)));
+        let semaphore = (Kind::Shared, Mode::Semaphore(2));
+        assert_eq!(judge(&[semaphore]), Err(Mode::Semaphore(2)));
+    }
+}
