@@ -27,7 +27,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::store::{AcquireRequest, BoxFuture, Lease, LockStore};
+use crate::request::{AcquireRequest, Lease};
+use crate::store::{BoxFuture, LockStore};
 
 /// Why a lease was lost, or is about to be.
 #[derive(Debug, Clone, PartialEq, Eq)]

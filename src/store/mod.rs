@@ -38,6 +38,7 @@ pub(crate) mod s3;
 #[allow(unused_imports)]
 #[cfg(any(feature = "dynamodb", feature = "s3", feature = "file"))]
 pub(crate) use crate::protocol::record;
+#[allow(unused_imports)]
 pub(crate) use crate::protocol::{revoke, slots};
 #[cfg(any(feature = "dynamodb", feature = "s3", feature = "file"))]
 #[allow(unused_imports)]

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use crate::protocol::expiry::Stamp;
 use crate::protocol::record::{self, MAX_DURATION_S, MAX_TIME_MS};
 use crate::request::RESERVED_PREFIX;
-use crate::store::cas::{self, Outcome};
+use crate::store::cas::Outcome;
 
 /// Attribute names. The first five are awsflock 0.2.0's.
 pub(crate) mod attr {
@@ -239,7 +239,7 @@ pub(crate) fn takeover_margin_of(item: &Item) -> i64 {
     if written_by_v020(item) {
         V020_TAKEOVER_AFTER_MS - 1000
     } else {
-        cas::EXPIRY_MARGIN_MS
+        crate::protocol::expiry::EXPIRY_MARGIN_MS
     }
 }
 

@@ -294,7 +294,7 @@ impl<R: Requests> DynamoDb<R> {
 
     fn info_of(&self, name: &str, item: Option<&Item>) -> LockInfo {
         let Some(item) = item else {
-            return cas::absent_info(name);
+            return crate::protocol::expiry::absent_info(name);
         };
         let released = get_i64(item, attr::EXPIRATION_TIME) == Some(0);
         let ours = get_s(item, attr::CLIENT).is_some();

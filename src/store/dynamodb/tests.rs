@@ -81,7 +81,7 @@ fn old_client_leases_get_its_own_five_second_margin() {
     assert!(!written_by_v020(&ours));
     assert_eq!(
         <DynamoDb as CasStore>::takeover_margin_ms(&ours),
-        cas::EXPIRY_MARGIN_MS
+        crate::protocol::expiry::EXPIRY_MARGIN_MS
     );
     let released = HashMap::from([
         (attr::EXPIRATION_TIME.to_string(), n(0)),

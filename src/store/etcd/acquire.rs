@@ -16,10 +16,10 @@ use super::{EtcdStore, QUEUE_TTL_S, REQUEST_TIMEOUT};
 use crate::boottime::BootInstant as Instant;
 use crate::clock::local_wall_ms;
 use crate::error::{Error, Result};
-use crate::store::{
-    AcquireRequest, BoxFuture, Lease, LockInfo,
-    slots::{self, Mode},
-};
+use crate::info::LockInfo;
+use crate::protocol::slots::{self, Mode};
+use crate::request::{AcquireRequest, Lease};
+use crate::store::BoxFuture;
 
 /// The signal that interrupts an acquire (its number), once it comes.
 pub(super) type Cancel<'a> = Fuse<BoxFuture<'a, i32>>;

@@ -7,10 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{ETCDCTL_OWNER, EtcdStore};
 use crate::clock::local_wall_ms;
-use crate::store::{
-    AcquireRequest, CLIENT_TAG, LockInfo, RESERVED_PREFIX,
-    slots::{self, Kind, Mode},
-};
+use crate::info::LockInfo;
+use crate::protocol::slots::{self, Kind, Mode};
+use crate::request::{AcquireRequest, CLIENT_TAG, RESERVED_PREFIX};
 
 /// What our key's value says about its holder.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -88,13 +88,12 @@ use futures_util::FutureExt;
 
 use crate::boottime::BootInstant as Instant;
 use crate::error::{Error, Result};
-use crate::store::{
-    AcquireRequest, BoxFuture, Lease, LockInfo, LockStore, RESERVED_PREFIX,
-    cas::absent_info,
-    revoke::{Force, Forced, refusal_detail},
-    slots::wanted,
-    validate_name,
-};
+use crate::info::LockInfo;
+use crate::protocol::expiry::absent_info;
+use crate::protocol::revoke::{Force, Forced, refusal_detail};
+use crate::protocol::slots::wanted;
+use crate::request::{AcquireRequest, Lease, RESERVED_PREFIX, validate_name};
+use crate::store::{BoxFuture, LockStore};
 
 use acquire::{Pass, timing};
 use keys::{Holder, is_contender, parse_lease_hex, split_key};

@@ -7,10 +7,8 @@ use etcd_client::{Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp};
 use super::EtcdStore;
 use super::keys::{Holder, lease_hex};
 use crate::error::{Error, Result};
-use crate::store::{
-    LockStore,
-    revoke::{Action, Force, Forced, action},
-};
+use crate::protocol::revoke::{Action, Force, Forced, action};
+use crate::store::LockStore;
 
 impl EtcdStore {
     /// Who revoked the contender holding etcd lease `id`, if anyone did.
@@ -50,7 +48,7 @@ impl EtcdStore {
     }
 
     /// A forced release of the first holder, as `force` says
-    /// ([`crate::store::revoke`]): a supervised one (exclusive, shared or
+    /// ([`crate::protocol::revoke`]): a supervised one (exclusive, shared or
     /// of a semaphore: every renewal reads the mark) is marked revoked (it
     /// stops at its next renewal and releases); any other has its etcd
     /// lease revoked. Several holders (shared, a semaphore) go one at a

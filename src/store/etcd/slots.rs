@@ -13,10 +13,9 @@ use super::members::{Failed, is_lease_gone};
 use super::wait::{Sent, Waiter};
 use crate::clock::local_wall_ms;
 use crate::error::Result;
-use crate::store::{
-    HolderInfo, LockInfo, poll_pause,
-    slots::{Kind, Mode, mismatch},
-};
+use crate::info::{HolderInfo, LockInfo};
+use crate::protocol::slots::{Kind, Mode, mismatch};
+use crate::store::poll_pause;
 
 impl Waiter<'_, '_> {
     /// [`Self::wait_for_head`] for a semaphore's or a shared contender:

@@ -19,7 +19,9 @@ use super::members::{Failed, error_chain, is_lease_gone};
 use super::{ATTEMPT_MAX, EtcdStore, WATCH_CHECK};
 use crate::boottime::{self, BootInstant as Instant};
 use crate::error::Error;
-use crate::store::{AcquireRequest, LockInfo, poll_pause};
+use crate::info::LockInfo;
+use crate::request::AcquireRequest;
+use crate::store::poll_pause;
 
 /// A contender waiting in the queue, and what it needs to wait.
 pub(super) struct Waiter<'a, 'c> {

@@ -17,7 +17,7 @@ use super::nofollow::{OpenDir, io_failure};
 use super::{LOCK_WAIT, file_name};
 use crate::boottime::BootInstant;
 use crate::error::{Error, Result};
-use crate::store::record::FenceMark;
+use crate::protocol::record::FenceMark;
 
 /// Set when the caller of a file operation stops waiting for it (its future
 /// was dropped): the operation then gives up instead of waiting on for the

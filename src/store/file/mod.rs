@@ -52,13 +52,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::cas::{self, CasStore, EXPIRY_MARGIN_MS, Outcome, Stamp};
-use super::{AcquireRequest, Lease, LockInfo};
 use crate::boottime::BootInstant;
 use crate::clock::{ServerClock, local_wall_ms};
 use crate::error::{Error, Result};
+use crate::info::LockInfo;
+use crate::protocol::expiry::{EXPIRY_MARGIN_MS, Stamp};
 use crate::protocol::record::{LeaseRecord, RecordState};
 use crate::protocol::slots::{Now, Slots};
+use crate::request::{AcquireRequest, Lease};
+use crate::store::cas::{self, CasStore, Outcome};
 
 pub use crate::sys::host::{Host, Liveness, LocalHost, ProcId};
 pub use dir::{Cancel, Dir, LocalDir};
@@ -369,7 +371,9 @@ impl<D: Dir, H: Host> FileStore<D, H> {
         if let Some(rec) = &cur {
             // A holder table (even one with only waiters left) is granted
             // from only through the table, in turn.
-            if cas::judge(self, Some(rec)) == cas::Judged::Held || Self::slots_of(rec).is_some() {
+            if cas::judge(self, Some(rec)) == crate::protocol::expiry::Judged::Held
+                || Self::slots_of(rec).is_some()
+            {
                 log_op("grant", "condition_failed", started);
                 return Ok(Outcome::Lost(cur));
             }
@@ -423,7 +427,7 @@ impl<D: Dir, H: Host> FileStore<D, H> {
             return Err(Error::NotHeld {
                 name: lease.name.clone(),
                 lease_id: lease.lease_id.clone(),
-                detail: crate::store::revoke::refusal_detail(by),
+                detail: crate::protocol::revoke::refusal_detail(by),
             });
         }
         if cancel.is_set() {
@@ -554,7 +558,7 @@ impl<D: Dir, H: Host> CasStore for FileStore<D, H> {
 
     fn info(&self, name: &str, rec: Option<&FileRecord>) -> LockInfo {
         let Some(r) = rec else {
-            return cas::absent_info(name);
+            return crate::protocol::expiry::absent_info(name);
         };
         // For people, a holder that exited holds nothing (no grace).
         let held = !Self::is_released(r)

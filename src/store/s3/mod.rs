@@ -40,13 +40,15 @@ use std::time::Duration;
 use aws_sdk_s3::Client;
 use futures_util::StreamExt;
 
-use super::aws::{self, StoreInterceptor};
-use super::cas::{self, CasStore, Outcome, Stamp, holder_detail};
-use super::{AcquireRequest, Lease, LockInfo, RESERVED_PREFIX};
 use crate::clock::ServerClock;
 use crate::error::{Error, Result};
+use crate::info::LockInfo;
+use crate::protocol::expiry::Stamp;
 use crate::protocol::record::{FENCE_BLOCK, FenceMark, LeaseRecord, RecordState};
 use crate::protocol::slots::Slots;
+use crate::request::{AcquireRequest, Lease, RESERVED_PREFIX};
+use crate::store::aws::{self, StoreInterceptor};
+use crate::store::cas::{self, CasStore, Outcome, holder_detail};
 
 mod sdk;
 pub use sdk::SdkObjects;
@@ -271,7 +273,7 @@ impl<O: Objects> S3Store<O> {
 
     fn info_of(&self, name: &str, rec: Option<&Record>) -> LockInfo {
         match rec {
-            None => cas::absent_info(name),
+            None => crate::protocol::expiry::absent_info(name),
             Some(rec @ (r, _)) => {
                 let held = cas::is_held(self, rec);
                 let mut info = r.info(held, Some(r.expires_ms - self.objects.clock().lower_ms()));
