@@ -95,9 +95,9 @@ use crate::protocol::slots::wanted;
 use crate::request::{AcquireRequest, Lease, RESERVED_PREFIX, validate_name};
 use crate::store::{BoxFuture, LockStore};
 
-use acquire::{Pass, timing};
 use keys::{Holder, is_contender, parse_lease_hex, split_key};
 use members::{Members, is_lease_gone};
+use wait::{Pass, timing};
 
 /// How long connecting (and the first request) may take before the cluster
 /// is reported unreachable.

@@ -7,9 +7,9 @@ use etcd_client::{
 };
 
 use super::EtcdStore;
-use super::acquire::Pass;
 use super::keys::{Holder, header_revision, is_contender};
 use super::members::{Failed, is_lease_gone};
+use super::wait::Pass;
 use super::wait::{Sent, Waiter};
 use crate::clock::local_wall_ms;
 use crate::error::Result;

@@ -5,23 +5,76 @@
 //! wait in `slots`.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
     TxnResponse, WatchOptions,
 };
+use futures_util::future::Fuse;
 use tokio::sync::mpsc;
 
-use super::acquire::{Cancel, Granted, Pass, Queued, not_acquired};
 use super::keys::{Holder, first_kv, header_revision, owner_opts};
 use super::members::{Failed, error_chain, is_lease_gone};
 use super::{ATTEMPT_MAX, EtcdStore, WATCH_CHECK};
 use crate::boottime::{self, BootInstant as Instant};
-use crate::error::Error;
+use crate::clock::local_wall_ms;
+use crate::error::{Error, Result};
 use crate::info::LockInfo;
-use crate::request::AcquireRequest;
+use crate::request::{AcquireRequest, Lease};
+use crate::store::BoxFuture;
 use crate::store::poll_pause;
+
+/// The signal that interrupts an acquire (its number), once it comes.
+pub(super) type Cancel<'a> = Fuse<BoxFuture<'a, i32>>;
+
+/// The etcd lease an acquire granted.
+pub(super) struct Granted {
+    pub(super) id: i64,
+    /// The TTL the cluster granted, in seconds.
+    pub(super) ttl: i64,
+    /// When the last grant or keep-alive that succeeded was sent.
+    pub(super) refreshed: Arc<Mutex<Instant>>,
+}
+
+/// How one pass of [`EtcdStore::acquire_once`] ended.
+pub(super) enum Pass {
+    Done(Result<Lease>),
+    /// Our key vanished while we waited (our lease expired, e.g. while the
+    /// cluster was unreachable): queue again.
+    Requeue,
+}
+
+/// Our key in the queue, as the waiting ([`Waiter`]) needs it.
+pub(super) struct Queued<'a> {
+    pub(super) key: &'a str,
+    /// The key's create revision: its place in the queue.
+    pub(super) rev: i64,
+    /// The lease the lock is held on once taken.
+    pub(super) lease: &'a Granted,
+    /// The lease the key lives on while queued (`lease` itself for a
+    /// short lease).
+    pub(super) queue_lease: &'a Granted,
+    pub(super) holder: &'a Holder,
+}
+
+/// Deadline, expiry and duration of a lease whose TTL the cluster reported
+/// for a grant or keep-alive sent at `sent`.
+pub(super) fn timing(sent: Instant, ttl_s: i64) -> (Instant, i64, Duration) {
+    let ttl = Duration::from_secs(ttl_s.max(0) as u64);
+    let deadline = sent + ttl;
+    let left = deadline.saturating_duration_since(Instant::now());
+    (deadline, local_wall_ms() + left.as_millis() as i64, ttl)
+}
+
+/// The lock was held (or waited for) past `give_up`.
+pub(super) fn not_acquired(name: &str, info: &Option<LockInfo>) -> Pass {
+    Pass::Done(Err(Error::NotAcquired {
+        name: name.to_string(),
+        holder: info.clone().map(Box::new),
+    }))
+}
 
 /// A contender waiting in the queue, and what it needs to wait.
 pub(super) struct Waiter<'a, 'c> {
