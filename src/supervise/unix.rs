@@ -738,6 +738,33 @@ fn parse_order(line: &str) -> Option<Order> {
 /// The watchdog process itself (`awsflock __watchdog PGID`; PGID 0 when the
 /// command announces it).
 pub fn watchdog_main(pgid: i32) -> i32 {
+    ignore_signals_for_good();
+    let mut dog = Watch::new(pgid);
+    let mut chunk = [0u8; 256];
+    loop {
+        let now = BootInstant::now().since_origin().as_nanos();
+        dog.fire_if_due(now);
+        dog.wake_awsflock_if_continued();
+        match read_pipe(dog.wait_ms(now), &mut chunk) {
+            Input::Nothing => {}
+            // The pipe is unusable, or closed because awsflock died
+            // without disarming us: protection is gone, so is the command.
+            Input::Gone => {
+                dog.kill_group();
+                return 0;
+            }
+            Input::Read(n) => {
+                if dog.take(&chunk[..n]) == Obeyed::Disarmed {
+                    return 0;
+                }
+            }
+        }
+    }
+}
+
+/// The signals a terminal, a shell or a careless `kill` sends a process
+/// group: the watchdog ignores them all, so that only its pipe ends it.
+fn ignore_signals_for_good() {
     for sig in [
         libc::SIGINT,
         libc::SIGTERM,
@@ -756,87 +783,134 @@ pub fn watchdog_main(pgid: i32) -> i32 {
             libc::signal(sig, libc::SIG_IGN);
         }
     }
-    let mut group = (pgid > 1).then_some(pgid);
-    let mut deadline: Option<u128> = None;
-    let mut fired = false;
-    // awsflock, and whether it has stopped itself for a job stop.
-    let parent = nix::unistd::getppid();
-    let mut job_stopped = false;
-    let mut buf: Vec<u8> = Vec::new();
-    let fire = |g: i32| {
-        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+}
+
+/// What one wait on the watchdog's pipe gave.
+enum Input {
+    /// Nothing yet (the wait ran out, or a signal interrupted it).
+    Nothing,
+    /// This many bytes, at the start of the buffer.
+    Read(usize),
+    /// The pipe is closed or unusable.
+    Gone,
+}
+
+/// Waits up to `wait_ms` for the pipe on stdin, and reads what came.
+fn read_pipe(wait_ms: i32, chunk: &mut [u8]) -> Input {
+    let mut pfd = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
     };
-    loop {
-        let now = BootInstant::now().since_origin().as_nanos();
-        if let (Some(g), Some(d)) = (group, deadline) {
-            if now >= d && !fired {
-                fire(g);
-                fired = true;
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+    if r <= 0 {
+        return Input::Nothing;
+    }
+    // SAFETY: reading into a buffer of the given size.
+    let n = unsafe { libc::read(0, chunk.as_mut_ptr().cast(), chunk.len()) };
+    if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+        return Input::Nothing;
+    }
+    if n <= 0 {
+        return Input::Gone;
+    }
+    Input::Read(n as usize)
+}
+
+/// Whether the watchdog goes on after the orders it was given.
+#[derive(Debug, PartialEq, Eq)]
+enum Obeyed {
+    Armed,
+    Disarmed,
+}
+
+/// The watchdog process's state: the group it guards and when to kill it.
+struct Watch {
+    group: Option<i32>,
+    /// The kill time, in ns on the boot clock.
+    deadline: Option<u128>,
+    /// Whether the group was killed at its kill time (a new group arms
+    /// the watchdog again).
+    fired: bool,
+    /// awsflock, and whether it has stopped itself for a job stop.
+    parent: Pid,
+    job_stopped: bool,
+    /// What came on the pipe after its last whole line.
+    buf: Vec<u8>,
+}
+
+impl Watch {
+    fn new(pgid: i32) -> Self {
+        Watch {
+            group: (pgid > 1).then_some(pgid),
+            deadline: None,
+            fired: false,
+            parent: nix::unistd::getppid(),
+            job_stopped: false,
+            buf: Vec::new(),
+        }
+    }
+
+    fn kill_group(&self) {
+        if let Some(g) = self.group {
+            let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+        }
+    }
+
+    /// Kills the group once its kill time has come.
+    fn fire_if_due(&mut self, now: u128) {
+        if let (Some(_), Some(d)) = (self.group, self.deadline) {
+            if now >= d && !self.fired {
+                self.kill_group();
+                self.fired = true;
             }
         }
-        // The command runs again while awsflock, stopped for its stop, is
-        // not: someone continued the command by its pid, and nobody will
-        // continue awsflock. Wake it, or the command would run unrenewed
-        // until its kill time and awsflock stay stopped for good.
-        if let (true, false, Some(g)) = (job_stopped, fired, group) {
+    }
+
+    /// The command runs again while awsflock, stopped for its stop, is
+    /// not: someone continued the command by its pid, and nobody will
+    /// continue awsflock. Wake it, or the command would run unrenewed
+    /// until its kill time and awsflock stay stopped for good.
+    fn wake_awsflock_if_continued(&mut self) {
+        if let (true, false, Some(g)) = (self.job_stopped, self.fired, self.group) {
             // Only once awsflock has stopped: a SIGCONT that came before
             // its SIGSTOP would be lost.
-            if leader_running(g) && stopped(parent.as_raw()) {
-                let _ = nix::sys::signal::kill(parent, Signal::SIGCONT);
-                job_stopped = false;
+            if leader_running(g) && stopped(self.parent.as_raw()) {
+                let _ = nix::sys::signal::kill(self.parent, Signal::SIGCONT);
+                self.job_stopped = false;
             }
         }
-        // Sleep at most a quarter second at a time: poll's timeout runs on
-        // the monotonic clock, which stands still during a suspend.
-        let wait_ms = match deadline {
-            Some(d) if !fired && d > now => ((d - now) / 1_000_000).clamp(1, 250) as i32,
+    }
+
+    /// How long to wait for the pipe: at most a quarter second at a time,
+    /// as poll's timeout runs on the monotonic clock, which stands still
+    /// during a suspend.
+    fn wait_ms(&self, now: u128) -> i32 {
+        match self.deadline {
+            Some(d) if !self.fired && d > now => ((d - now) / 1_000_000).clamp(1, 250) as i32,
             _ => 250,
-        };
-        let mut pfd = libc::pollfd {
-            fd: 0,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
-        if r <= 0 {
-            continue;
         }
-        let mut chunk = [0u8; 256];
-        // SAFETY: reading into a stack buffer of the given size.
-        let n = unsafe { libc::read(0, chunk.as_mut_ptr().cast(), chunk.len()) };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            // Our pipe is unusable: protection is gone, so is the command.
-            if let Some(g) = group {
-                fire(g);
-            }
-            return 0;
-        }
-        if n == 0 {
-            // awsflock died without disarming us.
-            if let Some(g) = group {
-                fire(g);
-            }
-            return 0;
-        }
-        buf.extend_from_slice(&chunk[..n as usize]);
-        while let Some(i) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=i).collect();
+    }
+
+    /// Takes bytes from the pipe and obeys each whole line, in order.
+    fn take(&mut self, bytes: &[u8]) -> Obeyed {
+        self.buf.extend_from_slice(bytes);
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
             match parse_order(&String::from_utf8_lossy(&line)) {
-                Some(Order::Deadline(d)) => deadline = Some(d),
+                Some(Order::Deadline(d)) => self.deadline = Some(d),
                 Some(Order::Group(g)) => {
-                    group = Some(g);
-                    fired = false;
+                    self.group = Some(g);
+                    self.fired = false;
                 }
-                Some(Order::Disarm) => return 0,
-                Some(Order::JobStop) => job_stopped = true,
-                Some(Order::Resumed) => job_stopped = false,
+                Some(Order::Disarm) => return Obeyed::Disarmed,
+                Some(Order::JobStop) => self.job_stopped = true,
+                Some(Order::Resumed) => self.job_stopped = false,
                 None => {}
             }
         }
+        Obeyed::Armed
     }
 }
 
