@@ -5,7 +5,7 @@
 //!
 //! - `acquire`: `acquire` and `renew` (a lease kept by its id, as 0.2.0).
 //! - `release`: `release`, by lease id or `--force` (its prompt and wait).
-//! - `run`: `run`, which hands the lock to the supervisor ([`crate::supervise`]).
+//! - `run`: `run`, which hands the lock to the supervisor (`supervise`).
 //! - `status`: `status` and `list`, as text and as JSON.
 //! - `docs`: `completions` and `man`.
 //! - `options`: the global flags and lock options as the library's

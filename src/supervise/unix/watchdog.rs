@@ -90,7 +90,7 @@ impl Watchdog {
     }
 
     /// Tells the watchdog that awsflock is about to stop itself because
-    /// the command stopped ([`stop_self`]): if the command runs again while
+    /// the command stopped ([`stop_self`](super::stop_self)): if the command runs again while
     /// awsflock is still stopped (someone continued it by its pid), the
     /// watchdog continues awsflock, which then renews for it.
     pub fn job_stop(&mut self) -> io::Result<()> {
