@@ -1,5 +1,5 @@
 //! The command line: clap types, help text and examples. No behaviour lives
-//! here; [`crate::app`] carries the commands out.
+//! here; [`crate::cmd`] carries the commands out.
 
 use std::time::Duration;
 

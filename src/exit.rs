@@ -23,6 +23,7 @@ pub const NOT_FOUND: i32 = 127;
 pub const SIGNAL_BASE: i32 = 128;
 
 use crate::error::Error;
+use crate::output::say;
 
 /// The exit code for an error: the one place where library errors meet
 /// exit codes.
@@ -45,6 +46,38 @@ pub fn message(e: &Error) -> String {
             &format!("`awsflock release {name} --force` frees it"),
         ),
         _ => text,
+    }
+}
+
+/// The exit code for a command line clap refused, printing the error as
+/// one line (help and version as clap formats them).
+pub(crate) fn clap_exit(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                USAGE
+            } else {
+                OK
+            }
+        }
+        _ => {
+            // clap says what is wrong in the lines before "Usage:"; join them.
+            let text = e.render().to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let first = what.join(" ");
+            let first = first.trim_start_matches("error: ");
+            say!("awsflock: error: {first} (see 'awsflock --help')");
+            USAGE
+        }
     }
 }
 

@@ -81,15 +81,17 @@
 //! (DynamoDB, S3 and the directory store share one compare-and-swap acquire
 //! loop); `clock` judges expiry on the store's clock, learnt from HTTP `Date`
 //! headers; `lease` renews a [`LockGuard`]; `boottime` is the clock of every
-//! local deadline (it counts suspend). With `cli`: `cli` (clap), `app` (carries
-//! each command out), `exit` (the exit codes, and how each [`Error`] maps to
+//! local deadline (it counts suspend). With `cli`: `cli` (clap), `cmd` (the
+//! program's entry and one module per command, which carries it out),
+//! `output` (stderr that never blocks nor panics, stdout, the log), `exit`
+//! (the exit codes, and how each [`Error`] and refused command line maps to
 //! one), `supervise` (the `run` supervisor) and `duration`.
 
 #![deny(missing_docs)]
 
 #[cfg(feature = "cli")]
 #[doc(hidden)]
-pub mod app;
+pub mod cmd;
 // A build without any store (only useful to check the features) uses
 // little of the store layer.
 #[cfg_attr(not(any(feature = "cli", feature = "file")), allow(dead_code))]

@@ -2,5 +2,5 @@
 //! layer (the `cli` feature); this only runs it and exits with its code.
 
 fn main() {
-    std::process::exit(awsflock::app::main());
+    std::process::exit(awsflock::cmd::main());
 }

@@ -18,13 +18,19 @@
 //! is written: before the command starts (so that awsflock's messages come
 //! before the command's), before writing to stdout, and before exiting.
 //! Should no thread start, messages are written directly, as before.
+//!
+//! The rest of the command line's plumbing to the terminal is here too: a
+//! line to stdout ([`out`]), the log's set-up ([`init_logging`]) and
+//! whether to colour ([`colour`]).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
 
 /// How many messages may wait for stderr; past this, new ones are dropped.
 pub const QUEUE: usize = 4096;
@@ -133,3 +139,51 @@ macro_rules! say_prompt {
     };
 }
 pub(crate) use say_prompt;
+
+/// Writes a line to stdout; a closed pipe (`| head`) is not an error worth a panic.
+pub fn out(line: &str) -> Result<()> {
+    // What awsflock said on stderr comes first (`2>&1`).
+    flush(Duration::from_millis(100));
+    let mut o = std::io::stdout().lock();
+    match writeln!(o, "{line}").and_then(|_| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::store(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// Whether stderr is a terminal (live progress) or a log (one line per change).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// Sets up stderr's writer thread ([`detach`]) and the log. `-q`
+/// silences warnings (a store retried, a renewal that failed): errors still
+/// end the command with their one line.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 if quiet => "awsflock=error",
+        0 => "awsflock=warn",
+        1 => "awsflock=debug",
+        _ => "debug",
+    };
+    let filter = if verbose == 0 {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    } else {
+        EnvFilter::new(default)
+    };
+    detach();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| Stderr)
+        .with_target(false)
+        .with_ansi(colour())
+        .try_init();
+}
+
+/// Whether to colour stderr: on a terminal, unless `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+pub fn colour() -> bool {
+    stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}

@@ -1,6 +1,6 @@
 //! The Unix half of the supervisor: process groups, the terminal, signals,
-//! reaping (with job-control stops), the dead man's switch, and turning a
-//! wait status into an exit code.
+//! reaping (with job-control stops), the dead man's switch (`watchdog`),
+//! and turning a wait status into an exit code.
 //!
 //! The command runs in a process group of its own, so that one `killpg`
 //! reaches it and everything it started (`sh -c` grandchildren included).
@@ -10,18 +10,18 @@
 //! signals sent to awsflock itself are forwarded by us.
 
 use std::ffi::OsString;
-use std::io::{self, IsTerminal, Write};
-use std::os::fd::AsRawFd;
+use std::io::{self, IsTerminal};
 use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgrp, tcgetpgrp};
 
-use crate::boottime::BootInstant;
 use crate::exit;
+
+mod watchdog;
+pub use watchdog::{Watchdog, watchdog_main};
 
 /// The signals awsflock forwards to the command (and that end a wait),
 /// unless the caller ignored them (see [`signals`]).
@@ -599,247 +599,6 @@ fn interpreter(path: &std::path::Path) -> Option<String> {
     text.split_whitespace().next().map(str::to_string)
 }
 
-/// The dead man's switch: a helper process (`awsflock __watchdog`) that
-/// SIGKILLs the command's process group when the latest kill deadline it
-/// was told passes without a newer one, or when awsflock dies. So the
-/// command never outlives its lease, whatever happens to awsflock (stopped,
-/// hung, killed): the supervisor tells it every new deadline, and a
-/// supervisor that cannot tell it anything lets it fire.
-///
-/// It reads lines from a pipe: `D NANOS` (a new kill deadline on the
-/// boot-time clock, which every process on the host reads alike), `G PGID`
-/// (the command's group, written by the command itself between fork and
-/// exec), `X` (disarm: exit without killing). End-of-file means awsflock
-/// died: it kills the group at once. It runs in a process group of its own
-/// (a SIGSTOP or SIGTERM to awsflock's pid or group does not reach it) and
-/// ignores the job-control and termination signals.
-pub struct Watchdog {
-    child: Option<std::process::Child>,
-    pipe: Option<std::process::ChildStdin>,
-}
-
-impl Watchdog {
-    /// Starts the watchdog, armed with `deadline` (it fires at that instant
-    /// once it knows the group).
-    pub fn start(deadline: BootInstant) -> io::Result<Watchdog> {
-        let exe = std::env::current_exe()?;
-        let mut cmd = std::process::Command::new(exe);
-        cmd.arg("__watchdog")
-            .arg("0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        // Names the holder this watchdog guards, so that the directory
-        // store does not take over from a dead holder while its watchdog
-        // has yet to kill the command's group (see
-        // `sys::host::watchdog_running`).
-        #[cfg(target_os = "linux")]
-        if let Some(me) = crate::sys::host::me() {
-            cmd.env(
-                crate::sys::host::WATCHDOG_OF,
-                format!("{} {}", std::process::id(), me.start),
-            );
-        }
-        let mut child = cmd.spawn()?;
-        let pipe = child.stdin.take();
-        let mut w = Watchdog {
-            child: Some(child),
-            pipe,
-        };
-        w.deadline(deadline)?;
-        Ok(w)
-    }
-
-    /// The watchdog's pid.
-    pub fn pid(&self) -> Option<Pid> {
-        self.child.as_ref().map(|c| Pid::from_raw(c.id() as i32))
-    }
-
-    /// The pipe's write end, for the command to announce its group on.
-    pub fn announce_fd(&self) -> Option<i32> {
-        self.pipe.as_ref().map(|p| p.as_raw_fd())
-    }
-
-    fn send(&mut self, line: &str) -> io::Result<()> {
-        match self.pipe.as_mut() {
-            Some(p) => p.write_all(line.as_bytes()),
-            None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
-        }
-    }
-
-    /// Tells the watchdog the new kill deadline. An error means it is gone.
-    pub fn deadline(&mut self, at: BootInstant) -> io::Result<()> {
-        self.send(&format!("D {}\n", at.since_origin().as_nanos()))
-    }
-
-    /// Tells the watchdog that awsflock is about to stop itself because
-    /// the command stopped ([`stop_self`]): if the command runs again while
-    /// awsflock is still stopped (someone continued it by its pid), the
-    /// watchdog continues awsflock, which then renews for it.
-    pub fn job_stop(&mut self) -> io::Result<()> {
-        self.send("S\n")
-    }
-
-    /// Tells the watchdog that awsflock runs again after [`Self::job_stop`].
-    pub fn resumed(&mut self) -> io::Result<()> {
-        self.send("R\n")
-    }
-
-    /// Tells the watchdog to exit without killing anything, and reaps it
-    /// (killing it if it does not exit within a second: stopped by its pid).
-    pub fn disarm(mut self) {
-        let _ = self.send("X\n");
-        self.pipe = None;
-        if let Some(child) = self.child.take() {
-            let pid = Pid::from_raw(child.id() as i32);
-            for _ in 0..100 {
-                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) => {
-                        std::thread::sleep(std::time::Duration::from_millis(10))
-                    }
-                    _ => return,
-                }
-            }
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-        }
-    }
-}
-
-/// What the watchdog does with one line of its pipe.
-#[derive(Debug, PartialEq, Eq)]
-enum Order {
-    Deadline(u128),
-    Group(i32),
-    Disarm,
-    /// awsflock stops itself because the command stopped (a job stop).
-    JobStop,
-    /// awsflock runs again.
-    Resumed,
-}
-
-fn parse_order(line: &str) -> Option<Order> {
-    let line = line.trim();
-    match line {
-        "X" => return Some(Order::Disarm),
-        "S" => return Some(Order::JobStop),
-        "R" => return Some(Order::Resumed),
-        _ => {}
-    }
-    let (k, v) = line.split_once(' ')?;
-    match k {
-        "D" => v.parse().ok().map(Order::Deadline),
-        "G" => v.parse().ok().filter(|&g: &i32| g > 1).map(Order::Group),
-        _ => None,
-    }
-}
-
-/// The watchdog process itself (`awsflock __watchdog PGID`; PGID 0 when the
-/// command announces it).
-pub fn watchdog_main(pgid: i32) -> i32 {
-    for sig in [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGPIPE,
-        libc::SIGALRM,
-    ] {
-        // SAFETY: SIG_IGN installs no handler code.
-        unsafe {
-            libc::signal(sig, libc::SIG_IGN);
-        }
-    }
-    let mut group = (pgid > 1).then_some(pgid);
-    let mut deadline: Option<u128> = None;
-    let mut fired = false;
-    // awsflock, and whether it has stopped itself for a job stop.
-    let parent = nix::unistd::getppid();
-    let mut job_stopped = false;
-    let mut buf: Vec<u8> = Vec::new();
-    let fire = |g: i32| {
-        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
-    };
-    loop {
-        let now = BootInstant::now().since_origin().as_nanos();
-        if let (Some(g), Some(d)) = (group, deadline) {
-            if now >= d && !fired {
-                fire(g);
-                fired = true;
-            }
-        }
-        // The command runs again while awsflock, stopped for its stop, is
-        // not: someone continued the command by its pid, and nobody will
-        // continue awsflock. Wake it, or the command would run unrenewed
-        // until its kill time and awsflock stay stopped for good.
-        if let (true, false, Some(g)) = (job_stopped, fired, group) {
-            // Only once awsflock has stopped: a SIGCONT that came before
-            // its SIGSTOP would be lost.
-            if leader_running(g) && stopped(parent.as_raw()) {
-                let _ = nix::sys::signal::kill(parent, Signal::SIGCONT);
-                job_stopped = false;
-            }
-        }
-        // Sleep at most a quarter second at a time: poll's timeout runs on
-        // the monotonic clock, which stands still during a suspend.
-        let wait_ms = match deadline {
-            Some(d) if !fired && d > now => ((d - now) / 1_000_000).clamp(1, 250) as i32,
-            _ => 250,
-        };
-        let mut pfd = libc::pollfd {
-            fd: 0,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
-        if r <= 0 {
-            continue;
-        }
-        let mut chunk = [0u8; 256];
-        // SAFETY: reading into a stack buffer of the given size.
-        let n = unsafe { libc::read(0, chunk.as_mut_ptr().cast(), chunk.len()) };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            // Our pipe is unusable: protection is gone, so is the command.
-            if let Some(g) = group {
-                fire(g);
-            }
-            return 0;
-        }
-        if n == 0 {
-            // awsflock died without disarming us.
-            if let Some(g) = group {
-                fire(g);
-            }
-            return 0;
-        }
-        buf.extend_from_slice(&chunk[..n as usize]);
-        while let Some(i) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=i).collect();
-            match parse_order(&String::from_utf8_lossy(&line)) {
-                Some(Order::Deadline(d)) => deadline = Some(d),
-                Some(Order::Group(g)) => {
-                    group = Some(g);
-                    fired = false;
-                }
-                Some(Order::Disarm) => return 0,
-                Some(Order::JobStop) => job_stopped = true,
-                Some(Order::Resumed) => job_stopped = false,
-                None => {}
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -850,16 +609,5 @@ mod tests {
         assert_eq!(decimal(0, &mut b), b"0");
         assert_eq!(decimal(4_194_304, &mut b), b"4194304");
         assert_eq!(decimal(u64::MAX, &mut b), b"18446744073709551615");
-    }
-
-    #[test]
-    fn parses_watchdog_orders() {
-        assert_eq!(parse_order("D 123\n"), Some(Order::Deadline(123)));
-        assert_eq!(parse_order("G 4242\n"), Some(Order::Group(4242)));
-        assert_eq!(parse_order("G 1\n"), None, "never the init group");
-        assert_eq!(parse_order("X\n"), Some(Order::Disarm));
-        assert_eq!(parse_order("S\n"), Some(Order::JobStop));
-        assert_eq!(parse_order("R\n"), Some(Order::Resumed));
-        assert_eq!(parse_order("junk\n"), None);
     }
 }
