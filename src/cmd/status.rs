@@ -226,7 +226,7 @@ mod properties {
 
     #[test]
     fn control_characters_from_the_store_are_escaped() {
-        let mut a = crate::store::cas::absent_info("x");
+        let mut a = crate::protocol::expiry::absent_info("x");
         a.held = true;
         a.owner = Some("evil\n\x1b[31mroot".into());
         a.reason = Some("a\rb".into());
@@ -239,9 +239,9 @@ mod properties {
 
     #[test]
     fn wide_characters_are_padded_by_columns() {
-        let mut a = crate::store::cas::absent_info("锁");
+        let mut a = crate::protocol::expiry::absent_info("锁");
         a.owner = Some("x".into());
-        let mut b = crate::store::cas::absent_info("ab");
+        let mut b = crate::protocol::expiry::absent_info("ab");
         b.owner = Some("y".into());
         let t = list_table(&[a, b]);
         let cols: Vec<usize> = t
