@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::store::SimStore;
-use super::world::{PauseKind, SimClock};
-use super::{AcqEnd, Attempt, Faults, Interval, Report, World};
+use super::clock::{EPOCH_MS, PauseKind, SimClock};
+use super::model::{AcqEnd, Attempt, Faults, Interval, LiveLog, Report, Sharing, Store};
+use super::net::SimStore;
+use super::state::Table;
+use super::world::World;
 use crate::boottime::{self, BootInstant};
 use crate::error::Error;
 use crate::lease::LockGuard;
@@ -132,9 +134,9 @@ impl Who {
             let excused_until = excused_until.and(excused_until.max(now_excused));
             if end > start {
                 let shared = match &self.w.sharing {
-                    super::Sharing::Lock => false,
-                    super::Sharing::Semaphore(_) => !self.v020(),
-                    super::Sharing::ReadWrite(kinds) => !self.v020() && kinds[self.i],
+                    Sharing::Lock => false,
+                    Sharing::Semaphore(_) => !self.v020(),
+                    Sharing::ReadWrite(kinds) => !self.v020() && kinds[self.i],
                 };
                 self.w.intervals.lock().unwrap().push(Interval {
                     client: self.i,
@@ -229,8 +231,8 @@ impl Who {
 }
 
 /// Draws and runs the schedule of `seed`.
-pub async fn schedule(seed: u64, store: super::Store, slots: bool, tracing: bool) -> Report {
-    let (s3, dir) = (store == super::Store::S3, store == super::Store::Dir);
+pub async fn schedule(seed: u64, store: Store, slots: bool, tracing: bool) -> Report {
+    let (s3, dir) = (store == Store::S3, store == Store::Dir);
     let mut r = fastrand::Rng::with_seed(seed);
     let start = tokio::time::Instant::now();
     let n_clients = r.usize(2..=4);
@@ -284,18 +286,18 @@ pub async fn schedule(seed: u64, store: super::Store, slots: bool, tracing: bool
     let sharing = if slots {
         let mut rs = fastrand::Rng::with_seed(seed ^ 0x5107_5107_5107_5107);
         if rs.bool() {
-            super::Sharing::Semaphore(rs.u32(2..=3))
+            Sharing::Semaphore(rs.u32(2..=3))
         } else {
-            super::Sharing::ReadWrite((0..n_clients).map(|_| rs.f64() < 0.6).collect())
+            Sharing::ReadWrite((0..n_clients).map(|_| rs.f64() < 0.6).collect())
         }
     } else {
-        super::Sharing::Lock
+        Sharing::Lock
     };
     let w = Arc::new(World {
         sharing,
         start,
         rng: Mutex::new(fastrand::Rng::with_seed(r.u64(..))),
-        table: Mutex::new(super::Table::new(start)),
+        table: Mutex::new(Table::new(start)),
         store_jumps,
         faults,
         tracing,
@@ -306,7 +308,7 @@ pub async fn schedule(seed: u64, store: super::Store, slots: bool, tracing: bool
         blocked: Mutex::new(None),
         s3,
         dir,
-        live: Mutex::new(super::LiveLog::default()),
+        live: Mutex::new(LiveLog::default()),
     });
     w.table.lock().unwrap().back_ms = w
         .store_jumps
@@ -457,7 +459,7 @@ pub async fn schedule(seed: u64, store: super::Store, slots: bool, tracing: bool
     // Liveness is judged from the lock record's write log, which the
     // simulated table, bucket and directory all keep: for one holder at a
     // time. A shared name's liveness is (e), the schedule ending.
-    if w.sharing == super::Sharing::Lock {
+    if w.sharing == Sharing::Lock {
         w.check_liveness(w.t(), lease);
     } else {
         w.check_sharing();
@@ -615,8 +617,8 @@ fn check_deadline(who: &Who, lease: &crate::store::Lease) {
         who.w.violation(format!(
             "{}: deadline {:.3}s (store time) lies beyond the stored expiry {:.3}s by {} ms (invariant c)",
             who.name,
-            (store_at_deadline - super::world::EPOCH_MS) as f64 / 1000.0,
-            (written - super::world::EPOCH_MS) as f64 / 1000.0,
+            (store_at_deadline - EPOCH_MS) as f64 / 1000.0,
+            (written - EPOCH_MS) as f64 / 1000.0,
             store_at_deadline - written
         ));
     }
@@ -642,10 +644,10 @@ async fn our_client(who: &Arc<Who>, spec: &Spec, p: Params) {
             on_wait: None,
             supervised: true,
             max_holders: match &who.w.sharing {
-                super::Sharing::Semaphore(n) => Some(*n),
+                Sharing::Semaphore(n) => Some(*n),
                 _ => None,
             },
-            shared: matches!(&who.w.sharing, super::Sharing::ReadWrite(k) if k[who.i]),
+            shared: matches!(&who.w.sharing, Sharing::ReadWrite(k) if k[who.i]),
         };
         who.log(format_args!("acquire (wait {:?})", spec.wait));
         {
@@ -787,7 +789,7 @@ async fn supervise(who: &Arc<Who>, guard: &LockGuard, spec: &Spec, p: Params, wo
             cur = st.lease.clone();
             who.log(format_args!(
                 "renewed: expires {:.3}s (store), deadline in {:.3}s",
-                (cur.expires_at_ms - super::world::EPOCH_MS) as f64 / 1000.0,
+                (cur.expires_at_ms - EPOCH_MS) as f64 / 1000.0,
                 cur.deadline.since_origin().as_secs_f64()
                     - BootInstant::now().since_origin().as_secs_f64()
             ));
@@ -965,7 +967,7 @@ async fn v020_client(who: &Arc<Who>, spec: &Spec, p: Params) {
         }
         who.log(format_args!(
             "0.2.0 granted, expiration_time {:.3}s (store)",
-            (exp_s * 1000 - super::world::EPOCH_MS) as f64 / 1000.0
+            (exp_s * 1000 - EPOCH_MS) as f64 / 1000.0
         ));
         let believed = ms((g + lease_ms - who.mach.wall_ms()).max(0) as u64);
         let work = spec.work[cycle as usize];
