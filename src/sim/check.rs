@@ -164,20 +164,58 @@ impl World {
     pub fn check_liveness(&self, end: Duration, lease: Duration) {
         let writes = self.table.lock().unwrap().writes.clone();
         let live = self.live.lock().unwrap();
-        let ours = |c: usize| live.clients.get(c).is_some_and(|x| !x.1);
-        let crashed_at = |c: usize| {
-            live.crashes
-                .iter()
-                .find(|x| x.0 == c)
-                .map(|x| x.1)
-                .unwrap_or(end)
-        };
-        let mut found = Vec::new();
         // The record's states: Absent from the start, then one per write.
         let mut states = vec![(Duration::ZERO, RecState::Absent)];
         states.extend(writes.iter().copied());
-        for (k, &(at, state)) in states.iter().enumerate() {
-            let until = states.get(k + 1).map(|s| s.0).unwrap_or(end);
+        let judged = Judged {
+            w: self,
+            live: &live,
+            states,
+            end,
+        };
+        let mut found = Vec::new();
+        judged.free_records(&mut found);
+        judged.releases(&mut found);
+        judged.no_wait(&mut found);
+        judged.crash_bounds(lease, &mut found);
+        drop(live);
+        for f in found {
+            self.violation(f);
+        }
+    }
+}
+
+/// A whole schedule, as the liveness invariants judge it.
+struct Judged<'a> {
+    w: &'a World,
+    live: &'a LiveLog,
+    /// The lock record's states, from the start: (since, state).
+    states: Vec<(Duration, RecState)>,
+    end: Duration,
+}
+
+impl Judged<'_> {
+    /// Whether client `c` is ours (not an awsflock 0.2.0).
+    fn ours(&self, c: usize) -> bool {
+        self.live.clients.get(c).is_some_and(|x| !x.1)
+    }
+
+    /// When client `c` crashed (the schedule's end if it did not).
+    fn crashed_at(&self, c: usize) -> Duration {
+        self.live
+            .crashes
+            .iter()
+            .find(|x| x.0 == c)
+            .map(|x| x.1)
+            .unwrap_or(self.end)
+    }
+
+    /// Invariants (f) and (g) over each state of the record: once it is
+    /// free (absent, released, or expired past its takeover margin), a
+    /// waiter of ours gets it within its bound, or somebody does.
+    fn free_records(&self, found: &mut Vec<String>) {
+        for (k, &(at, state)) in self.states.iter().enumerate() {
+            let until = self.states.get(k + 1).map(|s| s.0).unwrap_or(self.end);
             // When a waiter must find this record free.
             let (free, why) = match state {
                 RecState::Absent => (at, "absent"),
@@ -185,7 +223,7 @@ impl World {
                 RecState::Held {
                     exp_ms, margin_ms, ..
                 } => (
-                    self.true_when_store_stays_at(
+                    self.w.true_when_store_stays_at(
                         exp_ms.saturating_add(margin_ms + DATE_GRAIN_MS + 1),
                         at,
                     ),
@@ -197,22 +235,22 @@ impl World {
             }
             // Invariants (f) and (g): a waiter of ours that waits on gets it
             // (or somebody does: the record is written) within its bound.
-            for a in live.attempts.iter().filter(|a| ours(a.client)) {
+            for a in self.live.attempts.iter().filter(|a| self.ours(a.client)) {
                 let active_until = match a.end {
                     Some((e, _)) => e,
-                    None => crashed_at(a.client),
+                    None => self.crashed_at(a.client),
                 };
                 if a.start >= until || active_until <= free {
                     continue;
                 }
                 let from = free.max(a.start);
-                let by = self.waiter_bound(&live, a.client, from);
+                let by = self.w.waiter_bound(self.live, a.client, from);
                 if by < until && active_until > by {
                     found.push(format!(
                         "liveness (invariant {}): the lock was {why} from {:.3}s and nobody got it until {}; c{} waited from {:.3}s and should have had it by {:.3}s",
                         if state == RecState::Released || state == RecState::Absent { "f" } else { "g" },
                         free.as_secs_f64(),
-                        if k + 1 < states.len() { format!("{:.3}s", until.as_secs_f64()) } else { "the end".into() },
+                        if k + 1 < self.states.len() { format!("{:.3}s", until.as_secs_f64()) } else { "the end".into() },
                         a.client,
                         from.as_secs_f64(),
                         by.as_secs_f64()
@@ -220,11 +258,15 @@ impl World {
                 }
             }
         }
-        // Invariant (f), as the program sees it: once `release()` returned
-        // `Ok`, the record is not its lease any more, and a waiter of ours
-        // gets the lock within its bound (unless another holds it by then).
-        for &(c, t_rel) in &live.releases {
-            let at_rel = states
+    }
+
+    /// Invariant (f), as the program sees it: once `release()` returned
+    /// `Ok`, the record is not its lease any more, and a waiter of ours
+    /// gets the lock within its bound (unless another holds it by then).
+    fn releases(&self, found: &mut Vec<String>) {
+        for &(c, t_rel) in &self.live.releases {
+            let at_rel = self
+                .states
                 .iter()
                 .rev()
                 .find(|s| s.0 <= t_rel)
@@ -236,25 +278,27 @@ impl World {
             // The next grant: a lease other than the one on the record when
             // the release returned (that can only be the releaser's own,
             // which it said was gone).
-            let next = states
+            let next = self
+                .states
                 .iter()
                 .find(|s| s.0 > t_rel && matches!(s.1, RecState::Held { .. }) && s.1 != at_rel)
                 .map(|s| s.0)
-                .unwrap_or(end);
-            for a in live
+                .unwrap_or(self.end);
+            for a in self
+                .live
                 .attempts
                 .iter()
-                .filter(|a| ours(a.client) && a.client != c)
+                .filter(|a| self.ours(a.client) && a.client != c)
             {
                 let active_until = match a.end {
                     Some((e, _)) => e,
-                    None => crashed_at(a.client),
+                    None => self.crashed_at(a.client),
                 };
                 if a.start >= next || active_until <= t_rel {
                     continue;
                 }
                 let from = t_rel.max(a.start);
-                let by = self.waiter_bound(&live, a.client, from);
+                let by = self.w.waiter_bound(self.live, a.client, from);
                 if by < next && active_until > by {
                     found.push(format!(
                         "liveness (invariant f): c{c}'s release returned Ok at {:.3}s ({at_rel} then) and nobody else got the lock until {:.3}s; c{} waited from {:.3}s and should have had it by {:.3}s",
@@ -267,17 +311,22 @@ impl World {
                 }
             }
         }
-        // Invariant (h): a --no-wait acquire that finds the lock free gets it.
-        for a in live
+    }
+
+    /// Invariant (h): a --no-wait acquire that finds the lock free gets it.
+    fn no_wait(&self, found: &mut Vec<String>) {
+        for a in self
+            .live
             .attempts
             .iter()
-            .filter(|a| ours(a.client) && a.wait == Some(Duration::ZERO))
+            .filter(|a| self.ours(a.client) && a.wait == Some(Duration::ZERO))
         {
             let Some((done, how)) = a.end else { continue };
             if how == AcqEnd::Granted {
                 continue;
             }
-            let state = states
+            let state = self
+                .states
                 .iter()
                 .rev()
                 .find(|s| s.0 <= a.start)
@@ -287,20 +336,23 @@ impl World {
                 RecState::Absent | RecState::Released => true,
                 RecState::Held {
                     exp_ms, margin_ms, ..
-                } => self.store_ms_at(a.start) > exp_ms + margin_ms + DATE_GRAIN_MS,
+                } => self.w.store_ms_at(a.start) > exp_ms + margin_ms + DATE_GRAIN_MS,
             };
-            let taken = states
+            let taken = self
+                .states
                 .iter()
                 .any(|s| s.0 >= a.start && s.0 <= done && matches!(s.1, RecState::Held { .. }));
-            let own_fault = live
-                .reqs
-                .iter()
-                .any(|r| r.client == a.client && r.failed && r.sent >= a.start && r.sent <= done);
-            let paused = live
+            let own_fault =
+                self.live.reqs.iter().any(|r| {
+                    r.client == a.client && r.failed && r.sent >= a.start && r.sent <= done
+                });
+            let paused = self
+                .live
                 .pauses
                 .iter()
                 .any(|&(c, s, e)| c == a.client && s <= done && e.is_none_or(|e| e >= a.start));
             let stepped = self
+                .w
                 .store_jumps
                 .iter()
                 .any(|(at, _)| *at >= a.start && *at <= done);
@@ -309,32 +361,36 @@ impl World {
                     "liveness (invariant h): c{}'s --no-wait acquire at {:.3}s found the lock free ({state}, store clock {:.3}s) and ended {how:?} at {:.3}s",
                     a.client,
                     a.start.as_secs_f64(),
-                    (self.store_ms_at(a.start) - EPOCH_MS) as f64 / 1000.0,
+                    (self.w.store_ms_at(a.start) - EPOCH_MS) as f64 / 1000.0,
                     done.as_secs_f64()
                 ));
             }
         }
-        // Invariant (g), its bound: a crashed holder of ours (its wall clock
-        // within 1 s of the store's, so no first write stamped on a far-off
-        // clock) left an expiry at most a lease, plus what its stamp may
-        // over-estimate the store's clock by, past the store's clock at the
-        // crash.
+    }
+
+    /// Invariant (g), its bound: a crashed holder of ours (its wall clock
+    /// within 1 s of the store's, so no first write stamped on a far-off
+    /// clock) left an expiry at most a lease, plus what its stamp may
+    /// over-estimate the store's clock by, past the store's clock at the
+    /// crash.
+    fn crash_bounds(&self, lease: Duration, found: &mut Vec<String>) {
         let back_steps: i64 = self
+            .w
             .store_jumps
             .iter()
             .filter(|j| j.1 < 0)
             .map(|j| -j.1)
             .sum();
-        for &(c, t_c) in &live.crashes {
-            if !ours(c) || !live.clients[c].2 {
+        for &(c, t_c) in &self.live.crashes {
+            if !self.ours(c) || !self.live.clients[c].2 {
                 continue;
             }
             // The crashed client's last lease on the record: the one it
             // held at the crash, or one its requests in flight wrote after
             // it, until another's write.
-            let at_crash = states.iter().rposition(|s| s.0 <= t_c).unwrap_or(0);
+            let at_crash = self.states.iter().rposition(|s| s.0 <= t_c).unwrap_or(0);
             let mut last_own = None;
-            for s in &states[at_crash..] {
+            for s in &self.states[at_crash..] {
                 match s.1 {
                     RecState::Held {
                         exp_ms,
@@ -346,7 +402,7 @@ impl World {
                 }
             }
             if let Some(exp_ms) = last_own {
-                let limit = self.store_ms_at(t_c)
+                let limit = self.w.store_ms_at(t_c)
                     + lease.as_millis() as i64
                     + CRASH_STAMP_ERROR_MS
                     + back_steps;
@@ -359,10 +415,6 @@ impl World {
                     ));
                 }
             }
-        }
-        drop(live);
-        for f in found {
-            self.violation(f);
         }
     }
 }
