@@ -494,11 +494,7 @@ pub fn dir_store(world: Arc<World>, client: usize) -> FileStore<SimDir, SimHost>
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Report, Store, run_seed_traced_with, run_seed_with};
-
-    fn env_u64(name: &str) -> Option<u64> {
-        std::env::var(name).ok().and_then(|v| v.parse().ok())
-    }
+    use super::super::{Report, Store, env_u64, run_seed_traced_with, run_seed_with};
 
     /// How many directory-store schedules `schedules_dir` runs by default.
     const DEFAULT_SEEDS: u64 = 4_000;

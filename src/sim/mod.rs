@@ -14,12 +14,14 @@
 //! Our clients use DynamoDB ([`store`]), S3 ([`objects`]) or the
 //! directory store, all of them processes of one host ([`dir`]).
 //!
-//! The modules, from the top: [`client`] draws a schedule and runs its
-//! clients; [`check`] judges the invariants; [`store`], [`objects`] and
-//! [`dir`] are the simulated stores, the first two over the simulated
-//! network ([`net`]); [`world`] is the state one schedule shares; [`state`]
-//! what the stores hold; [`model`] and [`clock`] the shared types and the
-//! simulated clocks.
+//! The modules, from the top: [`schedule`] draws a schedule from its
+//! seed, runs its clients (ours in [`ours`], through the real lock code,
+//! and the model of awsflock 0.2.0 in [`v020`]; each a [`client`] with its
+//! faults) and judges it ([`check`]); [`store`], [`objects`] and [`dir`]
+//! are the simulated stores, the first two over the simulated network
+//! ([`net`]); [`world`] is the state one schedule shares, [`state`] what
+//! the stores hold, [`model`] and [`clock`] the shared types and the
+//! simulated clocks. No module uses one above it.
 //!
 //! `cargo test --lib sim` runs the default number of schedules;
 //! `scripts/sim.sh [--s3|--dir] SEEDS [START]` runs more
@@ -32,8 +34,11 @@ mod dir;
 mod model;
 mod net;
 mod objects;
+mod ours;
+mod schedule;
 mod state;
 mod store;
+mod v020;
 mod world;
 
 pub use model::{Report, Store};
@@ -90,16 +95,18 @@ fn run_sharing(seed: u64, store: Store, slots: bool, tracing: bool) -> Report {
         .start_paused(true)
         .build()
         .expect("runtime");
-    rt.block_on(client::schedule(seed, store, slots, tracing))
+    rt.block_on(schedule::schedule(seed, store, slots, tracing))
+}
+
+/// A whole number from the environment (`AWSFLOCK_SIM_SEEDS`,
+/// `AWSFLOCK_SIM_SEED`), for the tests that run schedules.
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env_u64(name: &str) -> Option<u64> {
-        std::env::var(name).ok().and_then(|v| v.parse().ok())
-    }
 
     /// Runs `count` schedules from `first`, panicking with the first
     /// failure's seed, trace and how to rerun it.
@@ -188,10 +195,6 @@ mod tests {
 #[cfg(test)]
 mod slot_tests {
     use super::*;
-
-    fn env_u64(name: &str) -> Option<u64> {
-        std::env::var(name).ok().and_then(|v| v.parse().ok())
-    }
 
     /// Runs `count` holder-table schedules on `store` from `first`,
     /// panicking with the first failure's seed and trace.

@@ -183,11 +183,7 @@ pub fn s3_store(net: SimStore) -> S3Store<SimObjects> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{run_seed_on, run_seed_traced};
-
-    fn env_u64(name: &str) -> Option<u64> {
-        std::env::var(name).ok().and_then(|v| v.parse().ok())
-    }
+    use super::super::{env_u64, run_seed_on, run_seed_traced};
 
     /// How many S3 schedules `schedules_s3` runs by default: 14 s on the
     /// shared 2-core machine at a load of 3.5 (711 schedules/s), up to a
