@@ -20,12 +20,13 @@
 //! is told so (`Cancel`), as the real thread is; one whose process crashed
 //! is not applied (its thread died with it).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::world::{SimClock, true_now};
-use super::{RecState, Req, World};
+use super::clock::{PauseKind, SimClock, true_now};
+use super::model::{RecState, Req};
+use super::state::Proc;
+use super::world::World;
 use crate::boottime::BootInstant;
 use crate::error::{Error, Result};
 use crate::store::file::dir::CancelOnDrop;
@@ -40,31 +41,6 @@ const PID_NS: &str = "sim:1";
 const PID0: u32 = 4000;
 const START0: u64 = 70_000;
 
-/// One client process of the host, as `/proc` and the watchdog show it.
-#[derive(Debug, Clone, Copy, Default)]
-struct Proc {
-    /// When it ended (crashed, or exited after its last cycle).
-    ended: Option<Duration>,
-    /// While it is stopped (SIGSTOP): when it is continued.
-    stopped_until: Option<Duration>,
-    /// Until when its watchdog runs: it kills what is left of the command's
-    /// process group when its holder dies, then exits.
-    watchdog_until: Duration,
-}
-
-/// The simulated directory: records and fence marks by lock name, and the
-/// host's processes.
-#[derive(Default)]
-pub struct Files {
-    records: BTreeMap<String, Vec<u8>>,
-    marks: BTreeMap<String, u64>,
-    procs: BTreeMap<usize, Proc>,
-    /// Every process's clocks, which read alike.
-    clocks: Vec<Arc<SimClock>>,
-    /// While the host is paused: when the pause ends (true time).
-    paused_until: Option<Duration>,
-}
-
 /// Registers a process's clocks with the host (which pauses and steps
 /// them all together).
 pub fn host_clock(w: &World, c: Arc<SimClock>) -> Arc<SimClock> {
@@ -73,7 +49,7 @@ pub fn host_clock(w: &World, c: Arc<SimClock>) -> Arc<SimClock> {
 }
 
 /// Pauses the whole host (every process's clocks) until `until`.
-pub fn pause_host(w: &World, kind: super::world::PauseKind, until: Duration) {
+pub fn pause_host(w: &World, kind: PauseKind, until: Duration) {
     let clocks = {
         let mut t = w.table.lock().unwrap();
         t.dir.paused_until = Some(until);
@@ -108,7 +84,7 @@ pub fn stop_process(w: &World, client: usize, mach: &SimClock, until: Duration) 
     let mut t = w.table.lock().unwrap();
     t.dir.procs.entry(client).or_default().stopped_until = Some(until);
     drop(t);
-    mach.pause(super::world::PauseKind::Stop);
+    mach.pause(PauseKind::Stop);
 }
 
 /// Continues process `client`.
@@ -518,11 +494,7 @@ pub fn dir_store(world: Arc<World>, client: usize) -> FileStore<SimDir, SimHost>
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Report, Store, run_seed_traced_with, run_seed_with};
-
-    fn env_u64(name: &str) -> Option<u64> {
-        std::env::var(name).ok().and_then(|v| v.parse().ok())
-    }
+    use super::super::{Report, Store, env_u64, run_seed_traced_with, run_seed_with};
 
     /// How many directory-store schedules `schedules_dir` runs by default.
     const DEFAULT_SEEDS: u64 = 4_000;

@@ -6,27 +6,19 @@
 //! unchanged against it.
 //!
 //! Each request goes through the same simulated network as DynamoDB's
-//! ([`SimStore::call`]: lost requests, lost answers, duplicates, throttling,
+//! ([`super::net`]: lost requests, lost answers, duplicates, throttling,
 //! delays, the `Date` header calibrating the client's [`ServerClock`]), and
 //! is applied to the bucket atomically at one instant of true time.
 
-use std::collections::BTreeMap;
-
-use super::store::SimStore;
-use super::world::Table;
+use super::clock::true_now;
+use super::model::{RecState, table_state};
+use super::net::SimStore;
+use super::state::{Bucket, Table};
 use crate::clock::ServerClock;
 use crate::error::Result;
 use crate::store::RESERVED_PREFIX;
 use crate::store::record::{LeaseRecord, RecordState};
 use crate::store::s3::{Cond, Objects, S3Store};
-
-/// The simulated bucket: linearizable per key (every request is applied
-/// whole, one at a time); every write gives the object a new ETag.
-#[derive(Default)]
-pub struct Bucket {
-    objects: BTreeMap<String, (Vec<u8>, String)>,
-    writes: u64,
-}
 
 /// An owned [`Cond`], for a request in flight.
 #[derive(Clone)]
@@ -77,7 +69,7 @@ fn put(t: &mut Table, key: &str, body: &[u8], want: &Want, v: &mut Vec<String>) 
     let before = lock_record(t, key);
     let etag = t.objects.put(key, body, want)?;
     if let Some(new) = lock_record(t, key) {
-        let at = t.start.map(super::world::true_now).unwrap_or_default();
+        let at = t.start.map(true_now).unwrap_or_default();
         t.writes.push((at, state_of(&new)));
         if let Some(table) = new.current_slots() {
             // A plain lease of ours moved into a table keeps its token.
@@ -114,13 +106,12 @@ fn put(t: &mut Table, key: &str, body: &[u8], want: &Want, v: &mut Vec<String>) 
 /// The record as a waiter of the S3 store judges it (for the liveness
 /// invariants), with the store's own `is_released`, `expiry_ms` and
 /// `takeover_margin_ms`.
-fn state_of(rec: &LeaseRecord) -> super::RecState {
-    use super::RecState;
+fn state_of(rec: &LeaseRecord) -> RecState {
     use crate::store::cas::CasStore;
     type S3 = S3Store<SimObjects>;
     let judged = (rec.clone(), String::new());
     if let Some(t) = rec.current_slots() {
-        return super::table_state(t);
+        return table_state(t);
     }
     if S3::is_released(&judged) {
         return RecState::Released;
@@ -192,11 +183,7 @@ pub fn s3_store(net: SimStore) -> S3Store<SimObjects> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{run_seed_on, run_seed_traced};
-
-    fn env_u64(name: &str) -> Option<u64> {
-        std::env::var(name).ok().and_then(|v| v.parse().ok())
-    }
+    use super::super::{env_u64, run_seed_on, run_seed_traced};
 
     /// How many S3 schedules `schedules_s3` runs by default: 14 s on the
     /// shared 2-core machine at a load of 3.5 (711 schedules/s), up to a

@@ -1,59 +1,360 @@
-//! One simulated client's requests to the store: the DynamoDB requests of
-//! `src/store/dynamodb.rs` ([`Requests`]), applied to the shared in-memory
-//! table of [`World`] (same attributes, same conditions: see
-//! [`super::world::Table`]) through a simulated network that may delay,
-//! lose, duplicate or throttle each one, with the simulated `Date` header
-//! calibrating the client's [`ServerClock`] exactly as `src/store/aws.rs`
-//! does for the real stores.
+//! The simulated DynamoDB: the lock protocol's requests of
+//! `src/store/dynamodb.rs` ([`Requests`]) sent through the simulated
+//! network ([`SimStore`]) and applied to the table's items with the
+//! conditions DynamoDB evaluates (same attributes, same conditions).
 //!
 //! Everything above the requests is the real store: [`SimStore::into_store`]
 //! is `DynamoDb` over these requests, so every decision about an answer
 //! (grants, renewals, releases, judging items) is the production code.
 
-use std::sync::Arc;
-
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::World;
-use super::world::{SimClock, TxAnswer};
-use crate::clock::{Moment, ServerClock};
+use super::clock::true_now;
+use super::model::{RecState, table_state};
+use super::net::SimStore;
+use super::state::{Table, check_turn};
 use crate::error::{Error, Result};
-use crate::store::dynamodb::{DynamoDb, FENCE_BLOCK, FreshAnswer, Item, Requests};
+use crate::store::dynamodb::{
+    DynamoDb, FENCE_BLOCK, FreshAnswer, Item, Requests, attr, get_i64, get_s, get_u64, n,
+};
 
-/// What the network does to one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
+/// A transaction's answer, as `grant_fresh` reads its cancellation reasons.
+pub enum TxAnswer {
     Ok,
-    /// Never reaches the store.
-    RequestLost,
-    /// Applied; the answer never comes.
-    AnswerLost,
-    /// Applied twice (an SDK retry of a write that landed); the second answer comes.
-    Duplicate,
-    /// Refused (throttling, 5xx): not applied, an error with a `Date`.
-    Throttled,
+    /// The lock item's condition failed (reason 1), with the item.
+    LockFailed(Option<Item>),
+    /// Only the high-water mark's condition failed (reason 0), with its value.
+    HwFailed(Option<u64>),
 }
 
-/// One client's requests to the simulated table (the simulation's
-/// [`Requests`]); `into_store` puts the real DynamoDB lock logic on top.
-pub struct SimStore {
-    pub world: Arc<World>,
-    pub mach: Arc<SimClock>,
-    /// Calibrated by every answer's `Date`, shared with the lock logic.
-    pub clock: Arc<ServerClock>,
-    pub host: String,
+fn num_eq(item: &Item, k: &str, v: i64) -> bool {
+    get_i64(item, k) == Some(v)
+}
+
+/// The record as a waiter judges it, with the real `dynamodb::expiry_ms`
+/// and `takeover_margin_of` (released: `expiration_time = 0`, as
+/// `SimStore::is_released`).
+pub fn state_of(item: Option<&Item>) -> RecState {
+    let Some(i) = item else {
+        return RecState::Absent;
+    };
+    type Ddb = crate::store::dynamodb::DynamoDb<SimStore>;
+    if let Some(t) = <Ddb as crate::store::cas::CasStore>::slots_of(i) {
+        return table_state(&t);
+    }
+    if get_i64(i, attr::EXPIRATION_TIME) == Some(0) {
+        return RecState::Released;
+    }
+    RecState::Held {
+        // No expiry the waiter can read: it never judges it expired.
+        exp_ms: crate::store::dynamodb::expiry_ms(i).unwrap_or(i64::MAX / 4),
+        margin_ms: crate::store::dynamodb::takeover_margin_of(i),
+        owner: get_s(i, attr::OWNER)
+            .and_then(|o| o.strip_prefix('c'))
+            .and_then(|n| n.parse().ok()),
+        lease: {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            get_s(i, attr::LEASE_ID).hash(&mut h);
+            h.finish()
+        },
+    }
+}
+
+type Ddb = crate::store::dynamodb::DynamoDb<SimStore>;
+
+/// DynamoDB's conditions, applied to the table's items as DynamoDB
+/// evaluates the ConditionExpressions that `src/store/dynamodb.rs` sends
+/// (see each operation); a comparison with a missing attribute is false,
+/// as in DynamoDB.
+impl Table {
+    /// Records the record's state after a write that landed.
+    fn note_state(&mut self, name: &str) {
+        let t = self.start.map(true_now).unwrap_or_default();
+        let st = state_of(self.items.get(name));
+        self.writes.push((t, st));
+    }
+
+    fn note_write(&mut self, name: &str) -> Result<(), String> {
+        self.note_state(name);
+        let Some(item) = self.items.get(name) else {
+            return Ok(());
+        };
+        if let (Some(id), Some(ms)) = (get_s(item, attr::LEASE_ID), get_i64(item, attr::EXPIRES_MS))
+        {
+            if ms > 0 {
+                self.written_expiry.entry(id.to_string()).or_insert(ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// `UpdateItem` of `grant_counter`: condition
+    /// `expiration_time = 0 AND fence < fence_limit` (blind) or
+    /// `lease_id = :seen AND fence < fence_limit`; sets `attrs`,
+    /// `fence = fence + 1`, removes `reason`, `released_*`.
+    pub fn grant_counter(
+        &mut self,
+        name: &str,
+        attrs: &[(&'static str, aws_sdk_dynamodb::types::AttributeValue)],
+        seen: Option<&str>,
+        now_ms: i64,
+        violations: &mut Vec<String>,
+    ) -> Result<u64, Option<Item>> {
+        let jumped = self
+            .items
+            .get(name)
+            .and_then(<Ddb as crate::store::cas::CasStore>::slots_of);
+        // Changed in place: the item is cloned only for a failed condition
+        // (its answer carries the item).
+        let cur = self.items.get_mut(name);
+        let ok = cur.as_ref().is_some_and(|i| {
+            let first = match seen {
+                None => num_eq(i, attr::EXPIRATION_TIME, 0) && !i.contains_key(attr::SLOTS),
+                Some(id) => get_s(i, attr::LEASE_ID) == Some(id),
+            };
+            let counter = matches!(
+                (get_i64(i, attr::FENCE), get_i64(i, attr::FENCE_LIMIT)),
+                (Some(f), Some(l)) if f < l
+            );
+            first && counter
+        });
+        let Some(item) = cur.filter(|_| ok) else {
+            return Err(self.items.get(name).cloned());
+        };
+        // As the UpdateItem: REMOVE reason only when the grant sets none.
+        if !attrs.iter().any(|(k, _)| *k == attr::REASON) {
+            item.remove(attr::REASON);
+        }
+        for (k, v) in attrs {
+            item.insert(k.to_string(), v.clone());
+        }
+        item.remove(attr::RELEASED_LEASE);
+        item.remove(attr::RELEASED_MS);
+        item.remove(attr::SLOTS);
+        // Queue order: a plain grant never takes a name from a holder
+        // table with anyone alive in it (holders or waiters in line).
+        if let Some(t) = jumped {
+            let back = self.back_ms;
+            let alive = |exp: i64| now_ms + back <= exp + crate::store::cas::EXPIRY_MARGIN_MS;
+            if t.holders.iter().any(|h| alive(h.expires_ms))
+                || t.queue.iter().any(|q| alive(q.expires_ms))
+            {
+                violations.push(
+                    "a plain grant took the name over live holders or waiters of its table (queue order)"
+                        .to_string(),
+                );
+            }
+        }
+        let fence = get_u64(item, attr::FENCE).unwrap_or(0) + 1;
+        item.insert(attr::FENCE.into(), n(fence));
+        if let Err(e) = self.grant_fence(name, fence) {
+            violations.push(e);
+        }
+        let _ = self.note_write(name);
+        Ok(fence)
+    }
+
+    /// `TransactWriteItems` of `grant_fresh`: a Put of the high-water mark on
+    /// `attribute_not_exists(fence_hw)` / `fence_hw = :old`, and a Put of the
+    /// whole lock item on `attribute_not_exists(lock_id)` / `lease_id = :seen`;
+    /// all or nothing; `ClientRequestToken` makes a repeat of a transaction
+    /// that landed succeed without applying it again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn grant_fresh(
+        &mut self,
+        name: &str,
+        attrs: &[(&'static str, aws_sdk_dynamodb::types::AttributeValue)],
+        seen: Option<&str>,
+        hw_guess: Option<u64>,
+        token: &str,
+        block: u64,
+        violations: &mut Vec<String>,
+    ) -> TxAnswer {
+        if self.tokens.contains(token) {
+            return TxAnswer::Ok;
+        }
+        let cur = self.items.get(name).cloned();
+        let lock_ok = match seen {
+            None => cur.is_none(),
+            Some(id) => cur
+                .as_ref()
+                .is_some_and(|i| get_s(i, attr::LEASE_ID) == Some(id)),
+        };
+        let hw = self.hw.get(name).copied();
+        let hw_ok = match hw_guess {
+            None => hw.is_none(),
+            Some(g) => hw == Some(g),
+        };
+        if !lock_ok {
+            return TxAnswer::LockFailed(cur);
+        }
+        if !hw_ok {
+            return TxAnswer::HwFailed(hw);
+        }
+        let old = hw_guess.unwrap_or(0);
+        let mut item = Item::new();
+        item.insert(attr::LOCK_ID.into(), crate::store::dynamodb::s(name));
+        item.insert(attr::FENCE.into(), n(old + 1));
+        item.insert(attr::FENCE_LIMIT.into(), n(old + block));
+        for (k, v) in attrs {
+            item.insert(k.to_string(), v.clone());
+        }
+        type Ddb = crate::store::dynamodb::DynamoDb<SimStore>;
+        let before = cur.as_ref().and_then(|c| {
+            <Ddb as crate::store::cas::CasStore>::slots_of(c)
+                .or_else(|| <Ddb as crate::store::cas::CasStore>::as_table(c))
+        });
+        let after = <Ddb as crate::store::cas::CasStore>::slots_of(&item);
+        self.items.insert(name.to_string(), item);
+        self.hw.insert(name.to_string(), old + block);
+        self.tokens.insert(token.to_string());
+        if after.is_some() {
+            // A holder table starting a fresh block: its admissions are
+            // the grants.
+            self.note_table(name, before.as_ref(), after.as_ref(), violations);
+        } else if let Err(e) = self.grant_fence(name, old + 1) {
+            violations.push(e);
+        }
+        let _ = self.note_write(name);
+        TxAnswer::Ok
+    }
+
+    /// `UpdateItem` of a holder table: on `attribute_not_exists(lock_id)`
+    /// (`seen` `None`) or `lease_id = :seen`, sets `attrs` and removes
+    /// `removes`; ALL_OLD on failure. Every token the table grants is
+    /// checked against every earlier one (invariant b).
+    pub fn put_slots(
+        &mut self,
+        name: &str,
+        attrs: &[(&'static str, aws_sdk_dynamodb::types::AttributeValue)],
+        removes: &[&'static str],
+        seen: Option<&str>,
+        now_ms: i64,
+        violations: &mut Vec<String>,
+    ) -> Result<(), Option<Item>> {
+        let cur = self.items.get(name);
+        let ok = match seen {
+            None => cur.is_none(),
+            Some(id) => cur.is_some_and(|i| get_s(i, attr::LEASE_ID) == Some(id)),
+        };
+        if !ok {
+            return Err(cur.cloned());
+        }
+        type Ddb = crate::store::dynamodb::DynamoDb<SimStore>;
+        // A plain lease of ours moved into a table keeps its token: it is
+        // no new grant.
+        let before = cur.and_then(|c| {
+            <Ddb as crate::store::cas::CasStore>::slots_of(c)
+                .or_else(|| <Ddb as crate::store::cas::CasStore>::as_table(c))
+        });
+        let item = self.items.entry(name.to_string()).or_insert_with(|| {
+            let mut i = Item::new();
+            i.insert(attr::LOCK_ID.into(), crate::store::dynamodb::s(name));
+            i
+        });
+        for k in removes {
+            item.remove(*k);
+        }
+        for (k, v) in attrs {
+            item.insert(k.to_string(), v.clone());
+        }
+        let after = <Ddb as crate::store::cas::CasStore>::slots_of(item);
+        self.note_table(name, before.as_ref(), after.as_ref(), violations);
+        if let (Some(b), Some(a)) = (&before, &after) {
+            check_turn(b, a, now_ms, self.back_ms, violations);
+        }
+        let _ = self.note_write(name);
+        Ok(())
+    }
+
+    /// `UpdateItem` of a renewal: `lease_id = :cur AND expiration_time <> 0`
+    /// [`AND expiration_time <= :new_s AND (attribute_not_exists(expires_ms)
+    /// OR expires_ms <= :new_ms)`]; returns ALL_NEW, or ALL_OLD on failure.
+    pub fn renew(
+        &mut self,
+        name: &str,
+        cur: &str,
+        attrs: &[(&'static str, aws_sdk_dynamodb::types::AttributeValue)],
+        no_shorter: Option<(i64, i64)>,
+    ) -> Result<Item, Option<Item>> {
+        let item = self.items.get(name).cloned();
+        let ok = item.as_ref().is_some_and(|i| {
+            get_s(i, attr::LEASE_ID) == Some(cur)
+                && get_i64(i, attr::EXPIRATION_TIME).is_some_and(|e| e != 0)
+                && no_shorter.is_none_or(|(new_s, new_ms)| {
+                    get_i64(i, attr::EXPIRATION_TIME).is_some_and(|e| e <= new_s)
+                        && get_i64(i, attr::EXPIRES_MS).is_none_or(|m| m <= new_ms)
+                })
+        });
+        if !ok {
+            return Err(item);
+        }
+        let mut item = item.unwrap();
+        for (k, v) in attrs {
+            item.insert(k.to_string(), v.clone());
+        }
+        self.items.insert(name.to_string(), item.clone());
+        let _ = self.note_write(name);
+        Ok(item)
+    }
+
+    /// `UpdateItem` of a release: `lease_id = :id AND expiration_time <> 0`.
+    pub fn release(
+        &mut self,
+        name: &str,
+        id: &str,
+        nonce: &str,
+        released_ms: i64,
+    ) -> Result<(), Option<Item>> {
+        let item = self.items.get_mut(name);
+        let ok = item.as_ref().is_some_and(|i| {
+            get_s(i, attr::LEASE_ID) == Some(id)
+                && get_i64(i, attr::EXPIRATION_TIME).is_some_and(|e| e != 0)
+        });
+        let Some(item) = item.filter(|_| ok) else {
+            return Err(self.items.get(name).cloned());
+        };
+        use crate::store::dynamodb::s;
+        item.insert(attr::LEASE_ID.into(), s(nonce));
+        item.insert(attr::EXPIRES_MS.into(), n(0));
+        item.insert(attr::RELEASED_LEASE.into(), s(id));
+        item.insert(attr::RELEASED_MS.into(), n(released_ms));
+        item.insert(attr::EXPIRATION_TIME.into(), n(0));
+        self.note_state(name);
+        Ok(())
+    }
+
+    /// awsflock 0.2.0's whole-item `PutItem`, on `NOT(attribute_exists(lock_id))`
+    /// (`old = None`) or `attribute_exists(lock_id) AND lease_id = :old`.
+    pub fn put_v020(&mut self, name: &str, item: Item, old: Option<&str>) -> bool {
+        let cur = self.items.get(name);
+        let ok = match old {
+            None => cur.is_none(),
+            Some(id) => cur.is_some_and(|i| get_s(i, attr::LEASE_ID) == Some(id)),
+        };
+        if ok {
+            self.items.insert(name.to_string(), item);
+            self.note_state(name);
+        }
+        ok
+    }
+
+    /// awsflock 0.2.0's `DeleteItem` on `lease_id = :id`.
+    pub fn delete_v020(&mut self, name: &str, id: &str) -> bool {
+        let ok = self
+            .items
+            .get(name)
+            .is_some_and(|i| get_s(i, attr::LEASE_ID) == Some(id));
+        if ok {
+            self.items.remove(name);
+            self.note_state(name);
+        }
+        ok
+    }
 }
 
 impl SimStore {
-    pub fn new(world: Arc<World>, mach: Arc<SimClock>, host: String) -> SimStore {
-        SimStore {
-            world,
-            mach,
-            clock: Arc::new(ServerClock::new()),
-            host,
-        }
-    }
-
     /// The real DynamoDB store's logic over these requests.
     pub fn into_store(self) -> DynamoDb<SimStore> {
         let (clock, host) = (self.clock.clone(), self.host.clone());
@@ -63,62 +364,6 @@ impl SimStore {
     /// GetItem, strongly consistent (for the awsflock 0.2.0 model).
     pub async fn read(&self, name: &str) -> Result<Option<Item>> {
         self.get(name).await
-    }
-
-    /// Sends one request: `op` is applied to the table atomically at one
-    /// instant of true time (twice for a duplicate).
-    pub async fn call<T, F>(&self, op: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: Fn(&mut super::world::Table, i64, &mut Vec<String>) -> T + Send + 'static,
-    {
-        // A paused machine sends nothing.
-        self.mach.awake().await;
-        let sent = Moment::now();
-        let (fate, there, back) = self.world.draw_fate();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let w = self.world.clone();
-        // The network and the store: not the client's task, so a request
-        // that left is applied even if the client crashes or gives up.
-        tokio::spawn(async move {
-            tokio::time::sleep(there).await;
-            let now = w.store_ms();
-            let out = {
-                let mut table = w.table.lock().unwrap();
-                let mut v = Vec::new();
-                let out = match fate {
-                    Fate::RequestLost | Fate::Throttled => None,
-                    Fate::Duplicate => {
-                        op(&mut table, now, &mut v);
-                        Some(op(&mut table, now, &mut v))
-                    }
-                    _ => Some(op(&mut table, now, &mut v)),
-                };
-                w.violations.lock().unwrap().extend(v);
-                out
-            };
-            let _ = tx.send((out, now));
-        });
-        let (out, date_ms) = rx
-            .await
-            .map_err(|_| Error::Unavailable("simulated store went away".into()))?;
-        tokio::time::sleep(back).await;
-        // A paused machine receives nothing until it wakes.
-        self.mach.awake().await;
-        let received = Moment::now();
-        match fate {
-            Fate::RequestLost | Fate::AnswerLost => {
-                Err(Error::Unavailable("simulated timeout".into()))
-            }
-            Fate::Throttled => {
-                self.clock.observe(sent, received, date_ms.div_euclid(1000));
-                Err(Error::Unavailable("simulated throttling".into()))
-            }
-            Fate::Ok | Fate::Duplicate => {
-                self.clock.observe(sent, received, date_ms.div_euclid(1000));
-                Ok(out.expect("applied"))
-            }
-        }
     }
 }
 
