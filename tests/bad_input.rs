@@ -51,13 +51,13 @@ fn lease_and_wait_beyond_their_bounds_are_refused_before_anything_is_taken() {
         "--wait-time",
         "366 days",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let st = run(awsflock(&moto).args(["status", &name, "--table", &t]));
-    assert_eq!(st.code, 0, "{}", st.describe());
+    st.assert_ok();
     let ls = run(awsflock(&moto).args(["list", "--json", "--table", &t]));
-    assert_eq!(ls.code, 0, "{}", ls.describe());
+    ls.assert_ok();
     let rel = run(awsflock(&moto).args(["release", &name, "--force", "-y", "--table", &t]));
-    assert_eq!(rel.code, 0, "{}", rel.describe());
+    rel.assert_ok();
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn list_aligns_wide_characters() {
     acquire(&moto, &t, "lock🔒", &["--owner", "bob"]);
     acquire(&moto, &t, "plain-name", &["--owner", "carol"]);
     let out = run(awsflock(&moto).args(["list", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     // Every OWNER cell starts at the same display column.
     let cols: Vec<usize> = out
         .stdout
@@ -194,7 +194,7 @@ fn unreadable_dynamodb_records_are_listed_marked_and_never_break_list() {
         plant(&moto, &t, item.clone());
     }
     let out = run(awsflock(&moto).args(["list", "--json", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let all = out.json();
     let all = all.as_array().expect("an array");
     let by_name = |n: &str| all.iter().find(|v| v["name"] == n).cloned();
@@ -209,7 +209,7 @@ fn unreadable_dynamodb_records_are_listed_marked_and_never_break_list() {
         );
     }
     let text = run(awsflock(&moto).args(["list", "--table", &t]));
-    assert_eq!(text.code, 0, "{}", text.describe());
+    text.assert_ok();
     assert!(
         text.stdout.contains("unreadable record"),
         "{}",
@@ -308,9 +308,9 @@ fn unreadable_s3_objects_are_listed_marked_and_release_force_frees_them() {
     let bucket = unique_name("bkt");
     let url = format!("s3://{bucket}/locks/");
     let out = run(awsflock(&moto).args(["table-create", "--backend", &url]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&moto).args(["--backend", &url, "acquire", "good"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let bodies = [
         ("not-json", "hello".to_string()),
         (
@@ -333,7 +333,7 @@ fn unreadable_s3_objects_are_listed_marked_and_release_force_frees_them() {
         );
     }
     let ls = run(awsflock(&moto).args(["--backend", &url, "list", "--json"]));
-    assert_eq!(ls.code, 0, "{}", ls.describe());
+    ls.assert_ok();
     let all = ls.json();
     let all = all.as_array().expect("array").clone();
     assert!(all.iter().any(|v| v["name"] == "good"), "{}", ls.stdout);
@@ -344,7 +344,7 @@ fn unreadable_s3_objects_are_listed_marked_and_release_force_frees_them() {
             .unwrap_or_else(|| panic!("{name} not listed:\n{}", ls.stdout));
         assert!(v["problem"].is_string(), "{name}: {v}");
         let st = run(awsflock(&moto).args(["--backend", &url, "status", name]));
-        assert_eq!(st.code, 0, "{}", st.describe());
+        st.assert_ok();
         assert!(st.stdout.contains("unreadable"), "{}", st.describe());
         let got = run(awsflock(&moto).args(["--backend", &url, "acquire", name, "--no-wait"]));
         assert_eq!(
@@ -376,7 +376,7 @@ fn unreadable_files_in_a_directory_store_are_listed_marked_and_release_force_fre
         run(&mut c)
     };
     let out = cmd(&["acquire", "good"]);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let bodies = [
         ("not-json", "hello".to_string()),
         (
@@ -390,7 +390,7 @@ fn unreadable_files_in_a_directory_store_are_listed_marked_and_release_force_fre
         std::fs::write(dir.path().join(format!("{name}.json")), body).unwrap();
     }
     let ls = cmd(&["list", "--json"]);
-    assert_eq!(ls.code, 0, "{}", ls.describe());
+    ls.assert_ok();
     let all = ls.json();
     let all = all.as_array().expect("array").clone();
     assert!(all.iter().any(|v| v["name"] == "good"), "{}", ls.stdout);
@@ -401,7 +401,7 @@ fn unreadable_files_in_a_directory_store_are_listed_marked_and_release_force_fre
             .unwrap_or_else(|| panic!("{name} not listed:\n{}", ls.stdout));
         assert!(v["problem"].is_string(), "{name}: {v}");
         let st = cmd(&["status", name]);
-        assert_eq!(st.code, 0, "{}", st.describe());
+        st.assert_ok();
         assert!(st.stdout.contains("unreadable record"), "{}", st.describe());
         let got = cmd(&["acquire", name, "--no-wait"]);
         assert_eq!(
@@ -436,7 +436,7 @@ fn an_expired_item_without_a_lease_id_is_waited_on_not_written_over_and_over() {
     );
     let out =
         run(awsflock(&moto).args(["-v", "acquire", "nolid", "--table", &t, "--wait-time", "7s"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     let writes = store_requests(&out.stderr)
         .into_iter()
         .filter(|l| !l.contains("GetItem"))
@@ -445,9 +445,9 @@ fn an_expired_item_without_a_lease_id_is_waited_on_not_written_over_and_over() {
     // lease id, so none is tried.
     assert!(writes <= 2, "{writes} writes:\n{}", out.stderr);
     let rel = run(awsflock(&moto).args(["release", "nolid", "--force", "-y", "--table", &t]));
-    assert_eq!(rel.code, 0, "{}", rel.describe());
+    rel.assert_ok();
     let got = run(awsflock(&moto).args(["acquire", "nolid", "--table", &t, "--no-wait"]));
-    assert_eq!(got.code, 0, "{}", got.describe());
+    got.assert_ok();
 }
 
 #[test]
@@ -463,7 +463,7 @@ fn control_characters_in_stored_owner_and_reason_are_escaped_on_the_terminal() {
             "expiration_time": {"N": far}, "lease_duration": {"N": "60"}}),
     );
     let ls = run(awsflock(&moto).args(["list", "--table", &t]));
-    assert_eq!(ls.code, 0, "{}", ls.describe());
+    ls.assert_ok();
     assert_eq!(
         ls.stdout.lines().count(),
         2,
@@ -483,7 +483,7 @@ fn control_characters_in_stored_owner_and_reason_are_escaped_on_the_terminal() {
 #[test]
 fn help_states_the_duration_bounds_and_exit_codes() {
     let top = run(awsflock_at(&dead_endpoint()).arg("--help"));
-    assert_eq!(top.code, 0, "{}", top.describe());
+    top.assert_ok();
     for needle in ["366 days", "0 waits forever", "5M", "2 bad"] {
         assert!(
             top.stdout.contains(needle),

@@ -72,7 +72,7 @@ c.create_table(
         ),
     );
     let out = run(awsflock(&moto).args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert_clean_error(&out);
     let lower = out.stderr.to_lowercase();
     assert!(
@@ -89,7 +89,7 @@ fn acquire_prints_only_a_uuid_lease_id_and_exits_0() {
     let moto = Moto::start();
     let t = table(&moto);
     let out = run(awsflock(&moto).args(["acquire", &lock(), "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.stdout.lines().count(), 1, "{}", out.describe());
     assert_uuid(out.line());
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());
@@ -103,12 +103,12 @@ fn acquire_of_held_lock_exits_3_with_no_wait_and_after_wait_time() {
     let _held = acquire(&moto, &t, &name, &[]);
 
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert_eq!(out.line(), "", "nothing on stdout:\n{}", out.describe());
     assert!(out.elapsed < Duration::from_secs(10), "{}", out.describe());
 
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--wait-time", "2"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(
         out.elapsed >= Duration::from_millis(1500),
         "gave up before the wait time:\n{}",
@@ -135,7 +135,7 @@ fn release_frees_the_lock_and_the_previous_holders_id_cannot_release_the_next() 
         stale.describe()
     );
     let blocked = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(blocked.code, 3, "{}", blocked.describe());
+    blocked.assert_exit(3);
     release(&moto, &t, &name, &l2);
 }
 
@@ -149,7 +149,7 @@ fn second_release_of_the_same_lease_exits_3() {
     let l1 = acquire(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &l1);
     let again = run(awsflock(&moto).args(["release", &name, &l1, "--table", &t]));
-    assert_eq!(again.code, 3, "{}", again.describe());
+    again.assert_exit(3);
     let renew = run(awsflock(&moto).args(["renew", &name, &l1, "--table", &t]));
     assert_eq!(
         renew.code,
@@ -166,9 +166,9 @@ fn release_and_renew_of_a_never_acquired_lock_exit_3() {
     let name = lock();
     let fake = "00000000-0000-4000-8000-000000000000";
     let out = run(awsflock(&moto).args(["release", &name, fake, "--table", &t]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     let out = run(awsflock(&moto).args(["renew", &name, fake, "--table", &t]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn renew_prints_new_lease_id_and_old_id_is_no_longer_held() {
     let old = acquire(&moto, &t, &name, &[]);
 
     let out = run(awsflock(&moto).args(["renew", &name, &old, "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let new = out.line().to_string();
     assert_uuid(&new);
     assert_ne!(new, old);
@@ -220,7 +220,7 @@ fn renew_extends_a_short_lease() {
         "5m",
         "--json",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let new = out.json()["lease_id"]
         .as_str()
         .unwrap_or_else(|| panic!("renew --json without lease_id:\n{}", out.describe()))
@@ -243,7 +243,7 @@ fn acquire_json_has_string_lease_id_and_integer_fence() {
     let t = table(&moto);
     let name = lock();
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let v = out.json();
     assert!(v.is_object(), "{}", out.describe());
     assert_uuid(v["lease_id"].as_str().expect("lease_id string"));
@@ -267,7 +267,7 @@ fn status_json_reports_holder_and_then_not_held() {
     );
 
     let out = run(awsflock(&moto).args(["status", &name, "--table", &t, "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let v = out.json();
     assert_eq!(v["name"], name.as_str(), "{v}");
     assert_eq!(v["held"], true, "{v}");
@@ -315,7 +315,7 @@ fn wait_time_zero_waits_until_the_lock_is_released() {
     assert!(!waiter.finished(), "--wait-time 0 gave up while held");
     release(&moto, &t, &name, &held);
     let out = waiter.wait(Duration::from_secs(20));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_uuid(out.line());
 }
 
@@ -419,7 +419,7 @@ fn global_options_work_before_or_after_the_subcommand_and_from_env() {
 fn unknown_backend_scheme_is_a_usage_error() {
     let moto = Moto::start();
     let out = run(awsflock(&moto).args(["--backend", "redis://x", "acquire", &lock()]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());
 }
 
@@ -523,7 +523,7 @@ fn missing_table_exits_1_and_points_to_table_create() {
     let moto = Moto::start();
     let t = unique_name("absent");
     let out = run(awsflock(&moto).args(["acquire", &lock(), "--table", &t, "--no-wait"]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("awsflock table-create"),
@@ -565,7 +565,7 @@ fn missing_credentials_exit_1_with_a_message_about_credentials() {
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .args(["acquire", &lock(), "--table", &t, "--no-wait"]);
     let out = run(&mut cmd);
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert!(out.elapsed < Duration::from_secs(20), "{}", out.describe());
     assert_clean_error(&out);
     assert!(
@@ -585,7 +585,7 @@ fn verbose_logs_each_store_request_and_warm_calls_cost_one_request() {
 
     // First use of the name may cost more; it must still be logged.
     let out = run(awsflock(&moto).args(["-v", "acquire", &name, "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let first = store_requests(&out.stderr);
     assert!(
         !first.is_empty() && first.len() <= 2,
@@ -724,7 +724,7 @@ fn crashed_holder_is_reclaimed_soon_after_its_lease_expires() {
     let start = Instant::now();
     let _crashed = acquire(&moto, &t, &name, &["--lease-duration", "2"]);
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--wait-time", "30"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_uuid(out.line());
     assert!(
         start.elapsed() < Duration::from_secs(20),
@@ -751,7 +751,7 @@ fn waiter_gets_the_lock_soon_after_release() {
     let released = Instant::now();
     let out = waiter.wait(Duration::from_secs(40));
     let lag = released.elapsed();
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_uuid(out.line());
     assert!(
         lag < Duration::from_secs(3),

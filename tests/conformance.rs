@@ -158,7 +158,7 @@ mod cases {
     pub fn lease_cycle_and_exit_codes(f: &impl Fixture) {
         let name = unique_name("cycle");
         let out = run(f.cmd().args(["acquire", &name]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let first = out.line().to_string();
         if f.rotates_lease_ids() {
             assert_uuid(&first);
@@ -167,7 +167,7 @@ mod cases {
         let out = run(f
             .cmd()
             .args(["renew", &name, &first, "--lease-duration", "90"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let second = out.line().to_string();
         if f.rotates_lease_ids() {
             assert_uuid(&second);
@@ -273,7 +273,7 @@ mod cases {
             .collect();
         for w in workers {
             let out = w.wait(Duration::from_secs(90));
-            assert_eq!(out.code, 0, "{}", out.describe());
+            out.assert_ok();
         }
         let text = std::fs::read_to_string(&log).unwrap();
         let events: Vec<(&str, u128)> = text
@@ -322,7 +322,7 @@ mod cases {
             std::thread::sleep(Duration::from_millis(300));
         }
         let out = long.wait(Duration::from_secs(20));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         assert!(!held(f, &name));
     }
 
@@ -392,7 +392,7 @@ mod cases {
             "--reason",
             "terraform apply prod",
         ]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let v = run(f.cmd().args(["status", &name, "--json"])).json();
         assert_eq!(v["name"], name.as_str());
         assert_eq!(v["held"], true);
@@ -451,7 +451,7 @@ mod slot_cases {
         }
         for w in running {
             let out = w.wait(Duration::from_secs(120));
-            assert_eq!(out.code, 0, "{}", out.describe());
+            out.assert_ok();
         }
         let text = std::fs::read_to_string(&log).unwrap();
         let mut events: Vec<(String, String, u128)> = text
@@ -542,9 +542,9 @@ mod slot_cases {
                 .args(extra))
         };
         let a = take(&["--owner", "alice"]);
-        assert_eq!(a.code, 0, "{}", a.describe());
+        a.assert_ok();
         let b = take(&["--owner", "bob"]);
-        assert_eq!(b.code, 0, "{}", b.describe());
+        b.assert_ok();
         let (a, b) = (a.json(), b.json());
         assert!(b["fence"].as_i64() > a["fence"].as_i64(), "{a} {b}");
         let third = take(&["--no-wait"]);
@@ -588,7 +588,7 @@ mod slot_cases {
         let out = run(f
             .cmd()
             .args(["acquire", &name, "--max-holders", "2", "--json"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let id = out.json()["lease_id"].as_str().unwrap().to_string();
         for extra in [
             vec!["--max-holders", "3"],
@@ -641,13 +641,13 @@ mod slot_cases {
                 "--lease-duration",
                 "2",
             ]));
-            assert_eq!(out.code, 0, "{}", out.describe());
+            out.assert_ok();
         }
         let started = Instant::now();
         let out = run(f
             .cmd()
             .args(["acquire", &name, "--max-holders", "2", "--wait-time", "30"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_millis(1000) && waited < Duration::from_secs(20),
@@ -707,12 +707,12 @@ mod fifo_cases {
             std::thread::sleep(Duration::from_millis(400));
         }
         let out = first.wait(Duration::from_secs(30));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         // The worker that just released asks again at once.
         let again = section(f, &name, &log, "A2", 0.1);
         for w in waiters.into_iter().chain([again]) {
             let out = w.wait(Duration::from_secs(60));
-            assert_eq!(out.code, 0, "{}", out.describe());
+            out.assert_ok();
         }
         let order = std::fs::read_to_string(&log).unwrap();
         let order: Vec<&str> = order.lines().collect();
@@ -729,12 +729,12 @@ mod fifo_cases {
         std::thread::sleep(Duration::from_millis(600));
         signal(doomed.pid(), nix::sys::signal::Signal::SIGKILL);
         let out = doomed.wait(Duration::from_secs(10));
-        assert_eq!(out.code, 137, "{}", out.describe());
+        out.assert_exit(137);
         let started = Instant::now();
         let next = section(f, &name, &log, "NEXT", 0.1);
         assert_eq!(holder.wait(Duration::from_secs(30)).code, 0);
         let out = next.wait(Duration::from_secs(60));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let waited = started.elapsed();
         assert!(
             waited < Duration::from_secs(30),
@@ -882,10 +882,10 @@ mod force_cases {
     pub fn an_unsupervised_lease_is_freed_at_once(f: &impl Fixture) {
         let name = unique_name("unsup");
         let out = run(f.cmd().args(["acquire", &name, "--lease-duration", "60"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let started = Instant::now();
         let out = run(f.cmd().args(["release", &name, "--force", "--yes"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         assert!(
             out.stderr.contains("may still be working"),
             "the release must warn that the holder may go on:\n{}",
@@ -912,7 +912,7 @@ mod force_cases {
         let out = run(f
             .cmd()
             .args(["release", &name, "--force", "--immediately", "--yes"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         assert!(
             out.stderr.contains("overlap"),
             "the break-glass release must name the overlap:\n{}",
@@ -921,7 +921,7 @@ mod force_cases {
         let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
         assert_eq!(out.code, 0, "free at once:\n{}", out.describe());
         let out = holder.wait(Duration::from_secs(30));
-        assert_eq!(out.code, 4, "{}", out.describe());
+        out.assert_exit(4);
     }
 }
 

@@ -59,7 +59,7 @@ fn service_specific_endpoint_beats_aws_endpoint_url() {
         .env("AWS_ENDPOINT_URL", &a.endpoint)
         .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
         .args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         table_at(&b.endpoint, &t),
         "table not on the DynamoDB endpoint"
@@ -72,7 +72,7 @@ fn service_specific_endpoint_beats_aws_endpoint_url() {
         .env("AWS_ENDPOINT_URL", &a.endpoint)
         .env("AWS_ENDPOINT_URL_S3", &b.endpoint)
         .args(["table-create", "--backend", &format!("s3://{bucket}/locks")]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         bucket_at(&b.endpoint, &bucket),
         "bucket not on the S3 endpoint"
@@ -93,7 +93,7 @@ fn endpoint_url_option_beats_every_variable() {
         .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
         .env("DYNAMO_ENDPOINT_URL", &b.endpoint)
         .args(["table-create", "--table", &t, "--endpoint-url", &a.endpoint]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(table_at(&a.endpoint, &t));
     assert!(!table_at(&b.endpoint, &t));
 
@@ -104,7 +104,7 @@ fn endpoint_url_option_beats_every_variable() {
         .env("AWS_ENDPOINT_URL_S3", &b.endpoint)
         .args(["--endpoint-url", &a.endpoint, "table-create"])
         .args(["--backend", &format!("s3://{bucket}")]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(bucket_at(&a.endpoint, &bucket));
     assert!(!bucket_at(&b.endpoint, &bucket));
 }
@@ -120,7 +120,7 @@ fn dynamo_endpoint_url_applies_to_dynamodb_only() {
         .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
         .env("DYNAMO_ENDPOINT_URL", &a.endpoint)
         .args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(table_at(&a.endpoint, &t));
     assert!(!table_at(&b.endpoint, &t));
 
@@ -131,7 +131,7 @@ fn dynamo_endpoint_url_applies_to_dynamodb_only() {
         .env("AWS_ENDPOINT_URL", &b.endpoint)
         .env("DYNAMO_ENDPOINT_URL", &a.endpoint)
         .args(["table-create", "--backend", &format!("s3://{bucket}/x")]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         bucket_at(&b.endpoint, &bucket),
         "bucket not on AWS_ENDPOINT_URL"
@@ -149,7 +149,7 @@ fn a_service_specific_endpoint_alone_needs_no_region() {
     let out = run(bare()
         .env("AWS_ENDPOINT_URL_DYNAMODB", &moto.endpoint)
         .args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(table_at(&moto.endpoint, &t));
 }
 
@@ -159,12 +159,12 @@ fn region_option_before_or_after_the_subcommand_picks_the_region() {
     let t = unique_name("tbl");
     // moto keeps one set of tables per region, like AWS.
     let out = run(awsflock(&moto).args(["--region", "eu-west-1", "table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&moto).args(["status", "x", "--table", &t, "--region", "eu-west-1"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     // The environment says us-east-1, where there is no such table.
     let out = run(awsflock(&moto).args(["status", "x", "--table", &t]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert!(out.stderr.contains("table-create"), "{}", out.describe());
 }
 
@@ -211,10 +211,10 @@ fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() 
         "lab",
     ]);
     let out = run(&mut cmd);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     // On a, in the profile's region.
     let out = run(awsflock(&a).args(["status", "x", "--table", &t, "--region", "eu-central-1"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(!table_at(&b.endpoint, &t));
 
     // The profile's endpoint is below --endpoint-url and the variables.
@@ -230,9 +230,9 @@ fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() 
         &t2,
     ]);
     let out = run(&mut cmd);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&b).args(["status", "x", "--table", &t2, "--region", "eu-central-1"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 
     // AWS_ENDPOINT_URL beats the profile's endpoint_url, and --region the
     // profile's region.
@@ -250,18 +250,18 @@ fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() 
         "us-west-2",
     ]);
     let out = run(&mut cmd);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&b).args(["status", "x", "--table", &t3, "--region", "us-west-2"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&a).args(["status", "x", "--table", &t3, "--region", "us-west-2"]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
 
     // An unknown profile is one clean line.
     let mut cmd = Command::new(bin_path());
     scrub_env(&mut cmd);
     with_files(&mut cmd);
     let out = run(cmd.args(["status", "x", "--profile", "nope"]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("AWS profile 'nope' does not exist"),
@@ -312,18 +312,18 @@ fn boolean_variables_accept_the_usual_spellings() {
         .env("AWSFLOCK_NO_WAIT", "1")
         .env("AWSFLOCK_CONFLICT_EXIT_CODE", "0")
         .args(["run", &name, "--table", &t, "-c", &job]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(!ran.exists());
     let out = run(awsflock(&moto)
         .env("AWSFLOCK_NO_WAIT", "1")
         .args(["run", "another", "--table", &t, "-c", &job]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(ran.exists());
     // Nonsense is a usage error naming the variable's accepted values.
     let out = run(awsflock(&moto)
         .env("AWSFLOCK_NO_WAIT", "maybe")
         .args(["acquire", &name, "--table", &t]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("1/0, true/false, yes/no or on/off"),
@@ -344,10 +344,10 @@ fn flock_short_options_n_w_and_e() {
 
     // -n -E 0: as `flock -n -E 0`.
     let out = run(awsflock(&moto).args(["run", "-n", "-E", "0", &name, "--table", &t, "-c", &job]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(!ran.exists());
     let out = run(awsflock(&moto).args(["acquire", "-n", "-E", "9", &name, "--table", &t]));
-    assert_eq!(out.code, 9, "{}", out.describe());
+    out.assert_exit(9);
     assert!(
         out.stderr.contains("not acquired") || out.stderr.contains("held"),
         "{}",
@@ -356,16 +356,16 @@ fn flock_short_options_n_w_and_e() {
 
     // -w 0 gives up at once, as in flock(1).
     let out = run(awsflock(&moto).args(["acquire", "-w", "0", &name, "--table", &t]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(out.elapsed < Duration::from_secs(10), "{:?}", out.elapsed);
     // -w 2 waits about two seconds (fractions allowed, as in flock(1)).
     let out = run(awsflock(&moto).args(["run", "-w", "2.5", &name, "--table", &t, "-c", &job]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(out.elapsed >= Duration::from_secs(2), "{:?}", out.elapsed);
     assert!(!ran.exists());
     // --timeout is flock(1)'s long name.
     let out = run(awsflock(&moto).args(["acquire", "--timeout", "1", &name, "--table", &t]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(out.elapsed >= Duration::from_secs(1), "{:?}", out.elapsed);
     // -w beats --wait-time and AWSFLOCK_WAIT_TIME (here: forever).
     let out = run(awsflock(&moto).env("AWSFLOCK_WAIT_TIME", "0").args([
@@ -378,7 +378,7 @@ fn flock_short_options_n_w_and_e() {
         "--table",
         &t,
     ]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     // --wait-time 0 still waits forever (awsflock 0.2.0).
     let mut w =
         spawn(awsflock(&moto).args(["acquire", "--wait-time", "0", &name, "--table", &t, "-q"]));
@@ -397,7 +397,7 @@ fn peer_options(cmd: &str) -> Vec<String> {
     let mut c = Command::new(tools_dir().join("peer/bin/awsflock"));
     scrub_env(&mut c);
     let out = run(c.args([cmd, "--help"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let mut opts: Vec<String> = out
         .stdout
         .split_whitespace()
@@ -426,7 +426,7 @@ fn every_option_of_awsflock_0_2_0_is_accepted() {
     // And each one works, used as 0.2.0's users write them.
     let name = lock();
     let out = run(awsflock(&moto).args(["create-table", "--tablename", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&moto).args([
         "acquire",
         &name,
@@ -440,10 +440,10 @@ fn every_option_of_awsflock_0_2_0_is_accepted() {
         "--owner",
         "alice",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let lease = out.line().to_string();
     let out = run(awsflock(&moto).args(["acquire", &name, "--tablename", &t, "--no-wait"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     let out = run(awsflock(&moto).args([
         "renew",
         &name,
@@ -455,16 +455,16 @@ fn every_option_of_awsflock_0_2_0_is_accepted() {
         "--owner",
         "alice",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let lease = out.line().to_string();
     assert_uuid(&lease);
     let st = status_json(&moto, &t, &name);
     assert_eq!(st["owner"], "alice");
     assert_eq!(st["lease_duration"], 86400);
     let out = run(awsflock(&moto).args(["release", &name, &lease, "--tablename", &t, "-h"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&moto).args(["release", &name, &lease, "--tablename", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 }
 
 #[test]
@@ -479,7 +479,7 @@ fn renew_json_shows_the_owner_and_reason_that_status_shows() {
         &["--owner", "alice", "--reason", "nightly backup"],
     );
     let out = run(awsflock(&moto).args(["renew", &name, &lease, "--table", &t, "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let v = out.json();
     let st = status_json(&moto, &t, &name);
     assert_eq!(v["owner"], "alice", "{v}");
@@ -493,7 +493,7 @@ fn renew_json_shows_the_owner_and_reason_that_status_shows() {
 fn the_internal_watchdog_is_not_offered_anywhere() {
     for shell in ["bash", "zsh", "fish"] {
         let out = run(awsflock_at(&dead_endpoint()).args(["completions", shell]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         assert!(
             !out.stdout.contains("__watchdog"),
             "{shell} completion offers __watchdog"
@@ -502,7 +502,7 @@ fn the_internal_watchdog_is_not_offered_anywhere() {
     }
     for typo in ["__watchdo", "watchdog", "__watch"] {
         let out = run(awsflock_at(&dead_endpoint()).arg(typo));
-        assert_eq!(out.code, 2, "{}", out.describe());
+        out.assert_exit(2);
         assert!(
             !out.stderr.contains("__watchdog"),
             "suggests __watchdog:\n{}",
@@ -516,7 +516,7 @@ fn the_internal_watchdog_is_not_offered_anywhere() {
 #[test]
 fn man_page_documents_every_subcommand_and_its_options() {
     let out = run(awsflock_at(&dead_endpoint()).arg("man"));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let man = out.stdout.replace("\\-", "-");
     for cmd in [
         "table-create",
@@ -755,7 +755,7 @@ fn demo_sends_everything_to_the_local_server_with_fake_credentials() {
             ("AWSFLOCK_BACKEND", "dynamodb://prod-locks"),
         ],
     );
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let seen = std::fs::read_to_string(&calls).expect("awsflock was run");
     assert!(seen.contains("awsflock table-create"), "{seen}");
     for bad in [
@@ -822,7 +822,7 @@ fn setup_without_root_prints_the_apt_get_line_and_builds_without_protoc() {
         .env_remove("PYTHON")
         .arg(repo.join("scripts/setup.sh"));
     let out = run(&mut cmd);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let calls = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         out.stderr
@@ -856,7 +856,7 @@ fn etcd_urls_in_a_build_without_etcd_say_how_to_get_it() {
         "--backend",
         "etcd://127.0.0.1:2379/locks",
     ]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert!(
         out.stderr
             .contains("cargo install --path . --features etcd"),
@@ -959,7 +959,7 @@ fn run_waits_forever_by_default_and_acquire_60_seconds() {
         fast(awsflock(&moto)).args(["acquire", &name, "--table", &t, "-q"]),
         Duration::from_secs(60),
     );
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(out.elapsed < Duration::from_secs(20), "{}", out.describe());
     // Six seconds here are three minutes on its clocks.
     let mut w =
@@ -1070,13 +1070,13 @@ fn run_takes_the_command_right_after_the_name_as_flock_does() {
     let out = run(awsflock(&moto)
         .env("AWSFLOCK_TABLE", &t)
         .args(["run", "-x", "-s", &name, "true"]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert_clean_error(&out);
     // No command: says what to type.
     let out = run(awsflock(&moto)
         .env("AWSFLOCK_TABLE", &t)
         .args(["run", &name]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert_clean_error(&out);
     assert!(
         out.stderr

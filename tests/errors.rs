@@ -249,7 +249,7 @@ fn the_services_own_5xx_is_retried_with_one_warning_and_none_under_q() {
     let t = table(&moto);
     let bucket = format!("s3://{}/p", unique_name("bkt"));
     let out = run(awsflock(&moto).args(["--backend", &bucket, "table-create"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let proxy = common::proxy::Proxy::start(&moto.endpoint);
     for (store, quiet) in [(&t, false), (&t, true), (&bucket, false), (&bucket, true)] {
         // Several calls' worth of the service's own 500s (a request id, an
@@ -337,7 +337,7 @@ fn a_named_profile_that_does_not_exist_is_refused_even_with_credentials_in_the_e
     let mut cmd = awsflock(&moto);
     with_files(&mut cmd);
     let out = run(cmd.args(["--profile", "in-credentials"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     for profile in ["in-config", "default"] {
         let mut cmd = awsflock(&moto);
         with_files(&mut cmd);
@@ -353,7 +353,7 @@ fn a_named_profile_that_does_not_exist_is_refused_even_with_credentials_in_the_e
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .args(["--profile", "in-credentials"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let mut cmd = awsflock(&moto);
     with_files(&mut cmd);
     assert_eq!(run(&mut cmd).code, 0);
@@ -389,7 +389,7 @@ fn the_named_profiles_credentials_beat_keys_in_the_environment() {
             cmd.env("AWS_PROFILE", p);
         }
         let out = run(&mut cmd);
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         marker.exists()
     };
     assert!(

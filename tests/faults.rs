@@ -11,7 +11,7 @@ use crate::common;
 
 use common::proxy::{Fault, Proxy};
 use common::*;
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,24 +23,6 @@ use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------- helpers
 
-/// Wall-clock nanoseconds since the epoch, as `date +%s%N` prints them.
-/// Waits up to `timeout` for `path` to hold a complete first line and
-/// returns it; `None` if it does not, or if `running` finished first.
-fn first_line(path: &Path, timeout: Duration, running: &mut Running) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if let Some((line, _)) = s.split_once('\n') {
-                return Some(line.to_string());
-            }
-        }
-        if running.finished() || Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn append(path: &Path, line: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -49,13 +31,6 @@ fn append(path: &Path, line: &str) {
         .expect("open log");
     f.write_all(format!("{line}\n").as_bytes())
         .expect("append to log");
-}
-
-/// `awsflock run NAME --table T` followed by `args`, aimed at `endpoint`.
-fn run_at(endpoint: &str, table: &str, name: &str, args: &[&str]) -> Command {
-    let mut cmd = awsflock_at(endpoint);
-    cmd.args(["run", name, "--table", table]).args(args);
-    cmd
 }
 
 /// A shell aimed at `moto` with the awsflock 0.2.0 client's environment;
@@ -73,31 +48,6 @@ fn peer_shell(moto: &Moto, table: &str, script: &str) -> Command {
         .env("AWSFLOCK_TABLE", table)
         .args(["-c", script]);
     cmd
-}
-
-/// Resumes a paused process (a frozen moto, a stopped awsflock) when
-/// dropped, so that a failing assertion does not leave it stopped.
-struct ContOnDrop(u32);
-
-impl Drop for ContOnDrop {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGCONT);
-    }
-}
-
-/// At most the last `n` lines of `text`, for failure messages.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(n);
-    let mut out = String::new();
-    if from > 0 {
-        out.push_str(&format!("[{from} earlier lines not shown]\n"));
-    }
-    for l in &lines[from..] {
-        out.push_str(l);
-        out.push('\n');
-    }
-    out
 }
 
 fn kinds(proxy: &Proxy) -> String {
@@ -303,7 +253,7 @@ fn our_worker(plan: &Plan, id: &str, kills: &[usize]) -> Vec<String> {
             }
             continue;
         }
-        let Some(child) = first_line(&pidfile, plan.run_timeout, &mut running) else {
+        let Some(child) = first_line(&pidfile, plan.run_timeout, Some(&mut running)) else {
             let out = running.wait(Duration::from_secs(5));
             errors.push(format!(
                 "{id} section {s}: the command never started:\n{}",
@@ -618,7 +568,7 @@ fn outage_frozen_store_while_holding_stops_the_child_in_time() {
         &name,
         &["--lease-duration", "6", "-c", &term_child(&ready, &term)],
     ));
-    let child = first_line(&ready, Duration::from_secs(30), &mut running)
+    let child = first_line(&ready, Duration::from_secs(30), Some(&mut running))
         .expect("the command never started");
     let child: i32 = child.trim().parse().unwrap();
     let paused_ns = now_ns();
@@ -637,7 +587,7 @@ fn outage_frozen_store_while_holding_stops_the_child_in_time() {
         out.code,
         term_after.map_or("none".to_string(), |s| format!("{s:.2}"))
     ));
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(!alive(child), "the command {child} still runs");
     let term_after = term_after.unwrap_or_else(|| {
         panic!(
@@ -688,7 +638,7 @@ fn outage_frozen_store_while_waiting_then_the_waiter_gets_the_lock() {
         out.code,
         took.as_secs_f64()
     ));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let lease = out.json()["lease_id"].as_str().unwrap().to_string();
     release(&moto, &t, &name, &lease);
 }
@@ -770,7 +720,7 @@ fn outage_store_killed_and_restarted_empty_holder_fails_safe() {
         &name,
         &["--lease-duration", "6", "-c", &term_child(&ready, &term)],
     ));
-    let child = first_line(&ready, Duration::from_secs(30), &mut running)
+    let child = first_line(&ready, Duration::from_secs(30), Some(&mut running))
         .expect("the command never started");
     let child: i32 = child.trim().parse().unwrap();
 
@@ -799,7 +749,7 @@ fn outage_store_killed_and_restarted_empty_holder_fails_safe() {
         out.code,
         term_after.map_or("none".to_string(), |s| format!("{s:.2}"))
     ));
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(!alive(child), "the command {child} still runs");
     let term_after = term_after.unwrap_or_else(|| panic!("no SIGTERM:\n{}", out.describe()));
     assert!(
@@ -834,7 +784,7 @@ fn outage_store_restarted_empty_holder_notices_at_its_next_renewal() {
         &name,
         &["--lease-duration", "6", "-c", &term_child(&ready, &term)],
     ));
-    let child = first_line(&ready, Duration::from_secs(30), &mut running)
+    let child = first_line(&ready, Duration::from_secs(30), Some(&mut running))
         .expect("the command never started");
     let child: i32 = child.trim().parse().unwrap();
 
@@ -861,7 +811,7 @@ fn outage_store_restarted_empty_holder_notices_at_its_next_renewal() {
         newcomer.code,
         window.map_or("none".to_string(), |s| format!("{s:.2}"))
     ));
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(!alive(child), "the command {child} still runs");
     let term_ns = term_ns.unwrap_or_else(|| panic!("no SIGTERM:\n{}", out.describe()));
     assert!(
@@ -870,7 +820,7 @@ fn outage_store_restarted_empty_holder_notices_at_its_next_renewal() {
         secs(term_ns - killed_ns),
         out.describe()
     );
-    assert_eq!(newcomer.code, 0, "{}", newcomer.describe());
+    newcomer.assert_ok();
     release(&moto, &t, &name, newcomer.line());
 }
 
@@ -904,7 +854,7 @@ fn holder_through_proxy(
         name,
         &["-v", "--lease-duration", &lease.to_string(), "-c", &script],
     ));
-    let Some(child) = first_line(&ready, Duration::from_secs(30), &mut running) else {
+    let Some(child) = first_line(&ready, Duration::from_secs(30), Some(&mut running)) else {
         let out = running.wait(Duration::from_secs(10));
         panic!("the command never started:\n{}", out.describe());
     };
@@ -1253,7 +1203,7 @@ while :; do date +%s%N >> {s}; sleep 0.1; done"#,
         &name,
         &["--lease-duration", "3", "-c", &script],
     ));
-    let fence = first_line(&fence_file, Duration::from_secs(30), &mut running)
+    let fence = first_line(&fence_file, Duration::from_secs(30), Some(&mut running))
         .expect("the command never started");
     let held_fence: i64 = fence
         .trim()
@@ -1313,7 +1263,7 @@ while :; do date +%s%N >> {s}; sleep 0.1; done"#,
         new_fence > held_fence,
         "the new holder's fence {new_fence} is not above the paused holder's {held_fence}"
     );
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(
         last_after_cont < 1.5,
         "the paused holder's command wrote {last_after_cont:.2} s after SIGCONT"
@@ -1412,7 +1362,7 @@ fn lost_renewal_answer_then_cut_off(s3: bool) -> String {
             .args(store.args())
             .args(["-v", "--lease-duration", "30", "-c", &script]),
     );
-    let Some(child) = first_line(&ready, Duration::from_secs(30), &mut holder) else {
+    let Some(child) = first_line(&ready, Duration::from_secs(30), Some(&mut holder)) else {
         let out = holder.wait(Duration::from_secs(10));
         panic!("the command never started:\n{}", out.describe());
     };
@@ -1531,7 +1481,8 @@ fn store_clock_jumping_ahead_makes_the_holder_renew_at_once() {
             &script,
         ],
     ));
-    first_line(&ready, Duration::from_secs(30), &mut holder).expect("the command never started");
+    first_line(&ready, Duration::from_secs(30), Some(&mut holder))
+        .expect("the command never started");
     // From now on the store's clock reads 20 s later than before.
     let jumped = Instant::now();
     proxy.shift_date(20);
@@ -1555,7 +1506,7 @@ fn store_clock_jumping_ahead_makes_the_holder_renew_at_once() {
         gap.is_some_and(|g| g < 2.0),
         "renewal came {gap:?} s after the jump was seen"
     );
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 }
 
 /// awsflock runs on one thread, so a message written to a stderr nobody
@@ -1658,7 +1609,8 @@ fn wall_clock_jumping_ahead_of_the_boot_clock_makes_the_holder_renew_at_once() {
         &script,
     ]);
     let mut holder = spawn(&mut cmd);
-    first_line(&ready, Duration::from_secs(30), &mut holder).expect("the command never started");
+    first_line(&ready, Duration::from_secs(30), Some(&mut holder))
+        .expect("the command never started");
     thread::sleep(Duration::from_secs(1));
     let base = proxy.count(Some("UpdateItem"));
     // What a VM paused for two minutes sees when NTP resyncs it: the wall
@@ -1682,7 +1634,7 @@ fn wall_clock_jumping_ahead_of_the_boot_clock_makes_the_holder_renew_at_once() {
         "the wall clock jumped 120 s ahead of the boot-time clock and the holder did not renew within 3 s (renewals every 10 s):\n{}",
         tail(&out.stderr, 40)
     );
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 }
 
 /// An administrator or NTP steps the holder's wall clock back an hour
@@ -1724,7 +1676,8 @@ fn wall_clock_stepped_back_while_holding_neither_loses_nor_frees_the_lock() {
         &script,
     ]);
     let mut holder = spawn(&mut cmd);
-    first_line(&ready, Duration::from_secs(30), &mut holder).expect("the command never started");
+    first_line(&ready, Duration::from_secs(30), Some(&mut holder))
+        .expect("the command never started");
     thread::sleep(Duration::from_secs(1));
     std::fs::write(&stamp_file, "-3600s\n").unwrap();
     let got = dir.path().join("got");
@@ -1988,8 +1941,8 @@ fn renew_from_a_clock_an_hour_behind_never_writes_an_expired_looking_lease() {
         (20..=35).contains(&left),
         "after the renewal's first write the lease expires in {left} s on the store's clock (30 s asked)"
     );
-    assert_eq!(other.code, 3, "{}", other.describe());
-    assert_eq!(out.code, 0, "{}", out.describe());
+    other.assert_exit(3);
+    out.assert_ok();
     release(&moto, &t, &name, out.line());
 }
 
@@ -2078,7 +2031,8 @@ fn a_release_that_landed_but_failed_is_not_reported_as_a_failure() {
         &name,
         &["-v", "--lease-duration", "30", "-c", &script],
     ));
-    first_line(&ready, Duration::from_secs(30), &mut running).expect("the command never started");
+    first_line(&ready, Duration::from_secs(30), Some(&mut running))
+        .expect("the command never started");
     // The next UpdateItem is the release (renewals come every 10 s).
     proxy.fault(Some("UpdateItem"), Fault::DropResponse, Some(1));
     proxy.fault(Some("UpdateItem"), Fault::Status(500), Some(2));
@@ -2090,7 +2044,7 @@ fn a_release_that_landed_but_failed_is_not_reported_as_a_failure() {
         kinds(&proxy)
     ));
     assert_eq!(proxy.injected().get("drop"), Some(&1), "{}", kinds(&proxy));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         !out.stderr.contains("could not release"),
         "a release that landed was reported as failed:\n{}",

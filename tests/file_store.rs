@@ -27,7 +27,7 @@ fn dir() -> Dir {
     let url = format!("file://{}", path.display());
     let d = Dir { tmp, path, url };
     let out = run(cmd(&d).arg("table-create"));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     d
 }
 
@@ -202,9 +202,9 @@ fn a_dead_run_frees_the_lock_at_once() {
     wait_for_line(&log, "begin holder", Duration::from_secs(20));
     signal(holder.pid(), nix::sys::signal::Signal::SIGKILL);
     let h = holder.wait(Duration::from_secs(10));
-    assert_eq!(h.code, 137, "{}", h.describe());
+    h.assert_exit(137);
     let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "20"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         out.elapsed < Duration::from_secs(10),
         "a dead holder's 60 s lease was waited out: {}",
@@ -265,7 +265,7 @@ fn an_abandoned_lease_is_reclaimed_on_time_whatever_the_wall_clock() {
     let behind = lock();
     for name in [&ahead, &behind] {
         let out = run(cmd(&d).args(["acquire", name, "--lease-duration", "2"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     // Both leases were granted before this instant; neither may be taken
     // before it expires (2 s, plus the 1 s margin), nor long after.
@@ -402,39 +402,6 @@ fn a_waiter_in_a_time_namespace_does_not_take_a_live_lease() {
     assert_in_turn(&log);
 }
 
-/// The pid of `parent`'s child whose command line contains `needle`.
-fn child_with(parent: u32, needle: &str) -> Option<i32> {
-    let dir = std::fs::read_dir("/proc").ok()?;
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let Some(i) = stat.rfind(')') else { continue };
-        let ppid: u32 = stat[i + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|f| f.parse().ok())
-            .unwrap_or(0);
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if ppid == parent && String::from_utf8_lossy(&cmdline).contains(needle) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-/// Whether `pid` runs (not gone, not a zombie).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .map(|i| s[i + 1..].trim_start().starts_with(['Z', 'X']))
-        })
-        == Some(false)
-}
-
 /// A subreaper (PR_SET_CHILD_SUBREAPER, as `systemd --user`, tini or a
 /// container's init are) that runs `argv` and then adopts its orphans and
 /// keeps them: a stopped orphan stays stopped (its group is not orphaned,
@@ -494,7 +461,7 @@ fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
     assert!(gone_within(holder as i32, Duration::from_secs(10)));
     // The waiter must not get the lock while the grandchild runs.
     let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "4"]));
-    let gc_ran = running(gc_pid);
+    let gc_ran = alive(gc_pid);
     signal(wd as u32, nix::sys::signal::Signal::SIGCONT);
     signal(reaper.pid(), nix::sys::signal::Signal::SIGKILL);
     assert!(
@@ -506,7 +473,7 @@ fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
     // Once continued, the watchdog kills the group (it saw end of file) and
     // the lock is free.
     let freed = Instant::now();
-    while running(gc_pid) {
+    while alive(gc_pid) {
         assert!(
             freed.elapsed() < Duration::from_secs(10),
             "the continued watchdog did not kill the grandchild"
@@ -514,7 +481,7 @@ fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "20"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         out.elapsed < Duration::from_secs(10),
         "a dead holder's 60 s lease was waited out: {}",
@@ -556,7 +523,7 @@ fn a_stopped_watchdog_is_continued_by_its_holder() {
     let killed = Instant::now();
     let mut survived = true;
     while killed.elapsed() < Duration::from_secs(8) {
-        if !running(gc_pid) {
+        if !alive(gc_pid) {
             survived = false;
             break;
         }
@@ -625,11 +592,11 @@ fn a_full_stderr_pipe_does_not_delay_the_kill_after_a_lost_lease() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let out = run(cmd(&d).args(["release", &name, "--force", "--yes"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let released = Instant::now();
     let mut gone = false;
     while released.elapsed() < Duration::from_secs(8) {
-        if !running(cmd_pid) {
+        if !common::alive(cmd_pid) {
             gone = true;
             break;
         }
@@ -739,7 +706,7 @@ fn no_thread_to_spare_is_a_one_line_error_not_a_panic() {
         ],
     ));
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.describe());
     assert!(
         out.stderr.contains("cannot start a thread"),
@@ -764,7 +731,7 @@ fn awsflock_messages_come_before_the_commands_own() {
             "-c",
             "echo child-says >&2",
         ]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let granted = out.stderr.find("lease granted");
         let child = out.stderr.find("child-says");
         assert!(

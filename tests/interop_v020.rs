@@ -31,10 +31,10 @@ fn old_client_holding_blocks_our_no_wait_acquire() {
     let old_lease = out.line().to_string();
 
     let ours = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(ours.code, 3, "{}", ours.describe());
+    ours.assert_exit(3);
 
     let status = run(awsflock(&moto).args(["status", &name, "--table", &t, "--json"]));
-    assert_eq!(status.code, 0, "{}", status.describe());
+    status.assert_ok();
     let v = status.json();
     assert_eq!(v["held"], true, "{v}");
     assert_eq!(v["lease_id"], old_lease.as_str(), "{v}");
@@ -48,7 +48,7 @@ fn our_lock_blocks_old_client_no_wait_acquire_without_traceback() {
     let lease = acquire(&moto, &t, &name, &[]);
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
     assert_no_traceback(&out);
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     release(&moto, &t, &name, &lease);
 }
 
@@ -108,7 +108,7 @@ fn our_lease_renewed_by_old_client_is_released_by_us_with_its_id() {
     assert_uuid(&renewed);
 
     let stale = run(awsflock(&moto).args(["release", &name, &lease, "--table", &t]));
-    assert_eq!(stale.code, 3, "{}", stale.describe());
+    stale.assert_exit(3);
 
     let blocked = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
     assert_eq!(
@@ -133,14 +133,14 @@ fn lock_released_by_us_is_taken_by_old_client_at_once() {
 
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
     assert_no_traceback(&out);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let old_lease = out.line().to_string();
 
     let ours = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(ours.code, 3, "{}", ours.describe());
+    ours.assert_exit(3);
 
     let out = run(peer(&moto).args(["release", &name, &old_lease, "--tablename", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let lease = acquire(&moto, &t, &name, &["--no-wait"]);
     release(&moto, &t, &name, &lease);
 }
@@ -179,7 +179,7 @@ fn our_item_carries_lease_id_and_integer_expiration_time() {
         "--lease-duration",
         "20m",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let renewed = out.line().to_string();
     let item = raw_item(&moto, &t, &name);
     assert_eq!(item["lease_id"]["S"], renewed.as_str(), "{item}");
@@ -212,7 +212,7 @@ fn old_client_waiting_gets_the_lock_after_we_release() {
     release(&moto, &t, &name, &lease);
     let out = waiter.wait(Duration::from_secs(60));
     assert_no_traceback(&out);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_uuid(out.line());
 }
 
@@ -225,12 +225,12 @@ fn table_created_by_old_client_is_usable_by_us() {
     assert_eq!(out.code, 0, "old create-table:\n{}", out.describe());
 
     let again = run(awsflock(&moto).args(["table-create", "--table", &t]));
-    assert_eq!(again.code, 0, "{}", again.describe());
+    again.assert_ok();
 
     let name = lock();
     let lease = acquire(&moto, &t, &name, &[]);
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     release(&moto, &t, &name, &lease);
 }
 
@@ -257,7 +257,7 @@ fn expired_old_client_lease_is_taken_only_after_its_own_five_second_margin() {
         "30",
         "--json",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let ours = raw_item(&moto, &t, &name);
     let acquired_ms: i64 = ours["acquired_ms"]["N"]
         .as_str()

@@ -58,31 +58,10 @@ fn stamps(path: &Path) -> Vec<i128> {
         .collect()
 }
 
-/// Waits up to `timeout` for `path` to hold a complete first line.
-fn first_line(path: &Path, timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if let Some((line, _)) = s.split_once('\n') {
-                return Some(line.to_string());
-            }
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn sleep_until(t: Instant) {
     if let Some(d) = t.checked_duration_since(Instant::now()) {
         thread::sleep(d);
     }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Our binary aimed at `endpoint`, in a process group of its own (so that
@@ -238,7 +217,7 @@ struct Files {
 /// command among the process groups of the paused "machine".
 fn started(holder: Running, f: &Files, groups: &mut Groups) -> Running {
     groups.0.push(holder.pid() as i32);
-    let Some(child) = first_line(&f.ready, Duration::from_secs(30)) else {
+    let Some(child) = first_line(&f.ready, Duration::from_secs(30), None) else {
         let out = holder.wait(Duration::from_secs(10));
         panic!("the command never started:\n{}", out.describe())
     };
@@ -335,6 +314,7 @@ fn renewal_held_while_paused(
             .min(wake_at)
             .checked_duration_since(Instant::now() + Duration::from_millis(300))
             .unwrap_or_default(),
+        None,
     )
     .is_some();
     if !taken {
@@ -391,7 +371,7 @@ fn renewal_held_while_paused(
         "the holder must exit as lost:\n{}",
         out.describe()
     );
-    assert_eq!(other.code, 0, "{}", other.describe());
+    other.assert_ok();
 }
 
 /// A renewal in flight when the machine paused (6.7 s into a 20 s lease on
@@ -502,7 +482,12 @@ fn grant_landing_while_paused_never_starts_the_command() {
     let second = second_worker(&moto, &t, &name, &f.theirs);
     groups.0.push(second.pid() as i32);
     let wake_at = sent + Duration::from_millis(2500);
-    let taken = first_line(&f.theirs, wake_at.saturating_duration_since(Instant::now())).is_some();
+    let taken = first_line(
+        &f.theirs,
+        wake_at.saturating_duration_since(Instant::now()),
+        None,
+    )
+    .is_some();
     let taken_ns = now_ns();
     proxy.shift_date(0);
     std::fs::write(&f.wall, format!("+{GRANT_LAG}s\n")).unwrap();
@@ -547,7 +532,7 @@ fn grant_landing_while_paused_never_starts_the_command() {
         "the waiter must say the command was not started:\n{}",
         out.describe()
     );
-    assert_eq!(other.code, 0, "{}", other.describe());
+    other.assert_ok();
 }
 
 /// A machine paused during the SIGTERM grace of a stop (no renewal
@@ -598,7 +583,7 @@ fn pause_during_the_grace_kills_the_command_on_waking() {
         Fault::Hold(Duration::from_secs(25)),
         None,
     );
-    let term = first_line(&f.term, Duration::from_secs(25));
+    let term = first_line(&f.term, Duration::from_secs(25), None);
     let Some(term) = term else {
         let out = holder.wait(Duration::from_secs(30));
         panic!("setup: the command got no SIGTERM:\n{}", out.describe());
@@ -687,7 +672,7 @@ fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
         "unconfirmed_suspect_lease exit={} messages={said:?}",
         out.code
     ));
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     let stop = said
         .iter()
         .find(|l| l.contains("stopping the command"))
@@ -752,7 +737,8 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
     let mut holder = cmd.spawn().expect("spawn awsflock");
     drop(cmd);
     groups.0.push(holder.id() as i32);
-    let child = first_line(&f.ready, Duration::from_secs(30)).expect("the command never started");
+    let child =
+        first_line(&f.ready, Duration::from_secs(30), None).expect("the command never started");
     groups
         .0
         .push(child.trim().parse().expect("the command's pid"));
@@ -874,7 +860,7 @@ fn grant_answer_waiting_out_a_long_stop_is_not_reported() {
     thread::sleep(held_for + Duration::from_millis(50));
     let second = second_worker(&moto, &t, &name, &f.theirs);
     groups.0.push(second.pid() as i32);
-    let taken = first_line(&f.theirs, Duration::from_secs(4)).is_some();
+    let taken = first_line(&f.theirs, Duration::from_secs(4), None).is_some();
     proxy.shift_date(0);
     std::fs::write(&f.wall, format!("+{GRANT_LAG}s\n")).unwrap();
     sleep_until(sent + Duration::from_secs(5));
@@ -896,7 +882,7 @@ fn grant_answer_waiting_out_a_long_stop_is_not_reported() {
         "setup: the second worker did not take the lock:\n{}",
         other.describe()
     );
-    assert_eq!(other.code, 0, "{}", other.describe());
+    other.assert_ok();
     assert_eq!(
         beside,
         0,

@@ -131,12 +131,12 @@ fn s3_a_run_holding_the_last_token_of_its_block_is_revoked_not_released() {
         c
     };
     let out = run(cmd().args(["table-create", "--backend", &url]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let name = unique_name("lasttoken");
     let out = run(cmd().args(["acquire", &name]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(cmd().args(["release", &name, out.line()]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let s3 = format!(
         r#"
 s3 = boto3.client("s3", endpoint_url=os.environ["AWSFLOCK_TEST_ENDPOINT"],

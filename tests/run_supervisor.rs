@@ -8,45 +8,8 @@ use crate::common;
 use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::path::Path;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// `awsflock run NAME --table T` followed by `args`.
-fn run_cmd(moto: &Moto, table: &str, name: &str, args: &[&str]) -> Command {
-    let mut cmd = awsflock(moto);
-    cmd.args(["run", name, "--table", table]).args(args);
-    cmd
-}
-
-/// Waits up to `timeout` for `path` to hold at least one complete line and
-/// returns its contents; panics (showing the run's output) otherwise.
-fn wait_for_line(path: &Path, timeout: Duration, running: &mut Running) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if s.ends_with('\n') {
-                return s;
-            }
-        }
-        if running.finished() || Instant::now() >= deadline {
-            let finished = running.finished();
-            panic!(
-                "{} has no complete line after {timeout:?} (awsflock finished: {finished})",
-                path.display()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn read_pid(path: &Path) -> i32 {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    s.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{} does not hold a pid ({e}): {s:?}", path.display()))
-}
 
 fn epoch_secs(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
@@ -128,7 +91,7 @@ fn arguments_with_spaces_dollars_and_stars_pass_through_untouched() {
             "--table",
         ],
     ));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let got: Vec<&str> = out.stdout.split_terminator('\n').collect();
     assert_eq!(
         got,
@@ -143,7 +106,7 @@ fn arguments_with_spaces_dollars_and_stars_pass_through_untouched() {
         &name,
         &["-c", "printf 'b\\na\\nc\\n' | sort | tr a-z A-Z"],
     ));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.stdout, "A\nB\nC\n", "{}", out.describe());
     assert_free(&moto, &t, &name, "the runs");
 }
@@ -169,7 +132,7 @@ fn env_has_lock_name_and_strictly_increasing_fence() {
                 r#"printf '%s\n%s\n' "$AWSFLOCK_LOCK" "$AWSFLOCK_FENCE""#,
             ],
         ));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let got: Vec<&str> = out.stdout.lines().collect();
         assert_eq!(got.len(), 2, "{}", out.describe());
         assert_eq!(got[0], name, "AWSFLOCK_LOCK:\n{}", out.describe());
@@ -304,7 +267,7 @@ echo done"#,
     wait_for_line(&ready, Duration::from_secs(20), &mut running);
     signal(running.pid(), Signal::SIGUSR1);
     let out = running.wait(Duration::from_secs(20));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.stdout, "done\n", "{}", out.describe());
     assert_eq!(lines(&log), ["USR1"], "{}", out.describe());
     assert_free(&moto, &t, &name, "SIGUSR1");
@@ -326,7 +289,7 @@ fn signals_reach_grandchildren() {
 
     signal(running.pid(), Signal::SIGTERM);
     let out = running.wait(Duration::from_secs(20));
-    assert_eq!(out.code, 143, "{}", out.describe());
+    out.assert_exit(143);
     assert!(
         gone_within(grandchild, Duration::from_secs(5)),
         "grandchild {grandchild} still runs after SIGTERM to awsflock"
@@ -400,7 +363,7 @@ fn sigint_while_waiting_ends_the_wait_holding_nothing() {
     signal(waiter.pid(), Signal::SIGINT);
     let out = waiter.wait(Duration::from_secs(20));
     let took = sent.elapsed();
-    assert_eq!(out.code, 130, "{}", out.describe());
+    out.assert_exit(130);
     assert!(
         took < Duration::from_secs(3),
         "the wait took {took:?} to end after SIGINT:\n{}",
@@ -430,7 +393,7 @@ fn no_wait_on_a_held_lock_never_starts_the_command() {
         &name,
         &["--no-wait", "--", "sh", "-c", &touch],
     ));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(!marker.exists(), "the command was started");
 
     let out = run(&mut run_cmd(
@@ -447,7 +410,7 @@ fn no_wait_on_a_held_lock_never_starts_the_command() {
             &touch,
         ],
     ));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(!marker.exists(), "the command was started");
 
     release(&moto, &t, &name, &held);
@@ -490,7 +453,7 @@ while :; do sleep 0.1; done"#,
     let exited_after = paused.elapsed();
     moto.resume();
 
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(
         out.stderr.to_lowercase().contains("lost"),
         "stderr should say the lease was lost:\n{}",
@@ -568,7 +531,7 @@ while :; do sleep 0.1; done"#,
 
     let out = running.wait(Duration::from_secs(20));
     let took = released.elapsed();
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(
         took < Duration::from_secs(4),
         "awsflock exited {took:?} after the lease was taken away:\n{}",
@@ -592,7 +555,7 @@ fn uncontended_run_exits_0_quickly() {
     let name = lock();
 
     let out = run(&mut run_cmd(&moto, &t, &name, &["--", "true"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         out.elapsed < Duration::from_secs(5),
         "an uncontended run took {:?}",
@@ -616,7 +579,7 @@ fn run_on_dir(args: &[&str]) -> Out {
 fn a_directory_as_the_command_is_not_executable_126_as_in_bash() {
     let tmp = scratch();
     let out = run_on_dir(&[p(tmp.path())]);
-    assert_eq!(out.code, 126, "{}", out.describe());
+    out.assert_exit(126);
     assert!(
         out.stderr.contains("is a directory") && !out.stderr.contains("permission denied"),
         "{}",
@@ -632,7 +595,7 @@ fn a_script_whose_interpreter_is_missing_names_the_interpreter_127() {
     std::fs::write(&script, "#!/nonexistent/bin/interp -e\necho hi\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = run_on_dir(&[p(&script)]);
-    assert_eq!(out.code, 127, "{}", out.describe());
+    out.assert_exit(127);
     assert!(
         out.stderr
             .contains("its interpreter /nonexistent/bin/interp was not found")
@@ -642,7 +605,7 @@ fn a_script_whose_interpreter_is_missing_names_the_interpreter_127() {
     );
     // A command that does not exist is still "not found".
     let out = run_on_dir(&[p(&tmp.path().join("no-such-command"))]);
-    assert_eq!(out.code, 127, "{}", out.describe());
+    out.assert_exit(127);
     assert!(
         out.stderr.contains("command not found"),
         "{}",
@@ -663,7 +626,7 @@ fn a_script_whose_interpreter_is_missing_names_the_interpreter_127() {
         "--",
         "deploy.sh",
     ]));
-    assert_eq!(out.code, 127, "{}", out.describe());
+    out.assert_exit(127);
     assert!(
         out.stderr
             .contains("its interpreter /nonexistent/bin/interp was not found"),

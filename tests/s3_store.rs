@@ -198,7 +198,7 @@ fn run_renews_and_releases_with_one_request_each() {
             "2.5",
         ],
     ));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let reqs = store_requests(&out.stderr);
     let puts = reqs.iter().filter(|l| l.contains("op=PutObject")).count();
     let gets = reqs.iter().filter(|l| l.contains("op=GetObject")).count();
@@ -263,7 +263,7 @@ fn an_object_that_is_not_a_lock_record_counts_as_held_and_is_left_alone() {
     );
     // Unreadable records count as held (DESIGN.md, "Unreadable records").
     let out = run(&mut cmd(&moto, &url, &["acquire", &name, "--no-wait"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert_clean_error(&out);
     assert!(
         out.stderr.contains(&key) && out.stderr.contains("unreadable record"),
@@ -283,7 +283,7 @@ fn lock_names_too_long_for_the_key_limit_are_usage_errors() {
     let (_, url) = store(&moto);
     let long = "n".repeat(1010);
     let out = run(&mut cmd(&moto, &url, &["acquire", &long, "--no-wait"]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert_clean_error(&out);
 }
 
@@ -345,7 +345,7 @@ fn parallel_runs_never_overlap() {
         .collect();
     for r in runs {
         let out = r.wait(Duration::from_secs(90));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
@@ -396,7 +396,7 @@ fn status_and_list_json_report_held_locks_only() {
     assert_eq!(status_json(&moto, &url, &lock())["held"], false);
 
     let out = run(&mut cmd(&moto, &url, &["list", "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let list = out.json();
     let names: Vec<&str> = list
         .as_array()
@@ -412,6 +412,6 @@ fn status_and_list_json_report_held_locks_only() {
     release_s3(&moto, &url, &a, &la);
     release_s3(&moto, &url, &b, &lb);
     let out = run(&mut cmd(&moto, &url, &["list", "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.json(), serde_json::json!([]), "{}", out.describe());
 }

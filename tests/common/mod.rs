@@ -8,7 +8,11 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod procs;
 pub mod proxy;
+
+#[allow(unused_imports)]
+pub use procs::*;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -337,6 +341,18 @@ pub fn awsflock(moto: &Moto) -> Command {
     awsflock_at(&moto.endpoint)
 }
 
+/// `awsflock run NAME --table T` followed by `args`, aimed at `endpoint`.
+pub fn run_at(endpoint: &str, table: &str, name: &str, args: &[&str]) -> Command {
+    let mut cmd = awsflock_at(endpoint);
+    cmd.args(["run", name, "--table", table]).args(args);
+    cmd
+}
+
+/// `awsflock run NAME --table T` followed by `args`, aimed at `moto`.
+pub fn run_cmd(moto: &Moto, table: &str, name: &str, args: &[&str]) -> Command {
+    run_at(&moto.endpoint, table, name, args)
+}
+
 /// Our binary aimed at `moto`, its wall clock moved by `offset` (e.g.
 /// "+1h"), or None when libfaketime is not installed.
 pub fn awsflock_faketime(moto: &Moto, offset: &str) -> Option<Command> {
@@ -440,6 +456,30 @@ impl Out {
             "exit {} after {:.2?}\n--- stdout:\n{}--- stderr:\n{}",
             self.code, self.elapsed, self.stdout, self.stderr
         )
+    }
+
+    /// Asserts the command exited with `code`, showing its output if not.
+    #[track_caller]
+    pub fn assert_exit(&self, code: i32) -> &Out {
+        assert_eq!(self.code, code, "{}", self.describe());
+        self
+    }
+
+    /// Asserts the command exited 0, showing its output if not.
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Out {
+        self.assert_exit(0)
+    }
+
+    /// Asserts stderr contains `needle`, showing the output if not.
+    #[track_caller]
+    pub fn assert_stderr_has(&self, needle: &str) -> &Out {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.describe()
+        );
+        self
     }
 }
 
