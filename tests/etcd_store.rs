@@ -9,7 +9,6 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -99,14 +98,6 @@ fn wait_queued(etcd: &Etcd, key_prefix: &str, n: usize) {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
-}
-
-fn read_ns(path: &Path) -> i128 {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .trim()
-        .parse()
-        .expect("a timestamp in ns")
 }
 
 #[test]
@@ -1256,30 +1247,6 @@ fn etcdctl_lock_waits_for_our_shared_holders_and_they_for_it() {
     let out = run(aw(&etcd, "").args(["acquire", &name, "--shared", "--no-wait"]));
     out.assert_exit(3);
     assert_eq!(ctl.wait(Duration::from_secs(20)).code, 0);
-}
-
-/// `sh -c` that records its start and end (ns) as `dir/TAG.start` and
-/// `dir/TAG.end`, sleeping `secs` between.
-fn timed(dir: &Path, tag: &str, secs: f64) -> String {
-    let d = dir.display();
-    format!("date +%s%N > {d}/{tag}.start; sleep {secs}; date +%s%N > {d}/{tag}.end")
-}
-
-/// (start, end) in ns of the command recorded by [`timed`] as `tag`.
-fn span(dir: &Path, tag: &str) -> (i128, i128) {
-    (
-        read_ns(&dir.join(format!("{tag}.start"))),
-        read_ns(&dir.join(format!("{tag}.end"))),
-    )
-}
-
-/// The largest number of spans running at one instant.
-fn max_overlap(spans: &[(i128, i128)]) -> usize {
-    spans
-        .iter()
-        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
-        .max()
-        .unwrap_or(0)
 }
 
 #[test]

@@ -64,37 +64,6 @@ fn faked(d: &Dir, offset: &str) -> Command {
     clock_offset(cmd(d), offset).expect("libfaketime is installed (scripts/setup.sh)")
 }
 
-/// A shell script for a critical section: logs "begin TAG", sleeps, logs
-/// "end TAG". Lines are appended, so their order is the order of events
-/// whatever each process's wall clock says.
-fn section(log: &Path, tag: &str, secs: f64) -> String {
-    format!(
-        "echo 'begin {tag}' >> '{log}'; sleep {secs}; echo 'end {tag}' >> '{log}'",
-        log = log.display()
-    )
-}
-
-fn wait_for_line(log: &Path, line: &str, within: Duration) {
-    let start = Instant::now();
-    while !lines(log).iter().any(|l| l == line) {
-        assert!(
-            start.elapsed() < within,
-            "{line:?} not logged within {within:?}: {:?}",
-            lines(log)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Asserts the log shows the holder's whole section before the waiter's.
-fn assert_in_turn(log: &Path) {
-    assert_eq!(
-        lines(log),
-        ["begin holder", "end holder", "begin waiter", "end waiter"],
-        "the two critical sections overlapped"
-    );
-}
-
 fn record(d: &Dir, name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(d.path.join(format!("{name}.json"))).expect("the record");
     serde_json::from_str(&text).expect("the record is JSON")
@@ -142,7 +111,7 @@ fn a_holder_in_another_pid_namespace_is_not_taken_for_dead() {
         .env("NAME", &name)
         .env("SECTION", section(&log, "holder", 4.0)),
     );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    wait_logged(&log, "begin holder", Duration::from_secs(20));
     assert_eq!(
         record(&d, &name)["pid"].as_u64(),
         Some(u64::from(pid)),
@@ -153,11 +122,7 @@ fn a_holder_in_another_pid_namespace_is_not_taken_for_dead() {
             .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
             .arg(section(&log, "waiter", 0.0)),
     );
-    let h = holder.wait(Duration::from_secs(30));
-    let w = waiter.wait(Duration::from_secs(30));
-    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
-    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
-    assert_in_turn(&log);
+    assert_both_in_turn(holder, waiter, &log);
 }
 
 #[test]
@@ -170,7 +135,7 @@ fn a_waiter_in_another_pid_namespace_does_not_take_a_live_lease() {
             .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
             .arg(section(&log, "holder", 4.0)),
     );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    wait_logged(&log, "begin holder", Duration::from_secs(20));
     // Inside the new namespace the holder's pid names no process.
     let waiter = spawn(
         wrapped(
@@ -182,11 +147,7 @@ fn a_waiter_in_another_pid_namespace_does_not_take_a_live_lease() {
         .env("NAME", &name)
         .env("SECTION", section(&log, "waiter", 0.0)),
     );
-    let h = holder.wait(Duration::from_secs(30));
-    let w = waiter.wait(Duration::from_secs(30));
-    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
-    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
-    assert_in_turn(&log);
+    assert_both_in_turn(holder, waiter, &log);
 }
 
 #[test]
@@ -199,7 +160,7 @@ fn a_dead_run_frees_the_lock_at_once() {
             .args(["run", &name, "--lease-duration", "60", "--", "sh", "-c"])
             .arg(section(&log, "holder", 60.0)),
     );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    wait_logged(&log, "begin holder", Duration::from_secs(20));
     signal(holder.pid(), nix::sys::signal::Signal::SIGKILL);
     let h = holder.wait(Duration::from_secs(10));
     h.assert_exit(137);
@@ -222,17 +183,13 @@ fn a_waiter_whose_wall_clock_is_ahead_does_not_take_a_live_lease() {
             .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
             .arg(section(&log, "holder", 4.0)),
     );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    wait_logged(&log, "begin holder", Duration::from_secs(20));
     let waiter = spawn(
         faked(&d, "+40s")
             .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
             .arg(section(&log, "waiter", 0.0)),
     );
-    let h = holder.wait(Duration::from_secs(30));
-    let w = waiter.wait(Duration::from_secs(30));
-    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
-    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
-    assert_in_turn(&log);
+    assert_both_in_turn(holder, waiter, &log);
 }
 
 #[test]
@@ -245,17 +202,13 @@ fn a_holder_whose_wall_clock_is_behind_keeps_its_lease() {
             .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
             .arg(section(&log, "holder", 4.0)),
     );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    wait_logged(&log, "begin holder", Duration::from_secs(20));
     let waiter = spawn(
         cmd(&d)
             .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
             .arg(section(&log, "waiter", 0.0)),
     );
-    let h = holder.wait(Duration::from_secs(30));
-    let w = waiter.wait(Duration::from_secs(30));
-    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
-    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
-    assert_in_turn(&log);
+    assert_both_in_turn(holder, waiter, &log);
 }
 
 #[test]
@@ -383,7 +336,7 @@ fn a_waiter_in_a_time_namespace_does_not_take_a_live_lease() {
             .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
             .arg(section(&log, "holder", 4.0)),
     );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    wait_logged(&log, "begin holder", Duration::from_secs(20));
     // Its boot-time clock reads a day ahead of the host's.
     let waiter = spawn(
         wrapped(
@@ -395,11 +348,7 @@ fn a_waiter_in_a_time_namespace_does_not_take_a_live_lease() {
         .env("NAME", &name)
         .env("SECTION", section(&log, "waiter", 0.0)),
     );
-    let h = holder.wait(Duration::from_secs(30));
-    let w = waiter.wait(Duration::from_secs(30));
-    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
-    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
-    assert_in_turn(&log);
+    assert_both_in_turn(holder, waiter, &log);
 }
 
 /// A subreaper (PR_SET_CHILD_SUBREAPER, as `systemd --user`, tini or a
@@ -427,6 +376,33 @@ fn under_subreaper(c: &Command) -> Command {
     s
 }
 
+/// A `run` holder of `name` (lease 60 s) under [`under_subreaper`], its
+/// command a shell waiting on a grandchild `sleep 300`.
+struct Subreaped {
+    reaper: Running,
+    gc_pid: i32,
+    holder: u32,
+    wd: i32,
+}
+
+fn subreaped_holder(d: &Dir, name: &str) -> Subreaped {
+    let gc = d.file("grandchild");
+    let mut holder_cmd = cmd(d);
+    holder_cmd
+        .args(["run", name, "--lease-duration", "60", "--", "sh", "-c"])
+        .arg(format!("sleep 300 & echo $! > {}; wait", gc.display()));
+    let reaper = spawn(&mut under_subreaper(&holder_cmd));
+    let gc_pid = await_pid(&gc, Duration::from_secs(20), "grandchild");
+    let holder = child_with(reaper.pid(), "run").expect("the holder") as u32;
+    let wd = child_with(holder, "__watchdog").expect("the holder's watchdog");
+    Subreaped {
+        reaper,
+        gc_pid,
+        holder,
+        wd,
+    }
+}
+
 /// A dead `run` holder frees the lock after a short grace only because its
 /// watchdog kills the command's group in the meantime. A watchdog that has
 /// not done so yet (stopped by its pid here, under a subreaper; on a loaded
@@ -436,24 +412,12 @@ fn under_subreaper(c: &Command) -> Command {
 fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
     let d = dir();
     let name = lock();
-    let gc = d.file("grandchild");
-    let mut holder_cmd = cmd(&d);
-    holder_cmd
-        .args(["run", &name, "--lease-duration", "60", "--", "sh", "-c"])
-        .arg(format!("sleep 300 & echo $! > {}; wait", gc.display()));
-    let reaper = spawn(&mut under_subreaper(&holder_cmd));
-    let start = Instant::now();
-    let gc_pid = loop {
-        if let Ok(s) = std::fs::read_to_string(&gc) {
-            if let Ok(p) = s.trim().parse::<i32>() {
-                break p;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "no grandchild");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let holder = child_with(reaper.pid(), "run").expect("the holder") as u32;
-    let wd = child_with(holder, "__watchdog").expect("the holder's watchdog");
+    let Subreaped {
+        reaper,
+        gc_pid,
+        holder,
+        wd,
+    } = subreaped_holder(&d, &name);
     // The holder first, or it would continue its stopped watchdog.
     signal(holder, nix::sys::signal::Signal::SIGSTOP);
     signal(wd as u32, nix::sys::signal::Signal::SIGSTOP);
@@ -498,37 +462,17 @@ fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
 fn a_stopped_watchdog_is_continued_by_its_holder() {
     let d = dir();
     let name = lock();
-    let gc = d.file("grandchild");
-    let mut holder_cmd = cmd(&d);
-    holder_cmd
-        .args(["run", &name, "--lease-duration", "60", "--", "sh", "-c"])
-        .arg(format!("sleep 300 & echo $! > {}; wait", gc.display()));
-    let reaper = spawn(&mut under_subreaper(&holder_cmd));
-    let start = Instant::now();
-    let gc_pid = loop {
-        if let Ok(s) = std::fs::read_to_string(&gc) {
-            if let Ok(p) = s.trim().parse::<i32>() {
-                break p;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "no grandchild");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let holder = child_with(reaper.pid(), "run").expect("the holder") as u32;
-    let wd = child_with(holder, "__watchdog").expect("the holder's watchdog");
+    let Subreaped {
+        reaper,
+        gc_pid,
+        holder,
+        wd,
+    } = subreaped_holder(&d, &name);
     signal(wd as u32, nix::sys::signal::Signal::SIGSTOP);
     // The holder's loop wakes at least every 0.5 s.
     std::thread::sleep(Duration::from_millis(1500));
     signal(holder, nix::sys::signal::Signal::SIGKILL);
-    let killed = Instant::now();
-    let mut survived = true;
-    while killed.elapsed() < Duration::from_secs(8) {
-        if !alive(gc_pid) {
-            survived = false;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let survived = !gone_within(gc_pid, Duration::from_secs(8));
     // Clean up whatever the outcome.
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(wd),
@@ -581,27 +525,11 @@ fn a_full_stderr_pipe_does_not_delay_the_kill_after_a_lost_lease() {
         .stderr(std::process::Stdio::from(w))
         .spawn()
         .expect("spawn awsflock");
-    let start = Instant::now();
-    let cmd_pid = loop {
-        if let Ok(s) = std::fs::read_to_string(&ready) {
-            if let Ok(p) = s.trim().parse::<i32>() {
-                break p;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "no command");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let cmd_pid = await_pid(&ready, Duration::from_secs(20), "command");
     let out = run(cmd(&d).args(["release", &name, "--force", "--yes"]));
     out.assert_ok();
     let released = Instant::now();
-    let mut gone = false;
-    while released.elapsed() < Duration::from_secs(8) {
-        if !common::alive(cmd_pid) {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gone = gone_within(cmd_pid, Duration::from_secs(8));
     let after = released.elapsed();
     // Let awsflock write and exit.
     drop(r);

@@ -10,9 +10,12 @@
 pub mod etcd;
 pub mod procs;
 pub mod proxy;
+pub mod sections;
 
 #[allow(unused_imports)]
 pub use procs::*;
+#[allow(unused_imports)]
+pub use sections::*;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

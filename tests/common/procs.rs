@@ -171,3 +171,18 @@ impl Drop for ContOnDrop {
         let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGCONT);
     }
 }
+
+/// Waits up to `within` for `path` to hold a pid (`echo $$ > path`) and
+/// returns it; panics, naming `what`, if it does not.
+pub fn await_pid(path: &Path, within: Duration, what: &str) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if let Ok(p) = s.trim().parse::<i32>() {
+                return p;
+            }
+        }
+        assert!(start.elapsed() < within, "no {what} after {within:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
