@@ -925,152 +925,97 @@ mod force_cases {
     }
 }
 
-macro_rules! force_conformance {
-    ($store:ident, $fixture:ty) => {
+/// `mod STORE { #[test] fn CASE() { CASES::CASE(&FIXTURE::start()) } … }`
+/// for one store and a bracketed list of cases.
+macro_rules! store_tests {
+    ($cases:ident, $store:ident, $fixture:ty, [$($case:ident),* $(,)?]) => {
         mod $store {
             use super::*;
-
-            #[test]
-            fn a_run_holder_stops_before_the_lock_is_handed_on() {
-                force_cases::a_run_holder_stops_before_the_lock_is_handed_on(&<$fixture>::start());
-            }
-            #[test]
-            fn no_wait_returns_at_once_and_still_hands_on_safely() {
-                force_cases::no_wait_returns_at_once_and_still_hands_on_safely(
-                    &<$fixture>::start(),
-                );
-            }
-            #[test]
-            fn an_unsupervised_lease_is_freed_at_once() {
-                force_cases::an_unsupervised_lease_is_freed_at_once(&<$fixture>::start());
-            }
-            #[test]
-            fn immediately_breaks_glass_for_a_run_holder() {
-                force_cases::immediately_breaks_glass_for_a_run_holder(&<$fixture>::start());
-            }
+            $(
+                #[test]
+                fn $case() {
+                    $cases::$case(&<$fixture>::start());
+                }
+            )*
         }
+    };
+}
+
+/// The same cases of `$cases` for each store named: one module a store,
+/// one test a case (`conformance::force::s3::…`).
+macro_rules! per_store {
+    ($cases:ident, $list:tt, $($(#[$m:meta])* $store:ident => $fixture:ty),* $(,)?) => {
+        $( $(#[$m])* store_tests!($cases, $store, $fixture, $list); )*
     };
 }
 
 mod force {
     use super::*;
-    force_conformance!(dynamodb, DynamoDb);
-    force_conformance!(s3, S3);
-    force_conformance!(file, File);
-    #[cfg(feature = "etcd")]
-    force_conformance!(etcd, Etcd);
-}
-
-macro_rules! fifo_conformance {
-    ($store:ident, $fixture:ty) => {
-        mod $store {
-            use super::*;
-
-            #[test]
-            fn waiters_are_served_in_order_and_a_returning_holder_goes_last() {
-                fifo_cases::waiters_are_served_in_order_and_a_returning_holder_goes_last(
-                    &<$fixture>::start(),
-                );
-            }
-            #[test]
-            fn a_dead_waiter_leaves_the_queue() {
-                fifo_cases::a_dead_waiter_leaves_the_queue(&<$fixture>::start());
-            }
-        }
-    };
+    per_store!(
+        force_cases,
+        [
+            a_run_holder_stops_before_the_lock_is_handed_on,
+            no_wait_returns_at_once_and_still_hands_on_safely,
+            an_unsupervised_lease_is_freed_at_once,
+            immediately_breaks_glass_for_a_run_holder,
+        ],
+        dynamodb => DynamoDb,
+        s3 => S3,
+        file => File,
+        #[cfg(feature = "etcd")]
+        etcd => Etcd,
+    );
 }
 
 mod fifo {
     use super::*;
-    fifo_conformance!(dynamodb, DynamoDb);
-    fifo_conformance!(s3, S3);
-    #[cfg(feature = "etcd")]
-    fifo_conformance!(etcd, Etcd);
-}
-
-macro_rules! slot_conformance {
-    ($store:ident, $fixture:ty) => {
-        mod $store {
-            use super::*;
-
-            #[test]
-            fn a_semaphore_admits_n_at_once_and_no_more() {
-                slot_cases::a_semaphore_admits_n_at_once_and_no_more(&<$fixture>::start());
-            }
-            #[test]
-            fn readers_share_and_a_writer_excludes_everyone() {
-                slot_cases::readers_share_and_a_writer_excludes_everyone(&<$fixture>::start());
-            }
-            #[test]
-            fn holders_of_a_semaphore_are_shown_renewed_and_released_by_lease_id() {
-                slot_cases::holders_of_a_semaphore_are_shown_renewed_and_released_by_lease_id(
-                    &<$fixture>::start(),
-                );
-            }
-            #[test]
-            fn a_different_max_holders_is_a_usage_error() {
-                slot_cases::a_different_max_holders_is_a_usage_error(&<$fixture>::start());
-            }
-            #[test]
-            fn a_dead_holders_slot_is_taken_after_its_lease() {
-                slot_cases::a_dead_holders_slot_is_taken_after_its_lease(&<$fixture>::start());
-            }
-        }
-    };
+    per_store!(
+        fifo_cases,
+        [
+            waiters_are_served_in_order_and_a_returning_holder_goes_last,
+            a_dead_waiter_leaves_the_queue,
+        ],
+        dynamodb => DynamoDb,
+        s3 => S3,
+        #[cfg(feature = "etcd")]
+        etcd => Etcd,
+    );
 }
 
 mod slots {
     use super::*;
-    slot_conformance!(dynamodb, DynamoDb);
-    slot_conformance!(s3, S3);
-    slot_conformance!(file, File);
+    per_store!(
+        slot_cases,
+        [
+            a_semaphore_admits_n_at_once_and_no_more,
+            readers_share_and_a_writer_excludes_everyone,
+            holders_of_a_semaphore_are_shown_renewed_and_released_by_lease_id,
+            a_different_max_holders_is_a_usage_error,
+            a_dead_holders_slot_is_taken_after_its_lease,
+        ],
+        dynamodb => DynamoDb,
+        s3 => S3,
+        file => File,
+        #[cfg(feature = "etcd")]
+        etcd => Etcd,
+    );
+}
+
+per_store!(
+    cases,
+    [
+        lease_cycle_and_exit_codes,
+        run_passes_exit_codes_through_and_releases,
+        fencing_tokens_strictly_increase,
+        contention_never_overlaps,
+        renewal_keeps_a_long_run_exclusive,
+        losing_the_lease_stops_the_command,
+        bad_input_is_a_usage_error,
+        status_and_list_show_who_and_why,
+    ],
+    dynamodb => DynamoDb,
+    s3 => S3,
+    file => File,
     #[cfg(feature = "etcd")]
-    slot_conformance!(etcd, Etcd);
-}
-
-macro_rules! conformance {
-    ($store:ident, $fixture:ty) => {
-        mod $store {
-            use super::*;
-
-            #[test]
-            fn lease_cycle_and_exit_codes() {
-                cases::lease_cycle_and_exit_codes(&<$fixture>::start());
-            }
-            #[test]
-            fn run_passes_exit_codes_through_and_releases() {
-                cases::run_passes_exit_codes_through_and_releases(&<$fixture>::start());
-            }
-            #[test]
-            fn fencing_tokens_strictly_increase() {
-                cases::fencing_tokens_strictly_increase(&<$fixture>::start());
-            }
-            #[test]
-            fn contention_never_overlaps() {
-                cases::contention_never_overlaps(&<$fixture>::start());
-            }
-            #[test]
-            fn renewal_keeps_a_long_run_exclusive() {
-                cases::renewal_keeps_a_long_run_exclusive(&<$fixture>::start());
-            }
-            #[test]
-            fn losing_the_lease_stops_the_command() {
-                cases::losing_the_lease_stops_the_command(&<$fixture>::start());
-            }
-            #[test]
-            fn bad_input_is_a_usage_error() {
-                cases::bad_input_is_a_usage_error(&<$fixture>::start());
-            }
-            #[test]
-            fn status_and_list_show_who_and_why() {
-                cases::status_and_list_show_who_and_why(&<$fixture>::start());
-            }
-        }
-    };
-}
-
-conformance!(dynamodb, DynamoDb);
-conformance!(s3, S3);
-conformance!(file, File);
-#[cfg(feature = "etcd")]
-conformance!(etcd, Etcd);
+    etcd => Etcd,
+);

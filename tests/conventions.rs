@@ -566,27 +566,7 @@ fn help_names_all_four_stores() {
 /// Runs awsflock on a pseudo-terminal (stdout and stderr) with extra
 /// environment; returns (exit code, what the terminal showed).
 fn on_pty(cmd_env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
-    let script = r#"
-import os, pty, sys, json
-args = json.loads(sys.argv[1])
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(args[0], args)
-seen = b""
-while True:
-    try:
-        chunk = os.read(fd, 4096)
-    except OSError:
-        break
-    if not chunk:
-        break
-    seen += chunk
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(json.dumps({"code": os.waitstatus_to_exitcode(status), "seen": seen.decode("utf-8", "replace")}))
-"#;
-    let mut full = vec![bin_path().to_string()];
-    full.extend(args.iter().map(|s| s.to_string()));
-    let mut c = Command::new("python3");
+    let mut c = Command::new(bin_path());
     scrub_env(&mut c);
     c.env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -597,14 +577,8 @@ sys.stdout.write(json.dumps({"code": os.waitstatus_to_exitcode(status), "seen": 
     for (k, v) in cmd_env {
         c.env(k, v);
     }
-    c.args(["-c", script, &serde_json::to_string(&full).unwrap()]);
-    let out = run(&mut c);
-    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("driver JSON");
-    (
-        v["code"].as_i64().unwrap() as i32,
-        v["seen"].as_str().unwrap().to_string(),
-    )
+    c.args(args);
+    common::pty::on_terminal(&c, "", "", 0.0)
 }
 
 /// True when `s` holds an SGR (colour or bold) escape sequence.

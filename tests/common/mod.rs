@@ -10,6 +10,7 @@
 pub mod etcd;
 pub mod procs;
 pub mod proxy;
+pub mod pty;
 pub mod sections;
 
 #[allow(unused_imports)]
