@@ -227,6 +227,77 @@ fn started(holder: Running, f: &Files, groups: &mut Groups) -> Running {
     holder
 }
 
+/// Once `waiter` polls (its blind grant refused), holds back its grant
+/// (`UpdateItem` or `TransactWriteItems`) 300 ms at the proxy, releases
+/// `first`, and pauses the waiter's machine the moment the grant is sent.
+/// Returns when it was sent, how long it is held, and the pause.
+fn pause_as_the_grant_is_sent(
+    moto: &Moto,
+    proxy: &Proxy,
+    t: &str,
+    name: &str,
+    first: &str,
+    waiter: &Running,
+) -> (Instant, Duration, Paused) {
+    assert!(
+        proxy.wait_count(Some("GetItem"), 2, Duration::from_secs(20)),
+        "the waiter never polled"
+    );
+    let grants = || proxy.count(Some("UpdateItem")) + proxy.count(Some("TransactWriteItems"));
+    let base = grants();
+    let held_for = Duration::from_millis(300);
+    proxy.fault(Some("UpdateItem"), Fault::Hold(held_for), Some(1));
+    proxy.fault(Some("TransactWriteItems"), Fault::Hold(held_for), Some(1));
+    release(moto, t, name, first);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while grants() <= base {
+        assert!(
+            Instant::now() < deadline,
+            "the waiter never tried to take the released lock"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    (Instant::now(), held_for, Paused::pause(waiter.pid()))
+}
+
+/// What each attack starts with: a private moto behind a fault proxy, a
+/// table, a lock name, the scratch files, and the process groups to clean
+/// up.
+struct Scene {
+    moto: Moto,
+    proxy: Proxy,
+    t: String,
+    name: String,
+    f: Files,
+    groups: Groups,
+}
+
+impl Scene {
+    fn start() -> Scene {
+        let moto = Moto::start();
+        let proxy = Proxy::start(&moto.endpoint);
+        let t = table(&moto);
+        Scene {
+            moto,
+            proxy,
+            t,
+            name: lock(),
+            f: files(),
+            groups: Groups::default(),
+        }
+    }
+
+    /// [`Scene::start`], or a skip (`label` says which) when libfaketime
+    /// is not installed.
+    fn with_faketime(label: &str) -> Option<Scene> {
+        if libfaketime().is_none() {
+            skip(&format!("libfaketime is not installed ({label})"));
+            return None;
+        }
+        Some(Scene::start())
+    }
+}
+
 fn files() -> Files {
     let dir = scratch();
     let at = |n: &str| dir.path().join(n);
@@ -266,12 +337,14 @@ fn renewal_held_while_paused(
         skip(&format!("libfaketime is not installed ({label})"));
         return;
     }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    let Scene {
+        moto,
+        proxy,
+        t,
+        name,
+        f,
+        mut groups,
+    } = Scene::start();
     proxy.shift_date(-LAG);
     // Lease 20 s on the holder's clocks, renewed every 6.7 s, SIGTERM grace
     // 3 s; 6 s on the store's clock.
@@ -427,16 +500,17 @@ fn renewal_refused_after_waking_kills_the_command_without_grace() {
 /// this test is not about).
 #[test]
 fn grant_landing_while_paused_never_starts_the_command() {
-    if libfaketime().is_none() {
-        skip("libfaketime is not installed (grant_landing_while_paused)");
+    let Some(Scene {
+        moto,
+        proxy,
+        t,
+        name,
+        f,
+        mut groups,
+    }) = Scene::with_faketime("grant_landing_while_paused")
+    else {
         return;
-    }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    };
     proxy.shift_date(-GRANT_LAG);
     let first = acquire(&moto, &t, &name, &["--lease-duration", "60"]);
     let waiter = spawn(holder_at(&proxy.endpoint, Some(&f.wall)).args([
@@ -455,26 +529,8 @@ fn grant_landing_while_paused_never_starts_the_command() {
         &stamping(&f.ready, &f.ours, "''"),
     ]));
     groups.0.push(waiter.pid() as i32);
-    // Waiting: its blind grant refused, polling.
-    assert!(
-        proxy.wait_count(Some("GetItem"), 2, Duration::from_secs(20)),
-        "the waiter never polled"
-    );
-    let base = proxy.count(Some("UpdateItem")) + proxy.count(Some("TransactWriteItems"));
-    let held_for = Duration::from_millis(300);
-    proxy.fault(Some("UpdateItem"), Fault::Hold(held_for), Some(1));
-    proxy.fault(Some("TransactWriteItems"), Fault::Hold(held_for), Some(1));
-    release(&moto, &t, &name, &first);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while proxy.count(Some("UpdateItem")) + proxy.count(Some("TransactWriteItems")) <= base {
-        assert!(
-            Instant::now() < deadline,
-            "the waiter never tried to take the released lock"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
-    let sent = Instant::now();
-    let mut paused = Paused::pause(waiter.pid());
+    let (sent, held_for, mut paused) =
+        pause_as_the_grant_is_sent(&moto, &proxy, &t, &name, &first, &waiter);
     let paused_ns = now_ns();
     // The grant lands in the store; then a second worker finds it expired
     // on the store's clock and takes the lock.
@@ -547,16 +603,17 @@ fn grant_landing_while_paused_never_starts_the_command() {
 /// that the holder does not rely on that kill time once time went unseen.
 #[test]
 fn pause_during_the_grace_kills_the_command_on_waking() {
-    if libfaketime().is_none() {
-        skip("libfaketime is not installed (pause_during_the_grace)");
+    let Some(Scene {
+        moto: _moto,
+        proxy,
+        t,
+        name,
+        f,
+        mut groups,
+    }) = Scene::with_faketime("pause_during_the_grace")
+    else {
         return;
-    }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    };
     // Lease 20 s, renewed every 6.7 s, grace 6 s.
     let holder = spawn(holder_at(&proxy.endpoint, Some(&f.wall)).args([
         "run",
@@ -630,16 +687,17 @@ fn pause_during_the_grace_kills_the_command_on_waking() {
 /// not be confirmed, not merely that it "could not be renewed".
 #[test]
 fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
-    if libfaketime().is_none() {
-        skip("libfaketime is not installed (unconfirmed_suspect_lease)");
+    let Some(Scene {
+        moto: _moto,
+        proxy,
+        t,
+        name,
+        f,
+        mut groups,
+    }) = Scene::with_faketime("unconfirmed_suspect_lease")
+    else {
         return;
-    }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    };
     // Lease 9 s, renewed every 3 s, grace 2 s: SIGTERM time about 5.4 s in.
     let holder = spawn(holder_at(&proxy.endpoint, Some(&f.wall)).args([
         "run",
@@ -707,16 +765,17 @@ fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
 #[test]
 fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
     use std::io::Read;
-    if libfaketime().is_none() {
-        skip("libfaketime is not installed (full_stderr_pipe)");
+    let Some(Scene {
+        moto: _moto,
+        proxy,
+        t,
+        name,
+        f,
+        mut groups,
+    }) = Scene::with_faketime("full_stderr_pipe")
+    else {
         return;
-    }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    };
     let (mut reader, writer) = std::io::pipe().expect("pipe");
     let filler = writer.try_clone().expect("dup");
     // No -v: nothing is written to stderr before the warning.
@@ -808,16 +867,17 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
 /// real process does, and passed on the code before 943f3ec too.
 #[test]
 fn grant_answer_waiting_out_a_long_stop_is_not_reported() {
-    if libfaketime().is_none() {
-        skip("libfaketime is not installed (grant_answer_waiting_out_a_long_stop)");
+    let Some(Scene {
+        moto,
+        proxy,
+        t,
+        name,
+        f,
+        mut groups,
+    }) = Scene::with_faketime("grant_answer_waiting_out_a_long_stop")
+    else {
         return;
-    }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    };
     proxy.shift_date(-GRANT_LAG);
     let first = acquire(&moto, &t, &name, &["--lease-duration", "60"]);
     let script = format!(
@@ -838,25 +898,8 @@ fn grant_answer_waiting_out_a_long_stop_is_not_reported() {
         &script,
     ]));
     groups.0.push(waiter.pid() as i32);
-    assert!(
-        proxy.wait_count(Some("GetItem"), 2, Duration::from_secs(20)),
-        "the waiter never polled"
-    );
-    let base = proxy.count(Some("UpdateItem")) + proxy.count(Some("TransactWriteItems"));
-    let held_for = Duration::from_millis(300);
-    proxy.fault(Some("UpdateItem"), Fault::Hold(held_for), Some(1));
-    proxy.fault(Some("TransactWriteItems"), Fault::Hold(held_for), Some(1));
-    release(&moto, &t, &name, &first);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while proxy.count(Some("UpdateItem")) + proxy.count(Some("TransactWriteItems")) <= base {
-        assert!(
-            Instant::now() < deadline,
-            "the waiter never tried to take the released lock"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
-    let sent = Instant::now();
-    let mut paused = Paused::pause(waiter.pid());
+    let (sent, held_for, mut paused) =
+        pause_as_the_grant_is_sent(&moto, &proxy, &t, &name, &first, &waiter);
     thread::sleep(held_for + Duration::from_millis(50));
     let second = second_worker(&moto, &t, &name, &f.theirs);
     groups.0.push(second.pid() as i32);
