@@ -64,6 +64,49 @@ fn faked(d: &Dir, offset: &str) -> Command {
     clock_offset(cmd(d), offset).expect("libfaketime is installed (scripts/setup.sh)")
 }
 
+/// A `run` holder of `name` (lease 3 s) by `c`, in the [`section`]
+/// "holder" (4 s) once it has begun.
+fn holding(mut c: Command, name: &str, log: &Path) -> Running {
+    let holder = spawn(
+        c.args(["run", name, "--lease-duration", "3", "--", "sh", "-c"])
+            .arg(section(log, "holder", 4.0)),
+    );
+    wait_logged(log, "begin holder", Duration::from_secs(20));
+    holder
+}
+
+/// A `run` waiter for `name` (30 s) by `c`, its [`section`] "waiter".
+fn waiting(mut c: Command, name: &str, log: &Path) -> Running {
+    spawn(
+        c.args(["run", name, "--wait-time", "30", "--", "sh", "-c"])
+            .arg(section(log, "waiter", 0.0)),
+    )
+}
+
+/// [`waiting`] inside `unshare UNSHARE sh -c …` (new namespaces).
+fn waiting_unshared(d: &Dir, unshare: &[&str], name: &str, log: &Path) -> Running {
+    spawn(
+        wrapped(d, "unshare", unshare)
+            .args(["sh", "-c"])
+            .arg("\"$BIN\" run \"$NAME\" --wait-time 30 -- sh -c \"$SECTION\"; exit $?")
+            .env("NAME", name)
+            .env("SECTION", section(log, "waiter", 0.0)),
+    )
+}
+
+/// Asserts an `acquire` of `name` (waiting up to 20 s) gets it within
+/// 10 s: a dead holder's 60 s lease was not waited out.
+#[track_caller]
+fn assert_taken_soon(d: &Dir, name: &str) {
+    let out = run(cmd(d).args(["acquire", name, "--wait-time", "20"]));
+    out.assert_ok();
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "a dead holder's 60 s lease was waited out: {}",
+        out.describe()
+    );
+}
+
 fn record(d: &Dir, name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(d.path.join(format!("{name}.json"))).expect("the record");
     serde_json::from_str(&text).expect("the record is JSON")
@@ -117,11 +160,7 @@ fn a_holder_in_another_pid_namespace_is_not_taken_for_dead() {
         Some(u64::from(pid)),
         "the holder did not get the planned pid; the test proves nothing"
     );
-    let waiter = spawn(
-        cmd(&d)
-            .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
-            .arg(section(&log, "waiter", 0.0)),
-    );
+    let waiter = waiting(cmd(&d), &name, &log);
     assert_both_in_turn(holder, waiter, &log);
 }
 
@@ -130,23 +169,9 @@ fn a_waiter_in_another_pid_namespace_does_not_take_a_live_lease() {
     let d = dir();
     let name = lock();
     let log = d.file("sections");
-    let holder = spawn(
-        cmd(&d)
-            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
-            .arg(section(&log, "holder", 4.0)),
-    );
-    wait_logged(&log, "begin holder", Duration::from_secs(20));
+    let holder = holding(cmd(&d), &name, &log);
     // Inside the new namespace the holder's pid names no process.
-    let waiter = spawn(
-        wrapped(
-            &d,
-            "unshare",
-            &["--pid", "--fork", "--mount-proc", "sh", "-c"],
-        )
-        .arg("\"$BIN\" run \"$NAME\" --wait-time 30 -- sh -c \"$SECTION\"; exit $?")
-        .env("NAME", &name)
-        .env("SECTION", section(&log, "waiter", 0.0)),
-    );
+    let waiter = waiting_unshared(&d, &["--pid", "--fork", "--mount-proc"], &name, &log);
     assert_both_in_turn(holder, waiter, &log);
 }
 
@@ -164,13 +189,7 @@ fn a_dead_run_frees_the_lock_at_once() {
     signal(holder.pid(), nix::sys::signal::Signal::SIGKILL);
     let h = holder.wait(Duration::from_secs(10));
     h.assert_exit(137);
-    let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "20"]));
-    out.assert_ok();
-    assert!(
-        out.elapsed < Duration::from_secs(10),
-        "a dead holder's 60 s lease was waited out: {}",
-        out.describe()
-    );
+    assert_taken_soon(&d, &name);
 }
 
 #[test]
@@ -178,17 +197,8 @@ fn a_waiter_whose_wall_clock_is_ahead_does_not_take_a_live_lease() {
     let d = dir();
     let name = lock();
     let log = d.file("sections");
-    let holder = spawn(
-        cmd(&d)
-            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
-            .arg(section(&log, "holder", 4.0)),
-    );
-    wait_logged(&log, "begin holder", Duration::from_secs(20));
-    let waiter = spawn(
-        faked(&d, "+40s")
-            .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
-            .arg(section(&log, "waiter", 0.0)),
-    );
+    let holder = holding(cmd(&d), &name, &log);
+    let waiter = waiting(faked(&d, "+40s"), &name, &log);
     assert_both_in_turn(holder, waiter, &log);
 }
 
@@ -197,17 +207,8 @@ fn a_holder_whose_wall_clock_is_behind_keeps_its_lease() {
     let d = dir();
     let name = lock();
     let log = d.file("sections");
-    let holder = spawn(
-        faked(&d, "-1h")
-            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
-            .arg(section(&log, "holder", 4.0)),
-    );
-    wait_logged(&log, "begin holder", Duration::from_secs(20));
-    let waiter = spawn(
-        cmd(&d)
-            .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
-            .arg(section(&log, "waiter", 0.0)),
-    );
+    let holder = holding(faked(&d, "-1h"), &name, &log);
+    let waiter = waiting(cmd(&d), &name, &log);
     assert_both_in_turn(holder, waiter, &log);
 }
 
@@ -331,22 +332,13 @@ fn a_waiter_in_a_time_namespace_does_not_take_a_live_lease() {
     let d = dir();
     let name = lock();
     let log = d.file("sections");
-    let holder = spawn(
-        cmd(&d)
-            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
-            .arg(section(&log, "holder", 4.0)),
-    );
-    wait_logged(&log, "begin holder", Duration::from_secs(20));
+    let holder = holding(cmd(&d), &name, &log);
     // Its boot-time clock reads a day ahead of the host's.
-    let waiter = spawn(
-        wrapped(
-            &d,
-            "unshare",
-            &["--time", "--boottime", "86400", "--fork", "sh", "-c"],
-        )
-        .arg("\"$BIN\" run \"$NAME\" --wait-time 30 -- sh -c \"$SECTION\"; exit $?")
-        .env("NAME", &name)
-        .env("SECTION", section(&log, "waiter", 0.0)),
+    let waiter = waiting_unshared(
+        &d,
+        &["--time", "--boottime", "86400", "--fork"],
+        &name,
+        &log,
     );
     assert_both_in_turn(holder, waiter, &log);
 }
@@ -436,21 +428,11 @@ fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
     assert!(gc_ran, "the stopped watchdog's group was killed anyway");
     // Once continued, the watchdog kills the group (it saw end of file) and
     // the lock is free.
-    let freed = Instant::now();
-    while alive(gc_pid) {
-        assert!(
-            freed.elapsed() < Duration::from_secs(10),
-            "the continued watchdog did not kill the grandchild"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "20"]));
-    out.assert_ok();
     assert!(
-        out.elapsed < Duration::from_secs(10),
-        "a dead holder's 60 s lease was waited out: {}",
-        out.describe()
+        gone_within(gc_pid, Duration::from_secs(10)),
+        "the continued watchdog did not kill the grandchild"
     );
+    assert_taken_soon(&d, &name);
 }
 
 /// A watchdog stopped by its pid while its `run` holder goes on is
