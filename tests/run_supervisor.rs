@@ -8,6 +8,7 @@ use crate::common;
 use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -211,6 +212,30 @@ fn run_longer_than_its_lease_keeps_the_lock() {
 
 // --------------------------------------------------------------------- signals
 
+/// A command that notes its pid in `ready`, waits for `sig` (its trap
+/// logs the name to `log`), lingers a second (so that a duplicate would be
+/// noticed), then runs `then`.
+fn trapping(sig: &str, log: &Path, ready: &Path, then: &str) -> String {
+    format!(
+        r#"trap 'echo {sig} >> {log}; got=1' {sig}
+echo $$ > {ready}
+while [ -z "$got" ]; do sleep 0.1; done
+i=0; while [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done
+{then}"#,
+        log = p(log),
+        ready = p(ready)
+    )
+}
+
+/// `awsflock run -c SCRIPT`, sent `sig` once its command wrote `ready`;
+/// how it ended (within 20 s).
+fn signalled(moto: &Moto, t: &str, name: &str, script: &str, ready: &Path, sig: Signal) -> Out {
+    let mut running = spawn(&mut run_cmd(moto, t, name, &["-c", script]));
+    wait_for_line(ready, Duration::from_secs(20), &mut running);
+    signal(running.pid(), sig);
+    running.wait(Duration::from_secs(20))
+}
+
 #[test]
 fn sigterm_reaches_the_child_exactly_once() {
     let moto = Moto::start();
@@ -220,21 +245,9 @@ fn sigterm_reaches_the_child_exactly_once() {
     let log = dir.path().join("signals");
     let ready = dir.path().join("ready");
 
-    // The trap notes the signal, then the child lingers a second (so that a
-    // duplicate would be noticed) and exits 5.
-    let script = format!(
-        r#"trap 'echo TERM >> {log}; got=1' TERM
-echo $$ > {ready}
-while [ -z "$got" ]; do sleep 0.1; done
-i=0; while [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done
-exit 5"#,
-        log = p(&log),
-        ready = p(&ready)
-    );
-    let mut running = spawn(&mut run_cmd(&moto, &t, &name, &["-c", &script]));
-    wait_for_line(&ready, Duration::from_secs(20), &mut running);
-    signal(running.pid(), Signal::SIGTERM);
-    let out = running.wait(Duration::from_secs(20));
+    // The child exits 5 after the signal.
+    let script = trapping("TERM", &log, &ready, "exit 5");
+    let out = signalled(&moto, &t, &name, &script, &ready, Signal::SIGTERM);
     assert_eq!(
         out.code,
         5,
@@ -254,19 +267,8 @@ fn sigusr1_is_forwarded_once_and_the_child_keeps_running() {
     let log = dir.path().join("signals");
     let ready = dir.path().join("ready");
 
-    let script = format!(
-        r#"trap 'echo USR1 >> {log}; got=1' USR1
-echo $$ > {ready}
-while [ -z "$got" ]; do sleep 0.1; done
-i=0; while [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done
-echo done"#,
-        log = p(&log),
-        ready = p(&ready)
-    );
-    let mut running = spawn(&mut run_cmd(&moto, &t, &name, &["-c", &script]));
-    wait_for_line(&ready, Duration::from_secs(20), &mut running);
-    signal(running.pid(), Signal::SIGUSR1);
-    let out = running.wait(Duration::from_secs(20));
+    let script = trapping("USR1", &log, &ready, "echo done");
+    let out = signalled(&moto, &t, &name, &script, &ready, Signal::SIGUSR1);
     out.assert_ok();
     assert_eq!(out.stdout, "done\n", "{}", out.describe());
     assert_eq!(lines(&log), ["USR1"], "{}", out.describe());
