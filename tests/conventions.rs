@@ -24,6 +24,17 @@ fn bare() -> Command {
     cmd
 }
 
+/// `awsflock ARGS` (a `table-create`) with `env` and region us-east-1;
+/// panics unless it exits 0.
+fn create_in_us_east_1(env: &[(&str, &str)], args: &[&str]) {
+    let mut c = bare();
+    c.env("AWS_REGION", "us-east-1");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(c.args(args)).assert_ok();
+}
+
 /// True when `awsflock status` finds the DynamoDB table `table` at
 /// `endpoint` (region us-east-1), false when the table is missing there.
 fn table_at(endpoint: &str, table: &str) -> bool {
@@ -54,12 +65,13 @@ fn bucket_at(endpoint: &str, bucket: &str) -> bool {
 fn service_specific_endpoint_beats_aws_endpoint_url() {
     let (a, b) = (Moto::start(), Moto::private());
     let t = unique_name("tbl");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &a.endpoint)
-        .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
-        .args(["table-create", "--table", &t]));
-    out.assert_ok();
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL", &a.endpoint),
+            ("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint),
+        ],
+        &["table-create", "--table", &t],
+    );
     assert!(
         table_at(&b.endpoint, &t),
         "table not on the DynamoDB endpoint"
@@ -67,12 +79,13 @@ fn service_specific_endpoint_beats_aws_endpoint_url() {
     assert!(!table_at(&a.endpoint, &t), "table on the generic endpoint");
 
     let bucket = unique_name("bkt");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &a.endpoint)
-        .env("AWS_ENDPOINT_URL_S3", &b.endpoint)
-        .args(["table-create", "--backend", &format!("s3://{bucket}/locks")]));
-    out.assert_ok();
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL", &a.endpoint),
+            ("AWS_ENDPOINT_URL_S3", &b.endpoint),
+        ],
+        &["table-create", "--backend", &format!("s3://{bucket}/locks")],
+    );
     assert!(
         bucket_at(&b.endpoint, &bucket),
         "bucket not on the S3 endpoint"
@@ -87,24 +100,31 @@ fn service_specific_endpoint_beats_aws_endpoint_url() {
 fn endpoint_url_option_beats_every_variable() {
     let (a, b) = (Moto::start(), Moto::private());
     let t = unique_name("tbl");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &b.endpoint)
-        .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
-        .env("DYNAMO_ENDPOINT_URL", &b.endpoint)
-        .args(["table-create", "--table", &t, "--endpoint-url", &a.endpoint]));
-    out.assert_ok();
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL", &b.endpoint),
+            ("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint),
+            ("DYNAMO_ENDPOINT_URL", &b.endpoint),
+        ],
+        &["table-create", "--table", &t, "--endpoint-url", &a.endpoint],
+    );
     assert!(table_at(&a.endpoint, &t));
     assert!(!table_at(&b.endpoint, &t));
 
     let bucket = unique_name("bkt");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &b.endpoint)
-        .env("AWS_ENDPOINT_URL_S3", &b.endpoint)
-        .args(["--endpoint-url", &a.endpoint, "table-create"])
-        .args(["--backend", &format!("s3://{bucket}")]));
-    out.assert_ok();
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL", &b.endpoint),
+            ("AWS_ENDPOINT_URL_S3", &b.endpoint),
+        ],
+        &[
+            "--endpoint-url",
+            &a.endpoint,
+            "table-create",
+            "--backend",
+            &format!("s3://{bucket}"),
+        ],
+    );
     assert!(bucket_at(&a.endpoint, &bucket));
     assert!(!bucket_at(&b.endpoint, &bucket));
 }
@@ -115,23 +135,25 @@ fn dynamo_endpoint_url_applies_to_dynamodb_only() {
     // awsflock 0.2.0's variable names the DynamoDB endpoint, and beats the
     // SDK's variables as it did there.
     let t = unique_name("tbl");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
-        .env("DYNAMO_ENDPOINT_URL", &a.endpoint)
-        .args(["table-create", "--table", &t]));
-    out.assert_ok();
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint),
+            ("DYNAMO_ENDPOINT_URL", &a.endpoint),
+        ],
+        &["table-create", "--table", &t],
+    );
     assert!(table_at(&a.endpoint, &t));
     assert!(!table_at(&b.endpoint, &t));
 
     // ...and does not send S3 requests to the DynamoDB server.
     let bucket = unique_name("bkt");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &b.endpoint)
-        .env("DYNAMO_ENDPOINT_URL", &a.endpoint)
-        .args(["table-create", "--backend", &format!("s3://{bucket}/x")]));
-    out.assert_ok();
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL", &b.endpoint),
+            ("DYNAMO_ENDPOINT_URL", &a.endpoint),
+        ],
+        &["table-create", "--backend", &format!("s3://{bucket}/x")],
+    );
     assert!(
         bucket_at(&b.endpoint, &bucket),
         "bucket not on AWS_ENDPOINT_URL"
