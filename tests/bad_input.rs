@@ -291,17 +291,6 @@ fn an_unreadable_expiry_is_not_taken_over_but_release_force_frees_it() {
 
 // ------------------------------------------------------------- S3
 
-fn s3py(moto: &Moto, script: &str) -> String {
-    let full = format!(
-        r#"
-s3 = boto3.client("s3", endpoint_url=os.environ["AWSFLOCK_TEST_ENDPOINT"], region_name="us-east-1",
-    aws_access_key_id="test", aws_secret_access_key="test")
-{script}
-"#
-    );
-    boto(moto, &full)
-}
-
 #[test]
 fn unreadable_s3_objects_are_listed_marked_and_release_force_frees_them() {
     let moto = Moto::start();

@@ -57,20 +57,7 @@ print(json.dumps({{
 #[test]
 fn table_create_on_table_with_other_key_schema_exits_1_and_says_so() {
     let moto = Moto::start();
-    let t = unique_name("wrong");
-    boto(
-        &moto,
-        &format!(
-            r#"
-c.create_table(
-    TableName={t:?},
-    KeySchema=[{{"AttributeName": "id", "KeyType": "HASH"}}],
-    AttributeDefinitions=[{{"AttributeName": "id", "AttributeType": "S"}}],
-    BillingMode="PAY_PER_REQUEST",
-)
-"#
-        ),
-    );
+    let t = foreign_table(&moto);
     let out = run(awsflock(&moto).args(["table-create", "--table", &t]));
     out.assert_exit(1);
     assert_clean_error(&out);

@@ -14,23 +14,6 @@ use std::time::Duration;
 /// The key prefix every test uses, so that keys outside it are also exercised.
 const PREFIX: &str = "locks/";
 
-/// Runs a Python snippet with `s3` bound to a boto3 S3 client for `moto`.
-fn s3py(moto: &Moto, script: &str) -> String {
-    let full = format!(
-        r#"
-s3 = boto3.client(
-    "s3",
-    endpoint_url=os.environ["AWSFLOCK_TEST_ENDPOINT"],
-    region_name="us-east-1",
-    aws_access_key_id="test",
-    aws_secret_access_key="test",
-)
-{script}
-"#
-    );
-    boto(moto, &full)
-}
-
 /// A store in a fresh bucket (made with `table-create`); returns (bucket, backend URL).
 fn store(moto: &Moto) -> (String, String) {
     let bucket = unique_name("bkt");

@@ -435,6 +435,40 @@ pub fn boto(moto: &Moto, script: &str) -> String {
     out.stdout
 }
 
+/// Runs a Python snippet with `s3` bound to a boto3 S3 client for `moto`
+/// (and `c`, os, sys, json, time as for [`boto`]).
+pub fn s3py(moto: &Moto, script: &str) -> String {
+    let full = format!(
+        r#"
+s3 = boto3.client(
+    "s3",
+    endpoint_url=os.environ["AWSFLOCK_TEST_ENDPOINT"],
+    region_name="us-east-1",
+    aws_access_key_id="test",
+    aws_secret_access_key="test",
+)
+{script}
+"#
+    );
+    boto(moto, &full)
+}
+
+/// Creates a table that is not awsflock's (its key is `id`, not
+/// `lock_id`) and returns its name.
+pub fn foreign_table(moto: &Moto) -> String {
+    let t = unique_name("wrong");
+    boto(
+        moto,
+        &format!(
+            r#"
+c.create_table(TableName={t:?}, KeySchema=[{{"AttributeName": "id", "KeyType": "HASH"}}],
+    AttributeDefinitions=[{{"AttributeName": "id", "AttributeType": "S"}}], BillingMode="PAY_PER_REQUEST")
+"#
+        ),
+    );
+    t
+}
+
 /// Result of a finished command.
 #[derive(Debug, Clone)]
 pub struct Out {
