@@ -321,38 +321,9 @@ fn unreadable_s3_objects_are_listed_marked_and_release_force_frees_them() {
             &format!("s3.put_object(Bucket={bucket:?}, Key=\"locks/{name}\", Body={body:?})"),
         );
     }
-    let ls = run(awsflock(&moto).args(["--backend", &url, "list", "--json"]));
-    ls.assert_ok();
-    let all = ls.json();
-    let all = all.as_array().expect("array").clone();
-    assert!(all.iter().any(|v| v["name"] == "good"), "{}", ls.stdout);
-    for (name, _) in &bodies {
-        let v = all
-            .iter()
-            .find(|v| v["name"] == *name)
-            .unwrap_or_else(|| panic!("{name} not listed:\n{}", ls.stdout));
-        assert!(v["problem"].is_string(), "{name}: {v}");
-        let st = run(awsflock(&moto).args(["--backend", &url, "status", name]));
-        st.assert_ok();
-        assert!(st.stdout.contains("unreadable"), "{}", st.describe());
-        let got = run(awsflock(&moto).args(["--backend", &url, "acquire", name, "--no-wait"]));
-        assert_eq!(
-            got.code,
-            3,
-            "{name} must not be taken over:\n{}",
-            got.describe()
-        );
-        assert_clean_error(&got);
-        let rel = run(awsflock(&moto).args(["--backend", &url, "release", name, "--force", "-y"]));
-        assert_eq!(rel.code, 0, "release --force {name}:\n{}", rel.describe());
-        let got = run(awsflock(&moto).args(["--backend", &url, "acquire", name, "--no-wait"]));
-        assert_eq!(
-            got.code,
-            0,
-            "acquire {name} after --force:\n{}",
-            got.describe()
-        );
-    }
+    let cmd = |args: &[&str]| run(awsflock(&moto).args(["--backend", &url]).args(args));
+    let names: Vec<&str> = bodies.iter().map(|(n, _)| *n).collect();
+    assert_listed_marked_and_freed_by_force(cmd, &names, "unreadable");
 }
 
 #[test]
@@ -378,20 +349,33 @@ fn unreadable_files_in_a_directory_store_are_listed_marked_and_release_force_fre
     for (name, body) in &bodies {
         std::fs::write(dir.path().join(format!("{name}.json")), body).unwrap();
     }
+    let names: Vec<&str> = bodies.iter().map(|(n, _)| *n).collect();
+    assert_listed_marked_and_freed_by_force(cmd, &names, "unreadable record");
+}
+
+/// With the readable lock "good" held and the unreadable records `names`
+/// planted, through `cmd` (awsflock on one store): `list` shows them all,
+/// the unreadable ones marked; `status` says `marked`; an acquire is
+/// refused (3, one clean line) until `release --force` frees them.
+fn assert_listed_marked_and_freed_by_force(
+    cmd: impl Fn(&[&str]) -> Out,
+    names: &[&str],
+    marked: &str,
+) {
     let ls = cmd(&["list", "--json"]);
     ls.assert_ok();
     let all = ls.json();
     let all = all.as_array().expect("array").clone();
     assert!(all.iter().any(|v| v["name"] == "good"), "{}", ls.stdout);
-    for (name, _) in &bodies {
+    for &name in names {
         let v = all
             .iter()
-            .find(|v| v["name"] == *name)
+            .find(|v| v["name"] == name)
             .unwrap_or_else(|| panic!("{name} not listed:\n{}", ls.stdout));
         assert!(v["problem"].is_string(), "{name}: {v}");
         let st = cmd(&["status", name]);
         st.assert_ok();
-        assert!(st.stdout.contains("unreadable record"), "{}", st.describe());
+        assert!(st.stdout.contains(marked), "{}", st.describe());
         let got = cmd(&["acquire", name, "--no-wait"]);
         assert_eq!(
             got.code,
