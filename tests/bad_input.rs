@@ -9,7 +9,7 @@ use crate::common;
 use common::*;
 
 fn assert_usage(out: &Out, needle: &str) {
-    assert_eq!(out.code, 2, "expected exit 2:\n{}", out.describe());
+    out.assert_exit_as(2, "expected exit 2:");
     assert_clean_error(out);
     assert!(
         out.stderr.contains(needle),
@@ -223,7 +223,7 @@ fn unreadable_dynamodb_records_are_listed_marked_and_never_break_list() {
                 c.arg("--json");
             }
             let st = run(&mut c);
-            assert_eq!(st.code, 0, "status {name}:\n{}", st.describe());
+            st.assert_exit_as(0, &format!("status {name}:"));
             let says = if json {
                 st.json()["problem"]
                     .as_str()
@@ -265,25 +265,15 @@ fn an_unreadable_expiry_is_not_taken_over_but_release_force_frees_it() {
                     "--wait-time",
                     "7s",
                 ]));
-                assert_eq!(
-                    out.code,
-                    3,
-                    "{name} must not be taken over:\n{}",
-                    out.describe()
-                );
+                out.assert_exit_as(3, &format!("{name} must not be taken over:"));
                 assert_clean_error(&out);
                 assert!(out.stderr.contains("unreadable"), "{}", out.describe());
                 let rel =
                     run(awsflock(moto).args(["release", name, "--force", "-y", "--table", t]));
-                assert_eq!(rel.code, 0, "release --force {name}:\n{}", rel.describe());
+                rel.assert_exit_as(0, &format!("release --force {name}:"));
                 assert!(!rel.stderr.contains("panicked"), "{}", rel.describe());
                 let got = run(awsflock(moto).args(["acquire", name, "--table", t, "--no-wait"]));
-                assert_eq!(
-                    got.code,
-                    0,
-                    "acquire {name} after --force:\n{}",
-                    got.describe()
-                );
+                got.assert_exit_as(0, &format!("acquire {name} after --force:"));
             });
         }
     });
@@ -377,22 +367,12 @@ fn assert_listed_marked_and_freed_by_force(
         st.assert_ok();
         assert!(st.stdout.contains(marked), "{}", st.describe());
         let got = cmd(&["acquire", name, "--no-wait"]);
-        assert_eq!(
-            got.code,
-            3,
-            "{name} must not be taken over:\n{}",
-            got.describe()
-        );
+        got.assert_exit_as(3, &format!("{name} must not be taken over:"));
         assert_clean_error(&got);
         let rel = cmd(&["release", name, "--force", "-y"]);
-        assert_eq!(rel.code, 0, "release --force {name}:\n{}", rel.describe());
+        rel.assert_exit_as(0, &format!("release --force {name}:"));
         let got = cmd(&["acquire", name, "--no-wait"]);
-        assert_eq!(
-            got.code,
-            0,
-            "acquire {name} after --force:\n{}",
-            got.describe()
-        );
+        got.assert_exit_as(0, &format!("acquire {name} after --force:"));
     }
 }
 

@@ -16,9 +16,9 @@ fn table_create_makes_lock_id_hash_key_with_ttl_and_is_idempotent() {
     let t = table(&moto);
 
     let again = run(awsflock(&moto).args(["table-create", "--table", &t]));
-    assert_eq!(again.code, 0, "second table-create:\n{}", again.describe());
+    again.assert_exit_as(0, "second table-create:");
     let alias = run(awsflock(&moto).args(["create-table", "--table", &t]));
-    assert_eq!(alias.code, 0, "create-table alias:\n{}", alias.describe());
+    alias.assert_exit_as(0, "create-table alias:");
 
     let desc = boto(
         &moto,
@@ -115,12 +115,7 @@ fn release_frees_the_lock_and_the_previous_holders_id_cannot_release_the_next() 
     let l2 = acquire(&moto, &t, &name, &["--no-wait"]);
     assert_ne!(l1, l2);
     let stale = run(awsflock(&moto).args(["release", &name, &l1, "--table", &t]));
-    assert_eq!(
-        stale.code,
-        3,
-        "an old lease must not release the new holder:\n{}",
-        stale.describe()
-    );
+    stale.assert_exit_as(3, "an old lease must not release the new holder:");
     let blocked = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
     blocked.assert_exit(3);
     release(&moto, &t, &name, &l2);
@@ -138,12 +133,7 @@ fn second_release_of_the_same_lease_exits_3() {
     let again = run(awsflock(&moto).args(["release", &name, &l1, "--table", &t]));
     again.assert_exit(3);
     let renew = run(awsflock(&moto).args(["renew", &name, &l1, "--table", &t]));
-    assert_eq!(
-        renew.code,
-        3,
-        "renew of a released lease:\n{}",
-        renew.describe()
-    );
+    renew.assert_exit_as(3, "renew of a released lease:");
 }
 
 #[test]
@@ -172,22 +162,12 @@ fn renew_prints_new_lease_id_and_old_id_is_no_longer_held() {
     assert_ne!(new, old);
 
     let out = run(awsflock(&moto).args(["renew", &name, &old, "--table", &t]));
-    assert_eq!(
-        out.code,
-        3,
-        "renew with the replaced id:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "renew with the replaced id:");
     let out = run(awsflock(&moto).args(["release", &name, &old, "--table", &t]));
-    assert_eq!(
-        out.code,
-        3,
-        "release with the replaced id:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "release with the replaced id:");
 
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(out.code, 3, "still held after renew:\n{}", out.describe());
+    out.assert_exit_as(3, "still held after renew:");
     release(&moto, &t, &name, &new);
 }
 
@@ -215,12 +195,7 @@ fn renew_extends_a_short_lease() {
     assert_uuid(&new);
     thread::sleep(Duration::from_secs(4));
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(
-        out.code,
-        3,
-        "the renewed lease expired with the old duration:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "the renewed lease expired with the old duration:");
     release(&moto, &t, &name, &new);
 }
 
@@ -384,12 +359,7 @@ fn global_options_work_before_or_after_the_subcommand_and_from_env() {
             };
         }
         let out = run(&mut cmd);
-        assert_eq!(
-            out.code,
-            0,
-            "args {args:?} env {envs:?}:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(0, &format!("args {args:?} env {envs:?}:"));
         if !args.iter().any(|a| a == "-q") {
             assert_uuid(out.line());
         }
@@ -472,7 +442,7 @@ fn invalid_durations_are_usage_errors_on_one_line() {
         ] {
             let arg = format!("--lease-duration={value}");
             let out = run(awsflock_at(&endpoint).args(&sub).arg(&arg));
-            assert_eq!(out.code, 2, "{sub:?} {arg}:\n{}", out.describe());
+            out.assert_exit_as(2, &format!("{sub:?} {arg}:"));
             assert_clean_error(&out);
         }
     }
@@ -533,7 +503,7 @@ fn unreachable_endpoint_exits_1_within_seconds() {
         ],
     ] {
         let out = run(awsflock_at(&endpoint).args(&args));
-        assert_eq!(out.code, 1, "{args:?}:\n{}", out.describe());
+        out.assert_exit_as(1, &format!("{args:?}:"));
         assert!(
             out.elapsed < Duration::from_secs(20),
             "{args:?} took too long:\n{}",
@@ -591,7 +561,7 @@ fn verbose_logs_each_store_request_and_warm_calls_cost_one_request() {
     release(&moto, &t, &name, out.line());
 
     let expect_one = |out: &Out, what: &str| -> String {
-        assert_eq!(out.code, 0, "{what}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{what}:"));
         let reqs = store_requests(&out.stderr);
         assert_eq!(
             reqs.len(),
@@ -669,12 +639,7 @@ fn client_clock_ahead_does_not_steal_a_live_lock() {
     let held = acquire(&moto, &t, &name, &["--lease-duration", "10m"]);
     let out = run(skewed.args(["acquire", &name, "--table", &t, "--no-wait"]));
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());
-    assert_eq!(
-        out.code,
-        3,
-        "a client an hour ahead took a live lock:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "a client an hour ahead took a live lock:");
     release(&moto, &t, &name, &held);
 }
 
@@ -688,16 +653,11 @@ fn lock_taken_by_a_client_with_clock_behind_still_looks_held() {
     let t = table(&moto);
     let name = lock();
     let out = run(skewed.args(["acquire", &name, "--table", &t, "--lease-duration", "10m"]));
-    assert_eq!(out.code, 0, "skewed acquire:\n{}", out.describe());
+    out.assert_exit_as(0, "skewed acquire:");
     let held = out.line().to_string();
     assert_uuid(&held);
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(
-        out.code,
-        3,
-        "a lock taken by a client an hour behind looked expired:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "a lock taken by a client an hour behind looked expired:");
     release(&moto, &t, &name, &held);
 }
 
@@ -805,10 +765,10 @@ fn fence_increases_after_old_client_overwrote_the_lock() {
     release(&moto, &t, &name, &lease);
 
     let out = run(peer(&moto).args(["acquire", &name, "--tablename", &t, "--no-wait"]));
-    assert_eq!(out.code, 0, "old client acquire:\n{}", out.describe());
+    out.assert_exit_as(0, "old client acquire:");
     let old_lease = out.line().to_string();
     let out = run(peer(&moto).args(["release", &name, &old_lease, "--tablename", &t]));
-    assert_eq!(out.code, 0, "old client release:\n{}", out.describe());
+    out.assert_exit_as(0, "old client release:");
 
     let (lease, f2) = acquire_json(&moto, &t, &name, &["--no-wait"]);
     assert!(

@@ -55,12 +55,7 @@ impl Fixture for S3 {
             unique_name("bkt").to_lowercase().replace('_', "-")
         );
         let out = run(awsflock(&moto).args(["table-create", "--backend", &url]));
-        assert_eq!(
-            out.code,
-            0,
-            "creating the bucket failed:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(0, "creating the bucket failed:");
         S3 { moto, url }
     }
     fn cmd(&self) -> Command {
@@ -81,12 +76,7 @@ impl Fixture for File {
         let path = dir.path().join("locks");
         let f = File { _dir: dir, path };
         let out = run(f.cmd().arg("table-create"));
-        assert_eq!(
-            out.code,
-            0,
-            "creating the directory failed:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(0, "creating the directory failed:");
         f
     }
     fn cmd(&self) -> Command {
@@ -131,7 +121,7 @@ mod cases {
 
     fn acquire_json(f: &impl Fixture, name: &str, extra: &[&str]) -> (String, i64) {
         let out = run(f.cmd().args(["acquire", name, "--json"]).args(extra));
-        assert_eq!(out.code, 0, "acquire failed:\n{}", out.describe());
+        out.assert_exit_as(0, "acquire failed:");
         let v = out.json();
         (
             v["lease_id"].as_str().expect("lease_id").to_string(),
@@ -143,7 +133,7 @@ mod cases {
         let out = run(f
             .cmd()
             .args(["run", name, "--", "sh", "-c", "echo $AWSFLOCK_FENCE"]));
-        assert_eq!(out.code, 0, "run failed:\n{}", out.describe());
+        out.assert_exit_as(0, "run failed:");
         out.line()
             .parse()
             .unwrap_or_else(|_| panic!("AWSFLOCK_FENCE not an integer:\n{}", out.describe()))
@@ -151,7 +141,7 @@ mod cases {
 
     fn held(f: &impl Fixture, name: &str) -> bool {
         let out = run(f.cmd().args(["status", name, "--json"]));
-        assert_eq!(out.code, 0, "status failed:\n{}", out.describe());
+        out.assert_exit_as(0, "status failed:");
         out.json()["held"].as_bool().expect("held is a bool")
     }
 
@@ -194,18 +184,13 @@ mod cases {
             "released twice"
         );
         let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
-        assert_eq!(out.code, 0, "free again after release:\n{}", out.describe());
+        out.assert_exit_as(0, "free again after release:");
         // A lock nobody ever took has no lease to renew or release.
         let never = unique_name("never");
         let id = "00000000-0000-4000-8000-000000000000";
         for verb in ["renew", "release"] {
             let out = run(f.cmd().args([verb, &never, id]));
-            assert_eq!(
-                out.code,
-                3,
-                "{verb} of a never-acquired lock:\n{}",
-                out.describe()
-            );
+            out.assert_exit_as(3, &format!("{verb} of a never-acquired lock:"));
             assert_clean_error(&out);
         }
     }
@@ -318,7 +303,7 @@ mod cases {
         }
         while started.elapsed() < Duration::from_millis(3500) {
             let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
-            assert_eq!(out.code, 3, "taken while renewed:\n{}", out.describe());
+            out.assert_exit_as(3, "taken while renewed:");
             std::thread::sleep(Duration::from_millis(300));
         }
         let out = long.wait(Duration::from_secs(20));
@@ -347,14 +332,9 @@ mod cases {
             std::thread::sleep(Duration::from_millis(50));
         }
         let out = run(f.cmd().args(["release", &name, "--force", "--yes"]));
-        assert_eq!(out.code, 0, "force release:\n{}", out.describe());
+        out.assert_exit_as(0, "force release:");
         let out = holder.wait(Duration::from_secs(10));
-        assert_eq!(
-            out.code,
-            4,
-            "the holder must report the lost lease:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(4, "the holder must report the lost lease:");
         assert!(out.stderr.contains("lost"), "{}", out.describe());
     }
 
@@ -377,7 +357,7 @@ mod cases {
             vec!["run".to_string(), "ok".to_string()],
         ] {
             let out = run(f.cmd().args(&args));
-            assert_eq!(out.code, 2, "{args:?}:\n{}", out.describe());
+            out.assert_exit_as(2, &format!("{args:?}:"));
             assert_clean_error(&out);
         }
     }
@@ -548,7 +528,7 @@ mod slot_cases {
         let (a, b) = (a.json(), b.json());
         assert!(b["fence"].as_i64() > a["fence"].as_i64(), "{a} {b}");
         let third = take(&["--no-wait"]);
-        assert_eq!(third.code, 3, "a third holder of 2:\n{}", third.describe());
+        third.assert_exit_as(3, "a third holder of 2:");
         let v = run(f.cmd().args(["status", &name, "--json"])).json();
         assert_eq!(v["held"], true, "{v}");
         assert_eq!(v["max_holders"], 2, "{v}");
@@ -564,7 +544,7 @@ mod slot_cases {
         assert!(text.contains("2 of 2"), "{text}");
         let a_id = a["lease_id"].as_str().unwrap();
         let out = run(f.cmd().args(["renew", &name, a_id]));
-        assert_eq!(out.code, 0, "renew one holder:\n{}", out.describe());
+        out.assert_exit_as(0, "renew one holder:");
         let a2 = out.line().to_string();
         if f.rotates_lease_ids() {
             assert_ne!(a2, a_id);
@@ -572,7 +552,7 @@ mod slot_cases {
         }
         assert_eq!(run(f.cmd().args(["release", &name, &a2])).code, 0);
         let out = take(&["--no-wait"]);
-        assert_eq!(out.code, 0, "a freed slot is free:\n{}", out.describe());
+        out.assert_exit_as(0, "a freed slot is free:");
         let c_id = out.json()["lease_id"].as_str().unwrap().to_string();
         for id in [b["lease_id"].as_str().unwrap(), &c_id] {
             assert_eq!(run(f.cmd().args(["release", &name, id])).code, 0);
@@ -600,7 +580,7 @@ mod slot_cases {
                 .cmd()
                 .args(["acquire", &name, "--wait-time", "5"])
                 .args(&extra));
-            assert_eq!(out.code, 2, "{extra:?}:\n{}", out.describe());
+            out.assert_exit_as(2, &format!("{extra:?}:"));
             assert_clean_error(&out);
             assert!(
                 out.stderr.contains("--max-holders 2"),
@@ -612,19 +592,14 @@ mod slot_cases {
         let out = run(f
             .cmd()
             .args(["acquire", &name, "--max-holders", "3", "--no-wait"]));
-        assert_eq!(
-            out.code,
-            0,
-            "N may change once nobody holds:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(0, "N may change once nobody holds:");
         for bad in [
             vec!["--max-holders", "0"],
             vec!["--max-holders", "x"],
             vec!["--max-holders", "2", "--shared"],
         ] {
             let out = run(f.cmd().args(["acquire", &name]).args(&bad));
-            assert_eq!(out.code, 2, "{bad:?}:\n{}", out.describe());
+            out.assert_exit_as(2, &format!("{bad:?}:"));
             assert_clean_error(&out);
         }
     }
@@ -753,7 +728,7 @@ mod force_cases {
 
     fn held(f: &impl Fixture, name: &str) -> bool {
         let out = run(f.cmd().args(["status", name, "--json"]));
-        assert_eq!(out.code, 0, "status failed:\n{}", out.describe());
+        out.assert_exit_as(0, "status failed:");
         out.json()["held"].as_bool().expect("held is a bool")
     }
 
@@ -893,7 +868,7 @@ mod force_cases {
         );
         assert!(started.elapsed() < Duration::from_secs(5));
         let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
-        assert_eq!(out.code, 0, "free at once:\n{}", out.describe());
+        out.assert_exit_as(0, "free at once:");
     }
 
     pub fn immediately_breaks_glass_for_a_run_holder(f: &impl Fixture) {
@@ -919,7 +894,7 @@ mod force_cases {
             out.describe()
         );
         let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
-        assert_eq!(out.code, 0, "free at once:\n{}", out.describe());
+        out.assert_exit_as(0, "free at once:");
         let out = holder.wait(Duration::from_secs(30));
         out.assert_exit(4);
     }

@@ -303,7 +303,7 @@ fn boolean_variables_accept_the_usual_spellings() {
             .env("AWSFLOCK_NO_WAIT", yes)
             .env("AWSFLOCK_JSON", yes)
             .args(["acquire", &name, "--table", &t]));
-        assert_eq!(out.code, 3, "AWSFLOCK_NO_WAIT={yes}:\n{}", out.describe());
+        out.assert_exit_as(3, &format!("AWSFLOCK_NO_WAIT={yes}:"));
         assert!(
             out.elapsed < Duration::from_secs(20),
             "waited with AWSFLOCK_NO_WAIT={yes}"
@@ -311,7 +311,7 @@ fn boolean_variables_accept_the_usual_spellings() {
         let out = run(awsflock(&moto)
             .env("AWSFLOCK_JSON", yes)
             .args(["status", &name, "--table", &t]));
-        assert_eq!(out.code, 0, "AWSFLOCK_JSON={yes}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("AWSFLOCK_JSON={yes}:"));
         assert_eq!(out.json()["held"], true);
     }
     for no in ["0", "false", "False", "no", "NO", "off", ""] {
@@ -319,7 +319,7 @@ fn boolean_variables_accept_the_usual_spellings() {
             .env("AWSFLOCK_JSON", no)
             .env("AWSFLOCK_NO_WAIT", no)
             .args(["status", &name, "--table", &t]));
-        assert_eq!(out.code, 0, "AWSFLOCK_JSON={no}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("AWSFLOCK_JSON={no}:"));
         assert!(
             !out.stdout.trim_start().starts_with('{'),
             "JSON with {no}:\n{}",
@@ -442,7 +442,7 @@ fn every_option_of_awsflock_0_2_0_is_accepted() {
         for opt in opts {
             // A value after each (a flag takes it as the lock's name).
             let out = run(awsflock(&moto).args([cmd, &opt, "60", "--help"]));
-            assert_eq!(out.code, 0, "{cmd} {opt}:\n{}", out.describe());
+            out.assert_exit_as(0, &format!("{cmd} {opt}:"));
         }
     }
     // And each one works, used as 0.2.0's users write them.

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::thread;
 
 fn assert_store_error(out: &Out, needles: &[&str]) {
-    assert_eq!(out.code, 1, "expected exit 1:\n{}", out.describe());
+    out.assert_exit_as(1, "expected exit 1:");
     assert_clean_error(out);
     for n in needles {
         assert!(
@@ -260,7 +260,7 @@ fn the_services_own_5xx_is_retried_with_one_warning_and_none_under_q() {
             cmd.arg("-q");
         }
         let out = run(&mut cmd);
-        assert_eq!(out.code, 0, "{store}: not ridden out:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{store}: not ridden out:"));
         assert!(
             !proxy.pending(),
             "{store}: the 500s were not all sent:\n{}",
@@ -323,7 +323,7 @@ fn a_named_profile_that_does_not_exist_is_refused_even_with_credentials_in_the_e
         let mut cmd = awsflock(&moto);
         with_files(&mut cmd);
         let out = run(cmd.env("AWS_PROFILE", profile));
-        assert_eq!(out.code, 0, "{profile}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{profile}:"));
     }
     // --profile beats the environment's keys, as `aws --profile` does: its
     // credentials come from the profile alone, so a profile without keys

@@ -36,7 +36,7 @@ fn assert_hex_lease(id: &str) {
 
 fn status(etcd: &Etcd, prefix: &str, name: &str) -> serde_json::Value {
     let out = run(aw(etcd, prefix).args(["status", name, "--json"]));
-    assert_eq!(out.code, 0, "status failed:\n{}", out.describe());
+    out.assert_exit_as(0, "status failed:");
     out.json()
 }
 
@@ -61,7 +61,7 @@ fn queued(etcd: &Etcd, key_prefix: &str) -> Vec<(String, i64)> {
     let out = run(etcd
         .etcdctl()
         .args(["get", "--prefix", key_prefix, "-w", "fields"]));
-    assert_eq!(out.code, 0, "etcdctl get failed:\n{}", out.describe());
+    out.assert_exit_as(0, "etcdctl get failed:");
     let mut keys = Vec::new();
     let mut key = None;
     for line in out.stdout.lines() {
@@ -162,7 +162,7 @@ fn lease_cycle_and_exit_codes() {
         "renewed after release"
     );
     let out = run(aw(&etcd, p).args(["acquire", &name, "--no-wait"]));
-    assert_eq!(out.code, 0, "free again after release:\n{}", out.describe());
+    out.assert_exit_as(0, "free again after release:");
     assert_eq!(run(aw(&etcd, p).args(["table-create"])).code, 0);
 }
 
@@ -545,11 +545,11 @@ fn credentials_are_checked() {
         vec!["auth", "enable"],
     ] {
         let out = run(etcd.etcdctl().args(&args));
-        assert_eq!(out.code, 0, "etcdctl {args:?}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("etcdctl {args:?}:"));
     }
     let name = unique_name("auth");
     let out = run(aw(&etcd, "a/").args(["acquire", &name]));
-    assert_eq!(out.code, 1, "no credentials:\n{}", out.describe());
+    out.assert_exit_as(1, "no credentials:");
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("--etcd-user"),
@@ -583,7 +583,7 @@ fn credentials_are_checked() {
         ],
     ] {
         let out = run(etcd.etcdctl().args(&args));
-        assert_eq!(out.code, 0, "etcdctl {args:?}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("etcdctl {args:?}:"));
     }
     let out = run(aw(&etcd, "a/").args(["--etcd-user", "reader:rpw", "status", &name]));
     out.assert_exit(1);
@@ -605,7 +605,7 @@ fn user_and_password_authenticate_as_etcdctl_takes_them() {
         vec!["auth", "enable"],
     ] {
         let out = run(etcd.etcdctl().args(&args));
-        assert_eq!(out.code, 0, "etcdctl {args:?}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("etcdctl {args:?}:"));
     }
     let name = unique_name("auth");
     // No credentials: refused, one line that says what to give.
@@ -650,12 +650,7 @@ fn tls_with_a_client_certificate_as_etcdctl_takes_it() {
     assert!(out.stdout.starts_with("fence="), "{}", out.stdout);
     // Without the CA the server's certificate cannot be verified.
     let out = run(aw(&etcd, "tls/").args(["status", &name]));
-    assert_eq!(
-        out.code,
-        1,
-        "plain text against a TLS server must fail:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(1, "plain text against a TLS server must fail:");
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("--etcd-cacert"),
@@ -704,12 +699,7 @@ fn a_waiter_granted_late_in_its_keep_alive_period_is_not_stopped() {
     thread::sleep(Duration::from_millis(1400));
     assert_eq!(run(aw(&etcd, p).args(["release", &name, &holder])).code, 0);
     let out = waiter.wait(Duration::from_secs(30));
-    assert_eq!(
-        out.code,
-        0,
-        "a healthy waiter's command was stopped:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "a healthy waiter's command was stopped:");
 }
 
 #[test]
@@ -832,12 +822,7 @@ fn a_frozen_leader_does_not_kill_a_short_lease() {
     let out = holder.wait(Duration::from_secs(30));
     let elected = elected.expect("no new leader within 6 s of freezing the old one");
     eprintln!("a new leader was elected {elected:?} after the old one froze");
-    assert_eq!(
-        out.code,
-        0,
-        "the command was stopped during a leader failover:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "the command was stopped during a leader failover:");
 }
 
 #[test]
@@ -1168,12 +1153,7 @@ fn connecting_during_a_leader_election_waits_for_the_new_leader() {
         "true",
     ]));
     members[l].resume();
-    assert_eq!(
-        out.code,
-        0,
-        "could not start while a new leader was elected:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "could not start while a new leader was elected:");
     assert!(
         out.elapsed < Duration::from_secs(5),
         "took {:?} to get going",

@@ -460,12 +460,7 @@ fn clock_skew_neither_steals_a_live_lock_nor_delays_a_dead_one_forever() {
         "--json",
     ]);
     let out = run(&mut b_hold);
-    assert_eq!(
-        out.code,
-        0,
-        "acquire under faketime -1h:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "acquire under faketime -1h:");
     let b_lease = out.json()["lease_id"].as_str().unwrap().to_string();
     let item = raw_item(&moto, &t, &slow);
     let exp: i64 = item["expiration_time"]["N"]
@@ -478,11 +473,9 @@ fn clock_skew_neither_steals_a_live_lock_nor_delays_a_dead_one_forever() {
         "the lease of a holder an hour behind expires in {b_skew} s on the store's clock (30 s asked): {item}"
     );
     let out = run(awsflock(&moto).args(["acquire", &slow, "--table", &t, "--no-wait"]));
-    assert_eq!(
-        out.code,
+    out.assert_exit_as(
         3,
-        "acquire --no-wait of a lock held by a client an hour behind:\n{}",
-        out.describe()
+        "acquire --no-wait of a lock held by a client an hour behind:",
     );
     // For the next 8 s, a patient waiter and a waiter an hour ahead still
     // see it held: the lease was rewritten on the store's clock.
@@ -493,19 +486,12 @@ fn clock_skew_neither_steals_a_live_lock_nor_delays_a_dead_one_forever() {
     let b_ahead = spawn(&mut b_ahead);
 
     let out = a_waiter.wait(Duration::from_secs(40));
-    assert_eq!(
-        out.code,
-        3,
-        "a waiter an hour ahead on a live 30 s lease:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "a waiter an hour ahead on a live 30 s lease:");
     for (what, r) in [("a waiter", b_waiter), ("a waiter an hour ahead", b_ahead)] {
         let out = r.wait(Duration::from_secs(40));
-        assert_eq!(
-            out.code,
+        out.assert_exit_as(
             3,
-            "{what} on the lock of a holder an hour behind:\n{}",
-            out.describe()
+            &format!("{what} on the lock of a holder an hour behind:"),
         );
     }
     release(&moto, &t, &live, &held);
@@ -520,12 +506,7 @@ fn clock_skew_neither_steals_a_live_lock_nor_delays_a_dead_one_forever() {
     c_wait.args(["acquire", &dead, "--table", &t, "--wait-time", "30"]);
     let out = run_timeout(&mut c_wait, Duration::from_secs(60));
     let reclaim = acquired.elapsed();
-    assert_eq!(
-        out.code,
-        0,
-        "a waiter an hour ahead on a crashed holder's lock:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "a waiter an hour ahead on a crashed holder's lock:");
     figures(format!(
         "clock_skew ahead_waiter_on_live_lock=exit3 behind_holder_lease_on_store_clock_s={b_skew} reclaim_by_ahead_waiter_s={:.2} (lease 3 s)",
         reclaim.as_secs_f64()
@@ -790,7 +771,7 @@ fn outage_store_killed_and_restarted_empty_holder_fails_safe() {
 
     // The new server works once the table is there again.
     let out = run(awsflock(&moto).args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "table-create again:\n{}", out.describe());
+    out.assert_exit_as(0, "table-create again:");
     let lease = acquire(&moto, &t, &name, &["--no-wait"]);
     release(&moto, &t, &name, &lease);
 }
@@ -818,7 +799,7 @@ fn outage_store_restarted_empty_holder_notices_at_its_next_renewal() {
         panic!("could not start moto again on port {}", moto.port);
     };
     let out = run(awsflock(&moto).args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "table-create again:\n{}", out.describe());
+    out.assert_exit_as(0, "table-create again:");
     let back_ns = now_ns();
     // A newcomer gets the lock from the empty store at once.
     let newcomer = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
@@ -951,11 +932,9 @@ fn injected_throttling_on_renewals_is_retried() {
         proxy.count(Some("UpdateItem"))
     ));
     assert!(overlaps.is_empty(), "{overlaps:#?}\n{}", out.describe());
-    assert_eq!(
-        out.code,
+    out.assert_exit_as(
         0,
-        "the holder should ride out two throttled renewal attempts:\n{}",
-        out.describe()
+        "the holder should ride out two throttled renewal attempts:",
     );
     assert_eq!(
         proxy.injected().get("throttle"),
@@ -995,12 +974,7 @@ fn injected_503_window_on_all_operations_is_ridden_out() {
         "no 503 was injected: {}",
         kinds(&proxy)
     );
-    assert_eq!(
-        out.code,
-        0,
-        "the holder should ride out a 600 ms window of 503s:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "the holder should ride out a 600 ms window of 503s:");
     assert_free(&moto, &t, &name, "the 503 window");
 }
 
@@ -1035,11 +1009,9 @@ fn injected_slow_renewal_answer_keeps_the_lock_or_fails_safe() {
         ));
         assert!(overlaps.is_empty(), "{overlaps:#?}\n{}", out.describe());
         if lease == 9 {
-            assert_eq!(
-                out.code,
+            out.assert_exit_as(
                 0,
-                "one renewal answered after 1.5 s (lease 9 s) should not cost the lock:\n{}",
-                out.describe()
+                "one renewal answered after 1.5 s (lease 9 s) should not cost the lock:",
             );
         } else {
             assert!(
@@ -1078,11 +1050,9 @@ fn injected_lost_renewal_answer_keeps_the_lock() {
     ));
     assert!(overlaps.is_empty(), "{overlaps:#?}\n{}", out.describe());
     assert_eq!(proxy.injected().get("drop"), Some(&1), "{}", kinds(&proxy));
-    assert_eq!(
-        out.code,
+    out.assert_exit_as(
         0,
-        "a renewal that landed but whose answer was lost must not cost the lock:\n{}",
-        out.describe()
+        "a renewal that landed but whose answer was lost must not cost the lock:",
     );
     assert!(refused >= 1, "no probe was made during the run");
     assert_free(&moto, &t, &name, "the lost renewal answer");
@@ -1121,11 +1091,9 @@ fn injected_lost_acquire_answer_still_grants() {
             "{case}: the {op} answer was not dropped (wrong request targeted?):\n{}",
             out.describe()
         );
-        assert_eq!(
-            out.code,
+        out.assert_exit_as(
             0,
-            "{case}: an acquire whose {op} landed but whose answer was lost:\n{}",
-            out.describe()
+            &format!("{case}: an acquire whose {op} landed but whose answer was lost:"),
         );
         let v = out.json();
         let lease = v["lease_id"].as_str().unwrap().to_string();
@@ -1135,11 +1103,9 @@ fn injected_lost_acquire_answer_still_grants() {
         let other = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
         assert_eq!(other.code, 3, "{case}: {}", other.describe());
         let rel = run(awsflock(&moto).args(["release", &name, &lease, "--table", &t]));
-        assert_eq!(
-            rel.code,
+        rel.assert_exit_as(
             0,
-            "{case}: releasing with the lease id from --json:\n{}",
-            rel.describe()
+            &format!("{case}: releasing with the lease id from --json:"),
         );
         assert_free(&moto, &t, &name, "the release");
         results.push(format!("{case}:{op}=exit{}", out.code));
@@ -1167,12 +1133,7 @@ fn injected_lost_release_answer_still_releases() {
         kinds(&proxy)
     ));
     assert_eq!(proxy.injected().get("drop"), Some(&1), "{}", kinds(&proxy));
-    assert_eq!(
-        out.code,
-        0,
-        "a release that landed but whose answer was lost:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "a release that landed but whose answer was lost:");
     assert_free(&moto, &t, &name, "the release");
 }
 
@@ -1197,12 +1158,7 @@ fn injected_lost_force_release_answer_still_reports_the_release() {
         kinds(&proxy)
     ));
     assert_eq!(proxy.injected().get("drop"), Some(&1), "{}", kinds(&proxy));
-    assert_eq!(
-        out.code,
-        0,
-        "a force-release that landed but whose answer was lost:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "a force-release that landed but whose answer was lost:");
     assert_free(&moto, &t, &name, "the force-release");
 }
 
@@ -1260,12 +1216,7 @@ while :; do date +%s%N >> {s}; sleep 0.1; done"#,
     let out = running.wait(Duration::from_secs(20));
     let exited_after = secs(now_ns() - cont_ns);
 
-    assert_eq!(
-        taken.code,
-        0,
-        "a waiter on a paused holder's lock:\n{}",
-        taken.describe()
-    );
+    taken.assert_exit_as(0, "a waiter on a paused holder's lock:");
     let v = taken.json();
     let new_fence = v["fence"].as_i64().unwrap_or_else(|| panic!("{v}"));
     let stamps: Vec<i128> = lines(&stamps)
@@ -1315,7 +1266,7 @@ impl Store {
             unique_name("bkt").to_lowercase().replace('_', "-")
         );
         let out = run(awsflock(moto).args(["table-create", "--backend", &url]));
-        assert_eq!(out.code, 0, "creating the bucket:\n{}", out.describe());
+        out.assert_exit_as(0, "creating the bucket:");
         Store::S3(url)
     }
 
@@ -1426,7 +1377,7 @@ fn lost_renewal_answer_then_cut_off(s3: bool) -> String {
     let w = waiter.wait(Duration::from_secs(120));
     proxy.clear();
     let _ = killpg(Pid::from_raw(child), Signal::SIGKILL);
-    assert_eq!(w.code, 0, "the competing worker:\n{}", w.describe());
+    w.assert_exit_as(0, "the competing worker:");
     let last = last_stamp(&stamps).expect("the holder's command wrote no stamp");
     let begun = last_stamp(&started).expect("the competing worker's command never ran");
     let overlap = secs(last - begun);
@@ -1441,7 +1392,7 @@ fn lost_renewal_answer_then_cut_off(s3: bool) -> String {
         "{line}: the first command still worked {overlap:.2} s into the next holder's lease\n--- holder:\n{}",
         tail(&out.stderr, 40)
     );
-    assert_eq!(out.code, 4, "{line}\n{}", out.describe());
+    out.assert_exit_as(4, &format!("{line}"));
     line
 }
 
@@ -1722,14 +1673,12 @@ fn wall_clock_stepped_back_while_holding_neither_loses_nor_frees_the_lock() {
         all.len(),
         got_ns.map_or("none".into(), |g| ((g - last) / 1_000_000).to_string())
     ));
-    assert_eq!(
-        out.code,
+    out.assert_exit_as(
         0,
-        "the holder lost its lease after its wall clock stepped back:\n{}",
-        out.describe()
+        "the holder lost its lease after its wall clock stepped back:",
     );
     assert_eq!(all.len(), 80, "the holder's command was cut short");
-    assert_eq!(w.code, 0, "the waiter never ran:\n{}", w.describe());
+    w.assert_exit_as(0, "the waiter never ran:");
     let got_ns = got_ns.expect("the waiter's command wrote no stamp");
     assert!(
         got_ns > last,
@@ -1787,13 +1736,13 @@ fn no_wait_reclaims_a_dead_holders_lock_within_seconds_under_skew() {
             hs,
             &["acquire", &name, "--table", &t, "--lease-duration", "3"],
         );
-        assert_eq!(out.code, 0, "{label}: holder:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{label}: holder:"));
         let acquired = Instant::now();
         let mut reclaimed = None;
         let mut refused = 0;
         while acquired.elapsed() < Duration::from_secs(20) {
             let st = ours(&moto, ws, &["status", &name, "--table", &t, "--json"]);
-            assert_eq!(st.code, 0, "{label}: status:\n{}", st.describe());
+            st.assert_exit_as(0, &format!("{label}: status:"));
             let held = st.json()["held"] == serde_json::Value::Bool(true);
             let out = ours(&moto, ws, &["acquire", &name, "--table", &t, "--no-wait"]);
             match out.code {
@@ -1874,11 +1823,9 @@ fn a_grant_taken_over_before_its_rewrite_is_not_reported_and_the_wait_goes_on() 
         "the holder sent no rewrite"
     );
     let taker = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait", "--json"]));
-    assert_eq!(
-        taker.code,
+    taker.assert_exit_as(
         0,
-        "a record stamped an hour in the past, not yet rewritten, was not taken:\n{}",
-        taker.describe()
+        "a record stamped an hour in the past, not yet rewritten, was not taken:",
     );
     let tv = taker.json();
     thread::sleep(Duration::from_millis(500));
@@ -1892,11 +1839,9 @@ fn a_grant_taken_over_before_its_rewrite_is_not_reported_and_the_wait_goes_on() 
         tv["fence"],
         after_release.as_secs_f64()
     ));
-    assert_eq!(
-        out.code,
+    out.assert_exit_as(
         0,
-        "the holder should have kept waiting and taken the lock once released:\n{}",
-        out.describe()
+        "the holder should have kept waiting and taken the lock once released:",
     );
     let hv = out.json();
     assert!(

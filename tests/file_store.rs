@@ -249,12 +249,7 @@ fn an_abandoned_lease_is_reclaimed_on_time_whatever_the_wall_clock() {
     for (offset, w, after) in waiters {
         let after = after.unwrap();
         let out = w.wait(Duration::from_secs(5));
-        assert_eq!(
-            out.code,
-            0,
-            "waiter {offset} did not reclaim:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(0, &format!("waiter {offset} did not reclaim:"));
         assert!(
             after >= Duration::from_secs(2),
             "waiter {offset} took a live lease {after:?} after it was granted:\n{}",
@@ -301,12 +296,7 @@ fn a_stalled_directory_lock_does_not_delay_the_kill() {
     }
     let stalled_at = wall_ns();
     let out = holder.wait(Duration::from_secs(30));
-    assert_eq!(
-        out.code,
-        4,
-        "the holder must report the lost lease:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(4, "the holder must report the lost lease:");
     let last: u128 = std::fs::read_to_string(&beat)
         .unwrap()
         .trim()

@@ -27,7 +27,7 @@ fn old_client_holding_blocks_our_no_wait_acquire() {
     let t = table(&moto);
     let name = lock();
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
-    assert_eq!(out.code, 0, "old acquire:\n{}", out.describe());
+    out.assert_exit_as(0, "old acquire:");
     let old_lease = out.line().to_string();
 
     let ours = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
@@ -58,37 +58,22 @@ fn old_lease_renewed_by_us_is_released_by_old_client_with_the_new_id() {
     let t = table(&moto);
     let name = lock();
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
-    assert_eq!(out.code, 0, "old acquire:\n{}", out.describe());
+    out.assert_exit_as(0, "old acquire:");
     let old_lease = out.line().to_string();
 
     let out = run(awsflock(&moto).args(["renew", &name, &old_lease, "--table", &t]));
-    assert_eq!(
-        out.code,
-        0,
-        "our renew of an old lease:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "our renew of an old lease:");
     let new_lease = out.line().to_string();
     assert_uuid(&new_lease);
     assert_ne!(new_lease, old_lease);
 
     let out = run(peer(&moto).args(["release", &name, &old_lease, "--tablename", &t]));
     assert_no_traceback(&out);
-    assert_eq!(
-        out.code,
-        3,
-        "the replaced id still released:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "the replaced id still released:");
 
     let out = run(peer(&moto).args(["release", &name, &new_lease, "--tablename", &t]));
     assert_no_traceback(&out);
-    assert_eq!(
-        out.code,
-        0,
-        "old release with our new id:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "old release with our new id:");
 
     let (lease, _) = acquire_json(&moto, &t, &name, &["--no-wait"]);
     release(&moto, &t, &name, &lease);
@@ -103,7 +88,7 @@ fn our_lease_renewed_by_old_client_is_released_by_us_with_its_id() {
 
     let out = run(peer(&moto).args(["renew", &name, &lease, "--tablename", &t]));
     assert_no_traceback(&out);
-    assert_eq!(out.code, 0, "old renew of our lease:\n{}", out.describe());
+    out.assert_exit_as(0, "old renew of our lease:");
     let renewed = out.line().to_string();
     assert_uuid(&renewed);
 
@@ -111,12 +96,7 @@ fn our_lease_renewed_by_old_client_is_released_by_us_with_its_id() {
     stale.assert_exit(3);
 
     let blocked = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(
-        blocked.code,
-        3,
-        "a lease renewed by the old client looked free:\n{}",
-        blocked.describe()
-    );
+    blocked.assert_exit_as(3, "a lease renewed by the old client looked free:");
 
     release(&moto, &t, &name, &renewed);
     let again = acquire(&moto, &t, &name, &["--no-wait"]);
@@ -222,7 +202,7 @@ fn table_created_by_old_client_is_usable_by_us() {
     let t = unique_name("oldtbl");
     let out = run(peer(&moto).args(["create-table", "--tablename", &t]));
     assert_no_traceback(&out);
-    assert_eq!(out.code, 0, "old create-table:\n{}", out.describe());
+    out.assert_exit_as(0, "old create-table:");
 
     let again = run(awsflock(&moto).args(["table-create", "--table", &t]));
     again.assert_ok();
@@ -240,7 +220,7 @@ fn expired_old_client_lease_is_taken_only_after_its_own_five_second_margin() {
     let t = table(&moto);
     let name = lock();
     let out = old_acquire(&moto, &t, &name, &["--no-wait", "--lease-duration", "2"]);
-    assert_eq!(out.code, 0, "old acquire:\n{}", out.describe());
+    out.assert_exit_as(0, "old acquire:");
     let item = raw_item(&moto, &t, &name);
     let exp: i64 = item["expiration_time"]["N"]
         .as_str()
@@ -286,24 +266,14 @@ fn old_client_never_joins_our_semaphore_or_shared_holders() {
         let b = acquire(&moto, &t, &name, &flags);
         let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
         assert_no_traceback(&out);
-        assert_eq!(
-            out.code,
-            3,
-            "{flags:?}, two of ours hold:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(3, &format!("{flags:?}, two of ours hold:"));
         release(&moto, &t, &name, &a);
         let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
-        assert_eq!(
-            out.code,
-            3,
-            "{flags:?}, one of ours holds:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(3, &format!("{flags:?}, one of ours holds:"));
         release(&moto, &t, &name, &b);
         let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
         assert_no_traceback(&out);
-        assert_eq!(out.code, 0, "{flags:?}, nobody holds:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{flags:?}, nobody holds:"));
         // And ours see 0.2.0's lease as an exclusive holder: a reader
         // waits for it; a semaphore's holder is told the name is a lock.
         let ours = run(awsflock(&moto)

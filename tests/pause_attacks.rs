@@ -438,12 +438,7 @@ fn renewal_held_while_paused(
         v.beside_new,
         tail(&out.stderr, 30)
     );
-    assert_eq!(
-        out.code,
-        4,
-        "the holder must exit as lost:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(4, "the holder must exit as lost:");
     other.assert_ok();
 }
 
@@ -577,12 +572,7 @@ fn grant_landing_while_paused_never_starts_the_command() {
         v.last_after_s,
         tail(&out.stderr, 30)
     );
-    assert_eq!(
-        out.code,
-        4,
-        "the waiter must exit as lost:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(4, "the waiter must exit as lost:");
     assert!(
         out.stderr.contains("not started"),
         "the waiter must say the command was not started:\n{}",
@@ -672,12 +662,7 @@ fn pause_during_the_grace_kills_the_command_on_waking() {
         v.late,
         tail(&out.stderr, 30)
     );
-    assert_eq!(
-        out.code,
-        4,
-        "the holder must exit as lost:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(4, "the holder must exit as lost:");
 }
 
 /// A lease that turned suspect (the wall clock jumped ahead of the
@@ -932,11 +917,6 @@ fn grant_answer_waiting_out_a_long_stop_is_not_reported() {
         "the waiter's command ran beside the second worker's:\n{}",
         out.describe()
     );
-    assert_eq!(
-        out.code,
-        0,
-        "the waiter gets the lock after the second worker:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "the waiter gets the lock after the second worker:");
     assert_eq!(ours.len(), 10, "{}", out.describe());
 }

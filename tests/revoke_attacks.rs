@@ -16,7 +16,7 @@ fn n_of(item: &serde_json::Value, attr: &str) -> u64 {
 
 fn held(cmd: &dyn Fn() -> std::process::Command, name: &str) -> bool {
     let out = run(cmd().args(["status", name, "--json"]));
-    assert_eq!(out.code, 0, "status:\n{}", out.describe());
+    out.assert_exit_as(0, "status:");
     out.json()["held"] == serde_json::Value::Bool(true)
 }
 
@@ -73,14 +73,14 @@ fn revoke_after(
         release.describe(),
         holder.describe()
     );
-    assert_eq!(release.code, 0, "release:\n{}", release.describe());
-    assert_eq!(holder.code, 4, "holder:\n{}", holder.describe());
+    release.assert_exit_as(0, "release:");
+    holder.assert_exit_as(4, "holder:");
     assert!(
         holder.stderr.contains("released by force"),
         "{}",
         holder.describe()
     );
-    assert_eq!(waiter.code, 0, "waiter:\n{}", waiter.describe());
+    waiter.assert_exit_as(0, "waiter:");
 }
 
 /// A `run` holder that got the last token of its item's block of fencing

@@ -45,7 +45,7 @@ fn exit_codes_pass_through_and_the_lock_is_released_each_time() {
     }
 
     let out = run(&mut run_cmd(&moto, &t, &name, &["--", "/nonexistent/cmd"]));
-    assert_eq!(out.code, 127, "missing command:\n{}", out.describe());
+    out.assert_exit_as(127, "missing command:");
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("/nonexistent/cmd"),
@@ -62,7 +62,7 @@ fn exit_codes_pass_through_and_the_lock_is_released_each_time() {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     let out = run(&mut run_cmd(&moto, &t, &name, &["--", p(&script)]));
-    assert_eq!(out.code, 126, "non-executable command:\n{}", out.describe());
+    out.assert_exit_as(126, "non-executable command:");
     assert_clean_error(&out);
     assert_free(&moto, &t, &name, "a non-executable command");
 }
@@ -177,12 +177,7 @@ fn run_longer_than_its_lease_keeps_the_lock() {
     let mut tries = 0;
     while started.elapsed() < Duration::from_millis(3500) {
         let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-        assert_eq!(
-            out.code,
-            3,
-            "acquire --no-wait while the run holds the lock:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(3, "acquire --no-wait while the run holds the lock:");
         tries += 1;
         if tries == 2 {
             let marker = scratch();
@@ -193,12 +188,7 @@ fn run_longer_than_its_lease_keeps_the_lock() {
                 &name,
                 &["--no-wait", "--", "touch", p(&m)],
             ));
-            assert_eq!(
-                out.code,
-                3,
-                "second run --no-wait while held:\n{}",
-                out.describe()
-            );
+            out.assert_exit_as(3, "second run --no-wait while held:");
             assert!(!m.exists(), "the second run started its command");
         }
         thread::sleep(Duration::from_millis(300));
@@ -206,7 +196,7 @@ fn run_longer_than_its_lease_keeps_the_lock() {
     assert!(tries >= 3, "only {tries} acquire attempts were made");
 
     let out = long.wait(Duration::from_secs(30));
-    assert_eq!(out.code, 0, "the long run:\n{}", out.describe());
+    out.assert_exit_as(0, "the long run:");
     assert_free(&moto, &t, &name, "the long run");
 }
 
@@ -248,12 +238,7 @@ fn sigterm_reaches_the_child_exactly_once() {
     // The child exits 5 after the signal.
     let script = trapping("TERM", &log, &ready, "exit 5");
     let out = signalled(&moto, &t, &name, &script, &ready, Signal::SIGTERM);
-    assert_eq!(
-        out.code,
-        5,
-        "awsflock should exit as the child did:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(5, "awsflock should exit as the child did:");
     assert_eq!(lines(&log), ["TERM"], "{}", out.describe());
     assert_free(&moto, &t, &name, "SIGTERM");
 }

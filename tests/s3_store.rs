@@ -19,7 +19,7 @@ fn store(moto: &Moto) -> (String, String) {
     let bucket = unique_name("bkt");
     let url = format!("s3://{bucket}/{PREFIX}");
     let out = run(awsflock(moto).args(["table-create", "--backend", &url]));
-    assert_eq!(out.code, 0, "table-create failed:\n{}", out.describe());
+    out.assert_exit_as(0, "table-create failed:");
     (bucket, url)
 }
 
@@ -32,7 +32,7 @@ fn cmd(moto: &Moto, url: &str, args: &[&str]) -> Command {
 
 fn acquire_s3(moto: &Moto, url: &str, name: &str, extra: &[&str]) -> String {
     let out = run(cmd(moto, url, &["acquire", name]).args(extra));
-    assert_eq!(out.code, 0, "acquire {name} failed:\n{}", out.describe());
+    out.assert_exit_as(0, &format!("acquire {name} failed:"));
     let id = out.line().to_string();
     assert_uuid(&id);
     id
@@ -40,7 +40,7 @@ fn acquire_s3(moto: &Moto, url: &str, name: &str, extra: &[&str]) -> String {
 
 fn acquire_json_s3(moto: &Moto, url: &str, name: &str, extra: &[&str]) -> (String, i64) {
     let out = run(cmd(moto, url, &["acquire", name, "--json"]).args(extra));
-    assert_eq!(out.code, 0, "acquire --json failed:\n{}", out.describe());
+    out.assert_exit_as(0, "acquire --json failed:");
     let v = out.json();
     let lease = v["lease_id"].as_str().expect("lease_id").to_string();
     let fence = v["fence"]
@@ -51,12 +51,12 @@ fn acquire_json_s3(moto: &Moto, url: &str, name: &str, extra: &[&str]) -> (Strin
 
 fn release_s3(moto: &Moto, url: &str, name: &str, lease: &str) {
     let out = run(&mut cmd(moto, url, &["release", name, lease]));
-    assert_eq!(out.code, 0, "release {name} failed:\n{}", out.describe());
+    out.assert_exit_as(0, &format!("release {name} failed:"));
 }
 
 fn status_json(moto: &Moto, url: &str, name: &str) -> serde_json::Value {
     let out = run(&mut cmd(moto, url, &["status", name, "--json"]));
-    assert_eq!(out.code, 0, "status {name}:\n{}", out.describe());
+    out.assert_exit_as(0, &format!("status {name}:"));
     out.json()
 }
 
@@ -94,12 +94,12 @@ print({bucket:?} in names)
     );
     assert_eq!(out.trim(), "True", "bucket {bucket} was not created");
     let again = run(&mut cmd(&moto, &url, &["table-create"]));
-    assert_eq!(again.code, 0, "second table-create:\n{}", again.describe());
+    again.assert_exit_as(0, "second table-create:");
     // A bucket made by someone else (here: boto) is fine too.
     let other = unique_name("bkt");
     s3py(&moto, &format!("s3.create_bucket(Bucket={other:?})"));
     let out = run(awsflock(&moto).args(["table-create", "--backend", &format!("s3://{other}")]));
-    assert_eq!(out.code, 0, "existing bucket:\n{}", out.describe());
+    out.assert_exit_as(0, "existing bucket:");
 }
 
 #[test]
@@ -113,7 +113,7 @@ fn missing_bucket_exits_1_with_one_line_pointing_to_table_create() {
         vec!["list"],
     ] {
         let out = run(&mut cmd(&moto, &url, &args));
-        assert_eq!(out.code, 1, "{args:?}:\n{}", out.describe());
+        out.assert_exit_as(1, &format!("{args:?}:"));
         assert_clean_error(&out);
         assert!(
             out.stderr.contains(&bucket) && out.stderr.contains("table-create"),
@@ -134,7 +134,7 @@ fn warm_acquire_costs_two_requests_and_renew_release_two_from_the_cli() {
     release_s3(&moto, &url, &name, &first);
 
     let count = |out: &Out, what: &str, n: usize| {
-        assert_eq!(out.code, 0, "{what}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{what}:"));
         let reqs = store_requests(&out.stderr);
         assert_eq!(
             reqs.len(),

@@ -117,7 +117,7 @@ fn holder_stopped_by(stop: Signal, whole_group: bool) {
         "the command died {dead_after:?} after awsflock was stopped, past the 4 s lease\nfirst:\n{}",
         out1.describe()
     );
-    assert_eq!(out2.code, 0, "the second run:\n{}", out2.describe());
+    out2.assert_exit_as(0, "the second run:");
     let started2 = stamps(&second);
     println!(
         "figures: stopped_by={stop} group={whole_group} command_dead_after_s={:.2} second_started_after_s={:.2}",
@@ -134,7 +134,7 @@ fn holder_stopped_by(stop: Signal, whole_group: bool) {
         out1.describe(),
         out2.describe()
     );
-    assert_eq!(out1.code, 4, "the stopped holder:\n{}", out1.describe());
+    out1.assert_exit_as(4, "the stopped holder:");
     assert_free(&moto, &t, &name, "both runs");
 }
 
@@ -510,7 +510,7 @@ while :; do sleep 0.1; done"#,
     let _guard = KillOnDrop::new(&[cmd_pid, child.id() as i32]);
 
     let out = run(awsflock(&moto).args(["release", &name, "--force", "--yes", "--table", &t]));
-    assert_eq!(out.code, 0, "force release:\n{}", out.describe());
+    out.assert_exit_as(0, "force release:");
     let released = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -640,12 +640,7 @@ fn a_command_stopped_with_no_job_control_shell_keeps_its_lease_and_awsflock_runs
         out.describe()
     );
     assert_eq!(held["held"], true, "the lease was not kept: {held}");
-    assert_eq!(
-        out.code,
-        5,
-        "the command ran to its end:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(5, "the command ran to its end:");
     assert!(
         out.stderr.contains("was stopped") && out.stderr.contains("kill -CONT"),
         "awsflock should say that it holds the lock for a stopped command:\n{}",
@@ -689,7 +684,7 @@ fn leftovers_killed_at_the_deadline_while_awsflock_was_stopped_mean_a_lost_lease
     signal(running.pid(), Signal::SIGCONT);
     let out = running.wait(Duration::from_secs(30));
     assert!(dead, "the leftover outlived the lease:\n{}", out.describe());
-    assert_eq!(out.code, 4, "the lease was lost:\n{}", out.describe());
+    out.assert_exit_as(4, "the lease was lost:");
     assert!(
         !out.stderr.contains("frees itself"),
         "the lease had already expired:\n{}",

@@ -144,7 +144,7 @@ sys.stdout.write(json.dumps({"ok": ok, "seen": seen.decode("utf-8", "replace")})
     scrub_env(&mut c);
     c.args(["-c", script, &serde_json::to_string(steps).unwrap()]);
     let out = run(&mut c);
-    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
+    out.assert_exit_as(0, "pty driver failed:");
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("driver JSON");
     (
         v["ok"].as_bool().unwrap(),

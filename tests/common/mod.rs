@@ -503,6 +503,14 @@ impl Out {
         self
     }
 
+    /// Asserts the command exited with `code`; if not, says `why` (e.g.
+    /// "the waiter") and shows its output.
+    #[track_caller]
+    pub fn assert_exit_as(&self, code: i32, why: &str) -> &Out {
+        assert_eq!(self.code, code, "{why}\n{}", self.describe());
+        self
+    }
+
     /// Asserts the command exited 0, showing its output if not.
     #[track_caller]
     pub fn assert_ok(&self) -> &Out {
