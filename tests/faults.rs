@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -536,58 +536,38 @@ while :; do sleep 0.1; done"#,
 }
 
 /// A private moto and a `run` holder (lease 6 s) of a fresh lock whose
-/// command is [`term_child`], started: the scene of the outage tests.
-struct Outage {
-    moto: Moto,
-    t: String,
-    name: String,
-    dir: tempfile::TempDir,
-    /// Where the command stamps the SIGTERM it gets.
-    term: std::path::PathBuf,
-    running: Running,
-    /// The command's pid.
-    child: i32,
-}
-
-impl Outage {
-    fn start() -> Outage {
-        let moto = Moto::private();
-        let t = table(&moto);
-        let name = lock();
-        let dir = scratch();
-        let (ready, term) = (dir.path().join("ready"), dir.path().join("term"));
-        let mut running = spawn(&mut run_at(
-            &moto.endpoint,
-            &t,
-            &name,
-            &["--lease-duration", "6", "-c", &term_child(&ready, &term)],
-        ));
-        let child = first_line(&ready, Duration::from_secs(30), Some(&mut running))
-            .expect("the command never started");
-        let child: i32 = child.trim().parse().unwrap();
-        Outage {
-            moto,
-            t,
-            name,
-            dir,
-            term,
-            running,
-            child,
-        }
-    }
+/// command is [`term_child`], started: the scene of the outage tests, as
+/// (moto, table, lock, scratch dir, the file the command stamps its
+/// SIGTERM to, the holder, the command's pid).
+fn outage() -> (
+    Moto,
+    String,
+    String,
+    tempfile::TempDir,
+    PathBuf,
+    Running,
+    i32,
+) {
+    let moto = Moto::private();
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let (ready, term) = (dir.path().join("ready"), dir.path().join("term"));
+    let mut running = spawn(&mut run_at(
+        &moto.endpoint,
+        &t,
+        &name,
+        &["--lease-duration", "6", "-c", &term_child(&ready, &term)],
+    ));
+    let child = first_line(&ready, Duration::from_secs(30), Some(&mut running))
+        .expect("the command never started");
+    let child: i32 = child.trim().parse().unwrap();
+    (moto, t, name, dir, term, running, child)
 }
 
 #[test]
 fn outage_frozen_store_while_holding_stops_the_child_in_time() {
-    let Outage {
-        moto,
-        t: _,
-        name: _,
-        dir: _dir,
-        term,
-        running,
-        child,
-    } = Outage::start();
+    let (moto, _, _, _dir, term, running, child) = outage();
     let paused_ns = now_ns();
     let _cont = ContOnDrop(moto.pid());
     moto.pause();
@@ -725,15 +705,7 @@ impl Drop for Restarted {
 
 #[test]
 fn outage_store_killed_and_restarted_empty_holder_fails_safe() {
-    let Outage {
-        moto,
-        t,
-        name,
-        dir,
-        term,
-        running,
-        child,
-    } = Outage::start();
+    let (moto, t, name, dir, term, running, child) = outage();
 
     // moto keeps everything in memory: a restart comes back empty. The new
     // server gets the same port (so the running holder reaches it), but the
@@ -783,15 +755,7 @@ fn outage_store_killed_and_restarted_empty_holder_fails_safe() {
 /// command still runs, until that renewal; the test measures that window.
 #[test]
 fn outage_store_restarted_empty_holder_notices_at_its_next_renewal() {
-    let Outage {
-        moto,
-        t,
-        name,
-        dir,
-        term,
-        running,
-        child,
-    } = Outage::start();
+    let (moto, t, name, dir, term, running, child) = outage();
 
     let killed_ns = now_ns();
     signal(moto.pid(), Signal::SIGKILL);

@@ -263,39 +263,21 @@ fn pause_as_the_grant_is_sent(
 /// What each attack starts with: a private moto behind a fault proxy, a
 /// table, a lock name, the scratch files, and the process groups to clean
 /// up.
-struct Scene {
-    moto: Moto,
-    proxy: Proxy,
-    t: String,
-    name: String,
-    f: Files,
-    groups: Groups,
+fn scene() -> (Moto, Proxy, String, String, Files, Groups) {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    (moto, proxy, t, lock(), files(), Groups::default())
 }
 
-impl Scene {
-    fn start() -> Scene {
-        let moto = Moto::start();
-        let proxy = Proxy::start(&moto.endpoint);
-        let t = table(&moto);
-        Scene {
-            moto,
-            proxy,
-            t,
-            name: lock(),
-            f: files(),
-            groups: Groups::default(),
-        }
+/// [`scene`], or a skip (`label` says which) when libfaketime is not
+/// installed.
+fn scene_with_faketime(label: &str) -> Option<(Moto, Proxy, String, String, Files, Groups)> {
+    if libfaketime().is_none() {
+        skip(&format!("libfaketime is not installed ({label})"));
+        return None;
     }
-
-    /// [`Scene::start`], or a skip (`label` says which) when libfaketime
-    /// is not installed.
-    fn with_faketime(label: &str) -> Option<Scene> {
-        if libfaketime().is_none() {
-            skip(&format!("libfaketime is not installed ({label})"));
-            return None;
-        }
-        Some(Scene::start())
-    }
+    Some(scene())
 }
 
 fn files() -> Files {
@@ -337,14 +319,7 @@ fn renewal_held_while_paused(
         skip(&format!("libfaketime is not installed ({label})"));
         return;
     }
-    let Scene {
-        moto,
-        proxy,
-        t,
-        name,
-        f,
-        mut groups,
-    } = Scene::start();
+    let (moto, proxy, t, name, f, mut groups) = scene();
     proxy.shift_date(-LAG);
     // Lease 20 s on the holder's clocks, renewed every 6.7 s, SIGTERM grace
     // 3 s; 6 s on the store's clock.
@@ -495,14 +470,8 @@ fn renewal_refused_after_waking_kills_the_command_without_grace() {
 /// this test is not about).
 #[test]
 fn grant_landing_while_paused_never_starts_the_command() {
-    let Some(Scene {
-        moto,
-        proxy,
-        t,
-        name,
-        f,
-        mut groups,
-    }) = Scene::with_faketime("grant_landing_while_paused")
+    let Some((moto, proxy, t, name, f, mut groups)) =
+        scene_with_faketime("grant_landing_while_paused")
     else {
         return;
     };
@@ -593,14 +562,8 @@ fn grant_landing_while_paused_never_starts_the_command() {
 /// that the holder does not rely on that kill time once time went unseen.
 #[test]
 fn pause_during_the_grace_kills_the_command_on_waking() {
-    let Some(Scene {
-        moto: _moto,
-        proxy,
-        t,
-        name,
-        f,
-        mut groups,
-    }) = Scene::with_faketime("pause_during_the_grace")
+    let Some((_moto, proxy, t, name, f, mut groups)) =
+        scene_with_faketime("pause_during_the_grace")
     else {
         return;
     };
@@ -672,14 +635,8 @@ fn pause_during_the_grace_kills_the_command_on_waking() {
 /// not be confirmed, not merely that it "could not be renewed".
 #[test]
 fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
-    let Some(Scene {
-        moto: _moto,
-        proxy,
-        t,
-        name,
-        f,
-        mut groups,
-    }) = Scene::with_faketime("unconfirmed_suspect_lease")
+    let Some((_moto, proxy, t, name, f, mut groups)) =
+        scene_with_faketime("unconfirmed_suspect_lease")
     else {
         return;
     };
@@ -750,14 +707,7 @@ fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
 #[test]
 fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
     use std::io::Read;
-    let Some(Scene {
-        moto: _moto,
-        proxy,
-        t,
-        name,
-        f,
-        mut groups,
-    }) = Scene::with_faketime("full_stderr_pipe")
+    let Some((_moto, proxy, t, name, f, mut groups)) = scene_with_faketime("full_stderr_pipe")
     else {
         return;
     };
@@ -852,14 +802,8 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
 /// real process does, and passed on the code before 943f3ec too.
 #[test]
 fn grant_answer_waiting_out_a_long_stop_is_not_reported() {
-    let Some(Scene {
-        moto,
-        proxy,
-        t,
-        name,
-        f,
-        mut groups,
-    }) = Scene::with_faketime("grant_answer_waiting_out_a_long_stop")
+    let Some((moto, proxy, t, name, f, mut groups)) =
+        scene_with_faketime("grant_answer_waiting_out_a_long_stop")
     else {
         return;
     };

@@ -407,18 +407,19 @@ pub fn peer(moto: &Moto) -> Command {
 const BOTO_PRELUDE: &str = r#"
 import os, sys, json, time, textwrap
 import boto3
-c = boto3.client(
-    "dynamodb",
+_conn = dict(
     endpoint_url=os.environ["AWSFLOCK_TEST_ENDPOINT"],
     region_name="us-east-1",
     aws_access_key_id="test",
     aws_secret_access_key="test",
 )
+c = boto3.client("dynamodb", **_conn)
 exec(textwrap.dedent(sys.argv[1]))
 "#;
 
 /// Runs a Python snippet with `c` bound to a boto3 DynamoDB client for
-/// `moto` (also imported: os, sys, json, time). Returns its stdout and
+/// `moto` (also imported: os, sys, json, time; `_conn` holds the client's
+/// connection arguments). Returns its stdout and
 /// panics, showing stderr, when it fails.
 pub fn boto(moto: &Moto, script: &str) -> String {
     let mut cmd = Command::new(tool("moto/bin/python"));
@@ -440,13 +441,7 @@ pub fn boto(moto: &Moto, script: &str) -> String {
 pub fn s3py(moto: &Moto, script: &str) -> String {
     let full = format!(
         r#"
-s3 = boto3.client(
-    "s3",
-    endpoint_url=os.environ["AWSFLOCK_TEST_ENDPOINT"],
-    region_name="us-east-1",
-    aws_access_key_id="test",
-    aws_secret_access_key="test",
-)
+s3 = boto3.client("s3", **_conn)
 {script}
 "#
     );
