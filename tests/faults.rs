@@ -1356,7 +1356,7 @@ fn lost_renewal_answer_then_cut_off(s3: bool) -> String {
         "{line}: the first command still worked {overlap:.2} s into the next holder's lease\n--- holder:\n{}",
         tail(&out.stderr, 40)
     );
-    out.assert_exit_as(4, &format!("{line}"));
+    out.assert_exit_as(4, &line);
     line
 }
 
