@@ -22,9 +22,7 @@ fn assert_usage(out: &Out, needle: &str) {
 
 #[test]
 fn lease_and_wait_beyond_their_bounds_are_refused_before_anything_is_taken() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     for (opt, value) in [
         ("--lease-duration", "1000000 years"),
         ("--lease-duration", "9000 years"),

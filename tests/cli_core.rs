@@ -84,9 +84,7 @@ fn acquire_prints_only_a_uuid_lease_id_and_exits_0() {
 
 #[test]
 fn acquire_of_held_lock_exits_3_with_no_wait_and_after_wait_time() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _held = acquire(&moto, &t, &name, &[]);
 
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
@@ -106,9 +104,7 @@ fn acquire_of_held_lock_exits_3_with_no_wait_and_after_wait_time() {
 
 #[test]
 fn release_frees_the_lock_and_the_previous_holders_id_cannot_release_the_next() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let l1 = acquire(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &l1);
 
@@ -125,9 +121,7 @@ fn release_frees_the_lock_and_the_previous_holders_id_cannot_release_the_next() 
 fn second_release_of_the_same_lease_exits_3() {
     // As in awsflock 0.2.0: once released, the lease is not held, so
     // releasing it again reports 3.
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let l1 = acquire(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &l1);
     let again = run(awsflock(&moto).args(["release", &name, &l1, "--table", &t]));
@@ -138,9 +132,7 @@ fn second_release_of_the_same_lease_exits_3() {
 
 #[test]
 fn release_and_renew_of_a_never_acquired_lock_exit_3() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let fake = "00000000-0000-4000-8000-000000000000";
     let out = run(awsflock(&moto).args(["release", &name, fake, "--table", &t]));
     out.assert_exit(3);
@@ -150,9 +142,7 @@ fn release_and_renew_of_a_never_acquired_lock_exit_3() {
 
 #[test]
 fn renew_prints_new_lease_id_and_old_id_is_no_longer_held() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let old = acquire(&moto, &t, &name, &[]);
 
     let out = run(awsflock(&moto).args(["renew", &name, &old, "--table", &t]));
@@ -173,9 +163,7 @@ fn renew_prints_new_lease_id_and_old_id_is_no_longer_held() {
 
 #[test]
 fn renew_extends_a_short_lease() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let old = acquire(&moto, &t, &name, &["--lease-duration", "2"]);
     let out = run(awsflock(&moto).args([
         "renew",
@@ -201,9 +189,7 @@ fn renew_extends_a_short_lease() {
 
 #[test]
 fn acquire_json_has_string_lease_id_and_integer_fence() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--json"]));
     out.assert_ok();
     let v = out.json();
@@ -218,9 +204,7 @@ fn acquire_json_has_string_lease_id_and_integer_fence() {
 
 #[test]
 fn status_json_reports_holder_and_then_not_held() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let (lease, fence) = acquire_json(
         &moto,
         &t,
@@ -267,9 +251,7 @@ fn status_json_reports_holder_and_then_not_held() {
 
 #[test]
 fn wait_time_zero_waits_until_the_lock_is_released() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let held = acquire(&moto, &t, &name, &[]);
     let mut waiter =
         spawn(awsflock(&moto).args(["acquire", &name, "--table", &t, "--wait-time", "0"]));
@@ -536,9 +518,7 @@ fn missing_credentials_exit_1_with_a_message_about_credentials() {
 
 #[test]
 fn verbose_logs_each_store_request_and_warm_calls_cost_one_request() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     // First use of the name may cost more; it must still be logged.
     let out = run(awsflock(&moto).args(["-v", "acquire", &name, "--table", &t]));
@@ -665,9 +645,7 @@ fn lock_taken_by_a_client_with_clock_behind_still_looks_held() {
 
 #[test]
 fn crashed_holder_is_reclaimed_soon_after_its_lease_expires() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let start = Instant::now();
     let _crashed = acquire(&moto, &t, &name, &["--lease-duration", "2"]);
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--wait-time", "30"]));
@@ -683,9 +661,7 @@ fn crashed_holder_is_reclaimed_soon_after_its_lease_expires() {
 
 #[test]
 fn waiter_gets_the_lock_soon_after_release() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let held = acquire(&moto, &t, &name, &[]);
     let mut waiter =
         spawn(awsflock(&moto).args(["acquire", &name, "--table", &t, "--wait-time", "30"]));
@@ -711,9 +687,7 @@ fn waiter_gets_the_lock_soon_after_release() {
 
 #[test]
 fn fence_strictly_increases_across_acquire_release_cycles() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let mut last = None;
     for _ in 0..4 {
         let (lease, fence) = acquire_json(&moto, &t, &name, &[]);
@@ -727,9 +701,7 @@ fn fence_strictly_increases_across_acquire_release_cycles() {
 
 #[test]
 fn fence_increases_when_an_expired_lease_is_taken_over() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let (_, f1) = acquire_json(&moto, &t, &name, &["--lease-duration", "1"]);
     let (lease, f2) = acquire_json(&moto, &t, &name, &["--wait-time", "30"]);
     assert!(f2 > f1, "fence went from {f1} to {f2} across expiry");
@@ -738,9 +710,7 @@ fn fence_increases_when_an_expired_lease_is_taken_over() {
 
 #[test]
 fn fence_increases_after_the_lock_item_is_deleted_by_ttl() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let (lease, f1) = acquire_json(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &lease);
     let (_, f2) = acquire_json(&moto, &t, &name, &["--lease-duration", "1"]);
@@ -758,9 +728,7 @@ fn fence_increases_after_the_lock_item_is_deleted_by_ttl() {
 
 #[test]
 fn fence_increases_after_old_client_overwrote_the_lock() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let (lease, f1) = acquire_json(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &lease);
 

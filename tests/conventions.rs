@@ -294,9 +294,7 @@ fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() 
 
 #[test]
 fn boolean_variables_accept_the_usual_spellings() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &[]);
     for yes in ["1", "true", "TRUE", "yes", "Yes", "on", "ON"] {
         let out = run(awsflock(&moto)
@@ -356,9 +354,7 @@ fn boolean_variables_accept_the_usual_spellings() {
 
 #[test]
 fn flock_short_options_n_w_and_e() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &[]);
     let tmp = scratch();
     let ran = tmp.path().join("ran");
@@ -491,9 +487,7 @@ fn every_option_of_awsflock_0_2_0_is_accepted() {
 
 #[test]
 fn renew_json_shows_the_owner_and_reason_that_status_shows() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let lease = acquire(
         &moto,
         &t,
@@ -943,9 +937,7 @@ fn run_waits_forever_by_default_and_acquire_60_seconds() {
         skip("libfaketime is not installed");
         return;
     };
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &[]);
     let fast = |mut c: Command| {
         c.env("LD_PRELOAD", lib).env("FAKETIME", "+0 x30");
@@ -974,9 +966,7 @@ fn run_waits_forever_by_default_and_acquire_60_seconds() {
 /// wait; -n beats -w beats --wait-time and AWSFLOCK_WAIT_TIME.
 #[test]
 fn wait_options_take_fractions_and_durations_and_rank_as_documented() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &[]);
     let waited = |cmd: &str, opts: &[&str], env: Option<&str>| {
         let mut c = awsflock(&moto);
@@ -1030,9 +1020,7 @@ fn wait_options_take_fractions_and_durations_and_rank_as_documented() {
 /// CMD on is CMD's), and -x/-e (exclusive, the default) as no-ops.
 #[test]
 fn run_takes_the_command_right_after_the_name_as_flock_does() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let ok = |args: &[&str]| {
         let out = run(awsflock(&moto).env("AWSFLOCK_TABLE", &t).args(args));
         assert_eq!(out.code, 0, "{args:?}: {}", out.describe());
@@ -1086,9 +1074,7 @@ fn run_takes_the_command_right_after_the_name_as_flock_does() {
 /// no spinner frame, no clearing sequence; only the command's output.
 #[test]
 fn a_free_lock_draws_nothing_on_a_terminal() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let (code, seen) = on_pty(
         &[("AWS_ENDPOINT_URL", &moto.endpoint), ("AWSFLOCK_TABLE", &t)],
         &["run", &name, "--", "echo", "ran"],

@@ -331,9 +331,7 @@ fn contention_mutual_exclusion_with_old_clients_and_killed_holders() {
         Duration::from_secs(240)
     };
 
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let log = dir.path().join("sections.log");
     std::fs::write(&log, "").unwrap();
@@ -1130,9 +1128,7 @@ fn injected_lost_force_release_answer_still_reports_the_release() {
 
 #[test]
 fn paused_holder_is_stopped_on_wake_after_losing_the_lock() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let (fence_file, stamps) = (dir.path().join("fence"), dir.path().join("stamps"));
     let script = format!(
@@ -1583,9 +1579,7 @@ fn wall_clock_jumping_ahead_of_the_boot_clock_makes_the_holder_renew_at_once() {
 /// after the holder's command ended, and soon after.
 #[test]
 fn wall_clock_stepped_back_while_holding_neither_loses_nor_frees_the_lock() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let (ready, stamps, stamp_file) = (
         dir.path().join("ready"),

@@ -23,9 +23,7 @@ fn assert_no_traceback(out: &Out) {
 
 #[test]
 fn old_client_holding_blocks_our_no_wait_acquire() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
     out.assert_exit_as(0, "old acquire:");
     let old_lease = out.line().to_string();
@@ -42,9 +40,7 @@ fn old_client_holding_blocks_our_no_wait_acquire() {
 
 #[test]
 fn our_lock_blocks_old_client_no_wait_acquire_without_traceback() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let lease = acquire(&moto, &t, &name, &[]);
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
     assert_no_traceback(&out);
@@ -54,9 +50,7 @@ fn our_lock_blocks_old_client_no_wait_acquire_without_traceback() {
 
 #[test]
 fn old_lease_renewed_by_us_is_released_by_old_client_with_the_new_id() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
     out.assert_exit_as(0, "old acquire:");
     let old_lease = out.line().to_string();
@@ -81,9 +75,7 @@ fn old_lease_renewed_by_us_is_released_by_old_client_with_the_new_id() {
 
 #[test]
 fn our_lease_renewed_by_old_client_is_released_by_us_with_its_id() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let lease = acquire(&moto, &t, &name, &[]);
 
     let out = run(peer(&moto).args(["renew", &name, &lease, "--tablename", &t]));
@@ -105,9 +97,7 @@ fn our_lease_renewed_by_old_client_is_released_by_us_with_its_id() {
 
 #[test]
 fn lock_released_by_us_is_taken_by_old_client_at_once() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let lease = acquire(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &lease);
 
@@ -127,9 +117,7 @@ fn lock_released_by_us_is_taken_by_old_client_at_once() {
 
 #[test]
 fn our_item_carries_lease_id_and_integer_expiration_time() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let before = now_epoch();
     let lease = acquire(&moto, &t, &name, &["--lease-duration", "10m"]);
     let item = raw_item(&moto, &t, &name);
@@ -176,9 +164,7 @@ fn our_item_carries_lease_id_and_integer_expiration_time() {
 
 #[test]
 fn old_client_waiting_gets_the_lock_after_we_release() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let lease = acquire(&moto, &t, &name, &[]);
     let mut waiter =
         spawn(peer(&moto).args(["acquire", &name, "--tablename", &t, "--wait-time", "30"]));
@@ -216,9 +202,7 @@ fn table_created_by_old_client_is_usable_by_us() {
 
 #[test]
 fn expired_old_client_lease_is_taken_only_after_its_own_five_second_margin() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let out = old_acquire(&moto, &t, &name, &["--no-wait", "--lease-duration", "2"]);
     out.assert_exit_as(0, "old acquire:");
     let item = raw_item(&moto, &t, &name);

@@ -285,9 +285,7 @@ fn on_moto(moto: &Moto, t: &str) -> Command {
 /// silences that too. The interval is shortened for the test.
 #[test]
 fn a_waiting_run_in_a_log_says_now_and_then_that_it_still_waits() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &["--owner", "alice@ci-7"]);
     let waiter = |quiet: bool| {
         let mut c = on_moto(&moto, &t);
@@ -327,9 +325,7 @@ fn a_waiting_run_in_a_log_says_now_and_then_that_it_still_waits() {
 /// The waiting line's time: the zone, and the date when not today.
 #[test]
 fn the_waiting_line_names_the_day_and_zone_of_an_old_grant() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &["--lease-duration", "3 days"]);
     // Move the grant two days back, as a long-held lock would be.
     let two_days_ago = (now_epoch() - 2 * 86_400) * 1000;
@@ -390,9 +386,7 @@ fn status_when(
 /// the number waiting, in text and JSON.
 #[test]
 fn status_keeps_its_shape_once_someone_has_waited() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let holder = spawn(on_moto(&moto, &t).args([
         "run",
         &name,
@@ -464,9 +458,7 @@ fn status_keeps_its_shape_once_someone_has_waited() {
 /// awsflock 0.2.0's leases) is "expired Ns ago; free in Ms", not "held".
 #[test]
 fn status_of_a_lease_inside_its_margin_says_expired_and_when_free() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let out = run(peer(&moto).args(["acquire", &name, "--tablename", &t, "--lease-duration", "1"]));
     out.assert_ok();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);

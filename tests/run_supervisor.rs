@@ -30,9 +30,7 @@ impl Drop for ResumeOnDrop<'_> {
 
 #[test]
 fn exit_codes_pass_through_and_the_lock_is_released_each_time() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     for (args, expected) in [
         (vec!["--", "sh", "-c", "exit 0"], 0),
@@ -71,9 +69,7 @@ fn exit_codes_pass_through_and_the_lock_is_released_each_time() {
 
 #[test]
 fn arguments_with_spaces_dollars_and_stars_pass_through_untouched() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let out = run(&mut run_cmd(
         &moto,
@@ -116,9 +112,7 @@ fn arguments_with_spaces_dollars_and_stars_pass_through_untouched() {
 
 #[test]
 fn env_has_lock_name_and_strictly_increasing_fence() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let mut fences = Vec::new();
     for _ in 0..3 {
@@ -156,9 +150,7 @@ fn env_has_lock_name_and_strictly_increasing_fence() {
 
 #[test]
 fn run_longer_than_its_lease_keeps_the_lock() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let long = spawn(&mut run_cmd(
         &moto,
@@ -228,9 +220,7 @@ fn signalled(moto: &Moto, t: &str, name: &str, script: &str, ready: &Path, sig: 
 
 #[test]
 fn sigterm_reaches_the_child_exactly_once() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let log = dir.path().join("signals");
     let ready = dir.path().join("ready");
@@ -245,9 +235,7 @@ fn sigterm_reaches_the_child_exactly_once() {
 
 #[test]
 fn sigusr1_is_forwarded_once_and_the_child_keeps_running() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let log = dir.path().join("signals");
     let ready = dir.path().join("ready");
@@ -262,9 +250,7 @@ fn sigusr1_is_forwarded_once_and_the_child_keeps_running() {
 
 #[test]
 fn signals_reach_grandchildren() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let pidfile = dir.path().join("pid");
 
@@ -286,9 +272,7 @@ fn signals_reach_grandchildren() {
 
 #[test]
 fn sigkill_to_awsflock_leaves_no_child_running() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let f1 = dir.path().join("child");
     let f2 = dir.path().join("grandchild");
@@ -331,9 +315,7 @@ fn sigkill_to_awsflock_leaves_no_child_running() {
 
 #[test]
 fn sigint_while_waiting_ends_the_wait_holding_nothing() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let marker = dir.path().join("started");
 
@@ -366,9 +348,7 @@ fn sigint_while_waiting_ends_the_wait_holding_nothing() {
 
 #[test]
 fn no_wait_on_a_held_lock_never_starts_the_command() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let marker = dir.path().join("started");
     let touch = format!("touch {}", p(&marker));
@@ -486,9 +466,7 @@ while :; do sleep 0.1; done"#,
 
 #[test]
 fn lease_taken_away_stops_the_child_and_exits_4() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let ready = dir.path().join("ready");
 
@@ -537,9 +515,7 @@ while :; do sleep 0.1; done"#,
 
 #[test]
 fn uncontended_run_exits_0_quickly() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let out = run(&mut run_cmd(&moto, &t, &name, &["--", "true"]));
     out.assert_ok();

@@ -48,9 +48,7 @@ while :; do date +%s.%N >> {alive}; sleep 0.1; done"#,
 /// lease's expiry, and the second command must start only after the first
 /// one stopped stamping.
 fn holder_stopped_by(stop: Signal, whole_group: bool) {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let ready = dir.path().join("ready");
     let alive = dir.path().join("alive");
@@ -159,9 +157,7 @@ fn sigtstp_to_awsflock_without_a_terminal_kills_the_command_by_the_lease_expiry(
 /// lease's expiry.
 #[test]
 fn awsflock_stopped_right_after_the_fork_still_has_its_command_killed_in_time() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let mut running = spawn(&mut run_cmd(
         &moto,
@@ -230,9 +226,7 @@ fn awsflock_stopped_right_after_the_fork_still_has_its_command_killed_in_time() 
 /// command (SIGTERM first), exit 4.
 #[test]
 fn a_killed_watchdog_stops_the_command() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let ready = dir.path().join("ready");
     let term = dir.path().join("term");
@@ -328,9 +322,7 @@ fn a_grant_that_arrives_past_the_stop_time_does_not_start_the_command() {
 
 #[test]
 fn leftovers_of_the_command_are_stopped_before_the_release() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let left = dir.path().join("left");
     let term = dir.path().join("term");
@@ -382,9 +374,7 @@ exit 0"#,
 
 #[test]
 fn a_signal_ignored_by_the_caller_stays_ignored_in_the_command() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let mut cmd = run_cmd(&moto, &t, &name, &["-c", "kill -HUP $$; echo survived"]);
     // As `nohup` does.
@@ -403,9 +393,7 @@ fn a_signal_ignored_by_the_caller_stays_ignored_in_the_command() {
 
 #[test]
 fn awsflock_dies_by_the_signal_that_killed_the_command() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let mut cmd = run_cmd(&moto, &t, &name, &["-c", &format!("kill -{sig} $$")]);
@@ -435,9 +423,7 @@ fn as_pid_1_orphans_are_reaped() {
         eprintln!("skipped: needs root and unshare(1)");
         return;
     }
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     // The inner shell exits at once; its sleep becomes an orphan of PID 1
     // (awsflock) and exits 0.3 s later. A second later the command counts
@@ -469,9 +455,7 @@ echo "zombies=$z""#;
 /// The lease is released by force while stderr is unwritable: awsflock
 /// must still give the command its SIGTERM, then SIGKILL, and exit 4.
 fn forced_release_with_stderr(setup: impl FnOnce(&mut Command)) {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let ready = dir.path().join("ready");
     let term = dir.path().join("term");

@@ -656,6 +656,14 @@ pub fn table(moto: &Moto) -> String {
     name
 }
 
+/// The test run's moto server, a fresh table on it and a fresh lock name:
+/// what most end-to-end tests start with.
+pub fn fresh_lock() -> (Moto, String, String) {
+    let moto = Moto::start();
+    let t = table(&moto);
+    (moto, t, lock())
+}
+
 /// Asserts a failure was reported as one clean line: no panic, no
 /// backtrace.
 pub fn assert_clean_error(out: &Out) {
