@@ -288,21 +288,13 @@ fn unreadable_s3_objects_are_listed_marked_and_release_force_frees_them() {
     out.assert_ok();
     let out = run(awsflock(&moto).args(["--backend", &url, "acquire", "good"]));
     out.assert_ok();
-    let bodies = [
-        ("not-json", "hello".to_string()),
-        (
-            "huge-expiry",
-            r#"{"name":"huge-expiry","lease_id":"L","state":"held","owner":"x","acquired_ms":0,
-                "expires_ms":9223372036854775807,"lease_duration":60}"#
-                .to_string(),
-        ),
-        (
-            "exp-string",
-            r#"{"name":"exp-string","lease_id":"L","state":"held","owner":"x","acquired_ms":0,
+    let mut bodies = unreadable_records();
+    bodies.push((
+        "exp-string",
+        r#"{"name":"exp-string","lease_id":"L","state":"held","owner":"x","acquired_ms":0,
                 "expires_ms":"soon","lease_duration":60}"#
-                .to_string(),
-        ),
-    ];
+            .to_string(),
+    ));
     for (name, body) in &bodies {
         s3py(
             &moto,
@@ -325,7 +317,17 @@ fn unreadable_files_in_a_directory_store_are_listed_marked_and_release_force_fre
     };
     let out = cmd(&["acquire", "good"]);
     out.assert_ok();
-    let bodies = [
+    let bodies = unreadable_records();
+    for (name, body) in &bodies {
+        std::fs::write(dir.path().join(format!("{name}.json")), body).unwrap();
+    }
+    let names: Vec<&str> = bodies.iter().map(|(n, _)| *n).collect();
+    assert_listed_marked_and_freed_by_force(cmd, &names, "unreadable record");
+}
+
+/// Records a store cannot read: not JSON, and an expiry past any clock.
+fn unreadable_records() -> Vec<(&'static str, String)> {
+    vec![
         ("not-json", "hello".to_string()),
         (
             "huge-expiry",
@@ -333,12 +335,7 @@ fn unreadable_files_in_a_directory_store_are_listed_marked_and_release_force_fre
                 "expires_ms":9223372036854775807,"lease_duration":60}"#
                 .to_string(),
         ),
-    ];
-    for (name, body) in &bodies {
-        std::fs::write(dir.path().join(format!("{name}.json")), body).unwrap();
-    }
-    let names: Vec<&str> = bodies.iter().map(|(n, _)| *n).collect();
-    assert_listed_marked_and_freed_by_force(cmd, &names, "unreadable record");
+    ]
 }
 
 /// With the readable lock "good" held and the unreadable records `names`
