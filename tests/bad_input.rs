@@ -9,7 +9,7 @@ use crate::common;
 use common::*;
 
 fn assert_usage(out: &Out, needle: &str) {
-    assert_eq!(out.code, 2, "expected exit 2:\n{}", out.describe());
+    out.assert_exit_as(2, "expected exit 2:");
     assert_clean_error(out);
     assert!(
         out.stderr.contains(needle),
@@ -22,9 +22,7 @@ fn assert_usage(out: &Out, needle: &str) {
 
 #[test]
 fn lease_and_wait_beyond_their_bounds_are_refused_before_anything_is_taken() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     for (opt, value) in [
         ("--lease-duration", "1000000 years"),
         ("--lease-duration", "9000 years"),
@@ -51,13 +49,13 @@ fn lease_and_wait_beyond_their_bounds_are_refused_before_anything_is_taken() {
         "--wait-time",
         "366 days",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let st = run(awsflock(&moto).args(["status", &name, "--table", &t]));
-    assert_eq!(st.code, 0, "{}", st.describe());
+    st.assert_ok();
     let ls = run(awsflock(&moto).args(["list", "--json", "--table", &t]));
-    assert_eq!(ls.code, 0, "{}", ls.describe());
+    ls.assert_ok();
     let rel = run(awsflock(&moto).args(["release", &name, "--force", "-y", "--table", &t]));
-    assert_eq!(rel.code, 0, "{}", rel.describe());
+    rel.assert_ok();
 }
 
 #[test]
@@ -92,7 +90,7 @@ fn list_aligns_wide_characters() {
     acquire(&moto, &t, "lock🔒", &["--owner", "bob"]);
     acquire(&moto, &t, "plain-name", &["--owner", "carol"]);
     let out = run(awsflock(&moto).args(["list", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     // Every OWNER cell starts at the same display column.
     let cols: Vec<usize> = out
         .stdout
@@ -194,7 +192,7 @@ fn unreadable_dynamodb_records_are_listed_marked_and_never_break_list() {
         plant(&moto, &t, item.clone());
     }
     let out = run(awsflock(&moto).args(["list", "--json", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let all = out.json();
     let all = all.as_array().expect("an array");
     let by_name = |n: &str| all.iter().find(|v| v["name"] == n).cloned();
@@ -209,7 +207,7 @@ fn unreadable_dynamodb_records_are_listed_marked_and_never_break_list() {
         );
     }
     let text = run(awsflock(&moto).args(["list", "--table", &t]));
-    assert_eq!(text.code, 0, "{}", text.describe());
+    text.assert_ok();
     assert!(
         text.stdout.contains("unreadable record"),
         "{}",
@@ -223,7 +221,7 @@ fn unreadable_dynamodb_records_are_listed_marked_and_never_break_list() {
                 c.arg("--json");
             }
             let st = run(&mut c);
-            assert_eq!(st.code, 0, "status {name}:\n{}", st.describe());
+            st.assert_exit_as(0, &format!("status {name}:"));
             let says = if json {
                 st.json()["problem"]
                     .as_str()
@@ -265,25 +263,15 @@ fn an_unreadable_expiry_is_not_taken_over_but_release_force_frees_it() {
                     "--wait-time",
                     "7s",
                 ]));
-                assert_eq!(
-                    out.code,
-                    3,
-                    "{name} must not be taken over:\n{}",
-                    out.describe()
-                );
+                out.assert_exit_as(3, &format!("{name} must not be taken over:"));
                 assert_clean_error(&out);
                 assert!(out.stderr.contains("unreadable"), "{}", out.describe());
                 let rel =
                     run(awsflock(moto).args(["release", name, "--force", "-y", "--table", t]));
-                assert_eq!(rel.code, 0, "release --force {name}:\n{}", rel.describe());
+                rel.assert_exit_as(0, &format!("release --force {name}:"));
                 assert!(!rel.stderr.contains("panicked"), "{}", rel.describe());
                 let got = run(awsflock(moto).args(["acquire", name, "--table", t, "--no-wait"]));
-                assert_eq!(
-                    got.code,
-                    0,
-                    "acquire {name} after --force:\n{}",
-                    got.describe()
-                );
+                got.assert_exit_as(0, &format!("acquire {name} after --force:"));
             });
         }
     });
@@ -291,79 +279,31 @@ fn an_unreadable_expiry_is_not_taken_over_but_release_force_frees_it() {
 
 // ------------------------------------------------------------- S3
 
-fn s3py(moto: &Moto, script: &str) -> String {
-    let full = format!(
-        r#"
-s3 = boto3.client("s3", endpoint_url=os.environ["AWSFLOCK_TEST_ENDPOINT"], region_name="us-east-1",
-    aws_access_key_id="test", aws_secret_access_key="test")
-{script}
-"#
-    );
-    boto(moto, &full)
-}
-
 #[test]
 fn unreadable_s3_objects_are_listed_marked_and_release_force_frees_them() {
     let moto = Moto::start();
     let bucket = unique_name("bkt");
     let url = format!("s3://{bucket}/locks/");
     let out = run(awsflock(&moto).args(["table-create", "--backend", &url]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&moto).args(["--backend", &url, "acquire", "good"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
-    let bodies = [
-        ("not-json", "hello".to_string()),
-        (
-            "huge-expiry",
-            r#"{"name":"huge-expiry","lease_id":"L","state":"held","owner":"x","acquired_ms":0,
-                "expires_ms":9223372036854775807,"lease_duration":60}"#
-                .to_string(),
-        ),
-        (
-            "exp-string",
-            r#"{"name":"exp-string","lease_id":"L","state":"held","owner":"x","acquired_ms":0,
+    out.assert_ok();
+    let mut bodies = unreadable_records();
+    bodies.push((
+        "exp-string",
+        r#"{"name":"exp-string","lease_id":"L","state":"held","owner":"x","acquired_ms":0,
                 "expires_ms":"soon","lease_duration":60}"#
-                .to_string(),
-        ),
-    ];
+            .to_string(),
+    ));
     for (name, body) in &bodies {
         s3py(
             &moto,
             &format!("s3.put_object(Bucket={bucket:?}, Key=\"locks/{name}\", Body={body:?})"),
         );
     }
-    let ls = run(awsflock(&moto).args(["--backend", &url, "list", "--json"]));
-    assert_eq!(ls.code, 0, "{}", ls.describe());
-    let all = ls.json();
-    let all = all.as_array().expect("array").clone();
-    assert!(all.iter().any(|v| v["name"] == "good"), "{}", ls.stdout);
-    for (name, _) in &bodies {
-        let v = all
-            .iter()
-            .find(|v| v["name"] == *name)
-            .unwrap_or_else(|| panic!("{name} not listed:\n{}", ls.stdout));
-        assert!(v["problem"].is_string(), "{name}: {v}");
-        let st = run(awsflock(&moto).args(["--backend", &url, "status", name]));
-        assert_eq!(st.code, 0, "{}", st.describe());
-        assert!(st.stdout.contains("unreadable"), "{}", st.describe());
-        let got = run(awsflock(&moto).args(["--backend", &url, "acquire", name, "--no-wait"]));
-        assert_eq!(
-            got.code,
-            3,
-            "{name} must not be taken over:\n{}",
-            got.describe()
-        );
-        assert_clean_error(&got);
-        let rel = run(awsflock(&moto).args(["--backend", &url, "release", name, "--force", "-y"]));
-        assert_eq!(rel.code, 0, "release --force {name}:\n{}", rel.describe());
-        let got = run(awsflock(&moto).args(["--backend", &url, "acquire", name, "--no-wait"]));
-        assert_eq!(
-            got.code,
-            0,
-            "acquire {name} after --force:\n{}",
-            got.describe()
-        );
-    }
+    let cmd = |args: &[&str]| run(awsflock(&moto).args(["--backend", &url]).args(args));
+    let names: Vec<&str> = bodies.iter().map(|(n, _)| *n).collect();
+    assert_listed_marked_and_freed_by_force(cmd, &names, "unreadable");
 }
 
 #[test]
@@ -376,8 +316,18 @@ fn unreadable_files_in_a_directory_store_are_listed_marked_and_release_force_fre
         run(&mut c)
     };
     let out = cmd(&["acquire", "good"]);
-    assert_eq!(out.code, 0, "{}", out.describe());
-    let bodies = [
+    out.assert_ok();
+    let bodies = unreadable_records();
+    for (name, body) in &bodies {
+        std::fs::write(dir.path().join(format!("{name}.json")), body).unwrap();
+    }
+    let names: Vec<&str> = bodies.iter().map(|(n, _)| *n).collect();
+    assert_listed_marked_and_freed_by_force(cmd, &names, "unreadable record");
+}
+
+/// Records a store cannot read: not JSON, and an expiry past any clock.
+fn unreadable_records() -> Vec<(&'static str, String)> {
+    vec![
         ("not-json", "hello".to_string()),
         (
             "huge-expiry",
@@ -385,41 +335,39 @@ fn unreadable_files_in_a_directory_store_are_listed_marked_and_release_force_fre
                 "expires_ms":9223372036854775807,"lease_duration":60}"#
                 .to_string(),
         ),
-    ];
-    for (name, body) in &bodies {
-        std::fs::write(dir.path().join(format!("{name}.json")), body).unwrap();
-    }
+    ]
+}
+
+/// With the readable lock "good" held and the unreadable records `names`
+/// planted, through `cmd` (awsflock on one store): `list` shows them all,
+/// the unreadable ones marked; `status` says `marked`; an acquire is
+/// refused (3, one clean line) until `release --force` frees them.
+fn assert_listed_marked_and_freed_by_force(
+    cmd: impl Fn(&[&str]) -> Out,
+    names: &[&str],
+    marked: &str,
+) {
     let ls = cmd(&["list", "--json"]);
-    assert_eq!(ls.code, 0, "{}", ls.describe());
+    ls.assert_ok();
     let all = ls.json();
     let all = all.as_array().expect("array").clone();
     assert!(all.iter().any(|v| v["name"] == "good"), "{}", ls.stdout);
-    for (name, _) in &bodies {
+    for &name in names {
         let v = all
             .iter()
-            .find(|v| v["name"] == *name)
+            .find(|v| v["name"] == name)
             .unwrap_or_else(|| panic!("{name} not listed:\n{}", ls.stdout));
         assert!(v["problem"].is_string(), "{name}: {v}");
         let st = cmd(&["status", name]);
-        assert_eq!(st.code, 0, "{}", st.describe());
-        assert!(st.stdout.contains("unreadable record"), "{}", st.describe());
+        st.assert_ok();
+        assert!(st.stdout.contains(marked), "{}", st.describe());
         let got = cmd(&["acquire", name, "--no-wait"]);
-        assert_eq!(
-            got.code,
-            3,
-            "{name} must not be taken over:\n{}",
-            got.describe()
-        );
+        got.assert_exit_as(3, &format!("{name} must not be taken over:"));
         assert_clean_error(&got);
         let rel = cmd(&["release", name, "--force", "-y"]);
-        assert_eq!(rel.code, 0, "release --force {name}:\n{}", rel.describe());
+        rel.assert_exit_as(0, &format!("release --force {name}:"));
         let got = cmd(&["acquire", name, "--no-wait"]);
-        assert_eq!(
-            got.code,
-            0,
-            "acquire {name} after --force:\n{}",
-            got.describe()
-        );
+        got.assert_exit_as(0, &format!("acquire {name} after --force:"));
     }
 }
 
@@ -436,7 +384,7 @@ fn an_expired_item_without_a_lease_id_is_waited_on_not_written_over_and_over() {
     );
     let out =
         run(awsflock(&moto).args(["-v", "acquire", "nolid", "--table", &t, "--wait-time", "7s"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     let writes = store_requests(&out.stderr)
         .into_iter()
         .filter(|l| !l.contains("GetItem"))
@@ -445,9 +393,9 @@ fn an_expired_item_without_a_lease_id_is_waited_on_not_written_over_and_over() {
     // lease id, so none is tried.
     assert!(writes <= 2, "{writes} writes:\n{}", out.stderr);
     let rel = run(awsflock(&moto).args(["release", "nolid", "--force", "-y", "--table", &t]));
-    assert_eq!(rel.code, 0, "{}", rel.describe());
+    rel.assert_ok();
     let got = run(awsflock(&moto).args(["acquire", "nolid", "--table", &t, "--no-wait"]));
-    assert_eq!(got.code, 0, "{}", got.describe());
+    got.assert_ok();
 }
 
 #[test]
@@ -463,7 +411,7 @@ fn control_characters_in_stored_owner_and_reason_are_escaped_on_the_terminal() {
             "expiration_time": {"N": far}, "lease_duration": {"N": "60"}}),
     );
     let ls = run(awsflock(&moto).args(["list", "--table", &t]));
-    assert_eq!(ls.code, 0, "{}", ls.describe());
+    ls.assert_ok();
     assert_eq!(
         ls.stdout.lines().count(),
         2,
@@ -483,7 +431,7 @@ fn control_characters_in_stored_owner_and_reason_are_escaped_on_the_terminal() {
 #[test]
 fn help_states_the_duration_bounds_and_exit_codes() {
     let top = run(awsflock_at(&dead_endpoint()).arg("--help"));
-    assert_eq!(top.code, 0, "{}", top.describe());
+    top.assert_ok();
     for needle in ["366 days", "0 waits forever", "5M", "2 bad"] {
         assert!(
             top.stdout.contains(needle),

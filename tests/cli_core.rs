@@ -16,9 +16,9 @@ fn table_create_makes_lock_id_hash_key_with_ttl_and_is_idempotent() {
     let t = table(&moto);
 
     let again = run(awsflock(&moto).args(["table-create", "--table", &t]));
-    assert_eq!(again.code, 0, "second table-create:\n{}", again.describe());
+    again.assert_exit_as(0, "second table-create:");
     let alias = run(awsflock(&moto).args(["create-table", "--table", &t]));
-    assert_eq!(alias.code, 0, "create-table alias:\n{}", alias.describe());
+    alias.assert_exit_as(0, "create-table alias:");
 
     let desc = boto(
         &moto,
@@ -57,22 +57,9 @@ print(json.dumps({{
 #[test]
 fn table_create_on_table_with_other_key_schema_exits_1_and_says_so() {
     let moto = Moto::start();
-    let t = unique_name("wrong");
-    boto(
-        &moto,
-        &format!(
-            r#"
-c.create_table(
-    TableName={t:?},
-    KeySchema=[{{"AttributeName": "id", "KeyType": "HASH"}}],
-    AttributeDefinitions=[{{"AttributeName": "id", "AttributeType": "S"}}],
-    BillingMode="PAY_PER_REQUEST",
-)
-"#
-        ),
-    );
+    let t = foreign_table(&moto);
     let out = run(awsflock(&moto).args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert_clean_error(&out);
     let lower = out.stderr.to_lowercase();
     assert!(
@@ -89,7 +76,7 @@ fn acquire_prints_only_a_uuid_lease_id_and_exits_0() {
     let moto = Moto::start();
     let t = table(&moto);
     let out = run(awsflock(&moto).args(["acquire", &lock(), "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.stdout.lines().count(), 1, "{}", out.describe());
     assert_uuid(out.line());
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());
@@ -97,18 +84,16 @@ fn acquire_prints_only_a_uuid_lease_id_and_exits_0() {
 
 #[test]
 fn acquire_of_held_lock_exits_3_with_no_wait_and_after_wait_time() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _held = acquire(&moto, &t, &name, &[]);
 
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert_eq!(out.line(), "", "nothing on stdout:\n{}", out.describe());
     assert!(out.elapsed < Duration::from_secs(10), "{}", out.describe());
 
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--wait-time", "2"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(
         out.elapsed >= Duration::from_millis(1500),
         "gave up before the wait time:\n{}",
@@ -119,23 +104,16 @@ fn acquire_of_held_lock_exits_3_with_no_wait_and_after_wait_time() {
 
 #[test]
 fn release_frees_the_lock_and_the_previous_holders_id_cannot_release_the_next() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let l1 = acquire(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &l1);
 
     let l2 = acquire(&moto, &t, &name, &["--no-wait"]);
     assert_ne!(l1, l2);
     let stale = run(awsflock(&moto).args(["release", &name, &l1, "--table", &t]));
-    assert_eq!(
-        stale.code,
-        3,
-        "an old lease must not release the new holder:\n{}",
-        stale.describe()
-    );
+    stale.assert_exit_as(3, "an old lease must not release the new holder:");
     let blocked = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(blocked.code, 3, "{}", blocked.describe());
+    blocked.assert_exit(3);
     release(&moto, &t, &name, &l2);
 }
 
@@ -143,72 +121,49 @@ fn release_frees_the_lock_and_the_previous_holders_id_cannot_release_the_next() 
 fn second_release_of_the_same_lease_exits_3() {
     // As in awsflock 0.2.0: once released, the lease is not held, so
     // releasing it again reports 3.
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let l1 = acquire(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &l1);
     let again = run(awsflock(&moto).args(["release", &name, &l1, "--table", &t]));
-    assert_eq!(again.code, 3, "{}", again.describe());
+    again.assert_exit(3);
     let renew = run(awsflock(&moto).args(["renew", &name, &l1, "--table", &t]));
-    assert_eq!(
-        renew.code,
-        3,
-        "renew of a released lease:\n{}",
-        renew.describe()
-    );
+    renew.assert_exit_as(3, "renew of a released lease:");
 }
 
 #[test]
 fn release_and_renew_of_a_never_acquired_lock_exit_3() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let fake = "00000000-0000-4000-8000-000000000000";
     let out = run(awsflock(&moto).args(["release", &name, fake, "--table", &t]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     let out = run(awsflock(&moto).args(["renew", &name, fake, "--table", &t]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
 }
 
 #[test]
 fn renew_prints_new_lease_id_and_old_id_is_no_longer_held() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let old = acquire(&moto, &t, &name, &[]);
 
     let out = run(awsflock(&moto).args(["renew", &name, &old, "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let new = out.line().to_string();
     assert_uuid(&new);
     assert_ne!(new, old);
 
     let out = run(awsflock(&moto).args(["renew", &name, &old, "--table", &t]));
-    assert_eq!(
-        out.code,
-        3,
-        "renew with the replaced id:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "renew with the replaced id:");
     let out = run(awsflock(&moto).args(["release", &name, &old, "--table", &t]));
-    assert_eq!(
-        out.code,
-        3,
-        "release with the replaced id:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "release with the replaced id:");
 
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(out.code, 3, "still held after renew:\n{}", out.describe());
+    out.assert_exit_as(3, "still held after renew:");
     release(&moto, &t, &name, &new);
 }
 
 #[test]
 fn renew_extends_a_short_lease() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let old = acquire(&moto, &t, &name, &["--lease-duration", "2"]);
     let out = run(awsflock(&moto).args([
         "renew",
@@ -220,7 +175,7 @@ fn renew_extends_a_short_lease() {
         "5m",
         "--json",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let new = out.json()["lease_id"]
         .as_str()
         .unwrap_or_else(|| panic!("renew --json without lease_id:\n{}", out.describe()))
@@ -228,22 +183,15 @@ fn renew_extends_a_short_lease() {
     assert_uuid(&new);
     thread::sleep(Duration::from_secs(4));
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(
-        out.code,
-        3,
-        "the renewed lease expired with the old duration:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "the renewed lease expired with the old duration:");
     release(&moto, &t, &name, &new);
 }
 
 #[test]
 fn acquire_json_has_string_lease_id_and_integer_fence() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let v = out.json();
     assert!(v.is_object(), "{}", out.describe());
     assert_uuid(v["lease_id"].as_str().expect("lease_id string"));
@@ -256,9 +204,7 @@ fn acquire_json_has_string_lease_id_and_integer_fence() {
 
 #[test]
 fn status_json_reports_holder_and_then_not_held() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let (lease, fence) = acquire_json(
         &moto,
         &t,
@@ -267,7 +213,7 @@ fn status_json_reports_holder_and_then_not_held() {
     );
 
     let out = run(awsflock(&moto).args(["status", &name, "--table", &t, "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let v = out.json();
     assert_eq!(v["name"], name.as_str(), "{v}");
     assert_eq!(v["held"], true, "{v}");
@@ -305,9 +251,7 @@ fn status_json_reports_holder_and_then_not_held() {
 
 #[test]
 fn wait_time_zero_waits_until_the_lock_is_released() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let held = acquire(&moto, &t, &name, &[]);
     let mut waiter =
         spawn(awsflock(&moto).args(["acquire", &name, "--table", &t, "--wait-time", "0"]));
@@ -315,7 +259,7 @@ fn wait_time_zero_waits_until_the_lock_is_released() {
     assert!(!waiter.finished(), "--wait-time 0 gave up while held");
     release(&moto, &t, &name, &held);
     let out = waiter.wait(Duration::from_secs(20));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_uuid(out.line());
 }
 
@@ -397,12 +341,7 @@ fn global_options_work_before_or_after_the_subcommand_and_from_env() {
             };
         }
         let out = run(&mut cmd);
-        assert_eq!(
-            out.code,
-            0,
-            "args {args:?} env {envs:?}:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(0, &format!("args {args:?} env {envs:?}:"));
         if !args.iter().any(|a| a == "-q") {
             assert_uuid(out.line());
         }
@@ -419,7 +358,7 @@ fn global_options_work_before_or_after_the_subcommand_and_from_env() {
 fn unknown_backend_scheme_is_a_usage_error() {
     let moto = Moto::start();
     let out = run(awsflock(&moto).args(["--backend", "redis://x", "acquire", &lock()]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());
 }
 
@@ -485,7 +424,7 @@ fn invalid_durations_are_usage_errors_on_one_line() {
         ] {
             let arg = format!("--lease-duration={value}");
             let out = run(awsflock_at(&endpoint).args(&sub).arg(&arg));
-            assert_eq!(out.code, 2, "{sub:?} {arg}:\n{}", out.describe());
+            out.assert_exit_as(2, &format!("{sub:?} {arg}:"));
             assert_clean_error(&out);
         }
     }
@@ -523,7 +462,7 @@ fn missing_table_exits_1_and_points_to_table_create() {
     let moto = Moto::start();
     let t = unique_name("absent");
     let out = run(awsflock(&moto).args(["acquire", &lock(), "--table", &t, "--no-wait"]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("awsflock table-create"),
@@ -546,7 +485,7 @@ fn unreachable_endpoint_exits_1_within_seconds() {
         ],
     ] {
         let out = run(awsflock_at(&endpoint).args(&args));
-        assert_eq!(out.code, 1, "{args:?}:\n{}", out.describe());
+        out.assert_exit_as(1, &format!("{args:?}:"));
         assert!(
             out.elapsed < Duration::from_secs(20),
             "{args:?} took too long:\n{}",
@@ -565,7 +504,7 @@ fn missing_credentials_exit_1_with_a_message_about_credentials() {
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .args(["acquire", &lock(), "--table", &t, "--no-wait"]);
     let out = run(&mut cmd);
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert!(out.elapsed < Duration::from_secs(20), "{}", out.describe());
     assert_clean_error(&out);
     assert!(
@@ -579,13 +518,11 @@ fn missing_credentials_exit_1_with_a_message_about_credentials() {
 
 #[test]
 fn verbose_logs_each_store_request_and_warm_calls_cost_one_request() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     // First use of the name may cost more; it must still be logged.
     let out = run(awsflock(&moto).args(["-v", "acquire", &name, "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let first = store_requests(&out.stderr);
     assert!(
         !first.is_empty() && first.len() <= 2,
@@ -604,7 +541,7 @@ fn verbose_logs_each_store_request_and_warm_calls_cost_one_request() {
     release(&moto, &t, &name, out.line());
 
     let expect_one = |out: &Out, what: &str| -> String {
-        assert_eq!(out.code, 0, "{what}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{what}:"));
         let reqs = store_requests(&out.stderr);
         assert_eq!(
             reqs.len(),
@@ -682,12 +619,7 @@ fn client_clock_ahead_does_not_steal_a_live_lock() {
     let held = acquire(&moto, &t, &name, &["--lease-duration", "10m"]);
     let out = run(skewed.args(["acquire", &name, "--table", &t, "--no-wait"]));
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());
-    assert_eq!(
-        out.code,
-        3,
-        "a client an hour ahead took a live lock:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "a client an hour ahead took a live lock:");
     release(&moto, &t, &name, &held);
 }
 
@@ -701,16 +633,11 @@ fn lock_taken_by_a_client_with_clock_behind_still_looks_held() {
     let t = table(&moto);
     let name = lock();
     let out = run(skewed.args(["acquire", &name, "--table", &t, "--lease-duration", "10m"]));
-    assert_eq!(out.code, 0, "skewed acquire:\n{}", out.describe());
+    out.assert_exit_as(0, "skewed acquire:");
     let held = out.line().to_string();
     assert_uuid(&held);
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(
-        out.code,
-        3,
-        "a lock taken by a client an hour behind looked expired:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "a lock taken by a client an hour behind looked expired:");
     release(&moto, &t, &name, &held);
 }
 
@@ -718,13 +645,11 @@ fn lock_taken_by_a_client_with_clock_behind_still_looks_held() {
 
 #[test]
 fn crashed_holder_is_reclaimed_soon_after_its_lease_expires() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let start = Instant::now();
     let _crashed = acquire(&moto, &t, &name, &["--lease-duration", "2"]);
     let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--wait-time", "30"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_uuid(out.line());
     assert!(
         start.elapsed() < Duration::from_secs(20),
@@ -736,9 +661,7 @@ fn crashed_holder_is_reclaimed_soon_after_its_lease_expires() {
 
 #[test]
 fn waiter_gets_the_lock_soon_after_release() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let held = acquire(&moto, &t, &name, &[]);
     let mut waiter =
         spawn(awsflock(&moto).args(["acquire", &name, "--table", &t, "--wait-time", "30"]));
@@ -751,7 +674,7 @@ fn waiter_gets_the_lock_soon_after_release() {
     let released = Instant::now();
     let out = waiter.wait(Duration::from_secs(40));
     let lag = released.elapsed();
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_uuid(out.line());
     assert!(
         lag < Duration::from_secs(3),
@@ -764,9 +687,7 @@ fn waiter_gets_the_lock_soon_after_release() {
 
 #[test]
 fn fence_strictly_increases_across_acquire_release_cycles() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let mut last = None;
     for _ in 0..4 {
         let (lease, fence) = acquire_json(&moto, &t, &name, &[]);
@@ -780,9 +701,7 @@ fn fence_strictly_increases_across_acquire_release_cycles() {
 
 #[test]
 fn fence_increases_when_an_expired_lease_is_taken_over() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let (_, f1) = acquire_json(&moto, &t, &name, &["--lease-duration", "1"]);
     let (lease, f2) = acquire_json(&moto, &t, &name, &["--wait-time", "30"]);
     assert!(f2 > f1, "fence went from {f1} to {f2} across expiry");
@@ -791,9 +710,7 @@ fn fence_increases_when_an_expired_lease_is_taken_over() {
 
 #[test]
 fn fence_increases_after_the_lock_item_is_deleted_by_ttl() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let (lease, f1) = acquire_json(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &lease);
     let (_, f2) = acquire_json(&moto, &t, &name, &["--lease-duration", "1"]);
@@ -811,17 +728,15 @@ fn fence_increases_after_the_lock_item_is_deleted_by_ttl() {
 
 #[test]
 fn fence_increases_after_old_client_overwrote_the_lock() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let (lease, f1) = acquire_json(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &lease);
 
     let out = run(peer(&moto).args(["acquire", &name, "--tablename", &t, "--no-wait"]));
-    assert_eq!(out.code, 0, "old client acquire:\n{}", out.describe());
+    out.assert_exit_as(0, "old client acquire:");
     let old_lease = out.line().to_string();
     let out = run(peer(&moto).args(["release", &name, &old_lease, "--tablename", &t]));
-    assert_eq!(out.code, 0, "old client release:\n{}", out.describe());
+    out.assert_exit_as(0, "old client release:");
 
     let (lease, f2) = acquire_json(&moto, &t, &name, &["--no-wait"]);
     assert!(

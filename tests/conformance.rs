@@ -55,12 +55,7 @@ impl Fixture for S3 {
             unique_name("bkt").to_lowercase().replace('_', "-")
         );
         let out = run(awsflock(&moto).args(["table-create", "--backend", &url]));
-        assert_eq!(
-            out.code,
-            0,
-            "creating the bucket failed:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(0, "creating the bucket failed:");
         S3 { moto, url }
     }
     fn cmd(&self) -> Command {
@@ -81,12 +76,7 @@ impl Fixture for File {
         let path = dir.path().join("locks");
         let f = File { _dir: dir, path };
         let out = run(f.cmd().arg("table-create"));
-        assert_eq!(
-            out.code,
-            0,
-            "creating the directory failed:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(0, "creating the directory failed:");
         f
     }
     fn cmd(&self) -> Command {
@@ -131,7 +121,7 @@ mod cases {
 
     fn acquire_json(f: &impl Fixture, name: &str, extra: &[&str]) -> (String, i64) {
         let out = run(f.cmd().args(["acquire", name, "--json"]).args(extra));
-        assert_eq!(out.code, 0, "acquire failed:\n{}", out.describe());
+        out.assert_exit_as(0, "acquire failed:");
         let v = out.json();
         (
             v["lease_id"].as_str().expect("lease_id").to_string(),
@@ -143,7 +133,7 @@ mod cases {
         let out = run(f
             .cmd()
             .args(["run", name, "--", "sh", "-c", "echo $AWSFLOCK_FENCE"]));
-        assert_eq!(out.code, 0, "run failed:\n{}", out.describe());
+        out.assert_exit_as(0, "run failed:");
         out.line()
             .parse()
             .unwrap_or_else(|_| panic!("AWSFLOCK_FENCE not an integer:\n{}", out.describe()))
@@ -151,14 +141,14 @@ mod cases {
 
     fn held(f: &impl Fixture, name: &str) -> bool {
         let out = run(f.cmd().args(["status", name, "--json"]));
-        assert_eq!(out.code, 0, "status failed:\n{}", out.describe());
+        out.assert_exit_as(0, "status failed:");
         out.json()["held"].as_bool().expect("held is a bool")
     }
 
     pub fn lease_cycle_and_exit_codes(f: &impl Fixture) {
         let name = unique_name("cycle");
         let out = run(f.cmd().args(["acquire", &name]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let first = out.line().to_string();
         if f.rotates_lease_ids() {
             assert_uuid(&first);
@@ -167,7 +157,7 @@ mod cases {
         let out = run(f
             .cmd()
             .args(["renew", &name, &first, "--lease-duration", "90"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let second = out.line().to_string();
         if f.rotates_lease_ids() {
             assert_uuid(&second);
@@ -194,18 +184,13 @@ mod cases {
             "released twice"
         );
         let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
-        assert_eq!(out.code, 0, "free again after release:\n{}", out.describe());
+        out.assert_exit_as(0, "free again after release:");
         // A lock nobody ever took has no lease to renew or release.
         let never = unique_name("never");
         let id = "00000000-0000-4000-8000-000000000000";
         for verb in ["renew", "release"] {
             let out = run(f.cmd().args([verb, &never, id]));
-            assert_eq!(
-                out.code,
-                3,
-                "{verb} of a never-acquired lock:\n{}",
-                out.describe()
-            );
+            out.assert_exit_as(3, &format!("{verb} of a never-acquired lock:"));
             assert_clean_error(&out);
         }
     }
@@ -273,7 +258,7 @@ mod cases {
             .collect();
         for w in workers {
             let out = w.wait(Duration::from_secs(90));
-            assert_eq!(out.code, 0, "{}", out.describe());
+            out.assert_ok();
         }
         let text = std::fs::read_to_string(&log).unwrap();
         let events: Vec<(&str, u128)> = text
@@ -318,11 +303,11 @@ mod cases {
         }
         while started.elapsed() < Duration::from_millis(3500) {
             let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
-            assert_eq!(out.code, 3, "taken while renewed:\n{}", out.describe());
+            out.assert_exit_as(3, "taken while renewed:");
             std::thread::sleep(Duration::from_millis(300));
         }
         let out = long.wait(Duration::from_secs(20));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         assert!(!held(f, &name));
     }
 
@@ -347,14 +332,9 @@ mod cases {
             std::thread::sleep(Duration::from_millis(50));
         }
         let out = run(f.cmd().args(["release", &name, "--force", "--yes"]));
-        assert_eq!(out.code, 0, "force release:\n{}", out.describe());
+        out.assert_exit_as(0, "force release:");
         let out = holder.wait(Duration::from_secs(10));
-        assert_eq!(
-            out.code,
-            4,
-            "the holder must report the lost lease:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(4, "the holder must report the lost lease:");
         assert!(out.stderr.contains("lost"), "{}", out.describe());
     }
 
@@ -377,7 +357,7 @@ mod cases {
             vec!["run".to_string(), "ok".to_string()],
         ] {
             let out = run(f.cmd().args(&args));
-            assert_eq!(out.code, 2, "{args:?}:\n{}", out.describe());
+            out.assert_exit_as(2, &format!("{args:?}:"));
             assert_clean_error(&out);
         }
     }
@@ -392,7 +372,7 @@ mod cases {
             "--reason",
             "terraform apply prod",
         ]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let v = run(f.cmd().args(["status", &name, "--json"])).json();
         assert_eq!(v["name"], name.as_str());
         assert_eq!(v["held"], true);
@@ -451,7 +431,7 @@ mod slot_cases {
         }
         for w in running {
             let out = w.wait(Duration::from_secs(120));
-            assert_eq!(out.code, 0, "{}", out.describe());
+            out.assert_ok();
         }
         let text = std::fs::read_to_string(&log).unwrap();
         let mut events: Vec<(String, String, u128)> = text
@@ -542,13 +522,13 @@ mod slot_cases {
                 .args(extra))
         };
         let a = take(&["--owner", "alice"]);
-        assert_eq!(a.code, 0, "{}", a.describe());
+        a.assert_ok();
         let b = take(&["--owner", "bob"]);
-        assert_eq!(b.code, 0, "{}", b.describe());
+        b.assert_ok();
         let (a, b) = (a.json(), b.json());
         assert!(b["fence"].as_i64() > a["fence"].as_i64(), "{a} {b}");
         let third = take(&["--no-wait"]);
-        assert_eq!(third.code, 3, "a third holder of 2:\n{}", third.describe());
+        third.assert_exit_as(3, "a third holder of 2:");
         let v = run(f.cmd().args(["status", &name, "--json"])).json();
         assert_eq!(v["held"], true, "{v}");
         assert_eq!(v["max_holders"], 2, "{v}");
@@ -564,7 +544,7 @@ mod slot_cases {
         assert!(text.contains("2 of 2"), "{text}");
         let a_id = a["lease_id"].as_str().unwrap();
         let out = run(f.cmd().args(["renew", &name, a_id]));
-        assert_eq!(out.code, 0, "renew one holder:\n{}", out.describe());
+        out.assert_exit_as(0, "renew one holder:");
         let a2 = out.line().to_string();
         if f.rotates_lease_ids() {
             assert_ne!(a2, a_id);
@@ -572,7 +552,7 @@ mod slot_cases {
         }
         assert_eq!(run(f.cmd().args(["release", &name, &a2])).code, 0);
         let out = take(&["--no-wait"]);
-        assert_eq!(out.code, 0, "a freed slot is free:\n{}", out.describe());
+        out.assert_exit_as(0, "a freed slot is free:");
         let c_id = out.json()["lease_id"].as_str().unwrap().to_string();
         for id in [b["lease_id"].as_str().unwrap(), &c_id] {
             assert_eq!(run(f.cmd().args(["release", &name, id])).code, 0);
@@ -588,7 +568,7 @@ mod slot_cases {
         let out = run(f
             .cmd()
             .args(["acquire", &name, "--max-holders", "2", "--json"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let id = out.json()["lease_id"].as_str().unwrap().to_string();
         for extra in [
             vec!["--max-holders", "3"],
@@ -600,7 +580,7 @@ mod slot_cases {
                 .cmd()
                 .args(["acquire", &name, "--wait-time", "5"])
                 .args(&extra));
-            assert_eq!(out.code, 2, "{extra:?}:\n{}", out.describe());
+            out.assert_exit_as(2, &format!("{extra:?}:"));
             assert_clean_error(&out);
             assert!(
                 out.stderr.contains("--max-holders 2"),
@@ -612,19 +592,14 @@ mod slot_cases {
         let out = run(f
             .cmd()
             .args(["acquire", &name, "--max-holders", "3", "--no-wait"]));
-        assert_eq!(
-            out.code,
-            0,
-            "N may change once nobody holds:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(0, "N may change once nobody holds:");
         for bad in [
             vec!["--max-holders", "0"],
             vec!["--max-holders", "x"],
             vec!["--max-holders", "2", "--shared"],
         ] {
             let out = run(f.cmd().args(["acquire", &name]).args(&bad));
-            assert_eq!(out.code, 2, "{bad:?}:\n{}", out.describe());
+            out.assert_exit_as(2, &format!("{bad:?}:"));
             assert_clean_error(&out);
         }
     }
@@ -641,13 +616,13 @@ mod slot_cases {
                 "--lease-duration",
                 "2",
             ]));
-            assert_eq!(out.code, 0, "{}", out.describe());
+            out.assert_ok();
         }
         let started = Instant::now();
         let out = run(f
             .cmd()
             .args(["acquire", &name, "--max-holders", "2", "--wait-time", "30"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_millis(1000) && waited < Duration::from_secs(20),
@@ -707,12 +682,12 @@ mod fifo_cases {
             std::thread::sleep(Duration::from_millis(400));
         }
         let out = first.wait(Duration::from_secs(30));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         // The worker that just released asks again at once.
         let again = section(f, &name, &log, "A2", 0.1);
         for w in waiters.into_iter().chain([again]) {
             let out = w.wait(Duration::from_secs(60));
-            assert_eq!(out.code, 0, "{}", out.describe());
+            out.assert_ok();
         }
         let order = std::fs::read_to_string(&log).unwrap();
         let order: Vec<&str> = order.lines().collect();
@@ -729,12 +704,12 @@ mod fifo_cases {
         std::thread::sleep(Duration::from_millis(600));
         signal(doomed.pid(), nix::sys::signal::Signal::SIGKILL);
         let out = doomed.wait(Duration::from_secs(10));
-        assert_eq!(out.code, 137, "{}", out.describe());
+        out.assert_exit(137);
         let started = Instant::now();
         let next = section(f, &name, &log, "NEXT", 0.1);
         assert_eq!(holder.wait(Duration::from_secs(30)).code, 0);
         let out = next.wait(Duration::from_secs(60));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let waited = started.elapsed();
         assert!(
             waited < Duration::from_secs(30),
@@ -753,7 +728,7 @@ mod force_cases {
 
     fn held(f: &impl Fixture, name: &str) -> bool {
         let out = run(f.cmd().args(["status", name, "--json"]));
-        assert_eq!(out.code, 0, "status failed:\n{}", out.describe());
+        out.assert_exit_as(0, "status failed:");
         out.json()["held"].as_bool().expect("held is a bool")
     }
 
@@ -882,10 +857,10 @@ mod force_cases {
     pub fn an_unsupervised_lease_is_freed_at_once(f: &impl Fixture) {
         let name = unique_name("unsup");
         let out = run(f.cmd().args(["acquire", &name, "--lease-duration", "60"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let started = Instant::now();
         let out = run(f.cmd().args(["release", &name, "--force", "--yes"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         assert!(
             out.stderr.contains("may still be working"),
             "the release must warn that the holder may go on:\n{}",
@@ -893,7 +868,7 @@ mod force_cases {
         );
         assert!(started.elapsed() < Duration::from_secs(5));
         let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
-        assert_eq!(out.code, 0, "free at once:\n{}", out.describe());
+        out.assert_exit_as(0, "free at once:");
     }
 
     pub fn immediately_breaks_glass_for_a_run_holder(f: &impl Fixture) {
@@ -912,165 +887,110 @@ mod force_cases {
         let out = run(f
             .cmd()
             .args(["release", &name, "--force", "--immediately", "--yes"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         assert!(
             out.stderr.contains("overlap"),
             "the break-glass release must name the overlap:\n{}",
             out.describe()
         );
         let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
-        assert_eq!(out.code, 0, "free at once:\n{}", out.describe());
+        out.assert_exit_as(0, "free at once:");
         let out = holder.wait(Duration::from_secs(30));
-        assert_eq!(out.code, 4, "{}", out.describe());
+        out.assert_exit(4);
     }
 }
 
-macro_rules! force_conformance {
-    ($store:ident, $fixture:ty) => {
+/// `mod STORE { #[test] fn CASE() { CASES::CASE(&FIXTURE::start()) } … }`
+/// for one store and a bracketed list of cases.
+macro_rules! store_tests {
+    ($cases:ident, $store:ident, $fixture:ty, [$($case:ident),* $(,)?]) => {
         mod $store {
             use super::*;
-
-            #[test]
-            fn a_run_holder_stops_before_the_lock_is_handed_on() {
-                force_cases::a_run_holder_stops_before_the_lock_is_handed_on(&<$fixture>::start());
-            }
-            #[test]
-            fn no_wait_returns_at_once_and_still_hands_on_safely() {
-                force_cases::no_wait_returns_at_once_and_still_hands_on_safely(
-                    &<$fixture>::start(),
-                );
-            }
-            #[test]
-            fn an_unsupervised_lease_is_freed_at_once() {
-                force_cases::an_unsupervised_lease_is_freed_at_once(&<$fixture>::start());
-            }
-            #[test]
-            fn immediately_breaks_glass_for_a_run_holder() {
-                force_cases::immediately_breaks_glass_for_a_run_holder(&<$fixture>::start());
-            }
+            $(
+                #[test]
+                fn $case() {
+                    $cases::$case(&<$fixture>::start());
+                }
+            )*
         }
+    };
+}
+
+/// The same cases of `$cases` for each store named: one module a store,
+/// one test a case (`conformance::force::s3::…`).
+macro_rules! per_store {
+    ($cases:ident, $list:tt, $($(#[$m:meta])* $store:ident => $fixture:ty),* $(,)?) => {
+        $( $(#[$m])* store_tests!($cases, $store, $fixture, $list); )*
     };
 }
 
 mod force {
     use super::*;
-    force_conformance!(dynamodb, DynamoDb);
-    force_conformance!(s3, S3);
-    force_conformance!(file, File);
-    #[cfg(feature = "etcd")]
-    force_conformance!(etcd, Etcd);
-}
-
-macro_rules! fifo_conformance {
-    ($store:ident, $fixture:ty) => {
-        mod $store {
-            use super::*;
-
-            #[test]
-            fn waiters_are_served_in_order_and_a_returning_holder_goes_last() {
-                fifo_cases::waiters_are_served_in_order_and_a_returning_holder_goes_last(
-                    &<$fixture>::start(),
-                );
-            }
-            #[test]
-            fn a_dead_waiter_leaves_the_queue() {
-                fifo_cases::a_dead_waiter_leaves_the_queue(&<$fixture>::start());
-            }
-        }
-    };
+    per_store!(
+        force_cases,
+        [
+            a_run_holder_stops_before_the_lock_is_handed_on,
+            no_wait_returns_at_once_and_still_hands_on_safely,
+            an_unsupervised_lease_is_freed_at_once,
+            immediately_breaks_glass_for_a_run_holder,
+        ],
+        dynamodb => DynamoDb,
+        s3 => S3,
+        file => File,
+        #[cfg(feature = "etcd")]
+        etcd => Etcd,
+    );
 }
 
 mod fifo {
     use super::*;
-    fifo_conformance!(dynamodb, DynamoDb);
-    fifo_conformance!(s3, S3);
-    #[cfg(feature = "etcd")]
-    fifo_conformance!(etcd, Etcd);
-}
-
-macro_rules! slot_conformance {
-    ($store:ident, $fixture:ty) => {
-        mod $store {
-            use super::*;
-
-            #[test]
-            fn a_semaphore_admits_n_at_once_and_no_more() {
-                slot_cases::a_semaphore_admits_n_at_once_and_no_more(&<$fixture>::start());
-            }
-            #[test]
-            fn readers_share_and_a_writer_excludes_everyone() {
-                slot_cases::readers_share_and_a_writer_excludes_everyone(&<$fixture>::start());
-            }
-            #[test]
-            fn holders_of_a_semaphore_are_shown_renewed_and_released_by_lease_id() {
-                slot_cases::holders_of_a_semaphore_are_shown_renewed_and_released_by_lease_id(
-                    &<$fixture>::start(),
-                );
-            }
-            #[test]
-            fn a_different_max_holders_is_a_usage_error() {
-                slot_cases::a_different_max_holders_is_a_usage_error(&<$fixture>::start());
-            }
-            #[test]
-            fn a_dead_holders_slot_is_taken_after_its_lease() {
-                slot_cases::a_dead_holders_slot_is_taken_after_its_lease(&<$fixture>::start());
-            }
-        }
-    };
+    per_store!(
+        fifo_cases,
+        [
+            waiters_are_served_in_order_and_a_returning_holder_goes_last,
+            a_dead_waiter_leaves_the_queue,
+        ],
+        dynamodb => DynamoDb,
+        s3 => S3,
+        #[cfg(feature = "etcd")]
+        etcd => Etcd,
+    );
 }
 
 mod slots {
     use super::*;
-    slot_conformance!(dynamodb, DynamoDb);
-    slot_conformance!(s3, S3);
-    slot_conformance!(file, File);
+    per_store!(
+        slot_cases,
+        [
+            a_semaphore_admits_n_at_once_and_no_more,
+            readers_share_and_a_writer_excludes_everyone,
+            holders_of_a_semaphore_are_shown_renewed_and_released_by_lease_id,
+            a_different_max_holders_is_a_usage_error,
+            a_dead_holders_slot_is_taken_after_its_lease,
+        ],
+        dynamodb => DynamoDb,
+        s3 => S3,
+        file => File,
+        #[cfg(feature = "etcd")]
+        etcd => Etcd,
+    );
+}
+
+per_store!(
+    cases,
+    [
+        lease_cycle_and_exit_codes,
+        run_passes_exit_codes_through_and_releases,
+        fencing_tokens_strictly_increase,
+        contention_never_overlaps,
+        renewal_keeps_a_long_run_exclusive,
+        losing_the_lease_stops_the_command,
+        bad_input_is_a_usage_error,
+        status_and_list_show_who_and_why,
+    ],
+    dynamodb => DynamoDb,
+    s3 => S3,
+    file => File,
     #[cfg(feature = "etcd")]
-    slot_conformance!(etcd, Etcd);
-}
-
-macro_rules! conformance {
-    ($store:ident, $fixture:ty) => {
-        mod $store {
-            use super::*;
-
-            #[test]
-            fn lease_cycle_and_exit_codes() {
-                cases::lease_cycle_and_exit_codes(&<$fixture>::start());
-            }
-            #[test]
-            fn run_passes_exit_codes_through_and_releases() {
-                cases::run_passes_exit_codes_through_and_releases(&<$fixture>::start());
-            }
-            #[test]
-            fn fencing_tokens_strictly_increase() {
-                cases::fencing_tokens_strictly_increase(&<$fixture>::start());
-            }
-            #[test]
-            fn contention_never_overlaps() {
-                cases::contention_never_overlaps(&<$fixture>::start());
-            }
-            #[test]
-            fn renewal_keeps_a_long_run_exclusive() {
-                cases::renewal_keeps_a_long_run_exclusive(&<$fixture>::start());
-            }
-            #[test]
-            fn losing_the_lease_stops_the_command() {
-                cases::losing_the_lease_stops_the_command(&<$fixture>::start());
-            }
-            #[test]
-            fn bad_input_is_a_usage_error() {
-                cases::bad_input_is_a_usage_error(&<$fixture>::start());
-            }
-            #[test]
-            fn status_and_list_show_who_and_why() {
-                cases::status_and_list_show_who_and_why(&<$fixture>::start());
-            }
-        }
-    };
-}
-
-conformance!(dynamodb, DynamoDb);
-conformance!(s3, S3);
-conformance!(file, File);
-#[cfg(feature = "etcd")]
-conformance!(etcd, Etcd);
+    etcd => Etcd,
+);

@@ -24,6 +24,17 @@ fn bare() -> Command {
     cmd
 }
 
+/// `awsflock ARGS` (a `table-create`) with `env` and region us-east-1;
+/// panics unless it exits 0.
+fn create_in_us_east_1(env: &[(&str, &str)], args: &[&str]) {
+    let mut c = bare();
+    c.env("AWS_REGION", "us-east-1");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(c.args(args)).assert_ok();
+}
+
 /// True when `awsflock status` finds the DynamoDB table `table` at
 /// `endpoint` (region us-east-1), false when the table is missing there.
 fn table_at(endpoint: &str, table: &str) -> bool {
@@ -54,12 +65,13 @@ fn bucket_at(endpoint: &str, bucket: &str) -> bool {
 fn service_specific_endpoint_beats_aws_endpoint_url() {
     let (a, b) = (Moto::start(), Moto::private());
     let t = unique_name("tbl");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &a.endpoint)
-        .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
-        .args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL", &a.endpoint),
+            ("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint),
+        ],
+        &["table-create", "--table", &t],
+    );
     assert!(
         table_at(&b.endpoint, &t),
         "table not on the DynamoDB endpoint"
@@ -67,12 +79,13 @@ fn service_specific_endpoint_beats_aws_endpoint_url() {
     assert!(!table_at(&a.endpoint, &t), "table on the generic endpoint");
 
     let bucket = unique_name("bkt");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &a.endpoint)
-        .env("AWS_ENDPOINT_URL_S3", &b.endpoint)
-        .args(["table-create", "--backend", &format!("s3://{bucket}/locks")]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL", &a.endpoint),
+            ("AWS_ENDPOINT_URL_S3", &b.endpoint),
+        ],
+        &["table-create", "--backend", &format!("s3://{bucket}/locks")],
+    );
     assert!(
         bucket_at(&b.endpoint, &bucket),
         "bucket not on the S3 endpoint"
@@ -87,24 +100,31 @@ fn service_specific_endpoint_beats_aws_endpoint_url() {
 fn endpoint_url_option_beats_every_variable() {
     let (a, b) = (Moto::start(), Moto::private());
     let t = unique_name("tbl");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &b.endpoint)
-        .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
-        .env("DYNAMO_ENDPOINT_URL", &b.endpoint)
-        .args(["table-create", "--table", &t, "--endpoint-url", &a.endpoint]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL", &b.endpoint),
+            ("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint),
+            ("DYNAMO_ENDPOINT_URL", &b.endpoint),
+        ],
+        &["table-create", "--table", &t, "--endpoint-url", &a.endpoint],
+    );
     assert!(table_at(&a.endpoint, &t));
     assert!(!table_at(&b.endpoint, &t));
 
     let bucket = unique_name("bkt");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &b.endpoint)
-        .env("AWS_ENDPOINT_URL_S3", &b.endpoint)
-        .args(["--endpoint-url", &a.endpoint, "table-create"])
-        .args(["--backend", &format!("s3://{bucket}")]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL", &b.endpoint),
+            ("AWS_ENDPOINT_URL_S3", &b.endpoint),
+        ],
+        &[
+            "--endpoint-url",
+            &a.endpoint,
+            "table-create",
+            "--backend",
+            &format!("s3://{bucket}"),
+        ],
+    );
     assert!(bucket_at(&a.endpoint, &bucket));
     assert!(!bucket_at(&b.endpoint, &bucket));
 }
@@ -115,23 +135,25 @@ fn dynamo_endpoint_url_applies_to_dynamodb_only() {
     // awsflock 0.2.0's variable names the DynamoDB endpoint, and beats the
     // SDK's variables as it did there.
     let t = unique_name("tbl");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint)
-        .env("DYNAMO_ENDPOINT_URL", &a.endpoint)
-        .args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL_DYNAMODB", &b.endpoint),
+            ("DYNAMO_ENDPOINT_URL", &a.endpoint),
+        ],
+        &["table-create", "--table", &t],
+    );
     assert!(table_at(&a.endpoint, &t));
     assert!(!table_at(&b.endpoint, &t));
 
     // ...and does not send S3 requests to the DynamoDB server.
     let bucket = unique_name("bkt");
-    let out = run(bare()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &b.endpoint)
-        .env("DYNAMO_ENDPOINT_URL", &a.endpoint)
-        .args(["table-create", "--backend", &format!("s3://{bucket}/x")]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    create_in_us_east_1(
+        &[
+            ("AWS_ENDPOINT_URL", &b.endpoint),
+            ("DYNAMO_ENDPOINT_URL", &a.endpoint),
+        ],
+        &["table-create", "--backend", &format!("s3://{bucket}/x")],
+    );
     assert!(
         bucket_at(&b.endpoint, &bucket),
         "bucket not on AWS_ENDPOINT_URL"
@@ -149,7 +171,7 @@ fn a_service_specific_endpoint_alone_needs_no_region() {
     let out = run(bare()
         .env("AWS_ENDPOINT_URL_DYNAMODB", &moto.endpoint)
         .args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(table_at(&moto.endpoint, &t));
 }
 
@@ -159,12 +181,12 @@ fn region_option_before_or_after_the_subcommand_picks_the_region() {
     let t = unique_name("tbl");
     // moto keeps one set of tables per region, like AWS.
     let out = run(awsflock(&moto).args(["--region", "eu-west-1", "table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&moto).args(["status", "x", "--table", &t, "--region", "eu-west-1"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     // The environment says us-east-1, where there is no such table.
     let out = run(awsflock(&moto).args(["status", "x", "--table", &t]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert!(out.stderr.contains("table-create"), "{}", out.describe());
 }
 
@@ -211,10 +233,10 @@ fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() 
         "lab",
     ]);
     let out = run(&mut cmd);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     // On a, in the profile's region.
     let out = run(awsflock(&a).args(["status", "x", "--table", &t, "--region", "eu-central-1"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(!table_at(&b.endpoint, &t));
 
     // The profile's endpoint is below --endpoint-url and the variables.
@@ -230,9 +252,9 @@ fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() 
         &t2,
     ]);
     let out = run(&mut cmd);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&b).args(["status", "x", "--table", &t2, "--region", "eu-central-1"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 
     // AWS_ENDPOINT_URL beats the profile's endpoint_url, and --region the
     // profile's region.
@@ -250,18 +272,18 @@ fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() 
         "us-west-2",
     ]);
     let out = run(&mut cmd);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&b).args(["status", "x", "--table", &t3, "--region", "us-west-2"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&a).args(["status", "x", "--table", &t3, "--region", "us-west-2"]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
 
     // An unknown profile is one clean line.
     let mut cmd = Command::new(bin_path());
     scrub_env(&mut cmd);
     with_files(&mut cmd);
     let out = run(cmd.args(["status", "x", "--profile", "nope"]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("AWS profile 'nope' does not exist"),
@@ -272,16 +294,14 @@ fn profile_option_reads_region_endpoint_and_credentials_from_the_config_files() 
 
 #[test]
 fn boolean_variables_accept_the_usual_spellings() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &[]);
     for yes in ["1", "true", "TRUE", "yes", "Yes", "on", "ON"] {
         let out = run(awsflock(&moto)
             .env("AWSFLOCK_NO_WAIT", yes)
             .env("AWSFLOCK_JSON", yes)
             .args(["acquire", &name, "--table", &t]));
-        assert_eq!(out.code, 3, "AWSFLOCK_NO_WAIT={yes}:\n{}", out.describe());
+        out.assert_exit_as(3, &format!("AWSFLOCK_NO_WAIT={yes}:"));
         assert!(
             out.elapsed < Duration::from_secs(20),
             "waited with AWSFLOCK_NO_WAIT={yes}"
@@ -289,7 +309,7 @@ fn boolean_variables_accept_the_usual_spellings() {
         let out = run(awsflock(&moto)
             .env("AWSFLOCK_JSON", yes)
             .args(["status", &name, "--table", &t]));
-        assert_eq!(out.code, 0, "AWSFLOCK_JSON={yes}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("AWSFLOCK_JSON={yes}:"));
         assert_eq!(out.json()["held"], true);
     }
     for no in ["0", "false", "False", "no", "NO", "off", ""] {
@@ -297,7 +317,7 @@ fn boolean_variables_accept_the_usual_spellings() {
             .env("AWSFLOCK_JSON", no)
             .env("AWSFLOCK_NO_WAIT", no)
             .args(["status", &name, "--table", &t]));
-        assert_eq!(out.code, 0, "AWSFLOCK_JSON={no}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("AWSFLOCK_JSON={no}:"));
         assert!(
             !out.stdout.trim_start().starts_with('{'),
             "JSON with {no}:\n{}",
@@ -312,18 +332,18 @@ fn boolean_variables_accept_the_usual_spellings() {
         .env("AWSFLOCK_NO_WAIT", "1")
         .env("AWSFLOCK_CONFLICT_EXIT_CODE", "0")
         .args(["run", &name, "--table", &t, "-c", &job]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(!ran.exists());
     let out = run(awsflock(&moto)
         .env("AWSFLOCK_NO_WAIT", "1")
         .args(["run", "another", "--table", &t, "-c", &job]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(ran.exists());
     // Nonsense is a usage error naming the variable's accepted values.
     let out = run(awsflock(&moto)
         .env("AWSFLOCK_NO_WAIT", "maybe")
         .args(["acquire", &name, "--table", &t]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("1/0, true/false, yes/no or on/off"),
@@ -334,9 +354,7 @@ fn boolean_variables_accept_the_usual_spellings() {
 
 #[test]
 fn flock_short_options_n_w_and_e() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &[]);
     let tmp = scratch();
     let ran = tmp.path().join("ran");
@@ -344,10 +362,10 @@ fn flock_short_options_n_w_and_e() {
 
     // -n -E 0: as `flock -n -E 0`.
     let out = run(awsflock(&moto).args(["run", "-n", "-E", "0", &name, "--table", &t, "-c", &job]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(!ran.exists());
     let out = run(awsflock(&moto).args(["acquire", "-n", "-E", "9", &name, "--table", &t]));
-    assert_eq!(out.code, 9, "{}", out.describe());
+    out.assert_exit(9);
     assert!(
         out.stderr.contains("not acquired") || out.stderr.contains("held"),
         "{}",
@@ -356,16 +374,16 @@ fn flock_short_options_n_w_and_e() {
 
     // -w 0 gives up at once, as in flock(1).
     let out = run(awsflock(&moto).args(["acquire", "-w", "0", &name, "--table", &t]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(out.elapsed < Duration::from_secs(10), "{:?}", out.elapsed);
     // -w 2 waits about two seconds (fractions allowed, as in flock(1)).
     let out = run(awsflock(&moto).args(["run", "-w", "2.5", &name, "--table", &t, "-c", &job]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(out.elapsed >= Duration::from_secs(2), "{:?}", out.elapsed);
     assert!(!ran.exists());
     // --timeout is flock(1)'s long name.
     let out = run(awsflock(&moto).args(["acquire", "--timeout", "1", &name, "--table", &t]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(out.elapsed >= Duration::from_secs(1), "{:?}", out.elapsed);
     // -w beats --wait-time and AWSFLOCK_WAIT_TIME (here: forever).
     let out = run(awsflock(&moto).env("AWSFLOCK_WAIT_TIME", "0").args([
@@ -378,7 +396,7 @@ fn flock_short_options_n_w_and_e() {
         "--table",
         &t,
     ]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     // --wait-time 0 still waits forever (awsflock 0.2.0).
     let mut w =
         spawn(awsflock(&moto).args(["acquire", "--wait-time", "0", &name, "--table", &t, "-q"]));
@@ -397,7 +415,7 @@ fn peer_options(cmd: &str) -> Vec<String> {
     let mut c = Command::new(tools_dir().join("peer/bin/awsflock"));
     scrub_env(&mut c);
     let out = run(c.args([cmd, "--help"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let mut opts: Vec<String> = out
         .stdout
         .split_whitespace()
@@ -420,13 +438,13 @@ fn every_option_of_awsflock_0_2_0_is_accepted() {
         for opt in opts {
             // A value after each (a flag takes it as the lock's name).
             let out = run(awsflock(&moto).args([cmd, &opt, "60", "--help"]));
-            assert_eq!(out.code, 0, "{cmd} {opt}:\n{}", out.describe());
+            out.assert_exit_as(0, &format!("{cmd} {opt}:"));
         }
     }
     // And each one works, used as 0.2.0's users write them.
     let name = lock();
     let out = run(awsflock(&moto).args(["create-table", "--tablename", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&moto).args([
         "acquire",
         &name,
@@ -440,10 +458,10 @@ fn every_option_of_awsflock_0_2_0_is_accepted() {
         "--owner",
         "alice",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let lease = out.line().to_string();
     let out = run(awsflock(&moto).args(["acquire", &name, "--tablename", &t, "--no-wait"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     let out = run(awsflock(&moto).args([
         "renew",
         &name,
@@ -455,23 +473,21 @@ fn every_option_of_awsflock_0_2_0_is_accepted() {
         "--owner",
         "alice",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let lease = out.line().to_string();
     assert_uuid(&lease);
     let st = status_json(&moto, &t, &name);
     assert_eq!(st["owner"], "alice");
     assert_eq!(st["lease_duration"], 86400);
     let out = run(awsflock(&moto).args(["release", &name, &lease, "--tablename", &t, "-h"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(awsflock(&moto).args(["release", &name, &lease, "--tablename", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 }
 
 #[test]
 fn renew_json_shows_the_owner_and_reason_that_status_shows() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let lease = acquire(
         &moto,
         &t,
@@ -479,7 +495,7 @@ fn renew_json_shows_the_owner_and_reason_that_status_shows() {
         &["--owner", "alice", "--reason", "nightly backup"],
     );
     let out = run(awsflock(&moto).args(["renew", &name, &lease, "--table", &t, "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let v = out.json();
     let st = status_json(&moto, &t, &name);
     assert_eq!(v["owner"], "alice", "{v}");
@@ -493,7 +509,7 @@ fn renew_json_shows_the_owner_and_reason_that_status_shows() {
 fn the_internal_watchdog_is_not_offered_anywhere() {
     for shell in ["bash", "zsh", "fish"] {
         let out = run(awsflock_at(&dead_endpoint()).args(["completions", shell]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         assert!(
             !out.stdout.contains("__watchdog"),
             "{shell} completion offers __watchdog"
@@ -502,7 +518,7 @@ fn the_internal_watchdog_is_not_offered_anywhere() {
     }
     for typo in ["__watchdo", "watchdog", "__watch"] {
         let out = run(awsflock_at(&dead_endpoint()).arg(typo));
-        assert_eq!(out.code, 2, "{}", out.describe());
+        out.assert_exit(2);
         assert!(
             !out.stderr.contains("__watchdog"),
             "suggests __watchdog:\n{}",
@@ -516,7 +532,7 @@ fn the_internal_watchdog_is_not_offered_anywhere() {
 #[test]
 fn man_page_documents_every_subcommand_and_its_options() {
     let out = run(awsflock_at(&dead_endpoint()).arg("man"));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let man = out.stdout.replace("\\-", "-");
     for cmd in [
         "table-create",
@@ -566,27 +582,7 @@ fn help_names_all_four_stores() {
 /// Runs awsflock on a pseudo-terminal (stdout and stderr) with extra
 /// environment; returns (exit code, what the terminal showed).
 fn on_pty(cmd_env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
-    let script = r#"
-import os, pty, sys, json
-args = json.loads(sys.argv[1])
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(args[0], args)
-seen = b""
-while True:
-    try:
-        chunk = os.read(fd, 4096)
-    except OSError:
-        break
-    if not chunk:
-        break
-    seen += chunk
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(json.dumps({"code": os.waitstatus_to_exitcode(status), "seen": seen.decode("utf-8", "replace")}))
-"#;
-    let mut full = vec![bin_path().to_string()];
-    full.extend(args.iter().map(|s| s.to_string()));
-    let mut c = Command::new("python3");
+    let mut c = Command::new(bin_path());
     scrub_env(&mut c);
     c.env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -597,14 +593,8 @@ sys.stdout.write(json.dumps({"code": os.waitstatus_to_exitcode(status), "seen": 
     for (k, v) in cmd_env {
         c.env(k, v);
     }
-    c.args(["-c", script, &serde_json::to_string(&full).unwrap()]);
-    let out = run(&mut c);
-    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("driver JSON");
-    (
-        v["code"].as_i64().unwrap() as i32,
-        v["seen"].as_str().unwrap().to_string(),
-    )
+    c.args(args);
+    common::pty::on_terminal(&c, "", "", 0.0)
 }
 
 /// True when `s` holds an SGR (colour or bold) escape sequence.
@@ -755,7 +745,7 @@ fn demo_sends_everything_to_the_local_server_with_fake_credentials() {
             ("AWSFLOCK_BACKEND", "dynamodb://prod-locks"),
         ],
     );
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let seen = std::fs::read_to_string(&calls).expect("awsflock was run");
     assert!(seen.contains("awsflock table-create"), "{seen}");
     for bad in [
@@ -822,7 +812,7 @@ fn setup_without_root_prints_the_apt_get_line_and_builds_without_protoc() {
         .env_remove("PYTHON")
         .arg(repo.join("scripts/setup.sh"));
     let out = run(&mut cmd);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let calls = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         out.stderr
@@ -856,7 +846,7 @@ fn etcd_urls_in_a_build_without_etcd_say_how_to_get_it() {
         "--backend",
         "etcd://127.0.0.1:2379/locks",
     ]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert!(
         out.stderr
             .contains("cargo install --path . --features etcd"),
@@ -947,9 +937,7 @@ fn run_waits_forever_by_default_and_acquire_60_seconds() {
         skip("libfaketime is not installed");
         return;
     };
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &[]);
     let fast = |mut c: Command| {
         c.env("LD_PRELOAD", lib).env("FAKETIME", "+0 x30");
@@ -959,7 +947,7 @@ fn run_waits_forever_by_default_and_acquire_60_seconds() {
         fast(awsflock(&moto)).args(["acquire", &name, "--table", &t, "-q"]),
         Duration::from_secs(60),
     );
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(out.elapsed < Duration::from_secs(20), "{}", out.describe());
     // Six seconds here are three minutes on its clocks.
     let mut w =
@@ -978,9 +966,7 @@ fn run_waits_forever_by_default_and_acquire_60_seconds() {
 /// wait; -n beats -w beats --wait-time and AWSFLOCK_WAIT_TIME.
 #[test]
 fn wait_options_take_fractions_and_durations_and_rank_as_documented() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &[]);
     let waited = |cmd: &str, opts: &[&str], env: Option<&str>| {
         let mut c = awsflock(&moto);
@@ -1034,9 +1020,7 @@ fn wait_options_take_fractions_and_durations_and_rank_as_documented() {
 /// CMD on is CMD's), and -x/-e (exclusive, the default) as no-ops.
 #[test]
 fn run_takes_the_command_right_after_the_name_as_flock_does() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let ok = |args: &[&str]| {
         let out = run(awsflock(&moto).env("AWSFLOCK_TABLE", &t).args(args));
         assert_eq!(out.code, 0, "{args:?}: {}", out.describe());
@@ -1070,13 +1054,13 @@ fn run_takes_the_command_right_after_the_name_as_flock_does() {
     let out = run(awsflock(&moto)
         .env("AWSFLOCK_TABLE", &t)
         .args(["run", "-x", "-s", &name, "true"]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert_clean_error(&out);
     // No command: says what to type.
     let out = run(awsflock(&moto)
         .env("AWSFLOCK_TABLE", &t)
         .args(["run", &name]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert_clean_error(&out);
     assert!(
         out.stderr
@@ -1090,9 +1074,7 @@ fn run_takes_the_command_right_after_the_name_as_flock_does() {
 /// no spinner frame, no clearing sequence; only the command's output.
 #[test]
 fn a_free_lock_draws_nothing_on_a_terminal() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let (code, seen) = on_pty(
         &[("AWS_ENDPOINT_URL", &moto.endpoint), ("AWSFLOCK_TABLE", &t)],
         &["run", &name, "--", "echo", "ran"],

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::thread;
 
 fn assert_store_error(out: &Out, needles: &[&str]) {
-    assert_eq!(out.code, 1, "expected exit 1:\n{}", out.describe());
+    out.assert_exit_as(1, "expected exit 1:");
     assert_clean_error(out);
     for n in needles {
         assert!(
@@ -147,16 +147,10 @@ fn missing_bucket_names_region_and_endpoint_and_suggests_table_create() {
 #[test]
 fn a_table_with_another_key_schema_is_recognised_by_every_command() {
     let moto = Moto::start();
-    let t = unique_name("wrong");
+    let t = foreign_table(&moto);
     boto(
         &moto,
-        &format!(
-            r#"
-c.create_table(TableName={t:?}, KeySchema=[{{"AttributeName": "id", "KeyType": "HASH"}}],
-    AttributeDefinitions=[{{"AttributeName": "id", "AttributeType": "S"}}], BillingMode="PAY_PER_REQUEST")
-c.put_item(TableName={t:?}, Item={{"id": {{"S": "a"}}}})
-"#
-        ),
+        &format!(r#"c.put_item(TableName={t:?}, Item={{"id": {{"S": "a"}}}})"#),
     );
     for args in [
         vec!["status", "x"],
@@ -249,7 +243,7 @@ fn the_services_own_5xx_is_retried_with_one_warning_and_none_under_q() {
     let t = table(&moto);
     let bucket = format!("s3://{}/p", unique_name("bkt"));
     let out = run(awsflock(&moto).args(["--backend", &bucket, "table-create"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let proxy = common::proxy::Proxy::start(&moto.endpoint);
     for (store, quiet) in [(&t, false), (&t, true), (&bucket, false), (&bucket, true)] {
         // Several calls' worth of the service's own 500s (a request id, an
@@ -266,7 +260,7 @@ fn the_services_own_5xx_is_retried_with_one_warning_and_none_under_q() {
             cmd.arg("-q");
         }
         let out = run(&mut cmd);
-        assert_eq!(out.code, 0, "{store}: not ridden out:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{store}: not ridden out:"));
         assert!(
             !proxy.pending(),
             "{store}: the 500s were not all sent:\n{}",
@@ -329,7 +323,7 @@ fn a_named_profile_that_does_not_exist_is_refused_even_with_credentials_in_the_e
         let mut cmd = awsflock(&moto);
         with_files(&mut cmd);
         let out = run(cmd.env("AWS_PROFILE", profile));
-        assert_eq!(out.code, 0, "{profile}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{profile}:"));
     }
     // --profile beats the environment's keys, as `aws --profile` does: its
     // credentials come from the profile alone, so a profile without keys
@@ -337,7 +331,7 @@ fn a_named_profile_that_does_not_exist_is_refused_even_with_credentials_in_the_e
     let mut cmd = awsflock(&moto);
     with_files(&mut cmd);
     let out = run(cmd.args(["--profile", "in-credentials"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     for profile in ["in-config", "default"] {
         let mut cmd = awsflock(&moto);
         with_files(&mut cmd);
@@ -353,7 +347,7 @@ fn a_named_profile_that_does_not_exist_is_refused_even_with_credentials_in_the_e
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .args(["--profile", "in-credentials"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let mut cmd = awsflock(&moto);
     with_files(&mut cmd);
     assert_eq!(run(&mut cmd).code, 0);
@@ -389,7 +383,7 @@ fn the_named_profiles_credentials_beat_keys_in_the_environment() {
             cmd.env("AWS_PROFILE", p);
         }
         let out = run(&mut cmd);
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         marker.exists()
     };
     assert!(

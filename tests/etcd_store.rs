@@ -9,7 +9,6 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -37,7 +36,7 @@ fn assert_hex_lease(id: &str) {
 
 fn status(etcd: &Etcd, prefix: &str, name: &str) -> serde_json::Value {
     let out = run(aw(etcd, prefix).args(["status", name, "--json"]));
-    assert_eq!(out.code, 0, "status failed:\n{}", out.describe());
+    out.assert_exit_as(0, "status failed:");
     out.json()
 }
 
@@ -62,7 +61,7 @@ fn queued(etcd: &Etcd, key_prefix: &str) -> Vec<(String, i64)> {
     let out = run(etcd
         .etcdctl()
         .args(["get", "--prefix", key_prefix, "-w", "fields"]));
-    assert_eq!(out.code, 0, "etcdctl get failed:\n{}", out.describe());
+    out.assert_exit_as(0, "etcdctl get failed:");
     let mut keys = Vec::new();
     let mut key = None;
     for line in out.stdout.lines() {
@@ -101,21 +100,13 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn read_ns(path: &Path) -> i128 {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .trim()
-        .parse()
-        .expect("a timestamp in ns")
-}
-
 #[test]
 fn lease_cycle_and_exit_codes() {
     let Some(etcd) = Etcd::start() else { return };
     let p = "cycle/";
     let name = unique_name("cycle");
     let out = run(aw(&etcd, p).args(["acquire", &name, "--lease-duration", "30"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let id = out.line().to_string();
     assert_hex_lease(&id);
     // The key is etcd's mutex layout: PREFIX NAME / LEASE_ID.
@@ -124,7 +115,7 @@ fn lease_cycle_and_exit_codes() {
     assert_eq!(keys[0].0, format!("{p}{name}/{id}"));
 
     let out = run(aw(&etcd, p).args(["acquire", &name, "--no-wait"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert_clean_error(&out);
     assert_eq!(
         queued(&etcd, &format!("{p}{name}/")).len(),
@@ -134,13 +125,13 @@ fn lease_cycle_and_exit_codes() {
 
     // Renewal keeps the etcd lease and its id.
     let out = run(aw(&etcd, p).args(["renew", &name, &id, "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let v = out.json();
     assert_eq!(v["lease_id"], id.as_str());
     assert_eq!(v["fence"].as_i64(), Some(keys[0].1));
     assert_eq!(v["lease_duration"], 30, "renew keeps the granted TTL: {v}");
     let out = run(aw(&etcd, p).args(["renew", &name, &id]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.line(), id);
 
     // Ids that are not held.
@@ -171,7 +162,7 @@ fn lease_cycle_and_exit_codes() {
         "renewed after release"
     );
     let out = run(aw(&etcd, p).args(["acquire", &name, "--no-wait"]));
-    assert_eq!(out.code, 0, "free again after release:\n{}", out.describe());
+    out.assert_exit_as(0, "free again after release:");
     assert_eq!(run(aw(&etcd, p).args(["table-create"])).code, 0);
 }
 
@@ -201,14 +192,14 @@ fn etcdctl_holding_excludes_us_and_hands_over() {
     assert!(v["fence"].is_null(), "{v}");
 
     let out = run(aw(&etcd, "").args(["acquire", &name, "--no-wait"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(out.stderr.contains("etcdctl"), "{}", out.describe());
 
     let out = run(aw(&etcd, "").args(["acquire", &name, "--wait-time", "30", "--json"]));
     let got_ns = now_ns();
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let ctl_out = ctl.wait(Duration::from_secs(10));
-    assert_eq!(ctl_out.code, 0, "{}", ctl_out.describe());
+    ctl_out.assert_ok();
     assert!(
         read_ns(&done) <= got_ns,
         "we got the lock before etcdctl's command ended"
@@ -229,7 +220,7 @@ fn us_holding_excludes_etcdctl_until_released() {
     let prefix = format!("{}/", unique_name("realm"));
     let name = unique_name("ours");
     let out = run(aw(&etcd, &prefix).args(["acquire", &name, "--reason", "interop"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let id = out.line().to_string();
     let mut ctl = spawn(
         etcd.etcdctl()
@@ -243,7 +234,7 @@ fn us_holding_excludes_etcdctl_until_released() {
         0
     );
     let out = ctl.wait(Duration::from_secs(10));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.line(), "got");
     eprintln!(
         "etcdctl got the lock {:?} after our release",
@@ -260,7 +251,7 @@ fn waiters_are_served_in_arrival_order_with_increasing_fences() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("order");
     let out = run(aw(&etcd, p).args(["acquire", &name, "--lease-duration", "60"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let holder = out.line().to_string();
     let mut waiters = Vec::new();
     for i in 0..4 {
@@ -286,7 +277,7 @@ fn waiters_are_served_in_arrival_order_with_increasing_fences() {
     assert_eq!(run(aw(&etcd, p).args(["release", &name, &holder])).code, 0);
     for w in waiters {
         let out = w.wait(Duration::from_secs(60));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<(usize, i64)> = text
@@ -315,7 +306,7 @@ fn a_killed_waiter_does_not_block_the_queue_for_its_lease() {
     let name = unique_name("killed");
     let mp = format!("{p}{name}/");
     let out = run(aw(&etcd, p).args(["acquire", &name]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let holder = out.line().to_string();
     // A waiter with the default two-hour lease, killed before it can revoke.
     let waiter = spawn(aw(&etcd, p).args(["-q", "acquire", &name, "--wait-time", "600"]));
@@ -324,10 +315,10 @@ fn a_killed_waiter_does_not_block_the_queue_for_its_lease() {
         .args(["-KILL", &waiter.pid().to_string()])
         .status();
     let out = waiter.wait(Duration::from_secs(10));
-    assert_eq!(out.code, 137, "{}", out.describe());
+    out.assert_exit(137);
     assert_eq!(run(aw(&etcd, p).args(["release", &name, &holder])).code, 0);
     let out = run(aw(&etcd, p).args(["acquire", &name, "--wait-time", "30"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         out.elapsed < Duration::from_secs(15),
         "the dead waiter blocked the lock for {:?}",
@@ -341,7 +332,7 @@ fn fence_is_the_revision_of_the_grant() {
     let Some(etcd) = Etcd::start() else { return };
     let name = unique_name("rev");
     let out = run(aw(&etcd, "").args(["acquire", &name, "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let v = out.json();
     // Taken at once: the write that created our key granted it.
     let keys = queued(&etcd, &format!("{name}/"));
@@ -354,10 +345,10 @@ fn fence_is_the_revision_of_the_grant() {
     let out = run(etcd
         .etcdctl()
         .args(["lock", &name, "--", "sh", "-c", "echo $ETCD_LOCK_REV"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let ctl_rev: i64 = out.line().parse().expect("ETCD_LOCK_REV");
     let out = run(aw(&etcd, "").args(["run", &name, "--", "sh", "-c", "echo $AWSFLOCK_FENCE"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let ours: i64 = out.line().parse().expect("AWSFLOCK_FENCE");
     assert!(
         v["fence"].as_i64().unwrap() < ctl_rev && ctl_rev < ours,
@@ -398,9 +389,9 @@ fn hand_off_latency() {
         ]));
         wait_queued(&etcd, &format!("{p}{name}/"), 2);
         let out = holder.wait(Duration::from_secs(30));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let out = waiter.wait(Duration::from_secs(30));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         ms.push((read_ns(&start) - read_ns(&end)) as f64 / 1e6);
     }
     assert!(
@@ -441,7 +432,7 @@ fn frozen_cluster_stops_the_command_before_the_lease_ends() {
     etcd.pause();
     let out = holder.wait(Duration::from_secs(30));
     etcd.resume();
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     let text = std::fs::read_to_string(&beats).unwrap();
     let last: i128 = text
         .lines()
@@ -470,7 +461,7 @@ fn status_and_list_show_who_and_why() {
         "40",
         "--json",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let got = out.json();
     let v = status(&etcd, p, &name);
     assert_eq!(v["held"], true);
@@ -493,7 +484,7 @@ fn status_and_list_show_who_and_why() {
     }
     // A waiter's key is not the holder.
     let out = run(aw(&etcd, p).args(["acquire", &name, "--wait-time", "1"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(out.stderr.contains("alice@ci-7"), "{}", out.describe());
 
     // An etcdctl holder, shown and released by force.
@@ -516,10 +507,10 @@ fn status_and_list_show_who_and_why() {
     let ctl_info = &list.as_array().unwrap()[names.iter().position(|n| *n == ctl_name).unwrap()];
     assert_eq!(ctl_info["owner"], "etcdctl", "{list}");
     let out = run(aw(&etcd, p).args(["release", &ctl_name, "--force", "--yes"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(status(&etcd, p, &ctl_name)["held"], false);
     let out = run(aw(&etcd, p).args(["acquire", &ctl_name, "--no-wait"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 }
 
 #[test]
@@ -531,7 +522,7 @@ fn unreachable_cluster_is_an_error_within_seconds() {
     let mut cmd = awsflock_at(&dead_endpoint());
     cmd.env("AWSFLOCK_BACKEND", format!("etcd://127.0.0.1:{port}/x/"));
     let out = run(cmd.args(["acquire", "deploy", "--wait-time", "60"]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert!(
         out.elapsed < Duration::from_secs(10),
         "took {:?}",
@@ -554,11 +545,11 @@ fn credentials_are_checked() {
         vec!["auth", "enable"],
     ] {
         let out = run(etcd.etcdctl().args(&args));
-        assert_eq!(out.code, 0, "etcdctl {args:?}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("etcdctl {args:?}:"));
     }
     let name = unique_name("auth");
     let out = run(aw(&etcd, "a/").args(["acquire", &name]));
-    assert_eq!(out.code, 1, "no credentials:\n{}", out.describe());
+    out.assert_exit_as(1, "no credentials:");
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("--etcd-user"),
@@ -566,16 +557,16 @@ fn credentials_are_checked() {
         out.describe()
     );
     let out = run(aw(&etcd, "a/").args(["--etcd-user", "root:wrong", "acquire", &name]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert_clean_error(&out);
     assert!(out.stderr.contains("--etcd-user"), "{}", out.describe());
     let out = run(aw(&etcd, "a/").args(["--etcd-user", "root:s3cret", "acquire", &name]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let id = out.line().to_string();
     let out = run(aw(&etcd, "a/")
         .args(["--etcd-user", "root", "--etcd-password", "s3cret"])
         .args(["release", &name, &id]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 
     // A user whose credentials are good but who may not read the prefix is
     // told about permissions, not credentials.
@@ -592,10 +583,10 @@ fn credentials_are_checked() {
         ],
     ] {
         let out = run(etcd.etcdctl().args(&args));
-        assert_eq!(out.code, 0, "etcdctl {args:?}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("etcdctl {args:?}:"));
     }
     let out = run(aw(&etcd, "a/").args(["--etcd-user", "reader:rpw", "status", &name]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert_clean_error(&out);
     assert!(
         !out.stderr.contains("credentials") && out.stderr.contains("readwrite"),
@@ -614,26 +605,26 @@ fn user_and_password_authenticate_as_etcdctl_takes_them() {
         vec!["auth", "enable"],
     ] {
         let out = run(etcd.etcdctl().args(&args));
-        assert_eq!(out.code, 0, "etcdctl {args:?}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("etcdctl {args:?}:"));
     }
     let name = unique_name("auth");
     // No credentials: refused, one line that says what to give.
     let out = run(aw(&etcd, "auth/").args(["acquire", &name, "--no-wait"]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert_clean_error(&out);
     // USER:PASSWORD in one option, as etcdctl's --user.
     let out = run(aw(&etcd, "auth/").args(["--etcd-user", "root:rootpw", "acquire", &name]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let lease = out.line().to_string();
     // USER and a separate password, from the environment.
     let out = run(aw(&etcd, "auth/")
         .env("AWSFLOCK_ETCD_USER", "root")
         .env("AWSFLOCK_ETCD_PASSWORD", "rootpw")
         .args(["release", &name, &lease]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     // A wrong password is an error that points at the options.
     let out = run(aw(&etcd, "auth/").args(["--etcd-user", "root:wrong", "status", &name]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert!(out.stderr.contains("--etcd-user"), "{}", out.stderr);
 }
 
@@ -655,16 +646,11 @@ fn tls_with_a_client_certificate_as_etcdctl_takes_it() {
     let mut c = aw(&etcd, "tls/");
     with_tls(&mut c);
     let out = run(c.args(["run", &name, "--", "sh", "-c", "echo fence=$AWSFLOCK_FENCE"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(out.stdout.starts_with("fence="), "{}", out.stdout);
     // Without the CA the server's certificate cannot be verified.
     let out = run(aw(&etcd, "tls/").args(["status", &name]));
-    assert_eq!(
-        out.code,
-        1,
-        "plain text against a TLS server must fail:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(1, "plain text against a TLS server must fail:");
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("--etcd-cacert"),
@@ -691,7 +677,7 @@ fn a_waiter_granted_late_in_its_keep_alive_period_is_not_stopped() {
     let p = "late/";
     let name = unique_name("late");
     let out = run(aw(&etcd, p).args(["acquire", &name, "--lease-duration", "30"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let holder = out.line().to_string();
     // A 6 s lease keeps its queued key alive every 2 s; the lock comes to it
     // 1.4 s after it queued, late in that period. It renews every 3.5 s,
@@ -713,12 +699,7 @@ fn a_waiter_granted_late_in_its_keep_alive_period_is_not_stopped() {
     thread::sleep(Duration::from_millis(1400));
     assert_eq!(run(aw(&etcd, p).args(["release", &name, &holder])).code, 0);
     let out = waiter.wait(Duration::from_secs(30));
-    assert_eq!(
-        out.code,
-        0,
-        "a healthy waiter's command was stopped:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "a healthy waiter's command was stopped:");
 }
 
 #[test]
@@ -759,7 +740,7 @@ fn fencing_tokens_increase_across_awsflock_and_etcdctl_holders() {
     // Held while the others queue, in this order, each behind the one
     // before: two rounds of awsflock, etcdctl, awsflock, etcdctl.
     let out = run(aw(&etcd, "").args(["acquire", &name, "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let first = out.json();
     let mut holders = Vec::new();
     let tags = ["a0", "e1", "a2", "e3", "a4", "e5", "a6", "e7"];
@@ -772,7 +753,7 @@ fn fencing_tokens_increase_across_awsflock_and_etcdctl_holders() {
         wait_queued(&etcd, &format!("{name}/"), i + 2);
         // Unrelated writes move the store's revision between arrivals.
         let out = run(etcd.etcdctl().args(["put", &format!("other/{i}"), "x"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     let lease = first["lease_id"].as_str().unwrap();
     assert_eq!(run(aw(&etcd, "").args(["release", &name, lease])).code, 0);
@@ -841,12 +822,7 @@ fn a_frozen_leader_does_not_kill_a_short_lease() {
     let out = holder.wait(Duration::from_secs(30));
     let elected = elected.expect("no new leader within 6 s of freezing the old one");
     eprintln!("a new leader was elected {elected:?} after the old one froze");
-    assert_eq!(
-        out.code,
-        0,
-        "the command was stopped during a leader failover:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "the command was stopped during a leader failover:");
 }
 
 #[test]
@@ -862,7 +838,7 @@ fn a_waiter_keeps_its_place_when_the_member_holding_its_watch_freezes() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("order");
     let out = run(aw_at(&[&members[l]], p).args(["acquire", &name, "--lease-duration", "60"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let holder = out.line().to_string();
     let before: Vec<u64> = members.iter().map(|m| m.watch_streams()).collect();
     // The waiter talks to the two followers; its queued key lives on the
@@ -916,12 +892,12 @@ fn a_waiter_keeps_its_place_when_the_member_holding_its_watch_freezes() {
     thread::sleep(Duration::from_secs(11));
     let released_ns = now_ns();
     let out = run(aw_at(&[&members[l]], p).args(["release", &name, &holder]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = w.wait(Duration::from_secs(40));
     let out2 = w2.wait(Duration::from_secs(40));
     members[x].resume();
-    assert_eq!(out.code, 0, "{}", out.describe());
-    assert_eq!(out2.code, 0, "{}", out2.describe());
+    out.assert_ok();
+    out2.assert_ok();
     let order = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         order.lines().collect::<Vec<_>>(),
@@ -987,7 +963,7 @@ fn an_etcdctl_holder_that_loses_its_session_is_overtaken_with_a_higher_token() {
         .args(["-KILL", &cmd_pid.to_string()])
         .status();
     drop(ctl);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         stale_alive,
         "etcdctl's command was expected to outlive its session (etcdctl 3.4)"
@@ -1045,7 +1021,7 @@ fn a_lost_answer_to_the_write_that_took_a_free_lock_still_grants_it() {
         "no request named the lock: {}",
         out.describe()
     );
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let fence: i64 = out.line().parse().expect("AWSFLOCK_FENCE");
     assert!(fence > 0, "{}", out.describe());
     // Released at the end: nothing of ours is left queued.
@@ -1063,7 +1039,7 @@ fn a_lost_answer_to_the_release_still_releases() {
     let Some(etcd) = Etcd::start() else { return };
     let name = unique_name("lostrel");
     let out = run(aw(&etcd, "").args(["acquire", &name, "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let id = out.json()["lease_id"].as_str().unwrap().to_string();
     // A LeaseRevokeRequest is field 1, the lease id as a varint.
     let mut marker = vec![0x08u8];
@@ -1087,7 +1063,7 @@ fn a_lost_answer_to_the_release_still_releases() {
         "no request carried the lease id: {}",
         out.describe()
     );
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(queued(&etcd, &format!("{name}/")).is_empty());
     // Releasing it again is "not held": the lease is gone.
     let out = run(aw(&etcd, "").args(["release", &name, &id]));
@@ -1138,9 +1114,9 @@ fn a_holder_whose_key_is_deleted_by_hand_stops_by_its_next_renewal() {
     let out = run(etcd.etcdctl().args(["del", &first]));
     assert_eq!(out.line(), "1", "{}", out.describe());
     let w = waiter.wait(Duration::from_secs(20));
-    assert_eq!(w.code, 0, "{}", w.describe());
+    w.assert_ok();
     let h = holder.wait(Duration::from_secs(20));
-    assert_eq!(h.code, 4, "{}", h.describe());
+    h.assert_exit(4);
     let granted_after = (read_ns(&w_start) - deleted) as f64 / 1e9;
     let stopped_after = (read_ns(&h_end) - deleted) as f64 / 1e9;
     eprintln!(
@@ -1177,12 +1153,7 @@ fn connecting_during_a_leader_election_waits_for_the_new_leader() {
         "true",
     ]));
     members[l].resume();
-    assert_eq!(
-        out.code,
-        0,
-        "could not start while a new leader was elected:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "could not start while a new leader was elected:");
     assert!(
         out.elapsed < Duration::from_secs(5),
         "took {:?} to get going",
@@ -1235,10 +1206,10 @@ fn etcdctl_lock_waits_for_our_shared_holders_and_they_for_it() {
     ]));
     for r in readers {
         let out = r.wait(Duration::from_secs(20));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     let out = ctl.wait(Duration::from_secs(20));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let last_reader = std::fs::read_to_string(&readers_done)
         .unwrap()
         .lines()
@@ -1254,32 +1225,8 @@ fn etcdctl_lock_waits_for_our_shared_holders_and_they_for_it() {
     let v = wait_held(&etcd, "", &name, Duration::from_secs(10));
     assert_eq!(v["owner"], "etcdctl", "{v}");
     let out = run(aw(&etcd, "").args(["acquire", &name, "--shared", "--no-wait"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert_eq!(ctl.wait(Duration::from_secs(20)).code, 0);
-}
-
-/// `sh -c` that records its start and end (ns) as `dir/TAG.start` and
-/// `dir/TAG.end`, sleeping `secs` between.
-fn timed(dir: &Path, tag: &str, secs: f64) -> String {
-    let d = dir.display();
-    format!("date +%s%N > {d}/{tag}.start; sleep {secs}; date +%s%N > {d}/{tag}.end")
-}
-
-/// (start, end) in ns of the command recorded by [`timed`] as `tag`.
-fn span(dir: &Path, tag: &str) -> (i128, i128) {
-    (
-        read_ns(&dir.join(format!("{tag}.start"))),
-        read_ns(&dir.join(format!("{tag}.end"))),
-    )
-}
-
-/// The largest number of spans running at one instant.
-fn max_overlap(spans: &[(i128, i128)]) -> usize {
-    spans
-        .iter()
-        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
-        .max()
-        .unwrap_or(0)
 }
 
 #[test]
@@ -1307,7 +1254,7 @@ fn a_semaphore_of_two_runs_two_commands_at_once_never_three() {
         .collect();
     for r in runs {
         let out = r.wait(Duration::from_secs(60));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     let spans: Vec<_> = (0..3).map(|i| span(dir.path(), &format!("r{i}"))).collect();
     assert_eq!(max_overlap(&spans), 2, "spans {spans:?}");
@@ -1365,7 +1312,7 @@ fn shared_holders_overlap_and_a_writer_waits_for_all_of_them() {
     outs.push(writer.wait(Duration::from_secs(60)));
     outs.push(late.wait(Duration::from_secs(60)));
     for out in &outs {
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     let rs: Vec<_> = (0..3).map(|i| span(dir.path(), &format!("r{i}"))).collect();
     let w = span(dir.path(), "w");
@@ -1390,10 +1337,10 @@ fn a_different_max_holders_is_a_usage_error_naming_both() {
     for _ in 0..2 {
         let out =
             run(aw(&etcd, p).args(["acquire", &name, "--max-holders", "2", "--wait-time", "10"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     let out = run(aw(&etcd, p).args(["acquire", &name, "--max-holders", "3", "--wait-time", "10"]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     let err = out.stderr.trim();
     assert_eq!(err.lines().count(), 1, "{}", out.describe());
     assert!(
@@ -1420,7 +1367,7 @@ fn status_shows_every_holder_of_a_semaphore_and_its_waiters() {
             "--wait-time",
             "10",
         ]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     let third =
         spawn(aw(&etcd, p).args(["acquire", &name, "--max-holders", "2", "--wait-time", "3"]));
@@ -1437,7 +1384,7 @@ fn status_shows_every_holder_of_a_semaphore_and_its_waiters() {
         .collect();
     assert_eq!(owners, vec!["ann", "bob"], "{v}");
     let text = run(aw(&etcd, p).args(["status", &name]));
-    assert_eq!(text.code, 0, "{}", text.describe());
+    text.assert_ok();
     assert!(
         text.stdout.contains("ann") && text.stdout.contains("bob"),
         "{}",
@@ -1446,7 +1393,7 @@ fn status_shows_every_holder_of_a_semaphore_and_its_waiters() {
     eprintln!("{}", text.stdout);
     // `list` shows the name once, with both holders.
     let ls = run(aw(&etcd, p).args(["list", "--json"]));
-    assert_eq!(ls.code, 0, "{}", ls.describe());
+    ls.assert_ok();
     let all = ls.json();
     let mine: Vec<_> = all
         .as_array()
@@ -1463,7 +1410,7 @@ fn status_shows_every_holder_of_a_semaphore_and_its_waiters() {
     );
     assert_eq!(mine[0]["waiting"], 1, "{}", ls.stdout);
     let out = third.wait(Duration::from_secs(30));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
 }
 
 #[test]
@@ -1475,7 +1422,7 @@ fn etcdctl_lock_waits_for_our_shared_holders() {
         .map(|_| {
             let out =
                 run(aw(&etcd, &prefix).args(["acquire", &name, "--shared", "--wait-time", "10"]));
-            assert_eq!(out.code, 0, "{}", out.describe());
+            out.assert_ok();
             out.line().to_string()
         })
         .collect();
@@ -1496,7 +1443,7 @@ fn etcdctl_lock_waits_for_our_shared_holders() {
         0
     );
     let out = ctl.wait(Duration::from_secs(10));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.line(), "got");
 }
 
@@ -1507,11 +1454,11 @@ fn a_lock_and_a_semaphore_on_one_name_refuse_each_other() {
     let name = unique_name("mix");
     let mp = format!("{prefix}{name}/");
     let out = run(aw(&etcd, &prefix).args(["acquire", &name, "--max-holders", "2"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let sem = out.line().to_string();
     // Our exclusive contender behind a semaphore holder: exit 2, not a wait.
     let out = run(aw(&etcd, &prefix).args(["acquire", &name, "--wait-time", "10"]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert!(out.stderr.contains("--max-holders 2"), "{}", out.describe());
     assert_eq!(queued(&etcd, &mp).len(), 1);
     assert_eq!(
@@ -1526,12 +1473,12 @@ fn a_lock_and_a_semaphore_on_one_name_refuse_each_other() {
     wait_queued(&etcd, &mp, 1);
     let out =
         run(aw(&etcd, &prefix).args(["acquire", &name, "--max-holders", "2", "--wait-time", "10"]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert!(out.stderr.contains("--max-holders 1"), "{}", out.describe());
     assert!(!ctl.finished());
     assert_eq!(queued(&etcd, &mp).len(), 1);
     let out = ctl.wait(Duration::from_secs(20));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 }
 
 #[test]
@@ -1552,10 +1499,10 @@ fn a_semaphore_place_left_by_a_dead_holder_goes_to_a_waiter_when_its_lease_ends(
             "--wait-time",
             "10",
         ]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     let out = run(aw(&etcd, p).args(["acquire", &name, "--max-holders", "2", "--wait-time", "30"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         out.elapsed > Duration::from_millis(1000) && out.elapsed < Duration::from_secs(15),
         "granted after {:?}",

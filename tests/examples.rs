@@ -102,7 +102,7 @@ fn service_stops_its_work_when_its_lock_is_released_by_force() {
     let out = common::run(
         common::awsflock(&moto).args(["release", &lock, "--force", "--yes", "--table", &table]),
     );
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let released = Instant::now();
 
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -125,7 +125,7 @@ fn service_releases_its_lock_when_done() {
     let table = common::table(&moto);
     let lock = unique_name("leader");
     let out = common::run(run_example("service", &moto, &table).args([&lock, "3", "1"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         out.stdout.contains(&format!("service: released {lock}")),
         "{}",
@@ -158,7 +158,7 @@ fn batch_writes_under_growing_fencing_tokens() {
                 .env("DYNAMO_ENDPOINT_URL", &moto.endpoint);
         }
         let out = common::run(cmd.args([&lock, file]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let fence: u64 = out
             .stdout
             .trim()
@@ -181,7 +181,7 @@ fn batch_writes_under_growing_fencing_tokens() {
     )
     .unwrap();
     let out = common::run(run_example("batch", &moto, &table).args([&lock, file]));
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert!(out.stderr.contains("refused: fence"), "{}", out.describe());
     // It released its lock all the same.
     let status = common::status_json(&moto, &table, &lock);

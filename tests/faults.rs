@@ -11,35 +11,17 @@ use crate::common;
 
 use common::proxy::{Fault, Proxy};
 use common::*;
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------- helpers
-
-/// Wall-clock nanoseconds since the epoch, as `date +%s%N` prints them.
-/// Waits up to `timeout` for `path` to hold a complete first line and
-/// returns it; `None` if it does not, or if `running` finished first.
-fn first_line(path: &Path, timeout: Duration, running: &mut Running) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if let Some((line, _)) = s.split_once('\n') {
-                return Some(line.to_string());
-            }
-        }
-        if running.finished() || Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 fn append(path: &Path, line: &str) {
     let mut f = std::fs::OpenOptions::new()
@@ -49,13 +31,6 @@ fn append(path: &Path, line: &str) {
         .expect("open log");
     f.write_all(format!("{line}\n").as_bytes())
         .expect("append to log");
-}
-
-/// `awsflock run NAME --table T` followed by `args`, aimed at `endpoint`.
-fn run_at(endpoint: &str, table: &str, name: &str, args: &[&str]) -> Command {
-    let mut cmd = awsflock_at(endpoint);
-    cmd.args(["run", name, "--table", table]).args(args);
-    cmd
 }
 
 /// A shell aimed at `moto` with the awsflock 0.2.0 client's environment;
@@ -73,31 +48,6 @@ fn peer_shell(moto: &Moto, table: &str, script: &str) -> Command {
         .env("AWSFLOCK_TABLE", table)
         .args(["-c", script]);
     cmd
-}
-
-/// Resumes a paused process (a frozen moto, a stopped awsflock) when
-/// dropped, so that a failing assertion does not leave it stopped.
-struct ContOnDrop(u32);
-
-impl Drop for ContOnDrop {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGCONT);
-    }
-}
-
-/// At most the last `n` lines of `text`, for failure messages.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(n);
-    let mut out = String::new();
-    if from > 0 {
-        out.push_str(&format!("[{from} earlier lines not shown]\n"));
-    }
-    for l in &lines[from..] {
-        out.push_str(l);
-        out.push('\n');
-    }
-    out
 }
 
 fn kinds(proxy: &Proxy) -> String {
@@ -303,7 +253,7 @@ fn our_worker(plan: &Plan, id: &str, kills: &[usize]) -> Vec<String> {
             }
             continue;
         }
-        let Some(child) = first_line(&pidfile, plan.run_timeout, &mut running) else {
+        let Some(child) = first_line(&pidfile, plan.run_timeout, Some(&mut running)) else {
             let out = running.wait(Duration::from_secs(5));
             errors.push(format!(
                 "{id} section {s}: the command never started:\n{}",
@@ -381,9 +331,7 @@ fn contention_mutual_exclusion_with_old_clients_and_killed_holders() {
         Duration::from_secs(240)
     };
 
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let log = dir.path().join("sections.log");
     std::fs::write(&log, "").unwrap();
@@ -510,12 +458,7 @@ fn clock_skew_neither_steals_a_live_lock_nor_delays_a_dead_one_forever() {
         "--json",
     ]);
     let out = run(&mut b_hold);
-    assert_eq!(
-        out.code,
-        0,
-        "acquire under faketime -1h:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "acquire under faketime -1h:");
     let b_lease = out.json()["lease_id"].as_str().unwrap().to_string();
     let item = raw_item(&moto, &t, &slow);
     let exp: i64 = item["expiration_time"]["N"]
@@ -528,11 +471,9 @@ fn clock_skew_neither_steals_a_live_lock_nor_delays_a_dead_one_forever() {
         "the lease of a holder an hour behind expires in {b_skew} s on the store's clock (30 s asked): {item}"
     );
     let out = run(awsflock(&moto).args(["acquire", &slow, "--table", &t, "--no-wait"]));
-    assert_eq!(
-        out.code,
+    out.assert_exit_as(
         3,
-        "acquire --no-wait of a lock held by a client an hour behind:\n{}",
-        out.describe()
+        "acquire --no-wait of a lock held by a client an hour behind:",
     );
     // For the next 8 s, a patient waiter and a waiter an hour ahead still
     // see it held: the lease was rewritten on the store's clock.
@@ -543,19 +484,12 @@ fn clock_skew_neither_steals_a_live_lock_nor_delays_a_dead_one_forever() {
     let b_ahead = spawn(&mut b_ahead);
 
     let out = a_waiter.wait(Duration::from_secs(40));
-    assert_eq!(
-        out.code,
-        3,
-        "a waiter an hour ahead on a live 30 s lease:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "a waiter an hour ahead on a live 30 s lease:");
     for (what, r) in [("a waiter", b_waiter), ("a waiter an hour ahead", b_ahead)] {
         let out = r.wait(Duration::from_secs(40));
-        assert_eq!(
-            out.code,
+        out.assert_exit_as(
             3,
-            "{what} on the lock of a holder an hour behind:\n{}",
-            out.describe()
+            &format!("{what} on the lock of a holder an hour behind:"),
         );
     }
     release(&moto, &t, &live, &held);
@@ -570,12 +504,7 @@ fn clock_skew_neither_steals_a_live_lock_nor_delays_a_dead_one_forever() {
     c_wait.args(["acquire", &dead, "--table", &t, "--wait-time", "30"]);
     let out = run_timeout(&mut c_wait, Duration::from_secs(60));
     let reclaim = acquired.elapsed();
-    assert_eq!(
-        out.code,
-        0,
-        "a waiter an hour ahead on a crashed holder's lock:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "a waiter an hour ahead on a crashed holder's lock:");
     figures(format!(
         "clock_skew ahead_waiter_on_live_lock=exit3 behind_holder_lease_on_store_clock_s={b_skew} reclaim_by_ahead_waiter_s={:.2} (lease 3 s)",
         reclaim.as_secs_f64()
@@ -604,23 +533,39 @@ while :; do sleep 0.1; done"#,
     )
 }
 
-#[test]
-fn outage_frozen_store_while_holding_stops_the_child_in_time() {
+/// A private moto and a `run` holder (lease 6 s) of a fresh lock whose
+/// command is [`term_child`], started: the scene of the outage tests, as
+/// (moto, table, lock, scratch dir, the file the command stamps its
+/// SIGTERM to, the holder, the command's pid).
+fn outage() -> (
+    Moto,
+    String,
+    String,
+    tempfile::TempDir,
+    PathBuf,
+    Running,
+    i32,
+) {
     let moto = Moto::private();
     let t = table(&moto);
     let name = lock();
     let dir = scratch();
     let (ready, term) = (dir.path().join("ready"), dir.path().join("term"));
-
     let mut running = spawn(&mut run_at(
         &moto.endpoint,
         &t,
         &name,
         &["--lease-duration", "6", "-c", &term_child(&ready, &term)],
     ));
-    let child = first_line(&ready, Duration::from_secs(30), &mut running)
+    let child = first_line(&ready, Duration::from_secs(30), Some(&mut running))
         .expect("the command never started");
     let child: i32 = child.trim().parse().unwrap();
+    (moto, t, name, dir, term, running, child)
+}
+
+#[test]
+fn outage_frozen_store_while_holding_stops_the_child_in_time() {
+    let (moto, _, _, _dir, term, running, child) = outage();
     let paused_ns = now_ns();
     let _cont = ContOnDrop(moto.pid());
     moto.pause();
@@ -637,7 +582,7 @@ fn outage_frozen_store_while_holding_stops_the_child_in_time() {
         out.code,
         term_after.map_or("none".to_string(), |s| format!("{s:.2}"))
     ));
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(!alive(child), "the command {child} still runs");
     let term_after = term_after.unwrap_or_else(|| {
         panic!(
@@ -688,7 +633,7 @@ fn outage_frozen_store_while_waiting_then_the_waiter_gets_the_lock() {
         out.code,
         took.as_secs_f64()
     ));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let lease = out.json()["lease_id"].as_str().unwrap().to_string();
     release(&moto, &t, &name, &lease);
 }
@@ -758,21 +703,7 @@ impl Drop for Restarted {
 
 #[test]
 fn outage_store_killed_and_restarted_empty_holder_fails_safe() {
-    let moto = Moto::private();
-    let t = table(&moto);
-    let name = lock();
-    let dir = scratch();
-    let (ready, term) = (dir.path().join("ready"), dir.path().join("term"));
-
-    let mut running = spawn(&mut run_at(
-        &moto.endpoint,
-        &t,
-        &name,
-        &["--lease-duration", "6", "-c", &term_child(&ready, &term)],
-    ));
-    let child = first_line(&ready, Duration::from_secs(30), &mut running)
-        .expect("the command never started");
-    let child: i32 = child.trim().parse().unwrap();
+    let (moto, t, name, dir, term, running, child) = outage();
 
     // moto keeps everything in memory: a restart comes back empty. The new
     // server gets the same port (so the running holder reaches it), but the
@@ -799,7 +730,7 @@ fn outage_store_killed_and_restarted_empty_holder_fails_safe() {
         out.code,
         term_after.map_or("none".to_string(), |s| format!("{s:.2}"))
     ));
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(!alive(child), "the command {child} still runs");
     let term_after = term_after.unwrap_or_else(|| panic!("no SIGTERM:\n{}", out.describe()));
     assert!(
@@ -810,7 +741,7 @@ fn outage_store_killed_and_restarted_empty_holder_fails_safe() {
 
     // The new server works once the table is there again.
     let out = run(awsflock(&moto).args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "table-create again:\n{}", out.describe());
+    out.assert_exit_as(0, "table-create again:");
     let lease = acquire(&moto, &t, &name, &["--no-wait"]);
     release(&moto, &t, &name, &lease);
 }
@@ -822,21 +753,7 @@ fn outage_store_killed_and_restarted_empty_holder_fails_safe() {
 /// command still runs, until that renewal; the test measures that window.
 #[test]
 fn outage_store_restarted_empty_holder_notices_at_its_next_renewal() {
-    let moto = Moto::private();
-    let t = table(&moto);
-    let name = lock();
-    let dir = scratch();
-    let (ready, term) = (dir.path().join("ready"), dir.path().join("term"));
-
-    let mut running = spawn(&mut run_at(
-        &moto.endpoint,
-        &t,
-        &name,
-        &["--lease-duration", "6", "-c", &term_child(&ready, &term)],
-    ));
-    let child = first_line(&ready, Duration::from_secs(30), &mut running)
-        .expect("the command never started");
-    let child: i32 = child.trim().parse().unwrap();
+    let (moto, t, name, dir, term, running, child) = outage();
 
     let killed_ns = now_ns();
     signal(moto.pid(), Signal::SIGKILL);
@@ -844,7 +761,7 @@ fn outage_store_restarted_empty_holder_notices_at_its_next_renewal() {
         panic!("could not start moto again on port {}", moto.port);
     };
     let out = run(awsflock(&moto).args(["table-create", "--table", &t]));
-    assert_eq!(out.code, 0, "table-create again:\n{}", out.describe());
+    out.assert_exit_as(0, "table-create again:");
     let back_ns = now_ns();
     // A newcomer gets the lock from the empty store at once.
     let newcomer = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
@@ -861,7 +778,7 @@ fn outage_store_restarted_empty_holder_notices_at_its_next_renewal() {
         newcomer.code,
         window.map_or("none".to_string(), |s| format!("{s:.2}"))
     ));
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(!alive(child), "the command {child} still runs");
     let term_ns = term_ns.unwrap_or_else(|| panic!("no SIGTERM:\n{}", out.describe()));
     assert!(
@@ -870,7 +787,7 @@ fn outage_store_restarted_empty_holder_notices_at_its_next_renewal() {
         secs(term_ns - killed_ns),
         out.describe()
     );
-    assert_eq!(newcomer.code, 0, "{}", newcomer.describe());
+    newcomer.assert_ok();
     release(&moto, &t, &name, newcomer.line());
 }
 
@@ -904,7 +821,7 @@ fn holder_through_proxy(
         name,
         &["-v", "--lease-duration", &lease.to_string(), "-c", &script],
     ));
-    let Some(child) = first_line(&ready, Duration::from_secs(30), &mut running) else {
+    let Some(child) = first_line(&ready, Duration::from_secs(30), Some(&mut running)) else {
         let out = running.wait(Duration::from_secs(10));
         panic!("the command never started:\n{}", out.describe());
     };
@@ -977,11 +894,9 @@ fn injected_throttling_on_renewals_is_retried() {
         proxy.count(Some("UpdateItem"))
     ));
     assert!(overlaps.is_empty(), "{overlaps:#?}\n{}", out.describe());
-    assert_eq!(
-        out.code,
+    out.assert_exit_as(
         0,
-        "the holder should ride out two throttled renewal attempts:\n{}",
-        out.describe()
+        "the holder should ride out two throttled renewal attempts:",
     );
     assert_eq!(
         proxy.injected().get("throttle"),
@@ -1021,12 +936,7 @@ fn injected_503_window_on_all_operations_is_ridden_out() {
         "no 503 was injected: {}",
         kinds(&proxy)
     );
-    assert_eq!(
-        out.code,
-        0,
-        "the holder should ride out a 600 ms window of 503s:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "the holder should ride out a 600 ms window of 503s:");
     assert_free(&moto, &t, &name, "the 503 window");
 }
 
@@ -1061,11 +971,9 @@ fn injected_slow_renewal_answer_keeps_the_lock_or_fails_safe() {
         ));
         assert!(overlaps.is_empty(), "{overlaps:#?}\n{}", out.describe());
         if lease == 9 {
-            assert_eq!(
-                out.code,
+            out.assert_exit_as(
                 0,
-                "one renewal answered after 1.5 s (lease 9 s) should not cost the lock:\n{}",
-                out.describe()
+                "one renewal answered after 1.5 s (lease 9 s) should not cost the lock:",
             );
         } else {
             assert!(
@@ -1104,11 +1012,9 @@ fn injected_lost_renewal_answer_keeps_the_lock() {
     ));
     assert!(overlaps.is_empty(), "{overlaps:#?}\n{}", out.describe());
     assert_eq!(proxy.injected().get("drop"), Some(&1), "{}", kinds(&proxy));
-    assert_eq!(
-        out.code,
+    out.assert_exit_as(
         0,
-        "a renewal that landed but whose answer was lost must not cost the lock:\n{}",
-        out.describe()
+        "a renewal that landed but whose answer was lost must not cost the lock:",
     );
     assert!(refused >= 1, "no probe was made during the run");
     assert_free(&moto, &t, &name, "the lost renewal answer");
@@ -1147,11 +1053,9 @@ fn injected_lost_acquire_answer_still_grants() {
             "{case}: the {op} answer was not dropped (wrong request targeted?):\n{}",
             out.describe()
         );
-        assert_eq!(
-            out.code,
+        out.assert_exit_as(
             0,
-            "{case}: an acquire whose {op} landed but whose answer was lost:\n{}",
-            out.describe()
+            &format!("{case}: an acquire whose {op} landed but whose answer was lost:"),
         );
         let v = out.json();
         let lease = v["lease_id"].as_str().unwrap().to_string();
@@ -1161,11 +1065,9 @@ fn injected_lost_acquire_answer_still_grants() {
         let other = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
         assert_eq!(other.code, 3, "{case}: {}", other.describe());
         let rel = run(awsflock(&moto).args(["release", &name, &lease, "--table", &t]));
-        assert_eq!(
-            rel.code,
+        rel.assert_exit_as(
             0,
-            "{case}: releasing with the lease id from --json:\n{}",
-            rel.describe()
+            &format!("{case}: releasing with the lease id from --json:"),
         );
         assert_free(&moto, &t, &name, "the release");
         results.push(format!("{case}:{op}=exit{}", out.code));
@@ -1193,12 +1095,7 @@ fn injected_lost_release_answer_still_releases() {
         kinds(&proxy)
     ));
     assert_eq!(proxy.injected().get("drop"), Some(&1), "{}", kinds(&proxy));
-    assert_eq!(
-        out.code,
-        0,
-        "a release that landed but whose answer was lost:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "a release that landed but whose answer was lost:");
     assert_free(&moto, &t, &name, "the release");
 }
 
@@ -1223,12 +1120,7 @@ fn injected_lost_force_release_answer_still_reports_the_release() {
         kinds(&proxy)
     ));
     assert_eq!(proxy.injected().get("drop"), Some(&1), "{}", kinds(&proxy));
-    assert_eq!(
-        out.code,
-        0,
-        "a force-release that landed but whose answer was lost:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "a force-release that landed but whose answer was lost:");
     assert_free(&moto, &t, &name, "the force-release");
 }
 
@@ -1236,9 +1128,7 @@ fn injected_lost_force_release_answer_still_reports_the_release() {
 
 #[test]
 fn paused_holder_is_stopped_on_wake_after_losing_the_lock() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let (fence_file, stamps) = (dir.path().join("fence"), dir.path().join("stamps"));
     let script = format!(
@@ -1253,7 +1143,7 @@ while :; do date +%s%N >> {s}; sleep 0.1; done"#,
         &name,
         &["--lease-duration", "3", "-c", &script],
     ));
-    let fence = first_line(&fence_file, Duration::from_secs(30), &mut running)
+    let fence = first_line(&fence_file, Duration::from_secs(30), Some(&mut running))
         .expect("the command never started");
     let held_fence: i64 = fence
         .trim()
@@ -1286,12 +1176,7 @@ while :; do date +%s%N >> {s}; sleep 0.1; done"#,
     let out = running.wait(Duration::from_secs(20));
     let exited_after = secs(now_ns() - cont_ns);
 
-    assert_eq!(
-        taken.code,
-        0,
-        "a waiter on a paused holder's lock:\n{}",
-        taken.describe()
-    );
+    taken.assert_exit_as(0, "a waiter on a paused holder's lock:");
     let v = taken.json();
     let new_fence = v["fence"].as_i64().unwrap_or_else(|| panic!("{v}"));
     let stamps: Vec<i128> = lines(&stamps)
@@ -1313,7 +1198,7 @@ while :; do date +%s%N >> {s}; sleep 0.1; done"#,
         new_fence > held_fence,
         "the new holder's fence {new_fence} is not above the paused holder's {held_fence}"
     );
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(
         last_after_cont < 1.5,
         "the paused holder's command wrote {last_after_cont:.2} s after SIGCONT"
@@ -1341,7 +1226,7 @@ impl Store {
             unique_name("bkt").to_lowercase().replace('_', "-")
         );
         let out = run(awsflock(moto).args(["table-create", "--backend", &url]));
-        assert_eq!(out.code, 0, "creating the bucket:\n{}", out.describe());
+        out.assert_exit_as(0, "creating the bucket:");
         Store::S3(url)
     }
 
@@ -1412,7 +1297,7 @@ fn lost_renewal_answer_then_cut_off(s3: bool) -> String {
             .args(store.args())
             .args(["-v", "--lease-duration", "30", "-c", &script]),
     );
-    let Some(child) = first_line(&ready, Duration::from_secs(30), &mut holder) else {
+    let Some(child) = first_line(&ready, Duration::from_secs(30), Some(&mut holder)) else {
         let out = holder.wait(Duration::from_secs(10));
         panic!("the command never started:\n{}", out.describe());
     };
@@ -1452,7 +1337,7 @@ fn lost_renewal_answer_then_cut_off(s3: bool) -> String {
     let w = waiter.wait(Duration::from_secs(120));
     proxy.clear();
     let _ = killpg(Pid::from_raw(child), Signal::SIGKILL);
-    assert_eq!(w.code, 0, "the competing worker:\n{}", w.describe());
+    w.assert_exit_as(0, "the competing worker:");
     let last = last_stamp(&stamps).expect("the holder's command wrote no stamp");
     let begun = last_stamp(&started).expect("the competing worker's command never ran");
     let overlap = secs(last - begun);
@@ -1467,7 +1352,7 @@ fn lost_renewal_answer_then_cut_off(s3: bool) -> String {
         "{line}: the first command still worked {overlap:.2} s into the next holder's lease\n--- holder:\n{}",
         tail(&out.stderr, 40)
     );
-    assert_eq!(out.code, 4, "{line}\n{}", out.describe());
+    out.assert_exit_as(4, &line);
     line
 }
 
@@ -1531,7 +1416,8 @@ fn store_clock_jumping_ahead_makes_the_holder_renew_at_once() {
             &script,
         ],
     ));
-    first_line(&ready, Duration::from_secs(30), &mut holder).expect("the command never started");
+    first_line(&ready, Duration::from_secs(30), Some(&mut holder))
+        .expect("the command never started");
     // From now on the store's clock reads 20 s later than before.
     let jumped = Instant::now();
     proxy.shift_date(20);
@@ -1555,7 +1441,7 @@ fn store_clock_jumping_ahead_makes_the_holder_renew_at_once() {
         gap.is_some_and(|g| g < 2.0),
         "renewal came {gap:?} s after the jump was seen"
     );
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 }
 
 /// awsflock runs on one thread, so a message written to a stderr nobody
@@ -1658,7 +1544,8 @@ fn wall_clock_jumping_ahead_of_the_boot_clock_makes_the_holder_renew_at_once() {
         &script,
     ]);
     let mut holder = spawn(&mut cmd);
-    first_line(&ready, Duration::from_secs(30), &mut holder).expect("the command never started");
+    first_line(&ready, Duration::from_secs(30), Some(&mut holder))
+        .expect("the command never started");
     thread::sleep(Duration::from_secs(1));
     let base = proxy.count(Some("UpdateItem"));
     // What a VM paused for two minutes sees when NTP resyncs it: the wall
@@ -1682,7 +1569,7 @@ fn wall_clock_jumping_ahead_of_the_boot_clock_makes_the_holder_renew_at_once() {
         "the wall clock jumped 120 s ahead of the boot-time clock and the holder did not renew within 3 s (renewals every 10 s):\n{}",
         tail(&out.stderr, 40)
     );
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 }
 
 /// An administrator or NTP steps the holder's wall clock back an hour
@@ -1692,9 +1579,7 @@ fn wall_clock_jumping_ahead_of_the_boot_clock_makes_the_holder_renew_at_once() {
 /// after the holder's command ended, and soon after.
 #[test]
 fn wall_clock_stepped_back_while_holding_neither_loses_nor_frees_the_lock() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let (ready, stamps, stamp_file) = (
         dir.path().join("ready"),
@@ -1724,7 +1609,8 @@ fn wall_clock_stepped_back_while_holding_neither_loses_nor_frees_the_lock() {
         &script,
     ]);
     let mut holder = spawn(&mut cmd);
-    first_line(&ready, Duration::from_secs(30), &mut holder).expect("the command never started");
+    first_line(&ready, Duration::from_secs(30), Some(&mut holder))
+        .expect("the command never started");
     thread::sleep(Duration::from_secs(1));
     std::fs::write(&stamp_file, "-3600s\n").unwrap();
     let got = dir.path().join("got");
@@ -1745,14 +1631,12 @@ fn wall_clock_stepped_back_while_holding_neither_loses_nor_frees_the_lock() {
         all.len(),
         got_ns.map_or("none".into(), |g| ((g - last) / 1_000_000).to_string())
     ));
-    assert_eq!(
-        out.code,
+    out.assert_exit_as(
         0,
-        "the holder lost its lease after its wall clock stepped back:\n{}",
-        out.describe()
+        "the holder lost its lease after its wall clock stepped back:",
     );
     assert_eq!(all.len(), 80, "the holder's command was cut short");
-    assert_eq!(w.code, 0, "the waiter never ran:\n{}", w.describe());
+    w.assert_exit_as(0, "the waiter never ran:");
     let got_ns = got_ns.expect("the waiter's command wrote no stamp");
     assert!(
         got_ns > last,
@@ -1810,13 +1694,13 @@ fn no_wait_reclaims_a_dead_holders_lock_within_seconds_under_skew() {
             hs,
             &["acquire", &name, "--table", &t, "--lease-duration", "3"],
         );
-        assert_eq!(out.code, 0, "{label}: holder:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{label}: holder:"));
         let acquired = Instant::now();
         let mut reclaimed = None;
         let mut refused = 0;
         while acquired.elapsed() < Duration::from_secs(20) {
             let st = ours(&moto, ws, &["status", &name, "--table", &t, "--json"]);
-            assert_eq!(st.code, 0, "{label}: status:\n{}", st.describe());
+            st.assert_exit_as(0, &format!("{label}: status:"));
             let held = st.json()["held"] == serde_json::Value::Bool(true);
             let out = ours(&moto, ws, &["acquire", &name, "--table", &t, "--no-wait"]);
             match out.code {
@@ -1897,11 +1781,9 @@ fn a_grant_taken_over_before_its_rewrite_is_not_reported_and_the_wait_goes_on() 
         "the holder sent no rewrite"
     );
     let taker = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait", "--json"]));
-    assert_eq!(
-        taker.code,
+    taker.assert_exit_as(
         0,
-        "a record stamped an hour in the past, not yet rewritten, was not taken:\n{}",
-        taker.describe()
+        "a record stamped an hour in the past, not yet rewritten, was not taken:",
     );
     let tv = taker.json();
     thread::sleep(Duration::from_millis(500));
@@ -1915,11 +1797,9 @@ fn a_grant_taken_over_before_its_rewrite_is_not_reported_and_the_wait_goes_on() 
         tv["fence"],
         after_release.as_secs_f64()
     ));
-    assert_eq!(
-        out.code,
+    out.assert_exit_as(
         0,
-        "the holder should have kept waiting and taken the lock once released:\n{}",
-        out.describe()
+        "the holder should have kept waiting and taken the lock once released:",
     );
     let hv = out.json();
     assert!(
@@ -1988,8 +1868,8 @@ fn renew_from_a_clock_an_hour_behind_never_writes_an_expired_looking_lease() {
         (20..=35).contains(&left),
         "after the renewal's first write the lease expires in {left} s on the store's clock (30 s asked)"
     );
-    assert_eq!(other.code, 3, "{}", other.describe());
-    assert_eq!(out.code, 0, "{}", out.describe());
+    other.assert_exit(3);
+    out.assert_ok();
     release(&moto, &t, &name, out.line());
 }
 
@@ -2078,7 +1958,8 @@ fn a_release_that_landed_but_failed_is_not_reported_as_a_failure() {
         &name,
         &["-v", "--lease-duration", "30", "-c", &script],
     ));
-    first_line(&ready, Duration::from_secs(30), &mut running).expect("the command never started");
+    first_line(&ready, Duration::from_secs(30), Some(&mut running))
+        .expect("the command never started");
     // The next UpdateItem is the release (renewals come every 10 s).
     proxy.fault(Some("UpdateItem"), Fault::DropResponse, Some(1));
     proxy.fault(Some("UpdateItem"), Fault::Status(500), Some(2));
@@ -2090,7 +1971,7 @@ fn a_release_that_landed_but_failed_is_not_reported_as_a_failure() {
         kinds(&proxy)
     ));
     assert_eq!(proxy.injected().get("drop"), Some(&1), "{}", kinds(&proxy));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         !out.stderr.contains("could not release"),
         "a release that landed was reported as failed:\n{}",

@@ -27,7 +27,7 @@ fn dir() -> Dir {
     let url = format!("file://{}", path.display());
     let d = Dir { tmp, path, url };
     let out = run(cmd(&d).arg("table-create"));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     d
 }
 
@@ -64,34 +64,46 @@ fn faked(d: &Dir, offset: &str) -> Command {
     clock_offset(cmd(d), offset).expect("libfaketime is installed (scripts/setup.sh)")
 }
 
-/// A shell script for a critical section: logs "begin TAG", sleeps, logs
-/// "end TAG". Lines are appended, so their order is the order of events
-/// whatever each process's wall clock says.
-fn section(log: &Path, tag: &str, secs: f64) -> String {
-    format!(
-        "echo 'begin {tag}' >> '{log}'; sleep {secs}; echo 'end {tag}' >> '{log}'",
-        log = log.display()
+/// A `run` holder of `name` (lease 3 s) by `c`, in the [`section`]
+/// "holder" (4 s) once it has begun.
+fn holding(mut c: Command, name: &str, log: &Path) -> Running {
+    let holder = spawn(
+        c.args(["run", name, "--lease-duration", "3", "--", "sh", "-c"])
+            .arg(section(log, "holder", 4.0)),
+    );
+    wait_logged(log, "begin holder", Duration::from_secs(20));
+    holder
+}
+
+/// A `run` waiter for `name` (30 s) by `c`, its [`section`] "waiter".
+fn waiting(mut c: Command, name: &str, log: &Path) -> Running {
+    spawn(
+        c.args(["run", name, "--wait-time", "30", "--", "sh", "-c"])
+            .arg(section(log, "waiter", 0.0)),
     )
 }
 
-fn wait_for_line(log: &Path, line: &str, within: Duration) {
-    let start = Instant::now();
-    while !lines(log).iter().any(|l| l == line) {
-        assert!(
-            start.elapsed() < within,
-            "{line:?} not logged within {within:?}: {:?}",
-            lines(log)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// [`waiting`] inside `unshare UNSHARE sh -c …` (new namespaces).
+fn waiting_unshared(d: &Dir, unshare: &[&str], name: &str, log: &Path) -> Running {
+    spawn(
+        wrapped(d, "unshare", unshare)
+            .args(["sh", "-c"])
+            .arg("\"$BIN\" run \"$NAME\" --wait-time 30 -- sh -c \"$SECTION\"; exit $?")
+            .env("NAME", name)
+            .env("SECTION", section(log, "waiter", 0.0)),
+    )
 }
 
-/// Asserts the log shows the holder's whole section before the waiter's.
-fn assert_in_turn(log: &Path) {
-    assert_eq!(
-        lines(log),
-        ["begin holder", "end holder", "begin waiter", "end waiter"],
-        "the two critical sections overlapped"
+/// Asserts an `acquire` of `name` (waiting up to 20 s) gets it within
+/// 10 s: a dead holder's 60 s lease was not waited out.
+#[track_caller]
+fn assert_taken_soon(d: &Dir, name: &str) {
+    let out = run(cmd(d).args(["acquire", name, "--wait-time", "20"]));
+    out.assert_ok();
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "a dead holder's 60 s lease was waited out: {}",
+        out.describe()
     );
 }
 
@@ -142,22 +154,14 @@ fn a_holder_in_another_pid_namespace_is_not_taken_for_dead() {
         .env("NAME", &name)
         .env("SECTION", section(&log, "holder", 4.0)),
     );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    wait_logged(&log, "begin holder", Duration::from_secs(20));
     assert_eq!(
         record(&d, &name)["pid"].as_u64(),
         Some(u64::from(pid)),
         "the holder did not get the planned pid; the test proves nothing"
     );
-    let waiter = spawn(
-        cmd(&d)
-            .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
-            .arg(section(&log, "waiter", 0.0)),
-    );
-    let h = holder.wait(Duration::from_secs(30));
-    let w = waiter.wait(Duration::from_secs(30));
-    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
-    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
-    assert_in_turn(&log);
+    let waiter = waiting(cmd(&d), &name, &log);
+    assert_both_in_turn(holder, waiter, &log);
 }
 
 #[test]
@@ -165,28 +169,10 @@ fn a_waiter_in_another_pid_namespace_does_not_take_a_live_lease() {
     let d = dir();
     let name = lock();
     let log = d.file("sections");
-    let holder = spawn(
-        cmd(&d)
-            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
-            .arg(section(&log, "holder", 4.0)),
-    );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    let holder = holding(cmd(&d), &name, &log);
     // Inside the new namespace the holder's pid names no process.
-    let waiter = spawn(
-        wrapped(
-            &d,
-            "unshare",
-            &["--pid", "--fork", "--mount-proc", "sh", "-c"],
-        )
-        .arg("\"$BIN\" run \"$NAME\" --wait-time 30 -- sh -c \"$SECTION\"; exit $?")
-        .env("NAME", &name)
-        .env("SECTION", section(&log, "waiter", 0.0)),
-    );
-    let h = holder.wait(Duration::from_secs(30));
-    let w = waiter.wait(Duration::from_secs(30));
-    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
-    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
-    assert_in_turn(&log);
+    let waiter = waiting_unshared(&d, &["--pid", "--fork", "--mount-proc"], &name, &log);
+    assert_both_in_turn(holder, waiter, &log);
 }
 
 #[test]
@@ -199,17 +185,11 @@ fn a_dead_run_frees_the_lock_at_once() {
             .args(["run", &name, "--lease-duration", "60", "--", "sh", "-c"])
             .arg(section(&log, "holder", 60.0)),
     );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    wait_logged(&log, "begin holder", Duration::from_secs(20));
     signal(holder.pid(), nix::sys::signal::Signal::SIGKILL);
     let h = holder.wait(Duration::from_secs(10));
-    assert_eq!(h.code, 137, "{}", h.describe());
-    let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "20"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
-    assert!(
-        out.elapsed < Duration::from_secs(10),
-        "a dead holder's 60 s lease was waited out: {}",
-        out.describe()
-    );
+    h.assert_exit(137);
+    assert_taken_soon(&d, &name);
 }
 
 #[test]
@@ -217,22 +197,9 @@ fn a_waiter_whose_wall_clock_is_ahead_does_not_take_a_live_lease() {
     let d = dir();
     let name = lock();
     let log = d.file("sections");
-    let holder = spawn(
-        cmd(&d)
-            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
-            .arg(section(&log, "holder", 4.0)),
-    );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
-    let waiter = spawn(
-        faked(&d, "+40s")
-            .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
-            .arg(section(&log, "waiter", 0.0)),
-    );
-    let h = holder.wait(Duration::from_secs(30));
-    let w = waiter.wait(Duration::from_secs(30));
-    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
-    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
-    assert_in_turn(&log);
+    let holder = holding(cmd(&d), &name, &log);
+    let waiter = waiting(faked(&d, "+40s"), &name, &log);
+    assert_both_in_turn(holder, waiter, &log);
 }
 
 #[test]
@@ -240,22 +207,9 @@ fn a_holder_whose_wall_clock_is_behind_keeps_its_lease() {
     let d = dir();
     let name = lock();
     let log = d.file("sections");
-    let holder = spawn(
-        faked(&d, "-1h")
-            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
-            .arg(section(&log, "holder", 4.0)),
-    );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
-    let waiter = spawn(
-        cmd(&d)
-            .args(["run", &name, "--wait-time", "30", "--", "sh", "-c"])
-            .arg(section(&log, "waiter", 0.0)),
-    );
-    let h = holder.wait(Duration::from_secs(30));
-    let w = waiter.wait(Duration::from_secs(30));
-    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
-    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
-    assert_in_turn(&log);
+    let holder = holding(faked(&d, "-1h"), &name, &log);
+    let waiter = waiting(cmd(&d), &name, &log);
+    assert_both_in_turn(holder, waiter, &log);
 }
 
 #[test]
@@ -265,7 +219,7 @@ fn an_abandoned_lease_is_reclaimed_on_time_whatever_the_wall_clock() {
     let behind = lock();
     for name in [&ahead, &behind] {
         let out = run(cmd(&d).args(["acquire", name, "--lease-duration", "2"]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     // Both leases were granted before this instant; neither may be taken
     // before it expires (2 s, plus the 1 s margin), nor long after.
@@ -295,12 +249,7 @@ fn an_abandoned_lease_is_reclaimed_on_time_whatever_the_wall_clock() {
     for (offset, w, after) in waiters {
         let after = after.unwrap();
         let out = w.wait(Duration::from_secs(5));
-        assert_eq!(
-            out.code,
-            0,
-            "waiter {offset} did not reclaim:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(0, &format!("waiter {offset} did not reclaim:"));
         assert!(
             after >= Duration::from_secs(2),
             "waiter {offset} took a live lease {after:?} after it was granted:\n{}",
@@ -347,12 +296,7 @@ fn a_stalled_directory_lock_does_not_delay_the_kill() {
     }
     let stalled_at = wall_ns();
     let out = holder.wait(Duration::from_secs(30));
-    assert_eq!(
-        out.code,
-        4,
-        "the holder must report the lost lease:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(4, "the holder must report the lost lease:");
     let last: u128 = std::fs::read_to_string(&beat)
         .unwrap()
         .trim()
@@ -378,61 +322,15 @@ fn a_waiter_in_a_time_namespace_does_not_take_a_live_lease() {
     let d = dir();
     let name = lock();
     let log = d.file("sections");
-    let holder = spawn(
-        cmd(&d)
-            .args(["run", &name, "--lease-duration", "3", "--", "sh", "-c"])
-            .arg(section(&log, "holder", 4.0)),
-    );
-    wait_for_line(&log, "begin holder", Duration::from_secs(20));
+    let holder = holding(cmd(&d), &name, &log);
     // Its boot-time clock reads a day ahead of the host's.
-    let waiter = spawn(
-        wrapped(
-            &d,
-            "unshare",
-            &["--time", "--boottime", "86400", "--fork", "sh", "-c"],
-        )
-        .arg("\"$BIN\" run \"$NAME\" --wait-time 30 -- sh -c \"$SECTION\"; exit $?")
-        .env("NAME", &name)
-        .env("SECTION", section(&log, "waiter", 0.0)),
+    let waiter = waiting_unshared(
+        &d,
+        &["--time", "--boottime", "86400", "--fork"],
+        &name,
+        &log,
     );
-    let h = holder.wait(Duration::from_secs(30));
-    let w = waiter.wait(Duration::from_secs(30));
-    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
-    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
-    assert_in_turn(&log);
-}
-
-/// The pid of `parent`'s child whose command line contains `needle`.
-fn child_with(parent: u32, needle: &str) -> Option<i32> {
-    let dir = std::fs::read_dir("/proc").ok()?;
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let Some(i) = stat.rfind(')') else { continue };
-        let ppid: u32 = stat[i + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|f| f.parse().ok())
-            .unwrap_or(0);
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if ppid == parent && String::from_utf8_lossy(&cmdline).contains(needle) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-/// Whether `pid` runs (not gone, not a zombie).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .map(|i| s[i + 1..].trim_start().starts_with(['Z', 'X']))
-        })
-        == Some(false)
+    assert_both_in_turn(holder, waiter, &log);
 }
 
 /// A subreaper (PR_SET_CHILD_SUBREAPER, as `systemd --user`, tini or a
@@ -460,6 +358,33 @@ fn under_subreaper(c: &Command) -> Command {
     s
 }
 
+/// A `run` holder of `name` (lease 60 s) under [`under_subreaper`], its
+/// command a shell waiting on a grandchild `sleep 300`.
+struct Subreaped {
+    reaper: Running,
+    gc_pid: i32,
+    holder: u32,
+    wd: i32,
+}
+
+fn subreaped_holder(d: &Dir, name: &str) -> Subreaped {
+    let gc = d.file("grandchild");
+    let mut holder_cmd = cmd(d);
+    holder_cmd
+        .args(["run", name, "--lease-duration", "60", "--", "sh", "-c"])
+        .arg(format!("sleep 300 & echo $! > {}; wait", gc.display()));
+    let reaper = spawn(&mut under_subreaper(&holder_cmd));
+    let gc_pid = await_pid(&gc, Duration::from_secs(20), "grandchild");
+    let holder = child_with(reaper.pid(), "run").expect("the holder") as u32;
+    let wd = child_with(holder, "__watchdog").expect("the holder's watchdog");
+    Subreaped {
+        reaper,
+        gc_pid,
+        holder,
+        wd,
+    }
+}
+
 /// A dead `run` holder frees the lock after a short grace only because its
 /// watchdog kills the command's group in the meantime. A watchdog that has
 /// not done so yet (stopped by its pid here, under a subreaper; on a loaded
@@ -469,24 +394,12 @@ fn under_subreaper(c: &Command) -> Command {
 fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
     let d = dir();
     let name = lock();
-    let gc = d.file("grandchild");
-    let mut holder_cmd = cmd(&d);
-    holder_cmd
-        .args(["run", &name, "--lease-duration", "60", "--", "sh", "-c"])
-        .arg(format!("sleep 300 & echo $! > {}; wait", gc.display()));
-    let reaper = spawn(&mut under_subreaper(&holder_cmd));
-    let start = Instant::now();
-    let gc_pid = loop {
-        if let Ok(s) = std::fs::read_to_string(&gc) {
-            if let Ok(p) = s.trim().parse::<i32>() {
-                break p;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "no grandchild");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let holder = child_with(reaper.pid(), "run").expect("the holder") as u32;
-    let wd = child_with(holder, "__watchdog").expect("the holder's watchdog");
+    let Subreaped {
+        reaper,
+        gc_pid,
+        holder,
+        wd,
+    } = subreaped_holder(&d, &name);
     // The holder first, or it would continue its stopped watchdog.
     signal(holder, nix::sys::signal::Signal::SIGSTOP);
     signal(wd as u32, nix::sys::signal::Signal::SIGSTOP);
@@ -494,7 +407,7 @@ fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
     assert!(gone_within(holder as i32, Duration::from_secs(10)));
     // The waiter must not get the lock while the grandchild runs.
     let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "4"]));
-    let gc_ran = running(gc_pid);
+    let gc_ran = alive(gc_pid);
     signal(wd as u32, nix::sys::signal::Signal::SIGCONT);
     signal(reaper.pid(), nix::sys::signal::Signal::SIGKILL);
     assert!(
@@ -505,21 +418,11 @@ fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
     assert!(gc_ran, "the stopped watchdog's group was killed anyway");
     // Once continued, the watchdog kills the group (it saw end of file) and
     // the lock is free.
-    let freed = Instant::now();
-    while running(gc_pid) {
-        assert!(
-            freed.elapsed() < Duration::from_secs(10),
-            "the continued watchdog did not kill the grandchild"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = run(cmd(&d).args(["acquire", &name, "--wait-time", "20"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
     assert!(
-        out.elapsed < Duration::from_secs(10),
-        "a dead holder's 60 s lease was waited out: {}",
-        out.describe()
+        gone_within(gc_pid, Duration::from_secs(10)),
+        "the continued watchdog did not kill the grandchild"
     );
+    assert_taken_soon(&d, &name);
 }
 
 /// A watchdog stopped by its pid while its `run` holder goes on is
@@ -531,37 +434,17 @@ fn a_dead_run_whose_watchdog_has_not_fired_keeps_the_lock() {
 fn a_stopped_watchdog_is_continued_by_its_holder() {
     let d = dir();
     let name = lock();
-    let gc = d.file("grandchild");
-    let mut holder_cmd = cmd(&d);
-    holder_cmd
-        .args(["run", &name, "--lease-duration", "60", "--", "sh", "-c"])
-        .arg(format!("sleep 300 & echo $! > {}; wait", gc.display()));
-    let reaper = spawn(&mut under_subreaper(&holder_cmd));
-    let start = Instant::now();
-    let gc_pid = loop {
-        if let Ok(s) = std::fs::read_to_string(&gc) {
-            if let Ok(p) = s.trim().parse::<i32>() {
-                break p;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "no grandchild");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let holder = child_with(reaper.pid(), "run").expect("the holder") as u32;
-    let wd = child_with(holder, "__watchdog").expect("the holder's watchdog");
+    let Subreaped {
+        reaper,
+        gc_pid,
+        holder,
+        wd,
+    } = subreaped_holder(&d, &name);
     signal(wd as u32, nix::sys::signal::Signal::SIGSTOP);
     // The holder's loop wakes at least every 0.5 s.
     std::thread::sleep(Duration::from_millis(1500));
     signal(holder, nix::sys::signal::Signal::SIGKILL);
-    let killed = Instant::now();
-    let mut survived = true;
-    while killed.elapsed() < Duration::from_secs(8) {
-        if !running(gc_pid) {
-            survived = false;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let survived = !gone_within(gc_pid, Duration::from_secs(8));
     // Clean up whatever the outcome.
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(wd),
@@ -614,27 +497,11 @@ fn a_full_stderr_pipe_does_not_delay_the_kill_after_a_lost_lease() {
         .stderr(std::process::Stdio::from(w))
         .spawn()
         .expect("spawn awsflock");
-    let start = Instant::now();
-    let cmd_pid = loop {
-        if let Ok(s) = std::fs::read_to_string(&ready) {
-            if let Ok(p) = s.trim().parse::<i32>() {
-                break p;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "no command");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let cmd_pid = await_pid(&ready, Duration::from_secs(20), "command");
     let out = run(cmd(&d).args(["release", &name, "--force", "--yes"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let released = Instant::now();
-    let mut gone = false;
-    while released.elapsed() < Duration::from_secs(8) {
-        if !running(cmd_pid) {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gone = gone_within(cmd_pid, Duration::from_secs(8));
     let after = released.elapsed();
     // Let awsflock write and exit.
     drop(r);
@@ -739,7 +606,7 @@ fn no_thread_to_spare_is_a_one_line_error_not_a_panic() {
         ],
     ));
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());
-    assert_eq!(out.code, 1, "{}", out.describe());
+    out.assert_exit(1);
     assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.describe());
     assert!(
         out.stderr.contains("cannot start a thread"),
@@ -764,7 +631,7 @@ fn awsflock_messages_come_before_the_commands_own() {
             "-c",
             "echo child-says >&2",
         ]));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let granted = out.stderr.find("lease granted");
         let child = out.stderr.find("child-says");
         assert!(

@@ -23,18 +23,16 @@ fn assert_no_traceback(out: &Out) {
 
 #[test]
 fn old_client_holding_blocks_our_no_wait_acquire() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
-    assert_eq!(out.code, 0, "old acquire:\n{}", out.describe());
+    out.assert_exit_as(0, "old acquire:");
     let old_lease = out.line().to_string();
 
     let ours = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(ours.code, 3, "{}", ours.describe());
+    ours.assert_exit(3);
 
     let status = run(awsflock(&moto).args(["status", &name, "--table", &t, "--json"]));
-    assert_eq!(status.code, 0, "{}", status.describe());
+    status.assert_ok();
     let v = status.json();
     assert_eq!(v["held"], true, "{v}");
     assert_eq!(v["lease_id"], old_lease.as_str(), "{v}");
@@ -42,53 +40,34 @@ fn old_client_holding_blocks_our_no_wait_acquire() {
 
 #[test]
 fn our_lock_blocks_old_client_no_wait_acquire_without_traceback() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let lease = acquire(&moto, &t, &name, &[]);
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
     assert_no_traceback(&out);
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     release(&moto, &t, &name, &lease);
 }
 
 #[test]
 fn old_lease_renewed_by_us_is_released_by_old_client_with_the_new_id() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
-    assert_eq!(out.code, 0, "old acquire:\n{}", out.describe());
+    out.assert_exit_as(0, "old acquire:");
     let old_lease = out.line().to_string();
 
     let out = run(awsflock(&moto).args(["renew", &name, &old_lease, "--table", &t]));
-    assert_eq!(
-        out.code,
-        0,
-        "our renew of an old lease:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "our renew of an old lease:");
     let new_lease = out.line().to_string();
     assert_uuid(&new_lease);
     assert_ne!(new_lease, old_lease);
 
     let out = run(peer(&moto).args(["release", &name, &old_lease, "--tablename", &t]));
     assert_no_traceback(&out);
-    assert_eq!(
-        out.code,
-        3,
-        "the replaced id still released:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(3, "the replaced id still released:");
 
     let out = run(peer(&moto).args(["release", &name, &new_lease, "--tablename", &t]));
     assert_no_traceback(&out);
-    assert_eq!(
-        out.code,
-        0,
-        "old release with our new id:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "old release with our new id:");
 
     let (lease, _) = acquire_json(&moto, &t, &name, &["--no-wait"]);
     release(&moto, &t, &name, &lease);
@@ -96,27 +75,20 @@ fn old_lease_renewed_by_us_is_released_by_old_client_with_the_new_id() {
 
 #[test]
 fn our_lease_renewed_by_old_client_is_released_by_us_with_its_id() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let lease = acquire(&moto, &t, &name, &[]);
 
     let out = run(peer(&moto).args(["renew", &name, &lease, "--tablename", &t]));
     assert_no_traceback(&out);
-    assert_eq!(out.code, 0, "old renew of our lease:\n{}", out.describe());
+    out.assert_exit_as(0, "old renew of our lease:");
     let renewed = out.line().to_string();
     assert_uuid(&renewed);
 
     let stale = run(awsflock(&moto).args(["release", &name, &lease, "--table", &t]));
-    assert_eq!(stale.code, 3, "{}", stale.describe());
+    stale.assert_exit(3);
 
     let blocked = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(
-        blocked.code,
-        3,
-        "a lease renewed by the old client looked free:\n{}",
-        blocked.describe()
-    );
+    blocked.assert_exit_as(3, "a lease renewed by the old client looked free:");
 
     release(&moto, &t, &name, &renewed);
     let again = acquire(&moto, &t, &name, &["--no-wait"]);
@@ -125,31 +97,27 @@ fn our_lease_renewed_by_old_client_is_released_by_us_with_its_id() {
 
 #[test]
 fn lock_released_by_us_is_taken_by_old_client_at_once() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let lease = acquire(&moto, &t, &name, &[]);
     release(&moto, &t, &name, &lease);
 
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
     assert_no_traceback(&out);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let old_lease = out.line().to_string();
 
     let ours = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-    assert_eq!(ours.code, 3, "{}", ours.describe());
+    ours.assert_exit(3);
 
     let out = run(peer(&moto).args(["release", &name, &old_lease, "--tablename", &t]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let lease = acquire(&moto, &t, &name, &["--no-wait"]);
     release(&moto, &t, &name, &lease);
 }
 
 #[test]
 fn our_item_carries_lease_id_and_integer_expiration_time() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let before = now_epoch();
     let lease = acquire(&moto, &t, &name, &["--lease-duration", "10m"]);
     let item = raw_item(&moto, &t, &name);
@@ -179,7 +147,7 @@ fn our_item_carries_lease_id_and_integer_expiration_time() {
         "--lease-duration",
         "20m",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let renewed = out.line().to_string();
     let item = raw_item(&moto, &t, &name);
     assert_eq!(item["lease_id"]["S"], renewed.as_str(), "{item}");
@@ -196,9 +164,7 @@ fn our_item_carries_lease_id_and_integer_expiration_time() {
 
 #[test]
 fn old_client_waiting_gets_the_lock_after_we_release() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let lease = acquire(&moto, &t, &name, &[]);
     let mut waiter =
         spawn(peer(&moto).args(["acquire", &name, "--tablename", &t, "--wait-time", "30"]));
@@ -212,7 +178,7 @@ fn old_client_waiting_gets_the_lock_after_we_release() {
     release(&moto, &t, &name, &lease);
     let out = waiter.wait(Duration::from_secs(60));
     assert_no_traceback(&out);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_uuid(out.line());
 }
 
@@ -222,25 +188,23 @@ fn table_created_by_old_client_is_usable_by_us() {
     let t = unique_name("oldtbl");
     let out = run(peer(&moto).args(["create-table", "--tablename", &t]));
     assert_no_traceback(&out);
-    assert_eq!(out.code, 0, "old create-table:\n{}", out.describe());
+    out.assert_exit_as(0, "old create-table:");
 
     let again = run(awsflock(&moto).args(["table-create", "--table", &t]));
-    assert_eq!(again.code, 0, "{}", again.describe());
+    again.assert_ok();
 
     let name = lock();
     let lease = acquire(&moto, &t, &name, &[]);
     let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     release(&moto, &t, &name, &lease);
 }
 
 #[test]
 fn expired_old_client_lease_is_taken_only_after_its_own_five_second_margin() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let out = old_acquire(&moto, &t, &name, &["--no-wait", "--lease-duration", "2"]);
-    assert_eq!(out.code, 0, "old acquire:\n{}", out.describe());
+    out.assert_exit_as(0, "old acquire:");
     let item = raw_item(&moto, &t, &name);
     let exp: i64 = item["expiration_time"]["N"]
         .as_str()
@@ -257,7 +221,7 @@ fn expired_old_client_lease_is_taken_only_after_its_own_five_second_margin() {
         "30",
         "--json",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let ours = raw_item(&moto, &t, &name);
     let acquired_ms: i64 = ours["acquired_ms"]["N"]
         .as_str()
@@ -286,24 +250,14 @@ fn old_client_never_joins_our_semaphore_or_shared_holders() {
         let b = acquire(&moto, &t, &name, &flags);
         let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
         assert_no_traceback(&out);
-        assert_eq!(
-            out.code,
-            3,
-            "{flags:?}, two of ours hold:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(3, &format!("{flags:?}, two of ours hold:"));
         release(&moto, &t, &name, &a);
         let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
-        assert_eq!(
-            out.code,
-            3,
-            "{flags:?}, one of ours holds:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(3, &format!("{flags:?}, one of ours holds:"));
         release(&moto, &t, &name, &b);
         let out = old_acquire(&moto, &t, &name, &["--no-wait"]);
         assert_no_traceback(&out);
-        assert_eq!(out.code, 0, "{flags:?}, nobody holds:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{flags:?}, nobody holds:"));
         // And ours see 0.2.0's lease as an exclusive holder: a reader
         // waits for it; a semaphore's holder is told the name is a lock.
         let ours = run(awsflock(&moto)

@@ -19,7 +19,7 @@ fn dir() -> Dir {
     let url = format!("file://{}", tmp.path().join("locks").display());
     let d = Dir { _tmp: tmp, url };
     let out = run(cmd(&d).arg("table-create"));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     d
 }
 
@@ -38,7 +38,7 @@ fn hold(d: &Dir, name: &str) {
         "--reason",
         "terraform apply prod",
     ]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
 }
 
 #[test]
@@ -46,7 +46,7 @@ fn a_waiter_off_a_terminal_says_once_who_holds_the_lock_why_and_until_when() {
     let d = dir();
     hold(&d, "deploy");
     let out = run(cmd(&d).args(["acquire", "deploy", "--wait-time", "2"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     let waiting: Vec<&str> = out
         .stderr
         .lines()
@@ -116,7 +116,7 @@ fn force_release_off_a_terminal_does_not_ask_and_names_the_holder() {
     let out = run(cmd(&d)
         .args(["release", "deploy", "--force"])
         .stdin(Stdio::null()));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(out.stderr.contains("held by alice@ci-7"), "{}", out.stderr);
     assert!(
         !out.stderr.contains("[y/N]"),
@@ -127,7 +127,7 @@ fn force_release_off_a_terminal_does_not_ask_and_names_the_holder() {
     assert_eq!(v["held"], false);
     // Nothing to break on a free lock.
     let out = run(cmd(&d).args(["release", "deploy", "--force"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
 }
 
 #[test]
@@ -153,14 +153,14 @@ fn force_release_stops_the_holders_run() {
         0
     );
     let out = holder.wait(Duration::from_secs(10));
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
 }
 
 #[test]
 fn status_of_a_free_lock_exits_0_with_held_false() {
     let d = dir();
     let out = run(cmd(&d).args(["status", "never-used", "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.json()["held"], false);
     let out = run(cmd(&d).args(["status", "never-used"]));
     assert_eq!(out.stdout.trim(), "never-used: free");
@@ -172,7 +172,7 @@ fn list_prints_a_table_and_json_of_held_locks() {
     hold(&d, "deploy");
     hold(&d, "backup");
     let out = run(cmd(&d).arg("list"));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert!(
         lines[0].starts_with("NAME") && lines[0].contains("REASON"),
@@ -197,7 +197,7 @@ fn every_option_can_come_from_the_environment() {
         .env("AWSFLOCK_REASON", "nightly report")
         .env("AWSFLOCK_LEASE_DURATION", "15m")
         .env("AWSFLOCK_JSON", "true"));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.json()["lease_duration"], 900, "{}", out.stdout);
     let v = run(cmd(&d).args(["status", "envy", "--json"])).json();
     assert_eq!(v["owner"], "cron@box-3");
@@ -285,9 +285,7 @@ fn on_moto(moto: &Moto, t: &str) -> Command {
 /// silences that too. The interval is shortened for the test.
 #[test]
 fn a_waiting_run_in_a_log_says_now_and_then_that_it_still_waits() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &["--owner", "alice@ci-7"]);
     let waiter = |quiet: bool| {
         let mut c = on_moto(&moto, &t);
@@ -327,9 +325,7 @@ fn a_waiting_run_in_a_log_says_now_and_then_that_it_still_waits() {
 /// The waiting line's time: the zone, and the date when not today.
 #[test]
 fn the_waiting_line_names_the_day_and_zone_of_an_old_grant() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let _lease = acquire(&moto, &t, &name, &["--lease-duration", "3 days"]);
     // Move the grant two days back, as a long-held lock would be.
     let two_days_ago = (now_epoch() - 2 * 86_400) * 1000;
@@ -341,7 +337,7 @@ fn the_waiting_line_names_the_day_and_zone_of_an_old_grant() {
         ),
     );
     let out = run(on_moto(&moto, &t).args(["acquire", &name, "--wait-time", "1"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     let day = humantime::format_rfc3339(
         std::time::UNIX_EPOCH + Duration::from_millis(two_days_ago as u64),
     )
@@ -357,7 +353,7 @@ fn the_waiting_line_names_the_day_and_zone_of_an_old_grant() {
 #[test]
 fn the_man_page_lists_every_exit_code() {
     let out = run(Command::new(bin_path()).arg("man"));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     for code in ["126", "127", "128+N"] {
         assert!(
             out.stdout.contains(code),
@@ -390,9 +386,7 @@ fn status_when(
 /// the number waiting, in text and JSON.
 #[test]
 fn status_keeps_its_shape_once_someone_has_waited() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let holder = spawn(on_moto(&moto, &t).args([
         "run",
         &name,
@@ -464,11 +458,9 @@ fn status_keeps_its_shape_once_someone_has_waited() {
 /// awsflock 0.2.0's leases) is "expired Ns ago; free in Ms", not "held".
 #[test]
 fn status_of_a_lease_inside_its_margin_says_expired_and_when_free() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let out = run(peer(&moto).args(["acquire", &name, "--tablename", &t, "--lease-duration", "1"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let out = run(on_moto(&moto, &t).args(["status", &name]));

@@ -58,31 +58,10 @@ fn stamps(path: &Path) -> Vec<i128> {
         .collect()
 }
 
-/// Waits up to `timeout` for `path` to hold a complete first line.
-fn first_line(path: &Path, timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if let Some((line, _)) = s.split_once('\n') {
-                return Some(line.to_string());
-            }
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn sleep_until(t: Instant) {
     if let Some(d) = t.checked_duration_since(Instant::now()) {
         thread::sleep(d);
     }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Our binary aimed at `endpoint`, in a process group of its own (so that
@@ -238,7 +217,7 @@ struct Files {
 /// command among the process groups of the paused "machine".
 fn started(holder: Running, f: &Files, groups: &mut Groups) -> Running {
     groups.0.push(holder.pid() as i32);
-    let Some(child) = first_line(&f.ready, Duration::from_secs(30)) else {
+    let Some(child) = first_line(&f.ready, Duration::from_secs(30), None) else {
         let out = holder.wait(Duration::from_secs(10));
         panic!("the command never started:\n{}", out.describe())
     };
@@ -246,6 +225,59 @@ fn started(holder: Running, f: &Files, groups: &mut Groups) -> Running {
         .0
         .push(child.trim().parse().expect("the command's pid"));
     holder
+}
+
+/// Once `waiter` polls (its blind grant refused), holds back its grant
+/// (`UpdateItem` or `TransactWriteItems`) 300 ms at the proxy, releases
+/// `first`, and pauses the waiter's machine the moment the grant is sent.
+/// Returns when it was sent, how long it is held, and the pause.
+fn pause_as_the_grant_is_sent(
+    moto: &Moto,
+    proxy: &Proxy,
+    t: &str,
+    name: &str,
+    first: &str,
+    waiter: &Running,
+) -> (Instant, Duration, Paused) {
+    assert!(
+        proxy.wait_count(Some("GetItem"), 2, Duration::from_secs(20)),
+        "the waiter never polled"
+    );
+    let grants = || proxy.count(Some("UpdateItem")) + proxy.count(Some("TransactWriteItems"));
+    let base = grants();
+    let held_for = Duration::from_millis(300);
+    proxy.fault(Some("UpdateItem"), Fault::Hold(held_for), Some(1));
+    proxy.fault(Some("TransactWriteItems"), Fault::Hold(held_for), Some(1));
+    release(moto, t, name, first);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while grants() <= base {
+        assert!(
+            Instant::now() < deadline,
+            "the waiter never tried to take the released lock"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    (Instant::now(), held_for, Paused::pause(waiter.pid()))
+}
+
+/// What each attack starts with: a private moto behind a fault proxy, a
+/// table, a lock name, the scratch files, and the process groups to clean
+/// up.
+fn scene() -> (Moto, Proxy, String, String, Files, Groups) {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    (moto, proxy, t, lock(), files(), Groups::default())
+}
+
+/// [`scene`], or a skip (`label` says which) when libfaketime is not
+/// installed.
+fn scene_with_faketime(label: &str) -> Option<(Moto, Proxy, String, String, Files, Groups)> {
+    if libfaketime().is_none() {
+        skip(&format!("libfaketime is not installed ({label})"));
+        return None;
+    }
+    Some(scene())
 }
 
 fn files() -> Files {
@@ -287,12 +319,7 @@ fn renewal_held_while_paused(
         skip(&format!("libfaketime is not installed ({label})"));
         return;
     }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    let (moto, proxy, t, name, f, mut groups) = scene();
     proxy.shift_date(-LAG);
     // Lease 20 s on the holder's clocks, renewed every 6.7 s, SIGTERM grace
     // 3 s; 6 s on the store's clock.
@@ -335,6 +362,7 @@ fn renewal_held_while_paused(
             .min(wake_at)
             .checked_duration_since(Instant::now() + Duration::from_millis(300))
             .unwrap_or_default(),
+        None,
     )
     .is_some();
     if !taken {
@@ -385,13 +413,8 @@ fn renewal_held_while_paused(
         v.beside_new,
         tail(&out.stderr, 30)
     );
-    assert_eq!(
-        out.code,
-        4,
-        "the holder must exit as lost:\n{}",
-        out.describe()
-    );
-    assert_eq!(other.code, 0, "{}", other.describe());
+    out.assert_exit_as(4, "the holder must exit as lost:");
+    other.assert_ok();
 }
 
 /// A renewal in flight when the machine paused (6.7 s into a 20 s lease on
@@ -447,16 +470,11 @@ fn renewal_refused_after_waking_kills_the_command_without_grace() {
 /// this test is not about).
 #[test]
 fn grant_landing_while_paused_never_starts_the_command() {
-    if libfaketime().is_none() {
-        skip("libfaketime is not installed (grant_landing_while_paused)");
+    let Some((moto, proxy, t, name, f, mut groups)) =
+        scene_with_faketime("grant_landing_while_paused")
+    else {
         return;
-    }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    };
     proxy.shift_date(-GRANT_LAG);
     let first = acquire(&moto, &t, &name, &["--lease-duration", "60"]);
     let waiter = spawn(holder_at(&proxy.endpoint, Some(&f.wall)).args([
@@ -475,26 +493,8 @@ fn grant_landing_while_paused_never_starts_the_command() {
         &stamping(&f.ready, &f.ours, "''"),
     ]));
     groups.0.push(waiter.pid() as i32);
-    // Waiting: its blind grant refused, polling.
-    assert!(
-        proxy.wait_count(Some("GetItem"), 2, Duration::from_secs(20)),
-        "the waiter never polled"
-    );
-    let base = proxy.count(Some("UpdateItem")) + proxy.count(Some("TransactWriteItems"));
-    let held_for = Duration::from_millis(300);
-    proxy.fault(Some("UpdateItem"), Fault::Hold(held_for), Some(1));
-    proxy.fault(Some("TransactWriteItems"), Fault::Hold(held_for), Some(1));
-    release(&moto, &t, &name, &first);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while proxy.count(Some("UpdateItem")) + proxy.count(Some("TransactWriteItems")) <= base {
-        assert!(
-            Instant::now() < deadline,
-            "the waiter never tried to take the released lock"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
-    let sent = Instant::now();
-    let mut paused = Paused::pause(waiter.pid());
+    let (sent, held_for, mut paused) =
+        pause_as_the_grant_is_sent(&moto, &proxy, &t, &name, &first, &waiter);
     let paused_ns = now_ns();
     // The grant lands in the store; then a second worker finds it expired
     // on the store's clock and takes the lock.
@@ -502,7 +502,12 @@ fn grant_landing_while_paused_never_starts_the_command() {
     let second = second_worker(&moto, &t, &name, &f.theirs);
     groups.0.push(second.pid() as i32);
     let wake_at = sent + Duration::from_millis(2500);
-    let taken = first_line(&f.theirs, wake_at.saturating_duration_since(Instant::now())).is_some();
+    let taken = first_line(
+        &f.theirs,
+        wake_at.saturating_duration_since(Instant::now()),
+        None,
+    )
+    .is_some();
     let taken_ns = now_ns();
     proxy.shift_date(0);
     std::fs::write(&f.wall, format!("+{GRANT_LAG}s\n")).unwrap();
@@ -536,18 +541,13 @@ fn grant_landing_while_paused_never_starts_the_command() {
         v.last_after_s,
         tail(&out.stderr, 30)
     );
-    assert_eq!(
-        out.code,
-        4,
-        "the waiter must exit as lost:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(4, "the waiter must exit as lost:");
     assert!(
         out.stderr.contains("not started"),
         "the waiter must say the command was not started:\n{}",
         out.describe()
     );
-    assert_eq!(other.code, 0, "{}", other.describe());
+    other.assert_ok();
 }
 
 /// A machine paused during the SIGTERM grace of a stop (no renewal
@@ -562,16 +562,11 @@ fn grant_landing_while_paused_never_starts_the_command() {
 /// that the holder does not rely on that kill time once time went unseen.
 #[test]
 fn pause_during_the_grace_kills_the_command_on_waking() {
-    if libfaketime().is_none() {
-        skip("libfaketime is not installed (pause_during_the_grace)");
+    let Some((_moto, proxy, t, name, f, mut groups)) =
+        scene_with_faketime("pause_during_the_grace")
+    else {
         return;
-    }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    };
     // Lease 20 s, renewed every 6.7 s, grace 6 s.
     let holder = spawn(holder_at(&proxy.endpoint, Some(&f.wall)).args([
         "run",
@@ -598,7 +593,7 @@ fn pause_during_the_grace_kills_the_command_on_waking() {
         Fault::Hold(Duration::from_secs(25)),
         None,
     );
-    let term = first_line(&f.term, Duration::from_secs(25));
+    let term = first_line(&f.term, Duration::from_secs(25), None);
     let Some(term) = term else {
         let out = holder.wait(Duration::from_secs(30));
         panic!("setup: the command got no SIGTERM:\n{}", out.describe());
@@ -630,12 +625,7 @@ fn pause_during_the_grace_kills_the_command_on_waking() {
         v.late,
         tail(&out.stderr, 30)
     );
-    assert_eq!(
-        out.code,
-        4,
-        "the holder must exit as lost:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(4, "the holder must exit as lost:");
 }
 
 /// A lease that turned suspect (the wall clock jumped ahead of the
@@ -645,16 +635,11 @@ fn pause_during_the_grace_kills_the_command_on_waking() {
 /// not be confirmed, not merely that it "could not be renewed".
 #[test]
 fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
-    if libfaketime().is_none() {
-        skip("libfaketime is not installed (unconfirmed_suspect_lease)");
+    let Some((_moto, proxy, t, name, f, mut groups)) =
+        scene_with_faketime("unconfirmed_suspect_lease")
+    else {
         return;
-    }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    };
     // Lease 9 s, renewed every 3 s, grace 2 s: SIGTERM time about 5.4 s in.
     let holder = spawn(holder_at(&proxy.endpoint, Some(&f.wall)).args([
         "run",
@@ -687,7 +672,7 @@ fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
         "unconfirmed_suspect_lease exit={} messages={said:?}",
         out.code
     ));
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     let stop = said
         .iter()
         .find(|l| l.contains("stopping the command"))
@@ -722,16 +707,10 @@ fn unconfirmed_suspect_lease_says_why_the_command_was_killed() {
 #[test]
 fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
     use std::io::Read;
-    if libfaketime().is_none() {
-        skip("libfaketime is not installed (full_stderr_pipe)");
+    let Some((_moto, proxy, t, name, f, mut groups)) = scene_with_faketime("full_stderr_pipe")
+    else {
         return;
-    }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    };
     let (mut reader, writer) = std::io::pipe().expect("pipe");
     let filler = writer.try_clone().expect("dup");
     // No -v: nothing is written to stderr before the warning.
@@ -752,7 +731,8 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
     let mut holder = cmd.spawn().expect("spawn awsflock");
     drop(cmd);
     groups.0.push(holder.id() as i32);
-    let child = first_line(&f.ready, Duration::from_secs(30)).expect("the command never started");
+    let child =
+        first_line(&f.ready, Duration::from_secs(30), None).expect("the command never started");
     groups
         .0
         .push(child.trim().parse().expect("the command's pid"));
@@ -822,16 +802,11 @@ fn a_full_stderr_pipe_does_not_delay_the_pause_of_a_suspect_lease() {
 /// real process does, and passed on the code before 943f3ec too.
 #[test]
 fn grant_answer_waiting_out_a_long_stop_is_not_reported() {
-    if libfaketime().is_none() {
-        skip("libfaketime is not installed (grant_answer_waiting_out_a_long_stop)");
+    let Some((moto, proxy, t, name, f, mut groups)) =
+        scene_with_faketime("grant_answer_waiting_out_a_long_stop")
+    else {
         return;
-    }
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.endpoint);
-    let t = table(&moto);
-    let name = lock();
-    let f = files();
-    let mut groups = Groups::default();
+    };
     proxy.shift_date(-GRANT_LAG);
     let first = acquire(&moto, &t, &name, &["--lease-duration", "60"]);
     let script = format!(
@@ -852,29 +827,12 @@ fn grant_answer_waiting_out_a_long_stop_is_not_reported() {
         &script,
     ]));
     groups.0.push(waiter.pid() as i32);
-    assert!(
-        proxy.wait_count(Some("GetItem"), 2, Duration::from_secs(20)),
-        "the waiter never polled"
-    );
-    let base = proxy.count(Some("UpdateItem")) + proxy.count(Some("TransactWriteItems"));
-    let held_for = Duration::from_millis(300);
-    proxy.fault(Some("UpdateItem"), Fault::Hold(held_for), Some(1));
-    proxy.fault(Some("TransactWriteItems"), Fault::Hold(held_for), Some(1));
-    release(&moto, &t, &name, &first);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while proxy.count(Some("UpdateItem")) + proxy.count(Some("TransactWriteItems")) <= base {
-        assert!(
-            Instant::now() < deadline,
-            "the waiter never tried to take the released lock"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
-    let sent = Instant::now();
-    let mut paused = Paused::pause(waiter.pid());
+    let (sent, held_for, mut paused) =
+        pause_as_the_grant_is_sent(&moto, &proxy, &t, &name, &first, &waiter);
     thread::sleep(held_for + Duration::from_millis(50));
     let second = second_worker(&moto, &t, &name, &f.theirs);
     groups.0.push(second.pid() as i32);
-    let taken = first_line(&f.theirs, Duration::from_secs(4)).is_some();
+    let taken = first_line(&f.theirs, Duration::from_secs(4), None).is_some();
     proxy.shift_date(0);
     std::fs::write(&f.wall, format!("+{GRANT_LAG}s\n")).unwrap();
     sleep_until(sent + Duration::from_secs(5));
@@ -896,18 +854,13 @@ fn grant_answer_waiting_out_a_long_stop_is_not_reported() {
         "setup: the second worker did not take the lock:\n{}",
         other.describe()
     );
-    assert_eq!(other.code, 0, "{}", other.describe());
+    other.assert_ok();
     assert_eq!(
         beside,
         0,
         "the waiter's command ran beside the second worker's:\n{}",
         out.describe()
     );
-    assert_eq!(
-        out.code,
-        0,
-        "the waiter gets the lock after the second worker:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(0, "the waiter gets the lock after the second worker:");
     assert_eq!(ours.len(), 10, "{}", out.describe());
 }

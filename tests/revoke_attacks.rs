@@ -16,7 +16,7 @@ fn n_of(item: &serde_json::Value, attr: &str) -> u64 {
 
 fn held(cmd: &dyn Fn() -> std::process::Command, name: &str) -> bool {
     let out = run(cmd().args(["status", name, "--json"]));
-    assert_eq!(out.code, 0, "status:\n{}", out.describe());
+    out.assert_exit_as(0, "status:");
     out.json()["held"] == serde_json::Value::Bool(true)
 }
 
@@ -73,14 +73,14 @@ fn revoke_after(
         release.describe(),
         holder.describe()
     );
-    assert_eq!(release.code, 0, "release:\n{}", release.describe());
-    assert_eq!(holder.code, 4, "holder:\n{}", holder.describe());
+    release.assert_exit_as(0, "release:");
+    holder.assert_exit_as(4, "holder:");
     assert!(
         holder.stderr.contains("released by force"),
         "{}",
         holder.describe()
     );
-    assert_eq!(waiter.code, 0, "waiter:\n{}", waiter.describe());
+    waiter.assert_exit_as(0, "waiter:");
 }
 
 /// A `run` holder that got the last token of its item's block of fencing
@@ -131,12 +131,12 @@ fn s3_a_run_holding_the_last_token_of_its_block_is_revoked_not_released() {
         c
     };
     let out = run(cmd().args(["table-create", "--backend", &url]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let name = unique_name("lasttoken");
     let out = run(cmd().args(["acquire", &name]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let out = run(cmd().args(["release", &name, out.line()]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let s3 = format!(
         r#"
 s3 = boto3.client("s3", endpoint_url=os.environ["AWSFLOCK_TEST_ENDPOINT"],

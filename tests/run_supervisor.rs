@@ -9,44 +9,8 @@ use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::path::Path;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// `awsflock run NAME --table T` followed by `args`.
-fn run_cmd(moto: &Moto, table: &str, name: &str, args: &[&str]) -> Command {
-    let mut cmd = awsflock(moto);
-    cmd.args(["run", name, "--table", table]).args(args);
-    cmd
-}
-
-/// Waits up to `timeout` for `path` to hold at least one complete line and
-/// returns its contents; panics (showing the run's output) otherwise.
-fn wait_for_line(path: &Path, timeout: Duration, running: &mut Running) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if s.ends_with('\n') {
-                return s;
-            }
-        }
-        if running.finished() || Instant::now() >= deadline {
-            let finished = running.finished();
-            panic!(
-                "{} has no complete line after {timeout:?} (awsflock finished: {finished})",
-                path.display()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn read_pid(path: &Path) -> i32 {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    s.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{} does not hold a pid ({e}): {s:?}", path.display()))
-}
 
 fn epoch_secs(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
@@ -66,9 +30,7 @@ impl Drop for ResumeOnDrop<'_> {
 
 #[test]
 fn exit_codes_pass_through_and_the_lock_is_released_each_time() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     for (args, expected) in [
         (vec!["--", "sh", "-c", "exit 0"], 0),
@@ -81,7 +43,7 @@ fn exit_codes_pass_through_and_the_lock_is_released_each_time() {
     }
 
     let out = run(&mut run_cmd(&moto, &t, &name, &["--", "/nonexistent/cmd"]));
-    assert_eq!(out.code, 127, "missing command:\n{}", out.describe());
+    out.assert_exit_as(127, "missing command:");
     assert_clean_error(&out);
     assert!(
         out.stderr.contains("/nonexistent/cmd"),
@@ -98,7 +60,7 @@ fn exit_codes_pass_through_and_the_lock_is_released_each_time() {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     let out = run(&mut run_cmd(&moto, &t, &name, &["--", p(&script)]));
-    assert_eq!(out.code, 126, "non-executable command:\n{}", out.describe());
+    out.assert_exit_as(126, "non-executable command:");
     assert_clean_error(&out);
     assert_free(&moto, &t, &name, "a non-executable command");
 }
@@ -107,9 +69,7 @@ fn exit_codes_pass_through_and_the_lock_is_released_each_time() {
 
 #[test]
 fn arguments_with_spaces_dollars_and_stars_pass_through_untouched() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let out = run(&mut run_cmd(
         &moto,
@@ -128,7 +88,7 @@ fn arguments_with_spaces_dollars_and_stars_pass_through_untouched() {
             "--table",
         ],
     ));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let got: Vec<&str> = out.stdout.split_terminator('\n').collect();
     assert_eq!(
         got,
@@ -143,7 +103,7 @@ fn arguments_with_spaces_dollars_and_stars_pass_through_untouched() {
         &name,
         &["-c", "printf 'b\\na\\nc\\n' | sort | tr a-z A-Z"],
     ));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.stdout, "A\nB\nC\n", "{}", out.describe());
     assert_free(&moto, &t, &name, "the runs");
 }
@@ -152,9 +112,7 @@ fn arguments_with_spaces_dollars_and_stars_pass_through_untouched() {
 
 #[test]
 fn env_has_lock_name_and_strictly_increasing_fence() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let mut fences = Vec::new();
     for _ in 0..3 {
@@ -169,7 +127,7 @@ fn env_has_lock_name_and_strictly_increasing_fence() {
                 r#"printf '%s\n%s\n' "$AWSFLOCK_LOCK" "$AWSFLOCK_FENCE""#,
             ],
         ));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
         let got: Vec<&str> = out.stdout.lines().collect();
         assert_eq!(got.len(), 2, "{}", out.describe());
         assert_eq!(got[0], name, "AWSFLOCK_LOCK:\n{}", out.describe());
@@ -192,9 +150,7 @@ fn env_has_lock_name_and_strictly_increasing_fence() {
 
 #[test]
 fn run_longer_than_its_lease_keeps_the_lock() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let long = spawn(&mut run_cmd(
         &moto,
@@ -213,12 +169,7 @@ fn run_longer_than_its_lease_keeps_the_lock() {
     let mut tries = 0;
     while started.elapsed() < Duration::from_millis(3500) {
         let out = run(awsflock(&moto).args(["acquire", &name, "--table", &t, "--no-wait"]));
-        assert_eq!(
-            out.code,
-            3,
-            "acquire --no-wait while the run holds the lock:\n{}",
-            out.describe()
-        );
+        out.assert_exit_as(3, "acquire --no-wait while the run holds the lock:");
         tries += 1;
         if tries == 2 {
             let marker = scratch();
@@ -229,12 +180,7 @@ fn run_longer_than_its_lease_keeps_the_lock() {
                 &name,
                 &["--no-wait", "--", "touch", p(&m)],
             ));
-            assert_eq!(
-                out.code,
-                3,
-                "second run --no-wait while held:\n{}",
-                out.describe()
-            );
+            out.assert_exit_as(3, "second run --no-wait while held:");
             assert!(!m.exists(), "the second run started its command");
         }
         thread::sleep(Duration::from_millis(300));
@@ -242,69 +188,61 @@ fn run_longer_than_its_lease_keeps_the_lock() {
     assert!(tries >= 3, "only {tries} acquire attempts were made");
 
     let out = long.wait(Duration::from_secs(30));
-    assert_eq!(out.code, 0, "the long run:\n{}", out.describe());
+    out.assert_exit_as(0, "the long run:");
     assert_free(&moto, &t, &name, "the long run");
 }
 
 // --------------------------------------------------------------------- signals
 
+/// A command that notes its pid in `ready`, waits for `sig` (its trap
+/// logs the name to `log`), lingers a second (so that a duplicate would be
+/// noticed), then runs `then`.
+fn trapping(sig: &str, log: &Path, ready: &Path, then: &str) -> String {
+    format!(
+        r#"trap 'echo {sig} >> {log}; got=1' {sig}
+echo $$ > {ready}
+while [ -z "$got" ]; do sleep 0.1; done
+i=0; while [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done
+{then}"#,
+        log = p(log),
+        ready = p(ready)
+    )
+}
+
+/// `awsflock run -c SCRIPT`, sent `sig` once its command wrote `ready`;
+/// how it ended (within 20 s).
+fn signalled(moto: &Moto, t: &str, name: &str, script: &str, ready: &Path, sig: Signal) -> Out {
+    let mut running = spawn(&mut run_cmd(moto, t, name, &["-c", script]));
+    wait_for_line(ready, Duration::from_secs(20), &mut running);
+    signal(running.pid(), sig);
+    running.wait(Duration::from_secs(20))
+}
+
 #[test]
 fn sigterm_reaches_the_child_exactly_once() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let log = dir.path().join("signals");
     let ready = dir.path().join("ready");
 
-    // The trap notes the signal, then the child lingers a second (so that a
-    // duplicate would be noticed) and exits 5.
-    let script = format!(
-        r#"trap 'echo TERM >> {log}; got=1' TERM
-echo $$ > {ready}
-while [ -z "$got" ]; do sleep 0.1; done
-i=0; while [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done
-exit 5"#,
-        log = p(&log),
-        ready = p(&ready)
-    );
-    let mut running = spawn(&mut run_cmd(&moto, &t, &name, &["-c", &script]));
-    wait_for_line(&ready, Duration::from_secs(20), &mut running);
-    signal(running.pid(), Signal::SIGTERM);
-    let out = running.wait(Duration::from_secs(20));
-    assert_eq!(
-        out.code,
-        5,
-        "awsflock should exit as the child did:\n{}",
-        out.describe()
-    );
+    // The child exits 5 after the signal.
+    let script = trapping("TERM", &log, &ready, "exit 5");
+    let out = signalled(&moto, &t, &name, &script, &ready, Signal::SIGTERM);
+    out.assert_exit_as(5, "awsflock should exit as the child did:");
     assert_eq!(lines(&log), ["TERM"], "{}", out.describe());
     assert_free(&moto, &t, &name, "SIGTERM");
 }
 
 #[test]
 fn sigusr1_is_forwarded_once_and_the_child_keeps_running() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let log = dir.path().join("signals");
     let ready = dir.path().join("ready");
 
-    let script = format!(
-        r#"trap 'echo USR1 >> {log}; got=1' USR1
-echo $$ > {ready}
-while [ -z "$got" ]; do sleep 0.1; done
-i=0; while [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done
-echo done"#,
-        log = p(&log),
-        ready = p(&ready)
-    );
-    let mut running = spawn(&mut run_cmd(&moto, &t, &name, &["-c", &script]));
-    wait_for_line(&ready, Duration::from_secs(20), &mut running);
-    signal(running.pid(), Signal::SIGUSR1);
-    let out = running.wait(Duration::from_secs(20));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    let script = trapping("USR1", &log, &ready, "echo done");
+    let out = signalled(&moto, &t, &name, &script, &ready, Signal::SIGUSR1);
+    out.assert_ok();
     assert_eq!(out.stdout, "done\n", "{}", out.describe());
     assert_eq!(lines(&log), ["USR1"], "{}", out.describe());
     assert_free(&moto, &t, &name, "SIGUSR1");
@@ -312,9 +250,7 @@ echo done"#,
 
 #[test]
 fn signals_reach_grandchildren() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let pidfile = dir.path().join("pid");
 
@@ -326,7 +262,7 @@ fn signals_reach_grandchildren() {
 
     signal(running.pid(), Signal::SIGTERM);
     let out = running.wait(Duration::from_secs(20));
-    assert_eq!(out.code, 143, "{}", out.describe());
+    out.assert_exit(143);
     assert!(
         gone_within(grandchild, Duration::from_secs(5)),
         "grandchild {grandchild} still runs after SIGTERM to awsflock"
@@ -336,9 +272,7 @@ fn signals_reach_grandchildren() {
 
 #[test]
 fn sigkill_to_awsflock_leaves_no_child_running() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let f1 = dir.path().join("child");
     let f2 = dir.path().join("grandchild");
@@ -381,9 +315,7 @@ fn sigkill_to_awsflock_leaves_no_child_running() {
 
 #[test]
 fn sigint_while_waiting_ends_the_wait_holding_nothing() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let marker = dir.path().join("started");
 
@@ -400,7 +332,7 @@ fn sigint_while_waiting_ends_the_wait_holding_nothing() {
     signal(waiter.pid(), Signal::SIGINT);
     let out = waiter.wait(Duration::from_secs(20));
     let took = sent.elapsed();
-    assert_eq!(out.code, 130, "{}", out.describe());
+    out.assert_exit(130);
     assert!(
         took < Duration::from_secs(3),
         "the wait took {took:?} to end after SIGINT:\n{}",
@@ -416,9 +348,7 @@ fn sigint_while_waiting_ends_the_wait_holding_nothing() {
 
 #[test]
 fn no_wait_on_a_held_lock_never_starts_the_command() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let marker = dir.path().join("started");
     let touch = format!("touch {}", p(&marker));
@@ -430,7 +360,7 @@ fn no_wait_on_a_held_lock_never_starts_the_command() {
         &name,
         &["--no-wait", "--", "sh", "-c", &touch],
     ));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert!(!marker.exists(), "the command was started");
 
     let out = run(&mut run_cmd(
@@ -447,7 +377,7 @@ fn no_wait_on_a_held_lock_never_starts_the_command() {
             &touch,
         ],
     ));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(!marker.exists(), "the command was started");
 
     release(&moto, &t, &name, &held);
@@ -490,7 +420,7 @@ while :; do sleep 0.1; done"#,
     let exited_after = paused.elapsed();
     moto.resume();
 
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(
         out.stderr.to_lowercase().contains("lost"),
         "stderr should say the lease was lost:\n{}",
@@ -536,9 +466,7 @@ while :; do sleep 0.1; done"#,
 
 #[test]
 fn lease_taken_away_stops_the_child_and_exits_4() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let ready = dir.path().join("ready");
 
@@ -568,7 +496,7 @@ while :; do sleep 0.1; done"#,
 
     let out = running.wait(Duration::from_secs(20));
     let took = released.elapsed();
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(
         took < Duration::from_secs(4),
         "awsflock exited {took:?} after the lease was taken away:\n{}",
@@ -587,12 +515,10 @@ while :; do sleep 0.1; done"#,
 
 #[test]
 fn uncontended_run_exits_0_quickly() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let out = run(&mut run_cmd(&moto, &t, &name, &["--", "true"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         out.elapsed < Duration::from_secs(5),
         "an uncontended run took {:?}",
@@ -616,7 +542,7 @@ fn run_on_dir(args: &[&str]) -> Out {
 fn a_directory_as_the_command_is_not_executable_126_as_in_bash() {
     let tmp = scratch();
     let out = run_on_dir(&[p(tmp.path())]);
-    assert_eq!(out.code, 126, "{}", out.describe());
+    out.assert_exit(126);
     assert!(
         out.stderr.contains("is a directory") && !out.stderr.contains("permission denied"),
         "{}",
@@ -632,7 +558,7 @@ fn a_script_whose_interpreter_is_missing_names_the_interpreter_127() {
     std::fs::write(&script, "#!/nonexistent/bin/interp -e\necho hi\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = run_on_dir(&[p(&script)]);
-    assert_eq!(out.code, 127, "{}", out.describe());
+    out.assert_exit(127);
     assert!(
         out.stderr
             .contains("its interpreter /nonexistent/bin/interp was not found")
@@ -642,7 +568,7 @@ fn a_script_whose_interpreter_is_missing_names_the_interpreter_127() {
     );
     // A command that does not exist is still "not found".
     let out = run_on_dir(&[p(&tmp.path().join("no-such-command"))]);
-    assert_eq!(out.code, 127, "{}", out.describe());
+    out.assert_exit(127);
     assert!(
         out.stderr.contains("command not found"),
         "{}",
@@ -663,7 +589,7 @@ fn a_script_whose_interpreter_is_missing_names_the_interpreter_127() {
         "--",
         "deploy.sh",
     ]));
-    assert_eq!(out.code, 127, "{}", out.describe());
+    out.assert_exit(127);
     assert!(
         out.stderr
             .contains("its interpreter /nonexistent/bin/interp was not found"),

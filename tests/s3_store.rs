@@ -14,29 +14,12 @@ use std::time::Duration;
 /// The key prefix every test uses, so that keys outside it are also exercised.
 const PREFIX: &str = "locks/";
 
-/// Runs a Python snippet with `s3` bound to a boto3 S3 client for `moto`.
-fn s3py(moto: &Moto, script: &str) -> String {
-    let full = format!(
-        r#"
-s3 = boto3.client(
-    "s3",
-    endpoint_url=os.environ["AWSFLOCK_TEST_ENDPOINT"],
-    region_name="us-east-1",
-    aws_access_key_id="test",
-    aws_secret_access_key="test",
-)
-{script}
-"#
-    );
-    boto(moto, &full)
-}
-
 /// A store in a fresh bucket (made with `table-create`); returns (bucket, backend URL).
 fn store(moto: &Moto) -> (String, String) {
     let bucket = unique_name("bkt");
     let url = format!("s3://{bucket}/{PREFIX}");
     let out = run(awsflock(moto).args(["table-create", "--backend", &url]));
-    assert_eq!(out.code, 0, "table-create failed:\n{}", out.describe());
+    out.assert_exit_as(0, "table-create failed:");
     (bucket, url)
 }
 
@@ -49,7 +32,7 @@ fn cmd(moto: &Moto, url: &str, args: &[&str]) -> Command {
 
 fn acquire_s3(moto: &Moto, url: &str, name: &str, extra: &[&str]) -> String {
     let out = run(cmd(moto, url, &["acquire", name]).args(extra));
-    assert_eq!(out.code, 0, "acquire {name} failed:\n{}", out.describe());
+    out.assert_exit_as(0, &format!("acquire {name} failed:"));
     let id = out.line().to_string();
     assert_uuid(&id);
     id
@@ -57,7 +40,7 @@ fn acquire_s3(moto: &Moto, url: &str, name: &str, extra: &[&str]) -> String {
 
 fn acquire_json_s3(moto: &Moto, url: &str, name: &str, extra: &[&str]) -> (String, i64) {
     let out = run(cmd(moto, url, &["acquire", name, "--json"]).args(extra));
-    assert_eq!(out.code, 0, "acquire --json failed:\n{}", out.describe());
+    out.assert_exit_as(0, "acquire --json failed:");
     let v = out.json();
     let lease = v["lease_id"].as_str().expect("lease_id").to_string();
     let fence = v["fence"]
@@ -68,12 +51,12 @@ fn acquire_json_s3(moto: &Moto, url: &str, name: &str, extra: &[&str]) -> (Strin
 
 fn release_s3(moto: &Moto, url: &str, name: &str, lease: &str) {
     let out = run(&mut cmd(moto, url, &["release", name, lease]));
-    assert_eq!(out.code, 0, "release {name} failed:\n{}", out.describe());
+    out.assert_exit_as(0, &format!("release {name} failed:"));
 }
 
 fn status_json(moto: &Moto, url: &str, name: &str) -> serde_json::Value {
     let out = run(&mut cmd(moto, url, &["status", name, "--json"]));
-    assert_eq!(out.code, 0, "status {name}:\n{}", out.describe());
+    out.assert_exit_as(0, &format!("status {name}:"));
     out.json()
 }
 
@@ -111,12 +94,12 @@ print({bucket:?} in names)
     );
     assert_eq!(out.trim(), "True", "bucket {bucket} was not created");
     let again = run(&mut cmd(&moto, &url, &["table-create"]));
-    assert_eq!(again.code, 0, "second table-create:\n{}", again.describe());
+    again.assert_exit_as(0, "second table-create:");
     // A bucket made by someone else (here: boto) is fine too.
     let other = unique_name("bkt");
     s3py(&moto, &format!("s3.create_bucket(Bucket={other:?})"));
     let out = run(awsflock(&moto).args(["table-create", "--backend", &format!("s3://{other}")]));
-    assert_eq!(out.code, 0, "existing bucket:\n{}", out.describe());
+    out.assert_exit_as(0, "existing bucket:");
 }
 
 #[test]
@@ -130,7 +113,7 @@ fn missing_bucket_exits_1_with_one_line_pointing_to_table_create() {
         vec!["list"],
     ] {
         let out = run(&mut cmd(&moto, &url, &args));
-        assert_eq!(out.code, 1, "{args:?}:\n{}", out.describe());
+        out.assert_exit_as(1, &format!("{args:?}:"));
         assert_clean_error(&out);
         assert!(
             out.stderr.contains(&bucket) && out.stderr.contains("table-create"),
@@ -151,7 +134,7 @@ fn warm_acquire_costs_two_requests_and_renew_release_two_from_the_cli() {
     release_s3(&moto, &url, &name, &first);
 
     let count = |out: &Out, what: &str, n: usize| {
-        assert_eq!(out.code, 0, "{what}:\n{}", out.describe());
+        out.assert_exit_as(0, &format!("{what}:"));
         let reqs = store_requests(&out.stderr);
         assert_eq!(
             reqs.len(),
@@ -198,7 +181,7 @@ fn run_renews_and_releases_with_one_request_each() {
             "2.5",
         ],
     ));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let reqs = store_requests(&out.stderr);
     let puts = reqs.iter().filter(|l| l.contains("op=PutObject")).count();
     let gets = reqs.iter().filter(|l| l.contains("op=GetObject")).count();
@@ -263,7 +246,7 @@ fn an_object_that_is_not_a_lock_record_counts_as_held_and_is_left_alone() {
     );
     // Unreadable records count as held (DESIGN.md, "Unreadable records").
     let out = run(&mut cmd(&moto, &url, &["acquire", &name, "--no-wait"]));
-    assert_eq!(out.code, 3, "{}", out.describe());
+    out.assert_exit(3);
     assert_clean_error(&out);
     assert!(
         out.stderr.contains(&key) && out.stderr.contains("unreadable record"),
@@ -283,7 +266,7 @@ fn lock_names_too_long_for_the_key_limit_are_usage_errors() {
     let (_, url) = store(&moto);
     let long = "n".repeat(1010);
     let out = run(&mut cmd(&moto, &url, &["acquire", &long, "--no-wait"]));
-    assert_eq!(out.code, 2, "{}", out.describe());
+    out.assert_exit(2);
     assert_clean_error(&out);
 }
 
@@ -345,7 +328,7 @@ fn parallel_runs_never_overlap() {
         .collect();
     for r in runs {
         let out = r.wait(Duration::from_secs(90));
-        assert_eq!(out.code, 0, "{}", out.describe());
+        out.assert_ok();
     }
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
@@ -396,7 +379,7 @@ fn status_and_list_json_report_held_locks_only() {
     assert_eq!(status_json(&moto, &url, &lock())["held"], false);
 
     let out = run(&mut cmd(&moto, &url, &["list", "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     let list = out.json();
     let names: Vec<&str> = list
         .as_array()
@@ -412,6 +395,6 @@ fn status_and_list_json_report_held_locks_only() {
     release_s3(&moto, &url, &a, &la);
     release_s3(&moto, &url, &b, &lb);
     let out = run(&mut cmd(&moto, &url, &["list", "--json"]));
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.json(), serde_json::json!([]), "{}", out.describe());
 }

@@ -17,38 +17,6 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-fn run_cmd(moto: &Moto, table: &str, name: &str, args: &[&str]) -> Command {
-    let mut cmd = awsflock(moto);
-    cmd.args(["run", name, "--table", table]).args(args);
-    cmd
-}
-
-fn wait_for_line(path: &Path, timeout: Duration, running: &mut Running) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if s.ends_with('\n') {
-                return s;
-            }
-        }
-        if running.finished() || Instant::now() >= deadline {
-            panic!(
-                "{} has no complete line after {timeout:?} (awsflock finished: {})",
-                path.display(),
-                running.finished()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn read_pid(path: &Path) -> i32 {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    s.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{} does not hold a pid ({e}): {s:?}", path.display()))
-}
-
 fn epoch_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -61,34 +29,6 @@ fn stamps(path: &Path) -> Vec<f64> {
         .iter()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
-}
-
-/// The start time of `pid` (field 22 of /proc/PID/stat), to tell a process
-/// from a later one that reuses its pid.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let i = stat.rfind(')')?;
-    stat[i + 1..].split_whitespace().nth(19)?.parse().ok()
-}
-
-/// SIGKILLs the given processes on drop (if they still run and are the same
-/// processes), so that a failing assertion leaves nothing running.
-struct KillOnDrop(Vec<(i32, Option<u64>)>);
-
-impl KillOnDrop {
-    fn new(pids: &[i32]) -> KillOnDrop {
-        KillOnDrop(pids.iter().map(|&p| (p, start_time(p))).collect())
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &(pid, started) in &self.0 {
-            if started.is_some() && start_time(pid) == started {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-    }
 }
 
 /// A command that notes its pid, then stamps the time into `alive` ten
@@ -108,9 +48,7 @@ while :; do date +%s.%N >> {alive}; sleep 0.1; done"#,
 /// lease's expiry, and the second command must start only after the first
 /// one stopped stamping.
 fn holder_stopped_by(stop: Signal, whole_group: bool) {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let ready = dir.path().join("ready");
     let alive = dir.path().join("alive");
@@ -177,7 +115,7 @@ fn holder_stopped_by(stop: Signal, whole_group: bool) {
         "the command died {dead_after:?} after awsflock was stopped, past the 4 s lease\nfirst:\n{}",
         out1.describe()
     );
-    assert_eq!(out2.code, 0, "the second run:\n{}", out2.describe());
+    out2.assert_exit_as(0, "the second run:");
     let started2 = stamps(&second);
     println!(
         "figures: stopped_by={stop} group={whole_group} command_dead_after_s={:.2} second_started_after_s={:.2}",
@@ -194,7 +132,7 @@ fn holder_stopped_by(stop: Signal, whole_group: bool) {
         out1.describe(),
         out2.describe()
     );
-    assert_eq!(out1.code, 4, "the stopped holder:\n{}", out1.describe());
+    out1.assert_exit_as(4, "the stopped holder:");
     assert_free(&moto, &t, &name, "both runs");
 }
 
@@ -213,48 +151,13 @@ fn sigtstp_to_awsflock_without_a_terminal_kills_the_command_by_the_lease_expiry(
     holder_stopped_by(Signal::SIGTSTP, false);
 }
 
-/// The pids of `parent`'s children, with their command lines.
-fn children_of(parent: u32) -> Vec<(i32, String)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let Some(i) = stat.rfind(')') else { continue };
-        let ppid: u32 = stat[i + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|f| f.parse().ok())
-            .unwrap_or(0);
-        if ppid == parent {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            out.push((pid, String::from_utf8_lossy(&cmdline).into_owned()));
-        }
-    }
-    out
-}
-
-/// The pid of `parent`'s child whose command line contains `needle`.
-fn child_with(parent: u32, needle: &str) -> Option<i32> {
-    children_of(parent)
-        .into_iter()
-        .find(|(_, cmdline)| cmdline.contains(needle))
-        .map(|(pid, _)| pid)
-}
-
 /// awsflock stopped the moment its command is forked (before the command
 /// has announced its group to the watchdog, or just after): the watchdog
 /// still learns the group, from the command itself, and kills it by the
 /// lease's expiry.
 #[test]
 fn awsflock_stopped_right_after_the_fork_still_has_its_command_killed_in_time() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let mut running = spawn(&mut run_cmd(
         &moto,
@@ -314,7 +217,7 @@ fn awsflock_stopped_right_after_the_fork_still_has_its_command_killed_in_time() 
         dead_after < Duration::from_millis(4000),
         "the command died {dead_after:?} after awsflock was stopped (lease 4 s)"
     );
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert_free(&moto, &t, &name, "the stopped run");
 }
 
@@ -323,9 +226,7 @@ fn awsflock_stopped_right_after_the_fork_still_has_its_command_killed_in_time() 
 /// command (SIGTERM first), exit 4.
 #[test]
 fn a_killed_watchdog_stops_the_command() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let ready = dir.path().join("ready");
     let term = dir.path().join("term");
@@ -344,7 +245,7 @@ while :; do sleep 0.1; done"#,
     let watchdog = child_with(running.pid(), "__watchdog").expect("no watchdog process found");
     kill(Pid::from_raw(watchdog), Signal::SIGKILL).expect("kill the watchdog");
     let out = running.wait(Duration::from_secs(20));
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(
         out.stderr.contains("watchdog"),
         "stderr should say why:\n{}",
@@ -403,7 +304,7 @@ fn a_grant_that_arrives_past_the_stop_time_does_not_start_the_command() {
         "the command was started:\n{}",
         out.describe()
     );
-    assert_eq!(out.code, 4, "{}", out.describe());
+    out.assert_exit(4);
     assert!(
         !out.stderr.contains("stopping the command"),
         "the command was started, then stopped:\n{}",
@@ -421,9 +322,7 @@ fn a_grant_that_arrives_past_the_stop_time_does_not_start_the_command() {
 
 #[test]
 fn leftovers_of_the_command_are_stopped_before_the_release() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let left = dir.path().join("left");
     let term = dir.path().join("term");
@@ -444,7 +343,7 @@ exit 0"#,
     let leftover = read_pid(&left);
     let _guard = KillOnDrop::new(&[leftover]);
     let was_alive = alive(leftover);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         !was_alive,
         "the command's leftover {leftover} still runs after awsflock exited (lock released):\n{}",
@@ -462,7 +361,7 @@ exit 0"#,
     ));
     let leftover = read_pid(&left);
     let _guard2 = KillOnDrop::new(&[leftover]);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert!(
         alive(leftover),
         "--leave-leftovers: the leftover was stopped:\n{}",
@@ -475,9 +374,7 @@ exit 0"#,
 
 #[test]
 fn a_signal_ignored_by_the_caller_stays_ignored_in_the_command() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     let mut cmd = run_cmd(&moto, &t, &name, &["-c", "kill -HUP $$; echo survived"]);
     // As `nohup` does.
@@ -489,16 +386,14 @@ fn a_signal_ignored_by_the_caller_stays_ignored_in_the_command() {
         });
     }
     let out = run(&mut cmd);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.stdout, "survived\n", "{}", out.describe());
     assert_free(&moto, &t, &name, "the run");
 }
 
 #[test]
 fn awsflock_dies_by_the_signal_that_killed_the_command() {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let mut cmd = run_cmd(&moto, &t, &name, &["-c", &format!("kill -{sig} $$")]);
@@ -528,9 +423,7 @@ fn as_pid_1_orphans_are_reaped() {
         eprintln!("skipped: needs root and unshare(1)");
         return;
     }
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
 
     // The inner shell exits at once; its sleep becomes an orphan of PID 1
     // (awsflock) and exits 0.3 s later. A second later the command counts
@@ -552,7 +445,7 @@ echo "zombies=$z""#;
         .args(["--pid", "--fork", "--mount-proc", bin_path()])
         .args(["run", &name, "--table", &t, "-c", script]);
     let out = run(&mut cmd);
-    assert_eq!(out.code, 0, "{}", out.describe());
+    out.assert_ok();
     assert_eq!(out.stdout.trim(), "zombies=0", "{}", out.describe());
     assert_free(&moto, &t, &name, "the run as PID 1");
 }
@@ -562,9 +455,7 @@ echo "zombies=$z""#;
 /// The lease is released by force while stderr is unwritable: awsflock
 /// must still give the command its SIGTERM, then SIGKILL, and exit 4.
 fn forced_release_with_stderr(setup: impl FnOnce(&mut Command)) {
-    let moto = Moto::start();
-    let t = table(&moto);
-    let name = lock();
+    let (moto, t, name) = fresh_lock();
     let dir = scratch();
     let ready = dir.path().join("ready");
     let term = dir.path().join("term");
@@ -603,7 +494,7 @@ while :; do sleep 0.1; done"#,
     let _guard = KillOnDrop::new(&[cmd_pid, child.id() as i32]);
 
     let out = run(awsflock(&moto).args(["release", &name, "--force", "--yes", "--table", &t]));
-    assert_eq!(out.code, 0, "force release:\n{}", out.describe());
+    out.assert_exit_as(0, "force release:");
     let released = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -647,13 +538,6 @@ fn forced_release_with_stderr_a_broken_pipe_still_terms_then_kills_and_exits_4()
     forced_release_with_stderr(move |cmd| {
         cmd.stderr(Stdio::from(w));
     });
-}
-
-/// The state letter of process `pid` (`/proc/PID/stat`), if it exists.
-fn state_of(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let i = stat.rfind(')')?;
-    stat[i + 1..].trim_start().chars().next()
 }
 
 /// Waits up to 20 s for `path` to exist and returns its contents.
@@ -740,12 +624,7 @@ fn a_command_stopped_with_no_job_control_shell_keeps_its_lease_and_awsflock_runs
         out.describe()
     );
     assert_eq!(held["held"], true, "the lease was not kept: {held}");
-    assert_eq!(
-        out.code,
-        5,
-        "the command ran to its end:\n{}",
-        out.describe()
-    );
+    out.assert_exit_as(5, "the command ran to its end:");
     assert!(
         out.stderr.contains("was stopped") && out.stderr.contains("kill -CONT"),
         "awsflock should say that it holds the lock for a stopped command:\n{}",
@@ -789,7 +668,7 @@ fn leftovers_killed_at_the_deadline_while_awsflock_was_stopped_mean_a_lost_lease
     signal(running.pid(), Signal::SIGCONT);
     let out = running.wait(Duration::from_secs(30));
     assert!(dead, "the leftover outlived the lease:\n{}", out.describe());
-    assert_eq!(out.code, 4, "the lease was lost:\n{}", out.describe());
+    out.assert_exit_as(4, "the lease was lost:");
     assert!(
         !out.stderr.contains("frees itself"),
         "the lease had already expired:\n{}",
@@ -818,7 +697,7 @@ fn a_signal_to_awsflock_ends_a_command_held_stopped() {
         start.elapsed(),
         out.describe()
     );
-    assert_eq!(out.code, 143, "{}", out.describe());
+    out.assert_exit(143);
     assert!(
         gone_within(child, Duration::from_secs(2)),
         "{}",

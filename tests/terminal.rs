@@ -13,45 +13,10 @@ use common::*;
 /// bytes literal body, e.g. `yes\n`) once the output contains `after`.
 /// Returns (exit code of awsflock, everything the terminal showed).
 fn on_terminal(args: &[&str], after: &str, keys: &str) -> (i32, String) {
-    let script = r#"
-import os, pty, sys, time, json
-args = json.loads(sys.argv[1]); after = sys.argv[2].encode(); keys = sys.argv[3].encode().decode("unicode_escape").encode()
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(args[0], args)
-seen = b""; sent = False; deadline = time.time() + 30
-while time.time() < deadline:
-    try:
-        chunk = os.read(fd, 4096)
-    except OSError:
-        break
-    if not chunk:
-        break
-    seen += chunk
-    if not sent and after in seen:
-        time.sleep(0.3)
-        os.write(fd, keys); sent = True
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(json.dumps({"code": os.waitstatus_to_exitcode(status), "seen": seen.decode("utf-8", "replace")}))
-"#;
-    let mut full = vec![bin_path().to_string()];
-    full.extend(args.iter().map(|s| s.to_string()));
-    let mut c = Command::new("python3");
+    let mut c = Command::new(bin_path());
     scrub_env(&mut c);
-    c.args([
-        "-c",
-        script,
-        &serde_json::to_string(&full).unwrap(),
-        after,
-        keys,
-    ]);
-    let out = run(&mut c);
-    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("driver JSON");
-    (
-        v["code"].as_i64().unwrap() as i32,
-        v["seen"].as_str().unwrap().to_string(),
-    )
+    c.args(args);
+    common::pty::on_terminal(&c, after, keys, 0.3)
 }
 
 #[test]
@@ -179,7 +144,7 @@ sys.stdout.write(json.dumps({"ok": ok, "seen": seen.decode("utf-8", "replace")})
     scrub_env(&mut c);
     c.args(["-c", script, &serde_json::to_string(steps).unwrap()]);
     let out = run(&mut c);
-    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
+    out.assert_exit_as(0, "pty driver failed:");
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("driver JSON");
     (
         v["ok"].as_bool().unwrap(),
@@ -350,43 +315,13 @@ fn a_job_left_stopped_past_its_lease_is_killed_and_fg_reports_the_loss() {
 }
 
 /// Runs `bash -c SCRIPT` on a fresh pseudo-terminal, types `keys` (Python
-/// escapes) 0.5 s after `after` appears, and returns (how bash ended as
-/// Python reports it: the exit code, or minus the signal, and the screen).
+/// escapes) 0.5 s after `after` appears, and returns (how bash ended: the
+/// exit code, or minus the signal, and the screen).
 fn script_on_terminal(script: &str, after: &str, keys: &str) -> (i32, String) {
-    let driver = r#"
-import os, pty, sys, time, select
-after = sys.argv[2].encode(); keys = sys.argv[3].encode().decode("unicode_escape").encode()
-pid, fd = pty.fork()
-if pid == 0:
-    os.execvp("bash", ["bash", "-c", sys.argv[1]])
-seen = b""; sent = False; deadline = time.time() + 40
-while time.time() < deadline:
-    r, _, _ = select.select([fd], [], [], 0.1)
-    if r:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    if not sent and after in seen:
-        time.sleep(0.5)
-        os.write(fd, keys); sent = True
-else:
-    seen += b"\n(driver: bash still running after 40 s, killed)\n"
-    os.kill(pid, 9)
-_, status = os.waitpid(pid, 0)
-code = os.waitstatus_to_exitcode(status)
-sys.stdout.write(str(code) + "\n" + seen.decode("utf-8", "replace"))
-"#;
-    let mut c = Command::new("python3");
+    let mut c = Command::new("bash");
     scrub_env(&mut c);
-    c.args(["-c", driver, script, after, keys]);
-    let out = run(&mut c);
-    assert_eq!(out.code, 0, "pty driver failed:\n{}", out.describe());
-    let (code, seen) = out.stdout.split_once('\n').unwrap();
-    (code.parse().unwrap(), seen.to_string())
+    c.args(["-c", script]);
+    common::pty::on_terminal(&c, after, keys, 0.5)
 }
 
 /// A deploy script's loop (`for env in staging prod; do awsflock run ...;

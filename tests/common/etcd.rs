@@ -125,32 +125,15 @@ impl Etcd {
             }
             let client_url = format!("{scheme}://127.0.0.1:{port}");
             let peer_url = format!("http://127.0.0.1:{peer}");
-            let log = dir.path().join("etcd.log");
-            let log_file = std::fs::File::create(&log).expect("create etcd log");
-            let mut cmd = Command::new(ETCD);
+            let initial = format!("default={peer_url}");
+            let mut cmd = member("default", dir.path(), &client_url, &peer_url, &initial);
             if let Some(t) = &tls {
                 cmd.arg("--cert-file").arg(&t.server_cert);
                 cmd.arg("--key-file").arg(&t.server_key);
                 cmd.arg("--trusted-ca-file").arg(&t.ca);
                 cmd.arg("--client-cert-auth");
             }
-            let child = cmd
-                .arg("--name")
-                .arg("default")
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .args(["--listen-client-urls", &client_url])
-                .args(["--advertise-client-urls", &client_url])
-                .args(["--listen-peer-urls", &peer_url])
-                .args(["--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &format!("default={peer_url}")])
-                .args(["--initial-cluster-state", "new"])
-                .env_remove("ETCD_UNSUPPORTED_ARCH")
-                .stdin(Stdio::null())
-                .stdout(log_file.try_clone().unwrap())
-                .stderr(log_file)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {ETCD}: {e}"));
+            let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {ETCD}: {e}"));
             let mut etcd = Etcd {
                 port,
                 name: "default".into(),
@@ -213,24 +196,10 @@ impl Etcd {
             for (i, &port) in ports[..n].iter().enumerate() {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let client_url = format!("http://127.0.0.1:{port}");
-                let log_file =
-                    std::fs::File::create(dir.path().join("etcd.log")).expect("create etcd log");
-                let child = Command::new(ETCD)
-                    .args(["--name", &format!("m{i}")])
-                    .arg("--data-dir")
-                    .arg(dir.path().join("data"))
-                    .args(["--listen-client-urls", &client_url])
-                    .args(["--advertise-client-urls", &client_url])
-                    .args(["--listen-peer-urls", &peer_url(i)])
-                    .args(["--initial-advertise-peer-urls", &peer_url(i)])
-                    .args(["--initial-cluster", &initial])
-                    .args(["--initial-cluster-state", "new"])
+                let name = format!("m{i}");
+                let child = member(&name, dir.path(), &client_url, &peer_url(i), &initial)
                     .args(["--initial-cluster-token", &token])
                     .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-                    .env_remove("ETCD_UNSUPPORTED_ARCH")
-                    .stdin(Stdio::null())
-                    .stdout(log_file.try_clone().unwrap())
-                    .stderr(log_file)
                     .spawn()
                     .unwrap_or_else(|e| panic!("spawn {ETCD}: {e}"));
                 members.push(Etcd {
@@ -466,4 +435,27 @@ impl LosingRelay {
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+}
+
+/// `etcd` as the member `name` of the new cluster `initial_cluster`, its
+/// data and its log (`etcd.log`) in `dir`, serving clients at
+/// `client_url` and peers at `peer_url`; the caller adds options (TLS,
+/// timing) and spawns it.
+fn member(name: &str, dir: &Path, client_url: &str, peer_url: &str, initial: &str) -> Command {
+    let log_file = std::fs::File::create(dir.join("etcd.log")).expect("create etcd log");
+    let mut cmd = Command::new(ETCD);
+    cmd.args(["--name", name])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", client_url])
+        .args(["--advertise-client-urls", client_url])
+        .args(["--listen-peer-urls", peer_url])
+        .args(["--initial-advertise-peer-urls", peer_url])
+        .args(["--initial-cluster", initial])
+        .args(["--initial-cluster-state", "new"])
+        .env_remove("ETCD_UNSUPPORTED_ARCH")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file);
+    cmd
 }

@@ -8,7 +8,15 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod procs;
 pub mod proxy;
+pub mod pty;
+pub mod sections;
+
+#[allow(unused_imports)]
+pub use procs::*;
+#[allow(unused_imports)]
+pub use sections::*;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -337,6 +345,18 @@ pub fn awsflock(moto: &Moto) -> Command {
     awsflock_at(&moto.endpoint)
 }
 
+/// `awsflock run NAME --table T` followed by `args`, aimed at `endpoint`.
+pub fn run_at(endpoint: &str, table: &str, name: &str, args: &[&str]) -> Command {
+    let mut cmd = awsflock_at(endpoint);
+    cmd.args(["run", name, "--table", table]).args(args);
+    cmd
+}
+
+/// `awsflock run NAME --table T` followed by `args`, aimed at `moto`.
+pub fn run_cmd(moto: &Moto, table: &str, name: &str, args: &[&str]) -> Command {
+    run_at(&moto.endpoint, table, name, args)
+}
+
 /// Our binary aimed at `moto`, its wall clock moved by `offset` (e.g.
 /// "+1h"), or None when libfaketime is not installed.
 pub fn awsflock_faketime(moto: &Moto, offset: &str) -> Option<Command> {
@@ -387,18 +407,19 @@ pub fn peer(moto: &Moto) -> Command {
 const BOTO_PRELUDE: &str = r#"
 import os, sys, json, time, textwrap
 import boto3
-c = boto3.client(
-    "dynamodb",
+_conn = dict(
     endpoint_url=os.environ["AWSFLOCK_TEST_ENDPOINT"],
     region_name="us-east-1",
     aws_access_key_id="test",
     aws_secret_access_key="test",
 )
+c = boto3.client("dynamodb", **_conn)
 exec(textwrap.dedent(sys.argv[1]))
 "#;
 
 /// Runs a Python snippet with `c` bound to a boto3 DynamoDB client for
-/// `moto` (also imported: os, sys, json, time). Returns its stdout and
+/// `moto` (also imported: os, sys, json, time; `_conn` holds the client's
+/// connection arguments). Returns its stdout and
 /// panics, showing stderr, when it fails.
 pub fn boto(moto: &Moto, script: &str) -> String {
     let mut cmd = Command::new(tool("moto/bin/python"));
@@ -413,6 +434,34 @@ pub fn boto(moto: &Moto, script: &str) -> String {
         out.stderr
     );
     out.stdout
+}
+
+/// Runs a Python snippet with `s3` bound to a boto3 S3 client for `moto`
+/// (and `c`, os, sys, json, time as for [`boto`]).
+pub fn s3py(moto: &Moto, script: &str) -> String {
+    let full = format!(
+        r#"
+s3 = boto3.client("s3", **_conn)
+{script}
+"#
+    );
+    boto(moto, &full)
+}
+
+/// Creates a table that is not awsflock's (its key is `id`, not
+/// `lock_id`) and returns its name.
+pub fn foreign_table(moto: &Moto) -> String {
+    let t = unique_name("wrong");
+    boto(
+        moto,
+        &format!(
+            r#"
+c.create_table(TableName={t:?}, KeySchema=[{{"AttributeName": "id", "KeyType": "HASH"}}],
+    AttributeDefinitions=[{{"AttributeName": "id", "AttributeType": "S"}}], BillingMode="PAY_PER_REQUEST")
+"#
+        ),
+    );
+    t
 }
 
 /// Result of a finished command.
@@ -440,6 +489,38 @@ impl Out {
             "exit {} after {:.2?}\n--- stdout:\n{}--- stderr:\n{}",
             self.code, self.elapsed, self.stdout, self.stderr
         )
+    }
+
+    /// Asserts the command exited with `code`, showing its output if not.
+    #[track_caller]
+    pub fn assert_exit(&self, code: i32) -> &Out {
+        assert_eq!(self.code, code, "{}", self.describe());
+        self
+    }
+
+    /// Asserts the command exited with `code`; if not, says `why` (e.g.
+    /// "the waiter") and shows its output.
+    #[track_caller]
+    pub fn assert_exit_as(&self, code: i32, why: &str) -> &Out {
+        assert_eq!(self.code, code, "{why}\n{}", self.describe());
+        self
+    }
+
+    /// Asserts the command exited 0, showing its output if not.
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Out {
+        self.assert_exit(0)
+    }
+
+    /// Asserts stderr contains `needle`, showing the output if not.
+    #[track_caller]
+    pub fn assert_stderr_has(&self, needle: &str) -> &Out {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.describe()
+        );
+        self
     }
 }
 
@@ -573,6 +654,14 @@ pub fn table(moto: &Moto) -> String {
     let out = run(awsflock(moto).args(["table-create", "--table", &name]));
     assert_eq!(out.code, 0, "table-create failed:\n{}", out.describe());
     name
+}
+
+/// The test run's moto server, a fresh table on it and a fresh lock name:
+/// what most end-to-end tests start with.
+pub fn fresh_lock() -> (Moto, String, String) {
+    let moto = Moto::start();
+    let t = table(&moto);
+    (moto, t, lock())
 }
 
 /// Asserts a failure was reported as one clean line: no panic, no
