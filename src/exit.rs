@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn the_command_line_names_the_command_that_frees_an_unreadable_lock() {
-        let mut info = crate::store::LockInfo {
+        let mut info = crate::info::LockInfo {
             name: "deploy".into(),
             held: true,
             owner: Some("ci-7".into()),

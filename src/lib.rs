@@ -76,16 +76,25 @@
 //! awsflock = { version = "0.1", default-features = false, features = ["dynamodb"] }
 //! ```
 //!
-//! Inside the crate: `info` holds [`LockInfo`] (below `store` and `error`,
-//! which both carry it); `store` holds [`Store`], the `LockStore` trait and one module per store
-//! (DynamoDB, S3 and the directory store share one compare-and-swap acquire
-//! loop); `clock` judges expiry on the store's clock, learnt from HTTP `Date`
-//! headers; `lease` renews a [`LockGuard`]; `boottime` is the clock of every
-//! local deadline (it counts suspend). With `cli`: `cli` (clap), `cmd` (the
-//! program's entry and one module per command, which carries it out),
-//! `output` (stderr that never blocks nor panics, stdout, the log), `exit`
-//! (the exit codes, and how each [`Error`] and refused command line maps to
-//! one), `supervise` (the `run` supervisor) and `duration`.
+//! Inside the crate, top-down (each module imports only from those below
+//! it; DESIGN.md's module map has every file):
+//!
+//! - with `cli`: `cmd` (the program's entry, one module per command),
+//!   `cli` (clap), `output` (stderr that never blocks nor panics, stdout,
+//!   the log), `exit` (the exit codes, and how each [`Error`] and refused
+//!   command line maps to one), `supervise` (the `run` supervisor: pure
+//!   decisions, carried out), `duration`;
+//! - `handle` ([`Store`]), `lease` (a [`LockGuard`] renewing its lease);
+//! - `store`: the `LockStore` trait and one adapter per store (DynamoDB, S3
+//!   and the directory store share one compare-and-swap acquire loop,
+//!   `store::cas`; etcd keeps its own recipe);
+//! - `protocol`: the lock protocol's decisions, pure (expiry on the store's
+//!   clock, the acquire loop's next step, holder tables, the JSON record,
+//!   forced release);
+//! - `request` ([`AcquireRequest`], [`Lease`]), `info` ([`LockInfo`]),
+//!   `error`; `clock` (the store's clock, learnt from HTTP `Date` headers),
+//!   `boottime` (the clock of every local deadline; it counts suspend),
+//!   `timebase`, `sys`.
 
 #![deny(missing_docs)]
 

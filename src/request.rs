@@ -153,6 +153,10 @@ pub struct Lease {
     /// Held as one of several holders of the name (a semaphore, or a lock
     /// taken `--shared`): renewed and released through the name's holder
     /// table.
+    #[cfg_attr(
+        not(any(feature = "dynamodb", feature = "s3", feature = "file")),
+        allow(dead_code)
+    )]
     pub(crate) slotted: bool,
 }
 

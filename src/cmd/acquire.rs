@@ -5,7 +5,7 @@ use crate::cli::{AcquireArgs, Global, RenewArgs};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::output::{out, say};
-use crate::store::{self, Lease};
+use crate::request::Lease;
 use crate::supervise;
 
 use super::facts::rfc3339;
@@ -38,7 +38,7 @@ pub(super) async fn acquire(g: &Global, a: AcquireArgs) -> Result<i32> {
 
 /// `renew`: extends a lease by its id, as 0.2.0 does.
 pub(super) async fn renew(g: &Global, r: RenewArgs) -> Result<i32> {
-    store::validate_name(&r.name)?;
+    crate::request::validate_name(&r.name)?;
     let store = open(g).await?;
     let lease = store.lease_from_id(&r.name, &r.lease_id);
     let next = uuid::Uuid::new_v4().to_string();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::store::{self, LockInfo};
+use crate::info::LockInfo;
 
 /// "10:02 UTC" in the local time zone with its abbreviation (what people
 /// read on a terminal), or "2026-12-06 10:02 UTC" when that is not today,
@@ -72,7 +72,7 @@ fn local_time(ms: i64) -> Option<(String, String, String)> {
 pub(super) fn rfc3339(ms: i64) -> String {
     // Stores check their times against this range already; clamp anyway, as
     // humantime cannot show a year past 9999.
-    let ms = ms.clamp(0, store::record::MAX_TIME_MS);
+    let ms = ms.clamp(0, crate::protocol::record::MAX_TIME_MS);
     let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::cli::{Global, LockArgs};
 use crate::error::{Error, Result};
-use crate::store::{self, AcquireRequest, LockStore, OnWait, StoreOptions};
+use crate::request::{AcquireRequest, OnWait};
+use crate::store::{self, LockStore, StoreOptions};
 
 use super::wait::waiting_display;
 
@@ -54,7 +55,7 @@ pub(super) fn request(
     default_wait: Option<Duration>,
     g: &Global,
 ) -> Result<AcquireRequest> {
-    store::validate_name(name)?;
+    crate::request::validate_name(name)?;
     let wait = if a.no_wait {
         Some(Duration::ZERO)
     } else if let Some(t) = a.timeout {
@@ -86,7 +87,7 @@ pub(super) fn request(
 
 /// The host name, as awsflock 0.2.0 defaults `--owner`.
 pub(super) fn default_owner() -> String {
-    store::default_owner()
+    crate::request::default_owner()
 }
 
 /// Whether a lock not acquired goes unsaid: with `-q`, unless the record

@@ -7,15 +7,16 @@ use std::time::Duration;
 use crate::cli::{Global, ReleaseArgs};
 use crate::error::Result;
 use crate::exit;
+use crate::info::LockInfo;
 use crate::output::{say, say_prompt, stderr_is_terminal};
-use crate::store::{self, LockInfo, LockStore};
+use crate::store::LockStore;
 
 use super::options::open;
 use super::show::{describe_info, printable};
 
 /// `release`: by lease id, or `--force` without one.
 pub(super) async fn release(g: &Global, r: ReleaseArgs) -> Result<i32> {
-    store::validate_name(&r.name)?;
+    crate::request::validate_name(&r.name)?;
     let store = open(g).await?;
     match (&r.lease_id, r.force) {
         (Some(id), _) => store.release(&r.name, id).await?,
@@ -30,7 +31,7 @@ pub(super) async fn release(g: &Global, r: ReleaseArgs) -> Result<i32> {
 /// any with `--immediately`, is released at once (DESIGN.md, "Forced
 /// release").
 async fn force_release(store: &dyn LockStore, r: &ReleaseArgs) -> Result<i32> {
-    use store::revoke::{Force, ForceMode, Forced};
+    use crate::protocol::revoke::{Force, ForceMode, Forced};
     let name = r.name.as_str();
     let info = store.inspect(name).await?;
     if !info.held {
@@ -98,8 +99,11 @@ async fn force_release(store: &dyn LockStore, r: &ReleaseArgs) -> Result<i32> {
 
 /// The confirmation question of a forced release, and a warning said
 /// whether or not it is asked: what happens to the holder's work.
-fn force_prompt(info: &LockInfo, mode: store::revoke::ForceMode) -> (String, Option<String>) {
-    use store::revoke::ForceMode;
+fn force_prompt(
+    info: &LockInfo,
+    mode: crate::protocol::revoke::ForceMode,
+) -> (String, Option<String>) {
+    use crate::protocol::revoke::ForceMode;
     let name = printable(&info.name);
     let owner = info
         .owner
@@ -167,7 +171,7 @@ async fn wait_handed_on(
             }
             Err(e) => return Err(e),
         };
-        if store::revoke::handed_on(&now) {
+        if crate::protocol::revoke::handed_on(&now) {
             let how = match was.expires_in_ms {
                 Some(ms) if (started.elapsed().as_millis() as i64) < ms => {
                     "its holder stopped and confirmed"

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::store::{self, LockInfo};
+use crate::info::LockInfo;
 
 use super::facts::{clock_time, pid_alive, renewed_at_ms, rfc3339};
 
@@ -36,7 +36,7 @@ pub(super) fn shown(info: &LockInfo) -> LockInfo {
         holders: info
             .holders
             .iter()
-            .map(|h| store::HolderInfo {
+            .map(|h| crate::info::HolderInfo {
                 owner: printable(&h.owner),
                 reason: p(&h.reason),
                 host: p(&h.host),

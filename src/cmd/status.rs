@@ -6,8 +6,8 @@ use std::time::Duration;
 use crate::cli::{Global, ListArgs, StatusArgs};
 use crate::error::Result;
 use crate::exit;
+use crate::info::LockInfo;
 use crate::output::{out, say};
-use crate::store::{self, LockInfo};
 
 use super::facts::{pid_alive, renewed_at_ms, rfc3339};
 use super::options::open;
@@ -15,7 +15,7 @@ use super::show::{describe_info, expired_note, holders_text, shown};
 
 /// `status NAME`: one lock, for people or as JSON.
 pub(super) async fn status(g: &Global, s: StatusArgs) -> Result<i32> {
-    store::validate_name(&s.name)?;
+    crate::request::validate_name(&s.name)?;
     let store = open(g).await?;
     let info = store.inspect(&s.name).await?;
     if s.json {
@@ -150,11 +150,11 @@ pub(super) fn info_json(info: &LockInfo) -> serde_json::Value {
 }
 
 /// Every holder: those of a holder table, or the one the record names.
-fn holders_of(info: &LockInfo) -> Vec<store::HolderInfo> {
+fn holders_of(info: &LockInfo) -> Vec<crate::info::HolderInfo> {
     if !info.holders.is_empty() || !info.held || info.problem.is_some() {
         return info.holders.clone();
     }
-    vec![store::HolderInfo {
+    vec![crate::info::HolderInfo {
         owner: info.owner.clone().unwrap_or_default(),
         reason: info.reason.clone(),
         fence: info.fence.unwrap_or(0),

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::info::LockInfo;
 use crate::output::{say, stderr_is_terminal};
-use crate::store::{LockInfo, OnWait};
+use crate::request::OnWait;
 
 use super::show::{holder_line, waiting_line};
 

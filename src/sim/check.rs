@@ -13,7 +13,7 @@ use super::world::World;
 /// 100 ms plus up to 199 ms).
 pub const POLL_MAX: Duration = Duration::from_millis(300);
 /// A waiter behind others in a holder table's queue polls every 1 to 2 s
-/// ([`crate::store::multi`]); on DynamoDB and S3 every waiter behind one of
+/// ([`crate::store::cas::multi`]); on DynamoDB and S3 every waiter behind one of
 /// our leases queues, and may be behind a ticket that is gone by the time
 /// the lock is free.
 pub const POLL_BEHIND_MAX: Duration = Duration::from_millis(2000);

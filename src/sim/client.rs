@@ -292,7 +292,7 @@ impl Spec {
 
 /// Invariant (c): the holder's local deadline is not beyond the expiry the
 /// store holds for its lease (in store time, at confirmation).
-pub fn check_deadline(who: &Who, lease: &crate::store::Lease) {
+pub fn check_deadline(who: &Who, lease: &crate::request::Lease) {
     let written = who
         .w
         .table

@@ -29,9 +29,9 @@ use super::state::Proc;
 use super::world::World;
 use crate::boottime::BootInstant;
 use crate::error::{Error, Result};
+use crate::protocol::record::RecordState;
 use crate::store::file::dir::CancelOnDrop;
 use crate::store::file::{Cancel, Dir, FileRecord, FileStore, Host, LOCK_WAIT, Liveness, ProcId};
-use crate::store::record::RecordState;
 
 /// The simulated host's boot id.
 const BOOT_ID: &str = "5e1f0b07-0000-4000-8000-000000000001";

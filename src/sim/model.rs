@@ -88,7 +88,7 @@ impl std::fmt::Display for RecState {
 /// invariants: free to the next waiter in turn once the holders and the
 /// tickets ahead of it are gone, so held until the last of them lapses (a
 /// dead waiter's ticket holds the queue up that long).
-pub fn table_state(t: &crate::store::slots::Slots) -> RecState {
+pub fn table_state(t: &crate::protocol::slots::Slots) -> RecState {
     let last = t
         .holders
         .iter()
@@ -99,7 +99,7 @@ pub fn table_state(t: &crate::store::slots::Slots) -> RecState {
         None => RecState::Released,
         Some(exp_ms) => RecState::Held {
             exp_ms,
-            margin_ms: crate::store::cas::EXPIRY_MARGIN_MS,
+            margin_ms: crate::protocol::expiry::EXPIRY_MARGIN_MS,
             owner: None,
             lease: 0,
         },

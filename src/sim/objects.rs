@@ -16,8 +16,8 @@ use super::net::SimStore;
 use super::state::{Bucket, Table};
 use crate::clock::ServerClock;
 use crate::error::Result;
-use crate::store::RESERVED_PREFIX;
-use crate::store::record::{LeaseRecord, RecordState};
+use crate::protocol::record::{LeaseRecord, RecordState};
+use crate::request::RESERVED_PREFIX;
 use crate::store::s3::{Cond, Objects, S3Store};
 
 /// An owned [`Cond`], for a request in flight.

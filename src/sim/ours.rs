@@ -12,7 +12,8 @@ use super::net::SimStore;
 use crate::boottime::{self, BootInstant};
 use crate::error::Error;
 use crate::lease::LockGuard;
-use crate::store::{AcquireRequest, LockStore};
+use crate::request::AcquireRequest;
+use crate::store::LockStore;
 use crate::supervise::{Facts, Pause, Phase, Step, confirmed_by, next_step, stop_times, too_late};
 
 /// One of our clients: its cycles of acquire, command and release, through
@@ -205,7 +206,7 @@ struct Supervisor<'a> {
     p: Params,
     rx: tokio::sync::watch::Receiver<crate::lease::GuardState>,
     /// The lease as last seen.
-    cur: crate::store::Lease,
+    cur: crate::request::Lease,
     term_at: BootInstant,
     kill_at: BootInstant,
     phase: Phase,

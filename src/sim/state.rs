@@ -81,19 +81,19 @@ pub struct Files {
 /// bound of that clock, which sees everything alive that truly is, so this
 /// fails only for an admission that skipped its turn.
 pub fn check_turn(
-    before: &crate::store::slots::Slots,
-    after: &crate::store::slots::Slots,
+    before: &crate::protocol::slots::Slots,
+    after: &crate::protocol::slots::Slots,
     now_ms: i64,
     back_ms: i64,
     violations: &mut Vec<String>,
 ) {
-    let alive = |exp: i64| now_ms + back_ms <= exp + crate::store::cas::EXPIRY_MARGIN_MS;
+    let alive = |exp: i64| now_ms + back_ms <= exp + crate::protocol::expiry::EXPIRY_MARGIN_MS;
     let had: std::collections::HashSet<u64> = before.holders.iter().map(|h| h.fence).collect();
     for h in after.holders.iter().filter(|h| !had.contains(&h.fence)) {
         let mut t = before.clone();
         t.mode = after.mode;
         t.holders.retain(|x| alive(x.expires_ms));
-        let ahead: Vec<crate::store::slots::Kind> = before
+        let ahead: Vec<crate::protocol::slots::Kind> = before
             .queue
             .iter()
             .take_while(|q| q.id != h.lease_id)
@@ -141,15 +141,15 @@ impl Table {
     pub fn note_table(
         &mut self,
         name: &str,
-        before: Option<&crate::store::slots::Slots>,
-        after: Option<&crate::store::slots::Slots>,
+        before: Option<&crate::protocol::slots::Slots>,
+        after: Option<&crate::protocol::slots::Slots>,
         violations: &mut Vec<String>,
     ) {
         let Some(after) = after else { return };
         let had: std::collections::HashSet<u64> = before
             .map(|t| t.holders.iter().map(|h| h.fence).collect())
             .unwrap_or_default();
-        let mut admitted: Vec<&crate::store::slots::Holder> = after
+        let mut admitted: Vec<&crate::protocol::slots::Holder> = after
             .holders
             .iter()
             .filter(|h| !had.contains(&h.fence))

@@ -136,7 +136,7 @@ impl Table {
         // table with anyone alive in it (holders or waiters in line).
         if let Some(t) = jumped {
             let back = self.back_ms;
-            let alive = |exp: i64| now_ms + back <= exp + crate::store::cas::EXPIRY_MARGIN_MS;
+            let alive = |exp: i64| now_ms + back <= exp + crate::protocol::expiry::EXPIRY_MARGIN_MS;
             if t.holders.iter().any(|h| alive(h.expires_ms))
                 || t.queue.iter().any(|q| alive(q.expires_ms))
             {

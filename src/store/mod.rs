@@ -34,16 +34,6 @@ pub(crate) mod file;
 #[cfg(feature = "s3")]
 pub(crate) mod s3;
 
-// Older paths, kept while callers move to `crate::protocol`.
-#[allow(unused_imports)]
-#[cfg(any(feature = "dynamodb", feature = "s3", feature = "file"))]
-pub(crate) use crate::protocol::record;
-#[allow(unused_imports)]
-pub(crate) use crate::protocol::{revoke, slots};
-#[cfg(any(feature = "dynamodb", feature = "s3", feature = "file"))]
-#[allow(unused_imports)]
-pub(crate) use cas::multi;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -52,16 +42,10 @@ use std::time::Duration;
 use crate::boottime::BootInstant as Instant;
 
 use crate::error::{Error, Result};
+use crate::protocol::revoke;
 
-#[allow(unused_imports)]
-pub use crate::request::{
-    AcquireRequest, CLIENT_TAG, DEFAULT_WAIT, Lease, MAX_NAME_BYTES, OnWait, RESERVED_PREFIX,
-    default_owner, validate_name,
-};
-
-// What a store says about a lock: below the store layer, so that the
-// error type can carry it without depending on the stores.
-pub use crate::info::{HolderInfo, LockInfo};
+use crate::info::LockInfo;
+use crate::request::{AcquireRequest, Lease, validate_name};
 
 /// A boxed future, for the cancellation signal passed to [`LockStore::acquire`].
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -7,11 +7,12 @@ use std::time::Duration;
 use crate::boottime::BootInstant as Instant;
 use crate::clock::ServerClock;
 use crate::error::{Error, Result};
+use crate::info::LockInfo;
 use crate::protocol::expiry::{self, EXPIRY_MARGIN_MS, Judged, Now, Stamp};
 use crate::protocol::grant::{self, Next};
 use crate::protocol::slots::{self, Slots};
 use crate::request::{AcquireRequest, Lease};
-use crate::store::{BoxFuture, LockInfo};
+use crate::store::BoxFuture;
 
 /// The result of one write that tried to take the lock.
 pub enum Outcome<R> {

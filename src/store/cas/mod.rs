@@ -26,18 +26,16 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-pub use self::acquire::{acquire, finish};
+use self::acquire::acquire;
+#[cfg(any(feature = "dynamodb", feature = "s3"))]
+pub use self::acquire::finish;
 pub use self::backend::*;
 use self::multi::release_anywhere;
 use crate::error::{Error, Result};
+use crate::info::LockInfo;
 use crate::protocol::revoke::{self, Action, Force, Forced};
 use crate::request::{AcquireRequest, Lease};
-use crate::store::{BoxFuture, LockInfo, LockStore};
-// Older paths, kept while callers move to `crate::protocol`.
-#[allow(unused_imports)]
-pub use crate::protocol::expiry::{
-    EXPIRY_MARGIN_MS, Judged, SKEW_TOLERANCE_MS, Stamp, absent_info,
-};
+use crate::store::{BoxFuture, LockStore};
 
 /// The one way a compare-and-swap store is a [`LockStore`]: names checked,
 /// errors explained, the shared acquire loop, and inspect, list and

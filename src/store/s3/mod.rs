@@ -171,7 +171,7 @@ impl<O: Objects> S3Store<O> {
 
     /// Checks a lock name, and that both of its keys fit in S3's key limit.
     fn check_keys(&self, name: &str) -> Result<()> {
-        super::validate_name(name)?;
+        crate::request::validate_name(name)?;
         let longest = self.fence_key(name).len();
         if longest > MAX_KEY_BYTES {
             return Err(Error::usage(format!(
