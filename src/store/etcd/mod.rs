@@ -165,6 +165,12 @@ impl EtcdStore {
     /// The current holder of `name` (lowest create revision among its
     /// contenders), as stored.
     async fn holder_kv(&self, name: &str) -> Result<Option<KeyValue>> {
+        Ok(self.contenders(name).await?.into_iter().next())
+    }
+
+    /// Every contender for `name` (holders and waiters), in queue order:
+    /// by create revision.
+    pub(super) async fn contenders(&self, name: &str) -> Result<Vec<KeyValue>> {
         let mp = self.mutex_prefix(name);
         let opts = GetOptions::new()
             .with_prefix()
@@ -175,7 +181,12 @@ impl EtcdStore {
                 async move { c.kv_client().get(mp, Some(opts)).await }
             })
             .await?;
-        Ok(resp.kvs().iter().find(|kv| is_contender(kv, &mp)).cloned())
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter(|kv| is_contender(kv, &mp))
+            .cloned()
+            .collect())
     }
 }
 

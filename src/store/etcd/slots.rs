@@ -172,21 +172,8 @@ impl EtcdStore {
     /// first N of a semaphore; the shared ones before the first exclusive
     /// one, or that one alone when it is first).
     pub(super) async fn describe_holders(&self, name: &str, info: &mut LockInfo) -> Result<()> {
-        let mp = self.mutex_prefix(name);
-        let opts = GetOptions::new()
-            .with_prefix()
-            .with_sort(SortTarget::Create, SortOrder::Ascend);
-        let resp = self
-            .call("read the lock", |c| {
-                let (mp, opts) = (mp.clone(), opts.clone());
-                async move { c.kv_client().get(mp, Some(opts)).await }
-            })
-            .await?;
-        let all: Vec<&KeyValue> = resp
-            .kvs()
-            .iter()
-            .filter(|kv| is_contender(kv, &mp))
-            .collect();
+        let contenders = self.contenders(name).await?;
+        let all: Vec<&KeyValue> = contenders.iter().collect();
         let holding = holders_of(&all);
         let ttls =
             futures_util::future::join_all(holding.iter().map(|kv| self.ttl_of(kv.lease()))).await;
