@@ -900,6 +900,251 @@ mod force_cases {
     }
 }
 
+/// Waiters that stop waiting, on the stores where waiters queue in the
+/// lock's record: one interrupted (SIGTERM, Ctrl-C) leaves the queue at
+/// once, so the lock passes straight to the next; one killed (SIGKILL)
+/// holds its place only until its ticket lapses.
+mod leave_cases {
+    use super::*;
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+
+    /// A ticket's life and the margin after it (`TICKET_LIFE_MS` and the
+    /// takeover margin in `src/store/cas/multi.rs`).
+    const TICKET_WINDOW: Duration = Duration::from_secs(16);
+
+    /// `run NAME` in a process group of its own (as a shell job), whose
+    /// command logs `TAG <ns>` and then, if `stop` is given, runs until
+    /// that file exists.
+    fn runner(
+        f: &impl Fixture,
+        name: &str,
+        args: &[&str],
+        log: &Path,
+        tag: &str,
+        stop: Option<&Path>,
+    ) -> Running {
+        let mut script = format!("echo \"{tag} $(date +%s%N)\" >> {}", log.display());
+        if let Some(stop) = stop {
+            let wait = format!("; while [ ! -e {} ]; do sleep 0.05; done", stop.display());
+            script.push_str(&wait);
+        }
+        spawn(
+            f.cmd()
+                .process_group(0)
+                .args(["-q", "run", name, "--lease-duration", "5"])
+                .args(args)
+                .args(["--", "sh", "-c", &script]),
+        )
+    }
+
+    fn status(f: &impl Fixture, name: &str) -> serde_json::Value {
+        let out = run(f.cmd().args(["status", name, "--json"]));
+        out.assert_exit_as(0, "status failed:");
+        out.json()
+    }
+
+    /// Polls `status` until `waiting` is `want`: how long that took.
+    fn waiting_becomes(f: &impl Fixture, name: &str, want: u64, within: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let v = status(f, name);
+            if v["waiting"].as_u64() == Some(want) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "waiting is not {want} after {within:?}: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn held_by_anyone(f: &impl Fixture, name: &str) {
+        let started = Instant::now();
+        while status(f, name)["held"] != true {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{name} never taken"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The stamp (ns since the epoch) `tag` logged, if it ran.
+    fn stamp(log: &Path, tag: &str) -> Option<i128> {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{tag} "))?.parse().ok())
+    }
+
+    /// Interrupts a queued waiter with `sig` (to its process group, as a
+    /// terminal's Ctrl-C does): it ends by that signal and its ticket is
+    /// gone within about a second.
+    fn interrupt(f: &impl Fixture, name: &str, waiter: Running, sig: Signal) {
+        let started = Instant::now();
+        killpg(Pid::from_raw(waiter.pid() as i32), sig).expect("killpg");
+        let out = waiter.wait(Duration::from_secs(10));
+        let exited = started.elapsed();
+        out.assert_exit_as(
+            128 + sig as i32,
+            &format!("the waiter interrupted by {sig}:"),
+        );
+        let left = waiting_becomes(f, name, 1, Duration::from_secs(10));
+        let gone = started.elapsed();
+        figures(format!(
+            "{sig}: the waiter exited after {exited:.2?}, the queue showed it gone after {gone:.2?} ({left:.2?} polling)"
+        ));
+        assert!(
+            exited < Duration::from_secs(3) && gone < Duration::from_secs(3),
+            "{sig}: exited after {exited:?}, left the queue after {gone:?}"
+        );
+    }
+
+    /// A holder, two waiters queued; SIGTERM one, queue another, Ctrl-C
+    /// the one before it; the holder ends and the last waiter gets the
+    /// lock at once, not after the tickets of the two that left lapse.
+    fn interrupted_waiters_leave(f: &impl Fixture, holder_args: &[&str]) {
+        let name = unique_name("leave");
+        let dir = tempfile::tempdir().unwrap();
+        let (log, stop) = (dir.path().join("log"), dir.path().join("stop"));
+        let holder = runner(f, &name, holder_args, &log, "H", Some(&stop));
+        held_by_anyone(f, &name);
+        let w1 = runner(f, &name, &[], &log, "W1", None);
+        waiting_becomes(f, &name, 1, Duration::from_secs(10));
+        let w2 = runner(f, &name, &[], &log, "W2", None);
+        waiting_becomes(f, &name, 2, Duration::from_secs(10));
+        interrupt(f, &name, w1, Signal::SIGTERM);
+        let w3 = runner(f, &name, &[], &log, "W3", None);
+        waiting_becomes(f, &name, 2, Duration::from_secs(10));
+        interrupt(f, &name, w2, Signal::SIGINT);
+        // W3 learns that it is first at its next read (those behind the
+        // first read every 1–2 s); then it reads every 100–300 ms.
+        std::thread::sleep(Duration::from_millis(2500));
+        let ended = now_ns();
+        std::fs::write(&stop, "").unwrap();
+        holder.wait(Duration::from_secs(10)).assert_ok();
+        w3.wait(Duration::from_secs(30)).assert_ok();
+        let got = stamp(&log, "W3").expect("W3 ran");
+        let hand_off = secs(got - ended);
+        figures(format!(
+            "the holder ended; the waiter behind two interrupted ones ran after {hand_off:.2}s"
+        ));
+        assert!(
+            hand_off < 2.0,
+            "the lock took {hand_off:.2}s to pass to the waiter behind the interrupted ones"
+        );
+        assert_eq!(stamp(&log, "W1"), None, "an interrupted waiter ran");
+        assert_eq!(stamp(&log, "W2"), None, "an interrupted waiter ran");
+        assert_eq!(status(f, &name)["waiting"], 0);
+    }
+
+    pub fn an_interrupted_waiter_leaves_the_queue_at_once(f: &impl Fixture) {
+        interrupted_waiters_leave(f, &[]);
+    }
+
+    /// The directory store queues writers behind readers (its plain locks
+    /// do not queue): the same, behind a `--shared` holder.
+    pub fn an_interrupted_writer_leaves_the_readers_queue_at_once(f: &impl Fixture) {
+        interrupted_waiters_leave(f, &["--shared"]);
+    }
+
+    /// A plain `run` waiting behind a lease of `acquire` (a holder that is
+    /// no `run`): where plain locks queue, it queues (the lease is moved
+    /// into a holder table); on the directory store it polls. Interrupted,
+    /// it leaves the lease as it was: held, and released by its LEASE_ID.
+    fn behind_an_acquired_lease(f: &impl Fixture, queues: bool) {
+        let name = unique_name("behindacq");
+        let out = run(f.cmd().args(["acquire", &name, "--lease-duration", "60"]));
+        out.assert_ok();
+        let lease = out.line().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let waiter = runner(f, &name, &[], &log, "W", None);
+        if queues {
+            waiting_becomes(f, &name, 1, Duration::from_secs(10));
+        } else {
+            std::thread::sleep(Duration::from_millis(1000));
+            assert_eq!(status(f, &name)["waiting"], 0, "a plain lock here polls");
+        }
+        interrupt_alone(waiter, Signal::SIGTERM);
+        let v = status(f, &name);
+        assert_eq!(
+            (v["held"].clone(), v["waiting"].clone()),
+            (true.into(), 0.into()),
+            "{v}"
+        );
+        let out = run(f.cmd().args(["release", &name, &lease]));
+        out.assert_exit_as(0, "the acquired lease, released by its id:");
+        let out = run(f.cmd().args(["acquire", &name, "--no-wait"]));
+        out.assert_exit_as(0, "free once released:");
+        assert_eq!(stamp(&log, "W"), None);
+    }
+
+    /// Signals the only waiter: it ends by the signal within a second or so.
+    fn interrupt_alone(waiter: Running, sig: Signal) {
+        signal(waiter.pid(), sig);
+        let out = waiter.wait(Duration::from_secs(10));
+        out.assert_exit_as(
+            128 + sig as i32,
+            &format!("the waiter interrupted by {sig}:"),
+        );
+        out.assert_stderr_has("interrupted by signal");
+        assert!(out.elapsed < Duration::from_secs(10));
+    }
+
+    pub fn a_waiter_queued_behind_an_acquired_lease_leaves_it_held(f: &impl Fixture) {
+        behind_an_acquired_lease(f, true);
+    }
+
+    pub fn a_waiter_polling_an_acquired_lease_leaves_it_held(f: &impl Fixture) {
+        behind_an_acquired_lease(f, false);
+    }
+
+    /// A waiter SIGKILLed at the head of the queue cannot leave it: its
+    /// ticket stays until it lapses, and the waiter behind it gets the lock
+    /// within the ticket's window of the kill, not later.
+    pub fn a_killed_waiter_is_skipped_within_its_ticket_window(f: &impl Fixture) {
+        let name = unique_name("killed");
+        let dir = tempfile::tempdir().unwrap();
+        let (log, stop) = (dir.path().join("log"), dir.path().join("stop"));
+        let holder = runner(f, &name, &[], &log, "H", Some(&stop));
+        held_by_anyone(f, &name);
+        let doomed = runner(f, &name, &[], &log, "DEAD", None);
+        waiting_becomes(f, &name, 1, Duration::from_secs(10));
+        let next = runner(f, &name, &[], &log, "NEXT", None);
+        waiting_becomes(f, &name, 2, Duration::from_secs(10));
+        let killed = now_ns();
+        signal(doomed.pid(), Signal::SIGKILL);
+        doomed.wait(Duration::from_secs(10)).assert_exit(137);
+        // The holder ends; the dead ticket is still first in the queue.
+        std::thread::sleep(Duration::from_millis(500));
+        std::fs::write(&stop, "").unwrap();
+        holder.wait(Duration::from_secs(10)).assert_ok();
+        assert_eq!(
+            status(f, &name)["waiting"],
+            2,
+            "the killed waiter's ticket stays until it lapses"
+        );
+        next.wait(Duration::from_secs(60)).assert_ok();
+        let after = secs(stamp(&log, "NEXT").expect("NEXT ran") - killed);
+        figures(format!(
+            "the waiter behind a SIGKILLed one ran {after:.2}s after the kill"
+        ));
+        // Up to 2 s more for the store's clock read to the second (its
+        // `Date`) at the ticket's write and at its judging, the 1–2 s poll
+        // of a waiter behind the first, and 2 s of slack.
+        let bound = TICKET_WINDOW.as_secs_f64() + 6.0;
+        assert!(
+            after < bound,
+            "the waiter behind a killed one ran {after:.2}s after the kill (bound {bound}s)"
+        );
+        assert_eq!(stamp(&log, "DEAD"), None);
+    }
+}
+
 /// `mod STORE { #[test] fn CASE() { CASES::CASE(&FIXTURE::start()) } … }`
 /// for one store and a bracketed list of cases.
 macro_rules! store_tests {
@@ -955,6 +1200,39 @@ mod fifo {
         #[cfg(feature = "etcd")]
         etcd => Etcd,
     );
+}
+
+mod leave {
+    use super::*;
+    per_store!(
+        leave_cases,
+        [
+            an_interrupted_waiter_leaves_the_queue_at_once,
+            a_waiter_queued_behind_an_acquired_lease_leaves_it_held,
+        ],
+        dynamodb => DynamoDb,
+        s3 => S3,
+    );
+    mod behind_readers {
+        use super::*;
+        per_store!(
+            leave_cases,
+            [
+                an_interrupted_writer_leaves_the_readers_queue_at_once,
+                a_waiter_polling_an_acquired_lease_leaves_it_held,
+            ],
+            file => File,
+        );
+    }
+    /// About 16 s (a ticket's life): on one store only.
+    mod killed {
+        use super::*;
+        per_store!(
+            leave_cases,
+            [a_killed_waiter_is_skipped_within_its_ticket_window],
+            dynamodb => DynamoDb,
+        );
+    }
 }
 
 mod slots {
