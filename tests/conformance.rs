@@ -911,10 +911,6 @@ mod leave_cases {
     use std::os::unix::process::CommandExt;
     use std::path::Path;
 
-    /// A ticket's life and the margin after it (`TICKET_LIFE_MS` and the
-    /// takeover margin in `src/store/cas/multi.rs`).
-    const TICKET_WINDOW: Duration = Duration::from_secs(16);
-
     /// `run NAME` in a process group of its own (as a shell job), whose
     /// command logs `TAG <ns>` and then, if `stop` is given, runs until
     /// that file exists.
@@ -1102,47 +1098,6 @@ mod leave_cases {
     pub fn a_waiter_polling_an_acquired_lease_leaves_it_held(f: &impl Fixture) {
         behind_an_acquired_lease(f, false);
     }
-
-    /// A waiter SIGKILLed at the head of the queue cannot leave it: its
-    /// ticket stays until it lapses, and the waiter behind it gets the lock
-    /// within the ticket's window of the kill, not later.
-    pub fn a_killed_waiter_is_skipped_within_its_ticket_window(f: &impl Fixture) {
-        let name = unique_name("killed");
-        let dir = tempfile::tempdir().unwrap();
-        let (log, stop) = (dir.path().join("log"), dir.path().join("stop"));
-        let holder = runner(f, &name, &[], &log, "H", Some(&stop));
-        held_by_anyone(f, &name);
-        let doomed = runner(f, &name, &[], &log, "DEAD", None);
-        waiting_becomes(f, &name, 1, Duration::from_secs(10));
-        let next = runner(f, &name, &[], &log, "NEXT", None);
-        waiting_becomes(f, &name, 2, Duration::from_secs(10));
-        let killed = now_ns();
-        signal(doomed.pid(), Signal::SIGKILL);
-        doomed.wait(Duration::from_secs(10)).assert_exit(137);
-        // The holder ends; the dead ticket is still first in the queue.
-        std::thread::sleep(Duration::from_millis(500));
-        std::fs::write(&stop, "").unwrap();
-        holder.wait(Duration::from_secs(10)).assert_ok();
-        assert_eq!(
-            status(f, &name)["waiting"],
-            2,
-            "the killed waiter's ticket stays until it lapses"
-        );
-        next.wait(Duration::from_secs(60)).assert_ok();
-        let after = secs(stamp(&log, "NEXT").expect("NEXT ran") - killed);
-        figures(format!(
-            "the waiter behind a SIGKILLed one ran {after:.2}s after the kill"
-        ));
-        // Up to 2 s more for the store's clock read to the second (its
-        // `Date`) at the ticket's write and at its judging, the 1–2 s poll
-        // of a waiter behind the first, and 2 s of slack.
-        let bound = TICKET_WINDOW.as_secs_f64() + 6.0;
-        assert!(
-            after < bound,
-            "the waiter behind a killed one ran {after:.2}s after the kill (bound {bound}s)"
-        );
-        assert_eq!(stamp(&log, "DEAD"), None);
-    }
 }
 
 /// `mod STORE { #[test] fn CASE() { CASES::CASE(&FIXTURE::start()) } … }`
@@ -1222,15 +1177,6 @@ mod leave {
                 a_waiter_polling_an_acquired_lease_leaves_it_held,
             ],
             file => File,
-        );
-    }
-    /// About 16 s (a ticket's life): on one store only.
-    mod killed {
-        use super::*;
-        per_store!(
-            leave_cases,
-            [a_killed_waiter_is_skipped_within_its_ticket_window],
-            dynamodb => DynamoDb,
         );
     }
 }
