@@ -7,7 +7,8 @@
 
 /// Success.
 pub const OK: i32 = 0;
-/// An error: unreachable store, missing table, no credentials, I/O failure.
+/// An error: unreachable store, missing table, a table awsflock refuses (another
+/// key schema, a global table), no credentials, I/O failure.
 pub const ERROR: i32 = 1;
 /// Bad command line: unknown option, bad duration, bad lock name, bad URL.
 pub const USAGE: i32 = 2;

@@ -21,6 +21,7 @@ mod etcd_store;
 mod examples;
 mod faults;
 mod file_store;
+mod global_tables;
 mod interop_v020;
 mod operator;
 mod pause_attacks;

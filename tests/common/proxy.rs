@@ -17,7 +17,12 @@
 //! - [`Fault::DropResponse`]: forwarded (so it takes effect), then the client
 //!   connection is closed without an answer: the lost-answer case;
 //! - [`Fault::Hold`]: held back this long, then forwarded (a request that
-//!   is slow to arrive).
+//!   is slow to arrive);
+//! - [`Fault::Refuse`]: HTTP 400 with that error code (e.g.
+//!   `AccessDeniedException`, as IAM refuses), not forwarded;
+//! - [`Fault::Replicated`]: forwarded, and a DescribeTable answer given the
+//!   fields moto does not report for a global table: `Replicas` (in
+//!   eu-west-1) and `MultiRegionConsistency` (the fault's value).
 //!
 //! Requests without `X-Amz-Target` (S3) are counted under their HTTP method
 //! (`PUT`, `GET`, ...). [`Proxy::shift_date`] makes every answer's `Date`
@@ -48,6 +53,11 @@ pub enum Fault {
     DropResponse,
     /// Hold the request this long, then forward it.
     Hold(Duration),
+    /// Answer HTTP 400 with this error code, not forwarded.
+    Refuse(&'static str),
+    /// Forward, then add to the answer's `Table` a replica in eu-west-1 and
+    /// this `MultiRegionConsistency` (`EVENTUAL`, `STRONG`).
+    Replicated(&'static str),
 }
 
 impl Fault {
@@ -59,6 +69,8 @@ impl Fault {
             Fault::Delay(_) => "delay".to_string(),
             Fault::DropResponse => "drop".to_string(),
             Fault::Hold(_) => "hold".to_string(),
+            Fault::Refuse(code) => format!("refuse{code}"),
+            Fault::Replicated(mode) => format!("replicated{mode}"),
         }
     }
 }
@@ -391,9 +403,17 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) {
                 },
                 "injected by the test proxy",
             ),
-            Some(Fault::Delay(_)) | Some(Fault::DropResponse) | Some(Fault::Hold(_)) | None => {
+            Some(Fault::Refuse(code)) => canned(400, code, "refused by the test proxy"),
+            Some(Fault::Delay(_))
+            | Some(Fault::DropResponse)
+            | Some(Fault::Hold(_))
+            | Some(Fault::Replicated(_))
+            | None => {
                 match forward(&req, upstream) {
-                    Ok(resp) => resp,
+                    Ok(resp) => match fault {
+                        Some(Fault::Replicated(mode)) => replicated(&resp, mode),
+                        _ => resp,
+                    },
                     Err(_) => {
                         // Upstream down or frozen: the client sees the
                         // connection close, as it would without the proxy.
@@ -429,6 +449,41 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) {
             return;
         }
     }
+}
+
+/// A DescribeTable answer made to describe a global table: a replica in
+/// eu-west-1 and `mode` as its `MultiRegionConsistency`, with the
+/// `Content-Length` to match (and no `x-amz-crc32`). Other answers pass unchanged.
+fn replicated(answer: &[u8], mode: &str) -> Vec<u8> {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return answer.to_vec();
+    };
+    let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&answer[end + 4..]) else {
+        return answer.to_vec();
+    };
+    let Some(table) = json.get_mut("Table").and_then(|t| t.as_object_mut()) else {
+        return answer.to_vec();
+    };
+    table.insert(
+        "Replicas".into(),
+        serde_json::json!([{"RegionName": "eu-west-1", "ReplicaStatus": "ACTIVE"}]),
+    );
+    table.insert("MultiRegionConsistency".into(), mode.into());
+    let body = json.to_string();
+    let head = String::from_utf8_lossy(&answer[..end]).into_owned();
+    let mut lines: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| {
+            // The body changed: its length, and any checksum of it, go.
+            !l.split_once(':').is_some_and(|(k, _)| {
+                let k = k.trim();
+                k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("x-amz-crc32")
+            })
+        })
+        .map(str::to_string)
+        .collect();
+    lines.push(format!("Content-Length: {}", body.len()));
+    format!("{}\r\n\r\n{body}", lines.join("\r\n")).into_bytes()
 }
 
 /// The request line's method (`PUT`, `GET`, ...).

@@ -19,12 +19,11 @@ fn store() -> DynamoDb {
         .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
         .build();
     let clock = Arc::new(ServerClock::new());
-    let sdk = Sdk {
-        client: Client::from_conf(conf),
-        table: "t".into(),
-        interceptor: StoreInterceptor::new(clock.clone()),
-        wrong_schema: std::sync::atomic::AtomicBool::new(false),
-    };
+    let sdk = Sdk::new(
+        Client::from_conf(conf),
+        "t".into(),
+        StoreInterceptor::new(clock.clone()),
+    );
     DynamoDb::over(sdk, clock, "h".into())
 }
 

@@ -12,8 +12,7 @@ use aws_sdk_dynamodb::types::error::{
     ConditionalCheckFailedException, TransactionCanceledException,
 };
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TableStatus,
-    TransactWriteItem,
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -22,7 +21,7 @@ use crate::error::{Error, Result, words};
 use crate::request::RESERVED_PREFIX;
 use crate::store::aws::{self, StoreInterceptor};
 
-use super::table::is_awsflock_schema;
+use super::table::{Described, described, is_awsflock_schema};
 use super::*;
 
 /// DynamoDB through the AWS SDK.
@@ -34,6 +33,10 @@ pub struct Sdk {
     /// "wrong key schema" error, for [`Sdk::explain_error`] to replace by
     /// one that shows the table's key schema.
     pub(super) wrong_schema: std::sync::atomic::AtomicBool,
+    /// Whether the table's replication lets awsflock use it, judged once,
+    /// before the first lock operation ([`Sdk::ready`]): `Some` holds the
+    /// message of a refusal.
+    pub(super) replication: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl DynamoDb {
@@ -46,12 +49,7 @@ impl DynamoDb {
         let conf = aws_sdk_dynamodb::config::Builder::from(&config)
             .interceptor(interceptor.clone())
             .build();
-        let sdk = Sdk {
-            client: Client::from_conf(conf),
-            table,
-            interceptor,
-            wrong_schema: std::sync::atomic::AtomicBool::new(false),
-        };
+        let sdk = Sdk::new(Client::from_conf(conf), table, interceptor);
         Ok(DynamoDb::over(
             sdk,
             clock,
@@ -67,6 +65,17 @@ impl DynamoDb {
 }
 
 impl Sdk {
+    /// Requests to `table` through `client`, nothing sent or judged yet.
+    pub(super) fn new(client: Client, table: String, interceptor: StoreInterceptor) -> Self {
+        Sdk {
+            client,
+            table,
+            interceptor,
+            wrong_schema: std::sync::atomic::AtomicBool::new(false),
+            replication: tokio::sync::OnceCell::new(),
+        }
+    }
+
     /// The write of the fencing high-water mark in a fresh grant:
     /// conditioned on the mark read (`None`: absent).
     fn hw_put(&self, name: &str, hw: Option<u64>, new_hw: u64) -> Result<Put> {
@@ -191,10 +200,8 @@ impl Sdk {
         aws::sdk_error_at(err, &self.name(), "DynamoDB", endpoint.as_deref())
     }
 
-    /// The table's key schema: (attribute, HASH/RANGE, S/N/B) for each key.
-    pub(crate) async fn key_schema(
-        &self,
-    ) -> Result<(Vec<(String, String, String)>, Option<TableStatus>)> {
+    /// What DescribeTable says of the table (see [`Described`]).
+    pub(crate) async fn describe_table(&self) -> Result<Described> {
         let d = self
             .client
             .describe_table()
@@ -202,27 +209,7 @@ impl Sdk {
             .send()
             .await
             .map_err(|e| self.error(e))?;
-        let table = d
-            .table
-            .ok_or_else(|| Error::store("DescribeTable returned no table"))?;
-        let keys = table
-            .key_schema()
-            .iter()
-            .map(|k| {
-                let ty = table
-                    .attribute_definitions()
-                    .iter()
-                    .find(|a| a.attribute_name() == k.attribute_name())
-                    .map(|a| a.attribute_type().as_str().to_string())
-                    .unwrap_or_default();
-                (
-                    k.attribute_name().to_string(),
-                    k.key_type().as_str().to_string(),
-                    ty,
-                )
-            })
-            .collect();
-        Ok((keys, table.table_status().cloned()))
+        described(d)
     }
 
     /// The error for a table whose key schema is not awsflock's, or `None`.
@@ -267,8 +254,8 @@ impl Sdk {
             self.table,
             self.other_table_hint()
         ));
-        match self.key_schema().await {
-            Ok((keys, _)) => self.schema_error(&keys).unwrap_or(generic),
+        match self.describe_table().await {
+            Ok(d) => self.schema_error(&d.keys).unwrap_or(generic),
             Err(_) => generic,
         }
     }
@@ -314,8 +301,8 @@ impl Sdk {
                     .wrong_schema
                     .swap(false, std::sync::atomic::Ordering::Relaxed) =>
             {
-                match self.key_schema().await {
-                    Ok((keys, _)) => self.schema_error(&keys).unwrap_or(Error::Store(m)),
+                match self.describe_table().await {
+                    Ok(d) => self.schema_error(&d.keys).unwrap_or(Error::Store(m)),
                     Err(_) => Error::Store(m),
                 }
             }
@@ -335,6 +322,7 @@ impl Requests for Sdk {
     }
 
     async fn get(&self, name: &str) -> Result<Option<Item>> {
+        self.ready().await?;
         let out = self
             .client
             .get_item()
@@ -353,6 +341,7 @@ impl Requests for Sdk {
         attrs: Vec<(&'static str, AttributeValue)>,
         seen: Option<&str>,
     ) -> Result<std::result::Result<Option<u64>, Option<Item>>> {
+        self.ready().await?;
         let mut e = Expr::default();
         if !attrs.iter().any(|(k, _)| *k == attr::REASON) {
             e.remove(attr::REASON);
@@ -396,6 +385,7 @@ impl Requests for Sdk {
         hw: Option<u64>,
         token: &str,
     ) -> Result<FreshAnswer> {
+        self.ready().await?;
         let old_hw = hw.unwrap_or(0);
         let new_hw = old_hw + FENCE_BLOCK;
         let fence = old_hw + 1;
@@ -423,6 +413,7 @@ impl Requests for Sdk {
         attrs: Vec<(&'static str, AttributeValue)>,
         no_shorter: Option<(i64, i64)>,
     ) -> Result<std::result::Result<Option<Item>, Option<Item>>> {
+        self.ready().await?;
         let mut e = Expr::default();
         for (k, v) in attrs {
             e.set(k, v);
@@ -450,6 +441,7 @@ impl Requests for Sdk {
         nonce: &str,
         released_ms: i64,
     ) -> Result<std::result::Result<(), Option<Item>>> {
+        self.ready().await?;
         let mut e = Expr::default();
         e.set(attr::LEASE_ID, s(nonce));
         e.set(attr::EXPIRES_MS, n(0));
@@ -466,6 +458,7 @@ impl Requests for Sdk {
     }
 
     async fn release_unreadable(&self, name: &str, item: &Item, released_ms: i64) -> Result<()> {
+        self.ready().await?;
         let mut e = Expr::default();
         e.set(attr::LEASE_ID, s(uuid::Uuid::new_v4().to_string()));
         e.set(attr::EXPIRATION_TIME, n(0));
@@ -487,6 +480,7 @@ impl Requests for Sdk {
     }
 
     async fn scan(&self) -> Result<Vec<(String, Item)>> {
+        self.ready().await?;
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -519,6 +513,7 @@ impl Requests for Sdk {
         removes: Vec<&'static str>,
         seen: Option<&str>,
     ) -> Result<std::result::Result<(), Option<Item>>> {
+        self.ready().await?;
         let mut e = Expr::default();
         for (k, v) in attrs {
             e.set(k, v);
@@ -542,7 +537,10 @@ impl Requests for Sdk {
 
     async fn create(&self) -> Result<()> {
         self.create_table().await?;
-        self.wait_until_active().await?;
+        let table = self.wait_until_active().await?;
+        // The same answer judges the table's replication: a table that
+        // existed may be a global one.
+        self.judged(&table)?;
         self.enable_ttl().await
     }
 }

@@ -1,15 +1,17 @@
-//! Creating the table (on demand, TTL on), and checking the key schema of
-//! one that exists.
+//! Creating the table (on demand, TTL on), and checking one that exists:
+//! its key schema, and whether its replication lets one lock have two
+//! holders (a global table: [`judge_replication`]).
 
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, MultiRegionConsistency,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, words};
 
 use super::*;
 
@@ -47,16 +49,16 @@ impl Sdk {
     }
 
     /// Waits until the table is ACTIVE (at most 5 minutes), checking the
-    /// key schema of a table that existed.
-    pub(crate) async fn wait_until_active(&self) -> Result<()> {
+    /// key schema of a table that existed; what DescribeTable said last.
+    pub(crate) async fn wait_until_active(&self) -> Result<Described> {
         let wait_until = Instant::now() + Duration::from_secs(300);
         loop {
-            let (keys, status) = self.key_schema().await?;
-            if let Some(e) = self.schema_error(&keys) {
+            let table = self.describe_table().await?;
+            if let Some(e) = self.schema_error(&table.keys) {
                 return Err(e);
             }
-            match table_wait(status.as_ref(), Instant::now(), wait_until) {
-                TableWait::Ready => return Ok(()),
+            match table_wait(table.status.as_ref(), Instant::now(), wait_until) {
+                TableWait::Ready => return Ok(table),
                 TableWait::TimedOut => {
                     return Err(Error::Unavailable(format!(
                         "table '{}' did not become ACTIVE in 5 minutes",
@@ -99,6 +101,166 @@ impl Sdk {
             .map_err(|e| self.error(e))?;
         Ok(())
     }
+}
+
+impl Sdk {
+    /// Refuses every lock operation on a table whose replication could
+    /// grant one lock twice ([`judge_replication`]). Judged once per store,
+    /// before its first lock operation, from one DescribeTable; a
+    /// DescribeTable refused by IAM is warned about once and the table used.
+    pub(crate) async fn ready(&self) -> Result<()> {
+        let verdict = self
+            .replication
+            .get_or_try_init(|| self.replication_verdict())
+            .await?;
+        match verdict {
+            Some(refusal) => Err(Error::store(refusal.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The table's replication judged from `table` (and remembered, so
+    /// that the store's lock operations need no DescribeTable of their own).
+    pub(crate) fn judged(&self, table: &Described) -> Result<()> {
+        let verdict = self.judge(table).err();
+        let _ = self.replication.set(verdict.clone());
+        verdict.map_or(Ok(()), |refusal| Err(Error::store(refusal)))
+    }
+
+    fn judge(&self, table: &Described) -> std::result::Result<(), String> {
+        let here = self.client.config().region().map(|r| r.as_ref());
+        judge_replication(
+            &self.table,
+            here,
+            &table.replicas,
+            table.consistency.as_ref(),
+        )
+    }
+
+    /// One DescribeTable, judged: `Some` refusal, or `None` (usable, or not
+    /// to be checked: IAM refused DescribeTable). Other errors are not
+    /// remembered: the next operation asks again.
+    async fn replication_verdict(&self) -> Result<Option<String>> {
+        let answer = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await;
+        match answer {
+            Ok(d) => Ok(self.judge(&described(d)?).err()),
+            Err(err) if err.code() == Some("AccessDeniedException") => {
+                tracing::warn!("{}", unchecked_warning(&self.table));
+                Ok(None)
+            }
+            Err(err) => Err(self.error(err)),
+        }
+    }
+}
+
+/// What DescribeTable says of a table, as far as awsflock reads it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Described {
+    /// (attribute, HASH/RANGE, S/N/B) for each key.
+    pub keys: Vec<(String, String, String)>,
+    pub status: Option<TableStatus>,
+    /// The Regions of its replicas: none for a single-Region table.
+    pub replicas: Vec<String>,
+    /// A global table's consistency mode (absent: eventual).
+    pub consistency: Option<MultiRegionConsistency>,
+}
+
+/// The parts of a DescribeTable answer awsflock reads.
+pub(crate) fn described(d: DescribeTableOutput) -> Result<Described> {
+    let table = d
+        .table
+        .ok_or_else(|| Error::store("DescribeTable returned no table"))?;
+    let keys = table
+        .key_schema()
+        .iter()
+        .map(|k| {
+            let ty = table
+                .attribute_definitions()
+                .iter()
+                .find(|a| a.attribute_name() == k.attribute_name())
+                .map(|a| a.attribute_type().as_str().to_string())
+                .unwrap_or_default();
+            (
+                k.attribute_name().to_string(),
+                k.key_type().as_str().to_string(),
+                ty,
+            )
+        })
+        .collect();
+    Ok(Described {
+        keys,
+        status: table.table_status().cloned(),
+        replicas: table
+            .replicas()
+            .iter()
+            .filter_map(|r| r.region_name().map(String::from))
+            .collect(),
+        consistency: table.multi_region_consistency().cloned(),
+    })
+}
+
+/// Whether awsflock can keep its promise (one holder per lock) on `table`,
+/// reached in Region `here`, whose DescribeTable lists replicas in
+/// `replicas` with `consistency`; `Err` is the one-line refusal.
+///
+/// A single-Region table (no replica but, perhaps, `here`) is fine. A
+/// global table is not, whatever its consistency: with multi-Region
+/// eventual consistency (the default) DynamoDB settles concurrent writes
+/// in two Regions by last writer wins without telling either writer, so
+/// both conditional grants succeed; a multi-Region strongly consistent one
+/// does not support the transactions (TransactWriteItems) that reserve
+/// fencing tokens, nor TTL (DESIGN.md, "Global tables").
+pub(crate) fn judge_replication(
+    table: &str,
+    here: Option<&str>,
+    replicas: &[String],
+    consistency: Option<&MultiRegionConsistency>,
+) -> std::result::Result<(), String> {
+    let mut regions: Vec<&str> = replicas.iter().map(String::as_str).chain(here).collect();
+    regions.sort_unstable();
+    regions.dedup();
+    if regions.len() < 2 {
+        return Ok(());
+    }
+    let what = format!(
+        "DynamoDB table '{table}' is a global table replicated across Regions {}",
+        regions.join(", ")
+    );
+    let instead = words(
+        "`awsflock table-create --table NAME --region REGION` makes one",
+        "`Store::create` makes one",
+    );
+    let why = match consistency {
+        Some(MultiRegionConsistency::Strong) => {
+            "with multi-Region strong consistency, which does not support the transactions \
+             (TransactWriteItems) awsflock reserves fencing tokens with, nor TTL"
+                .to_string()
+        }
+        other => format!(
+            "with multi-Region {} consistency: DynamoDB resolves concurrent writes in two \
+             Regions by last writer wins without reporting the conflict, so two holders \
+             could both be granted one lock",
+            other.map_or("eventual".to_string(), |c| c.as_str().to_lowercase())
+        ),
+    };
+    Err(format!(
+        "{what} {why}; awsflock refuses to use it: use a single-Region table instead ({instead})"
+    ))
+}
+
+/// The warning when IAM refuses DescribeTable: the table is used unchecked.
+pub(crate) fn unchecked_warning(table: &str) -> String {
+    format!(
+        "could not check whether DynamoDB table '{table}' is a global table replicated to \
+         other Regions (DescribeTable was refused: AccessDeniedException); one with \
+         multi-Region eventual consistency can grant a lock to two holders; grant \
+         dynamodb:DescribeTable on the table to have it checked"
+    )
 }
 
 /// What to do while waiting for a table to become usable.

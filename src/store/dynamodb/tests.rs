@@ -104,3 +104,77 @@ fn old_client_expiry_gets_a_second_more() {
     ]);
     assert_eq!(expiry_ms(&item), Some(99_500));
 }
+
+#[test]
+fn a_single_region_table_is_used() {
+    use aws_sdk_dynamodb::types::MultiRegionConsistency as M;
+    let here = Some("us-east-1");
+    assert_eq!(judge_replication("t", here, &[], None), Ok(()));
+    // DescribeTable may list the Region asked as a replica: still one Region.
+    let own = ["us-east-1".to_string()];
+    assert_eq!(judge_replication("t", here, &own, None), Ok(()));
+    assert_eq!(
+        judge_replication("t", here, &own, Some(&M::Eventual)),
+        Ok(())
+    );
+    assert_eq!(judge_replication("t", None, &own, Some(&M::Strong)), Ok(()));
+    assert_eq!(judge_replication("t", None, &[], None), Ok(()));
+}
+
+#[test]
+fn a_global_table_is_refused_whatever_its_consistency() {
+    use aws_sdk_dynamodb::types::MultiRegionConsistency as M;
+    let replicas = ["eu-west-1".to_string(), "us-east-1".to_string()];
+    let here = Some("us-east-1");
+    for (consistency, why) in [
+        (None, "multi-Region eventual consistency"),
+        (Some(M::Eventual), "multi-Region eventual consistency"),
+        (
+            Some(M::from("SOMETHING_NEW")),
+            "multi-Region something_new consistency",
+        ),
+    ] {
+        let err = judge_replication("locks", here, &replicas, consistency.as_ref()).unwrap_err();
+        for needle in [
+            "DynamoDB table 'locks'",
+            "Regions eu-west-1, us-east-1",
+            why,
+            "last writer wins",
+            "two holders",
+            "single-Region table",
+        ] {
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+        assert!(!err.contains('\n'), "{err:?}");
+    }
+    // Strong consistency keeps one holder, but not the transactions that
+    // reserve fencing tokens.
+    let err = judge_replication("locks", here, &replicas, Some(&M::Strong)).unwrap_err();
+    for needle in [
+        "Regions eu-west-1, us-east-1",
+        "strong consistency",
+        "TransactWriteItems",
+        "single-Region table",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err:?}");
+    }
+    // Only the other Regions listed: the Region asked is named too.
+    let others = ["ap-south-1".to_string()];
+    let err = judge_replication("locks", here, &others, None).unwrap_err();
+    assert!(err.contains("Regions ap-south-1, us-east-1"), "{err:?}");
+    // The Region asked unknown: two replicas still make a global table.
+    assert!(judge_replication("locks", None, &replicas, None).is_err());
+}
+
+#[test]
+fn an_unchecked_table_is_warned_about_with_the_permission_to_grant() {
+    let w = unchecked_warning("locks");
+    for needle in [
+        "'locks'",
+        "other Regions",
+        "AccessDeniedException",
+        "dynamodb:DescribeTable",
+    ] {
+        assert!(w.contains(needle), "{needle:?} not in {w:?}");
+    }
+}
