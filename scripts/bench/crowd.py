@@ -18,8 +18,8 @@ serialised moto, logging every request) and sets:
                      (default 100)
     CROWD_SLOTS      the semaphore's --max-holders (default 10)
     CROWD_BUDGET     seconds a run may take from the crowd's start, also the
-                     waiters' --wait-time (default 240)
-    CROWD_BUDGET_LARGE  the same for crowds of tasks (default 120)
+                     waiters' --wait-time (default 150)
+    CROWD_BUDGET_LARGE  the same for crowds of tasks (default 60)
     CROWD_STORES     stores to measure (default DynamoDB,S3)
     CROWD_JSON       if set, every run's figures are also written there
 
@@ -50,9 +50,9 @@ SIZES = [int(x) for x in os.environ.get("CROWD_SIZES", "1,10,100,1000").split(",
 # Larger crowds run as tasks in one process (examples/crowd.rs).
 PROCESS_MAX = int(os.environ.get("CROWD_PROCESS_MAX", "100"))
 SLOTS = int(os.environ.get("CROWD_SLOTS", "10"))
-BUDGET = float(os.environ.get("CROWD_BUDGET", "240"))
+BUDGET = float(os.environ.get("CROWD_BUDGET", "150"))
 # Crowds run as tasks (above PROCESS_MAX) get their own, shorter budget.
-BUDGET_LARGE = float(os.environ.get("CROWD_BUDGET_LARGE", "120"))
+BUDGET_LARGE = float(os.environ.get("CROWD_BUDGET_LARGE", "60"))
 STORES = [s for s in os.environ.get("CROWD_STORES", "DynamoDB,S3").split(",") if s]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TITLE = "Crowd on one lock"
@@ -209,8 +209,8 @@ def crowd_run(ctx, store, slots, n):
     d = os.path.join(ctx.work, lock)
     os.makedirs(d)
     stamps, errs = os.path.join(d, "stamps"), open(os.path.join(d, "stderr"), "w")
-    subprocess.run(ctx.argv(backend, lock, slots, ["true"]), check=True,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errs)
+    quiesce(ctx.reqlog)
+    prime(ctx.argv(backend, lock, slots, ["true"]), errs)
     load0 = os.getloadavg()[0]
     cpu = Cpu(ctx.moto_pid)
     offset = os.path.getsize(ctx.reqlog)
@@ -252,8 +252,43 @@ def crowd_run(ctx, store, slots, n):
              others_cpu=others_share, load0=load0, load1=os.getloadavg()[0])
     r.update(timings(st, hold_names, n, t0))
     r.update(request_figures(store, reqs, t0, t_done, r["held_end"], n))
+    r["stderr_tail"] = tail(os.path.join(d, "stderr"))
     log(f"{store} {kind} N={n}: {summary_line(r)}")
     return r
+
+
+def quiesce(reqlog, quiet=2.0, limit=120.0):
+    """Waits until moto has answered everything queued (its log has not
+    grown for `quiet` s): a crowd killed at its budget leaves requests
+    queued behind moto's one lock, which the next run must not share."""
+    deadline = time.time() + limit
+    size, since = os.path.getsize(reqlog), time.time()
+    while time.time() < deadline and time.time() - since < quiet:
+        time.sleep(0.2)
+        now = os.path.getsize(reqlog)
+        if now != size:
+            size, since = now, time.time()
+
+
+def prime(argv, errs, tries=5):
+    """First use of the name (creates its item), retried: moto may still be
+    slow after a large crowd."""
+    for i in range(tries):
+        rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=errs).returncode
+        if rc == 0:
+            return
+        log(f"priming {argv[3]} exited {rc} (try {i + 1} of {tries})")
+        time.sleep(5)
+    raise RuntimeError(f"could not take {argv[3]} once, uncontended")
+
+
+def tail(path, limit=1500):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-limit:]
+    except OSError:
+        return ""
 
 
 def read_requests(path, offset):
@@ -509,17 +544,22 @@ def main():
         subprocess.run([ctx.bin, "table-create", "--backend", ctx.backends[store]], check=True,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     runs = []
+    keep = os.environ.get("CROWD_JSON")
     for store in STORES:
         for slots in (1, SLOTS):
             for n in SIZES:
-                runs.append(crowd_run(ctx, store, slots, n))
+                try:
+                    runs.append(crowd_run(ctx, store, slots, n))
+                except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                    log(f"{store} holders={slots} N={n}: failed: {e}")
+                    meta.setdefault("notes", []).append(
+                        f"- {store}, {slots} holder(s), N = {n}: the run failed: {e}")
+                if keep:
+                    with open(keep, "w") as f:
+                        json.dump(runs, f, indent=1)
     meta["uptime1"] = uptime()
     meta["took"] = time.time() - t0
     log(f"uptime after: {meta['uptime1']}")
-    keep = os.environ.get("CROWD_JSON")
-    if keep:
-        with open(keep, "w") as f:
-            json.dump(runs, f, indent=1)
     out = os.environ.get("BENCH_OUT", "BENCHMARKS.md")
     splice(out, section(runs, meta))
     log(f"wrote the \"{TITLE}\" section of {out}")

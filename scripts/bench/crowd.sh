@@ -12,7 +12,7 @@
 # outcome and item size), then runs scripts/bench/crowd.py: for DynamoDB and
 # S3, a lock and a semaphore, N waiters behind holders that hold for
 # CROWD_HOLD seconds. Crowds above 100 run as tasks of one process
-# (examples/crowd.rs), not as processes. About 30 to 45 minutes with the
+# (examples/crowd.rs), not as processes. About 20 minutes with the
 # defaults.
 #
 # Environment (see scripts/bench/crowd.py):
@@ -22,8 +22,8 @@
 #   CROWD_SIZES     crowd sizes (default 1,10,100,1000)
 #   CROWD_PROCESS_MAX  larger crowds run as tasks of one process, examples/crowd.rs (default 100)
 #   CROWD_SLOTS     the semaphore's --max-holders (default 10)
-#   CROWD_BUDGET    seconds each run's crowd may take, also its --wait-time (default 240)
-#   CROWD_BUDGET_LARGE  the same for crowds of tasks (default 120)
+#   CROWD_BUDGET    seconds each run's crowd may take, also its --wait-time (default 150)
+#   CROWD_BUDGET_LARGE  the same for crowds of tasks (default 60)
 #   CROWD_STORES    stores (default DynamoDB,S3)
 #   CROWD_JSON      also write every run's figures there (JSON)
 set -euo pipefail
