@@ -1742,17 +1742,19 @@ def main():
     lines.append("")
 
     out = os.environ.get("BENCH_OUT", "BENCHMARKS.md")
-    # The "Dependencies" section is measured apart (clean release builds
-    # take minutes each; the section says how): carry it over from the
-    # report being replaced.
+    # Sections measured apart, carried over from the report being replaced:
+    # "Crowd on one lock" (scripts/bench/crowd.sh, about 20 minutes) and
+    # "Dependencies" (clean release builds take minutes each; the section
+    # says how).
     try:
         with open(out) as f:
             old = f.read()
-        i = old.find("\n## Dependencies\n")
-        if i >= 0:
-            j = old.find("\n## ", i + 1)
-            kept = old[i + 1 : j if j >= 0 else len(old)].rstrip("\n")
-            lines += kept.split("\n") + [""]
+        for title in ("Crowd on one lock", "Dependencies"):
+            i = old.find(f"\n## {title}\n")
+            if i >= 0:
+                j = old.find("\n## ", i + 1)
+                kept = old[i + 1 : j if j >= 0 else len(old)].rstrip("\n")
+                lines += kept.split("\n") + [""]
     except OSError:
         pass
     with open(out, "w") as f:
