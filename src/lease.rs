@@ -340,8 +340,7 @@ impl LockGuard {
         let result = match tokio::time::timeout(limit, work).await {
             Ok(r) => r,
             Err(_) => Err(Error::Unavailable(format!(
-                "the release of lock {name:?} did not finish within {:.1}s; \
-                 the lock frees itself when the lease expires",
+                "the release of lock {name:?} did not finish within {:.1}s",
                 limit.as_secs_f64()
             ))),
         };
