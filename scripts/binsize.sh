@@ -16,7 +16,7 @@ TOP="${1:-20}"
 export CARGO_TARGET_DIR="$PWD/target/binsize"
 if [ "${CLEAN:-1}" = 1 ]; then rm -rf "$CARGO_TARGET_DIR"; fi
 start=$(date +%s)
-CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --features etcd --bin awsflock
+CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --features etcd --bin awsflock --timings
 end=$(date +%s)
 bin="$CARGO_TARGET_DIR/release/awsflock"
 strip -o "$CARGO_TARGET_DIR/awsflock.stripped" "$bin"
