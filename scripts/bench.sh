@@ -54,19 +54,10 @@ BIN="$ROOT/target/release/awsflock"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/awsflock-bench.XXXXXX")"
 MOTO_PID=""
 ETCD_PID=""
-# stop PID: SIGTERM, up to 5 s' grace, then SIGKILL; only the pid we started.
-stop() {
-    local pid="$1"
-    [ -n "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+# stop PID: only ever a pid this script started.
+# shellcheck source=scripts/lib/procs.sh
+source "$ROOT/scripts/lib/procs.sh"
+stop() { stop_pid "$1"; }
 cleanup() {
     stop "$ETCD_PID"
     stop "$MOTO_PID"

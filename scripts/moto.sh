@@ -16,6 +16,8 @@ SERVER="$TOOLS/moto/bin/moto_server"
 # Serialised requests: see scripts/moto-server.py.
 LAUNCHER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/moto-server.py"
 
+# shellcheck source=scripts/lib/procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/procs.sh"
 die() { echo "moto.sh: $*" >&2; exit 1; }
 
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
@@ -61,17 +63,9 @@ PYEOF
 
 stop() {
     [ -f "$PIDFILE" ] || die "no pid file $PIDFILE"
-    local pid i
+    local pid
     pid="$(cat "$PIDFILE")"
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        kill -CONT "$pid" 2>/dev/null || true
-        for i in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
+    stop_pid "$pid"
     rm -f "$PIDFILE"
 }
 
