@@ -73,41 +73,22 @@ while IFS= read -r var; do unset "$var"; done < <(env | sed -n 's/^\(ETCDCTL_[A-
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_CONFIG_FILE AWS_SHARED_CREDENTIALS_FILE RUST_LOG \
     HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy ETCD_UNSUPPORTED_ARCH || true
 
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-PORT="$(free_port)"
+PORT="$(free_port "$PY")"
 log "starting moto (scripts/moto-server.py) on 127.0.0.1:$PORT"
 "$PY" "$SERVER" -H 127.0.0.1 -p "$PORT" </dev/null >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
-ready=""
-for _ in $(seq 1 300); do
-    if ! kill -0 "$MOTO_PID" 2>/dev/null; then
-        tail -n 20 "$WORK/moto.log" >&2 || true
-        die "moto exited during start-up"
-    fi
-    if "$PY" - "$PORT" 2>/dev/null <<'PYEOF'; then
-import sys, urllib.request, urllib.error
-try:
-    urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=1)
-except urllib.error.HTTPError:
-    pass
-PYEOF
-        ready=1
-        break
-    fi
-    sleep 0.1
-done
-[ -n "$ready" ] || die "moto did not answer within 30 s"
+wait_for_http "$PY" "$MOTO_PID" "$PORT" "$WORK/moto.log" || case $? in
+    1) die "moto exited during start-up" ;;
+    *) die "moto did not answer within 30 s" ;;
+esac
 
 # etcd: one member, its own data directory, free client and peer ports.
 # A port taken between choosing and binding it makes etcd exit: try again.
 ETCD_PORT=""
 for attempt in 1 2 3; do
-    ETCD_PORT="$(free_port)"
-    peer="$(free_port)"
-    while [ "$peer" = "$ETCD_PORT" ]; do peer="$(free_port)"; done
+    ETCD_PORT="$(free_port "$PY")"
+    peer="$(free_port "$PY")"
+    while [ "$peer" = "$ETCD_PORT" ]; do peer="$(free_port "$PY")"; done
     log "starting etcd on 127.0.0.1:$ETCD_PORT (peer port $peer)"
     rm -rf "$WORK/etcd"
     "$ETCD" --name default --data-dir "$WORK/etcd" \

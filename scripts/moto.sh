@@ -27,35 +27,25 @@ start() {
     if running; then
         die "already running with pid $(cat "$PIDFILE") (see $PIDFILE)"
     fi
-    local port pid i
-    port="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    local port pid rc=0
+    port="$(free_port "$PY")"
     nohup "$PY" "$LAUNCHER" -H 127.0.0.1 -p "$port" </dev/null >"$LOGFILE" 2>&1 &
     pid=$!
     echo "$pid" >"$PIDFILE"
-    for i in $(seq 1 300); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            rm -f "$PIDFILE"
-            tail -n 20 "$LOGFILE" >&2 || true
-            die "moto_server exited during start-up"
-        fi
-        if "$PY" - "$port" <<'PYEOF' 2>/dev/null; then
-import sys, urllib.request, urllib.error
-try:
-    urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=1)
-except urllib.error.HTTPError:
-    pass
-PYEOF
-            echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$port"
-            echo "export DYNAMO_ENDPOINT_URL=http://127.0.0.1:$port"
-            echo "export AWS_ACCESS_KEY_ID=test"
-            echo "export AWS_SECRET_ACCESS_KEY=test"
-            echo "export AWS_REGION=us-east-1"
-            echo "export AWS_DEFAULT_REGION=us-east-1"
-            echo "moto.sh: moto_server pid $pid on 127.0.0.1:$port" >&2
-            return 0
-        fi
-        sleep 0.1
-    done
+    wait_for_http "$PY" "$pid" "$port" "$LOGFILE" || rc=$?
+    if [ "$rc" = 1 ]; then
+        rm -f "$PIDFILE"
+        die "moto_server exited during start-up"
+    elif [ "$rc" = 0 ]; then
+        echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$port"
+        echo "export DYNAMO_ENDPOINT_URL=http://127.0.0.1:$port"
+        echo "export AWS_ACCESS_KEY_ID=test"
+        echo "export AWS_SECRET_ACCESS_KEY=test"
+        echo "export AWS_REGION=us-east-1"
+        echo "export AWS_DEFAULT_REGION=us-east-1"
+        echo "moto.sh: moto_server pid $pid on 127.0.0.1:$port" >&2
+        return 0
+    fi
     kill "$pid" 2>/dev/null || true
     rm -f "$PIDFILE"
     die "moto_server did not answer within 30 s"

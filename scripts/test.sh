@@ -43,25 +43,19 @@ stop_moto() {
 trap stop_moto EXIT
 
 # start_moto: the run's shared moto server (serialised: scripts/moto-server.py).
+# shellcheck source=scripts/lib/procs.sh
+source scripts/lib/procs.sh
 start_moto() {
-    local port i
-    port="$("$TOOLS/moto/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-    AWSFLOCK_MOTO_EXIT_WITH_PARENT=1 "$TOOLS/moto/bin/python" scripts/moto-server.py -H 127.0.0.1 -p "$port" </dev/null >"$moto_log" 2>&1 &
+    local py="$TOOLS/moto/bin/python" port rc=0
+    port="$(free_port "$py")"
+    AWSFLOCK_MOTO_EXIT_WITH_PARENT=1 "$py" scripts/moto-server.py -H 127.0.0.1 -p "$port" </dev/null >"$moto_log" 2>&1 &
     moto_pid=$!
-    for i in $(seq 1 300); do
-        if ! kill -0 "$moto_pid" 2>/dev/null; then
-            cat "$moto_log" >&2
-            echo "test: the shared moto server exited during start-up" >&2
-            exit 1
-        fi
-        if "$TOOLS/moto/bin/python" -c "import urllib.request, sys; urllib.request.urlopen('http://127.0.0.1:$port/', timeout=1)" 2>/dev/null; then
-            export AWSFLOCK_TEST_MOTO="http://127.0.0.1:$port"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "test: the shared moto server did not answer on port $port" >&2
-    exit 1
+    wait_for_http "$py" "$moto_pid" "$port" "$moto_log" || rc=$?
+    case "$rc" in
+        0) export AWSFLOCK_TEST_MOTO="http://127.0.0.1:$port" ;;
+        1) echo "test: the shared moto server exited during start-up" >&2; exit 1 ;;
+        *) echo "test: the shared moto server did not answer on port $port" >&2; exit 1 ;;
+    esac
 }
 start_moto
 

@@ -77,29 +77,14 @@ export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
 
-PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+PORT="$(free_port "$PY")"
 log "starting moto (scripts/bench/moto-counting.py) on 127.0.0.1:$PORT"
 "$PY" "$SERVER" "$WORK/requests.jsonl" -H 127.0.0.1 -p "$PORT" </dev/null >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
-ready=""
-for _ in $(seq 1 300); do
-    if ! kill -0 "$MOTO_PID" 2>/dev/null; then
-        tail -n 20 "$WORK/moto.log" >&2 || true
-        die "moto exited during start-up"
-    fi
-    if "$PY" - "$PORT" 2>/dev/null <<'PYEOF'; then
-import sys, urllib.request, urllib.error
-try:
-    urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=1)
-except urllib.error.HTTPError:
-    pass
-PYEOF
-        ready=1
-        break
-    fi
-    sleep 0.1
-done
-[ -n "$ready" ] || die "moto did not answer within 30 s"
+wait_for_http "$PY" "$MOTO_PID" "$PORT" "$WORK/moto.log" || case $? in
+    1) die "moto exited during start-up" ;;
+    *) die "moto did not answer within 30 s" ;;
+esac
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT"
 export DYNAMO_ENDPOINT_URL="$AWS_ENDPOINT_URL"
