@@ -53,6 +53,12 @@ pub struct LockInfo {
     /// How many wait in the name's queue.
     #[serde(skip_serializing_if = "is_zero")]
     pub waiting: usize,
+    /// While we wait for it: our place in its queue (1: next).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+    /// Who waits, in order (the stores that keep a waiting line).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queue: Vec<WaiterInfo>,
     /// A supervisor renews the holder's lease (`run`, a
     /// [`crate::LockGuard`]): a forced release asks it to stop instead of
     /// freeing the lock under it.
@@ -96,4 +102,18 @@ pub struct HolderInfo {
     pub host: Option<String>,
     /// Its process id.
     pub pid: Option<u32>,
+}
+
+/// One waiter of a lock's queue, for `status`.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct WaiterInfo {
+    /// Its place: 1 is next.
+    pub position: usize,
+    /// It asks to share (`--shared`, or a semaphore's holder).
+    pub shared: bool,
+    /// Its waiter id (its lease id once admitted).
+    pub waiter: String,
+    /// When its place lapses unless its waiter keeps it (ms since the
+    /// epoch).
+    pub expires_at_ms: i64,
 }

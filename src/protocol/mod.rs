@@ -6,6 +6,8 @@
 //! - [`expiry`]: when a lease is alive on the store's clock, the times a
 //!   write stamps, and the local deadline a holder keeps.
 //! - [`grant`]: the single-holder acquire loop's next step.
+//! - [`line`]: the waiting line the polling stores keep outside the lock
+//!   record: places, entries, the record's mark, and how often to poll.
 //! - [`slots`]: the holder table of a name more than one may hold
 //!   (semaphores, shared locks) or that waiters queue for.
 //! - [`record`]: the JSON lease record of the S3 and directory stores, and
@@ -14,6 +16,7 @@
 
 pub(crate) mod expiry;
 pub(crate) mod grant;
+pub(crate) mod line;
 #[cfg(any(feature = "dynamodb", feature = "s3", feature = "file"))]
 pub(crate) mod record;
 pub(crate) mod revoke;

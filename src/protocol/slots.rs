@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use super::expiry::{EXPIRY_MARGIN_MS, Now};
 use crate::error::{Error, Result};
 use crate::info::{HolderInfo, LockInfo};
+use super::line::Mark;
 use crate::request::AcquireRequest;
 
 /// What a request asks for: `None` for an ordinary lock (the single-holder
@@ -187,6 +188,32 @@ pub struct Slots {
     /// (the directory store); `None` for the store's own clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// The waiting line's mark (DynamoDB and S3 keep their waiters outside
+    /// the record, [`super::line`]; `queue` then stays empty).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub line: Mark,
+}
+
+fn is_default(m: &Mark) -> bool {
+    *m == Mark::default()
+}
+
+/// A waiter asking to be admitted (see [`Slots::admit_applicant`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Applicant<'a> {
+    /// Its ticket id, which becomes its lease id.
+    pub id: &'a str,
+    pub kind: Kind,
+    /// The mode it asks the name to be in.
+    pub asked: Mode,
+    pub owner: &'a str,
+    pub reason: Option<&'a str>,
+    /// Its lease's expiry if admitted.
+    pub expires_ms: i64,
+    /// Its place in the waiting line, if it has one.
+    pub place: Option<&'a str>,
+    /// The kinds of the live entries ahead of it in the line.
+    pub line_ahead: &'a [Kind],
 }
 
 /// Why a waiter is not admitted.
@@ -214,6 +241,7 @@ impl Slots {
             version: String::new(),
             fence_limit,
             boot_id: None,
+            line: Mark::default(),
         }
     }
 
@@ -272,7 +300,14 @@ impl Slots {
     /// Whether the waiter with ticket `id` (queued or not: a waiter not
     /// queued stands behind every ticket) may be admitted now, in `asked`
     /// mode. Prunes first.
-    pub fn judge(&mut self, id: &str, kind: Kind, asked: Mode, now: Now) -> Result<(), Refusal> {
+    pub fn judge(
+        &mut self,
+        id: &str,
+        kind: Kind,
+        asked: Mode,
+        line_ahead: &[Kind],
+        now: Now,
+    ) -> Result<(), Refusal> {
         self.prune(now);
         if self.mode != asked && !self.is_empty() {
             return Err(Refusal::ModeMismatch {
@@ -289,6 +324,7 @@ impl Slots {
             .iter()
             .take_while(|t| t.id != id)
             .map(|t| t.kind)
+            .chain(line_ahead.iter().copied())
             .collect();
         // With the mode now ours (the name was free), fits() judges in it.
         let mut judged = self.clone();
@@ -303,9 +339,9 @@ impl Slots {
         }
     }
 
-    /// Admits the waiter with ticket `id` (see [`Slots::judge`]): removes
-    /// its ticket and adds it as a holder under lease id `id`, with the
-    /// next token, which it returns.
+    /// Admits the waiter with ticket `id` (see [`Slots::judge`]), no line
+    /// ahead of it: [`Slots::admit_applicant`].
+    #[cfg(test)]
     #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &mut self,
@@ -317,26 +353,48 @@ impl Slots {
         expires_ms: i64,
         now: Now,
     ) -> Result<u64, Refusal> {
+        self.admit_applicant(
+            &Applicant {
+                id,
+                kind,
+                asked,
+                owner,
+                reason,
+                expires_ms,
+                place: None,
+                line_ahead: &[],
+            },
+            now,
+        )
+    }
+
+    /// Admits `a` (see [`Slots::judge`]): removes its ticket, moves the
+    /// line's mark past its place, and adds it as a holder under lease id
+    /// `a.id`, with the next token, which it returns.
+    pub fn admit_applicant(&mut self, a: &Applicant<'_>, now: Now) -> Result<u64, Refusal> {
         // Already admitted: an earlier attempt of this write landed, its
         // answer was lost.
-        if let Some(h) = self.holders.iter().find(|h| h.lease_id == id) {
+        if let Some(h) = self.holders.iter().find(|h| h.lease_id == a.id) {
             return Ok(h.fence);
         }
-        self.judge(id, kind, asked, now)?;
-        self.mode = asked;
-        self.queue.retain(|t| t.id != id);
+        self.judge(a.id, a.kind, a.asked, a.line_ahead, now)?;
+        self.mode = a.asked;
+        self.queue.retain(|t| t.id != a.id);
+        if let Some(place) = a.place {
+            self.line = self.line.admit(place);
+        }
         let fence = self.next_fence;
         self.next_fence += 1;
         self.holders.push(Holder {
-            lease_id: id.to_string(),
-            kind: match asked {
+            lease_id: a.id.to_string(),
+            kind: match a.asked {
                 Mode::Semaphore(_) => Kind::Shared,
-                Mode::Lock => kind,
+                Mode::Lock => a.kind,
             },
-            owner: owner.to_string(),
-            reason: reason.map(str::to_string),
+            owner: a.owner.to_string(),
+            reason: a.reason.map(str::to_string),
             fence,
-            expires_ms,
+            expires_ms: a.expires_ms,
             acquired_ms: now.lo,
             host: None,
             pid: None,

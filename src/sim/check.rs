@@ -23,6 +23,7 @@ pub const SLACK: Duration = Duration::from_millis(50);
 /// A waiter knows the store's clock from the whole-second `Date` of its
 /// last answer: its lower bound may lag the store's clock by up to this.
 pub const DATE_GRAIN_MS: i64 = 1000;
+const EXPIRY_MARGIN: i64 = crate::protocol::expiry::EXPIRY_MARGIN_MS;
 
 /// How far a lease's stamped expiry may lie past the store's clock at its
 /// send plus the lease: the whole-second `Date` (1 s), the request that
@@ -162,7 +163,10 @@ impl World {
     /// The liveness invariants (f), (g), (h) (DESIGN.md, "Simulation"),
     /// judged on the whole schedule once it ended at `end`.
     pub fn check_liveness(&self, end: Duration, lease: Duration) {
-        let writes = self.table.lock().unwrap().writes.clone();
+        let (writes, lines) = {
+            let t = self.table.lock().unwrap();
+            (t.writes.clone(), t.lines.clone())
+        };
         let live = self.live.lock().unwrap();
         // The record's states: Absent from the start, then one per write.
         let mut states = vec![(Duration::ZERO, RecState::Absent)];
@@ -171,6 +175,7 @@ impl World {
             w: self,
             live: &live,
             states,
+            lines,
             end,
         };
         let mut found = Vec::new();
@@ -187,6 +192,9 @@ impl World {
 
 /// A whole schedule, as the liveness invariants judge it.
 struct Judged<'a> {
+    /// The waiting line's latest expiry after a state (by the index of
+    /// the write in `Table::writes`, one less than the state's).
+    lines: std::collections::BTreeMap<usize, i64>,
     w: &'a World,
     live: &'a LiveLog,
     /// The lock record's states, from the start: (since, state).
@@ -229,6 +237,15 @@ impl Judged<'_> {
                     ),
                     "expired past its takeover margin",
                 ),
+            };
+            // Entries in the waiting line: free to the next waiter once
+            // the last of them lapsed, too.
+            let free = match k.checked_sub(1).and_then(|w| self.lines.get(&w)) {
+                Some(&line_ms) => free.max(self.w.true_when_store_stays_at(
+                    line_ms.saturating_add(EXPIRY_MARGIN + DATE_GRAIN_MS + 1),
+                    at,
+                )),
+                None => free,
             };
             if free >= until {
                 continue;
@@ -297,7 +314,7 @@ impl Judged<'_> {
                 if a.start >= next || active_until <= t_rel {
                     continue;
                 }
-                let from = t_rel.max(a.start);
+                let from = t_rel.max(a.start).max(self.line_lapsed(t_rel, next));
                 let by = self.w.waiter_bound(self.live, a.client, from);
                 if by < next && active_until > by {
                     found.push(format!(
@@ -313,6 +330,23 @@ impl Judged<'_> {
         }
     }
 
+    /// When every entry the waiting line held between `from` and `until`
+    /// (true time) has lapsed, on the store's clock (`from` when none).
+    fn line_lapsed(&self, from: Duration, until: Duration) -> Duration {
+        let mut by = from;
+        for (k, &(at, _)) in self.states.iter().enumerate() {
+            let next = self.states.get(k + 1).map_or(self.end, |s| s.0);
+            if next <= from || at >= until {
+                continue;
+            }
+            if let Some(&line_ms) = k.checked_sub(1).and_then(|w| self.lines.get(&w)) {
+                let lapse = line_ms.saturating_add(EXPIRY_MARGIN + DATE_GRAIN_MS + 1);
+                by = by.max(self.w.true_when_store_stays_at(lapse, at));
+            }
+        }
+        by
+    }
+
     /// Invariant (h): a --no-wait acquire that finds the lock free gets it.
     fn no_wait(&self, found: &mut Vec<String>) {
         for a in self
@@ -325,19 +359,16 @@ impl Judged<'_> {
             if how == AcqEnd::Granted {
                 continue;
             }
-            let state = self
-                .states
-                .iter()
-                .rev()
-                .find(|s| s.0 <= a.start)
-                .map(|s| s.1)
-                .unwrap_or(RecState::Absent);
+            let k = self.states.iter().rposition(|s| s.0 <= a.start).unwrap_or(0);
+            let state = self.states[k].1;
             let free = match state {
                 RecState::Absent | RecState::Released => true,
                 RecState::Held {
                     exp_ms, margin_ms, ..
                 } => self.w.store_ms_at(a.start) > exp_ms + margin_ms + DATE_GRAIN_MS,
             };
+            // Others waiting in line come first.
+            let free = free && self.line_lapsed(a.start, done) <= a.start;
             let taken = self
                 .states
                 .iter()

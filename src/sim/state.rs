@@ -27,6 +27,10 @@ pub struct Table {
     /// The lock record's state after each write that changed it (true
     /// time), for the liveness invariants.
     pub writes: Vec<(Duration, RecState)>,
+    /// For the writes (by index) after which the name's waiting line held
+    /// entries after the record's mark: the latest of their expiries (a
+    /// waiter's turn may wait for a dead waiter's entry to lapse).
+    pub lines: std::collections::BTreeMap<usize, i64>,
     pub items: HashMap<String, Item>,
     pub hw: HashMap<String, u64>,
     /// ClientRequestTokens of transactions that landed (idempotency).

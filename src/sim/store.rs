@@ -27,6 +27,17 @@ pub enum TxAnswer {
     HwFailed(Option<u64>),
 }
 
+/// The simulation's own attribute of a line entry: when its waiter joined
+/// (store ms), for the line-order check.
+const JOINED_MS: &str = "sim_joined_ms";
+
+/// The lock name a line entry's key belongs to.
+fn line_name(key: &str) -> Option<String> {
+    let rest = key.strip_prefix(crate::request::RESERVED_PREFIX)?.strip_prefix("wait/")?;
+    let (len, rest) = rest.split_once(':')?;
+    rest.get(..len.parse::<usize>().ok()?).map(str::to_string)
+}
+
 fn num_eq(item: &Item, k: &str, v: i64) -> bool {
     get_i64(item, k) == Some(v)
 }
@@ -72,7 +83,112 @@ impl Table {
     fn note_state(&mut self, name: &str) {
         let t = self.start.map(true_now).unwrap_or_default();
         let st = state_of(self.items.get(name));
+        // The waiting line: like the tickets of a table's queue, entries
+        // after the mark hold the name up until the last of them lapses
+        // (a dead waiter's entry holds the line up that long).
+        if let Some(exp) = self.line_expiry(name) {
+            self.lines.insert(self.writes.len(), exp);
+        }
         self.writes.push((t, st));
+    }
+
+    /// The served mark of `name`'s record ("" when it keeps none).
+    fn served(&self, name: &str) -> String {
+        self.items
+            .get(name)
+            .and_then(<Ddb as crate::store::cas::CasStore>::slots_of)
+            .map(|t| t.line.served)
+            .unwrap_or_default()
+    }
+
+    /// The latest expiry of `name`'s line entries after its mark.
+    fn line_expiry(&self, name: &str) -> Option<i64> {
+        let prefix = crate::protocol::line::prefix(name);
+        let served = self.served(name);
+        self.items
+            .iter()
+            .filter(|(k, _)| k.strip_prefix(&prefix).is_some_and(|p| p > served.as_str()))
+            .filter_map(|(_, i)| get_i64(i, attr::EXPIRES_MS))
+            .max()
+    }
+
+    /// Writes a line entry; it keeps the time its waiter joined unless it
+    /// had lapsed (a refresh after a lapse is a new arrival).
+    pub fn put_entry(&mut self, key: &str, mut item: Item, now_ms: i64) {
+        let margin = crate::protocol::expiry::EXPIRY_MARGIN_MS;
+        let joined = self
+            .items
+            .get(key)
+            .filter(|i| get_i64(i, attr::EXPIRES_MS).is_some_and(|e| now_ms <= e + margin))
+            .and_then(|i| get_i64(i, JOINED_MS))
+            .unwrap_or(now_ms);
+        item.insert(JOINED_MS.into(), n(joined));
+        self.items.insert(key.to_string(), item);
+        if let Some(name) = line_name(key) {
+            self.note_state(&name);
+        }
+    }
+
+    /// Deletes a line entry.
+    pub fn delete_entry(&mut self, key: &str) {
+        if self.items.remove(key).is_some() {
+            if let Some(name) = line_name(key) {
+                self.note_state(&name);
+            }
+        }
+    }
+
+    /// Line order: an admission through the line (the mark moved to the
+    /// admitted place) passed no entry that joined before the admitted
+    /// waiter did and was alive on the store's true clock (so that the
+    /// waiter's read of the line, made after it joined, saw it alive).
+    fn check_line_turn(
+        &self,
+        name: &str,
+        before: &crate::protocol::slots::Slots,
+        after: &crate::protocol::slots::Slots,
+        now_ms: i64,
+        violations: &mut Vec<String>,
+    ) {
+        if after.line.served == before.line.served {
+            return;
+        }
+        let prefix = crate::protocol::line::prefix(name);
+        let placed = |p: &str| self.items.get(&format!("{prefix}{p}"));
+        let Some(joined) = placed(&after.line.served).and_then(|i| get_i64(i, JOINED_MS)) else {
+            return;
+        };
+        let margin = crate::protocol::expiry::EXPIRY_MARGIN_MS;
+        let alive = |e: i64| now_ms + self.back_ms <= e + margin;
+        let mut ahead: Vec<(&str, crate::protocol::slots::Kind)> = Vec::new();
+        for (k, i) in &self.items {
+            let Some(p) = k.strip_prefix(&prefix) else {
+                continue;
+            };
+            let between = p > before.line.served.as_str() && p < after.line.served.as_str();
+            let earlier = get_i64(i, JOINED_MS).is_some_and(|j| j < joined);
+            let live = get_i64(i, attr::EXPIRES_MS).is_some_and(alive);
+            let kind = get_s(i, attr::KIND).and_then(crate::protocol::line::kind_of_word);
+            if let (true, true, true, Some(kind)) = (between, earlier, live, kind) {
+                ahead.push((p, kind));
+            }
+        }
+        ahead.sort_by(|a, b| a.0.cmp(b.0));
+        let kinds: Vec<_> = ahead.iter().map(|a| a.1).collect();
+        let had: std::collections::HashSet<u64> = before.holders.iter().map(|h| h.fence).collect();
+        let mut t = before.clone();
+        t.mode = after.mode;
+        t.holders.retain(|h| alive(h.expires_ms));
+        for h in after.holders.iter().filter(|h| !had.contains(&h.fence)) {
+            if !t.fits(h.kind, &kinds) {
+                violations.push(format!(
+                    "place {} admitted out of turn: {} live holders, {} live entries joined before it ahead in line (line order)",
+                    after.line.served,
+                    t.holders.len(),
+                    kinds.len()
+                ));
+            }
+        }
     }
 
     fn note_write(&mut self, name: &str) -> Result<(), String> {
@@ -263,6 +379,7 @@ impl Table {
         self.note_table(name, before.as_ref(), after.as_ref(), violations);
         if let (Some(b), Some(a)) = (&before, &after) {
             check_turn(b, a, now_ms, self.back_ms, violations);
+            self.check_line_turn(name, b, a, now_ms, violations);
         }
         let _ = self.note_write(name);
         Ok(())
@@ -463,6 +580,50 @@ impl Requests for SimStore {
     ) -> Result<std::result::Result<(), Option<Item>>> {
         let (name, seen) = (name.to_string(), seen.map(String::from));
         self.call(move |t, now, v| t.put_slots(&name, &attrs, &removes, seen.as_deref(), now, v))
+            .await
+    }
+
+    async fn take_ticket(&self, key: &str) -> Result<u64> {
+        let key = key.to_string();
+        self.call(move |t, _, _| {
+            let item = t.items.entry(key.clone()).or_default();
+            let next = get_u64(item, attr::NEXT_TICKET).unwrap_or(0) + 1;
+            item.insert(attr::LOCK_ID.into(), AttributeValue::S(key.clone()));
+            item.insert(attr::NEXT_TICKET.into(), n(next));
+            next
+        })
+        .await
+    }
+
+    async fn last_ticket(&self, key: &str) -> Result<u64> {
+        let key = key.to_string();
+        self.call(move |t, _, _| {
+            t.items
+                .get(&key)
+                .and_then(|i| get_u64(i, attr::NEXT_TICKET))
+                .unwrap_or(0)
+        })
+        .await
+    }
+
+    async fn put_entry(&self, key: &str, attrs: Vec<(&'static str, AttributeValue)>) -> Result<()> {
+        let key = key.to_string();
+        self.call(move |t, now, _| {
+            let mut item: Item = attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            item.insert(attr::LOCK_ID.into(), AttributeValue::S(key.clone()));
+            t.put_entry(&key, item, now);
+        })
+        .await
+    }
+
+    async fn delete_entry(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        self.call(move |t, _, _| t.delete_entry(&key))
+        .await
+    }
+
+    async fn get_entries(&self, keys: Vec<String>) -> Result<Vec<Item>> {
+        self.call(move |t, _, _| keys.iter().filter_map(|k| t.items.get(k).cloned()).collect())
             .await
     }
 }

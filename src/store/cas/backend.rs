@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::info::LockInfo;
 use crate::protocol::expiry::{self, EXPIRY_MARGIN_MS, Judged, Now, Stamp};
 use crate::protocol::grant::{self, Next};
-use crate::protocol::slots::{self, Slots};
+use crate::protocol::line::{Entry, Mark};
+use crate::protocol::slots::{self, Kind, Slots};
 use crate::request::{AcquireRequest, Lease};
 use crate::store::BoxFuture;
 
@@ -35,6 +36,13 @@ pub enum Outcome<R> {
 pub trait CasStore: Send + Sync {
     /// What the store keeps per lock.
     type Record: Clone + Send + Sync;
+
+    /// The store's waiting line, when it keeps its waiters outside the
+    /// lock record ([`Line`]); `None`: waiters queue in the record's holder
+    /// table.
+    fn line(&self) -> Option<&dyn Line> {
+        None
+    }
 
     /// A short name for messages (see [`LockStore::describe`]).
     fn describe_store(&self) -> String;
@@ -214,6 +222,70 @@ pub trait CasStore: Send + Sync {
             "{} keeps no semaphores or shared locks; drop --max-holders and --shared",
             self.describe_store()
         )))
+    }
+}
+
+/// A waiting line kept outside the lock record, one small entry per waiter
+/// (see [`crate::protocol::line`]). Entries grant nothing: admission is
+/// the record's conditional write, as ever.
+#[async_trait::async_trait]
+pub trait Line: Send + Sync {
+    /// Joins `name`'s line as waiter `id` asking for `kind`, its entry alive
+    /// until `expires_ms`: the place, and how many places are ahead of it
+    /// (live or not) after the record's `mark`.
+    async fn join(
+        &self,
+        name: &str,
+        id: &str,
+        kind: Kind,
+        expires_ms: i64,
+        mark: &Mark,
+    ) -> Result<(String, u64)>;
+
+    /// Keeps the entry at `place` alive until `expires_ms`.
+    async fn refresh(
+        &self,
+        name: &str,
+        place: &str,
+        id: &str,
+        kind: Kind,
+        expires_ms: i64,
+    ) -> Result<()>;
+
+    /// Deletes the entry at `place` (absent already: fine).
+    async fn leave(&self, name: &str, place: &str) -> Result<()>;
+
+    /// The first `max` entries after place `after` (empty: from the
+    /// start) and before `before` (`None`: to the end), in order, live or
+    /// not; fewer than `max` only when there are no more.
+    async fn entries(
+        &self,
+        name: &str,
+        after: &str,
+        before: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<Entry>>;
+
+    /// A mark's `served` that puts every place before `place` behind it
+    /// (written when a waiter first marks a record).
+    fn served_before(&self, place: &str) -> String;
+
+    /// How many places are ahead of `place` after the record's `mark`,
+    /// at most, when the places themselves tell (`None`: they do not; the
+    /// waiter counts admissions since it last looked).
+    fn places_ahead(&self, _place: &str, _mark: &Mark) -> Option<u64> {
+        None
+    }
+
+    /// Where to start reading the line ahead of `place` when the record
+    /// keeps no mark (a plain record, freed): the places older than this
+    /// are taken for stale.
+    fn floor(&self, place: &str) -> String;
+
+    /// Whether anyone may wait behind the record's `mark`: `false` only
+    /// when surely nobody does (a newcomer then needs no place).
+    async fn anyone_waiting(&self, name: &str, mark: &Mark) -> Result<bool> {
+        Ok(!self.entries(name, &mark.served, None, 1).await?.is_empty())
     }
 }
 

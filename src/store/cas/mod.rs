@@ -20,6 +20,7 @@
 
 mod acquire;
 mod backend;
+mod line;
 pub(crate) mod multi;
 
 use std::time::Duration;
@@ -89,7 +90,17 @@ impl<S: CasStore> LockStore for S {
     async fn inspect(&self, name: &str) -> Result<LockInfo> {
         self.check_name(name)?;
         let rec = explained(self, self.read(name).await).await?;
-        Ok(info_of(self, name, rec.as_ref()))
+        let mut info = info_of(self, name, rec.as_ref());
+        if let Some(line) = self.line() {
+            // Only a table has waiters in line (the first waiter marks a
+            // plain record as one).
+            if let Some(table) = rec.as_ref().and_then(S::slots_of) {
+                let queue = line::waiters(line, name, &table.line, self.table_now()).await;
+                info.queue = explained(self, queue).await?;
+                info.waiting = info.waiting.max(info.queue.len());
+            }
+        }
+        Ok(info)
     }
 
     async fn list(&self) -> Result<Vec<LockInfo>> {

@@ -23,8 +23,9 @@ use std::time::Duration;
 use crate::boottime::BootInstant as Instant;
 
 use super::backend::{self as cas, Cancel, CasStore};
+use super::line::{InLine, View};
 use crate::error::{Error, Result};
-use crate::protocol::slots::{Kind, Mode, Now, Refusal, Slots};
+use crate::protocol::slots::{Applicant, Kind, Mode, Now, Refusal, Slots};
 pub use crate::protocol::slots::{mismatch, wanted};
 use crate::request::{AcquireRequest, Lease};
 use crate::store::poll_pause;
@@ -119,6 +120,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
         maybe: None,
         contacted: false,
         races: 0,
+        line: InLine::default(),
     };
     loop {
         if let Some(lease) = w.round().await? {
@@ -144,6 +146,8 @@ struct Waiter<'a, 'c, S: CasStore + ?Sized> {
     contacted: bool,
     /// Writes of the table lost to a race.
     races: u32,
+    /// Our place in the store's waiting line, if it keeps one.
+    line: InLine,
 }
 
 /// What one attempt to be admitted came to.
@@ -181,14 +185,18 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
                 let info = cas::info_of(s, name, rec.as_ref());
                 let give_up = self.give_up;
                 let out_of_time = move || give_up.is_some_and(|g| Instant::now() >= g);
-                wait_turn(self.req, self.cancel, &info, false, &out_of_time).await?;
-                return Ok(None);
+                let r = wait_turn(self.req, self.cancel, &info, poll_pause(), &out_of_time).await;
+                if r.is_err() {
+                    self.give_back(false).await;
+                }
+                return r.map(|()| None);
             }
         };
         if let Some(h) = table.holders.iter().find(|h| h.lease_id == self.id) {
             // An earlier attempt landed; its answer was lost.
             let st = self.maybe.unwrap_or_else(|| Sent::now(s, self.req.lease));
             let lease = granted(s, self.req, &self.id, h.fence, st.as_stored(h.expires_ms));
+            self.leave_line().await;
             return Ok(Some(lease));
         }
         if table.fence_limit.is_some_and(|l| table.next_fence > l) {
@@ -218,7 +226,7 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
                 Ok(None)
             }
             Err(e) => {
-                give_back(self.s, self.name(), &self.id, self.maybe.is_some()).await;
+                self.give_back(self.maybe.is_some()).await;
                 Err(e)
             }
         }
@@ -232,21 +240,36 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
         now: Now,
     ) -> Result<Admit> {
         let (s, req) = (self.s, self.req);
+        let line_ahead = match s.line() {
+            None => Vec::new(),
+            Some(line) => {
+                let (name, id) = (req.name.as_str(), self.id.as_str());
+                let view = self.line.view(line, name, id, table, self.kind, self.mode, now);
+                match view.await {
+                    Ok(View::Try(ahead)) => ahead,
+                    Ok(View::Wait) => return Ok(Admit::Wait),
+                    Err(e) => return self.line_error(e).await,
+                }
+            }
+        };
         let st = Sent::now(s, req.lease);
         let mut next = table.clone();
-        let admitted = next.admit(
-            &self.id,
-            self.kind,
-            self.mode,
-            &req.owner,
-            req.reason.as_deref(),
-            st.expires_ms,
-            now,
-        );
+        let place = self.line.place.as_ref().map(|p| p.key.clone());
+        let applicant = Applicant {
+            id: &self.id,
+            kind: self.kind,
+            asked: self.mode,
+            owner: &req.owner,
+            reason: req.reason.as_deref(),
+            expires_ms: st.expires_ms,
+            place: place.as_deref(),
+            line_ahead: &line_ahead,
+        };
+        let admitted = next.admit_applicant(&applicant, now);
         let fence = match admitted {
             Ok(fence) => fence,
             Err(Refusal::ModeMismatch { stored, asked }) => {
-                give_back(s, self.name(), &self.id, self.maybe.is_some()).await;
+                self.give_back(self.maybe.is_some()).await;
                 return Err(mismatch(self.name(), stored, asked));
             }
             Err(Refusal::Wait { .. }) => return Ok(Admit::Wait),
@@ -262,9 +285,10 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
         match s.write_slots(self.name(), rec, &next).await {
             Ok(Ok(())) => {
                 if let std::task::Poll::Ready(sig) = futures_util::poll!(&mut *self.cancel) {
-                    give_back(s, self.name(), &self.id, true).await;
+                    self.give_back(true).await;
                     return Err(Error::Interrupted(sig));
                 }
+                self.leave_line().await;
                 Ok(Admit::Granted(granted(s, req, &self.id, fence, st)))
             }
             Ok(Err(_)) => {
@@ -281,7 +305,7 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
                 Ok(Admit::Again)
             }
             Err(e) => {
-                give_back(s, self.name(), &self.id, true).await;
+                self.give_back(true).await;
                 Err(e)
             }
         }
@@ -294,8 +318,11 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
         rec: Option<&S::Record>,
         now: Now,
     ) -> Result<Option<Lease>> {
-        let ours = table.queue.iter().find(|t| t.id == self.id);
         let mut info = cas::info_of(self.s, self.name(), rec);
+        if let Some(line) = self.s.line() {
+            return self.wait_in_line(line, table, rec, info, now).await;
+        }
+        let ours = table.queue.iter().find(|t| t.id == self.id);
         info.waiting = table.queue.len();
         let stale = ours.is_none_or(|t| t.expires_ms - now.hi < TICKET_REFRESH_MS);
         if !self.out_of_time() && stale && !self.enqueue(table, rec, now).await? {
@@ -305,9 +332,14 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
         let soon = table.next_in_turn(&self.id, self.kind, now);
         let give_up = self.give_up;
         let out_of_time = move || give_up.is_some_and(|g| Instant::now() >= g);
-        let r = wait_turn(self.req, self.cancel, &info, !soon, &out_of_time).await;
+        let pause = if soon {
+            poll_pause()
+        } else {
+            Duration::from_millis(1000 + fastrand::u64(0..1000))
+        };
+        let r = wait_turn(self.req, self.cancel, &info, pause, &out_of_time).await;
         if r.is_err() {
-            give_back(self.s, self.name(), &self.id, self.maybe.is_some()).await;
+            self.give_back(self.maybe.is_some()).await;
         }
         r.map(|()| None)
     }
@@ -319,7 +351,7 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
         if let Err(Refusal::ModeMismatch { stored, asked }) =
             queued.enqueue(&self.id, self.kind, self.mode, now.hi + TICKET_LIFE_MS, now)
         {
-            give_back(self.s, self.name(), &self.id, self.maybe.is_some()).await;
+            self.give_back(self.maybe.is_some()).await;
             return Err(mismatch(self.name(), stored, asked));
         }
         queued.version = uuid::Uuid::new_v4().to_string();
@@ -331,22 +363,99 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
                 Ok(true)
             }
             Err(e) => {
-                give_back(self.s, self.name(), &self.id, self.maybe.is_some()).await;
+                self.give_back(self.maybe.is_some()).await;
                 Err(e)
             }
         }
     }
 
+    /// Waits in the store's line: keeps our place, then pauses by our
+    /// distance from the front.
+    async fn wait_in_line(
+        &mut self,
+        line: &dyn super::backend::Line,
+        table: &Slots,
+        rec: Option<&S::Record>,
+        mut info: crate::info::LockInfo,
+        now: Now,
+    ) -> Result<Option<Lease>> {
+        let (name, id) = (self.req.name.as_str(), self.id.as_str());
+        let pause = if self.out_of_time() {
+            Duration::ZERO
+        } else {
+            match self.line.keep(line, name, id, self.kind, &table.line, now).await {
+                Ok(pause) => pause,
+                Err(e) => return self.line_error(e).await.map(|_| None),
+            }
+        };
+        if rec.is_some_and(|r| S::slots_of(r).is_none()) {
+            // A plain record of ours, held: mark it as a table, so that
+            // nobody takes it past the line when it is released.
+            if let Some(place) = self.line.place.as_mut() {
+                let mut marked = table.clone();
+                marked.line.served = line.served_before(&place.key);
+                marked.version = uuid::Uuid::new_v4().to_string();
+                if let Ok(Ok(())) = self.s.write_slots(name, rec, &marked).await {
+                    place.dist.ahead = 0;
+                    place.dist.admitted = marked.line.admitted;
+                }
+            }
+        }
+        let ahead = self.line.distance(line, &table.line);
+        info.waiting = info.waiting.max(ahead as usize + 1);
+        info.position = self.line.place.as_ref().map(|_| ahead as usize + 1);
+        let give_up = self.give_up;
+        let out_of_time = move || give_up.is_some_and(|g| Instant::now() >= g);
+        let r = wait_turn(self.req, self.cancel, &info, pause, &out_of_time).await;
+        if r.is_err() {
+            self.give_back(self.maybe.is_some()).await;
+        }
+        r.map(|()| None)
+    }
+
+    /// A read or write of the line failed: an unavailable store is waited
+    /// out like a failed read of the record; anything else ends the wait.
+    async fn line_error(&mut self, e: Error) -> Result<Admit> {
+        match e {
+            Error::Unavailable(msg) if !self.out_of_time() => {
+                crate::store::warn_retrying(&msg, "still waiting");
+                self.pause(self.maybe.is_some()).await?;
+                Ok(Admit::Again)
+            }
+            e => {
+                self.give_back(self.maybe.is_some()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Leaves the line once admitted.
+    async fn leave_line(&mut self) {
+        if let Some(line) = self.s.line() {
+            self.line.leave(line, &self.req.name).await;
+        }
+    }
+
+    /// Leaves the line and the record's queue, and gives back a grant that
+    /// may have landed unseen ([`give_back`]).
+    async fn give_back(&mut self, maybe_granted: bool) {
+        self.leave_line().await;
+        give_back(self.s, &self.req.name, &self.id, maybe_granted).await;
+    }
+
     async fn pause(&mut self, maybe: bool) -> Result<()> {
-        pause(
-            self.cancel,
-            poll_pause(),
-            self.s,
-            &self.req.name,
-            &self.id,
-            maybe,
-        )
-        .await
+        let signal = tokio::select! {
+            biased;
+            sig = &mut *self.cancel => Some(sig),
+            _ = tokio::time::sleep(poll_pause()) => None,
+        };
+        match signal {
+            Some(sig) => {
+                self.give_back(maybe).await;
+                Err(Error::Interrupted(sig))
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -356,7 +465,7 @@ async fn wait_turn(
     req: &AcquireRequest,
     cancel: &mut Cancel<'_>,
     info: &crate::info::LockInfo,
-    behind: bool,
+    pause: Duration,
     out_of_time: &impl Fn() -> bool,
 ) -> Result<()> {
     if out_of_time() {
@@ -368,11 +477,7 @@ async fn wait_turn(
     if let Some(cb) = &req.on_wait {
         cb(info);
     }
-    let mut d = if behind {
-        Duration::from_millis(1000 + fastrand::u64(0..1000))
-    } else {
-        poll_pause()
-    };
+    let mut d = pause;
     if let Some(w) = req.wait {
         // Never sleep past the end of the wait.
         d = d.min(w);
@@ -380,24 +485,6 @@ async fn wait_turn(
     tokio::select! {
         biased;
         sig = &mut *cancel => Err(Error::Interrupted(sig)),
-        _ = tokio::time::sleep(d) => Ok(()),
-    }
-}
-
-async fn pause<S: CasStore + ?Sized>(
-    cancel: &mut Cancel<'_>,
-    d: Duration,
-    s: &S,
-    name: &str,
-    id: &str,
-    maybe: bool,
-) -> Result<()> {
-    tokio::select! {
-        biased;
-        sig = &mut *cancel => {
-            give_back(s, name, id, maybe).await;
-            Err(Error::Interrupted(sig))
-        }
         _ = tokio::time::sleep(d) => Ok(()),
     }
 }

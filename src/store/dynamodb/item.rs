@@ -30,6 +30,11 @@ pub(crate) mod attr {
     pub const FENCE_HW: &str = "fence_hw";
     pub const SLOTS: &str = "slots";
     pub const SUPERVISED: &str = "supervised";
+    /// A waiting line's ticket counter.
+    pub const NEXT_TICKET: &str = "next_ticket";
+    /// A line entry's waiter id and kind.
+    pub const WAITER: &str = "waiter";
+    pub const KIND: &str = "kind";
 }
 
 /// How many fencing tokens one reservation from the high-water mark covers.

@@ -17,6 +17,7 @@
 //! sent with the AWS SDK; `table` creating and checking the table.
 
 mod item;
+mod line;
 mod sdk;
 mod table;
 
@@ -185,6 +186,23 @@ pub(crate) trait Requests: Send + Sync {
 
     /// Creates the table (see [`LockStore::create`]).
     async fn create(&self) -> Result<()>;
+
+    /// The waiting line's ticket counter of `name`, one UpdateItem with an
+    /// unconditional `ADD next_ticket 1`: the new value.
+    async fn take_ticket(&self, key: &str) -> Result<u64>;
+
+    /// GetItem of a ticket counter, strongly consistent: its value (0 when
+    /// absent).
+    async fn last_ticket(&self, key: &str) -> Result<u64>;
+
+    /// PutItem of a line entry, unconditional.
+    async fn put_entry(&self, key: &str, attrs: Vec<(&'static str, AttributeValue)>) -> Result<()>;
+
+    /// DeleteItem of a line entry, unconditional.
+    async fn delete_entry(&self, key: &str) -> Result<()>;
+
+    /// BatchGetItem of line entries, strongly consistent: those that exist.
+    async fn get_entries(&self, keys: Vec<String>) -> Result<Vec<Item>>;
 }
 
 /// How a fresh-grant transaction ended.
@@ -412,6 +430,10 @@ impl<R: Requests> DynamoDb<R> {
 #[async_trait::async_trait]
 impl<R: Requests> CasStore for DynamoDb<R> {
     type Record = Item;
+
+    fn line(&self) -> Option<&dyn crate::store::cas::Line> {
+        Some(self)
+    }
 
     fn describe_store(&self) -> String {
         self.req.describe()

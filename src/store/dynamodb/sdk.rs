@@ -535,6 +535,114 @@ impl Requests for Sdk {
         Ok(self.update(name, e, condition, None).await?.map(|_| ()))
     }
 
+    async fn take_ticket(&self, key: &str) -> Result<u64> {
+        self.ready().await?;
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(key))
+            .update_expression("ADD #t :one")
+            .expression_attribute_names("#t", attr::NEXT_TICKET)
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        out.attributes
+            .as_ref()
+            .and_then(|a| get_u64(a, attr::NEXT_TICKET))
+            .ok_or_else(|| Error::store(format!("the ticket counter {key} returned no number")))
+    }
+
+    async fn last_ticket(&self, key: &str) -> Result<u64> {
+        self.ready().await?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|i| get_u64(i, attr::NEXT_TICKET))
+            .unwrap_or(0))
+    }
+
+    async fn put_entry(&self, key: &str, attrs: Vec<(&'static str, AttributeValue)>) -> Result<()> {
+        self.ready().await?;
+        let mut item: Item = attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        item.insert(attr::LOCK_ID.to_string(), s(key));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn delete_entry(&self, key: &str) -> Result<()> {
+        self.ready().await?;
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(attr::LOCK_ID, s(key))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn get_entries(&self, keys: Vec<String>) -> Result<Vec<Item>> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        self.ready().await?;
+        let mut found = Vec::new();
+        let mut keys: Vec<Item> = keys
+            .into_iter()
+            .map(|k| HashMap::from([(attr::LOCK_ID.to_string(), s(k))]))
+            .collect();
+        // BatchGetItem may leave keys unprocessed under load: ask again for
+        // those, a few times.
+        for _ in 0..5 {
+            if keys.is_empty() {
+                break;
+            }
+            let ka = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut keys)))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| Error::store(e.to_string()))?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, ka)
+                .send()
+                .await
+                .map_err(|e| self.error(e))?;
+            if let Some(mut r) = out.responses {
+                found.extend(r.remove(&self.table).unwrap_or_default());
+            }
+            keys = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .map(|ka| ka.keys)
+                .unwrap_or_default();
+        }
+        if !keys.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "DynamoDB left {} keys of the waiting line unread; try again",
+                keys.len()
+            )));
+        }
+        Ok(found)
+    }
+
     async fn create(&self) -> Result<()> {
         self.create_table().await?;
         let table = self.wait_until_active().await?;
