@@ -13,7 +13,8 @@
 use super::clock::true_now;
 use super::model::{RecState, table_state};
 use super::net::SimStore;
-use super::state::{Bucket, Table};
+use super::state::{Bucket, LineEntry, Table, check_line_turn, line_name};
+use crate::protocol::line::WAIT_LIFE_MS;
 use crate::clock::ServerClock;
 use crate::error::Result;
 use crate::protocol::record::{LeaseRecord, RecordState};
@@ -25,6 +26,7 @@ use crate::store::s3::{Cond, Objects, S3Store};
 enum Want {
     Absent,
     Is(String),
+    Any,
 }
 
 impl Bucket {
@@ -40,6 +42,7 @@ impl Bucket {
         let ok = match want {
             Want::Absent => cur.is_none(),
             Want::Is(e) => cur == Some(e.as_str()),
+            Want::Any => true,
         };
         if !ok {
             return None;
@@ -49,6 +52,17 @@ impl Bucket {
         self.objects
             .insert(key.to_string(), (body.to_vec(), etag.clone()));
         Some(etag)
+    }
+
+    /// ListObjectsV2, one page of at most `max` keys after `start_after`,
+    /// with their `LastModified`.
+    fn page(&self, prefix: &str, start_after: &str, max: usize) -> Vec<(String, i64)> {
+        self.objects
+            .keys()
+            .filter(|k| k.starts_with(prefix) && k.as_str() > start_after)
+            .take(max)
+            .map(|k| (k.clone(), self.modified.get(k).map_or(0, |m| m.0)))
+            .collect()
     }
 
     /// ListObjectsV2 (all pages).
@@ -65,12 +79,38 @@ impl Bucket {
 /// for a lock record that landed: (b) a grant's fencing token, read from
 /// the written record, is above every token written before for the lock;
 /// (c) the expiry first written for each lease id.
-fn put(t: &mut Table, key: &str, body: &[u8], want: &Want, v: &mut Vec<String>) -> Option<String> {
+fn put(
+    t: &mut Table,
+    key: &str,
+    body: &[u8],
+    want: &Want,
+    now_ms: i64,
+    v: &mut Vec<String>,
+) -> Option<String> {
     let before = lock_record(t, key);
+    let lapsed = t.objects.modified.get(key).is_none_or(|&(m, _)| {
+        now_ms > m + WAIT_LIFE_MS + 1000 + crate::protocol::expiry::EXPIRY_MARGIN_MS
+    });
+    let joined = match t.objects.modified.get(key) {
+        Some(&(_, j)) if !lapsed => j,
+        _ => now_ms,
+    };
     let etag = t.objects.put(key, body, want)?;
+    t.objects.modified.insert(key.to_string(), (now_ms, joined));
+    if let Some(name) = line_name(key) {
+        note_line(t, &name);
+    }
     if let Some(new) = lock_record(t, key) {
-        let at = t.start.map(true_now).unwrap_or_default();
-        t.writes.push((at, state_of(&new)));
+        note_line(t, &new.name);
+        if let (Some(b), Some(a)) = (
+            before
+                .as_ref()
+                .and_then(|b| b.current_slots().cloned().or_else(|| b.as_table())),
+            new.current_slots(),
+        ) {
+            let entries = line_entries(t, &new.name);
+            check_line_turn(&b, a, &entries, now_ms, t.back_ms, v);
+        }
         if let Some(table) = new.current_slots() {
             // A plain lease of ours moved into a table keeps its token.
             let old = before
@@ -101,6 +141,46 @@ fn put(t: &mut Table, key: &str, body: &[u8], want: &Want, v: &mut Vec<String>) 
         }
     }
     Some(etag)
+}
+
+/// The lock record's state now, and the latest lapse of its line's
+/// entries after its mark, for the liveness invariants.
+fn note_line(t: &mut Table, name: &str) {
+    let at = t.start.map(true_now).unwrap_or_default();
+    let rec = lock_record(t, name);
+    let st = rec.as_ref().map_or(RecState::Absent, state_of);
+    let served = rec
+        .as_ref()
+        .and_then(|r| r.current_slots().map(|s| s.line.served.clone()))
+        .unwrap_or_default();
+    let last = line_entries(t, name)
+        .into_iter()
+        .filter(|e| e.place > served)
+        .map(|e| e.expires_ms)
+        .max();
+    if let Some(exp) = last {
+        t.lines.insert(t.writes.len(), exp);
+    }
+    t.writes.push((at, st));
+}
+
+/// `name`'s line entries as S3's line reads them (kind from the key,
+/// expiry from `LastModified`).
+fn line_entries(t: &Table, name: &str) -> Vec<LineEntry> {
+    let prefix = crate::protocol::line::prefix(name);
+    t.objects
+        .modified
+        .iter()
+        .filter_map(|(k, &(m, joined))| {
+            let place = k.strip_prefix(&prefix)?.to_string();
+            Some(LineEntry {
+                kind: crate::protocol::line::kind_of_timed(&place)?,
+                expires_ms: m + WAIT_LIFE_MS + 1000,
+                joined_ms: joined,
+                place,
+            })
+        })
+        .collect()
 }
 
 /// The record as a waiter of the S3 store judges it (for the liveness
@@ -160,15 +240,41 @@ impl Objects for SimObjects {
         let want = match cond {
             Cond::Absent => Want::Absent,
             Cond::Is(e) => Want::Is(e.to_string()),
+            Cond::Any => Want::Any,
         };
         self.net
-            .call(move |t, _, v| put(t, &key, &body, &want, v))
+            .call(move |t, now, v| put(t, &key, &body, &want, now, v))
             .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let prefix = prefix.to_string();
         self.net.call(move |t, _, _| t.objects.keys(&prefix)).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        max: usize,
+    ) -> Result<Vec<(String, i64)>> {
+        let (prefix, start) = (prefix.to_string(), start_after.to_string());
+        self.net
+            .call(move |t, _, _| t.objects.page(&prefix, &start, max))
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        self.net
+            .call(move |t, _, _| {
+                t.objects.objects.remove(&key);
+                t.objects.modified.remove(&key);
+                if let Some(name) = line_name(&key) {
+                    note_line(t, &name);
+                }
+            })
+            .await
     }
 
     async fn create_bucket(&self) -> Result<()> {

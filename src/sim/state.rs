@@ -52,6 +52,9 @@ pub struct Table {
 pub struct Bucket {
     pub objects: BTreeMap<String, (Vec<u8>, String)>,
     pub writes: u64,
+    /// Each object's `LastModified` (store ms), and for line entries when
+    /// their waiter joined.
+    pub modified: BTreeMap<String, (i64, i64)>,
 }
 
 /// One client process of the host, as `/proc` and the watchdog show it.
@@ -110,6 +113,67 @@ pub fn check_turn(
                 h.fence,
                 t.holders.len(),
                 ahead.len()
+            ));
+        }
+    }
+}
+
+/// The lock name a line entry's key belongs to.
+pub fn line_name(key: &str) -> Option<String> {
+    let rest = key.strip_prefix(crate::request::RESERVED_PREFIX)?.strip_prefix("wait/")?;
+    let (len, rest) = rest.split_once(':')?;
+    rest.get(..len.parse::<usize>().ok()?).map(str::to_string)
+}
+
+/// One entry of a waiting line, as the line-order check reads it.
+pub struct LineEntry {
+    pub place: String,
+    pub kind: crate::protocol::slots::Kind,
+    /// When it lapses (store ms).
+    pub expires_ms: i64,
+    /// When its waiter joined (store ms; a write after a lapse is a new
+    /// arrival).
+    pub joined_ms: i64,
+}
+
+/// Line order: an admission through the line (the mark moved to the
+/// admitted place) fits beside the live holders and the entries ahead of
+/// it that joined before its waiter did and were alive on the store's true
+/// clock (so that the waiter's read of the line, made after it joined,
+/// saw them alive).
+pub fn check_line_turn(
+    before: &crate::protocol::slots::Slots,
+    after: &crate::protocol::slots::Slots,
+    entries: &[LineEntry],
+    now_ms: i64,
+    back_ms: i64,
+    violations: &mut Vec<String>,
+) {
+    if after.line.served == before.line.served {
+        return;
+    }
+    let (from, to) = (before.line.served.as_str(), after.line.served.as_str());
+    let Some(joined) = entries.iter().find(|e| e.place == to).map(|e| e.joined_ms) else {
+        return;
+    };
+    let alive = |e: i64| now_ms + back_ms <= e + crate::protocol::expiry::EXPIRY_MARGIN_MS;
+    let mut ahead: Vec<&LineEntry> = entries
+        .iter()
+        .filter(|e| e.place.as_str() > from && e.place.as_str() < to)
+        .filter(|e| e.joined_ms < joined && alive(e.expires_ms))
+        .collect();
+    ahead.sort_by(|a, b| a.place.cmp(&b.place));
+    let kinds: Vec<_> = ahead.iter().map(|e| e.kind).collect();
+    let had: std::collections::HashSet<u64> = before.holders.iter().map(|h| h.fence).collect();
+    let mut t = before.clone();
+    t.mode = after.mode;
+    t.holders.retain(|h| alive(h.expires_ms));
+    for h in after.holders.iter().filter(|h| !had.contains(&h.fence)) {
+        if !t.fits(h.kind, &kinds) {
+            violations.push(format!(
+                "place {to} admitted out of turn: {} live holders, {} live entries that joined before it ahead in line (line order)",
+                t.holders.len(),
+                kinds.len()
             ));
         }
     }

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::clock::true_now;
 use super::model::{RecState, table_state};
 use super::net::SimStore;
-use super::state::{Table, check_turn};
+use super::state::{LineEntry, Table, check_line_turn, check_turn, line_name};
 use crate::error::{Error, Result};
 use crate::store::dynamodb::{
     DynamoDb, FENCE_BLOCK, FreshAnswer, Item, Requests, attr, get_i64, get_s, get_u64, n,
@@ -30,13 +30,6 @@ pub enum TxAnswer {
 /// The simulation's own attribute of a line entry: when its waiter joined
 /// (store ms), for the line-order check.
 const JOINED_MS: &str = "sim_joined_ms";
-
-/// The lock name a line entry's key belongs to.
-fn line_name(key: &str) -> Option<String> {
-    let rest = key.strip_prefix(crate::request::RESERVED_PREFIX)?.strip_prefix("wait/")?;
-    let (len, rest) = rest.split_once(':')?;
-    rest.get(..len.parse::<usize>().ok()?).map(str::to_string)
-}
 
 fn num_eq(item: &Item, k: &str, v: i64) -> bool {
     get_i64(item, k) == Some(v)
@@ -138,57 +131,20 @@ impl Table {
         }
     }
 
-    /// Line order: an admission through the line (the mark moved to the
-    /// admitted place) passed no entry that joined before the admitted
-    /// waiter did and was alive on the store's true clock (so that the
-    /// waiter's read of the line, made after it joined, saw it alive).
-    fn check_line_turn(
-        &self,
-        name: &str,
-        before: &crate::protocol::slots::Slots,
-        after: &crate::protocol::slots::Slots,
-        now_ms: i64,
-        violations: &mut Vec<String>,
-    ) {
-        if after.line.served == before.line.served {
-            return;
-        }
+    /// The entries of `name`'s line, for the line-order check.
+    fn line_entries(&self, name: &str) -> Vec<LineEntry> {
         let prefix = crate::protocol::line::prefix(name);
-        let placed = |p: &str| self.items.get(&format!("{prefix}{p}"));
-        let Some(joined) = placed(&after.line.served).and_then(|i| get_i64(i, JOINED_MS)) else {
-            return;
-        };
-        let margin = crate::protocol::expiry::EXPIRY_MARGIN_MS;
-        let alive = |e: i64| now_ms + self.back_ms <= e + margin;
-        let mut ahead: Vec<(&str, crate::protocol::slots::Kind)> = Vec::new();
-        for (k, i) in &self.items {
-            let Some(p) = k.strip_prefix(&prefix) else {
-                continue;
-            };
-            let between = p > before.line.served.as_str() && p < after.line.served.as_str();
-            let earlier = get_i64(i, JOINED_MS).is_some_and(|j| j < joined);
-            let live = get_i64(i, attr::EXPIRES_MS).is_some_and(alive);
-            let kind = get_s(i, attr::KIND).and_then(crate::protocol::line::kind_of_word);
-            if let (true, true, true, Some(kind)) = (between, earlier, live, kind) {
-                ahead.push((p, kind));
-            }
-        }
-        ahead.sort_by(|a, b| a.0.cmp(b.0));
-        let kinds: Vec<_> = ahead.iter().map(|a| a.1).collect();
-        let had: std::collections::HashSet<u64> = before.holders.iter().map(|h| h.fence).collect();
-        let mut t = before.clone();
-        t.mode = after.mode;
-        t.holders.retain(|h| alive(h.expires_ms));
-        for h in after.holders.iter().filter(|h| !had.contains(&h.fence)) {
-            if !t.fits(h.kind, &kinds) {
-                violations.push(format!(
-                    "place {} admitted out of turn: {} live holders, {} live entries joined before it ahead in line (line order)",
-                    after.line.served,
-                    t.holders.len(),
-                    kinds.len()
-                ));
-            }
-        }
+        self.items
+            .iter()
+            .filter_map(|(k, i)| {
+                Some(LineEntry {
+                    place: k.strip_prefix(&prefix)?.to_string(),
+                    kind: get_s(i, attr::KIND).and_then(crate::protocol::line::kind_of_word)?,
+                    expires_ms: get_i64(i, attr::EXPIRES_MS)?,
+                    joined_ms: get_i64(i, JOINED_MS)?,
+                })
+            })
+            .collect()
     }
 
     fn note_write(&mut self, name: &str) -> Result<(), String> {
@@ -379,7 +335,8 @@ impl Table {
         self.note_table(name, before.as_ref(), after.as_ref(), violations);
         if let (Some(b), Some(a)) = (&before, &after) {
             check_turn(b, a, now_ms, self.back_ms, violations);
-            self.check_line_turn(name, b, a, now_ms, violations);
+            let entries = self.line_entries(name);
+            check_line_turn(b, a, &entries, now_ms, self.back_ms, violations);
         }
         let _ = self.note_write(name);
         Ok(())

@@ -50,6 +50,7 @@ use crate::request::{AcquireRequest, Lease, RESERVED_PREFIX};
 use crate::store::aws::{self, StoreInterceptor};
 use crate::store::cas::{self, CasStore, Outcome, holder_detail};
 
+mod line;
 mod sdk;
 pub use sdk::SdkObjects;
 use sdk::store_name;
@@ -73,6 +74,8 @@ pub enum Cond<'a> {
     Absent,
     /// The object must be exactly this version (`If-Match: ETAG`).
     Is(&'a str),
+    /// Unconditional (a waiter's own line entry).
+    Any,
 }
 
 /// The object requests the S3 store sends, and the clock their answers
@@ -96,6 +99,19 @@ pub trait Objects: Send + Sync {
 
     /// ListObjectsV2, every page: the keys under `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// ListObjectsV2, one page: at most `max` keys under `prefix` after
+    /// `start_after` (empty: from the start), in order, with their
+    /// `LastModified` (ms since the epoch, the store's clock).
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        max: usize,
+    ) -> Result<Vec<(String, i64)>>;
+
+    /// DeleteObject, unconditional (absent already: fine).
+    async fn delete(&self, key: &str) -> Result<()>;
 
     /// Creates the bucket when it does not exist.
     async fn create_bucket(&self) -> Result<()>;
@@ -521,6 +537,10 @@ impl<O: Objects> S3Store<O> {
 #[async_trait::async_trait]
 impl<O: Objects> CasStore for S3Store<O> {
     type Record = Record;
+
+    fn line(&self) -> Option<&dyn cas::Line> {
+        Some(self)
+    }
 
     fn describe_store(&self) -> String {
         self.name()

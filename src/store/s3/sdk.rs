@@ -119,6 +119,7 @@ impl Objects for SdkObjects {
         let req = match cond {
             Cond::Absent => req.if_none_match("*"),
             Cond::Is(etag) => req.if_match(etag),
+            Cond::Any => req,
         };
         match req.send().await {
             Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_string())),
@@ -146,6 +147,43 @@ impl Objects for SdkObjects {
             );
         }
         Ok(keys)
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        max: usize,
+    ) -> Result<Vec<(String, i64)>> {
+        let mut req = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(max.min(1000) as i32);
+        if !start_after.is_empty() {
+            req = req.start_after(start_after);
+        }
+        let page = req.send().await.map_err(|e| self.error(e))?;
+        Ok(page
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                let ms = o.last_modified()?.to_millis().ok()?;
+                Some((o.key()?.to_string(), ms))
+            })
+            .collect())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
     }
 
     async fn create_bucket(&self) -> Result<()> {
