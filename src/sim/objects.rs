@@ -91,9 +91,11 @@ fn put(
     let lapsed = t.objects.modified.get(key).is_none_or(|&(m, _)| {
         now_ms > m + WAIT_LIFE_MS + 1000 + crate::protocol::expiry::EXPIRY_MARGIN_MS
     });
+    // Join order in true time: the store's clock may step back.
+    let true_ms = t.start.map(true_now).unwrap_or_default().as_millis() as i64;
     let joined = match t.objects.modified.get(key) {
         Some(&(_, j)) if !lapsed => j,
-        _ => now_ms,
+        _ => true_ms,
     };
     let etag = t.objects.put(key, body, want)?;
     t.objects.modified.insert(key.to_string(), (now_ms, joined));

@@ -131,8 +131,8 @@ pub struct LineEntry {
     pub kind: crate::protocol::slots::Kind,
     /// When it lapses (store ms).
     pub expires_ms: i64,
-    /// When its waiter joined (store ms; a write after a lapse is a new
-    /// arrival).
+    /// When its waiter joined (true time, ms; a write after a lapse is a
+    /// new arrival).
     pub joined_ms: i64,
 }
 

@@ -28,7 +28,7 @@ pub enum TxAnswer {
 }
 
 /// The simulation's own attribute of a line entry: when its waiter joined
-/// (store ms), for the line-order check.
+/// (true time, ms), for the line-order check.
 const JOINED_MS: &str = "sim_joined_ms";
 
 fn num_eq(item: &Item, k: &str, v: i64) -> bool {
@@ -114,7 +114,8 @@ impl Table {
             .get(key)
             .filter(|i| get_i64(i, attr::EXPIRES_MS).is_some_and(|e| now_ms <= e + margin))
             .and_then(|i| get_i64(i, JOINED_MS))
-            .unwrap_or(now_ms);
+            // Join order in true time: the store's clock may step back.
+            .unwrap_or(self.start.map(true_now).unwrap_or_default().as_millis() as i64);
         item.insert(JOINED_MS.into(), n(joined));
         self.items.insert(key.to_string(), item);
         if let Some(name) = line_name(key) {
