@@ -37,14 +37,14 @@ use crate::request::RESERVED_PREFIX;
 /// How long an entry lives unless its waiter refreshes it: a waiter killed
 /// while waiting is skipped this long (plus the margin) after its last
 /// refresh.
-pub const WAIT_LIFE_MS: i64 = 30_000;
+pub const WAIT_LIFE_MS: i64 = 20_000;
 
 /// An entry is refreshed when less than this is left of it: one write per
-/// waiter every 20–26 s, with a poll or two to spare if one fails.
-pub const WAIT_REFRESH_MS: i64 = 10_000;
+/// waiter every 12–17 s, with a poll to spare if one fails.
+pub const WAIT_REFRESH_MS: i64 = 8_000;
 
 /// The slowest poll, for waiters far from the front.
-pub const FAR_POLL_MS: u64 = 5_000;
+pub const FAR_POLL_MS: u64 = 6_000;
 
 /// Each place nearer the front polls this much faster.
 pub const POLL_STEP_MS: u64 = 400;
@@ -149,6 +149,11 @@ pub fn timed_place(ms: i64, kind: Kind, id: &str) -> String {
     format!("{:013}-{k}-{id}", ms.max(0))
 }
 
+/// The time a [`timed_place`] carries.
+pub fn ms_of_timed(place: &str) -> Option<i64> {
+    place.split('-').next()?.parse().ok()
+}
+
 /// The kind a [`timed_place`] carries.
 pub fn kind_of_timed(place: &str) -> Option<Kind> {
     match place.split('-').nth(1) {
@@ -243,6 +248,7 @@ mod tests {
         assert_eq!(kind_of_timed(&a), Some(Kind::Shared));
         assert_eq!(kind_of_timed(&b), Some(Kind::Exclusive));
         assert_eq!(kind_of_timed("junk"), None);
+        assert_eq!(ms_of_timed(&a), Some(T0));
     }
 
     #[test]

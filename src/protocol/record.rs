@@ -181,9 +181,12 @@ impl LeaseRecord {
             released_lease: None,
             released_ms: None,
             problem: None,
-            // Nobody holds or waits: a released record, as a plain release
-            // leaves it.
-            slots: (!table.is_empty()).then(|| table.clone()),
+            // Nobody holds or waits, and no line has a mark to keep: a
+            // released record, as a plain release leaves it. (A mark
+            // stays: without it a newcomer's blind grant of the released
+            // record would pass those waiting in the line.)
+            slots: (!table.is_empty() || table.line != super::line::Mark::default())
+                .then(|| table.clone()),
         }
     }
 

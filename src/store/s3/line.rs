@@ -3,7 +3,10 @@
 //! waiter fights over), so places are ordered by key: each waiter puts one
 //! object of its own, named by the store's time, its kind and a random id,
 //! and learns what is ahead of it from one page of ListObjectsV2, whose
-//! `LastModified` tells each entry's age without a GET.
+//! `LastModified` tells each entry's age without a GET. A joiner reads the
+//! line first and takes a time after the last place it saw, so that places
+//! follow arrivals even where the store's clock (known to a second) would
+//! not tell them apart.
 //!
 //! ```text
 //! PREFIX __awsflock__/wait/LEN:NAME/<ms, 13 digits>-<x|s>-<uuid>   {"waiter":…,"kind":…,"expires_ms":…}
@@ -59,14 +62,18 @@ impl<O: Objects> Line for S3Store<O> {
         expires_ms: i64,
         mark: &Mark,
     ) -> Result<(String, u64)> {
-        let place = line::timed_place(self.objects.clock().upper_ms(), kind, id);
+        // After every place already taken: the store's time orders
+        // arrivals only to about a second (its `Date` has whole seconds),
+        // so a waiter that sees another's entry goes after it.
+        let ahead = self
+            .entries(name, &mark.served, None, COUNT_AT_JOIN)
+            .await?;
+        let last_ms = ahead.last().and_then(|e| line::ms_of_timed(&e.place));
+        let ms = last_ms.map_or(i64::MIN, |m| m + 1);
+        let place = line::timed_place(self.objects.clock().upper_ms().max(ms), kind, id);
         let key = format!("{}{place}", self.line_prefix(name));
         self.put_entry(&key, id, kind, expires_ms).await?;
-        let ahead = self
-            .entries(name, &mark.served, Some(&place), COUNT_AT_JOIN)
-            .await?
-            .len();
-        Ok((place, ahead as u64))
+        Ok((place, ahead.len() as u64))
     }
 
     async fn refresh(
