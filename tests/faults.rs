@@ -1444,6 +1444,54 @@ fn store_clock_jumping_ahead_makes_the_holder_renew_at_once() {
     out.assert_ok();
 }
 
+/// A waiter that sees the store's clock jump 40 s ahead must not take over
+/// a lease it judged live before the jump: the holder (which talks to the
+/// store directly and has not seen the jump) goes on renewing on the old
+/// clock, and its command still runs. The waiter gets the lock when the
+/// holder releases it, not before.
+#[test]
+fn a_waiter_seeing_the_store_s_clock_jump_ahead_does_not_take_over_early() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let t = table(&moto);
+    let name = lock();
+    let dir = scratch();
+    let log = dir.path().join("log");
+    // Lease 6 s, renewed every 2 s, held 8 s.
+    let holder = spawn(&mut run_at(
+        &moto.endpoint,
+        &t,
+        &name,
+        &[
+            "--lease-duration",
+            "6",
+            "--",
+            "sh",
+            "-c",
+            &section(&log, "holder", 8.0),
+        ],
+    ));
+    wait_logged(&log, "begin holder", Duration::from_secs(20));
+    let waiter = spawn(&mut run_at(
+        &proxy.endpoint,
+        &t,
+        &name,
+        &[
+            "--wait-time",
+            "40",
+            "--",
+            "sh",
+            "-c",
+            &section(&log, "waiter", 0.1),
+        ],
+    ));
+    // The waiter has judged the holder's lease live; then the store's clock
+    // reads 40 s later, for the waiter only.
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.shift_date(40);
+    assert_both_in_turn(holder, waiter, &log);
+}
+
 /// awsflock runs on one thread, so a message written to a stderr nobody
 /// reads (a full pipe) must not hold it up: here the warning about the
 /// store's clock jumping ahead is written while the renewal that saw the

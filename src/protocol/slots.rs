@@ -27,9 +27,9 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::expiry::{EXPIRY_MARGIN_MS, Now};
+use super::line::Mark;
 use crate::error::{Error, Result};
 use crate::info::{HolderInfo, LockInfo};
-use super::line::Mark;
 use crate::request::AcquireRequest;
 
 /// What a request asks for: `None` for an ordinary lock (the single-holder

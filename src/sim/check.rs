@@ -359,7 +359,11 @@ impl Judged<'_> {
             if how == AcqEnd::Granted {
                 continue;
             }
-            let k = self.states.iter().rposition(|s| s.0 <= a.start).unwrap_or(0);
+            let k = self
+                .states
+                .iter()
+                .rposition(|s| s.0 <= a.start)
+                .unwrap_or(0);
             let state = self.states[k].1;
             let free = match state {
                 RecState::Absent | RecState::Released => true,

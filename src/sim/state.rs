@@ -120,7 +120,9 @@ pub fn check_turn(
 
 /// The lock name a line entry's key belongs to.
 pub fn line_name(key: &str) -> Option<String> {
-    let rest = key.strip_prefix(crate::request::RESERVED_PREFIX)?.strip_prefix("wait/")?;
+    let rest = key
+        .strip_prefix(crate::request::RESERVED_PREFIX)?
+        .strip_prefix("wait/")?;
     let (len, rest) = rest.split_once(':')?;
     rest.get(..len.parse::<usize>().ok()?).map(str::to_string)
 }

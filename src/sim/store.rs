@@ -567,7 +567,10 @@ impl Requests for SimStore {
     async fn put_entry(&self, key: &str, attrs: Vec<(&'static str, AttributeValue)>) -> Result<()> {
         let key = key.to_string();
         self.call(move |t, now, _| {
-            let mut item: Item = attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            let mut item: Item = attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
             item.insert(attr::LOCK_ID.into(), AttributeValue::S(key.clone()));
             t.put_entry(&key, item, now);
         })
@@ -576,12 +579,15 @@ impl Requests for SimStore {
 
     async fn delete_entry(&self, key: &str) -> Result<()> {
         let key = key.to_string();
-        self.call(move |t, _, _| t.delete_entry(&key))
-        .await
+        self.call(move |t, _, _| t.delete_entry(&key)).await
     }
 
     async fn get_entries(&self, keys: Vec<String>) -> Result<Vec<Item>> {
-        self.call(move |t, _, _| keys.iter().filter_map(|k| t.items.get(k).cloned()).collect())
-            .await
+        self.call(move |t, _, _| {
+            keys.iter()
+                .filter_map(|k| t.items.get(k).cloned())
+                .collect()
+        })
+        .await
     }
 }

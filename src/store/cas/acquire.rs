@@ -4,11 +4,11 @@
 use std::task::Poll;
 use std::time::Duration;
 
-use super::backend::{Cancel, CasStore, Outcome, is_held, next};
+use super::backend::{Cancel, CasStore, Outcome, is_held_at, next};
 use super::multi::{self, release_anywhere};
 use crate::boottime::BootInstant as Instant;
 use crate::error::{Error, Result};
-use crate::protocol::expiry::{SKEW_TOLERANCE_MS, Stamp, clock_deadline};
+use crate::protocol::expiry::{Anchor, SKEW_TOLERANCE_MS, Stamp, clock_deadline};
 use crate::protocol::grant::Next;
 use crate::protocol::slots::{Kind, Mode};
 use crate::request::{AcquireRequest, Lease};
@@ -31,13 +31,15 @@ pub async fn acquire<'c, S: CasStore + ?Sized>(
         quick_retries: 0,
         unconfirmed: Vec::new(),
         seen: None,
+        anchor: None,
     };
     loop {
-        let step = next(s, a.seen.as_ref(), &a.unconfirmed);
+        let lower = a.lower();
+        let step = next(s, a.seen.as_ref(), &a.unconfirmed, lower);
         let rec = a.seen.as_ref().and_then(|r| r.as_ref());
         let table = rec.and_then(S::slots_of);
         // Held by one of ours: wait in a queue, in order, not by polling.
-        let queue = rec.is_some_and(|r| is_held(s, r) && S::as_table(r).is_some());
+        let queue = rec.is_some_and(|r| is_held_at(s, r, lower) && S::as_table(r).is_some());
         if (table.is_some() || queue) && !matches!(step, Next::GiveBack(_)) {
             // The name keeps a holder table (shared holders, a semaphore, or
             // a queue), or will once we queue behind its holder: take it as
@@ -85,9 +87,33 @@ struct Acquiring<'a, 'c, S: CasStore + ?Sized> {
     /// The record as last seen: `None` before anything is known, which
     /// makes the first attempt the blind grant.
     seen: Option<Option<S::Record>>,
+    /// Our own view of the store's clock, from its first calibrated
+    /// reading: a jump ahead does not expire a lease early.
+    anchor: Option<Anchor>,
 }
 
 impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
+    /// The earliest the store's clock reads now, as this waiter judges
+    /// expiry ([`Anchor::lower`]; the clock's own bound until calibrated).
+    fn lower(&mut self) -> i64 {
+        let clock = self.s.clock();
+        let lo = clock.lower_ms();
+        if !clock.is_calibrated() {
+            return lo;
+        }
+        match &mut self.anchor {
+            Some(a) => a.lower(lo, Instant::now(), crate::clock::local_wall_ms()),
+            None => {
+                self.anchor = Some(Anchor::new(
+                    lo,
+                    Instant::now(),
+                    crate::clock::local_wall_ms(),
+                ));
+                lo
+            }
+        }
+    }
+
     fn out_of_time(&self) -> bool {
         self.give_up.is_some_and(|g| Instant::now() >= g)
     }

@@ -315,17 +315,29 @@ pub async fn explained<S: CasStore + ?Sized, T>(s: &S, res: Result<T>) -> Result
 /// Past its expiry, and its takeover margin, by the earliest the store's
 /// clock can read now ([`expiry::is_expired`]).
 pub fn is_expired<S: CasStore + ?Sized>(s: &S, rec: &S::Record) -> bool {
-    expiry::is_expired(
-        S::expiry_ms(rec),
-        S::takeover_margin_ms(rec),
-        s.clock().lower_ms(),
-    )
+    is_expired_at::<S>(rec, s.clock().lower_ms())
+}
+
+/// Past its expiry and its takeover margin by `lower`, the earliest the
+/// store's clock reads now as the judge sees it (a waiter's
+/// [`expiry::Anchor`]).
+pub fn is_expired_at<S: CasStore + ?Sized>(rec: &S::Record, lower: i64) -> bool {
+    expiry::is_expired(S::expiry_ms(rec), S::takeover_margin_ms(rec), lower)
 }
 
 /// Whether `rec` is held right now ([`expiry::is_held`]): what `status` and
 /// `list` show, and exactly what a waiter decides ([`judge`]).
 pub fn is_held<S: CasStore + ?Sized>(s: &S, rec: &S::Record) -> bool {
-    expiry::is_held(S::is_released(rec), is_expired(s, rec), s.holder_gone(rec))
+    is_held_at(s, rec, s.clock().lower_ms())
+}
+
+/// [`is_held`], with the store's clock read as `lower` at the earliest.
+pub fn is_held_at<S: CasStore + ?Sized>(s: &S, rec: &S::Record, lower: i64) -> bool {
+    expiry::is_held(
+        S::is_released(rec),
+        is_expired_at::<S>(rec, lower),
+        s.holder_gone(rec),
+    )
 }
 
 /// Judges a record for a waiter: free when absent or not [`is_held`].
@@ -336,11 +348,13 @@ pub fn judge<S: CasStore + ?Sized>(s: &S, rec: Option<&S::Record>) -> Judged {
     }
 }
 
-/// The acquire loop's decision ([`grant::next`]) on the record as seen.
+/// The acquire loop's decision ([`grant::next`]) on the record as seen,
+/// the store's clock reading `lower` at the earliest.
 pub fn next<S: CasStore + ?Sized>(
     s: &S,
     seen: Option<&Option<S::Record>>,
     unconfirmed: &[String],
+    lower: i64,
 ) -> Next {
     let view = seen.map(|rec| {
         rec.as_ref().map(|r| grant::Seen {
@@ -348,7 +362,7 @@ pub fn next<S: CasStore + ?Sized>(
             table_holders: S::slots_of(r)
                 .map(|t| t.holders.into_iter().map(|h| h.lease_id).collect())
                 .unwrap_or_default(),
-            held: is_held(s, r),
+            held: is_held_at(s, r, lower),
         })
     });
     grant::next(view, unconfirmed)

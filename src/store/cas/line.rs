@@ -82,7 +82,9 @@ impl InLine {
             }
         }
         self.room_seen = Some(mark.admitted);
-        let ahead = self.read_ahead(line, name, id, table, kind, mode, now).await?;
+        let ahead = self
+            .read_ahead(line, name, id, table, kind, mode, now)
+            .await?;
         if fits(table, id, kind, mode, &ahead, now) {
             Ok(View::Try(ahead))
         } else {

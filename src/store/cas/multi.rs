@@ -25,6 +25,7 @@ use crate::boottime::BootInstant as Instant;
 use super::backend::{self as cas, Cancel, CasStore};
 use super::line::{InLine, View};
 use crate::error::{Error, Result};
+use crate::protocol::expiry::Anchor;
 use crate::protocol::slots::{Applicant, Kind, Mode, Now, Refusal, Slots};
 pub use crate::protocol::slots::{mismatch, wanted};
 use crate::request::{AcquireRequest, Lease};
@@ -82,13 +83,16 @@ async fn table_of<S: CasStore + ?Sized>(
     name: &str,
     rec: Option<&S::Record>,
     mode: Mode,
+    lower: i64,
 ) -> Result<Table> {
     match rec {
         None => Ok(Table::Slots(Slots::free(mode, s.fence_floor(name).await?))),
         Some(r) => match S::slots_of(r) {
             Some(t) => Ok(Table::Slots(t)),
             // Held by one of ours: its holder becomes the table's.
-            None if cas::is_held(s, r) => Ok(S::as_table(r).map_or(Table::Plain, Table::Slots)),
+            None if cas::is_held_at(s, r, lower) => {
+                Ok(S::as_table(r).map_or(Table::Plain, Table::Slots))
+            }
             None => {
                 let next = match S::last_fence(r) {
                     Some((f, limit)) => (f + 1, limit),
@@ -121,6 +125,7 @@ pub async fn acquire<S: CasStore + ?Sized>(
         contacted: false,
         races: 0,
         line: InLine::default(),
+        anchor: None,
     };
     loop {
         if let Some(lease) = w.round().await? {
@@ -148,6 +153,8 @@ struct Waiter<'a, 'c, S: CasStore + ?Sized> {
     races: u32,
     /// Our place in the store's waiting line, if it keeps one.
     line: InLine,
+    /// Our own view of the table's clock (see [`Anchor`]).
+    anchor: Option<Anchor>,
 }
 
 /// What one attempt to be admitted came to.
@@ -160,6 +167,21 @@ enum Admit {
 }
 
 impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
+    /// The table's clock now, its lower bound as this waiter judges expiry
+    /// ([`Anchor::lower`]: a jump of the store's clock ahead does not
+    /// expire a holder or an entry early).
+    fn now(&mut self) -> Now {
+        let mut now = self.s.table_now();
+        if self.s.clock().is_calibrated() {
+            let at = Instant::now();
+            match &mut self.anchor {
+                Some(a) => now.lo = a.lower(now.lo, at, crate::clock::local_wall_ms()),
+                None => self.anchor = Some(Anchor::new(now.lo, at, crate::clock::local_wall_ms())),
+            }
+        }
+        now
+    }
+
     fn out_of_time(&self) -> bool {
         self.give_up.is_some_and(|g| Instant::now() >= g)
     }
@@ -175,8 +197,8 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
             return Ok(None);
         };
         let (s, name) = (self.s, self.req.name.as_str());
-        let now = s.table_now();
-        let mut table = match table_of(s, name, rec.as_ref(), self.mode).await? {
+        let now = self.now();
+        let mut table = match table_of(s, name, rec.as_ref(), self.mode, now.lo).await? {
             Table::Slots(t) => t,
             Table::Plain => {
                 if let Mode::Semaphore(_) = self.mode {
@@ -244,7 +266,9 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
             None => Vec::new(),
             Some(line) => {
                 let (name, id) = (req.name.as_str(), self.id.as_str());
-                let view = self.line.view(line, name, id, table, self.kind, self.mode, now);
+                let view = self
+                    .line
+                    .view(line, name, id, table, self.kind, self.mode, now);
                 match view.await {
                     Ok(View::Try(ahead)) => ahead,
                     Ok(View::Wait) => return Ok(Admit::Wait),
@@ -383,7 +407,11 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
         let pause = if self.out_of_time() {
             Duration::ZERO
         } else {
-            match self.line.keep(line, name, id, self.kind, &table.line, now).await {
+            match self
+                .line
+                .keep(line, name, id, self.kind, &table.line, now)
+                .await
+            {
                 Ok(pause) => pause,
                 Err(e) => return self.line_error(e).await.map(|_| None),
             }
