@@ -225,7 +225,6 @@ impl ServerClock {
     /// process saw pass) jumped. A lease stamped before such a jump expires
     /// earlier on the store's clock than its holder computed, so the lease
     /// layer treats a change of this count as suspect ([`crate::lease`]).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn forward_jumps(&self) -> u64 {
         self.jumps.load(Ordering::SeqCst)
     }

@@ -71,9 +71,8 @@ pub struct Now {
     pub hi: i64,
 }
 
-/// How far ahead of a waiter's own view the store's clock may read before
-/// the waiter takes it for a jump: the lower bound narrows by up to a
-/// second as answers come in (whole-second `Date`), which is no jump.
+/// How far ahead of a waiter's own view the store's clock may read, after
+/// a jump ahead was seen, before the waiter believes it.
 pub const JUMP_MS: i64 = 1000;
 
 /// A waiter's own view of the store's clock: the earliest it could read at
@@ -83,40 +82,50 @@ pub const JUMP_MS: i64 = 1000;
 /// before the waiter's own time says it has: the holder learns of the jump
 /// only at its next request.
 ///
-/// Elapsed time is the greater of the boot-time clock's and the wall
-/// clock's: a paused VM's boot-time clock misses the pause, its wall clock
-/// (resynchronised) does not, and the store's clock moving on by a pause is
-/// no jump.
+/// Only a jump the clock reported (an answer beyond its bounds,
+/// `ServerClock::forward_jumps`) is held back; the bounds narrowing as
+/// answers come in is believed at once. Elapsed time is the greater of the
+/// boot-time clock's and the wall clock's: a paused VM's boot-time clock
+/// misses the pause, its wall clock (resynchronised) does not, and the
+/// store's clock moving on by a pause is no jump.
 #[derive(Debug, Clone, Copy)]
 pub struct Anchor {
     lo_ms: i64,
     at: Instant,
     wall_ms: i64,
+    jumps: u64,
 }
 
 impl Anchor {
     /// The view that the store's clock read at least `lo_ms` at `at`, when
-    /// the local wall clock read `wall_ms`.
-    pub fn new(lo_ms: i64, at: Instant, wall_ms: i64) -> Anchor {
-        Anchor { lo_ms, at, wall_ms }
+    /// the local wall clock read `wall_ms` and the clock had reported
+    /// `jumps` jumps ahead.
+    pub fn new(lo_ms: i64, at: Instant, wall_ms: i64, jumps: u64) -> Anchor {
+        Anchor {
+            lo_ms,
+            at,
+            wall_ms,
+            jumps,
+        }
     }
 
     /// The earliest the store's clock reads at `now` (wall clock `wall_ms`),
-    /// given `clock_lo`, the clock's own lower bound: `clock_lo` while it
-    /// is behind this view (a bound not yet recalibrated after a pause) or
-    /// agrees with it (within [`JUMP_MS`] ahead: the view moves to it), this
-    /// view moved on by the elapsed time while the clock reads further
-    /// ahead.
-    pub fn lower(&mut self, clock_lo: i64, now: Instant, wall_ms: i64) -> i64 {
+    /// given `clock_lo`, the clock's own lower bound, and the count of jumps
+    /// ahead it reported: `clock_lo`, and the view moves on to it (or stays
+    /// ahead of it); but after a reported jump, while `clock_lo` is more
+    /// than [`JUMP_MS`] ahead of this view moved on by the elapsed time,
+    /// that. Never more than `clock_lo`: the view only ever holds a
+    /// takeover back.
+    pub fn lower(&mut self, clock_lo: i64, now: Instant, wall_ms: i64, jumps: u64) -> i64 {
         let boot = now.saturating_duration_since(self.at).as_millis() as i64;
         let elapsed = boot.max(wall_ms.saturating_sub(self.wall_ms));
         let own = self.lo_ms.saturating_add(elapsed);
-        if clock_lo > own.saturating_add(JUMP_MS) {
+        if jumps != self.jumps && clock_lo > own.saturating_add(JUMP_MS) {
             return own;
         }
-        if clock_lo >= own {
-            *self = Anchor::new(clock_lo, now, wall_ms);
-        }
+        // The view keeps the later of the two: a bound gone stale (an answer
+        // that straddled a pause) must not drag it back.
+        *self = Anchor::new(clock_lo.max(own), now, wall_ms, jumps);
         clock_lo
     }
 }
@@ -192,24 +201,25 @@ mod tests {
     fn a_jump_ahead_of_the_store_s_clock_is_not_believed_until_time_has_passed() {
         let t = Instant::now();
         let w = T0;
-        let mut a = Anchor::new(T0, t, w);
+        let mut a = Anchor::new(T0, t, w, 0);
         let at = |ms: u64| t + Duration::from_millis(ms);
-        // In step with the clock: the clock's bound, narrowing included.
-        assert_eq!(a.lower(T0 + 500, at(100), w + 100), T0 + 500);
-        // The store's `Date` jumps 40 s ahead: our own view holds.
-        assert_eq!(a.lower(T0 + 41_000, at(1_100), w + 1_100), T0 + 1_500);
+        // The bounds narrowing (no jump reported): believed at once.
+        assert_eq!(a.lower(T0 + 3_000, at(100), w + 100, 0), T0 + 3_000);
+        // The store's `Date` jumps 40 s ahead, reported: our own view holds.
+        assert_eq!(a.lower(T0 + 43_000, at(1_100), w + 1_100, 1), T0 + 4_000);
         // ...until our own time catches up with what the clock says.
-        assert_eq!(a.lower(T0 + 41_000, at(40_600), w + 40_600), T0 + 41_000);
+        assert_eq!(a.lower(T0 + 43_000, at(40_600), w + 40_600, 1), T0 + 43_000);
         // A step back is believed at once (expiry only later).
-        assert_eq!(a.lower(T0 + 30_000, at(40_600), w + 40_600), T0 + 30_000);
+        assert_eq!(a.lower(T0 + 30_000, at(40_700), w + 40_700, 2), T0 + 30_000);
     }
 
     #[test]
     fn time_a_paused_vm_missed_on_its_boot_clock_is_counted_from_the_wall_clock() {
         let t = Instant::now();
-        let mut a = Anchor::new(T0, t, T0);
-        // 10 s paused: the boot-time clock moved 100 ms, the wall clock 10 s.
+        let mut a = Anchor::new(T0, t, T0, 0);
+        // 10 s paused: the boot-time clock moved 100 ms, the wall clock 10 s;
+        // the clock reports the answer after it as a jump.
         let after = t + Duration::from_millis(100);
-        assert_eq!(a.lower(T0 + 10_100, after, T0 + 10_100), T0 + 10_100);
+        assert_eq!(a.lower(T0 + 10_100, after, T0 + 10_100, 1), T0 + 10_100);
     }
 }

@@ -98,17 +98,15 @@ impl<S: CasStore + ?Sized> Acquiring<'_, '_, S> {
     fn lower(&mut self) -> i64 {
         let clock = self.s.clock();
         let lo = clock.lower_ms();
-        if !clock.is_calibrated() {
+        // Anchored once this acquire has had an answer (the record seen).
+        if !clock.is_calibrated() || self.seen.is_none() {
             return lo;
         }
+        let (wall, jumps) = (crate::clock::local_wall_ms(), clock.forward_jumps());
         match &mut self.anchor {
-            Some(a) => a.lower(lo, Instant::now(), crate::clock::local_wall_ms()),
+            Some(a) => a.lower(lo, Instant::now(), wall, jumps),
             None => {
-                self.anchor = Some(Anchor::new(
-                    lo,
-                    Instant::now(),
-                    crate::clock::local_wall_ms(),
-                ));
+                self.anchor = Some(Anchor::new(lo, Instant::now(), wall, jumps));
                 lo
             }
         }

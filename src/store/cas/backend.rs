@@ -266,9 +266,10 @@ pub trait Line: Send + Sync {
         max: usize,
     ) -> Result<Vec<Entry>>;
 
-    /// A mark's `served` that puts every place before `place` behind it
-    /// (written when a waiter first marks a record).
-    fn served_before(&self, place: &str) -> String;
+    /// A mark's `served` at the line's current end: every place taken
+    /// from now on is after it (written when a waiter first marks a
+    /// record).
+    async fn end(&self, name: &str) -> Result<String>;
 
     /// How many places are ahead of `place` after the record's `mark`,
     /// at most, when the places themselves tell (`None`: they do not; the

@@ -174,9 +174,13 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
         let mut now = self.s.table_now();
         if self.s.clock().is_calibrated() {
             let at = Instant::now();
+            let (wall, jumps) = (
+                crate::clock::local_wall_ms(),
+                self.s.clock().forward_jumps(),
+            );
             match &mut self.anchor {
-                Some(a) => now.lo = a.lower(now.lo, at, crate::clock::local_wall_ms()),
-                None => self.anchor = Some(Anchor::new(now.lo, at, crate::clock::local_wall_ms())),
+                Some(a) => now.lo = a.lower(now.lo, at, wall, jumps),
+                None => self.anchor = Some(Anchor::new(now.lo, at, wall, jumps)),
             }
         }
         now
@@ -404,6 +408,15 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
         now: Now,
     ) -> Result<Option<Lease>> {
         let (name, id) = (self.req.name.as_str(), self.id.as_str());
+        if rec.is_some_and(|r| S::slots_of(r).is_none()) && !self.out_of_time() {
+            // A plain record of ours, held: first mark it as a table whose
+            // line starts now, so that nobody takes it past the line when
+            // it is released; then join (read again at once either way).
+            return match self.mark(line, table, rec).await {
+                Ok(()) => Ok(None),
+                Err(e) => self.line_error(e).await.map(|_| None),
+            };
+        }
         let pause = if self.out_of_time() {
             Duration::ZERO
         } else {
@@ -416,19 +429,6 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
                 Err(e) => return self.line_error(e).await.map(|_| None),
             }
         };
-        if rec.is_some_and(|r| S::slots_of(r).is_none()) {
-            // A plain record of ours, held: mark it as a table, so that
-            // nobody takes it past the line when it is released.
-            if let Some(place) = self.line.place.as_mut() {
-                let mut marked = table.clone();
-                marked.line.served = line.served_before(&place.key);
-                marked.version = uuid::Uuid::new_v4().to_string();
-                if let Ok(Ok(())) = self.s.write_slots(name, rec, &marked).await {
-                    place.dist.ahead = 0;
-                    place.dist.admitted = marked.line.admitted;
-                }
-            }
-        }
         let ahead = self.line.distance(line, &table.line);
         info.waiting = info.waiting.max(ahead as usize + 1);
         info.position = self.line.place.as_ref().map(|_| ahead as usize + 1);
@@ -439,6 +439,23 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
             self.give_back(self.maybe.is_some()).await;
         }
         r.map(|()| None)
+    }
+
+    /// Writes the plain record `rec` (held by one of ours) as `table`, its
+    /// line's mark at the line's current end: everyone who joins from now
+    /// on is after it. Lost to a race (another waiter marked it, or the
+    /// holder renewed or released): nothing to do.
+    async fn mark(
+        &mut self,
+        line: &dyn super::backend::Line,
+        table: &Slots,
+        rec: Option<&S::Record>,
+    ) -> Result<()> {
+        let mut marked = table.clone();
+        marked.line.served = line.end(&self.req.name).await?;
+        marked.version = uuid::Uuid::new_v4().to_string();
+        self.s.write_slots(&self.req.name, rec, &marked).await?.ok();
+        Ok(())
     }
 
     /// A read or write of the line failed: an unavailable store is waited

@@ -137,8 +137,9 @@ impl<R: Requests> Line for DynamoDb<R> {
         Ok(found)
     }
 
-    fn served_before(&self, place: &str) -> String {
-        line::ticket_place(line::ticket_of(place).unwrap_or(1).saturating_sub(1))
+    async fn end(&self, name: &str) -> Result<String> {
+        let last = self.req.last_ticket(&line::counter_key(name)).await?;
+        Ok(line::ticket_place(last))
     }
 
     fn places_ahead(&self, place: &str, mark: &Mark) -> Option<u64> {

@@ -21,6 +21,11 @@ use crate::protocol::line::{self, Entry, Mark, WAIT_LIFE_MS};
 use crate::protocol::slots::Kind;
 use crate::store::cas::Line;
 
+/// How far before the store's time a new mark is put: more than any two
+/// clients' views of the store's clock differ (each is known to about a
+/// second from whole-second `Date`s).
+const END_MARGIN_MS: i64 = 3_000;
+
 /// How many entries the join's one LIST counts, at most.
 const COUNT_AT_JOIN: usize = 1000;
 
@@ -124,8 +129,11 @@ impl<O: Objects> Line for S3Store<O> {
             .collect())
     }
 
-    fn served_before(&self, place: &str) -> String {
-        place.get(..13).unwrap_or_default().to_string()
+    /// The store's time, less the uncertainty of every client's view of
+    /// it: a place taken from now on carries a later time.
+    async fn end(&self, _name: &str) -> Result<String> {
+        let ms = self.objects.clock().lower_ms() - END_MARGIN_MS;
+        Ok(format!("{:013}", ms.max(0)))
     }
 
     fn floor(&self, _place: &str) -> String {
