@@ -1749,7 +1749,7 @@ def main():
     try:
         with open(out) as f:
             old = f.read()
-        for title in ("Crowd on one lock", "Dependencies"):
+        for title in ("Crowd on one lock", "Crowd on one lock, before the waiting line", "Dependencies"):
             i = old.find(f"\n## {title}\n")
             if i >= 0:
                 j = old.find("\n## ", i + 1)
