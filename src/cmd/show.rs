@@ -58,7 +58,16 @@ pub(super) fn holders_text(info: &LockInfo) -> String {
 
 /// `waiting for Deploy: held by alice@ci-7 since 10:02 UTC (terraform apply), expires in 1h58m`
 pub(super) fn waiting_line(name: &str, info: &LockInfo) -> String {
-    format!("waiting for {}: {}", printable(name), holder_line(info))
+    let place = match info.position {
+        Some(1) => ", next in line".to_string(),
+        Some(p) => format!(", {} ahead of us", p - 1),
+        None => String::new(),
+    };
+    format!(
+        "waiting for {}: {}{place}",
+        printable(name),
+        holder_line(info)
+    )
 }
 
 /// `held by alice@ci-7 since 10:02 UTC (terraform apply), expires in 1h58m`
@@ -100,7 +109,16 @@ pub(super) fn describe_info(info: &LockInfo) -> String {
             info.name
         )
     });
-    let waiting = format!("\n  waiting:  {}", info.waiting);
+    let mut waiting = format!("\n  waiting:  {}", info.waiting);
+    for w in &info.queue {
+        waiting.push_str(&format!(
+            "\n    {}. {} (waiter {}), place kept until {}",
+            w.position,
+            if w.shared { "shared" } else { "exclusive" },
+            w.waiter.get(..8).unwrap_or(&w.waiter),
+            clock_time(w.expires_at_ms)
+        ));
+    }
     if !info.held {
         let queue = if info.waiting > 0 {
             waiting
