@@ -89,8 +89,8 @@
 //!   and the directory store share one compare-and-swap acquire loop,
 //!   `store::cas`; etcd keeps its own recipe);
 //! - `protocol`: the lock protocol's decisions, pure (expiry on the store's
-//!   clock, the acquire loop's next step, holder tables, the JSON record,
-//!   forced release);
+//!   clock, the acquire loop's next step, holder tables, the waiting line
+//!   of DynamoDB and S3, the JSON record, forced release);
 //! - `request` ([`AcquireRequest`], [`Lease`]), `info` ([`LockInfo`]),
 //!   `error`; `clock` (the store's clock, learnt from HTTP `Date` headers),
 //!   `boottime` (the clock of every local deadline; it counts suspend),

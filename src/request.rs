@@ -19,6 +19,35 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// marks); no lock may be named so.
 pub const RESERVED_PREFIX: &str = "__awsflock__/";
 
+/// A reason longer than this (in bytes) is refused: it is written with
+/// every grant and renewal, so no record may grow with it.
+pub const MAX_REASON_BYTES: usize = 512;
+
+/// An owner longer than this (in bytes) is refused, for the same reason.
+pub const MAX_OWNER_BYTES: usize = 256;
+
+/// Checks what a request writes beside the lock: its reason and owner
+/// within their limits, with a usage error that says what to do.
+pub fn validate_text(req: &AcquireRequest) -> Result<()> {
+    check_len(
+        "--reason",
+        req.reason.as_deref().unwrap_or(""),
+        MAX_REASON_BYTES,
+    )?;
+    check_len("--owner", &req.owner, MAX_OWNER_BYTES)
+}
+
+/// `text` at most `max` bytes long, or a usage error naming `what`.
+pub fn check_len(what: &str, text: &str, max: usize) -> Result<()> {
+    if text.len() > max {
+        return Err(Error::usage(format!(
+            "{what} is {} bytes long; the limit is {max} bytes; shorten it (a link says more in fewer bytes)",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a lock name: not empty, at most 1024 bytes, not reserved, and
 /// free of control characters (a newline or an escape sequence in a name
 /// would forge lines and colours in `list`, `status` and logs).

@@ -21,6 +21,32 @@ fn assert_usage(out: &Out, needle: &str) {
 // ------------------------------------------------------------- durations
 
 #[test]
+fn a_reason_or_owner_past_its_limit_is_refused_before_anything_is_taken() {
+    let (moto, t, name) = fresh_lock();
+    let long_reason = "r".repeat(513);
+    let long_owner = "o".repeat(257);
+    for (opt, value, what) in [
+        (
+            "--reason",
+            long_reason.as_str(),
+            "--reason is 513 bytes long",
+        ),
+        ("--owner", long_owner.as_str(), "--owner is 257 bytes long"),
+    ] {
+        let out =
+            run(awsflock(&moto).args(["run", &name, "--table", &t, opt, value, "--", "true"]));
+        assert_usage(&out, what);
+    }
+    assert_eq!(status_json(&moto, &t, &name)["held"], false);
+    // At the limit: accepted.
+    let reason = "r".repeat(512);
+    let out = run(awsflock(&moto).args([
+        "run", &name, "--table", &t, "--reason", &reason, "--", "true",
+    ]));
+    out.assert_ok();
+}
+
+#[test]
 fn lease_and_wait_beyond_their_bounds_are_refused_before_anything_is_taken() {
     let (moto, t, name) = fresh_lock();
     for (opt, value) in [

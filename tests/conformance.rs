@@ -694,6 +694,38 @@ mod fifo_cases {
         assert_eq!(order, ["A1", "W1", "W2", "W3", "A2"], "served out of turn");
     }
 
+    /// `status --json` lists the waiters in line, in the order they came,
+    /// while the holder runs.
+    pub fn status_shows_each_waiter_in_line(f: &impl Fixture) {
+        let name = unique_name("line");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("order");
+        let holder = section(f, &name, &log, "H", 4.0);
+        wait_for_holder(f, &name);
+        let first = section(f, &name, &log, "W1", 0.1);
+        std::thread::sleep(Duration::from_millis(500));
+        let second = section(f, &name, &log, "W2", 0.1);
+        let t = Instant::now();
+        let queue = loop {
+            let out = run(f.cmd().args(["status", &name, "--json"]));
+            let json = out.json();
+            let queue = json["queue"].as_array().cloned().unwrap_or_default();
+            if queue.len() == 2 || t.elapsed() > Duration::from_secs(3) {
+                assert_eq!(json["waiting"], 2, "{json}");
+                break queue;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let positions: Vec<_> = queue.iter().map(|w| w["position"].as_u64()).collect();
+        assert_eq!(positions, [Some(1), Some(2)], "{queue:?}");
+        assert!(queue.iter().all(|w| w["shared"] == false), "{queue:?}");
+        for p in [holder, first, second] {
+            p.wait(Duration::from_secs(30)).assert_ok();
+        }
+        let order = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(order.lines().collect::<Vec<_>>(), ["H", "W1", "W2"]);
+    }
+
     pub fn a_dead_waiter_leaves_the_queue(f: &impl Fixture) {
         let name = unique_name("fifodead");
         let dir = tempfile::tempdir().unwrap();
@@ -1154,6 +1186,16 @@ mod fifo {
         s3 => S3,
         #[cfg(feature = "etcd")]
         etcd => Etcd,
+    );
+}
+
+mod line {
+    use super::*;
+    per_store!(
+        fifo_cases,
+        [status_shows_each_waiter_in_line],
+        dynamodb => DynamoDb,
+        s3 => S3,
     );
 }
 

@@ -109,16 +109,7 @@ pub(super) fn describe_info(info: &LockInfo) -> String {
             info.name
         )
     });
-    let mut waiting = format!("\n  waiting:  {}", info.waiting);
-    for w in &info.queue {
-        waiting.push_str(&format!(
-            "\n    {}. {} (waiter {}), place kept until {}",
-            w.position,
-            if w.shared { "shared" } else { "exclusive" },
-            w.waiter.get(..8).unwrap_or(&w.waiter),
-            clock_time(w.expires_at_ms)
-        ));
-    }
+    let waiting = format!("\n  waiting:  {}{}", info.waiting, in_line(info));
     if !info.held {
         let queue = if info.waiting > 0 {
             waiting
@@ -142,6 +133,34 @@ pub(super) fn describe_info(info: &LockInfo) -> String {
     s.push_str(&unreadable.unwrap_or_default());
     s.push_str(&waiting);
     s
+}
+
+/// ` (1. exclusive 5f0c2a91, 2. shared 77ab01cd, …)`: the first few waiters
+/// in line, by place, kind and the start of their waiter id (their LEASE_ID
+/// once admitted), on the `waiting` line itself, so that `status` has the
+/// same lines whether or not anyone waits.
+fn in_line(info: &LockInfo) -> String {
+    const SHOWN: usize = 5;
+    if info.queue.is_empty() {
+        return String::new();
+    }
+    let mut parts: Vec<String> = info
+        .queue
+        .iter()
+        .take(SHOWN)
+        .map(|w| {
+            let kind = if w.shared { "shared" } else { "exclusive" };
+            format!(
+                "{}. {kind} {}",
+                w.position,
+                w.waiter.get(..8).unwrap_or(&w.waiter)
+            )
+        })
+        .collect();
+    if info.queue.len() > SHOWN {
+        parts.push("…".to_string());
+    }
+    format!(" ({})", parts.join(", "))
 }
 
 /// A semaphore's or shared lock's holders, one line each.

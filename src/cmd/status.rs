@@ -130,6 +130,18 @@ pub(super) fn info_json(info: &LockInfo) -> serde_json::Value {
         "problem": info.problem,
         "max_holders": info.max_holders,
         "waiting": info.waiting,
+        "queue": info
+            .queue
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "position": w.position,
+                    "shared": w.shared,
+                    "waiter": w.waiter,
+                    "expires_at": rfc3339(w.expires_at_ms),
+                })
+            })
+            .collect::<Vec<_>>(),
         "holders": holders_of(info)
             .iter()
             .map(|h| {

@@ -194,14 +194,22 @@ impl Distance {
     }
 }
 
-/// How long a waiter `d` places from the front pauses between polls: the
-/// front every 100–300 ms, then [`POLL_STEP_MS`] more per place, at most
-/// [`FAR_POLL_MS`]; jittered so that a crowd does not poll in step.
-pub fn poll_every(d: u64) -> Duration {
+/// How long a waiter pauses between polls when `d` must be admitted
+/// before it and the line has been moving at `rate` admissions a second:
+/// the front every 100–300 ms; behind it, [`POLL_STEP_MS`] per place, or
+/// half the time the line takes to bring it to the front if that is
+/// sooner, at least 200 ms and at most [`FAR_POLL_MS`]; jittered so that a
+/// crowd does not poll in step. A waiter so paced is at the front before
+/// the line reaches it, and a line that moves slowly costs little.
+pub fn poll_every(d: u64, rate: f64) -> Duration {
     if d == 0 {
         return Duration::from_millis(100 + fastrand::u64(0..200));
     }
-    let base = d.saturating_mul(POLL_STEP_MS).min(FAR_POLL_MS);
+    let mut base = d.saturating_mul(POLL_STEP_MS).min(FAR_POLL_MS);
+    if rate > 0.0 {
+        let until_front = (d as f64 / rate * 500.0) as u64;
+        base = base.min(until_front).max(200);
+    }
     Duration::from_millis(base * 3 / 4 + fastrand::u64(0..=base / 2))
 }
 
@@ -302,11 +310,17 @@ mod tests {
         assert_eq!(d.now(&mark(7)), 7);
         assert_eq!(d.now(&mark(40)), 0);
         for _ in 0..50 {
-            assert!(poll_every(0) <= Duration::from_millis(300));
-            let one = poll_every(1);
+            assert!(poll_every(0, 0.0) <= Duration::from_millis(300));
+            let one = poll_every(1, 0.0);
             assert!(one >= Duration::from_millis(300) && one <= Duration::from_millis(500));
-            assert!(poll_every(1_000) >= Duration::from_millis(FAR_POLL_MS * 3 / 4));
-            assert!(poll_every(1_000) <= Duration::from_millis(FAR_POLL_MS * 5 / 4));
+            assert!(poll_every(1_000, 0.0) >= Duration::from_millis(FAR_POLL_MS * 3 / 4));
+            assert!(poll_every(1_000, 0.0) <= Duration::from_millis(FAR_POLL_MS * 5 / 4));
+            // A line moving 5 a second: 10 places away is 2 s from the
+            // front; poll within 1 s.
+            assert!(poll_every(10, 5.0) <= Duration::from_millis(1_250));
+            assert!(poll_every(1, 5.0) <= Duration::from_millis(250));
+            // Far back, still at most the slowest poll.
+            assert!(poll_every(1_000, 5.0) <= Duration::from_millis(FAR_POLL_MS * 5 / 4));
         }
     }
 }

@@ -31,6 +31,27 @@ pub(super) struct InLine {
     /// The mark's admission count when the lock last had room for us:
     /// the same count at the next poll means the front is not moving.
     room_seen: Option<u64>,
+    /// How fast the line moves, as seen from our polls.
+    pace: Pace,
+}
+
+/// Admissions through the line per second, from the first poll that saw
+/// the mark's count to the latest.
+#[derive(Debug, Default)]
+struct Pace {
+    first: Option<(crate::boottime::BootInstant, u64)>,
+}
+
+impl Pace {
+    fn rate(&mut self, admitted: u64) -> f64 {
+        let now = crate::boottime::BootInstant::now();
+        let (at, from) = *self.first.get_or_insert((now, admitted));
+        let secs = now.saturating_duration_since(at).as_secs_f64();
+        if secs < 0.5 {
+            return 0.0;
+        }
+        admitted.saturating_sub(from) as f64 / secs
+    }
 }
 
 /// What the line says of an admission now.
@@ -159,7 +180,9 @@ impl InLine {
     }
 
     /// Keeps our place while we wait: joins when we have none, refreshes
-    /// it when due. Returns how long to pause before the next poll.
+    /// it when due. Returns how long to pause before the next poll: by how
+    /// many must be admitted before us (a semaphore of N admits the first N
+    /// waiters at once) and how fast the line has been moving.
     #[allow(clippy::too_many_arguments)]
     pub async fn keep(
         &mut self,
@@ -167,6 +190,7 @@ impl InLine {
         name: &str,
         id: &str,
         kind: Kind,
+        mode: Mode,
         mark: &Mark,
         now: Now,
     ) -> Result<Duration> {
@@ -179,7 +203,11 @@ impl InLine {
             }
             Some(_) => {}
         }
-        Ok(line::poll_every(self.distance(line, mark)))
+        let before_us = match mode {
+            Mode::Semaphore(n) => self.distance(line, mark).saturating_sub(u64::from(n) - 1),
+            Mode::Lock => self.distance(line, mark),
+        };
+        Ok(line::poll_every(before_us, self.pace.rate(mark.admitted)))
     }
 
     /// How many places are ahead of ours, at most (0 without a place).

@@ -49,6 +49,7 @@ impl<S: CasStore> LockStore for S {
 
     async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
         self.check_name(&req.name)?;
+        crate::request::validate_text(req)?;
         let mut cancel = cancel.fuse();
         let res = match multi::wanted(req)? {
             Some((kind, mode)) => multi::acquire(self, req, kind, mode, &mut cancel).await,

@@ -408,10 +408,13 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
         now: Now,
     ) -> Result<Option<Lease>> {
         let (name, id) = (self.req.name.as_str(), self.id.as_str());
-        if rec.is_some_and(|r| S::slots_of(r).is_none()) && !self.out_of_time() {
-            // A plain record of ours, held: first mark it as a table whose
-            // line starts now, so that nobody takes it past the line when
-            // it is released; then join (read again at once either way).
+        let unmarked = table.line.served.is_empty() && self.line.place.is_none();
+        if rec.is_some() && unmarked && !self.out_of_time() {
+            // A plain record of ours, held, or a table whose line has no
+            // mark yet: first mark it as a table whose line starts now, so
+            // that nobody takes it past the line when it is released and
+            // every waiter knows how far it is from the front; then join
+            // (read again at once either way).
             return match self.mark(line, table, rec).await {
                 Ok(()) => Ok(None),
                 Err(e) => self.line_error(e).await.map(|_| None),
@@ -422,7 +425,7 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
         } else {
             match self
                 .line
-                .keep(line, name, id, self.kind, &table.line, now)
+                .keep(line, name, id, self.kind, self.mode, &table.line, now)
                 .await
             {
                 Ok(pause) => pause,

@@ -202,6 +202,7 @@ impl LockStore for EtcdStore {
 
     async fn acquire(&self, req: &AcquireRequest, cancel: BoxFuture<'_, i32>) -> Result<Lease> {
         validate_name(&req.name)?;
+        crate::request::validate_text(req)?;
         wanted(req)?; // refuses a bad --max-holders or --shared
         let give_up = req.wait.map(|w| Instant::now() + w);
         let mut cancel = cancel.fuse();

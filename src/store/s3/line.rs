@@ -78,7 +78,13 @@ impl<O: Objects> Line for S3Store<O> {
         let place = line::timed_place(self.objects.clock().upper_ms().max(ms), kind, id);
         let key = format!("{}{place}", self.line_prefix(name));
         self.put_entry(&key, id, kind, expires_ms).await?;
-        Ok((place, ahead.len() as u64))
+        // Counted again once our entry is in: waiters who joined with us,
+        // unseen by the first listing, are ahead of us or behind us now.
+        let ahead = self
+            .entries(name, &mark.served, Some(&place), COUNT_AT_JOIN)
+            .await?
+            .len();
+        Ok((place, ahead as u64))
     }
 
     async fn refresh(
