@@ -196,13 +196,15 @@ impl Distance {
 
 /// How long a waiter pauses between polls when `d` must be admitted
 /// before it and the line has been moving at `rate` admissions a second:
-/// the front every 100–300 ms; behind it, [`POLL_STEP_MS`] per place, or
+/// the front and the one behind it every 100–300 ms (when the front's
+/// section is short, the next hand-off waits for the second's poll);
+/// further back, [`POLL_STEP_MS`] per place, or
 /// half the time the line takes to bring it to the front if that is
 /// sooner, at least 200 ms and at most [`FAR_POLL_MS`]; jittered so that a
 /// crowd does not poll in step. A waiter so paced is at the front before
 /// the line reaches it, and a line that moves slowly costs little.
 pub fn poll_every(d: u64, rate: f64) -> Duration {
-    if d == 0 {
+    if d <= 1 {
         return Duration::from_millis(100 + fastrand::u64(0..200));
     }
     let mut base = d.saturating_mul(POLL_STEP_MS).min(FAR_POLL_MS);
@@ -311,14 +313,15 @@ mod tests {
         assert_eq!(d.now(&mark(40)), 0);
         for _ in 0..50 {
             assert!(poll_every(0, 0.0) <= Duration::from_millis(300));
-            let one = poll_every(1, 0.0);
-            assert!(one >= Duration::from_millis(300) && one <= Duration::from_millis(500));
+            assert!(poll_every(1, 0.0) <= Duration::from_millis(300));
+            let two = poll_every(2, 0.0);
+            assert!(two >= Duration::from_millis(600) && two <= Duration::from_millis(1_000));
             assert!(poll_every(1_000, 0.0) >= Duration::from_millis(FAR_POLL_MS * 3 / 4));
             assert!(poll_every(1_000, 0.0) <= Duration::from_millis(FAR_POLL_MS * 5 / 4));
             // A line moving 5 a second: 10 places away is 2 s from the
             // front; poll within 1 s.
             assert!(poll_every(10, 5.0) <= Duration::from_millis(1_250));
-            assert!(poll_every(1, 5.0) <= Duration::from_millis(250));
+            assert!(poll_every(2, 5.0) <= Duration::from_millis(250));
             // Far back, still at most the slowest poll.
             assert!(poll_every(1_000, 5.0) <= Duration::from_millis(FAR_POLL_MS * 5 / 4));
         }
