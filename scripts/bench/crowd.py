@@ -568,7 +568,7 @@ def main():
         for r in old:
             meta.setdefault("notes", []).append(
                 f"- {r['store']}, {r['slots']} holder(s), N = {r['n']}: kept from an earlier run "
-                f"of this script on the same commit's protocol (CROWD_KEEP), not measured again.")
+                f"of this script (CROWD_KEEP: {os.path.basename(kept)}), not measured again.")
         runs += old
         runs.sort(key=lambda r: (STORES.index(r["store"]) if r["store"] in STORES else 9,
                                  r["slots"], r["n"]))
