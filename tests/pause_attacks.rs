@@ -239,8 +239,16 @@ fn pause_as_the_grant_is_sent(
     first: &str,
     waiter: &Running,
 ) -> (Instant, Duration, Paused) {
+    // In line first (its entry is a PutItem): its ticket and its mark of
+    // the record are UpdateItems too; from then on its next one is the
+    // grant.
     assert!(
-        proxy.wait_count(Some("GetItem"), 2, Duration::from_secs(20)),
+        proxy.wait_count(Some("PutItem"), 1, Duration::from_secs(20)),
+        "the waiter never joined the line"
+    );
+    let polls = proxy.count(Some("GetItem"));
+    assert!(
+        proxy.wait_count(Some("GetItem"), polls + 1, Duration::from_secs(20)),
         "the waiter never polled"
     );
     let grants = || proxy.count(Some("UpdateItem")) + proxy.count(Some("TransactWriteItems"));
