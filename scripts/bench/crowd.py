@@ -572,6 +572,7 @@ def main():
         runs += old
         runs.sort(key=lambda r: (STORES.index(r["store"]) if r["store"] in STORES else 9,
                                  r["slots"], r["n"]))
+    meta["uptime1"] = uptime()
     meta["took"] = time.time() - t0
     log(f"uptime after: {meta['uptime1']}")
     out = os.environ.get("BENCH_OUT", "BENCHMARKS.md")
