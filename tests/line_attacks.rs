@@ -285,7 +285,11 @@ fn dynamodb_a_waiter_whose_entry_landed_late_is_not_passed_by_later_joiners() {
         w2_begun < Duration::from_millis(2800),
         "premise: W2 was admitted before W1's entry landed ({w2_begun:?})"
     );
-    assert_eq!(order, ["W2", "W1", "W3"], "W3 passed W1 (status showed {queue:?})");
+    assert_eq!(
+        order,
+        ["W2", "W1", "W3"],
+        "W3 passed W1 (status showed {queue:?})"
+    );
 }
 
 /// A released lock with a waiter in line whose admission is slow (its
@@ -359,16 +363,16 @@ fn status_lists_the_line_in_order(store: Store) {
         t.elapsed()
     );
     let shared: Vec<_> = q.iter().map(|e| e["shared"].as_bool()).collect();
-    assert_eq!(shared, [Some(true), Some(true)], "the writer is still shown: {q:?}");
+    assert_eq!(
+        shared,
+        [Some(true), Some(true)],
+        "the writer is still shown: {q:?}"
+    );
     store.release(&name, &h);
     all_ok(vec![("R1", r1), ("R2", r2)]);
     let order = begun(&log);
     assert_eq!(order.len(), 2, "{:?}", lines(&log));
-    assert!(
-        store.queue(&name).is_empty(),
-        "{:?}",
-        store.status(&name)
-    );
+    assert!(store.queue(&name).is_empty(), "{:?}", store.status(&name));
 }
 
 #[test]
@@ -435,7 +439,7 @@ fn dynamodb_a_lost_answer_of_an_entry_write_does_not_hold_the_line() {
     let w = spawn(
         store
             .cmd_at(&lossy.endpoint)
-            .args(["run", &name, "--wait-time", "30", "--"])
+            .args(["run", &name, "--wait-time", "20", "--"])
             .args(["sh", "-c", &section(&log, "W", 0.1)]),
     );
     // The three lost answers, then a join that worked.
@@ -517,21 +521,57 @@ fn clock_steps_back_then_forward(store: Store) {
     let name = unique_name("step");
     let dir = scratch();
     let log = dir.path().join("log");
+    let pid_file = dir.path().join("holder.pid");
     let clock = Proxy::start(&store.moto.endpoint);
+    let script = format!(
+        "echo $$ > '{}'; {}",
+        p(&pid_file),
+        section(&log, "holder", 16.0)
+    );
     let holder = spawn(
         store
             .cmd_at(&clock.endpoint)
-            .args(["run", &name, "--lease-duration", "6", "--renew-every", "3", "--"])
-            .args(["sh", "-c", &section(&log, "holder", 16.0)]),
+            .args(["run", &name, "--lease-duration", "6", "--renew-every", "3"])
+            .args(["--", "sh", "-c", &script]),
     );
     wait_logged(&log, "begin holder", Duration::from_secs(20));
+    let command = common::procs::read_pid(&pid_file);
     let waiter = store.run_section(&clock.endpoint, &name, &[], &log, "waiter", 0.1);
     store.wait_queue(&name, 1);
     std::thread::sleep(Duration::from_millis(1000));
     clock.shift_date(-40);
-    std::thread::sleep(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(8));
+    // Step forward again about 1 s after one of the holder's renewals (the
+    // only record writes while the waiter waits), so that the waiter sees
+    // the step before the holder does.
+    let n = clock.count(Some(store.record_write));
+    assert!(
+        clock.wait_count(Some(store.record_write), n + 1, Duration::from_secs(5)),
+        "the holder stopped renewing"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
     clock.shift_date(0);
-    common::sections::assert_both_in_turn(holder, waiter, &log);
+    let t = Instant::now();
+    let mut both = None;
+    while t.elapsed() < Duration::from_secs(20) {
+        if begun(&log).contains(&"waiter".to_string()) {
+            // The holder's command: still running (not stopped, not gone)?
+            both = common::procs::state_of(command).filter(|s| matches!(s, 'S' | 'R' | 'D'));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let h = holder.wait(Duration::from_secs(30));
+    let w = waiter.wait(Duration::from_secs(30));
+    assert!(
+        both.is_none(),
+        "the waiter's command began while the holder's ran (state {both:?}): {:?}\nholder:\n{}",
+        lines(&log),
+        h.describe()
+    );
+    assert_eq!(h.code, 0, "holder:\n{}", h.describe());
+    assert_eq!(w.code, 0, "waiter:\n{}", w.describe());
+    common::sections::assert_in_turn(&log);
 }
 
 #[test]
