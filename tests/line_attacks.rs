@@ -329,6 +329,39 @@ fn s3_newcomers_do_not_pass_a_slow_front_of_a_released_lock() {
     newcomers_do_not_pass_a_slow_front(Store::s3());
 }
 
+/// A newcomer that cannot read the line (every BatchGetItem answered 500)
+/// while the front's admission is slow does not try its own admission
+/// blind: it waits, and is admitted after the front.
+#[test]
+fn dynamodb_a_newcomer_that_cannot_read_the_line_does_not_pass_it() {
+    let store = Store::dynamodb();
+    let name = unique_name("blind");
+    let dir = scratch();
+    let log = dir.path().join("log");
+    let h = store.acquire(&name, &["--lease-duration", "60"]);
+    let slow = Proxy::start(&store.moto.endpoint);
+    let w = store.run_section(&slow.endpoint, &name, &[], &log, "W", 0.5);
+    store.wait_queue(&name, 1);
+    slow.fault(
+        Some("UpdateItem"),
+        Fault::Hold(Duration::from_millis(2500)),
+        None,
+    );
+    let blind = Proxy::start(&store.moto.endpoint);
+    blind.fault(Some("BatchGetItem"), Fault::Status(500), None);
+    store.release(&name, &h);
+    let n = store.run_section(&blind.endpoint, &name, &[], &log, "N", 0.1);
+    assert!(
+        blind.wait_count(Some("BatchGetItem"), 1, Duration::from_secs(10)),
+        "the newcomer never read the line"
+    );
+    wait_begun(&log, 1, Duration::from_secs(20));
+    slow.clear();
+    blind.clear();
+    all_ok(vec![("W", w), ("N", n)]);
+    assert_eq!(begun(&log), ["W", "N"]);
+}
+
 /// `status --json` `queue` lists the waiters in the order they came, with
 /// their kinds; one interrupted (SIGTERM) is gone from it at once, and the
 /// others are admitted in order (the readers at once, beside each other
