@@ -23,6 +23,7 @@ mod faults;
 mod file_store;
 mod global_tables;
 mod interop_v020;
+mod line_attacks;
 mod operator;
 mod pause_attacks;
 mod revoke_attacks;
