@@ -649,7 +649,18 @@ pub async fn renew<S: CasStore + ?Sized>(
         };
         next.version = uuid::Uuid::new_v4().to_string();
         match s.write_slots(name, rec.as_ref(), &next).await? {
-            Ok(()) => return Ok(renewed(s, lease, next_id, duration, st.as_stored(stored))),
+            Ok(()) => {
+                let mut done = renewed(s, lease, next_id, duration, st.as_stored(stored));
+                if stored > st.expires_ms {
+                    // The table kept a later expiry than this renewal asked
+                    // for: our view of the store's clock went back since
+                    // that expiry was written (the store's clock stepped
+                    // back). The lease has not moved on the store's own
+                    // clock, so neither does the deadline.
+                    done.deadline = done.deadline.min(lease.deadline);
+                }
+                return Ok(done);
+            }
             Err(_) => continue,
         }
     }
