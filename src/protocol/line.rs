@@ -31,7 +31,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::expiry::{EXPIRY_MARGIN_MS, Now};
-use super::slots::Kind;
 use crate::request::RESERVED_PREFIX;
 
 /// How long an entry lives unless its waiter refreshes it: a waiter killed
@@ -51,6 +50,17 @@ pub const POLL_STEP_MS: u64 = 400;
 
 /// How many entries one read of the line looks at, at most.
 pub const READ_AHEAD: usize = 100;
+
+/// What a waiter asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Alone ([`super::slots::Mode::Lock`]).
+    Exclusive,
+    /// Beside other shared holders ([`super::slots::Mode::Lock`], `--shared`), or one of
+    /// a semaphore's N ([`super::slots::Mode::Semaphore`]).
+    Shared,
+}
 
 /// The line's mark in the lock record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

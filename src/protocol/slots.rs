@@ -27,6 +27,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::expiry::{EXPIRY_MARGIN_MS, Now};
+pub use super::line::Kind;
 use super::line::Mark;
 use crate::error::{Error, Result};
 use crate::info::{HolderInfo, LockInfo};
@@ -105,17 +106,6 @@ impl std::fmt::Display for Mode {
             Mode::Semaphore(n) => write!(f, "a semaphore of {n} (--max-holders {n})"),
         }
     }
-}
-
-/// What a waiter asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// Alone ([`Mode::Lock`]).
-    Exclusive,
-    /// Beside other shared holders ([`Mode::Lock`], `--shared`), or one of
-    /// a semaphore's N ([`Mode::Semaphore`]).
-    Shared,
 }
 
 /// One holder's lease.
