@@ -507,8 +507,9 @@ impl<S: CasStore + ?Sized> Waiter<'_, '_, S> {
     }
 }
 
-/// One pause of a waiter: those next in turn ([`Slots::next_in_turn`])
-/// poll every 100–300 ms, the rest every 1–2 s. Out of time: [`Error::NotAcquired`].
+/// One pause of a waiter, `pause` long (its caller chose it: by the record's
+/// queue, [`Slots::next_in_turn`], or by its place in the store's line),
+/// never past the end of the wait. Out of time: [`Error::NotAcquired`].
 async fn wait_turn(
     req: &AcquireRequest,
     cancel: &mut Cancel<'_>,
