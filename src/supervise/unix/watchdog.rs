@@ -109,10 +109,13 @@ impl Watchdog {
         self.pipe = None;
         if let Some(child) = self.child.take() {
             let pid = Pid::from_raw(child.id() as i32);
-            for _ in 0..100 {
+            // It exits within a millisecond or two of reading the line;
+            // a coarser poll would hold up the release that follows (and
+            // with it the next holder) by a whole step.
+            for _ in 0..1000 {
                 match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::StillAlive) => {
-                        std::thread::sleep(std::time::Duration::from_millis(10))
+                        std::thread::sleep(std::time::Duration::from_millis(1))
                     }
                     _ => return,
                 }
