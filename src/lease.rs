@@ -329,11 +329,15 @@ impl LockGuard {
         let store = self.store.clone();
         let name = known.name.clone();
         let work = async {
-            let mut result = release_with_retry(store.as_ref(), &name, &known.lease_id).await;
+            let mut result = release_with_retry(store.as_ref(), &known).await;
             if let (Err(Error::NotHeld { .. }), Some(next)) = (&result, &pending) {
                 // A renewal may have landed whose answer never came: that
                 // lease is ours too, and must not block others.
-                result = release_with_retry(store.as_ref(), &name, next).await;
+                let next = Lease {
+                    lease_id: next.clone(),
+                    ..known.clone()
+                };
+                result = release_with_retry(store.as_ref(), &next).await;
             }
             result
         };
@@ -394,10 +398,10 @@ fn loss(rx: &watch::Receiver<GuardState>) -> Option<Lost> {
 /// A failed attempt may have landed with its answer lost; the next attempt,
 /// a new call, then finds the lease gone. If nobody holds the lock then,
 /// the release did what it was for: success.
-async fn release_with_retry(store: &dyn LockStore, name: &str, id: &str) -> Result<()> {
-    let mut last = None;
+async fn release_with_retry(store: &dyn LockStore, lease: &Lease) -> Result<()> {
+    let (name, mut last) = (lease.name.as_str(), None);
     for attempt in 0..4u32 {
-        match store.release(name, id).await {
+        match store.release_lease(lease).await {
             Err(Error::Unavailable(m)) => {
                 crate::store::warn_retrying(&format!("release failed ({m})"), "retrying");
                 last = Some(Error::Unavailable(m));

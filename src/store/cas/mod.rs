@@ -88,6 +88,22 @@ impl<S: CasStore> LockStore for S {
         release_anywhere(self, name, lease_id).await
     }
 
+    /// A holder of a table is released in the table at once (a read and a
+    /// write), not first tried as a plain record (which refuses it).
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        self.check_name(&lease.name)?;
+        if !lease.slotted {
+            return release_anywhere(self, &lease.name, &lease.lease_id).await;
+        }
+        match multi::release(self, &lease.name, &lease.lease_id).await {
+            // Not in a table (a record no longer one): as for any lease id.
+            Err(Error::NotHeld { .. }) => {
+                release_anywhere(self, &lease.name, &lease.lease_id).await
+            }
+            other => other,
+        }
+    }
+
     async fn inspect(&self, name: &str) -> Result<LockInfo> {
         self.check_name(name)?;
         let rec = explained(self, self.read(name).await).await?;
