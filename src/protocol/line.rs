@@ -71,11 +71,29 @@ pub struct Mark {
     /// How many waiters were admitted through the line, ever.
     #[serde(default)]
     pub admitted: u64,
+    /// When the last waiter was admitted through the line, on the table's
+    /// clock (ms; 0: never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub at_ms: i64,
+    /// The time between admissions, averaged (ms; 0: not known yet): how
+    /// fast the line moves, for a waiter that has only just joined it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gap_ms: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl Mark {
-    /// The mark after admitting the waiter at `place`.
-    pub fn admit(&self, place: &str) -> Mark {
+    /// The mark after admitting the waiter at `place` at `now_ms` (the
+    /// admission's lower bound of the table's clock).
+    pub fn admit(&self, place: &str, now_ms: i64) -> Mark {
+        let gap_ms = match (self.at_ms, self.gap_ms) {
+            (0, _) => 0,
+            (at, 0) => (now_ms - at).max(1),
+            (at, gap) => ((3 * gap + (now_ms - at).max(1)) / 4).max(1),
+        };
         Mark {
             served: if place > self.served.as_str() {
                 place.to_string()
@@ -83,7 +101,21 @@ impl Mark {
                 self.served.clone()
             },
             admitted: self.admitted + 1,
+            at_ms: now_ms,
+            gap_ms,
         }
+    }
+
+    /// Admissions a second through the line, judged at `now_ms`: the
+    /// average gap between them, or the time since the last if that is
+    /// longer (a line that has stopped slows down). `None` before two
+    /// admissions.
+    pub fn rate(&self, now_ms: i64) -> Option<f64> {
+        if self.gap_ms <= 0 || self.at_ms <= 0 {
+            return None;
+        }
+        let gap = self.gap_ms.max(now_ms - self.at_ms).max(1);
+        Some(1000.0 / gap as f64)
     }
 }
 
@@ -207,14 +239,17 @@ impl Distance {
 /// How long a waiter pauses between polls when `d` must be admitted
 /// before it and the line has been moving at `rate` admissions a second:
 /// the front and the one behind it every 100–300 ms (when the front's
-/// section is short, the next hand-off waits for the second's poll);
+/// section is short, the next hand-off waits for the second's poll), and
+/// the third too while the line moves at least once a second (else, when
+/// sections are short, it notices only a section late that it is second,
+/// and every hand-off waits for its slower poll);
 /// further back, [`POLL_STEP_MS`] per place, or
 /// half the time the line takes to bring it to the front if that is
 /// sooner, at least 200 ms and at most [`FAR_POLL_MS`]; jittered so that a
 /// crowd does not poll in step. A waiter so paced is at the front before
 /// the line reaches it, and a line that moves slowly costs little.
 pub fn poll_every(d: u64, rate: f64) -> Duration {
-    if d <= 1 {
+    if d <= 1 || (d == 2 && rate >= 1.0) {
         return Duration::from_millis(100 + fastrand::u64(0..200));
     }
     let mut base = d.saturating_mul(POLL_STEP_MS).min(FAR_POLL_MS);
@@ -272,6 +307,26 @@ mod tests {
     }
 
     #[test]
+    fn the_mark_says_how_fast_the_line_moves() {
+        let mut m = Mark::default();
+        assert_eq!(m.rate(T0), None);
+        for i in 0..6 {
+            m = m.admit(&ticket_place(i + 1), T0 + 300 * i as i64);
+        }
+        assert_eq!(m.admitted, 6);
+        let at = T0 + 1_500;
+        assert_eq!(m.at_ms, at);
+        // Every 300 ms: 3.3 a second, until the last admission is longer
+        // ago than that.
+        let r = m.rate(at + 100).unwrap();
+        assert!((r - 1000.0 / 300.0).abs() < 0.01, "{r}");
+        assert!((m.rate(at + 2_000).unwrap() - 0.5).abs() < 0.01);
+        // One slow gap moves the average a quarter of the way.
+        let slow = m.admit(&ticket_place(7), at + 1_500);
+        assert_eq!(slow.gap_ms, (3 * 300 + 1_500) / 4);
+    }
+
+    #[test]
     fn no_name_s_prefix_is_another_s() {
         let names = ["a", "a/b", "a/", "ab", "1:a", "b/1:a"];
         for x in names {
@@ -302,8 +357,8 @@ mod tests {
 
     #[test]
     fn the_mark_only_moves_forward_and_counts_every_admission() {
-        let m = Mark::default().admit(&ticket_place(5));
-        let m = m.admit(&ticket_place(3));
+        let m = Mark::default().admit(&ticket_place(5), T0);
+        let m = m.admit(&ticket_place(3), T0 + 50);
         assert_eq!(m.served, ticket_place(5));
         assert_eq!(m.admitted, 2);
     }
@@ -317,6 +372,7 @@ mod tests {
         let mark = |admitted| Mark {
             served: String::new(),
             admitted,
+            ..Mark::default()
         };
         assert_eq!(d.now(&mark(4)), 10);
         assert_eq!(d.now(&mark(7)), 7);
@@ -331,7 +387,9 @@ mod tests {
             // A line moving 5 a second: 10 places away is 2 s from the
             // front; poll within 1 s.
             assert!(poll_every(10, 5.0) <= Duration::from_millis(1_250));
-            assert!(poll_every(2, 5.0) <= Duration::from_millis(250));
+            assert!(poll_every(2, 5.0) <= Duration::from_millis(300));
+            assert!(poll_every(2, 0.5) >= Duration::from_millis(600));
+            assert!(poll_every(3, 5.0) >= Duration::from_millis(150));
             // Far back, still at most the slowest poll.
             assert!(poll_every(1_000, 5.0) <= Duration::from_millis(FAR_POLL_MS * 5 / 4));
         }

@@ -371,7 +371,7 @@ impl Slots {
         self.mode = a.asked;
         self.queue.retain(|t| t.id != a.id);
         if let Some(place) = a.place {
-            self.line = self.line.admit(place);
+            self.line = self.line.admit(place, now.lo);
         }
         let fence = self.next_fence;
         self.next_fence += 1;

@@ -207,7 +207,12 @@ impl InLine {
             Mode::Semaphore(n) => self.distance(line, mark).saturating_sub(u64::from(n) - 1),
             Mode::Lock => self.distance(line, mark),
         };
-        Ok(line::poll_every(before_us, self.pace.rate(mark.admitted)))
+        // The mark's rate, which a waiter that has only just joined knows
+        // too (else its first pause, from its distance alone, can outlast
+        // a line that moves fast), or the rate seen while waiting.
+        let seen = self.pace.rate(mark.admitted);
+        let rate = mark.rate(now.lo).unwrap_or(seen);
+        Ok(line::poll_every(before_us, rate))
     }
 
     /// How many places are ahead of ours, at most (0 without a place).
