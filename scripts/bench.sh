@@ -21,6 +21,8 @@
 #   BENCH_SECTIONS_PER_WORKER  sections each worker runs in sequence (default 25)
 #   BENCH_HOLD_SECONDS         how long the cost run holds a lock (default 65)
 #   BENCH_WAIT_SECONDS         how long the cost run's waiter waits (default 30)
+#   BENCH_ONLY                 only these sections, e.g. handoff,contention
+#                              (a partial report: set BENCH_OUT elsewhere)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

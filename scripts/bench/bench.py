@@ -1688,7 +1688,13 @@ def main():
     run([ctx.ours, "table-create", "--backend", ctx.backends["S3"]])
     run([ctx.ours, "table-create", "--backend", ctx.backends["local directory"]])
     sections = []
+    # BENCH_ONLY=handoff,contention measures only those sections (names
+    # after `section_`), for a quick look; write such a partial report
+    # elsewhere (BENCH_OUT), not over BENCHMARKS.md.
+    only = [x for x in os.environ.get("BENCH_ONLY", "").split(",") if x]
     for fn in SECTIONS:
+        if only and fn.__name__.removeprefix("section_") not in only:
+            continue
         log(f"{fn.__name__}: {fn.__doc__.strip().splitlines()[0]}")
         s0 = time.perf_counter()
         sections.append(fn(ctx))
