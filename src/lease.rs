@@ -149,15 +149,7 @@ impl LockGuard {
                 req.lease.as_secs()
             )));
         }
-        // The clocks are looked at before the acquire too: time that passed
-        // unseen while the grant was on its way (a VM paused and then
-        // resynchronised, a suspend) shortened the lease without the
-        // deadline knowing. Then the lease starts suspect and is renewed at
-        // once.
-        let before = Look::now();
-        let lease = store.acquire(req, cancel).await?;
-        let look = Look::now();
-        let suspect = unseen_time(&before, &look);
+        let (lease, look, suspect) = acquire_looking(store.as_ref(), req, cancel).await?;
         if let Some(w) = &suspect {
             tracing::warn!(
                 "{w} while acquiring: the lease may be shorter than written; renewing now"
@@ -683,6 +675,41 @@ impl Renewer {
     fn lose(&self, lost: Lost) {
         self.tx.send_modify(|s| s.lost = Some(lost));
     }
+}
+
+/// Acquires, looking at the clocks before the acquire and at every nap
+/// while it waits: time that passed unseen while the grant was on its way
+/// (a VM paused and then resynchronised, a suspend) shortened the lease
+/// without the deadline knowing; the lease then starts suspect and is
+/// renewed at once. Looking at every nap, not only before and after, keeps
+/// a wall clock stepped back early in a long wait from hiding a later
+/// pause (the step would offset the pause's forward step). Returns the
+/// lease, the last look, and why it is suspect, if it is.
+async fn acquire_looking(
+    store: &dyn LockStore,
+    req: &AcquireRequest,
+    cancel: BoxFuture<'_, i32>,
+) -> Result<(Lease, Look, Option<String>)> {
+    let (mut seen, mut flagged) = (Look::now(), None);
+    let acquire = store.acquire(req, cancel);
+    tokio::pin!(acquire);
+    let lease = loop {
+        tokio::select! {
+            // Biased so that a simulated run is reproducible.
+            biased;
+            r = &mut acquire => break r?,
+            _ = tokio::time::sleep(boottime::MAX_NAP) => {
+                let now = Look::now();
+                if let Some(w) = unseen_time(&seen, &now) {
+                    flagged.get_or_insert(w);
+                }
+                seen = now;
+            }
+        }
+    };
+    let look = Look::now();
+    let suspect = unseen_time(&seen, &look).or(flagged);
+    Ok((lease, look, suspect))
 }
 
 /// Looks at the clocks while renewing: time unseen since `seen` makes the
