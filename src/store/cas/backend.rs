@@ -230,17 +230,23 @@ pub trait CasStore: Send + Sync {
 /// the record's conditional write, as ever.
 #[async_trait::async_trait]
 pub trait Line: Send + Sync {
-    /// Joins `name`'s line as waiter `id` asking for `kind`, its entry alive
-    /// until `expires_ms`: the place, and how many places are ahead of it
-    /// (live or not) after the record's `mark`.
-    async fn join(
+    /// Takes a place in `name`'s line for waiter `id` asking for `kind`
+    /// (nothing is written for it yet: see [`Line::enter`]).
+    async fn take_place(&self, name: &str, id: &str, kind: Kind, mark: &Mark) -> Result<String>;
+
+    /// Writes our entry at `place`, alive until `expires_ms`: how many
+    /// places are ahead of it (live or not) after the record's `mark`.
+    /// Safe to repeat at the same place after an error (the write may
+    /// have landed without its answer).
+    async fn enter(
         &self,
         name: &str,
+        place: &str,
         id: &str,
         kind: Kind,
         expires_ms: i64,
         mark: &Mark,
-    ) -> Result<(String, u64)>;
+    ) -> Result<u64>;
 
     /// Keeps the entry at `place` alive until `expires_ms`.
     async fn refresh(

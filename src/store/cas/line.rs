@@ -31,8 +31,16 @@ pub(super) struct InLine {
     /// The mark's admission count when the lock last had room for us:
     /// the same count at the next poll means the front is not moving.
     room_seen: Option<u64>,
+    /// Far from the front, we saw room and only noted it: look again
+    /// soon (at the front's pace), and read the line then if the front has
+    /// not moved (waiters ahead that left leave no entry to admit).
+    recheck: bool,
     /// How fast the line moves, as seen from our polls.
     pace: Pace,
+    /// A place taken whose entry write failed (it may have landed): the
+    /// next join writes it again rather than leaving it to hold the line
+    /// until it lapses.
+    taken: Option<String>,
 }
 
 /// Admissions through the line per second, from the first poll that saw
@@ -86,6 +94,7 @@ impl InLine {
         mode: Mode,
         now: Now,
     ) -> Result<View> {
+        self.recheck = false;
         if !fits(table, id, kind, mode, &[], now) {
             self.room_seen = None;
             return Ok(View::Wait);
@@ -98,6 +107,7 @@ impl InLine {
                 let stuck = self.room_seen == Some(mark.admitted);
                 if self.distance(line, mark) > NEAR && !stuck {
                     self.room_seen = Some(mark.admitted);
+                    self.recheck = true;
                     return Ok(View::Wait);
                 }
             }
@@ -167,7 +177,20 @@ impl InLine {
         now: Now,
     ) -> Result<()> {
         let expires_ms = now.hi + WAIT_LIFE_MS;
-        let (key, ahead) = line.join(name, id, kind, expires_ms, mark).await?;
+        let key = match self.taken.take() {
+            // Still ahead of the mark: ours to write again.
+            Some(p) if mark.served.is_empty() || p > mark.served => p,
+            Some(passed) => {
+                // The mark moved past it: an entry there is behind the
+                // front, where nobody counts it; take a new place.
+                let _ = line.leave(name, &passed).await;
+                line.take_place(name, id, kind, mark).await?
+            }
+            None => line.take_place(name, id, kind, mark).await?,
+        };
+        self.taken = Some(key.clone());
+        let ahead = line.enter(name, &key, id, kind, expires_ms, mark).await?;
+        self.taken = None;
         self.place = Some(Place {
             key,
             dist: Distance {
@@ -212,6 +235,9 @@ impl InLine {
         // a line that moves fast), or the rate seen while waiting.
         let seen = self.pace.rate(mark.admitted);
         let rate = mark.rate(now.lo).unwrap_or(seen);
+        if self.recheck {
+            return Ok(line::poll_every(0, rate));
+        }
         Ok(line::poll_every(before_us, rate))
     }
 
@@ -229,8 +255,9 @@ impl InLine {
 
     /// Leaves the line (best effort: an entry left behind lapses).
     pub async fn leave(&mut self, line: &dyn Line, name: &str) {
-        if let Some(p) = self.place.take() {
-            if let Err(e) = line.leave(name, &p.key).await {
+        let places = [self.place.take().map(|p| p.key), self.taken.take()];
+        for key in places.into_iter().flatten() {
+            if let Err(e) = line.leave(name, &key).await {
                 tracing::debug!(error = %e, "could not delete our place in the line; it lapses");
             }
         }

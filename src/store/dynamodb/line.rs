@@ -46,26 +46,30 @@ fn served(mark: &Mark) -> u64 {
 
 #[async_trait::async_trait]
 impl<R: Requests> Line for DynamoDb<R> {
-    async fn join(
+    async fn take_place(&self, name: &str, _: &str, _: Kind, _: &Mark) -> Result<String> {
+        let ticket = self.req.take_ticket(&line::counter_key(name)).await?;
+        Ok(line::ticket_place(ticket))
+    }
+
+    async fn enter(
         &self,
         name: &str,
+        place: &str,
         id: &str,
         kind: Kind,
         expires_ms: i64,
         mark: &Mark,
-    ) -> Result<(String, u64)> {
-        let ticket = self.req.take_ticket(&line::counter_key(name)).await?;
-        let place = line::ticket_place(ticket);
+    ) -> Result<u64> {
         let key = format!("{}{place}", line::prefix(name));
         self.req
             .put_entry(&key, entry_attrs(id, kind, expires_ms))
             .await?;
         let from = match mark.served.as_str() {
-            "" => line::ticket_of(&self.floor(&place)).unwrap_or(0),
+            "" => line::ticket_of(&self.floor(place)).unwrap_or(0),
             _ => served(mark),
         };
-        let ahead = ticket.saturating_sub(from).saturating_sub(1);
-        Ok((place, ahead))
+        let ticket = line::ticket_of(place).unwrap_or(0);
+        Ok(ticket.saturating_sub(from).saturating_sub(1))
     }
 
     async fn refresh(

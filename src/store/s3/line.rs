@@ -59,14 +59,7 @@ fn waiter_of(place: &str) -> &str {
 
 #[async_trait::async_trait]
 impl<O: Objects> Line for S3Store<O> {
-    async fn join(
-        &self,
-        name: &str,
-        id: &str,
-        kind: Kind,
-        expires_ms: i64,
-        mark: &Mark,
-    ) -> Result<(String, u64)> {
+    async fn take_place(&self, name: &str, id: &str, kind: Kind, mark: &Mark) -> Result<String> {
         // After every place already taken: the store's time orders
         // arrivals only to about a second (its `Date` has whole seconds),
         // so a waiter that sees another's entry goes after it.
@@ -75,16 +68,31 @@ impl<O: Objects> Line for S3Store<O> {
             .await?;
         let last_ms = ahead.last().and_then(|e| line::ms_of_timed(&e.place));
         let ms = last_ms.map_or(i64::MIN, |m| m + 1);
-        let place = line::timed_place(self.objects.clock().upper_ms().max(ms), kind, id);
+        Ok(line::timed_place(
+            self.objects.clock().upper_ms().max(ms),
+            kind,
+            id,
+        ))
+    }
+
+    async fn enter(
+        &self,
+        name: &str,
+        place: &str,
+        id: &str,
+        kind: Kind,
+        expires_ms: i64,
+        mark: &Mark,
+    ) -> Result<u64> {
         let key = format!("{}{place}", self.line_prefix(name));
         self.put_entry(&key, id, kind, expires_ms).await?;
         // Counted again once our entry is in: waiters who joined with us,
         // unseen by the first listing, are ahead of us or behind us now.
         let ahead = self
-            .entries(name, &mark.served, Some(&place), COUNT_AT_JOIN)
+            .entries(name, &mark.served, Some(place), COUNT_AT_JOIN)
             .await?
             .len();
-        Ok((place, ahead as u64))
+        Ok(ahead as u64)
     }
 
     async fn refresh(
