@@ -79,6 +79,22 @@ fn quiet_silences_the_waiting_line() {
 }
 
 #[test]
+fn quiet_waiters_ended_by_a_signal_say_nothing_and_exit_128_plus_n() {
+    // cron mails every line: a job stopped while it waited (systemd, a
+    // timeout(1) around it) says so by its exit code alone with -q.
+    let d = dir();
+    hold(&d, "deploy");
+    for sub in [&["run", "deploy", "--", "true"][..], &["acquire", "deploy"]] {
+        let w = spawn(cmd(&d).arg("-q").args(sub));
+        std::thread::sleep(Duration::from_millis(500));
+        signal(w.pid(), nix::sys::signal::Signal::SIGTERM);
+        let out = w.wait(Duration::from_secs(10));
+        out.assert_exit_as(143, "a quiet waiter ended by SIGTERM:");
+        assert_eq!(out.stderr, "", "{sub:?}: -q says nothing");
+    }
+}
+
+#[test]
 fn a_waiter_on_a_terminal_redraws_one_line_in_place() {
     let Some(script) = which("script") else {
         skip("`script` (util-linux) is not installed");

@@ -31,6 +31,8 @@ pub(super) async fn acquire(g: &Global, a: AcquireArgs) -> Result<i32> {
             }
             return Ok(a.conflict_exit_code);
         }
+        // -q: a wait ended by a signal says so by its exit code alone.
+        Err(e @ Error::Interrupted(_)) if g.quiet => return Ok(exit::code(&e)),
         Err(e) => return Err(e),
     }
     Ok(exit::OK)

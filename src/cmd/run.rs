@@ -56,6 +56,8 @@ pub(super) async fn run(g: &Global, r: RunArgs) -> Result<i32> {
             }
             return Ok(r.conflict_exit_code);
         }
+        // -q: a wait ended by a signal says so by its exit code alone.
+        Err(e @ Error::Interrupted(_)) if g.quiet => return Ok(exit::code(&e)),
         Err(e) => return Err(e),
     };
     let opts = supervise::RunOptions {
