@@ -30,6 +30,7 @@
 mod check;
 mod client;
 mod clock;
+mod counts;
 mod dir;
 mod model;
 mod net;
