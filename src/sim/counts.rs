@@ -57,14 +57,6 @@ impl Op {
             Op::S3Delete => "DELETE",
         }
     }
-
-    /// Whether a request of this kind writes.
-    pub fn writes(self) -> bool {
-        !matches!(
-            self,
-            Op::GetItem | Op::BatchGetItem | Op::S3Get | Op::S3List
-        )
-    }
 }
 
 /// Requests of one kind: applied, and refused by their condition.

@@ -31,6 +31,7 @@ mod check;
 mod client;
 mod clock;
 mod counts;
+mod crowd;
 mod dir;
 mod model;
 mod net;
