@@ -372,10 +372,16 @@ impl Figures {
         }
         let largest = self.all.largest_any();
         if c.slots == 1 && largest >= 1024 {
-            v.push(format!("an item of {largest} bytes: {:?}", self.all.largest));
+            v.push(format!(
+                "an item of {largest} bytes: {:?}",
+                self.all.largest
+            ));
         }
         if self.join_writes() > 2.0 {
-            v.push(format!("{:.2} writes to join per waiter", self.join_writes()));
+            v.push(format!(
+                "{:.2} writes to join per waiter",
+                self.join_writes()
+            ));
         }
         if self.failed_writes() > 2.0 {
             v.push(format!(

@@ -260,7 +260,8 @@ impl Objects for SimObjects {
             .call(move |t, _, _| {
                 let got = t.objects.get(&key);
                 t.counts.note(Op::S3Get, true);
-                t.counts.size(&key, got.as_ref().map_or(0, |(b, _)| b.len()));
+                t.counts
+                    .size(&key, got.as_ref().map_or(0, |(b, _)| b.len()));
                 got
             })
             .await

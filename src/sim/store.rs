@@ -433,7 +433,13 @@ impl Table {
     /// awsflock 0.2.0's whole-item `PutItem`, on `NOT(attribute_exists(lock_id))`
     /// (`old = None`) or `attribute_exists(lock_id) AND lease_id = :old`.
     pub fn put_v020(&mut self, name: &str, item: Item, old: Option<&str>) -> bool {
-        counted(self, Op::PutItem, name, |ok| *ok, |t| t.put_v020_uncounted(name, item, old))
+        counted(
+            self,
+            Op::PutItem,
+            name,
+            |ok| *ok,
+            |t| t.put_v020_uncounted(name, item, old),
+        )
     }
 
     fn put_v020_uncounted(&mut self, name: &str, item: Item, old: Option<&str>) -> bool {
@@ -451,7 +457,13 @@ impl Table {
 
     /// awsflock 0.2.0's `DeleteItem` on `lease_id = :id`.
     pub fn delete_v020(&mut self, name: &str, id: &str) -> bool {
-        counted(self, Op::DeleteItem, name, |ok| *ok, |t| t.delete_v020_uncounted(name, id))
+        counted(
+            self,
+            Op::DeleteItem,
+            name,
+            |ok| *ok,
+            |t| t.delete_v020_uncounted(name, id),
+        )
     }
 
     fn delete_v020_uncounted(&mut self, name: &str, id: &str) -> bool {
@@ -604,13 +616,19 @@ impl Requests for SimStore {
         let key = key.to_string();
         self.call(move |t, _, _| {
             t.counts.joined(&key, false);
-            counted(t, Op::UpdateItem, &key, |_| true, |t| {
-                let item = t.items.entry(key.clone()).or_default();
-                let next = get_u64(item, attr::NEXT_TICKET).unwrap_or(0) + 1;
-                item.insert(attr::LOCK_ID.into(), AttributeValue::S(key.clone()));
-                item.insert(attr::NEXT_TICKET.into(), n(next));
-                next
-            })
+            counted(
+                t,
+                Op::UpdateItem,
+                &key,
+                |_| true,
+                |t| {
+                    let item = t.items.entry(key.clone()).or_default();
+                    let next = get_u64(item, attr::NEXT_TICKET).unwrap_or(0) + 1;
+                    item.insert(attr::LOCK_ID.into(), AttributeValue::S(key.clone()));
+                    item.insert(attr::NEXT_TICKET.into(), n(next));
+                    next
+                },
+            )
         })
         .await
     }
@@ -636,7 +654,13 @@ impl Requests for SimStore {
             if !t.items.contains_key(&key) {
                 t.counts.joined(&key, true);
             }
-            counted(t, Op::PutItem, &key, |_| true, |t| t.put_entry(&key, item, now));
+            counted(
+                t,
+                Op::PutItem,
+                &key,
+                |_| true,
+                |t| t.put_entry(&key, item, now),
+            );
         })
         .await
     }
