@@ -80,6 +80,9 @@ pub struct Figures {
     /// Requests a minute while waiting (steady), per waiter: the most of
     /// any waiter behind the first [`FRONT`] places.
     pub max_per_waiter_minute: f64,
+    /// Hand-offs (s): the k-th waiter's command start after the k-th end
+    /// of any command, sorted.
+    pub handoffs: Vec<f64>,
     /// Real time the scenario took.
     pub real_secs: f64,
 }
@@ -211,6 +214,14 @@ fn figures(c: Crowd, w: &World, [c0, c1, c2, c3]: [Counts; 4]) -> Figures {
     let served: Vec<_> = ivs.iter().filter(|iv| iv.client >= holders).collect();
     let last = served.iter().map(|iv| iv.end).max().unwrap_or(held_until);
     let (out_of_order, unplaced) = fifo(&c3, &served, holders);
+    let mut ends: Vec<Duration> = ivs.iter().map(|iv| iv.end).collect();
+    ends.sort();
+    let mut handoffs: Vec<f64> = served
+        .iter()
+        .zip(ends)
+        .map(|(iv, end)| iv.start.saturating_sub(end).as_secs_f64())
+        .collect();
+    handoffs.sort_by(f64::total_cmp);
     let steady = c2.since(&c1);
     let steady_secs = (c.hold - ARRIVE_FROM - STORM).as_secs_f64();
     // Per waiter behind the first few places (a semaphore of N admits N
@@ -243,6 +254,7 @@ fn figures(c: Crowd, w: &World, [c0, c1, c2, c3]: [Counts; 4]) -> Figures {
         out_of_order,
         unplaced,
         max_per_waiter_minute,
+        handoffs,
         real_secs: 0.0,
     }
 }
@@ -408,8 +420,8 @@ impl Figures {
 
     /// The table's header, for [`Figures::row`].
     pub fn header() -> &'static str {
-        "| store | name | N | req/s held (bound) | req/waiter-min (most, past 15th) | join writes/waiter | failed cond. writes/waiter | largest item B | RU/s read, write | $/hour | drain s (ms/hand-off) | req/hand-off | FIFO | real s |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| store | name | N | req/s held (bound) | req/waiter-min (most, past 15th) | join writes/waiter | failed cond. writes/waiter | largest item B | RU/s read, write | $/hour | drain s (ms/hand-off) | hand-off median (max) ms | req/hand-off | FIFO | real s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     }
 
     /// One row of the table.
@@ -424,7 +436,7 @@ impl Figures {
             ),
         };
         format!(
-            "| {:?} | {} | {} | {:.1} ({:.0}) | {:.1} ({}) | {:.2} | {:.2} | {} | {ru} | {:.3} | {:.2} ({:.0}) | {:.1} | {} | {:.1} |",
+            "| {:?} | {} | {} | {:.1} ({:.0}) | {:.1} ({}) | {:.2} | {:.2} | {} | {ru} | {:.3} | {:.2} ({:.0}) | {:.0} ({:.0}) | {:.1} | {} | {:.1} |",
             c.store,
             if c.slots == 1 {
                 "lock".to_string()
@@ -446,6 +458,8 @@ impl Figures {
             self.dollars_an_hour(),
             self.drain_secs,
             self.drain_secs * 1000.0 / c.waiters as f64,
+            1000.0 * self.handoffs.get(self.handoffs.len() / 2).unwrap_or(&0.0),
+            1000.0 * self.handoffs.last().unwrap_or(&0.0),
             self.drain.requests() as f64 / c.waiters as f64,
             if self.out_of_order + self.unplaced == 0 {
                 "yes".to_string()
