@@ -7,11 +7,16 @@
 # and --dir the directory store's (all clients on one host). --slots runs
 # the schedules whose clients share the name through its holder table (a
 # semaphore, or readers and writers), on the store chosen.
+# --crowd prints the crowd figures instead (src/sim/crowd.rs: N waiters on
+# a held lock and on a semaphore of 10, on DynamoDB and S3; N = 10, 100,
+# 1000 unless a comma-separated list is given); the table takes about a
+# minute.
 #
 #   scripts/sim.sh 1000000          # a million schedules from seed 0
 #   scripts/sim.sh 1 29453          # rerun one seed, printing its trace
 #   scripts/sim.sh --dir 200000     # the directory store's schedules
 #   scripts/sim.sh --slots --s3 50000  # semaphores and shared locks on S3
+#   scripts/sim.sh --crowd [10,100]    # the crowd's figures
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,11 +25,13 @@ test_name=sim::tests::schedules
 threads=1 # threads per process of the test named
 store=dynamodb
 slots=
+crowd=
 while [ $# -gt 0 ]; do
     case "$1" in
     --s3) store=s3 ;;
     --dir) store=dir ;;
     --slots) slots=1 ;;
+    --crowd) crowd=1 ;;
     *) break ;;
     esac
     shift
@@ -35,12 +42,25 @@ dir) test_name=sim::dir::tests::schedules_dir threads=2 ;;
 *1) test_name=sim::slot_tests::slot_schedules_$store ;;
 esac
 
-if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-    echo "usage: scripts/sim.sh [--s3|--dir] [--slots] SEEDS [START]" >&2
+if [ -n "$crowd" ]; then
+    [ $# -le 1 ] || {
+        echo "usage: scripts/sim.sh --crowd [N,N,...]" >&2
+        exit 2
+    }
+    case "${1:-10,100,1000}" in
+    *[!0-9,]* | "")
+        echo "sim.sh: --crowd takes waiter counts separated by commas, e.g. 10,100" >&2
+        exit 2
+        ;;
+    esac
+fi
+if [ -z "$crowd" ] && { [ $# -lt 1 ] || [ $# -gt 2 ]; }; then
+    echo "usage: scripts/sim.sh [--s3|--dir] [--slots] SEEDS [START], or --crowd [N,N,...]" >&2
     exit 2
 fi
-seeds="$1"
+seeds="${1:-1}"
 start="${2:-0}"
+[ -n "$crowd" ] && seeds=1
 case "$seeds$start" in
 *[!0-9]*)
     echo "sim.sh: SEEDS and START are whole numbers" >&2
@@ -59,6 +79,11 @@ for l in sys.stdin:
 if [ -z "$bin" ]; then
     cargo test --lib --no-run # show why it did not build
     exit 1
+fi
+
+if [ -n "$crowd" ]; then
+    AWSFLOCK_SIM_CROWD="${1:-10,100,1000}" \
+        exec "$bin" sim::crowd::tests::crowd_table --exact --ignored --nocapture --quiet
 fi
 
 if [ "$seeds" -eq 1 ]; then

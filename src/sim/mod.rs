@@ -30,6 +30,8 @@
 mod check;
 mod client;
 mod clock;
+mod counts;
+mod crowd;
 mod dir;
 mod model;
 mod net;

@@ -15,6 +15,9 @@ pub struct Faults {
     pub throttled: f64,
     /// Chance of a slow request (up to 1.5 s each way).
     pub slow: f64,
+    /// Each way's delay of a request that is not slow, ms (a range; `None`:
+    /// 1–40 ms).
+    pub latency_ms: Option<(u64, u64)>,
 }
 
 /// One acting interval of a holder, in true time.

@@ -60,7 +60,7 @@ impl SimStore {
         // A paused machine sends nothing.
         self.mach.awake().await;
         let sent = Moment::now();
-        let (fate, there, back) = draw_fate(&self.world);
+        let (fate, there, back, client) = draw_fate(&self.world);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let w = self.world.clone();
         // The network and the store: not the client's task, so a request
@@ -70,6 +70,7 @@ impl SimStore {
             let now = w.store_ms();
             let out = {
                 let mut table = w.table.lock().unwrap();
+                table.counts.current = client;
                 let mut v = Vec::new();
                 let out = match fate {
                     Fate::RequestLost | Fate::Throttled => None,
@@ -109,8 +110,9 @@ impl SimStore {
 
 /// What the network does to the request the calling client sends now: its
 /// fate and its delays there and back (drawn from the schedule's random
-/// draws), recorded for the liveness invariants.
-fn draw_fate(w: &World) -> (Fate, Duration, Duration) {
+/// draws), recorded for the liveness invariants; and the client, if the
+/// world knows it.
+fn draw_fate(w: &World) -> (Fate, Duration, Duration, Option<usize>) {
     let (fate, there, back) = {
         let mut r = w.rng.lock().unwrap();
         let f = w.faults;
@@ -130,7 +132,8 @@ fn draw_fate(w: &World) -> (Fate, Duration, Duration) {
             if r.f64() < f.slow {
                 Duration::from_millis(r.u64(50..1500))
             } else {
-                Duration::from_millis(r.u64(1..40))
+                let (lo, hi) = f.latency_ms.unwrap_or((1, 40));
+                Duration::from_millis(r.u64(lo..hi))
             }
         };
         let there = delay(&mut r);
@@ -141,7 +144,8 @@ fn draw_fate(w: &World) -> (Fate, Duration, Duration) {
         }
         (fate, there, back)
     };
-    if let Some(client) = w.current_client() {
+    let client = w.current_client();
+    if let Some(client) = client {
         let sent = w.t();
         w.live.lock().unwrap().reqs.push(Req {
             client,
@@ -151,5 +155,5 @@ fn draw_fate(w: &World) -> (Fate, Duration, Duration) {
             failed: matches!(fate, Fate::RequestLost | Fate::AnswerLost | Fate::Throttled),
         });
     }
-    (fate, there, back)
+    (fate, there, back, client)
 }

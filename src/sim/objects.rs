@@ -11,6 +11,7 @@
 //! is applied to the bucket atomically at one instant of true time.
 
 use super::clock::true_now;
+use super::counts::Op;
 use super::model::{RecState, table_state};
 use super::net::SimStore;
 use super::state::{Bucket, LineEntry, Table, check_line_turn, line_name};
@@ -80,6 +81,27 @@ impl Bucket {
 /// the written record, is above every token written before for the lock;
 /// (c) the expiry first written for each lease id.
 fn put(
+    t: &mut Table,
+    key: &str,
+    body: &[u8],
+    want: &Want,
+    now_ms: i64,
+    v: &mut Vec<String>,
+) -> Option<String> {
+    t.counts.size(key, body.len());
+    let new = !t.objects.objects.contains_key(key);
+    let Some(etag) = put_uncounted(t, key, body, want, now_ms, v) else {
+        t.counts.note(Op::S3Put, false);
+        return None;
+    };
+    t.counts.note(Op::S3Put, true);
+    if new && line_name(key).is_some() {
+        t.counts.joined(key, true);
+    }
+    Some(etag)
+}
+
+fn put_uncounted(
     t: &mut Table,
     key: &str,
     body: &[u8],
@@ -234,7 +256,15 @@ impl Objects for SimObjects {
 
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
         let key = key.to_string();
-        self.net.call(move |t, _, _| t.objects.get(&key)).await
+        self.net
+            .call(move |t, _, _| {
+                let got = t.objects.get(&key);
+                t.counts.note(Op::S3Get, true);
+                t.counts
+                    .size(&key, got.as_ref().map_or(0, |(b, _)| b.len()));
+                got
+            })
+            .await
     }
 
     async fn put(&self, key: &str, body: Vec<u8>, cond: Cond<'_>) -> Result<Option<String>> {
@@ -251,7 +281,12 @@ impl Objects for SimObjects {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let prefix = prefix.to_string();
-        self.net.call(move |t, _, _| t.objects.keys(&prefix)).await
+        self.net
+            .call(move |t, _, _| {
+                t.counts.note(Op::S3List, true);
+                t.objects.keys(&prefix)
+            })
+            .await
     }
 
     async fn list_page(
@@ -262,7 +297,10 @@ impl Objects for SimObjects {
     ) -> Result<Vec<(String, i64)>> {
         let (prefix, start) = (prefix.to_string(), start_after.to_string());
         self.net
-            .call(move |t, _, _| t.objects.page(&prefix, &start, max))
+            .call(move |t, _, _| {
+                t.counts.note(Op::S3List, true);
+                t.objects.page(&prefix, &start, max)
+            })
             .await
     }
 
@@ -270,6 +308,7 @@ impl Objects for SimObjects {
         let key = key.to_string();
         self.net
             .call(move |t, _, _| {
+                t.counts.note(Op::S3Delete, true);
                 t.objects.objects.remove(&key);
                 t.objects.modified.remove(&key);
                 if let Some(name) = line_name(&key) {

@@ -161,6 +161,7 @@ fn draw_faults(r: &mut fastrand::Rng) -> Faults {
             duplicate: r.f64() * 0.1,
             throttled: r.f64() * 0.1,
             slow: r.f64() * 0.1,
+            latency_ms: None,
         }
     }
 }
@@ -279,7 +280,7 @@ async fn join_clients(
 }
 
 /// Starts client `i` of the schedule, on its machine's clocks `mach`.
-fn start_client(
+pub(super) fn start_client(
     w: &Arc<World>,
     i: usize,
     spec: Spec,

@@ -44,6 +44,8 @@ pub struct Table {
     /// The directory and its host's processes, for schedules with the
     /// directory store.
     pub dir: Files,
+    /// The requests applied, by kind, and the sizes read and written.
+    pub counts: super::counts::Counts,
 }
 
 /// The simulated bucket: linearizable per key (every request is applied

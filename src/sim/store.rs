@@ -10,6 +10,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::clock::true_now;
+use super::counts::{Op, item_size};
 use super::model::{RecState, table_state};
 use super::net::SimStore;
 use super::state::{LineEntry, Table, check_line_turn, check_turn, line_name};
@@ -66,6 +67,35 @@ pub fn state_of(item: Option<&Item>) -> RecState {
 }
 
 type Ddb = crate::store::dynamodb::DynamoDb<SimStore>;
+
+/// The size of the item at `key` as DynamoDB bills it (0: none).
+fn size_at(t: &Table, key: &str) -> usize {
+    t.items.get(key).map_or(0, item_size)
+}
+
+/// Applies a write of kind `op` to the item at `key` (`f`) and counts it,
+/// failed by its condition unless `ok` says so of its answer.
+fn counted<T>(
+    t: &mut Table,
+    op: Op,
+    key: &str,
+    ok: impl Fn(&T) -> bool,
+    f: impl FnOnce(&mut Table) -> T,
+) -> T {
+    let before = size_at(t, key);
+    let out = f(t);
+    let after = size_at(t, key);
+    t.counts.ddb_write(op, key, ok(&out), before, after);
+    out
+}
+
+/// A `GetItem` of the item at `key`, counted.
+fn read_item(t: &mut Table, key: &str) -> Option<Item> {
+    let item = t.items.get(key).cloned();
+    t.counts
+        .ddb_read(Op::GetItem, key, item.as_ref().map(item_size));
+    item
+}
 
 /// DynamoDB's conditions, applied to the table's items as DynamoDB
 /// evaluates the ConditionExpressions that `src/store/dynamodb.rs` sends
@@ -403,6 +433,16 @@ impl Table {
     /// awsflock 0.2.0's whole-item `PutItem`, on `NOT(attribute_exists(lock_id))`
     /// (`old = None`) or `attribute_exists(lock_id) AND lease_id = :old`.
     pub fn put_v020(&mut self, name: &str, item: Item, old: Option<&str>) -> bool {
+        counted(
+            self,
+            Op::PutItem,
+            name,
+            |ok| *ok,
+            |t| t.put_v020_uncounted(name, item, old),
+        )
+    }
+
+    fn put_v020_uncounted(&mut self, name: &str, item: Item, old: Option<&str>) -> bool {
         let cur = self.items.get(name);
         let ok = match old {
             None => cur.is_none(),
@@ -417,6 +457,16 @@ impl Table {
 
     /// awsflock 0.2.0's `DeleteItem` on `lease_id = :id`.
     pub fn delete_v020(&mut self, name: &str, id: &str) -> bool {
+        counted(
+            self,
+            Op::DeleteItem,
+            name,
+            |ok| *ok,
+            |t| t.delete_v020_uncounted(name, id),
+        )
+    }
+
+    fn delete_v020_uncounted(&mut self, name: &str, id: &str) -> bool {
         let ok = self
             .items
             .get(name)
@@ -450,7 +500,7 @@ impl Requests for SimStore {
 
     async fn get(&self, name: &str) -> Result<Option<Item>> {
         let name = name.to_string();
-        self.call(move |t, _, _| t.items.get(&name).cloned()).await
+        self.call(move |t, _, _| read_item(t, &name)).await
     }
 
     async fn grant_counter(
@@ -461,7 +511,11 @@ impl Requests for SimStore {
     ) -> Result<std::result::Result<Option<u64>, Option<Item>>> {
         let (name, seen) = (name.to_string(), seen.map(String::from));
         let res = self
-            .call(move |t, now, v| t.grant_counter(&name, &attrs, seen.as_deref(), now, v))
+            .call(move |t, now, v| {
+                counted(t, Op::UpdateItem, &name, Result::is_ok, |t| {
+                    t.grant_counter(&name, &attrs, seen.as_deref(), now, v)
+                })
+            })
             .await?;
         Ok(res.map(Some))
     }
@@ -477,7 +531,12 @@ impl Requests for SimStore {
         let (name, seen, token) = (name.to_string(), seen.map(String::from), token.to_string());
         let res = self
             .call(move |t, _, v| {
-                t.grant_fresh(&name, &attrs, seen.as_deref(), hw, &token, FENCE_BLOCK, v)
+                // Two items: the lock item and the high-water mark (small).
+                t.counts.wru += 2;
+                let ok = |a: &TxAnswer| matches!(a, TxAnswer::Ok);
+                counted(t, Op::TransactWriteItems, &name, ok, |t| {
+                    t.grant_fresh(&name, &attrs, seen.as_deref(), hw, &token, FENCE_BLOCK, v)
+                })
             })
             .await?;
         Ok(match res {
@@ -496,7 +555,11 @@ impl Requests for SimStore {
     ) -> Result<std::result::Result<Option<Item>, Option<Item>>> {
         let (name, cur) = (name.to_string(), cur.to_string());
         let res = self
-            .call(move |t, _, _| t.renew(&name, &cur, &attrs, no_shorter))
+            .call(move |t, _, _| {
+                counted(t, Op::UpdateItem, &name, Result::is_ok, |t| {
+                    t.renew(&name, &cur, &attrs, no_shorter)
+                })
+            })
             .await?;
         Ok(res.map(Some))
     }
@@ -509,8 +572,12 @@ impl Requests for SimStore {
         released_ms: i64,
     ) -> Result<std::result::Result<(), Option<Item>>> {
         let (name, id, nonce) = (name.to_string(), id.to_string(), nonce.to_string());
-        self.call(move |t, _, _| t.release(&name, &id, &nonce, released_ms))
-            .await
+        self.call(move |t, _, _| {
+            counted(t, Op::UpdateItem, &name, Result::is_ok, |t| {
+                t.release(&name, &id, &nonce, released_ms)
+            })
+        })
+        .await
     }
 
     /// Not simulated: the simulation writes no unreadable items.
@@ -537,18 +604,31 @@ impl Requests for SimStore {
         seen: Option<&str>,
     ) -> Result<std::result::Result<(), Option<Item>>> {
         let (name, seen) = (name.to_string(), seen.map(String::from));
-        self.call(move |t, now, v| t.put_slots(&name, &attrs, &removes, seen.as_deref(), now, v))
-            .await
+        self.call(move |t, now, v| {
+            counted(t, Op::UpdateItem, &name, Result::is_ok, |t| {
+                t.put_slots(&name, &attrs, &removes, seen.as_deref(), now, v)
+            })
+        })
+        .await
     }
 
     async fn take_ticket(&self, key: &str) -> Result<u64> {
         let key = key.to_string();
         self.call(move |t, _, _| {
-            let item = t.items.entry(key.clone()).or_default();
-            let next = get_u64(item, attr::NEXT_TICKET).unwrap_or(0) + 1;
-            item.insert(attr::LOCK_ID.into(), AttributeValue::S(key.clone()));
-            item.insert(attr::NEXT_TICKET.into(), n(next));
-            next
+            t.counts.joined(&key, false);
+            counted(
+                t,
+                Op::UpdateItem,
+                &key,
+                |_| true,
+                |t| {
+                    let item = t.items.entry(key.clone()).or_default();
+                    let next = get_u64(item, attr::NEXT_TICKET).unwrap_or(0) + 1;
+                    item.insert(attr::LOCK_ID.into(), AttributeValue::S(key.clone()));
+                    item.insert(attr::NEXT_TICKET.into(), n(next));
+                    next
+                },
+            )
         })
         .await
     }
@@ -556,9 +636,8 @@ impl Requests for SimStore {
     async fn last_ticket(&self, key: &str) -> Result<u64> {
         let key = key.to_string();
         self.call(move |t, _, _| {
-            t.items
-                .get(&key)
-                .and_then(|i| get_u64(i, attr::NEXT_TICKET))
+            read_item(t, &key)
+                .and_then(|i| get_u64(&i, attr::NEXT_TICKET))
                 .unwrap_or(0)
         })
         .await
@@ -572,21 +651,40 @@ impl Requests for SimStore {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect();
             item.insert(attr::LOCK_ID.into(), AttributeValue::S(key.clone()));
-            t.put_entry(&key, item, now);
+            if !t.items.contains_key(&key) {
+                t.counts.joined(&key, true);
+            }
+            counted(
+                t,
+                Op::PutItem,
+                &key,
+                |_| true,
+                |t| t.put_entry(&key, item, now),
+            );
         })
         .await
     }
 
     async fn delete_entry(&self, key: &str) -> Result<()> {
         let key = key.to_string();
-        self.call(move |t, _, _| t.delete_entry(&key)).await
+        self.call(move |t, _, _| {
+            counted(t, Op::DeleteItem, &key, |_| true, |t| t.delete_entry(&key))
+        })
+        .await
     }
 
     async fn get_entries(&self, keys: Vec<String>) -> Result<Vec<Item>> {
         self.call(move |t, _, _| {
-            keys.iter()
-                .filter_map(|k| t.items.get(k).cloned())
-                .collect()
+            t.counts.note(Op::BatchGetItem, true);
+            t.counts.batch_keys += keys.len() as u64;
+            let mut found = Vec::new();
+            for k in &keys {
+                let item = t.items.get(k).cloned();
+                t.counts
+                    .ddb_read(Op::BatchGetItem, k, item.as_ref().map(item_size));
+                found.extend(item);
+            }
+            found
         })
         .await
     }
