@@ -40,7 +40,7 @@ for line in sys.stdin:
     elif paths:
         crate = "(std)"
     else:
-        crate = "(C: aws-lc, libc)"
+        crate = "(C: ring, libc)"
     by[crate] += size
 print(f"symbols: {total} bytes in all")
 for crate, size in by.most_common(top):

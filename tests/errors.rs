@@ -94,6 +94,36 @@ fn tls_to_a_plain_server_and_an_unresolvable_host_are_named() {
     );
 }
 
+/// The HTTPS client the AWS stores build (its TLS crypto, its trust in the
+/// system's roots) completes a handshake: moto serving HTTPS with a
+/// certificate for 127.0.0.1 takes a lock through DynamoDB and S3 once the
+/// certificate's CA is trusted (`SSL_CERT_FILE`, read as the system's roots
+/// are), and the same endpoint without that CA is a failed handshake.
+#[test]
+fn https_endpoint_with_a_trusted_certificate_takes_a_lock() {
+    if which("openssl").is_none() {
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let certs = tempfile::tempdir().expect("temp dir");
+    let tls = common::etcd::Tls::make(certs.path());
+    let moto = Moto::private_tls(&tls.server_cert, &tls.server_key);
+    assert!(moto.endpoint.starts_with("https://127.0.0.1:"));
+    let trusting = |args: &[&str]| run(awsflock(&moto).env("SSL_CERT_FILE", &tls.ca).args(args));
+    let name = lock();
+    for backend in [
+        format!("dynamodb://{}", unique_name("tbl")),
+        format!("s3://{}/p/", unique_name("bkt")),
+    ] {
+        trusting(&["--backend", &backend, "table-create"])
+            .assert_exit_as(0, &format!("table-create over HTTPS ({backend}):"));
+        trusting(&["--backend", &backend, "run", &name, "--", "true"])
+            .assert_exit_as(0, &format!("run over HTTPS ({backend}):"));
+    }
+    let out = run(awsflock(&moto).args(["status", &name]));
+    assert_store_error(&out, &["TLS handshake failed", &moto.endpoint]);
+}
+
 #[test]
 fn a_server_that_never_answers_is_a_timeout() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

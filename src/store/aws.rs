@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use aws_config::provider_config::ProviderConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
@@ -114,9 +116,11 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
     if let Some(given) = &settings.config {
         return from_given(given, &settings, endpoint).await;
     }
+    let client = http_client(plain_http_endpoint(settings.service, endpoint.as_deref()));
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts())
-        .retry_config(retries());
+        .retry_config(retries())
+        .http_client(client);
     if let Some(profile) = &settings.profile {
         // A profile named in the options (`--profile`) also beats the
         // environment's keys, as `aws --profile` does: its credentials come
@@ -124,6 +128,9 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
         // AWS CLI, and is left to the SDK's chain.
         loader = loader.profile_name(profile).credentials_provider(
             aws_config::profile::ProfileFileCredentialsProvider::builder()
+                // HTTPS whatever the store's endpoint: the profile may
+                // assume a role through STS or sign in through SSO.
+                .configure(&ProviderConfig::default().with_http_client(http_client(false)))
                 .profile_name(profile)
                 .build(),
         );
@@ -133,12 +140,6 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
     }
     if let Some(ep) = &endpoint {
         loader = loader.endpoint_url(ep.clone());
-    }
-    if plain_http_endpoint(settings.service, endpoint.as_deref()) {
-        // A local server over plain HTTP needs no TLS: skip the default
-        // client's loading and parsing of every system root certificate,
-        // which is most of a short command's start-up time.
-        loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
     }
     let mut config = loader.load().await;
     // A profile that was named must exist, as in the AWS CLI, even when the
@@ -187,6 +188,33 @@ pub async fn load(endpoint: Option<String>) -> Result<SdkConfig> {
     Ok(config)
 }
 
+/// The HTTP client for the SDK. A local server over plain HTTP (`plain`)
+/// needs no TLS: its client skips the loading and parsing of every system
+/// root certificate, which is most of a short command's start-up time.
+/// Otherwise the SDK's default HTTPS client (hyper 1, rustls, the system's
+/// root certificates, the proxy of `HTTPS_PROXY` / `NO_PROXY` as
+/// behavior-version-latest has it) with ring as rustls's crypto instead of
+/// aws-lc, whose C build costs a release build a tenth of its CPU
+/// (Cargo.toml). Every SDK client and credential provider gets it: the
+/// SDK's own default is left out of the build.
+fn http_client(plain: bool) -> SharedHttpClient {
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
+    if plain {
+        return Builder::new().build_http();
+    }
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut conn = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ));
+        conn.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            conn.set_sleep_impl(components.sleep_impl());
+        }
+        conn.set_proxy_config(Some(ProxyConfig::from_env()));
+        conn.build()
+    })
+}
+
 /// [`load`] with the caller's configuration: its region, credentials,
 /// endpoint and HTTP client, with the settings' region and `endpoint` on
 /// top, and the store's own timeouts and retries (renewals depend on them).
@@ -202,6 +230,11 @@ async fn from_given(
         .retry_config(retries());
     if let Some(region) = &settings.region {
         b.set_region(Some(Region::new(region.clone())));
+    }
+    if given.http_client().is_none() {
+        // What the SDK's default HTTPS client (a feature this crate leaves
+        // off) would have been; it speaks plain HTTP too.
+        b.set_http_client(Some(http_client(false)));
     }
     if let Some(ep) = endpoint {
         b.set_endpoint_url(Some(ep));

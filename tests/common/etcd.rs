@@ -28,8 +28,9 @@ pub struct Tls {
     pub ca: std::path::PathBuf,
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
-    server_cert: std::path::PathBuf,
-    server_key: std::path::PathBuf,
+    /// The server's pair, for 127.0.0.1 (also served by `Moto::private_tls`).
+    pub server_cert: std::path::PathBuf,
+    pub server_key: std::path::PathBuf,
 }
 
 impl Tls {

@@ -157,19 +157,35 @@ impl Moto {
     /// A moto server of this test's own on a free loopback port, killed
     /// when dropped.
     pub fn private() -> Moto {
+        Moto::spawn(None)
+    }
+
+    /// A private moto server that speaks HTTPS with the PEM certificate and
+    /// key `(cert, key)` (e.g. [`etcd::Tls::make`]'s server pair, made for
+    /// 127.0.0.1): its endpoint is `https://127.0.0.1:PORT`.
+    pub fn private_tls(cert: &Path, key: &Path) -> Moto {
+        Moto::spawn(Some((cert, key)))
+    }
+
+    fn spawn(tls: Option<(&Path, &Path)>) -> Moto {
         // moto behind scripts/moto-server.py, which makes its conditional
         // writes atomic as the real services' are.
         let server = tool("moto/bin/python");
         let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-server.py");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut last_log = String::new();
         for attempt in 0..3 {
             let port = free_port();
             let log = scratch_dir().join(format!("moto-{}.log", unique_name("m")));
             let log_file = std::fs::File::create(&log).expect("create moto log");
-            let mut child = Command::new(&server)
-                .env("AWSFLOCK_MOTO_EXIT_WITH_PARENT", "1")
+            let mut cmd = Command::new(&server);
+            cmd.env("AWSFLOCK_MOTO_EXIT_WITH_PARENT", "1")
                 .arg(&launcher)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            if let Some((cert, key)) = tls {
+                cmd.arg("--ssl-cert").arg(cert).arg("--ssl-key").arg(key);
+            }
+            let mut child = cmd
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone().unwrap())
                 .stderr(log_file)
@@ -182,9 +198,15 @@ impl Moto {
                     died = true;
                     break;
                 }
-                if http_answers(port) {
+                // Over TLS, a listening port is enough: a connection made
+                // before the server serves waits in its backlog.
+                let up = match tls {
+                    None => http_answers(port),
+                    Some(_) => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                };
+                if up {
                     return Moto {
-                        endpoint: format!("http://127.0.0.1:{port}"),
+                        endpoint: format!("{scheme}://127.0.0.1:{port}"),
                         port,
                         own: Some((child, log)),
                     };
