@@ -1749,13 +1749,19 @@ def main():
 
     out = os.environ.get("BENCH_OUT", "BENCHMARKS.md")
     # Sections measured apart, carried over from the report being replaced:
-    # "Crowd on one lock" (scripts/bench/crowd.sh, about 20 minutes) and
+    # "Crowd on one lock" (scripts/bench/crowd.sh, about 20 minutes), "Crowd
+    # of 1,000, simulated" (scripts/bench/crowd-sim.sh) and
     # "Dependencies" (clean release builds take minutes each; the section
     # says how).
     try:
         with open(out) as f:
             old = f.read()
-        for title in ("Crowd on one lock", "Crowd on one lock, before the waiting line", "Dependencies"):
+        for title in (
+            "Crowd on one lock",
+            "Crowd on one lock, before the waiting line",
+            "Crowd of 1,000, simulated",
+            "Dependencies",
+        ):
             i = old.find(f"\n## {title}\n")
             if i >= 0:
                 j = old.find("\n## ", i + 1)
