@@ -310,6 +310,38 @@ mod tests {
         assert_eq!(ms_of_timed(&a), Some(T0));
     }
 
+    /// The pace fields are optional both ways: a mark written before them
+    /// reads with none known, and a mark with them reads in a client that
+    /// knows only `served` and `admitted` (records are parsed without
+    /// `deny_unknown_fields`), which drops them when it writes the mark.
+    #[test]
+    fn the_mark_s_pace_is_compatible_with_marks_without_it() {
+        let old: Mark =
+            serde_json::from_str(r#"{"served":"00000000000000000007","admitted":3}"#).unwrap();
+        assert_eq!((old.admitted, old.at_ms, old.gap_ms), (3, 0, 0));
+        assert_eq!(old.rate(T0), None);
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(
+            !json.contains("at_ms") && !json.contains("gap_ms"),
+            "{json}"
+        );
+        #[derive(Deserialize)]
+        struct Before {
+            #[serde(default)]
+            served: String,
+            #[serde(default)]
+            admitted: u64,
+        }
+        let paced = old
+            .admit(&ticket_place(8), T0)
+            .admit(&ticket_place(9), T0 + 400);
+        let read: Before = serde_json::from_str(&serde_json::to_string(&paced).unwrap()).unwrap();
+        assert_eq!(
+            (read.served.as_str(), read.admitted),
+            (ticket_place(9).as_str(), 5)
+        );
+    }
+
     #[test]
     fn the_mark_says_how_fast_the_line_moves() {
         let mut m = Mark::default();

@@ -394,6 +394,22 @@ mod tests {
         }
     }
 
+    /// Two waiters that join within the same second of the store's clock,
+    /// neither seeing the other's entry, take places at the same
+    /// millisecond; the waiter ids (random v4 UUIDs, not drawn from the
+    /// seed) then order them, so the seed runs one way or the other: here
+    /// c1 and c2, waiting from 28.9 s, are admitted in either order. The
+    /// S3 crowd's figures vary from run to run for the same reason.
+    #[test]
+    #[ignore = "a known defect: S3 places tied on the store's time are ordered by unseeded ids"]
+    fn an_s3_seed_whose_places_tie_reproduces_its_run_exactly() {
+        let first = run_seed_traced(900_118, true).trace;
+        for _ in 0..8 {
+            let again = run_seed_traced(900_118, true).trace;
+            assert_eq!(first, again, "seed 900118 ran differently twice");
+        }
+    }
+
     /// For measuring a deliberately broken S3 store (DESIGN.md,
     /// "Simulation"): runs `AWSFLOCK_SIM_SEEDS` (2,000) S3 schedules and
     /// counts those that fail, by invariant, without stopping at the first.
