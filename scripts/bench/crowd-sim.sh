@@ -48,19 +48,9 @@ lines = [
     "",
     *table,
 ]
-text = "\n".join(lines) + "\n"
-try:
-    old = open(out).read()
-except FileNotFoundError:
-    old = "# Benchmarks\n"
-head = f"\n## {title}\n"
-i = old.find(head)
-if i >= 0:
-    j = old.find("\n## ", i + 1)
-    new = old[: i + 1] + text + (old[j:] if j >= 0 else "")
-else:
-    k = old.find("\n## Dependencies\n")
-    new = (old[: k + 1] + text + "\n" + old[k + 1:]) if k >= 0 else old.rstrip("\n") + "\n\n" + text
-open(out, "w").write(new)
+sys.path.insert(0, "scripts/bench")
+from crowd import splice  # noqa: E402
+
+splice(out, lines, title)
 print(f"crowd-sim: wrote the \"{title}\" section of {out}")
 PY

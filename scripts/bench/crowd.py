@@ -514,15 +514,16 @@ def section(runs, meta):
     return out
 
 
-def splice(path, lines):
-    """Replace (or add, before "Dependencies" or at the end) our section."""
+def splice(path, lines, title=TITLE):
+    """Replace (or add, before "Dependencies" or at the end) the section
+    `title` (ours by default; scripts/bench/crowd-sim.sh uses it too)."""
     try:
         with open(path) as f:
             old = f.read()
     except FileNotFoundError:
         old = "# Benchmarks\n"
     text = "\n".join(lines).rstrip("\n") + "\n"
-    head = f"\n## {TITLE}\n"
+    head = f"\n## {title}\n"
     i = old.find(head)
     if i >= 0:
         j = old.find("\n## ", i + 1)
