@@ -507,7 +507,7 @@ impl<O: Objects> S3Store<O> {
     }
 
     /// Releases `lease_id` (see [`LockStore::release`]).
-    async fn release_lease(&self, name: &str, lease_id: &str) -> Result<()> {
+    async fn release_plain(&self, name: &str, lease_id: &str) -> Result<()> {
         let (rec, etag) = self.current(name, lease_id, None).await?;
         // The fresh lease id written by this call doubles as its nonce: only
         // an earlier attempt of *this* call leaves it behind.
@@ -600,7 +600,7 @@ impl<O: Objects> CasStore for S3Store<O> {
     }
 
     async fn release_id(&self, name: &str, lease_id: &str) -> Result<()> {
-        self.release_lease(name, lease_id).await
+        self.release_plain(name, lease_id).await
     }
 
     async fn records(&self) -> Result<Vec<(String, Record)>> {
